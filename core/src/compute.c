@@ -1,0 +1,2 @@
+/* compute.c: to come. */
+#include "error.h"

@@ -1,0 +1,2 @@
+/* model_file.c: to come. */
+#include "error.h"

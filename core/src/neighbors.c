@@ -1,0 +1,2 @@
+/* neighbors.c: to come. */
+#include "error.h"

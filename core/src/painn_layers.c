@@ -1,0 +1,2 @@
+/* painn_layers.c: to come. */
+#include "error.h"

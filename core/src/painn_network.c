@@ -1,0 +1,2 @@
+/* painn_network.c: to come. */
+#include "error.h"

@@ -1,0 +1,2 @@
+// test_golden: tests to come.
+#include <gtest/gtest.h>

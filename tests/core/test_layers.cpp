@@ -1,0 +1,2 @@
+// test_layers: tests to come.
+#include <gtest/gtest.h>

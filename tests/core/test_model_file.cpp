@@ -1,0 +1,2 @@
+// test_model_file: tests to come.
+#include <gtest/gtest.h>

@@ -1,0 +1,2 @@
+// test_neighbors: tests to come.
+#include <gtest/gtest.h>

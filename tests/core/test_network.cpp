@@ -1,0 +1,2 @@
+// test_network: tests to come.
+#include <gtest/gtest.h>
