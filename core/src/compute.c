@@ -1,2 +1,89 @@
-/* compute.c: to come. */
+/* compute.c: mlff_compute, the core's entry point: checks the structure, finds the pairs,
+ * runs the architecture's network and sums the energies per replica. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "error.h"
+#include "model.h"
+#include "neighbors.h"
+#include "painn_network.h"
+
+struct mlff_workspace {
+    mlff_neighbor_list neighbors;
+    mlff_painn_buffers network;
+    double *atom_energies; /* (atom_capacity), when the caller wants none */
+    size_t atom_capacity;
+};
+
+mlff_workspace *mlff_workspace_create(void) {
+    return calloc(1, sizeof(mlff_workspace));
+}
+
+void mlff_workspace_free(mlff_workspace *workspace) {
+    if (workspace == NULL) return;
+    mlff_neighbor_list_clear(&workspace->neighbors);
+    mlff_painn_buffers_clear(&workspace->network);
+    free(workspace->atom_energies);
+    free(workspace);
+}
+
+static mlff_status check_arguments(const mlff_model *model, const mlff_workspace *workspace,
+                                   const mlff_structure *structure, const mlff_result *result, mlff_error *error) {
+    if (model == NULL) return mlff_fail(error, MLFF_ERROR_INVALID_ARGUMENT, "mlff_compute: model is NULL");
+    if (workspace == NULL) return mlff_fail(error, MLFF_ERROR_INVALID_ARGUMENT, "mlff_compute: workspace is NULL");
+    if (structure == NULL) return mlff_fail(error, MLFF_ERROR_INVALID_ARGUMENT, "mlff_compute: structure is NULL");
+    if (result == NULL || result->replica_energies == NULL)
+        return mlff_fail(error, MLFF_ERROR_INVALID_ARGUMENT, "mlff_compute: result->replica_energies is NULL");
+    if (structure->num_atoms < 0)
+        return mlff_fail(error, MLFF_ERROR_INVALID_ARGUMENT, "mlff_compute: num_atoms is %d, expected >= 0",
+                         structure->num_atoms);
+    if (structure->num_atoms > 0 && structure->atomic_numbers == NULL)
+        return mlff_fail(error, MLFF_ERROR_INVALID_ARGUMENT, "mlff_compute: atomic_numbers is NULL");
+    int max_z = model->painn.max_atomic_number;
+    for (int i = 0; i < structure->num_atoms; i++) {
+        int z = structure->atomic_numbers[i];
+        if (z < 0 || z > max_z)
+            return mlff_fail(error, MLFF_ERROR_INVALID_ARGUMENT,
+                             "atom %d has atomic number %d, but the model knows atomic numbers 0 to %d", i, z, max_z);
+    }
+    return MLFF_OK;
+}
+
+mlff_status mlff_compute(const mlff_model *model, mlff_workspace *workspace, const mlff_structure *structure,
+                         mlff_result *result, mlff_error *error) {
+    mlff_status status = check_arguments(model, workspace, structure, result, error);
+    if (status != MLFF_OK) return status;
+    int N = structure->num_atoms;
+
+    /* the neighbour search checks replicas, positions and the box */
+    status = mlff_neighbor_list_build(&workspace->neighbors, structure, model->painn.cutoff, error);
+    if (status != MLFF_OK) return status;
+    const mlff_pair *pairs = workspace->neighbors.pairs;
+    size_t P = workspace->neighbors.count;
+    for (size_t p = 0; p < P; p++)
+        if (pairs[p].d == 0.0)
+            return mlff_fail(error, MLFF_ERROR_INVALID_ARGUMENT,
+                             "atoms %d and %d are at the same position: the model is undefined there", pairs[p].i,
+                             pairs[p].j);
+
+    double *atom_energies = result->atom_energies;
+    if (atom_energies == NULL) {
+        if ((size_t)N > workspace->atom_capacity) {
+            double *grown = realloc(workspace->atom_energies, (size_t)N * sizeof(double));
+            if (grown == NULL)
+                return mlff_fail(error, MLFF_ERROR_OUT_OF_MEMORY, "out of memory for the energies of %d atoms", N);
+            workspace->atom_energies = grown;
+            workspace->atom_capacity = (size_t)N;
+        }
+        atom_energies = workspace->atom_energies;
+    }
+    status = mlff_painn_evaluate(&model->painn, structure->atomic_numbers, N, pairs, P, atom_energies, result->forces,
+                                 &workspace->network, error);
+    if (status != MLFF_OK) return status;
+
+    for (int r = 0; r < structure->num_replicas; r++) result->replica_energies[r] = 0.0;
+    for (int i = 0; i < N; i++)
+        result->replica_energies[structure->replicas != NULL ? structure->replicas[i] : 0] += atom_energies[i];
+    return MLFF_OK;
+}

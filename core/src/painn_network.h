@@ -1,0 +1,24 @@
+/* painn_network.h: the student PaiNN over a pair list: per-atom energies and, by the
+ * hand-written backward pass, forces. */
+#ifndef MLFF_PAINN_NETWORK_H
+#define MLFF_PAINN_NETWORK_H
+
+#include <stddef.h>
+
+#include "mlff/mlff.h"
+#include "neighbors.h"
+
+/* Activations and gradients, reused across calls; grows as needed. */
+typedef struct {
+    double *values;
+    size_t capacity; /* doubles */
+} mlff_painn_buffers;
+
+/* atom_energies (N) eV, overwritten; forces (N, 3) eV/Å, overwritten, or NULL to skip the backward.
+ * z (N) must be in [0, Z_max] and every pair must have d > 0 (the caller checks both). */
+mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const int *z, int N, const mlff_pair *pairs, size_t P,
+                                double *atom_energies, double *forces, mlff_painn_buffers *buffers, mlff_error *error);
+
+void mlff_painn_buffers_clear(mlff_painn_buffers *buffers);
+
+#endif /* MLFF_PAINN_NETWORK_H */
