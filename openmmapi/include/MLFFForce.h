@@ -100,6 +100,8 @@ protected:
     OpenMM::ForceImpl* createImpl() const;
 
 private:
+    // The serialization proxy restores the model path of a force read back from XML.
+    friend class MLFFForceProxy;
     struct ParticleInfo {
         int particle, atomicNumber, replica;
     };

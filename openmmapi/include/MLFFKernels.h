@@ -19,7 +19,8 @@ public:
     static std::string Name() {
         return "CalcMLFFForce";
     }
-    CalcMLFFForceKernel(std::string name, const OpenMM::Platform& platform) : OpenMM::KernelImpl(name, platform) {
+    CalcMLFFForceKernel(std::string kernelName, const OpenMM::Platform& owningPlatform)
+        : OpenMM::KernelImpl(kernelName, owningPlatform) {
     }
     /** Load the model and lay out the particles; called once per Context. */
     virtual void initialize(const OpenMM::System& system, const MLFFForce& force) = 0;
