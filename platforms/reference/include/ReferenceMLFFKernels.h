@@ -1,0 +1,44 @@
+#ifndef REFERENCE_MLFF_KERNELS_H_
+#define REFERENCE_MLFF_KERNELS_H_
+
+#include "MLFFKernels.h"
+#include "internal/MLFFCoreModel.h"
+
+#include <string>
+#include <vector>
+
+namespace MLFFPlugin {
+
+/**
+ * CalcMLFFForceKernel on the Reference and CPU platforms: gathers the ML particles' positions
+ * from the platform's ReferencePlatform::PlatformData, calls the C core (double precision)
+ * and scatters the forces back, converting Å/eV to nm/kJ/mol.
+ */
+class ReferenceCalcMLFFForceKernel : public CalcMLFFForceKernel {
+public:
+    ReferenceCalcMLFFForceKernel(std::string kernelName, const OpenMM::Platform& owningPlatform)
+        : CalcMLFFForceKernel(kernelName, owningPlatform) {
+    }
+    void initialize(const OpenMM::System& system, const MLFFForce& force) override;
+    double execute(OpenMM::ContextImpl& context, bool includeForces, bool includeEnergy) override;
+    std::vector<double> getReplicaEnergies(OpenMM::ContextImpl& context) override;
+    void copyParametersToContext(OpenMM::ContextImpl& context, const MLFFForce& force) override;
+
+private:
+    CoreModelPtr model;
+    CoreWorkspacePtr workspace;
+    std::vector<int> systemIndices;   // (N) System particle of each ML particle
+    std::vector<int> atomicNumbers;   // (N)
+    std::vector<int> replicas;        // (N)
+    int numReplicas = 0;
+    std::vector<double> replicaScales; // (numReplicas)
+    std::string energyScaleParameter;
+    bool periodic = false;
+    // Scratch in the core's units, reused between calls.
+    std::vector<double> positionsAngstrom, forcesEVPerAngstrom, replicaEnergiesEV;
+    std::vector<double> lastReplicaEnergies; // kJ/mol, scaled as in the total
+};
+
+} // namespace MLFFPlugin
+
+#endif // REFERENCE_MLFF_KERNELS_H_
