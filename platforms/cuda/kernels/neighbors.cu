@@ -1,0 +1,108 @@
+/*
+ * neighbors.cu: the architecture-independent part of a step: OpenMM's atom order, the
+ * neighbour lists, and the energy reduction.
+ *
+ * ML atoms are numbered 0..MLFF_NUM_ATOMS-1 by (replica, index in the force), so each replica is
+ * a contiguous range [replicaStart[r], replicaStart[r+1]). Neighbour lists hold ML indices in
+ * ascending order (a fixed order is what makes the forces bitwise reproducible), up to
+ * neighborCapacity per atom; neighborCount holds the true count even when it exceeds the capacity,
+ * and the network kernels then fall back to scanning the replica (geometry.cu), so no step is ever
+ * computed from a truncated list. The host grows the lists when it sees the overflow.
+ */
+
+/** sortedIndexOfParticle[atomIndex[s]] = s: where each System particle now sits in posq. Run after each reorder. */
+KERNEL void mlffInvertAtomIndex(const int* RESTRICT atomIndex, int* RESTRICT sortedIndexOfParticle, int numAtoms) {
+    for (int s = blockIdx.x * blockDim.x + threadIdx.x; s < numAtoms; s += blockDim.x * gridDim.x)
+        sortedIndexOfParticle[atomIndex[s]] = s;
+}
+
+/**
+ * One warp per ML atom i scans the atoms of its replica in ascending order, 32 at a time, and
+ * appends the edges in that order (ballot + prefix count). Also gathers i's position (Å) into
+ * mlPos for the network kernels. Launch: MLFF_NUM_ATOMS warps, any block size that is a multiple of 32.
+ */
+KERNEL void mlffFindNeighborsInReplica(const real4* RESTRICT posq, const int* RESTRICT sortedIndexOfParticle,
+        const int* RESTRICT mlParticle, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
+        real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize, real4* RESTRICT mlPos,
+        int* RESTRICT neighborCount, int* RESTRICT neighborList, int neighborCapacity) {
+    const int i = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    const int lane = threadIdx.x % 32;
+    if (i >= MLFF_NUM_ATOMS)
+        return; // the whole warp leaves together
+    const real4 ri = mlffLoadPosition(posq, sortedIndexOfParticle, mlParticle[i]);
+    if (lane == 0)
+        mlPos[i] = ri;
+    const int replica = mlReplica[i];
+    const int start = replicaStart[replica], end = replicaStart[replica + 1];
+    int count = 0;
+    for (int base = start; base < end; base += 32) {
+        const int j = base + lane;
+        bool edge = false;
+        if (j < end && j != i) {
+            const real4 rj = mlffLoadPosition(posq, sortedIndexOfParticle, mlParticle[j]);
+            real ux, uy, uz;
+            mlffPairDelta(ri, rj, boxA, boxB, boxC, invBoxSize, &ux, &uy, &uz);
+            edge = mlffIsEdge(ux, uy, uz);
+        }
+        const unsigned int mask = __ballot_sync(0xffffffffu, edge);
+        if (edge) {
+            const int slot = count + __popc(mask & ((1u << lane) - 1u));
+            if (slot < neighborCapacity)
+                neighborList[(size_t) i * neighborCapacity + slot] = j;
+        }
+        count += __popc(mask);
+    }
+    if (lane == 0)
+        neighborCount[i] = count;
+}
+
+#define MLFF_REDUCE_THREADS 256
+
+/**
+ * One block of MLFF_REDUCE_THREADS: E_r = sum of the atom energies of replica r (in double, in a
+ * fixed order), then OpenMM's energy lambda * sum_r scale_r E_r and its derivative by lambda, both
+ * converted to kJ/mol, and the largest neighbour count of this step (for the host's overflow check).
+ * energyParamDerivs is null when the force names no energy-scale parameter.
+ */
+KERNEL void mlffReduceEnergies(const real* RESTRICT atomEnergy, const int* RESTRICT replicaStart,
+        const double* RESTRICT replicaScale, double lambda, double* RESTRICT replicaEnergy,
+        mixed* RESTRICT energyBuffer, mixed* RESTRICT energyParamDerivs, int energyParamDerivIndex,
+        const int* RESTRICT neighborCount, int* RESTRICT maxNeighborCount) {
+    __shared__ double partial[MLFF_REDUCE_THREADS];
+    __shared__ int partialMax[MLFF_REDUCE_THREADS];
+    const int t = threadIdx.x;
+    double scaledSum = 0; // sum_r scale_r E_r, meaningful in thread 0
+    for (int r = 0; r < MLFF_NUM_REPLICAS; r++) {
+        double sum = 0;
+        for (int i = replicaStart[r] + t; i < replicaStart[r + 1]; i += MLFF_REDUCE_THREADS)
+            sum += (double) atomEnergy[i];
+        partial[t] = sum;
+        __syncthreads();
+        for (int stride = MLFF_REDUCE_THREADS / 2; stride > 0; stride /= 2) {
+            if (t < stride)
+                partial[t] += partial[t + stride];
+            __syncthreads();
+        }
+        if (t == 0) {
+            replicaEnergy[r] = partial[0];
+            scaledSum += replicaScale[r] * partial[0];
+        }
+        __syncthreads();
+    }
+    int maxCount = 0;
+    for (int i = t; i < MLFF_NUM_ATOMS; i += MLFF_REDUCE_THREADS)
+        maxCount = max(maxCount, neighborCount[i]);
+    partialMax[t] = maxCount;
+    __syncthreads();
+    for (int stride = MLFF_REDUCE_THREADS / 2; stride > 0; stride /= 2) {
+        if (t < stride)
+            partialMax[t] = max(partialMax[t], partialMax[t + stride]);
+        __syncthreads();
+    }
+    if (t == 0) {
+        *maxNeighborCount = partialMax[0];
+        energyBuffer[0] += (mixed) (lambda * scaledSum * MLFF_KJ_PER_MOL_PER_EV);
+        if (energyParamDerivs != 0)
+            energyParamDerivs[energyParamDerivIndex] += (mixed) (scaledSum * MLFF_KJ_PER_MOL_PER_EV);
+    }
+}

@@ -1,0 +1,190 @@
+/*
+ * student_painn/backward.cu: the analytic backward pass of one interaction block, one thread
+ * block per ML atom i (grid MLFF_NUM_ATOMS, MLFF_BLOCK threads; thread c owns channel c).
+ *
+ * In: gradIn = dE/d(s'_k, v'_k) for every atom k, the gradient with respect to the post-message
+ * features of block `layer`. For each edge i <- j (list order, MLFF_EDGE_BATCH at a time) it
+ *   - recomputes the filter w(ij) and its hidden layer,
+ *   - gathers the message backward into atom i: since w(ij) = w(ji), dE/ds_i += gs'_j w_s(ij) and
+ *     dE/dv_i += gv'_j w_v1(ij) (a gather over i's list in a fixed order, not a scatter with float
+ *     atomics, which is what keeps the forces bitwise reproducible),
+ *   - takes dE/dw(ij) of the edge's own message to i, back through the filter network and the
+ *     radial basis to dE/dd, adds dE/dn, and turns both into dE/du for u = r_j - r_i, which goes
+ *     to the forces of i and j in OpenMM's fixed-point buffer (integer adds: order-independent).
+ * Then (layer > 0) it applies the backward of block layer-1's update to atom i's gradient, giving
+ * gradOut = dE/d(s', v') of block layer-1 for the next launch.
+ *
+ * Energies and gradients are in eV and Å; lambdaForceScale * replicaScale[r] (lambdaForceScale =
+ * lambda * kJ/mol/nm per eV/Å) converts dE/du of replica r to OpenMM's forces.
+ */
+
+/** The sum over the block's threads of value[b][q] for each (b, q), into total[b][q], in a fixed order. */
+DEVICE inline void mlffBlockSum4(real (*value)[4], real (*warpTotals)[MLFF_EDGE_BATCH][4], real (*total)[4]) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+    for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            real v = value[b][q];
+            for (int offset = 16; offset > 0; offset /= 2)
+                v += __shfl_xor_sync(0xffffffffu, v, offset);
+            if (lane == 0)
+                warpTotals[warp][b][q] = v;
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x < MLFF_EDGE_BATCH * 4) {
+        const int b = threadIdx.x / 4, q = threadIdx.x % 4;
+        real sum = 0;
+        for (int w = 0; w < MLFF_BLOCK / 32; w++)
+            sum += warpTotals[w][b][q];
+        total[b][q] = sum;
+    }
+    __syncthreads();
+}
+
+DEVICE inline void mlffAddForce(unsigned long long* RESTRICT forceBuffer, int sortedAtom, double fx, double fy, double fz) {
+    atomicAdd(&forceBuffer[sortedAtom], (unsigned long long) ((long long) (fx * 0x100000000)));
+    atomicAdd(&forceBuffer[sortedAtom + MLFF_PADDED_NUM_ATOMS], (unsigned long long) ((long long) (fy * 0x100000000)));
+    atomicAdd(&forceBuffer[sortedAtom + 2 * MLFF_PADDED_NUM_ATOMS], (unsigned long long) ((long long) (fz * 0x100000000)));
+}
+
+KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const real4* RESTRICT pos,
+        const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
+        const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
+        real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize,
+        const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midS, const real* RESTRICT midV,
+        const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
+        const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
+        const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
+    __shared__ int edgeAtom[MLFF_EDGE_BATCH];
+    __shared__ real4 geometry[MLFF_EDGE_BATCH];
+    __shared__ real e[MLFF_EDGE_BATCH][MLFF_K];
+    __shared__ real dedd[MLFF_EDGE_BATCH][MLFF_K];
+    __shared__ real activation[MLFF_EDGE_BATCH][MLFF_H];
+    __shared__ real gradW[MLFF_EDGE_BATCH][3 * MLFF_H];
+    __shared__ real warpTotals[MLFF_BLOCK / 32][MLFF_EDGE_BATCH][4];
+    __shared__ real edgeGrad[MLFF_EDGE_BATCH][4]; // dE/dd, dE/dn
+    __shared__ MlffUpdateScratch updateScratch;
+
+    const int i = blockIdx.x;
+    const int c = threadIdx.x;
+    const bool active = c < MLFF_H;
+    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
+
+    real gsI = 0, gvI[3] = {0, 0, 0}; // dE/d(s'_i, v'_i) of this block
+    if (active) {
+        gsI = gradInS[(size_t) i * MLFF_H + c];
+        for (int a = 0; a < 3; a++)
+            gvI[a] = gradInV[((size_t) i * 3 + a) * MLFF_H + c];
+    }
+    real gsIn = gsI, gvIn[3] = {gvI[0], gvI[1], gvI[2]}; // dE/d(s_i, v_i) at the block's start: residual + messages
+
+    const real4 ri = pos[i];
+    const int replica = mlReplica[i];
+    const double forceScale = lambdaForceScale * replicaScale[replica];
+    const int sortedI = sortedIndexOfParticle[mlParticle[i]];
+    const int count = neighborCount[i];
+    const bool overflowed = count > neighborCapacity;
+    const int num = overflowed ? replicaStart[replica + 1] - replicaStart[replica] : count;
+    for (int first = 0; first < num; first += MLFF_EDGE_BATCH) {
+        mlffLoadEdgeBatch(i, first, num, overflowed, replicaStart[replica], neighborList, neighborCapacity, pos, ri,
+                          boxA, boxB, boxC, invBoxSize, edgeAtom, geometry);
+        __syncthreads();
+        real hidden[MLFF_EDGE_BATCH], ws[MLFF_EDGE_BATCH], wv1[MLFF_EDGE_BATCH], wv2[MLFF_EDGE_BATCH];
+        mlffFilterForward(params, block, geometry, e, dedd, activation, hidden, ws, wv1, wv2);
+
+        // Message backward: the gather into i, and dE/dw(ij), dE/dn(ij) of i's own messages.
+        real partial[MLFF_EDGE_BATCH][4];
+#pragma unroll
+        for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+            const int j = edgeAtom[b];
+            real gws = 0, gwv1 = 0, gwv2 = 0;
+            partial[b][0] = partial[b][1] = partial[b][2] = partial[b][3] = 0;
+            if (active && j >= 0) {
+                const real4 g = geometry[b];
+                const real inv = 1 / (g.w + (real) MLFF_NORMAL_EPSILON);
+                const real n[3] = {g.x * inv, g.y * inv, g.z * inv};
+                if (layer > 0) {
+                    gsIn += gradInS[(size_t) j * MLFF_H + c] * ws[b];
+                    for (int a = 0; a < 3; a++)
+                        gvIn[a] += gradInV[((size_t) j * 3 + a) * MLFF_H + c] * wv1[b];
+                }
+                gws = gsI * mlffBlockInputS(params, mlZ, stateS, layer, j, c);
+#pragma unroll
+                for (int a = 0; a < 3; a++) {
+                    gwv1 += gvI[a] * mlffBlockInputV(stateV, layer, j, a, c);
+                    gwv2 += gvI[a] * n[a];
+                    partial[b][1 + a] = gvI[a] * wv2[b];
+                }
+            }
+            if (active) {
+                gradW[b][c] = gws;
+                gradW[b][MLFF_H + c] = gwv1;
+                gradW[b][2 * MLFF_H + c] = gwv2;
+            }
+        }
+        __syncthreads();
+
+        // Filter backward: dE/dhidden = (W2^T dE/dw) SiLU'(hidden); dE/dd = sum_c dE/dhidden_c (W0 de/dd)_c.
+        if (active) {
+            const real* w2 = block + MLFF_B_FILTER_W2; // (3H, H)
+            const real* w0t = block + MLFF_B_FILTER_W0T; // (K, H)
+            real ga[MLFF_EDGE_BATCH];
+#pragma unroll
+            for (int b = 0; b < MLFF_EDGE_BATCH; b++)
+                ga[b] = 0;
+            for (int o = 0; o < 3 * MLFF_H; o++) {
+                const real w = w2[o * MLFF_H + c];
+#pragma unroll
+                for (int b = 0; b < MLFF_EDGE_BATCH; b++)
+                    ga[b] += w * gradW[b][o];
+            }
+#pragma unroll
+            for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+                real q = 0;
+                for (int k = 0; k < MLFF_K; k++)
+                    q += w0t[k * MLFF_H + c] * dedd[b][k];
+                partial[b][0] = ga[b] * mlffSiluGrad(hidden[b]) * q;
+            }
+        }
+        mlffBlockSum4(partial, warpTotals, edgeGrad);
+
+        // dE/du = dE/dd u/d + (dn/du)^T dE/dn, to the forces: F_i += dE/du, F_j -= dE/du.
+        if (c < MLFF_EDGE_BATCH && edgeAtom[c] >= 0) {
+            const int b = c, j = edgeAtom[b];
+            const real4 g = geometry[b];
+            const real d = g.w, dEps = d + (real) MLFF_NORMAL_EPSILON;
+            const real gd = edgeGrad[b][0], gnx = edgeGrad[b][1], gny = edgeGrad[b][2], gnz = edgeGrad[b][3];
+            const real uDotGn = g.x * gnx + g.y * gny + g.z * gnz;
+            const real radial = gd / d - uDotGn / (d * dEps * dEps);
+            const real gux = radial * g.x + gnx / dEps;
+            const real guy = radial * g.y + gny / dEps;
+            const real guz = radial * g.z + gnz / dEps;
+            const double fx = forceScale * (double) gux, fy = forceScale * (double) guy, fz = forceScale * (double) guz;
+            mlffAddForce(forceBuffer, sortedI, fx, fy, fz);
+            mlffAddForce(forceBuffer, sortedIndexOfParticle[mlParticle[j]], -fx, -fy, -fz);
+        }
+        __syncthreads(); // the next batch reuses the shared arrays
+    }
+    if (layer == 0)
+        return; // the embedding and v = 0 have no gradient to pass on
+
+    // Backward of block layer-1's update, recomputed from its post-message features.
+    const real* previous = params + MLFF_P_BLOCKS + (size_t) (layer - 1) * MLFF_P_BLOCK_STRIDE;
+    real sMid = 0, vMid[3] = {0, 0, 0};
+    if (active) {
+        sMid = midS[((size_t) (layer - 1) * MLFF_NUM_ATOMS + i) * MLFF_H + c];
+        for (int a = 0; a < 3; a++)
+            vMid[a] = midV[(((size_t) (layer - 1) * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c];
+    }
+    real m = 0, hidden = 0, da = 0, g1 = 0, g2 = 0;
+    mlffUpdateMlp(previous, sMid, vMid, &updateScratch, &m, &hidden, &da, &g1, &g2);
+    real gsMid = 0, gvMid[3] = {0, 0, 0};
+    mlffUpdateBackward(previous, vMid, m, hidden, g1, g2, gsIn, gvIn, &updateScratch, &gsMid, gvMid);
+    if (active) {
+        gradOutS[(size_t) i * MLFF_H + c] = gsMid;
+        for (int a = 0; a < 3; a++)
+            gradOutV[((size_t) i * 3 + a) * MLFF_H + c] = gvMid[a];
+    }
+}

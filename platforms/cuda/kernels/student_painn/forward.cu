@@ -1,0 +1,118 @@
+/*
+ * student_painn/forward.cu: one interaction block of the forward pass, one thread block per ML
+ * atom i (grid MLFF_NUM_ATOMS, MLFF_BLOCK threads; thread c owns channel c):
+ *   message  s'_i = s_i + sum_j s_j w_s(ij),  v'_i = v_i + sum_j (v_j w_v1(ij) + n(ij) w_v2(ij)),
+ *            the filters w recomputed per edge (MLFF_EDGE_BATCH edges at a time) from d;
+ *   update   s_out = s' + a, v_out = v' g1 + (M v') g2;
+ * and in the last block the readout (per-atom energy) and the start of the backward pass: the
+ * gradient of the energy with respect to the last block's post-message features.
+ *
+ * Feature storage (global, `real`): stateS (L+1, N, H) holds s at the start of each block
+ * (slot 0 unused: the embedding is read directly), stateV (L, N, 3, H) v likewise (slot 0 unused:
+ * v starts at 0), midS (L, N, H) / midV (L, N, 3, H) the post-message features that the
+ * backward pass needs. Component a of channel c of atom i: v[(i*3 + a)*H + c].
+ */
+
+/** s_j of the block `layer` (the embedding in the first block). */
+DEVICE inline real mlffBlockInputS(const real* RESTRICT params, const int* RESTRICT mlZ, const real* RESTRICT stateS,
+                                   int layer, int j, int c) {
+    if (layer == 0)
+        return params[MLFF_P_EMBEDDING + mlZ[j] * MLFF_H + c];
+    return stateS[((size_t) layer * MLFF_NUM_ATOMS + j) * MLFF_H + c];
+}
+
+/** Component a of v_j in the block `layer` (0 in the first block). */
+DEVICE inline real mlffBlockInputV(const real* RESTRICT stateV, int layer, int j, int a, int c) {
+    if (layer == 0)
+        return 0;
+    return stateV[(((size_t) layer * MLFF_NUM_ATOMS + j) * 3 + a) * MLFF_H + c];
+}
+
+KERNEL void mlffStudentForward(int layer, const real* RESTRICT params, const real4* RESTRICT pos,
+        const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
+        const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
+        real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize,
+        real* RESTRICT stateS, real* RESTRICT stateV, real* RESTRICT midS, real* RESTRICT midV,
+        real* RESTRICT atomEnergy, real* RESTRICT gradMidS, real* RESTRICT gradMidV) {
+    __shared__ int edgeAtom[MLFF_EDGE_BATCH];
+    __shared__ real4 geometry[MLFF_EDGE_BATCH];
+    __shared__ real e[MLFF_EDGE_BATCH][MLFF_K];
+    __shared__ real activation[MLFF_EDGE_BATCH][MLFF_H];
+    __shared__ MlffUpdateScratch updateScratch;
+    __shared__ MlffReadoutScratch readoutScratch;
+
+    const int i = blockIdx.x;
+    const int c = threadIdx.x;
+    const bool active = c < MLFF_H;
+    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
+
+    real sMid = 0, vMid[3] = {0, 0, 0};
+    if (active) {
+        sMid = mlffBlockInputS(params, mlZ, stateS, layer, i, c);
+        for (int a = 0; a < 3; a++)
+            vMid[a] = mlffBlockInputV(stateV, layer, i, a, c);
+    }
+
+    // Messages, edges in list order.
+    const real4 ri = pos[i];
+    const int replica = mlReplica[i];
+    const int count = neighborCount[i];
+    const bool overflowed = count > neighborCapacity;
+    const int num = overflowed ? replicaStart[replica + 1] - replicaStart[replica] : count;
+    for (int first = 0; first < num; first += MLFF_EDGE_BATCH) {
+        mlffLoadEdgeBatch(i, first, num, overflowed, replicaStart[replica], neighborList, neighborCapacity, pos, ri,
+                          boxA, boxB, boxC, invBoxSize, edgeAtom, geometry);
+        __syncthreads();
+        real hidden[MLFF_EDGE_BATCH], ws[MLFF_EDGE_BATCH], wv1[MLFF_EDGE_BATCH], wv2[MLFF_EDGE_BATCH];
+        mlffFilterForward(params, block, geometry, e, (real(*)[MLFF_K]) 0, activation, hidden, ws, wv1, wv2);
+        if (active) {
+#pragma unroll
+            for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+                const int j = edgeAtom[b];
+                if (j < 0)
+                    continue;
+                const real4 g = geometry[b];
+                const real inv = 1 / (g.w + (real) MLFF_NORMAL_EPSILON);
+                const real n[3] = {g.x * inv, g.y * inv, g.z * inv};
+                sMid += mlffBlockInputS(params, mlZ, stateS, layer, j, c) * ws[b];
+                for (int a = 0; a < 3; a++)
+                    vMid[a] += mlffBlockInputV(stateV, layer, j, a, c) * wv1[b] + n[a] * wv2[b];
+            }
+        }
+        __syncthreads(); // the next batch reuses the shared arrays
+    }
+    if (active) {
+        midS[((size_t) layer * MLFF_NUM_ATOMS + i) * MLFF_H + c] = sMid;
+        for (int a = 0; a < 3; a++)
+            midV[(((size_t) layer * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c] = vMid[a];
+    }
+
+    // Update.
+    real m = 0, hidden = 0, da = 0, g1 = 0, g2 = 0;
+    mlffUpdateMlp(block, sMid, vMid, &updateScratch, &m, &hidden, &da, &g1, &g2);
+    const real sOut = sMid + da;
+    if (layer + 1 < MLFF_L) {
+        if (active) {
+            real vOut[3];
+            mlffUpdateVector(block, vMid, g1, g2, vOut);
+            stateS[((size_t) (layer + 1) * MLFF_NUM_ATOMS + i) * MLFF_H + c] = sOut;
+            for (int a = 0; a < 3; a++)
+                stateV[(((size_t) (layer + 1) * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c] = vOut[a];
+        }
+        return;
+    }
+
+    // Last block: the readout, then d eps_i / d(s', v') of this block (the vector update is dead).
+    real eps = 0, gs = 0;
+    mlffReadout(params, sOut, &readoutScratch, &eps, &gs);
+    if (c == 0)
+        atomEnergy[i] = eps;
+    const real zero[3] = {0, 0, 0};
+    real gsMid = 0, gvMid[3] = {0, 0, 0};
+    mlffUpdateBackward(block, vMid, m, hidden, g1, g2, gs, zero, &updateScratch, &gsMid, gvMid);
+    if (active) {
+        gradMidS[(size_t) i * MLFF_H + c] = gsMid;
+        for (int a = 0; a < 3; a++)
+            gradMidV[((size_t) i * 3 + a) * MLFF_H + c] = gvMid[a];
+    }
+}

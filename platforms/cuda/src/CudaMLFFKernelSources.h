@@ -1,0 +1,23 @@
+#ifndef MLFF_CUDA_KERNEL_SOURCES_H_
+#define MLFF_CUDA_KERNEL_SOURCES_H_
+
+#include <string>
+
+namespace MLFFPlugin {
+
+/**
+ * The kernel sources of platforms/cuda/kernels/ (every .cu file), embedded by CMake (EmbedKernelSources.cmake)
+ * into CudaMLFFKernelSources.cpp; the member names are the files' paths with '/' as '_'.
+ */
+class CudaMLFFKernelSources {
+public:
+    static const std::string geometry;
+    static const std::string neighbors;
+    static const std::string student_painn_layers;
+    static const std::string student_painn_forward;
+    static const std::string student_painn_backward;
+};
+
+} // namespace MLFFPlugin
+
+#endif // MLFF_CUDA_KERNEL_SOURCES_H_

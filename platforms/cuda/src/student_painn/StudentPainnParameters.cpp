@@ -1,0 +1,98 @@
+#include "student_painn/StudentPainnParameters.h"
+
+#include <cstddef>
+#include <cstdio>
+
+namespace MLFFPlugin {
+
+namespace {
+
+// Appends matrices and vectors and records where each starts.
+class Packer {
+public:
+    explicit Packer(std::vector<double>& destination) : out(destination) {
+    }
+    size_t vector(const double* values, int n) {
+        size_t start = out.size();
+        out.insert(out.end(), values, values + n);
+        return start;
+    }
+    size_t matrix(const double* values, int rows, int cols) { // (rows, cols) row-major, as stored
+        return vector(values, rows * cols);
+    }
+    size_t transposed(const double* values, int rows, int cols) { // stores (cols, rows)
+        size_t start = out.size();
+        for (int c = 0; c < cols; c++)
+            for (int r = 0; r < rows; r++)
+                out.push_back(values[(size_t) r * cols + c]);
+        return start;
+    }
+
+private:
+    std::vector<double>& out;
+};
+
+std::string exactDouble(double value) {
+    char text[64];
+    std::snprintf(text, sizeof(text), "%.17g", value);
+    return text;
+}
+
+} // namespace
+
+StudentPainnLayout layoutStudentPainn(const mlff_student_painn& model) {
+    const int H = model.hidden_channels, K = model.num_rbf, L = model.num_blocks, zMax = model.max_atomic_number;
+    StudentPainnLayout layout;
+    Packer pack(layout.values);
+    auto& def = layout.defines;
+    def["MLFF_H"] = std::to_string(H);
+    def["MLFF_K"] = std::to_string(K);
+    def["MLFF_L"] = std::to_string(L);
+    def["MLFF_Z_MAX"] = std::to_string(zMax);
+    def["MLFF_CUTOFF"] = exactDouble(model.cutoff);
+
+    def["MLFF_P_EMBEDDING"] = std::to_string(pack.matrix(model.embedding, zMax + 1, H));
+    def["MLFF_P_RBF_CENTERS"] = std::to_string(pack.vector(model.rbf_centers, K));
+    def["MLFF_P_RBF_WIDTHS"] = std::to_string(pack.vector(model.rbf_widths, K));
+    def["MLFF_P_HEAD_W0"] = std::to_string(pack.matrix(model.head_w0, H / 2, H));
+    def["MLFF_P_HEAD_W0T"] = std::to_string(pack.transposed(model.head_w0, H / 2, H));
+    def["MLFF_P_HEAD_B0"] = std::to_string(pack.vector(model.head_b0, H / 2));
+    def["MLFF_P_HEAD_W2"] = std::to_string(pack.matrix(model.head_w2, H / 4, H / 2));
+    def["MLFF_P_HEAD_W2T"] = std::to_string(pack.transposed(model.head_w2, H / 4, H / 2));
+    def["MLFF_P_HEAD_B2"] = std::to_string(pack.vector(model.head_b2, H / 4));
+    def["MLFF_P_HEAD_W4"] = std::to_string(pack.vector(model.head_w4, H / 4));
+    def["MLFF_P_HEAD_B4"] = std::to_string(pack.vector(model.head_b4, 1));
+
+    // Blocks: the same layout repeated with a fixed stride.
+    const size_t blocksStart = layout.values.size();
+    std::map<std::string, size_t> within;
+    for (int l = 0; l < L; l++) {
+        const mlff_student_painn_block& block = model.blocks[l];
+        const size_t base = layout.values.size();
+        std::map<std::string, size_t> offsets;
+        offsets["MLFF_B_FILTER_W0T"] = pack.transposed(block.filter_w0, H, K) - base;
+        offsets["MLFF_B_FILTER_B0"] = pack.vector(block.filter_b0, H) - base;
+        offsets["MLFF_B_FILTER_W2"] = pack.matrix(block.filter_w2, 3 * H, H) - base;
+        offsets["MLFF_B_FILTER_W2T"] = pack.transposed(block.filter_w2, 3 * H, H) - base;
+        offsets["MLFF_B_FILTER_B2"] = pack.vector(block.filter_b2, 3 * H) - base;
+        offsets["MLFF_B_UPDATE_W0"] = pack.matrix(block.update_w0, H, 2 * H) - base;
+        offsets["MLFF_B_UPDATE_W0T"] = pack.transposed(block.update_w0, H, 2 * H) - base;
+        offsets["MLFF_B_UPDATE_B0"] = pack.vector(block.update_b0, H) - base;
+        offsets["MLFF_B_UPDATE_W2"] = pack.matrix(block.update_w2, 3 * H, H) - base;
+        offsets["MLFF_B_UPDATE_W2T"] = pack.transposed(block.update_w2, 3 * H, H) - base;
+        offsets["MLFF_B_UPDATE_B2"] = pack.vector(block.update_b2, 3 * H) - base;
+        offsets["MLFF_B_MIXING"] = pack.vector(block.mixing, 9) - base;
+        if (l == 0)
+            within = offsets;
+        if (l == 1)
+            def["MLFF_P_BLOCK_STRIDE"] = std::to_string(base - blocksStart);
+    }
+    if (L == 1)
+        def["MLFF_P_BLOCK_STRIDE"] = std::to_string(layout.values.size() - blocksStart);
+    def["MLFF_P_BLOCKS"] = std::to_string(blocksStart);
+    for (const auto& entry : within)
+        def[entry.first] = std::to_string(entry.second);
+    return layout;
+}
+
+} // namespace MLFFPlugin

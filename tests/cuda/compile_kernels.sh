@@ -1,0 +1,78 @@
+#!/bin/bash
+# Compiles platforms/cuda/kernels/*.cu to PTX with nvcc the way OpenMM's CudaContext::createModule
+# assembles a module (its typedefs of real/mixed for the precision, its KERNEL/DEVICE macros, then
+# our defines, then the sources), in single, mixed and double precision and for a few model sizes,
+# so that syntax and type errors show without a GPU (NVRTC would otherwise report them only on the
+# device). The parameter offsets are placeholders: only the code's validity is checked here.
+#
+# Usage: compile_kernels.sh KERNEL_DIR [NVCC]
+set -euo pipefail
+kernels=${1:?kernel directory}
+nvcc=${2:-nvcc}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+preamble() { # precision
+    case $1 in
+        single) echo "typedef float real; typedef float2 real2; typedef float3 real3; typedef float4 real4;"
+                echo "typedef float mixed; typedef float2 mixed2; typedef float3 mixed3; typedef float4 mixed4;" ;;
+        mixed)  echo "typedef float real; typedef float2 real2; typedef float3 real3; typedef float4 real4;"
+                echo "typedef double mixed; typedef double2 mixed2; typedef double3 mixed3; typedef double4 mixed4;" ;;
+        double) echo "#define USE_DOUBLE_PRECISION"
+                echo "typedef double real; typedef double2 real2; typedef double3 real3; typedef double4 real4;"
+                echo "typedef double mixed; typedef double2 mixed2; typedef double3 mixed3; typedef double4 mixed4;" ;;
+    esac
+    cat <<'COMMON'
+#define KERNEL extern "C" __global__
+#define DEVICE __device__
+#define LOCAL __shared__
+#define RESTRICT __restrict__
+COMMON
+}
+
+defines() { # H K L batch block periodic
+    local H=$1 K=$2 L=$3
+    echo "#define MLFF_H $H"
+    echo "#define MLFF_K $K"
+    echo "#define MLFF_L $L"
+    echo "#define MLFF_Z_MAX 100"
+    echo "#define MLFF_CUTOFF 5"
+    echo "#define MLFF_CUTOFF_SQUARED 25"
+    echo "#define MLFF_EDGE_BATCH $4"
+    echo "#define MLFF_BLOCK $5"
+    echo "#define MLFF_NUM_ATOMS 12"
+    echo "#define MLFF_NUM_REPLICAS 1"
+    echo "#define MLFF_PADDED_NUM_ATOMS 32"
+    echo "#define MLFF_KJ_PER_MOL_PER_EV 96.48533212331002"
+    [ "$6" = 1 ] && echo "#define MLFF_PERIODIC 1"
+    local n=0
+    for name in EMBEDDING RBF_CENTERS RBF_WIDTHS HEAD_W0 HEAD_W0T HEAD_B0 HEAD_W2 HEAD_W2T HEAD_B2 HEAD_W4 HEAD_B4 BLOCKS BLOCK_STRIDE; do
+        echo "#define MLFF_P_$name $((n += 1000))"
+    done
+    for name in FILTER_W0T FILTER_B0 FILTER_W2 FILTER_W2T FILTER_B2 UPDATE_W0 UPDATE_W0T UPDATE_B0 UPDATE_W2 UPDATE_W2T UPDATE_B2 MIXING; do
+        echo "#define MLFF_B_$name $((n += 1000))"
+    done
+}
+
+status=0
+for precision in single mixed double; do
+    batch=8; [ $precision = double ] && batch=4
+    flags=""; [ $precision != double ] && flags="-ftz=true -prec-div=false -prec-sqrt=false"
+    # The largest seed model (periodic) and the smallest test model (not periodic); compiled to a
+    # cubin so that ptxas checks registers and the 48 KB of static shared memory too.
+    for model in "128 20 3 128 1" "8 6 2 32 0"; do
+        set -- $model
+        for periodic in $5; do
+            src=$work/mlff_${precision}_H$1_p$periodic.cu
+            { preamble $precision; defines $1 $2 $3 $batch $4 $periodic
+              cat "$kernels/geometry.cu" "$kernels/neighbors.cu" "$kernels/student_painn/layers.cu" \
+                  "$kernels/student_painn/forward.cu" "$kernels/student_painn/backward.cu"; } > "$src"
+            if "$nvcc" -cubin -arch=sm_90 $flags -Werror=all-warnings -o "${src%.cu}.cubin" "$src" 2> "$work/err"; then
+                echo "ok: $precision H=$1 K=$2 L=$3 periodic=$periodic"
+            else
+                echo "FAILED: $precision H=$1 K=$2 L=$3 periodic=$periodic"; cat "$work/err"; status=1
+            fi
+        done
+    done
+done
+exit $status
