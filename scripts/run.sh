@@ -41,7 +41,7 @@ else
     for onnx in "$shared"/models/mlff-distiller/student_*.onnx; do
         [ -f "$onnx" ] || { say "no seed models in $shared/models/mlff-distiller"; break; }
         out=$models/$(basename "$onnx" .onnx).mlff.safetensors
-        "$python" "$converter" "$onnx" -o "$out"
+        "$python" "$converter" "$onnx" "$out"
     done
 fi
 
