@@ -323,7 +323,13 @@ std::string read_file_bytes(const std::string &path) {
 // Seed models and golden values
 
 std::string shared_dir() { return env_or_empty("MLFF_SHARED_DIR"); }
-std::string build_dir() { return env_or_empty("MLFF_BUILD_DIR"); }
+std::string build_dir() {
+    const std::string dir = env_or_empty("MLFF_BUILD_DIR");
+#ifdef MLFF_TEST_BUILD_DIR
+    if (dir.empty()) return MLFF_TEST_BUILD_DIR;
+#endif
+    return dir;
+}
 
 std::string seed_model_path(const std::string &name) {
     return build_dir() + "/models/student_" + name + ".mlff.safetensors";

@@ -134,7 +134,7 @@ std::string read_file_bytes(const std::string &path); // empty on failure, with 
 
 // $MLFF_SHARED_DIR, or "" when unset: tests that need it GTEST_SKIP().
 std::string shared_dir();
-// $MLFF_BUILD_DIR (the CMake binary dir), or "".
+// $MLFF_BUILD_DIR if set, else the CMake binary dir this was compiled in.
 std::string build_dir();
 
 // ${MLFF_BUILD_DIR}/models/student_NAME.mlff.safetensors, NAME in original, tiny, ultra_tiny.
