@@ -1,0 +1,112 @@
+"""Tests of the distillation tools on small synthetic data sets: the split, batching, and a few
+training steps end to end with the export's energy rescaling checked against the network
+(the last two need torch and skip without it). No OpenMM needed."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+
+from teacher_data import TeacherData, errors  # noqa: E402
+
+
+def synthetic_data(path, frames_per_temperature=40, periodic=False, seed=0):
+    """Water-like molecules with pair-potential energies and exact forces (eV, eV/Å)."""
+    rng = np.random.default_rng(seed)
+    z = np.array([8, 1, 1] * 4)
+    temperatures = [300.0, 400.0]
+    base = rng.uniform(0.0, 10.0 if periodic else 6.0, (len(z), 3))
+    positions, energies, forces, temps = [], [], [], []
+    for t in temperatures:
+        for _ in range(frames_per_temperature):
+            pos = base + rng.normal(scale=0.1 * t / 300.0, size=base.shape)
+            u = pos[None, :, :] - pos[:, None, :]
+            d2 = (u ** 2).sum(-1) + np.eye(len(z))
+            pair = np.exp(-d2 / 4.0) * (1 - np.eye(len(z)))
+            energies.append(0.5 * pair.sum() - 3.0 * len(z))
+            forces.append(-(pair[:, :, None] * u / 2.0).sum(1))
+            positions.append(pos)
+            temps.append(t)
+    data = {"z": z.astype(np.int32), "positions": np.array(positions, np.float32), "forces": np.array(forces, np.float32),
+            "energies": np.array(energies), "temperatures": np.array(temps), "teacher": np.array("synthetic")}
+    if periodic:
+        data["box"] = np.diag([10.5, 10.5, 10.5])
+    np.savez_compressed(path, **data)
+    return path
+
+
+def test_split_is_by_time_per_temperature(tmp_path):
+    data = TeacherData(synthetic_data(tmp_path / "d.npz"))
+    assert len(data.train) + len(data.validation) + len(data.test) == 80
+    assert not set(data.train) & set(data.test) and not set(data.validation) & set(data.test)
+    for t in (300.0, 400.0):
+        train = data.train[data.temperatures[data.train] == t]
+        test = data.test[data.temperatures[data.test] == t]
+        validation = data.validation[data.temperatures[data.validation] == t]
+        assert len(test) == 4 and len(validation) == 2
+        assert train.max() < validation.min() < test.min(), "held-out frames come after the training frames"
+
+
+def test_errors_of_the_teacher_itself_are_zero(tmp_path):
+    data = TeacherData(synthetic_data(tmp_path / "d.npz"))
+    report = errors(data.energies[data.test], data.forces[data.test], data, data.test)
+    assert report["energy_rmse_eV"] == 0.0 and report["force_rmse_eV_per_A"] == 0.0
+    assert report["frames"] == len(data.test)
+
+
+def test_inconsistent_shapes_are_an_error(tmp_path):
+    path = synthetic_data(tmp_path / "d.npz")
+    with np.load(path) as d:
+        broken = {k: d[k] for k in d.files}
+    broken["energies"] = broken["energies"][:-1]
+    np.savez(tmp_path / "broken.npz", **broken)
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        TeacherData(str(tmp_path / "broken.npz"))
+
+
+@pytest.mark.parametrize("periodic", [False, True], ids=["open", "periodic"])
+def test_batch_gathers_the_frames(tmp_path, periodic):
+    torch = pytest.importorskip("torch", reason="batching for training needs PyTorch")
+    data = TeacherData(synthetic_data(tmp_path / "d.npz", periodic=periodic))
+    frames = data.train[[3, 0, 7]]
+    z, pos, structure, boxes, energies, forces = data.batch(frames, "cpu", torch.float64)
+    n = data.num_atoms
+    assert z.shape == (3 * n,) and pos.shape == (3 * n, 3) and structure.tolist() == [0] * n + [1] * n + [2] * n
+    assert np.allclose(pos[n:2 * n].numpy(), data.positions[frames[1]])
+    assert np.allclose(forces[2 * n:].numpy(), data.forces[frames[2]])
+    assert np.allclose(energies.numpy(), data.energies[frames])
+    assert (boxes is None) == (not periodic)
+
+
+def test_a_few_training_steps_export_a_consistent_model(tmp_path):
+    """train_student.py end to end on CPU: the exported file (mu, sigma folded into the last
+    layer) gives the teacher's units, so its held-out RMSE is that of the report."""
+    torch = pytest.importorskip("torch", reason="training needs PyTorch")
+    import json
+    data_path = synthetic_data(tmp_path / "d.npz", periodic=True)
+    out = tmp_path / "student.mlff.safetensors"
+    report = tmp_path / "report.json"
+    result = subprocess.run([sys.executable, os.path.join(HERE, "train_student.py"), str(data_path), str(out),
+                             "--hidden", "8", "--blocks", "1", "--rbf", "4", "--max-steps", "6", "--time-limit", "0",
+                             "--eval-every", "3", "--batch-size", "4", "--device", "cpu", "--report", str(report)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    facts = json.loads(report.read_text())
+    assert facts["steps"] == 6 and facts["hyperparameters"]["hidden_channels"] == 8
+    # The exported model in eV against the teacher, recomputed independently here.
+    from torch_painn import StudentPaiNN
+    from evaluate_student import predict
+    model = StudentPaiNN.load(str(out), dtype=torch.float64)
+    data = TeacherData(str(data_path))
+    energies, forces = predict(model, data, data.test, "cpu")
+    mine = errors(energies, forces, data, data.test)
+    assert abs(mine["energy_rmse_eV"] - facts["test"]["energy_rmse_eV"]) < 1e-9
+    assert abs(mine["force_rmse_eV_per_A"] - facts["test"]["force_rmse_eV_per_A"]) < 1e-9
+    # mu is folded in: the mean energy error is far below the energies' own scale.
+    assert mine["energy_mae_eV"] < 0.5 * abs(np.mean(data.energies))
