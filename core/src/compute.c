@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "filter_table.h"
 #include "model.h"
 #include "neighbors.h"
 #include "painn_network.h"
@@ -52,8 +53,18 @@ static mlff_status check_arguments(const mlff_model *model, const mlff_workspace
 
 mlff_status mlff_compute(const mlff_model *model, mlff_workspace *workspace, const mlff_structure *structure,
                          mlff_result *result, mlff_error *error) {
+    return mlff_compute_tabulated(model, NULL, workspace, structure, result, error);
+}
+
+mlff_status mlff_compute_tabulated(const mlff_model *model, const mlff_filter_table *table,
+                                   mlff_workspace *workspace, const mlff_structure *structure, mlff_result *result,
+                                   mlff_error *error) {
     mlff_status status = check_arguments(model, workspace, structure, result, error);
     if (status != MLFF_OK) return status;
+    if (table != NULL) {
+        status = mlff_filter_table_check_model(table, model, error);
+        if (status != MLFF_OK) return status;
+    }
     int N = structure->num_atoms;
 
     /* the neighbour search checks replicas, positions and the box */
@@ -78,7 +89,7 @@ mlff_status mlff_compute(const mlff_model *model, mlff_workspace *workspace, con
         }
         atom_energies = workspace->atom_energies;
     }
-    status = mlff_painn_evaluate(&model->painn, structure->atomic_numbers, N, pairs, P, atom_energies, result->forces,
+    status = mlff_painn_evaluate(&model->painn, table, structure->atomic_numbers, N, pairs, P, atom_energies, result->forces,
                                  &workspace->network, error);
     if (status != MLFF_OK) return status;
 

@@ -103,6 +103,79 @@ void mlff_filter_backward(double *ge, double *scratch, const double *gw, const d
     }
 }
 
+void mlff_rbf_tangent_forward(double *de, const mlff_pair *pairs, size_t P, const mlff_student_painn *model) {
+    int K = model->num_rbf;
+    for (size_t p = 0; p < P; p++) {
+        double d = pairs[p].d, fc = cosine_cutoff(d, model->cutoff), dfc = cosine_cutoff_grad(d, model->cutoff);
+        for (int k = 0; k < K; k++) {
+            double width = model->rbf_widths[k], x = (d - model->rbf_centers[k]) / width;
+            de[p * K + k] = exp(-x * x) * (dfc - 2.0 * x / width * fc);
+        }
+    }
+}
+
+void mlff_filter_tangent_forward(double *dw, double *scratch, const double *de, const double *hidden, size_t P,
+                                 const mlff_student_painn_block *block, int H, int K) {
+    double *d_hidden = scratch; /* (H) */
+    for (size_t p = 0; p < P; p++) {
+        const double *h = hidden + p * H, *dep = de + p * K;
+        for (int c = 0; c < H; c++) {
+            const double *row = block->filter_w0 + (size_t)c * K;
+            double sum = 0.0;
+            for (int k = 0; k < K; k++) sum += row[k] * dep[k];
+            d_hidden[c] = mlff_silu_grad(h[c]) * sum;
+        }
+        for (int o = 0; o < 3 * H; o++) {
+            const double *row = block->filter_w2 + (size_t)o * H;
+            double sum = 0.0;
+            for (int c = 0; c < H; c++) sum += row[c] * d_hidden[c];
+            dw[p * 3 * H + o] = sum;
+        }
+    }
+}
+
+void mlff_filter_table_forward(double *w, double *dw, const mlff_pair *pairs, size_t P,
+                               const struct mlff_filter_table *table, int l) {
+    const int O = table->num_outputs, last = table->num_nodes - 1;
+    const double *values = mlff_filter_table_block_values(table, l);
+    const double *derivatives = mlff_filter_table_block_derivatives(table, l);
+    const double h = table->spacing, inv_h = table->inv_spacing;
+    for (size_t p = 0; p < P; p++) {
+        double *wp = w + p * O, *dwp = dw != NULL ? dw + p * O : NULL;
+        double d = pairs[p].d;
+        if (d >= table->cutoff) { /* the last node, exactly (an edge at d == cutoff has e = 0) */
+            memcpy(wp, values + (size_t)last * O, (size_t)O * sizeof(double));
+            if (dwp != NULL) memcpy(dwp, derivatives + (size_t)last * O, (size_t)O * sizeof(double));
+            continue;
+        }
+        double t = d * inv_h;
+        int n = (int)t;
+        if (n > last - 1) n = last - 1;
+        if (n < 0) n = 0;
+        double x = t - n, xm = 1.0 - x;
+        /* cubic Hermite basis on [0, 1] and its derivative in x; slopes are scaled by h */
+        double h00 = (1.0 + 2.0 * x) * xm * xm, h10 = x * xm * xm * h;
+        double h01 = x * x * (3.0 - 2.0 * x), h11 = x * x * (x - 1.0) * h;
+        const double *y0 = values + (size_t)n * O, *y1 = y0 + O;
+        const double *m0 = derivatives + (size_t)n * O, *m1 = m0 + O;
+        for (int o = 0; o < O; o++) wp[o] = h00 * y0[o] + h10 * m0[o] + h01 * y1[o] + h11 * m1[o];
+        if (dwp != NULL) {
+            double g00 = 6.0 * x * (x - 1.0) * inv_h; /* d h00/dd = -d h01/dd */
+            double g10 = xm * (1.0 - 3.0 * x), g11 = x * (3.0 * x - 2.0); /* d(h10 m)/dd = g10 m */
+            for (int o = 0; o < O; o++) dwp[o] = g00 * (y0[o] - y1[o]) + g10 * m0[o] + g11 * m1[o];
+        }
+    }
+}
+
+void mlff_filter_table_backward(double *gd, const double *gw, const double *dw, size_t P, int H) {
+    const size_t O = (size_t)3 * H;
+    for (size_t p = 0; p < P; p++) {
+        double sum = 0.0;
+        for (size_t o = 0; o < O; o++) sum += gw[p * O + o] * dw[p * O + o];
+        gd[p] += sum;
+    }
+}
+
 /* ---------------------------------------------------------------------------------- */
 
 void mlff_message_forward(double *s_out, double *v_out, const double *s_in, const double *v_in, const double *w,

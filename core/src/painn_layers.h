@@ -20,6 +20,7 @@
 
 #include <stddef.h>
 
+#include "filter_table.h"
 #include "mlff/student_painn.h"
 #include "neighbors.h"
 
@@ -46,6 +47,22 @@ void mlff_filter_forward(double *w, double *hidden, double *scratch, const doubl
 /* ge (P, K) += de ; from gw (P, 3H) and the forward's hidden (P, H). */
 void mlff_filter_backward(double *ge, double *scratch, const double *gw, const double *hidden, size_t P,
                           const mlff_student_painn_block *block, int H, int K);
+
+/* Forward-mode derivatives in d, for tabulating the filter (filter_table.c):
+ * de (P, K) = de/dd, overwritten. */
+void mlff_rbf_tangent_forward(double *de, const mlff_pair *pairs, size_t P, const mlff_student_painn *model);
+/* dw (P, 3H) = dw/dd = W2 (SiLU'(hidden) * (W0 de)), overwritten ; from de (P, K) = de/dd and the
+ * forward's hidden (P, H). */
+void mlff_filter_tangent_forward(double *dw, double *scratch, const double *de, const double *hidden, size_t P,
+                                 const mlff_student_painn_block *block, int H, int K);
+
+/* The tabulated filter of block l, in place of mlff_filter_forward (and of the basis): the cubic
+ * Hermite interpolant of `table` (mlff.h gives the formula) at each pair's d.
+ * w (P, 3H) overwritten ; dw (P, 3H) = dw/dd (the polynomial's derivative) overwritten, or dw NULL. */
+void mlff_filter_table_forward(double *w, double *dw, const mlff_pair *pairs, size_t P,
+                               const struct mlff_filter_table *table, int l);
+/* gd (P) += sum_o gw[p][o] * dw[p][o] ; gw (P, 3H), dw (P, 3H) = dw/dd from the forward. */
+void mlff_filter_table_backward(double *gd, const double *gw, const double *dw, size_t P, int H);
 
 /* Messages of P pairs, ADDED to s_out (N, H) and v_out (N, 3, H), from the block's input features
  * s_in (N, H), v_in (N, 3, H) and the filters w (P, 3H) = (w_s, w_v1, w_v2). The residual

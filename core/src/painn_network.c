@@ -2,7 +2,11 @@
  *
  * Per-atom activations of every block are kept for the backward; per-pair filters are not
  * (3H values per pair and block would dominate memory for large systems): pairs are processed
- * in chunks, and the backward recomputes each chunk's filter before using it. */
+ * in chunks, and the backward recomputes each chunk's filter before using it.
+ *
+ * With a filter table the basis and the filter network are replaced by the table's
+ * interpolation (mlff_filter_table_forward/_backward): e and ge are not used, and dE/dd comes
+ * from the interpolant's derivative. */
 #include "painn_network.h"
 
 #include <stdint.h>
@@ -36,7 +40,7 @@ static size_t buffer_size(size_t N, size_t P, size_t H, size_t K, size_t L) {
     if (N > SIZE_MAX / 64 || P > SIZE_MAX / 64 || H > 1u << 20 || K > 1u << 20 || L > 1u << 10) return SIZE_MAX;
     size_t per_atom = L * 12 * H + 4 * H + 8 * H + 2; /* block activations, final features, gradients, eps, ones */
     size_t per_pair = 2 * K + 7;                      /* e, ge, gd, gn, gu */
-    size_t chunk = (size_t)PAIR_CHUNK * 7 * H;        /* w, filter hidden, gw */
+    size_t chunk = (size_t)PAIR_CHUNK * 10 * H;       /* w, filter hidden, gw, dw */
     if (N != 0 && per_atom > SIZE_MAX / 2 / N) return SIZE_MAX;
     if (P != 0 && per_pair > SIZE_MAX / 4 / P) return SIZE_MAX;
     return N * per_atom + P * per_pair + chunk + 6 * H;
@@ -59,8 +63,9 @@ static block_activations block_at(double *region, int l, size_t nH) {
     return b;
 }
 
-mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const int *z, int N, const mlff_pair *pairs, size_t P,
-                                double *atom_energies, double *forces, mlff_painn_buffers *buffers, mlff_error *error) {
+mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filter_table *table, const int *z, int N,
+                                const mlff_pair *pairs, size_t P, double *atom_energies, double *forces,
+                                mlff_painn_buffers *buffers, mlff_error *error) {
     const int H = model->hidden_channels, K = model->num_rbf, L = model->num_blocks;
     const size_t nH = (size_t)N * H, nV = (size_t)N * 3 * H;
 
@@ -88,13 +93,14 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const int *z, i
     double *w = carve(&c, (size_t)PAIR_CHUNK * 3 * H);       /* (chunk, 3H) filters */
     double *filter_hidden = carve(&c, (size_t)PAIR_CHUNK * H); /* (chunk, H) */
     double *gw = carve(&c, (size_t)PAIR_CHUNK * 3 * H);      /* (chunk, 3H) */
+    double *dw = carve(&c, (size_t)PAIR_CHUNK * 3 * H);      /* (chunk, 3H) dw/dd of a tabulated filter */
     double *scratch = carve(&c, MLFF_PAINN_SCRATCH(H));
 
     /* ---- forward ---- */
     block_activations first = block_at(activations, 0, nH), last = block_at(activations, L, nH);
     mlff_embedding_forward(first.s_in, z, N, model);
     memset(first.v_in, 0, nV * sizeof(double));
-    mlff_rbf_forward(e, pairs, P, model);
+    if (table == NULL) mlff_rbf_forward(e, pairs, P, model);
     for (int l = 0; l < L; l++) {
         const mlff_student_painn_block *block = &model->blocks[l];
         block_activations a = block_at(activations, l, nH), next = block_at(activations, l + 1, nH);
@@ -102,7 +108,10 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const int *z, i
         memcpy(a.v_mid, a.v_in, nV * sizeof(double));
         for (size_t p0 = 0; p0 < P; p0 += PAIR_CHUNK) {
             size_t count = P - p0 < PAIR_CHUNK ? P - p0 : PAIR_CHUNK;
-            mlff_filter_forward(w, filter_hidden, scratch, e + p0 * K, count, block, H, K);
+            if (table == NULL)
+                mlff_filter_forward(w, filter_hidden, scratch, e + p0 * K, count, block, H, K);
+            else
+                mlff_filter_table_forward(w, NULL, pairs + p0, count, table, l);
             mlff_message_forward(a.s_mid, a.v_mid, a.s_in, a.v_in, w, pairs + p0, count, H);
         }
         mlff_update_forward(next.s_in, next.v_in, a.hidden, a.gates, scratch, a.s_mid, a.v_mid, N, block, H);
@@ -117,6 +126,7 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const int *z, i
     memset(gv, 0, nV * sizeof(double)); /* the energy doesn't depend on the last vectors */
     memset(ge, 0, P * K * sizeof(double));
     memset(gn, 0, P * 3 * sizeof(double));
+    memset(gd, 0, P * sizeof(double));
     mlff_readout_backward(gs, scratch, ones, last.s_in, N, model);
     for (int l = L - 1; l >= 0; l--) {
         const mlff_student_painn_block *block = &model->blocks[l];
@@ -128,13 +138,18 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const int *z, i
         memcpy(gv, gv_mid, nV * sizeof(double));
         for (size_t p0 = 0; p0 < P; p0 += PAIR_CHUNK) {
             size_t count = P - p0 < PAIR_CHUNK ? P - p0 : PAIR_CHUNK;
-            mlff_filter_forward(w, filter_hidden, scratch, e + p0 * K, count, block, H, K); /* recomputed */
-            mlff_message_backward(gs, gv, gw, gn + p0 * 3, gs_mid, gv_mid, a.s_in, a.v_in, w, pairs + p0, count, H);
-            mlff_filter_backward(ge + p0 * K, scratch, gw, filter_hidden, count, block, H, K);
+            if (table == NULL) {
+                mlff_filter_forward(w, filter_hidden, scratch, e + p0 * K, count, block, H, K); /* recomputed */
+                mlff_message_backward(gs, gv, gw, gn + p0 * 3, gs_mid, gv_mid, a.s_in, a.v_in, w, pairs + p0, count, H);
+                mlff_filter_backward(ge + p0 * K, scratch, gw, filter_hidden, count, block, H, K);
+            } else {
+                mlff_filter_table_forward(w, dw, pairs + p0, count, table, l); /* recomputed, with dw/dd */
+                mlff_message_backward(gs, gv, gw, gn + p0 * 3, gs_mid, gv_mid, a.s_in, a.v_in, w, pairs + p0, count, H);
+                mlff_filter_table_backward(gd + p0, gw, dw, count, H);
+            }
         }
     }
-    memset(gd, 0, P * sizeof(double));
-    mlff_rbf_backward(gd, ge, pairs, P, model);
+    if (table == NULL) mlff_rbf_backward(gd, ge, pairs, P, model);
     memset(gu, 0, P * 3 * sizeof(double));
     mlff_geometry_backward(gu, gd, gn, pairs, P);
 

@@ -15,9 +15,12 @@ typedef struct {
 } mlff_painn_buffers;
 
 /* atom_energies (N) eV, overwritten; forces (N, 3) eV/Å, overwritten, or NULL to skip the backward.
- * z (N) must be in [0, Z_max] and every pair must have d > 0 (the caller checks both). */
-mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const int *z, int N, const mlff_pair *pairs, size_t P,
-                                double *atom_energies, double *forces, mlff_painn_buffers *buffers, mlff_error *error);
+ * z (N) must be in [0, Z_max] and every pair must have d > 0 (the caller checks both).
+ * table: NULL for the exact filter network, or a filter table made from this model (the caller
+ * checks that) whose interpolated filters replace it. */
+mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filter_table *table, const int *z, int N,
+                                const mlff_pair *pairs, size_t P, double *atom_energies, double *forces,
+                                mlff_painn_buffers *buffers, mlff_error *error);
 
 void mlff_painn_buffers_clear(mlff_painn_buffers *buffers);
 

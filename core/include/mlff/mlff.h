@@ -103,6 +103,70 @@ typedef struct {
 mlff_status mlff_compute(const mlff_model *model, mlff_workspace *workspace, const mlff_structure *structure,
                          mlff_result *result, mlff_error *error);
 
+/* ---------------------------------------------------------------------------------- */
+/* Tabulated filters (docs/tabulated-filters.md)                                       */
+/*
+ * Each interaction block's radial filter w(d) = rbf_to_scalar.2(SiLU(rbf_to_scalar.0(e(d))))
+ * (3H values) depends on the pair distance d alone. A filter table holds, for every block,
+ * w and its exact derivative dw/dd at num_nodes equally spaced nodes d_n = n * spacing,
+ * n = 0 .. num_nodes - 1, the last node exactly at the cutoff; between nodes w is the cubic
+ * Hermite interpolant of those values and derivatives, and dw/dd is that polynomial's
+ * derivative. Layout, per block l, output channel o in [0, 3H), node n:
+ *     value      = mlff_filter_table_values(table, l)[n * 3H + o]
+ *     derivative = mlff_filter_table_derivatives(table, l)[n * 3H + o]      (per Å)
+ * Evaluation at d in [0, cutoff] (what mlff_filter_table_evaluate and the tabulated
+ * mlff_compute do, and what other implementations should match), with h = spacing,
+ * g = inv_spacing, y = value, D = derivative:
+ *     if d >= cutoff: w = y[last node], dw/dd = D[last node]                (exactly)
+ *     else: t = d * g, n = min((int)t, num_nodes - 2), x = t - n,
+ *           w     = (1 + 2x)(1 - x)^2 y[n] + x (1 - x)^2 h D[n] + x^2 (3 - 2x) y[n+1] + x^2 (x - 1) h D[n+1]
+ *           dw/dd = 6x (x - 1) g (y[n] - y[n+1]) + (1 - x)(1 - 3x) D[n] + x (3x - 2) D[n+1]
+ * (the cubic Hermite interpolant of values and derivatives, and its exact derivative).
+ * A table is read-only once made: threads may share it.
+ */
+
+typedef struct mlff_filter_table mlff_filter_table;
+
+/* The spacing (Å) that mlff_filter_table_create uses for spacing == 0. It keeps the seed models'
+ * energies within 1e-6 relative and forces within 1e-5 relative of the exact filters (measured
+ * margins in docs/tabulated-filters.md). */
+#define MLFF_FILTER_TABLE_DEFAULT_SPACING 0.005
+/* At most this many intervals (num_nodes - 1). */
+#define MLFF_FILTER_TABLE_MAX_INTERVALS 1000000
+
+/* Tabulates the filters of every block of `model`. `spacing` (Å) is the largest node spacing
+ * wanted: the table uses num_nodes - 1 = ceil(cutoff / spacing) equal intervals (so its spacing,
+ * cutoff / (num_nodes - 1), may be slightly smaller); 0 means MLFF_FILTER_TABLE_DEFAULT_SPACING.
+ * A spacing that is negative, not finite, larger than the cutoff, or so small that it needs more
+ * than MLFF_FILTER_TABLE_MAX_INTERVALS intervals is MLFF_ERROR_INVALID_ARGUMENT. The table does
+ * not refer to the model: it may outlive it. */
+mlff_status mlff_filter_table_create(const mlff_model *model, double spacing, mlff_filter_table **table,
+                                     mlff_error *error);
+void mlff_filter_table_free(mlff_filter_table *table);
+
+int mlff_filter_table_num_blocks(const mlff_filter_table *table);  /* L */
+int mlff_filter_table_num_outputs(const mlff_filter_table *table); /* 3H: (w_s, w_v1, w_v2) */
+int mlff_filter_table_num_nodes(const mlff_filter_table *table);   /* >= 2; node num_nodes - 1 is at the cutoff */
+double mlff_filter_table_spacing(const mlff_filter_table *table);  /* Å: cutoff / (num_nodes - 1) */
+double mlff_filter_table_inv_spacing(const mlff_filter_table *table); /* 1/Å: (num_nodes - 1) / cutoff */
+double mlff_filter_table_cutoff(const mlff_filter_table *table);   /* Å, the model's */
+/* Block l's (num_nodes, 3H) arrays, or NULL for l out of range. */
+const double *mlff_filter_table_values(const mlff_filter_table *table, int block);
+const double *mlff_filter_table_derivatives(const mlff_filter_table *table, int block); /* dw/dd, per Å */
+
+/* The interpolated filter of `block` at distance d in [0, cutoff] (Å): w (3H) overwritten and,
+ * if not NULL, dw_dd (3H) overwritten (per Å). For checking other implementations against. */
+mlff_status mlff_filter_table_evaluate(const mlff_filter_table *table, int block, double d, double *w, double *dw_dd,
+                                       mlff_error *error);
+
+/* mlff_compute with every block's filter taken from `table` (forward, and dE/dd through the
+ * Hermite polynomial's derivative in the backward) instead of the filter network; table NULL
+ * is mlff_compute itself. The table must have been made from this model (checked:
+ * MLFF_ERROR_INVALID_ARGUMENT otherwise). */
+mlff_status mlff_compute_tabulated(const mlff_model *model, const mlff_filter_table *table,
+                                   mlff_workspace *workspace, const mlff_structure *structure, mlff_result *result,
+                                   mlff_error *error);
+
 #ifdef __cplusplus
 }
 #endif
