@@ -36,6 +36,13 @@ for site in "$openmm_dir"/python/usr/local/lib/python3*/dist-packages; do
     if [ -d "$site/openmm" ]; then export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"; fi
 done
 export MLFF_BUILD_DIR=$build
+# The Python module and the plugin's kernels from this build (an installed plugin would be found by
+# `import openmm` itself). No ASan runtime is preloaded into python: under MLFF_SANITIZE only the
+# core's test copy (mlffcore_sanitized) and the test programs are instrumented, while
+# libOpenMMMLFF, its kernels and _openmmmlff always link the plain core (OpenMM must dlopen
+# them), so python loads nothing that needs ASan. The shared code paths run under ASan in ctest.
+export PYTHONPATH="$build/python${PYTHONPATH:+:$PYTHONPATH}"
+export OPENMM_MLFF_PLUGIN_DIR=$build/plugins
 for dir in tests/python tools; do
     if [ -z "$(find "$root/$dir" -name 'test_*.py' -o -name '*_test.py' 2>/dev/null)" ]; then
         echo "test: no Python tests in $dir yet"
