@@ -4,15 +4,25 @@
 #include "MLFFKernels.h"
 #include "internal/MLFFCoreModel.h"
 
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace MLFFPlugin {
 
+struct CoreFilterTableDeleter {
+    void operator()(mlff_filter_table* table) const {
+        mlff_filter_table_free(table);
+    }
+};
+using CoreFilterTablePtr = std::unique_ptr<mlff_filter_table, CoreFilterTableDeleter>;
+
 /**
  * CalcMLFFForceKernel on the Reference and CPU platforms: gathers the ML particles' positions
  * from the platform's ReferencePlatform::PlatformData, calls the C core (double precision)
- * and scatters the forces back, converting Å/eV to nm/kJ/mol.
+ * and scatters the forces back, converting Å/eV to nm/kJ/mol. With
+ * MLFFForce::getUseTabulatedFilters(), the filters come from a table of the core
+ * (mlff_filter_table, default spacing) built once in initialize().
  */
 class ReferenceCalcMLFFForceKernel : public CalcMLFFForceKernel {
 public:
@@ -27,6 +37,7 @@ public:
 private:
     CoreModelPtr model;
     CoreWorkspacePtr workspace;
+    CoreFilterTablePtr filterTable;   // null: the exact filter network
     std::vector<int> systemIndices;   // (N) System particle of each ML particle
     std::vector<int> atomicNumbers;   // (N)
     std::vector<int> replicas;        // (N)

@@ -26,6 +26,14 @@ void ReferenceCalcMLFFForceKernel::initialize(const System& system, const MLFFFo
     workspace.reset(mlff_workspace_create());
     if (!workspace)
         throw OpenMMException("MLFFForce: out of memory creating the core's workspace");
+    filterTable.reset();
+    if (force.getUseTabulatedFilters()) {
+        mlff_filter_table* table = nullptr;
+        mlff_error error{};
+        if (mlff_filter_table_create(model.get(), 0.0, &table, &error) != MLFF_OK)
+            throw OpenMMException(string("MLFFForce: tabulating the filters: ") + error.message);
+        filterTable.reset(table);
+    }
     int numParticles = force.getNumParticles();
     systemIndices.resize(static_cast<size_t>(numParticles));
     atomicNumbers.resize(static_cast<size_t>(numParticles));
@@ -71,7 +79,7 @@ double ReferenceCalcMLFFForceKernel::execute(ContextImpl& context, bool includeF
     result.replica_energies = replicaEnergiesEV.data();
     result.forces = includeForces ? forcesEVPerAngstrom.data() : nullptr;
     mlff_error error{};
-    if (mlff_compute(model.get(), workspace.get(), &structure, &result, &error) != MLFF_OK)
+    if (mlff_compute_tabulated(model.get(), filterTable.get(), workspace.get(), &structure, &result, &error) != MLFF_OK)
         throw OpenMMException(string("MLFFForce: ") + error.message + " (atoms are numbered as the force's ML particles)");
 
     double lambda = energyScaleParameter.empty() ? 1.0 : context.getParameter(energyScaleParameter);
@@ -112,6 +120,8 @@ void ReferenceCalcMLFFForceKernel::copyParametersToContext(ContextImpl& context,
             throw OpenMMException("MLFFForce: updateParametersInContext cannot change ML particle " + std::to_string(i) +
                                   " (reinitialize the Context)");
     }
+    if (force.getUseTabulatedFilters() != static_cast<bool>(filterTable))
+        throw OpenMMException("MLFFForce: updateParametersInContext cannot change whether filters are tabulated (reinitialize the Context)");
     if (force.getEnergyScaleParameter() != energyScaleParameter)
         throw OpenMMException("MLFFForce: updateParametersInContext cannot change the energy scale parameter (reinitialize the Context)");
     for (int r = 0; r < numReplicas; r++)
