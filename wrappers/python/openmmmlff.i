@@ -113,6 +113,15 @@ import openmm as _openmm
 %}
 
 %feature("autodoc", "1");
+%feature("docstring") MLFFPlugin::MLFFForce::MLFFForce
+"MLFFForce(model, source=MLFFForce.ModelFile): a model file's path (str, bytes or os.PathLike),
+or with MLFFForce.ModelBytes the file's bytes. Raises openmm.OpenMMException naming the problem.";
+%feature("docstring") MLFFPlugin::MLFFForce::getReplicaEnergies
+"getReplicaEnergies(context) -> numpy.ndarray of float64, kJ/mol: each replica's energy, scaled as
+in the total, of this force's last evaluation in `context` (evaluate the current state first,
+e.g. with context.getState(getEnergy=True)).";
+%feature("docstring") MLFFPlugin::MLFFForce::getParticleParameters
+"getParticleParameters(index) -> [particle, atomicNumber, replica]";
 
 namespace MLFFPlugin {
 
