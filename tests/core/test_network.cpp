@@ -74,7 +74,9 @@ void expect_forces_match_finite_differences(const mlff_model *model, const Struc
     std::vector<double> numeric = mlff_test::finite_difference_forces(model, structure, 1e-5);
     double error = max_relative_difference(numeric, analytic.forces);
     EXPECT_LT(error, tolerance) << "max |F_analytic - F_numeric| / max(1, max |F|) over every coordinate";
-    EXPECT_GT(max_abs(analytic.forces), 1e-3) << "forces are too small for the comparison to mean anything";
+    // The comparison's absolute resolution is `tolerance` (1e-7 here): forces above 1e-5 are still
+    // checked to 1 %. (A random dimer can sit near an extremum of E(d), with forces ~1e-4.)
+    EXPECT_GT(max_abs(analytic.forces), 100 * tolerance) << "forces are too small for the comparison to mean anything";
 }
 
 mlff_test::ModelSpec small_spec(std::uint64_t seed) {
