@@ -141,6 +141,12 @@ static mlff_status check_box(const double *box, double cutoff, mlff_error *error
     return MLFF_OK;
 }
 
+mlff_status mlff_check_box(const double *box, double cutoff, mlff_error *error) {
+    if (box == NULL)
+        return mlff_fail(error, MLFF_ERROR_INVALID_ARGUMENT, "box is NULL");
+    return check_box(box, cutoff, error);
+}
+
 static mlff_status check_structure(const mlff_structure *structure, double cutoff, mlff_error *error) {
     if (structure->num_atoms < 0)
         return mlff_fail(error, MLFF_ERROR_INVALID_ARGUMENT, "num_atoms is %d; it must be >= 0", structure->num_atoms);

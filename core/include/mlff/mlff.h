@@ -103,6 +103,11 @@ typedef struct {
 mlff_status mlff_compute(const mlff_model *model, mlff_workspace *workspace, const mlff_structure *structure,
                          mlff_result *result, mlff_error *error);
 
+/* Whether `box` (3, 3), rows a, b, c in Å, is a periodic box mlff_compute accepts with this
+ * cutoff (Å): finite, in OpenMM's reduced form, and no thinner than twice the cutoff. For
+ * implementations outside the core (the CUDA platform), so that they reject what it rejects. */
+mlff_status mlff_check_box(const double *box, double cutoff, mlff_error *error);
+
 /* ---------------------------------------------------------------------------------- */
 /* Tabulated filters (docs/tabulated-filters.md)                                       */
 /*
