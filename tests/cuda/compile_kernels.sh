@@ -15,11 +15,14 @@ trap 'rm -rf "$work"' EXIT
 preamble() { # precision
     case $1 in
         single) echo "typedef float real; typedef float2 real2; typedef float3 real3; typedef float4 real4;"
+                echo "#define make_real4 make_float4"
                 echo "typedef float mixed; typedef float2 mixed2; typedef float3 mixed3; typedef float4 mixed4;" ;;
         mixed)  echo "typedef float real; typedef float2 real2; typedef float3 real3; typedef float4 real4;"
+                echo "#define make_real4 make_float4"
                 echo "typedef double mixed; typedef double2 mixed2; typedef double3 mixed3; typedef double4 mixed4;" ;;
         double) echo "#define USE_DOUBLE_PRECISION"
                 echo "typedef double real; typedef double2 real2; typedef double3 real3; typedef double4 real4;"
+                echo "#define make_real4 make_double4"
                 echo "typedef double mixed; typedef double2 mixed2; typedef double3 mixed3; typedef double4 mixed4;" ;;
     esac
     cat <<'COMMON'
@@ -44,7 +47,15 @@ defines() { # H K L batch block periodic
     echo "#define MLFF_NUM_REPLICAS 1"
     echo "#define MLFF_PADDED_NUM_ATOMS 32"
     echo "#define MLFF_KJ_PER_MOL_PER_EV 96.48533212331002"
+    echo "#define MLFF_NUM_CELLS 64"
+    echo "#define MLFF_CELL_SIZE 5.0005"
     [ "$6" = 1 ] && echo "#define MLFF_PERIODIC 1"
+    if [ "$7" = 1 ]; then
+        echo "#define MLFF_TABULATED 1"
+        echo "#define MLFF_TABLE_NODES 1001"
+        echo "#define MLFF_TABLE_SPACING 0.005"
+        echo "#define MLFF_TABLE_INV_SPACING 200"
+    fi
     local n=0
     for name in EMBEDDING RBF_CENTERS RBF_WIDTHS HEAD_W0 HEAD_W0T HEAD_B0 HEAD_W2 HEAD_W2T HEAD_B2 HEAD_W4 HEAD_B4 BLOCKS BLOCK_STRIDE; do
         echo "#define MLFF_P_$name $((n += 1000))"
@@ -58,21 +69,20 @@ status=0
 for precision in single mixed double; do
     batch=8; [ $precision = double ] && batch=4
     flags=""; [ $precision != double ] && flags="-ftz=true -prec-div=false -prec-sqrt=false"
-    # The largest seed model (periodic) and the smallest test model (not periodic); compiled to a
-    # cubin so that ptxas checks registers and the 48 KB of static shared memory too.
-    for model in "128 20 3 128 1" "8 6 2 32 0"; do
+    # The largest seed model (periodic, exact filters), the same with tabulated filters, and the
+    # smallest test model (not periodic); compiled to a cubin so that ptxas checks registers and
+    # the 48 KB of static shared memory too.
+    for model in "128 20 3 128 1 0" "128 20 3 128 0 1" "8 6 2 32 0 0"; do
         set -- $model
-        for periodic in $5; do
-            src=$work/mlff_${precision}_H$1_p$periodic.cu
-            { preamble $precision; defines $1 $2 $3 $batch $4 $periodic
-              cat "$kernels/geometry.cu" "$kernels/neighbors.cu" "$kernels/student_painn/layers.cu" \
-                  "$kernels/student_painn/forward.cu" "$kernels/student_painn/backward.cu"; } > "$src"
-            if "$nvcc" -cubin -arch=sm_90 $flags -Werror=all-warnings -o "${src%.cu}.cubin" "$src" 2> "$work/err"; then
-                echo "ok: $precision H=$1 K=$2 L=$3 periodic=$periodic"
-            else
-                echo "FAILED: $precision H=$1 K=$2 L=$3 periodic=$periodic"; cat "$work/err"; status=1
-            fi
-        done
+        src=$work/mlff_${precision}_H$1_p$5_t$6.cu
+        { preamble $precision; defines $1 $2 $3 $batch $4 $5 $6
+          cat "$kernels/geometry.cu" "$kernels/neighbors.cu" "$kernels/cell_list.cu" "$kernels/student_painn/layers.cu" \
+              "$kernels/student_painn/forward.cu" "$kernels/student_painn/backward.cu"; } > "$src"
+        if "$nvcc" -cubin -arch=sm_90 $flags -Werror=all-warnings -o "${src%.cu}.cubin" "$src" 2> "$work/err"; then
+            echo "ok: $precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6"
+        else
+            echo "FAILED: $precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6"; cat "$work/err"; status=1
+        fi
     done
 done
 exit $status

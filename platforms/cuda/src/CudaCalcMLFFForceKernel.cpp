@@ -11,9 +11,11 @@
 #include "openmm/internal/ContextImpl.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <numeric>
 
 using namespace MLFFPlugin;
@@ -30,6 +32,11 @@ constexpr int EdgeBatchDouble = 4;
 constexpr int NeighborThreads = 128; // 4 warps, one atom each
 constexpr int ReduceThreads = 256;   // MLFF_REDUCE_THREADS in neighbors.cu
 constexpr int DefaultNeighborCapacity = 64;
+constexpr int CellListMinAtoms = 256;  // replicas this large use the cell list (cell_list.cu)
+constexpr int ScanThreads = 1024;      // MLFF_SCAN_THREADS in cell_list.cu
+// Cells are this much wider than the cutoff, so that rounding in a cell's bounds can never put
+// the two atoms of an edge two cells apart.
+constexpr double CellMargin = 1.0001;
 
 void check(CUresult result, const char* what) {
     if (result != CUDA_SUCCESS)
@@ -108,13 +115,17 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     const mlff_student_painn& painn = *mlff_model_student_painn(model.get());
     hidden = painn.hidden_channels;
     numBlocks = painn.num_blocks;
+    cutoff = painn.cutoff;
+    periodic = force.usesPeriodicBoundaryConditions();
 
     // ML atoms ordered by (replica, index in the force): each replica a contiguous range.
     numAtoms = force.getNumParticles();
     numReplicas = std::max(force.getNumReplicas(), 1);
     vector<int> order(numAtoms), particles(numAtoms), zs(numAtoms), replicas(numAtoms);
-    for (int index = 0; index < numAtoms; index++)
+    for (int index = 0; index < numAtoms; index++) {
         force.getParticleParameters(index, particles[index], zs[index], replicas[index]);
+        initialParticles.push_back({particles[index], zs[index], replicas[index]});
+    }
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return replicas[a] < replicas[b]; });
     vector<int> sortedParticles(numAtoms), sortedZ(numAtoms), sortedReplicas(numAtoms), starts(numReplicas + 1, 0);
@@ -172,6 +183,20 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         gradS[k].initialize(cu, n * h, realSize, "mlffGradS");
         gradV[k].initialize(cu, n * 3 * h, realSize, "mlffGradV");
     }
+    useCellList = maxReplicaSize >= CellListMinAtoms;
+    if (useCellList) {
+        if (periodic)
+            numCells = std::max((int) n, 27 * numReplicas); // setBox coarsens the grid to fit
+        else
+            for (numCells = 1; numCells < 2 * (int) n; numCells *= 2) // hash buckets: a power of two
+                ;
+        cellCount.initialize<int>(cu, numCells, "mlffCellCount");
+        cellStart.initialize<int>(cu, numCells, "mlffCellStart");
+        cellAtoms.initialize<int>(cu, n, "mlffCellAtoms");
+        cellOfAtom.initialize<int>(cu, n, "mlffCellOfAtom");
+        neighborScratch.initialize<int>(cu, n * neighborCapacity, "mlffNeighborScratch");
+        cellsInUse = numCells;
+    }
     replicaScale.initialize<double>(cu, numReplicas, "mlffReplicaScale");
     replicaScale.upload(replicaScales);
     replicaEnergy.initialize<double>(cu, numReplicas, "mlffReplicaEnergy");
@@ -180,11 +205,16 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     *pinnedMaxNeighborCount = 0;
     check(cuEventCreate(&maxCountEvent, CU_EVENT_DISABLE_TIMING), "creating an event");
 
+    std::map<string, string> tableDefines;
+    if (force.getUseTabulatedFilters())
+        tableDefines = uploadFilterTable(*model, realSize);
+
     // The kernels, with the model's sizes and the system's as compile-time constants.
     const int edgeBatch = useDouble ? EdgeBatchDouble : EdgeBatchSingle;
     threadsPerAtom = std::max({hidden, painn.num_rbf, 4 * edgeBatch});
     threadsPerAtom = (threadsPerAtom + 31) / 32 * 32;
     std::map<string, string> defines = layout.defines;
+    defines.insert(tableDefines.begin(), tableDefines.end());
     defines["MLFF_BLOCK"] = std::to_string(threadsPerAtom);
     defines["MLFF_EDGE_BATCH"] = std::to_string(edgeBatch);
     defines["MLFF_NUM_ATOMS"] = std::to_string(numAtoms);
@@ -192,17 +222,49 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     defines["MLFF_PADDED_NUM_ATOMS"] = std::to_string(cu.getPaddedNumAtoms());
     defines["MLFF_CUTOFF_SQUARED"] = exactDouble(painn.cutoff * painn.cutoff);
     defines["MLFF_KJ_PER_MOL_PER_EV"] = exactDouble(MLFFUnits::KJPerMolPerEV);
-    if (force.usesPeriodicBoundaryConditions())
+    defines["MLFF_NUM_CELLS"] = std::to_string(std::max(numCells, 1));
+    defines["MLFF_CELL_SIZE"] = exactDouble(painn.cutoff * CellMargin);
+    if (periodic)
         defines["MLFF_PERIODIC"] = "1";
     const string source = CudaMLFFKernelSources::geometry + CudaMLFFKernelSources::neighbors +
-                          CudaMLFFKernelSources::student_painn_layers + CudaMLFFKernelSources::student_painn_forward +
-                          CudaMLFFKernelSources::student_painn_backward;
+                          CudaMLFFKernelSources::cell_list + CudaMLFFKernelSources::student_painn_layers +
+                          CudaMLFFKernelSources::student_painn_forward + CudaMLFFKernelSources::student_painn_backward;
     CUmodule module = cu.createModule(source, defines);
     invertKernel = cu.getKernel(module, "mlffInvertAtomIndex");
     neighborKernel = cu.getKernel(module, "mlffFindNeighborsInReplica");
     forwardKernel = cu.getKernel(module, "mlffStudentForward");
     backwardKernel = cu.getKernel(module, "mlffStudentBackward");
     reduceKernel = cu.getKernel(module, "mlffReduceEnergies");
+    if (useCellList) {
+        assignCellsKernel = cu.getKernel(module, "mlffAssignCells");
+        scanCellsKernel = cu.getKernel(module, "mlffScanCells");
+        fillCellsKernel = cu.getKernel(module, "mlffFillCells");
+        cellNeighborKernel = cu.getKernel(module, "mlffFindNeighborsInCells");
+    }
+}
+
+std::map<string, string> CudaCalcMLFFForceKernel::uploadFilterTable(const mlff_model& model, int realSize) {
+    mlff_filter_table* raw = nullptr;
+    mlff_error error{};
+    if (mlff_filter_table_create(&model, 0.0, &raw, &error) != MLFF_OK)
+        throw OpenMMException(string("MLFFForce (CUDA): tabulating the filters: ") + error.message);
+    std::unique_ptr<mlff_filter_table, void (*)(mlff_filter_table*)> table(raw, mlff_filter_table_free);
+    const int blocks = mlff_filter_table_num_blocks(raw), nodes = mlff_filter_table_num_nodes(raw);
+    const size_t perArray = (size_t) nodes * mlff_filter_table_num_outputs(raw);
+    vector<double> values;
+    values.reserve(2 * blocks * perArray);
+    for (int l = 0; l < blocks; l++) { // (L, 2, nodes, 3H): values, then derivatives, of each block
+        const double* y = mlff_filter_table_values(raw, l);
+        const double* d = mlff_filter_table_derivatives(raw, l);
+        values.insert(values.end(), y, y + perArray);
+        values.insert(values.end(), d, d + perArray);
+    }
+    filterTable.initialize(cu, values.size(), realSize, "mlffFilterTable");
+    filterTable.upload(values, true);
+    return {{"MLFF_TABULATED", "1"},
+            {"MLFF_TABLE_NODES", std::to_string(nodes)},
+            {"MLFF_TABLE_SPACING", exactDouble(mlff_filter_table_spacing(raw))},
+            {"MLFF_TABLE_INV_SPACING", exactDouble(mlff_filter_table_inv_spacing(raw))}};
 }
 
 void CudaCalcMLFFForceKernel::launch(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize,
@@ -224,11 +286,67 @@ void CudaCalcMLFFForceKernel::setBox(ContextImpl& context) {
     Vec3 a, b, c;
     context.getPeriodicBoxVectors(a, b, c);
     const Vec3 vectors[3] = {a * MLFFUnits::AngstromPerNm, b * MLFFUnits::AngstromPerNm, c * MLFFUnits::AngstromPerNm};
+    if (periodic) { // the core's rule, so that every platform rejects the same boxes
+        const double rows[9] = {vectors[0][0], vectors[0][1], vectors[0][2], vectors[1][0], vectors[1][1],
+                                vectors[1][2], vectors[2][0], vectors[2][1], vectors[2][2]};
+        mlff_error error{};
+        if (mlff_check_box(rows, cutoff, &error) != MLFF_OK)
+            throw OpenMMException(string("MLFFForce: periodic box: ") + error.message);
+    }
     for (int k = 0; k < 3; k++)
         boxDouble[k] = {vectors[k][0], vectors[k][1], vectors[k][2], 0.0};
     boxDouble[3] = {1 / vectors[0][0], 1 / vectors[1][1], 1 / vectors[2][2], 0.0};
     for (int k = 0; k < 4; k++)
         boxFloat[k] = {(float) boxDouble[k].x, (float) boxDouble[k].y, (float) boxDouble[k].z, 0.0f};
+    if (useCellList && periodic) {
+        // Cells at least a cutoff wide along each box height (a.x, b.y, c.z in the reduced form),
+        // coarsened (still exact) until the replicas' grids fit the cells allocated.
+        int cells[3];
+        const double heights[3] = {vectors[0][0], vectors[1][1], vectors[2][2]};
+        for (int k = 0; k < 3; k++)
+            cells[k] = std::max(1, (int) std::floor(heights[k] / (cutoff * CellMargin)));
+        while ((long long) numReplicas * cells[0] * cells[1] * cells[2] > numCells)
+            (*std::max_element(cells, cells + 3))--;
+        cellGrid = {cells[0], cells[1], cells[2], 0};
+        cellsInUse = numReplicas * cells[0] * cells[1] * cells[2];
+    }
+}
+
+void CudaCalcMLFFForceKernel::findNeighbors(void* box[4]) {
+    CUdeviceptr posq = cu.getPosq().getDevicePointer();
+    const unsigned int atomWarpsGrid = (unsigned int) (((size_t) numAtoms * 32 + NeighborThreads - 1) / NeighborThreads);
+    if (!useCellList) {
+        void* args[] = {&posq, &sortedIndexOfParticle.getDevicePointer(), &mlParticle.getDevicePointer(),
+                        &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(), box[0], box[1], box[2], box[3],
+                        &mlPos.getDevicePointer(), &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(),
+                        &neighborCapacity};
+        launch(neighborKernel, args, atomWarpsGrid, NeighborThreads, "finding neighbours");
+        return;
+    }
+    check(cuMemsetD32Async(cellCount.getDevicePointer(), 0, numCells, cu.getCurrentStream()), "clearing the cells");
+    const unsigned int atomsGrid = (unsigned int) ((numAtoms + 127) / 128);
+    {
+        void* args[] = {&posq, &sortedIndexOfParticle.getDevicePointer(), &mlParticle.getDevicePointer(),
+                        &mlReplica.getDevicePointer(), box[0], box[1], box[2], box[3], &cellGrid,
+                        &mlPos.getDevicePointer(), &cellOfAtom.getDevicePointer(), &cellCount.getDevicePointer()};
+        launch(assignCellsKernel, args, atomsGrid, 128, "binning atoms into cells");
+    }
+    {
+        void* args[] = {&cellCount.getDevicePointer(), &cellStart.getDevicePointer(), &cellsInUse};
+        launch(scanCellsKernel, args, 1, ScanThreads, "counting the cells");
+    }
+    {
+        void* args[] = {&cellOfAtom.getDevicePointer(), &cellStart.getDevicePointer(), &cellCount.getDevicePointer(),
+                        &cellAtoms.getDevicePointer()};
+        launch(fillCellsKernel, args, atomsGrid, 128, "filling the cells");
+    }
+    {
+        void* args[] = {&mlPos.getDevicePointer(), &mlReplica.getDevicePointer(), &cellStart.getDevicePointer(),
+                        &cellCount.getDevicePointer(), &cellAtoms.getDevicePointer(), box[0], box[1], box[2], box[3],
+                        &cellGrid, &neighborCount.getDevicePointer(), &neighborScratch.getDevicePointer(),
+                        &neighborList.getDevicePointer(), &neighborCapacity};
+        launch(cellNeighborKernel, args, atomWarpsGrid, NeighborThreads, "finding neighbours in cells");
+    }
 }
 
 void CudaCalcMLFFForceKernel::checkNeighborCapacity() {
@@ -243,6 +361,8 @@ void CudaCalcMLFFForceKernel::checkNeighborCapacity() {
     // so that later steps use the list again.
     neighborCapacity = std::min(std::max(needed + needed / 4 + 8, neighborCapacity), std::max(maxReplicaSize - 1, 1));
     neighborList.resize((size_t) numAtoms * neighborCapacity);
+    if (useCellList)
+        neighborScratch.resize((size_t) numAtoms * neighborCapacity);
 }
 
 double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces, bool includeEnergy) {
@@ -262,7 +382,6 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
         box[k] = useDouble ? (void*) &boxDouble[k] : (void*) &boxFloat[k];
     lastLambda = energyScaleParameter.empty() ? 1.0 : context.getParameter(energyScaleParameter);
 
-    CUdeviceptr posq = cu.getPosq().getDevicePointer();
     CUdeviceptr force = cu.getLongForceBuffer().getDevicePointer();
     CUdeviceptr energyBuffer = cu.getEnergyBuffer().getDevicePointer();
     CUdeviceptr paramDerivs = 0;
@@ -273,16 +392,10 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
         paramDerivs = cu.getEnergyParamDerivBuffer().getDevicePointer();
     }
 
-    {
-        void* args[] = {&posq, &sortedIndexOfParticle.getDevicePointer(), &mlParticle.getDevicePointer(),
-                        &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(), box[0], box[1], box[2], box[3],
-                        &mlPos.getDevicePointer(), &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(),
-                        &neighborCapacity};
-        const unsigned int grid = (unsigned int) (((size_t) numAtoms * 32 + NeighborThreads - 1) / NeighborThreads);
-        launch(neighborKernel, args, grid, NeighborThreads, "finding neighbours");
-    }
+    findNeighbors(box);
+    CUdeviceptr table = filterTable.isInitialized() ? filterTable.getDevicePointer() : 0;
     for (int layer = 0; layer < numBlocks; layer++) {
-        void* args[] = {&layer, &params.getDevicePointer(), &mlPos.getDevicePointer(), &mlZ.getDevicePointer(),
+        void* args[] = {&layer, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(), &mlZ.getDevicePointer(),
                         &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(),
                         &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
                         box[0], box[1], box[2], box[3], &stateS.getDevicePointer(), &stateV.getDevicePointer(),
@@ -294,7 +407,7 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
         double lambdaForceScale = lastLambda * MLFFUnits::ForceToOpenMM;
         int in = 0;
         for (int layer = numBlocks - 1; layer >= 0; layer--, in = 1 - in) {
-            void* args[] = {&layer, &params.getDevicePointer(), &mlPos.getDevicePointer(), &mlZ.getDevicePointer(),
+            void* args[] = {&layer, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(), &mlZ.getDevicePointer(),
                             &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(),
                             &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
                             box[0], box[1], box[2], box[3], &stateS.getDevicePointer(), &stateV.getDevicePointer(),
@@ -333,8 +446,20 @@ vector<double> CudaCalcMLFFForceKernel::getReplicaEnergies(ContextImpl& context)
 
 void CudaCalcMLFFForceKernel::copyParametersToContext(ContextImpl& context, const MLFFForce& force) {
     (void) context;
-    if (force.getNumParticles() != numAtoms || std::max(force.getNumReplicas(), 1) != numReplicas)
-        throw OpenMMException("MLFFForce: updateParametersInContext cannot change the particles or replicas");
+    if (force.getNumParticles() != numAtoms)
+        throw OpenMMException("MLFFForce: updateParametersInContext cannot change the number of particles (reinitialize the Context)");
+    for (int i = 0; i < numAtoms; i++) {
+        int particle, atomicNumber, replica;
+        force.getParticleParameters(i, particle, atomicNumber, replica);
+        if (particle != initialParticles[i].particle || atomicNumber != initialParticles[i].atomicNumber ||
+            replica != initialParticles[i].replica)
+            throw OpenMMException("MLFFForce: updateParametersInContext cannot change ML particle " + std::to_string(i) +
+                                  " (reinitialize the Context)");
+    }
+    if (force.getUseTabulatedFilters() != filterTable.isInitialized())
+        throw OpenMMException("MLFFForce: updateParametersInContext cannot change whether filters are tabulated (reinitialize the Context)");
+    if (force.getEnergyScaleParameter() != energyScaleParameter)
+        throw OpenMMException("MLFFForce: updateParametersInContext cannot change the energy scale parameter (reinitialize the Context)");
     for (int r = 0; r < numReplicas; r++)
         replicaScales[r] = force.getReplicaScale(r);
     if (numAtoms == 0)

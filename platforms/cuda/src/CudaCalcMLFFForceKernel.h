@@ -7,8 +7,11 @@
 
 #include <cuda.h>
 
+#include <map>
 #include <string>
 #include <vector>
+
+struct mlff_model; // core/include/mlff/mlff.h
 
 namespace MLFFPlugin {
 
@@ -36,6 +39,9 @@ private:
     void launch(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize, const char* what);
     void checkNeighborCapacity();
     void setBox(OpenMM::ContextImpl& context);
+    void findNeighbors(void* box[4]);
+    /** Tabulates the model's filters (the core's table) into filterTable; returns the kernels' defines. */
+    std::map<std::string, std::string> uploadFilterTable(const mlff_model& model, int realSize);
 
     OpenMM::CudaContext& cu;
     bool hasInitializedIndex = false;
@@ -45,14 +51,24 @@ private:
     int threadsPerAtom = 0;               // threads of a network kernel's block
     int maxReplicaSize = 0;
     int neighborCapacity = 0;
+    bool useCellList = false;             // replicas large enough for the cell list (cell_list.cu)
+    int numCells = 0;                     // cells allocated (MLFF_NUM_CELLS)
     std::string energyScaleParameter;
+    double cutoff = 0;                    // Å
+    bool periodic = false;
     double lastLambda = 1.0;
     std::vector<double> replicaScales;
+    struct ParticleParameters {
+        int particle, atomicNumber, replica;
+    };
+    std::vector<ParticleParameters> initialParticles; // as the force had them at initialize, by force index
 
     OpenMM::CudaArray params;             // real: the model (StudentPainnParameters)
+    OpenMM::CudaArray filterTable;        // real: the tabulated filters (L, 2, nodes, 3H), if used
     OpenMM::CudaArray mlParticle, mlZ, mlReplica, replicaStart, sortedIndexOfParticle; // int
     OpenMM::CudaArray mlPos;              // real4, Å
     OpenMM::CudaArray neighborCount, neighborList, maxNeighborCount; // int
+    OpenMM::CudaArray cellCount, cellStart, cellAtoms, cellOfAtom, neighborScratch; // int, cell list only
     OpenMM::CudaArray stateS, stateV, midS, midV, atomEnergy; // real
     OpenMM::CudaArray gradS[2], gradV[2]; // real, ping-pong between backward launches
     OpenMM::CudaArray replicaScale, replicaEnergy; // double
@@ -63,6 +79,8 @@ private:
 
     CUfunction invertKernel = nullptr, neighborKernel = nullptr, forwardKernel = nullptr, backwardKernel = nullptr,
                reduceKernel = nullptr;
+    CUfunction assignCellsKernel = nullptr, scanCellsKernel = nullptr, fillCellsKernel = nullptr,
+               cellNeighborKernel = nullptr;
 
     // The box (Å) as kernel arguments of type real4: vectors a, b, c, then 1/(a.x, b.y, c.z).
     struct Real4Float {
@@ -73,6 +91,11 @@ private:
     };
     Real4Float boxFloat[4] = {};
     Real4Double boxDouble[4] = {};
+    struct Int4 {
+        int x, y, z, w;
+    };
+    Int4 cellGrid = {1, 1, 1, 0};        // periodic cell list: cells along a, b, c
+    int cellsInUse = 0;                   // periodic: numReplicas * cells of the grid; else numCells
 };
 
 } // namespace MLFFPlugin

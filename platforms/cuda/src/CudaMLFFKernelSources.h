@@ -11,6 +11,7 @@ namespace MLFFPlugin {
  */
 class CudaMLFFKernelSources {
 public:
+    static const std::string cell_list;
     static const std::string geometry;
     static const std::string neighbors;
     static const std::string student_painn_layers;

@@ -4,7 +4,8 @@
  *
  * In: gradIn = dE/d(s'_k, v'_k) for every atom k, the gradient with respect to the post-message
  * features of block `layer`. For each edge i <- j (list order, MLFF_EDGE_BATCH at a time) it
- *   - recomputes the filter w(ij) and its hidden layer,
+ *   - recomputes the filter w(ij) and its hidden layer (or, with MLFF_TABULATED, w and dw/dd
+ *     from the table),
  *   - gathers the message backward into atom i: since w(ij) = w(ji), dE/ds_i += gs'_j w_s(ij) and
  *     dE/dv_i += gv'_j w_v1(ij) (a gather over i's list in a fixed order, not a scatter with float
  *     atomics, which is what keeps the forces bitwise reproducible),
@@ -49,7 +50,8 @@ DEVICE inline void mlffAddForce(unsigned long long* RESTRICT forceBuffer, int so
     atomicAdd(&forceBuffer[sortedAtom + 2 * MLFF_PADDED_NUM_ATOMS], (unsigned long long) ((long long) (fz * 0x100000000)));
 }
 
-KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const real4* RESTRICT pos,
+KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
+        const real4* RESTRICT pos,
         const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
         const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
         real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize,
@@ -57,12 +59,15 @@ KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const re
         const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
         const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
         const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
+    __shared__ MlffEdgeCursor cursor;
     __shared__ int edgeAtom[MLFF_EDGE_BATCH];
     __shared__ real4 geometry[MLFF_EDGE_BATCH];
+#ifndef MLFF_TABULATED
     __shared__ real e[MLFF_EDGE_BATCH][MLFF_K];
     __shared__ real dedd[MLFF_EDGE_BATCH][MLFF_K];
     __shared__ real activation[MLFF_EDGE_BATCH][MLFF_H];
     __shared__ real gradW[MLFF_EDGE_BATCH][3 * MLFF_H];
+#endif
     __shared__ real warpTotals[MLFF_BLOCK / 32][MLFF_EDGE_BATCH][4];
     __shared__ real edgeGrad[MLFF_EDGE_BATCH][4]; // dE/dd, dE/dn
     __shared__ MlffUpdateScratch updateScratch;
@@ -70,7 +75,9 @@ KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const re
     const int i = blockIdx.x;
     const int c = threadIdx.x;
     const bool active = c < MLFF_H;
-    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
+#ifndef MLFF_TABULATED
+    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE; // its filter network
+#endif
 
     real gsI = 0, gvI[3] = {0, 0, 0}; // dE/d(s'_i, v'_i) of this block
     if (active) {
@@ -87,12 +94,20 @@ KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const re
     const int count = neighborCount[i];
     const bool overflowed = count > neighborCapacity;
     const int num = overflowed ? replicaStart[replica + 1] - replicaStart[replica] : count;
-    for (int first = 0; first < num; first += MLFF_EDGE_BATCH) {
-        mlffLoadEdgeBatch(i, first, num, overflowed, replicaStart[replica], neighborList, neighborCapacity, pos, ri,
-                          boxA, boxB, boxC, invBoxSize, edgeAtom, geometry);
+    mlffStartEdges(&cursor);
+    for (int batch = 0; num > 0; batch++) {
+        mlffLoadEdgeBatch(i, batch, num, overflowed, replicaStart[replica], neighborList, neighborCapacity, pos, ri,
+                          boxA, boxB, boxC, invBoxSize, &cursor, edgeAtom, geometry);
         __syncthreads();
-        real hidden[MLFF_EDGE_BATCH], ws[MLFF_EDGE_BATCH], wv1[MLFF_EDGE_BATCH], wv2[MLFF_EDGE_BATCH];
+        real ws[MLFF_EDGE_BATCH], wv1[MLFF_EDGE_BATCH], wv2[MLFF_EDGE_BATCH];
+#ifdef MLFF_TABULATED
+        real dws[MLFF_EDGE_BATCH], dwv1[MLFF_EDGE_BATCH], dwv2[MLFF_EDGE_BATCH];
+        mlffFilterFromTable(filterTable + (size_t) layer * MLFF_TABLE_BLOCK_STRIDE, geometry, ws, wv1, wv2, dws, dwv1,
+                            dwv2);
+#else
+        real hidden[MLFF_EDGE_BATCH];
         mlffFilterForward(params, block, geometry, e, dedd, activation, hidden, ws, wv1, wv2);
+#endif
 
         // Message backward: the gather into i, and dE/dw(ij), dE/dn(ij) of i's own messages.
         real partial[MLFF_EDGE_BATCH][4];
@@ -118,12 +133,18 @@ KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const re
                     partial[b][1 + a] = gvI[a] * wv2[b];
                 }
             }
+#ifdef MLFF_TABULATED
+            // Filter backward from the table: dE/dd = sum over thread c's outputs of dE/dw dw/dd.
+            partial[b][0] = gws * dws[b] + gwv1 * dwv1[b] + gwv2 * dwv2[b];
+#else
             if (active) {
                 gradW[b][c] = gws;
                 gradW[b][MLFF_H + c] = gwv1;
                 gradW[b][2 * MLFF_H + c] = gwv2;
             }
+#endif
         }
+#ifndef MLFF_TABULATED
         __syncthreads();
 
         // Filter backward: dE/dhidden = (W2^T dE/dw) SiLU'(hidden); dE/dd = sum_c dE/dhidden_c (W0 de/dd)_c.
@@ -134,6 +155,7 @@ KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const re
 #pragma unroll
             for (int b = 0; b < MLFF_EDGE_BATCH; b++)
                 ga[b] = 0;
+#pragma unroll 8
             for (int o = 0; o < 3 * MLFF_H; o++) {
                 const real w = w2[o * MLFF_H + c];
 #pragma unroll
@@ -143,11 +165,13 @@ KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const re
 #pragma unroll
             for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
                 real q = 0;
+#pragma unroll 8
                 for (int k = 0; k < MLFF_K; k++)
                     q += w0t[k * MLFF_H + c] * dedd[b][k];
                 partial[b][0] = ga[b] * mlffSiluGrad(hidden[b]) * q;
             }
         }
+#endif
         mlffBlockSum4(partial, warpTotals, edgeGrad);
 
         // dE/du = dE/dd u/d + (dn/du)^T dE/dn, to the forces: F_i += dE/du, F_j -= dE/du.
@@ -166,6 +190,8 @@ KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const re
             mlffAddForce(forceBuffer, sortedIndexOfParticle[mlParticle[j]], -fx, -fy, -fz);
         }
         __syncthreads(); // the next batch reuses the shared arrays
+        if (!mlffMoreEdges(&cursor, batch + 1, num))
+            break;
     }
     if (layer == 0)
         return; // the embedding and v = 0 have no gradient to pass on

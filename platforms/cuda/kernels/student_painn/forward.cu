@@ -2,7 +2,8 @@
  * student_painn/forward.cu: one interaction block of the forward pass, one thread block per ML
  * atom i (grid MLFF_NUM_ATOMS, MLFF_BLOCK threads; thread c owns channel c):
  *   message  s'_i = s_i + sum_j s_j w_s(ij),  v'_i = v_i + sum_j (v_j w_v1(ij) + n(ij) w_v2(ij)),
- *            the filters w recomputed per edge (MLFF_EDGE_BATCH edges at a time) from d;
+ *            the filters w recomputed per edge (MLFF_EDGE_BATCH edges at a time) from d, by the
+ *            filter network or, with MLFF_TABULATED, from filterTable (null otherwise);
  *   update   s_out = s' + a, v_out = v' g1 + (M v') g2;
  * and in the last block the readout (per-atom energy) and the start of the backward pass: the
  * gradient of the energy with respect to the last block's post-message features.
@@ -28,16 +29,20 @@ DEVICE inline real mlffBlockInputV(const real* RESTRICT stateV, int layer, int j
     return stateV[(((size_t) layer * MLFF_NUM_ATOMS + j) * 3 + a) * MLFF_H + c];
 }
 
-KERNEL void mlffStudentForward(int layer, const real* RESTRICT params, const real4* RESTRICT pos,
+KERNEL void mlffStudentForward(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
+        const real4* RESTRICT pos,
         const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
         const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
         real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize,
         real* RESTRICT stateS, real* RESTRICT stateV, real* RESTRICT midS, real* RESTRICT midV,
         real* RESTRICT atomEnergy, real* RESTRICT gradMidS, real* RESTRICT gradMidV) {
+    __shared__ MlffEdgeCursor cursor;
     __shared__ int edgeAtom[MLFF_EDGE_BATCH];
     __shared__ real4 geometry[MLFF_EDGE_BATCH];
+#ifndef MLFF_TABULATED
     __shared__ real e[MLFF_EDGE_BATCH][MLFF_K];
     __shared__ real activation[MLFF_EDGE_BATCH][MLFF_H];
+#endif
     __shared__ MlffUpdateScratch updateScratch;
     __shared__ MlffReadoutScratch readoutScratch;
 
@@ -59,12 +64,18 @@ KERNEL void mlffStudentForward(int layer, const real* RESTRICT params, const rea
     const int count = neighborCount[i];
     const bool overflowed = count > neighborCapacity;
     const int num = overflowed ? replicaStart[replica + 1] - replicaStart[replica] : count;
-    for (int first = 0; first < num; first += MLFF_EDGE_BATCH) {
-        mlffLoadEdgeBatch(i, first, num, overflowed, replicaStart[replica], neighborList, neighborCapacity, pos, ri,
-                          boxA, boxB, boxC, invBoxSize, edgeAtom, geometry);
+    mlffStartEdges(&cursor);
+    for (int batch = 0; num > 0; batch++) {
+        mlffLoadEdgeBatch(i, batch, num, overflowed, replicaStart[replica], neighborList, neighborCapacity, pos, ri,
+                          boxA, boxB, boxC, invBoxSize, &cursor, edgeAtom, geometry);
         __syncthreads();
-        real hidden[MLFF_EDGE_BATCH], ws[MLFF_EDGE_BATCH], wv1[MLFF_EDGE_BATCH], wv2[MLFF_EDGE_BATCH];
+        real ws[MLFF_EDGE_BATCH], wv1[MLFF_EDGE_BATCH], wv2[MLFF_EDGE_BATCH];
+#ifdef MLFF_TABULATED
+        mlffFilterFromTable(filterTable + (size_t) layer * MLFF_TABLE_BLOCK_STRIDE, geometry, ws, wv1, wv2, 0, 0, 0);
+#else
+        real hidden[MLFF_EDGE_BATCH];
         mlffFilterForward(params, block, geometry, e, (real(*)[MLFF_K]) 0, activation, hidden, ws, wv1, wv2);
+#endif
         if (active) {
 #pragma unroll
             for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
@@ -80,6 +91,8 @@ KERNEL void mlffStudentForward(int layer, const real* RESTRICT params, const rea
             }
         }
         __syncthreads(); // the next batch reuses the shared arrays
+        if (!mlffMoreEdges(&cursor, batch + 1, num))
+            break;
     }
     if (active) {
         midS[((size_t) layer * MLFF_NUM_ATOMS + i) * MLFF_H + c] = sMid;

@@ -8,6 +8,10 @@
  * MLFF_EDGE_BATCH (edges filtered together, sharing each weight load), MLFF_CUTOFF (Å), and the
  * parameter offsets MLFF_P_* (model-wide) and MLFF_B_* (within a block; block l starts at
  * MLFF_P_BLOCKS + l * MLFF_P_BLOCK_STRIDE). See src/student_painn/StudentPainnParameters.cpp.
+ *
+ * Loops over weights are unrolled by 8 (`#pragma unroll 8`): with one atom per block the kernels
+ * are bound by the latency of weight loads, and unrolling keeps eight of them in flight per thread.
+ * The order of every sum is unchanged.
  */
 
 #define MLFF_NORMAL_EPSILON 1e-8
@@ -38,38 +42,77 @@ DEVICE inline void mlffRadialBasis(const real* RESTRICT params, real d, int k, r
 }
 
 /**
- * Geometry of a batch of MLFF_EDGE_BATCH candidate edges of atom i (threads b < batch):
- * edgeAtom[b] = j, or -1 where there is no edge; geometry[b] = (u, d) with u = r_j - r_i.
- * Rows without an edge get d = cutoff so that everything computed from them stays finite.
+ * Where atom i's scan of its edge candidates has got to, in shared memory. Two slots, used in
+ * turn: batch n reads slot n % 2 and writes slot (n + 1) % 2, so that the block's test of whether
+ * more candidates remain (after batch n) never races with the next batch's write.
  */
-DEVICE inline void mlffLoadEdgeBatch(int i, int first, int num, bool overflowed, int replicaStart,
+struct MlffEdgeCursor {
+    int position[2];
+    int batch;
+};
+
+DEVICE inline void mlffStartEdges(MlffEdgeCursor* cursor) {
+    if (threadIdx.x == 0) {
+        cursor->position[0] = 0;
+        cursor->batch = 0;
+    }
+    __syncthreads();
+}
+
+/** Whether candidates remain after the batch just processed; call after a barrier. */
+DEVICE inline bool mlffMoreEdges(const MlffEdgeCursor* cursor, int batch, int num) {
+    return cursor->position[batch % 2] < num;
+}
+
+/**
+ * The next batch of up to MLFF_EDGE_BATCH edges of atom i, taken in candidate order from
+ * position[batch % 2] on: warp 0 tests 32 candidates at a time (list entries, or after an
+ * overflow the atoms of the replica, see mlffNeighborCandidate) and keeps only the edges, so a
+ * batch is never spent on non-edges. edgeAtom[b] = j, or -1 for the rows left empty;
+ * geometry[b] = (u, d) with u = r_j - r_i, and d = cutoff in empty rows so that everything
+ * computed from them stays finite. Writes position[(batch + 1) % 2]; callers add a barrier.
+ * The batches are the same whichever candidates are scanned, so the list and the fallback sum
+ * the same edges in the same order.
+ */
+DEVICE inline void mlffLoadEdgeBatch(int i, int batch, int num, bool overflowed, int replicaStart,
         const int* RESTRICT neighborList, int neighborCapacity, const real4* RESTRICT pos, real4 ri,
-        real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize, int* edgeAtom, real4* geometry) {
-    const int b = threadIdx.x;
-    if (b < MLFF_EDGE_BATCH) {
-        const int t = first + b;
+        real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize, MlffEdgeCursor* cursor, int* edgeAtom, real4* geometry) {
+    if (threadIdx.x >= 32)
+        return;
+    const int lane = threadIdx.x;
+    int next = cursor->position[batch % 2], have = 0;
+    while (have < MLFF_EDGE_BATCH && next < num) { // uniform across the warp
+        const int t = next + lane;
         int j = -1;
-        real ux = 0, uy = 0, uz = 0, d = (real) MLFF_CUTOFF;
+        real ux = 0, uy = 0, uz = 0;
+        bool edge = false;
         if (t < num) {
             j = mlffNeighborCandidate(i, t, overflowed, replicaStart, neighborList, neighborCapacity);
-            if (j == i)
-                j = -1;
-            else {
+            if (j != i) {
                 mlffPairDelta(ri, pos[j], boxA, boxB, boxC, invBoxSize, &ux, &uy, &uz);
-                if (mlffIsEdge(ux, uy, uz))
-                    d = sqrt(ux * ux + uy * uy + uz * uz);
-                else {
-                    j = -1;
-                    ux = uy = uz = 0;
-                }
+                edge = mlffIsEdge(ux, uy, uz);
             }
         }
-        edgeAtom[b] = j;
-        geometry[b].x = ux;
-        geometry[b].y = uy;
-        geometry[b].z = uz;
-        geometry[b].w = d;
+        const unsigned int mask = __ballot_sync(0xffffffffu, edge);
+        const int found = __popc(mask);
+        const int take = min(found, MLFF_EDGE_BATCH - have);
+        const int rank = __popc(mask & ((1u << lane) - 1u));
+        if (edge && rank < take) {
+            edgeAtom[have + rank] = j;
+            geometry[have + rank] = make_real4(ux, uy, uz, sqrt(ux * ux + uy * uy + uz * uz));
+        }
+        if (take < found) // the batch is full: resume just after the last edge taken
+            next += __ffs(__ballot_sync(0xffffffffu, edge && rank == take - 1));
+        else
+            next += 32;
+        have += take;
     }
+    if (lane >= have && lane < MLFF_EDGE_BATCH) {
+        edgeAtom[lane] = -1;
+        geometry[lane] = make_real4(0, 0, 0, (real) MLFF_CUTOFF);
+    }
+    if (lane == 0)
+        cursor->position[(batch + 1) % 2] = min(next, num);
 }
 
 /**
@@ -92,6 +135,7 @@ DEVICE inline void mlffFilterForward(const real* RESTRICT params, const real* RE
 #pragma unroll
         for (int b = 0; b < MLFF_EDGE_BATCH; b++)
             hidden[b] = block[MLFF_B_FILTER_B0 + c];
+#pragma unroll 8
         for (int k = 0; k < MLFF_K; k++) {
             const real w = w0t[k * MLFF_H + c];
 #pragma unroll
@@ -111,6 +155,7 @@ DEVICE inline void mlffFilterForward(const real* RESTRICT params, const real* RE
             wv1[b] = block[MLFF_B_FILTER_B2 + MLFF_H + c];
             wv2[b] = block[MLFF_B_FILTER_B2 + 2 * MLFF_H + c];
         }
+#pragma unroll 8
         for (int c2 = 0; c2 < MLFF_H; c2++) {
             const real w0 = w2t[c2 * 3 * MLFF_H + c];
             const real w1 = w2t[c2 * 3 * MLFF_H + MLFF_H + c];
@@ -125,6 +170,81 @@ DEVICE inline void mlffFilterForward(const real* RESTRICT params, const real* RE
         }
     }
 }
+
+#ifdef MLFF_TABULATED
+/*
+ * Tabulated filters (docs/tabulated-filters.md): each block's w(d) and dw/dd from the cubic
+ * Hermite table of the core (mlff_filter_table_*), evaluated exactly as the core does. The table
+ * (L, 2, MLFF_TABLE_NODES, 3H): per block the node values, then the node derivatives (per Å).
+ * Compile-time constants: MLFF_TABLE_NODES, MLFF_TABLE_SPACING (Å), MLFF_TABLE_INV_SPACING.
+ */
+#define MLFF_TABLE_BLOCK_STRIDE (2 * MLFF_TABLE_NODES * 3 * MLFF_H)
+
+/** The Hermite weights at distance d: w = sum a_k y_k, dw/dd = sum b_k y_k over (y[n], D[n], y[n+1], D[n+1]). */
+struct MlffHermite {
+    int node;
+    real a[4], b[4];
+};
+
+DEVICE inline MlffHermite mlffHermiteAt(real d) {
+    MlffHermite hw;
+    real x;
+    if (d >= (real) MLFF_CUTOFF) { // the last node, exactly
+        hw.node = MLFF_TABLE_NODES - 2;
+        x = 1;
+    }
+    else {
+        const real t = d * (real) MLFF_TABLE_INV_SPACING;
+        hw.node = min((int) t, MLFF_TABLE_NODES - 2);
+        x = t - hw.node;
+    }
+    const real h = (real) MLFF_TABLE_SPACING, g = (real) MLFF_TABLE_INV_SPACING;
+    hw.a[0] = (1 + 2 * x) * (1 - x) * (1 - x);
+    hw.a[1] = x * (1 - x) * (1 - x) * h;
+    hw.a[2] = x * x * (3 - 2 * x);
+    hw.a[3] = x * x * (x - 1) * h;
+    hw.b[0] = 6 * x * (x - 1) * g;
+    hw.b[1] = (1 - x) * (1 - 3 * x);
+    hw.b[2] = -hw.b[0];
+    hw.b[3] = x * (3 * x - 2);
+    return hw;
+}
+
+/** Output o of the block's table at the weights hw: *w and, if dwdd is not null, *dwdd. */
+DEVICE inline void mlffTableOutput(const real* RESTRICT blockTable, const MlffHermite& hw, int o, real* w, real* dwdd) {
+    const real* values = blockTable + (size_t) hw.node * 3 * MLFF_H + o;
+    const real* derivatives = values + (size_t) MLFF_TABLE_NODES * 3 * MLFF_H;
+    const real y0 = values[0], d0 = derivatives[0], y1 = values[3 * MLFF_H], d1 = derivatives[3 * MLFF_H];
+    *w = hw.a[0] * y0 + hw.a[1] * d0 + hw.a[2] * y1 + hw.a[3] * d1;
+    if (dwdd != 0)
+        *dwdd = hw.b[0] * y0 + hw.b[1] * d0 + hw.b[2] * y1 + hw.b[3] * d1;
+}
+
+/**
+ * The tabulated filters of a batch of edges for thread c's channel (registers): ws, wv1, wv2 and,
+ * if dws is not null, their derivatives by d. No shared memory and no barrier.
+ */
+DEVICE inline void mlffFilterFromTable(const real* RESTRICT blockTable, const real4* geometry, real* ws, real* wv1,
+        real* wv2, real* dws, real* dwv1, real* dwv2) {
+    const int c = threadIdx.x;
+    if (c >= MLFF_H) { // threads without a channel contribute zeros
+#pragma unroll
+        for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+            ws[b] = wv1[b] = wv2[b] = 0;
+            if (dws != 0)
+                dws[b] = dwv1[b] = dwv2[b] = 0;
+        }
+        return;
+    }
+#pragma unroll
+    for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+        const MlffHermite hw = mlffHermiteAt(geometry[b].w);
+        mlffTableOutput(blockTable, hw, c, &ws[b], dws == 0 ? (real*) 0 : &dws[b]);
+        mlffTableOutput(blockTable, hw, MLFF_H + c, &wv1[b], dws == 0 ? (real*) 0 : &dwv1[b]);
+        mlffTableOutput(blockTable, hw, 2 * MLFF_H + c, &wv2[b], dws == 0 ? (real*) 0 : &dwv2[b]);
+    }
+}
+#endif
 
 /** Shared scratch of the update's forward and backward. */
 struct MlffUpdateScratch {
@@ -150,6 +270,7 @@ DEVICE inline void mlffUpdateMlp(const real* RESTRICT block, real sMid, const re
     if (c < MLFF_H) {
         const real* u0t = block + MLFF_B_UPDATE_W0T; // (2H, H)
         real h = block[MLFF_B_UPDATE_B0 + c];
+#pragma unroll 8
         for (int x = 0; x < 2 * MLFF_H; x++)
             h += u0t[x * MLFF_H + c] * scratch->input[x];
         *hidden = h;
@@ -161,6 +282,7 @@ DEVICE inline void mlffUpdateMlp(const real* RESTRICT block, real sMid, const re
         real y0 = block[MLFF_B_UPDATE_B2 + c];
         real y1 = block[MLFF_B_UPDATE_B2 + MLFF_H + c];
         real y2 = block[MLFF_B_UPDATE_B2 + 2 * MLFF_H + c];
+#pragma unroll 8
         for (int c2 = 0; c2 < MLFF_H; c2++) {
             const real act = scratch->activation[c2];
             y0 += u2t[c2 * 3 * MLFF_H + c] * act;
@@ -210,6 +332,7 @@ DEVICE inline void mlffUpdateBackward(const real* RESTRICT block, const real* vM
     if (c < MLFF_H) {
         const real* u2 = block + MLFF_B_UPDATE_W2; // (3H, H)
         real ga = 0;
+#pragma unroll 8
         for (int o = 0; o < 3 * MLFF_H; o++)
             ga += u2[o * MLFF_H + c] * scratch->gradOutput[o];
         scratch->gradHidden[c] = ga * mlffSiluGrad(hidden);
@@ -218,6 +341,7 @@ DEVICE inline void mlffUpdateBackward(const real* RESTRICT block, const real* vM
     if (c < MLFF_H) {
         const real* u0 = block + MLFF_B_UPDATE_W0; // (H, 2H)
         real gs = 0, gm = 0;
+#pragma unroll 8
         for (int c2 = 0; c2 < MLFF_H; c2++) {
             const real gh = scratch->gradHidden[c2];
             gs += u0[c2 * 2 * MLFF_H + c] * gh;
@@ -255,6 +379,7 @@ DEVICE inline void mlffReadout(const real* RESTRICT params, real s, MlffReadoutS
     if (c < MLFF_H / 2) {
         const real* w0t = params + MLFF_P_HEAD_W0T; // (H, H/2)
         hidden0 = params[MLFF_P_HEAD_B0 + c];
+#pragma unroll 8
         for (int c2 = 0; c2 < MLFF_H; c2++)
             hidden0 += w0t[c2 * (MLFF_H / 2) + c] * scratch->s[c2];
         scratch->act0[c] = mlffSilu(hidden0);
@@ -263,6 +388,7 @@ DEVICE inline void mlffReadout(const real* RESTRICT params, real s, MlffReadoutS
     if (c < MLFF_H / 4) {
         const real* w2t = params + MLFF_P_HEAD_W2T; // (H/2, H/4)
         real hidden1 = params[MLFF_P_HEAD_B2 + c];
+#pragma unroll 8
         for (int p = 0; p < MLFF_H / 2; p++)
             hidden1 += w2t[p * (MLFF_H / 4) + c] * scratch->act0[p];
         scratch->act1[c] = mlffSilu(hidden1);
@@ -271,6 +397,7 @@ DEVICE inline void mlffReadout(const real* RESTRICT params, real s, MlffReadoutS
     __syncthreads();
     if (c == 0) {
         real sum = params[MLFF_P_HEAD_B4];
+#pragma unroll 8
         for (int q = 0; q < MLFF_H / 4; q++)
             sum += params[MLFF_P_HEAD_W4 + q] * scratch->act1[q];
         *eps = sum;
@@ -278,6 +405,7 @@ DEVICE inline void mlffReadout(const real* RESTRICT params, real s, MlffReadoutS
     if (c < MLFF_H / 2) {
         const real* w2 = params + MLFF_P_HEAD_W2; // (H/4, H/2)
         real ga = 0;
+#pragma unroll 8
         for (int q = 0; q < MLFF_H / 4; q++)
             ga += w2[q * (MLFF_H / 2) + c] * scratch->grad1[q];
         scratch->grad0[c] = ga * mlffSiluGrad(hidden0);
@@ -286,6 +414,7 @@ DEVICE inline void mlffReadout(const real* RESTRICT params, real s, MlffReadoutS
     if (c < MLFF_H) {
         const real* w0 = params + MLFF_P_HEAD_W0; // (H/2, H)
         real g = 0;
+#pragma unroll 8
         for (int p = 0; p < MLFF_H / 2; p++)
             g += w0[p * MLFF_H + c] * scratch->grad0[p];
         *gs = g;

@@ -1,0 +1,15 @@
+# cmake -DLIBRARY=path -DSYMBOLS=a;b -P CheckPluginSymbols.cmake
+# Fails unless LIBRARY exists and its dynamic symbol table defines every one of SYMBOLS.
+if(NOT EXISTS "${LIBRARY}")
+    message(FATAL_ERROR "${LIBRARY} was not built")
+endif()
+execute_process(COMMAND nm -D --defined-only "${LIBRARY}" OUTPUT_VARIABLE table RESULT_VARIABLE result)
+if(NOT result EQUAL 0)
+    message(FATAL_ERROR "nm -D failed on ${LIBRARY}")
+endif()
+foreach(symbol IN LISTS SYMBOLS)
+    if(NOT table MATCHES "[ \t]T ${symbol}\n")
+        message(FATAL_ERROR "${LIBRARY} does not export ${symbol}")
+    endif()
+    message(STATUS "${LIBRARY} exports ${symbol}")
+endforeach()
