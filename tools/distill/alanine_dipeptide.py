@@ -69,7 +69,6 @@ def build(phi=-150.0, psi=150.0, minimize=True):
     """Topology and positions (nm, openmm Quantity) of minimized alanine dipeptide."""
     import openmm
     import openmm.app as app
-    import openmm.unit as unit
 
     atoms = heavy_atoms(phi, psi)
     by_name = {(r, a): p for r, a, p in atoms}

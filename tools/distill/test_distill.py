@@ -110,3 +110,24 @@ def test_a_few_training_steps_export_a_consistent_model(tmp_path):
     assert abs(mine["force_rmse_eV_per_A"] - facts["test"]["force_rmse_eV_per_A"]) < 1e-9
     # mu is folded in: the mean energy error is far below the energies' own scale.
     assert mine["energy_mae_eV"] < 0.5 * abs(np.mean(data.energies))
+
+
+def test_init_continues_from_an_exported_model(tmp_path):
+    """--init unfolds the exported last layer: with a zero learning rate the re-exported model
+    computes what the first one did (up to the refitted energy offset and float32 storage)."""
+    torch = pytest.importorskip("torch", reason="training needs PyTorch")
+    data_path = synthetic_data(tmp_path / "d.npz")
+    first, second = tmp_path / "first.mlff.safetensors", tmp_path / "second.mlff.safetensors"
+    common = ["--max-steps", "2", "--time-limit", "0", "--eval-every", "1", "--batch-size", "4", "--device", "cpu"]
+    script = os.path.join(HERE, "train_student.py")
+    for command in ([str(data_path), str(first), "--hidden", "8", "--blocks", "1", "--rbf", "4"],
+                    [str(data_path), str(second), "--init", str(first), "--lr", "0"]):
+        result = subprocess.run([sys.executable, script] + command + common, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+    from torch_painn import StudentPaiNN
+    from evaluate_student import predict
+    data = TeacherData(str(data_path))
+    e1, f1 = predict(StudentPaiNN.load(str(first)), data, data.test, "cpu")
+    e2, f2 = predict(StudentPaiNN.load(str(second)), data, data.test, "cpu")
+    assert np.abs(f1 - f2).max() < 1e-5 * max(1.0, np.abs(f1).max())
+    assert np.ptp(e1 - e2) < 1e-4 * max(1.0, np.abs(e1).max())  # a constant shift at most

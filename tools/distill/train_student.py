@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Trains a student PaiNN on teacher energies and forces and exports the model file.
 
-    train_student.py TEACHER.npz OUTPUT.mlff.safetensors [--hidden 64 --blocks 2 --rbf 16]
+    train_student.py TEACHER.npz OUTPUT.mlff.safetensors [--hidden 64 --blocks 2 --rbf 16 | --init MODEL]
                      [--time-limit SECONDS | --max-steps N] [--device cuda] [--report REPORT.json]
 
 Loss (per batch): energy_weight * mean((dE / N)^2) + mean(dF^2), in units of sigma (below),
@@ -13,14 +13,19 @@ with mu the per-atom energy shift fitted on the training frames (least squares, 
 for all elements: each data set has a single composition, so per-element shifts would not
 be identifiable) and sigma the RMS of the training forces. At export the last layer is
 rescaled exactly: energy_head.4.weight *= sigma, energy_head.4.bias = sigma * bias + mu, so
-the file gives teacher energies (eV) and forces (eV/Å) directly.
+the file gives teacher energies (eV) and forces (eV/Å) directly. Before export mu is refitted
+so that the mean energy error over the training frames is zero (the loss is dominated by the
+forces, which leave this constant free).
 
 The mixing matrices are kept at the identity (not trained): the student is then rotation
 invariant, which the architecture allows but does not enforce. The radial basis
 (centers, widths) is kept fixed as well. Adam with a cosine learning-rate decay over the
 run, an exponential moving average (EMA) of the weights for evaluation, the EMA weights
 with the best validation loss exported. The held-out test accuracy of the exported file
-(read back, float64) goes to the report."""
+(read back, float64) goes to the report.
+
+--init continues from an exported model file (a second round with a fresh learning-rate
+schedule): its last layer is unfolded with this data set's mu and sigma."""
 
 import argparse
 import copy
@@ -56,6 +61,32 @@ def batch_loss(model, batch, mu, sigma, energy_weight, create_graph):
     return energy_weight * (de ** 2).mean() + (df ** 2).mean(), (de ** 2).mean(), (df ** 2).mean()
 
 
+def energy_offset(model, data, mu, sigma, device, max_frames=2000):
+    """The per-atom shift that zeroes the mean energy error on (up to max_frames) training
+    frames, computed in float64."""
+    import torch
+    net = copy.deepcopy(model).double()
+    frames = data.train[np.linspace(0, len(data.train) - 1, min(max_frames, len(data.train))).astype(int)]
+    residuals = []
+    with torch.no_grad():
+        for first in range(0, len(frames), 64):
+            z, pos, structure_of_atom, boxes, energies, _ = data.batch(frames[first:first + 64], device, torch.float64)
+            count = energies.shape[0]
+            e = net(z, pos, structure_of_atom, count, boxes)
+            residuals.append((energies - (sigma * e + data.num_atoms * mu)).cpu().numpy())
+    return float(np.mean(np.concatenate(residuals)) / data.num_atoms)
+
+
+def unfold(model, mu, sigma):
+    """The inverse of export's rescaling: a model file in eV back to the training units."""
+    import torch
+    head = model.energy_head[4]
+    with torch.no_grad():
+        head.bias.sub_(mu).div_(sigma)
+        head.weight.div_(sigma)
+    return model
+
+
 def export(model, mu, sigma, path, metadata):
     exported = copy.deepcopy(model).double()
     head = exported.energy_head[4]
@@ -83,6 +114,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="", help="a name stored in the model file's metadata")
     parser.add_argument("--report", help="write the test accuracy and training facts here (JSON)")
+    parser.add_argument("--init", help="start from this model file (its H, L and K) instead of random weights")
     args = parser.parse_args(argv)
 
     import torch
@@ -96,7 +128,14 @@ def main(argv=None):
             parser.error(f"--cutoff {args.cutoff} exceeds half the box height {0.5 * heights.min():.3f} Å")
     mu, sigma = energy_scaling(data)
     device, dtype = torch.device(args.device), torch.float32
-    model = StudentPaiNN(args.hidden, args.blocks, args.rbf, args.cutoff).to(device, dtype)
+    if args.init:
+        model = unfold(StudentPaiNN.load(args.init, dtype=torch.float64), mu, sigma).to(device, dtype)
+        args.hidden, args.blocks, args.rbf = (model.hyperparameters[k] for k in ("hidden_channels", "num_blocks", "num_rbf"))
+        if model.cutoff != args.cutoff:
+            parser.error(f"--init {args.init} has the cutoff {model.cutoff} Å, not {args.cutoff} Å")
+        print(f"starting from {args.init}", flush=True)
+    else:
+        model = StudentPaiNN(args.hidden, args.blocks, args.rbf, args.cutoff).to(device, dtype)
     frozen = {"rbf.centers", "rbf.widths"} | {n for n, _ in model.named_parameters() if n.endswith("mixing_matrix")}
     trained = [p for n, p in model.named_parameters() if n not in frozen]
     for n, p in model.named_parameters():
@@ -158,13 +197,20 @@ def main(argv=None):
     if value < best or best_state is None:
         best_state = copy.deepcopy(ema.state_dict())
     ema.load_state_dict(best_state)
+    # The constant energy offset, refitted exactly: with force-dominated training it converges
+    # last, and a shift of mu changes no force.
+    offset = energy_offset(ema, data, mu, sigma, device)
+    mu += offset
+    print(f"energy offset refitted on the training frames: mu += {offset:.3e} eV/atom", flush=True)
     metadata = {"name": args.name or os.path.basename(args.output),
-                "teacher": data.teacher, "training": f"{step} steps of {args.batch_size} frames, see docs/distillation.md"}
+                "teacher": data.teacher, "training": f"{step} steps of {args.batch_size} frames"
+                + (f" from {os.path.basename(args.init)}" if args.init else "") + ", see docs/distillation.md",
+                "energy_shift_eV_per_atom": repr(mu), "force_scale_eV_per_A": repr(sigma)}
     export(ema, mu, sigma, args.output, metadata)
     exported = StudentPaiNN.load(args.output, dtype=torch.float64).to(device)
     report = {"model": os.path.basename(args.output), "data": os.path.basename(args.data), "teacher": data.teacher,
-              "hyperparameters": exported.hyperparameters, "steps": step, "batch_size": args.batch_size,
-              "seconds": round(time.time() - start, 1), "mu_eV_per_atom": mu, "sigma_eV_per_A": sigma,
+              "hyperparameters": exported.hyperparameters, "steps": step, "batch_size": args.batch_size, "lr": args.lr, "init": args.init,
+              "seconds": round(time.time() - start, 1), "mu_eV_per_atom": mu, "mu_refit_eV_per_atom": offset, "sigma_eV_per_A": sigma,
               "device": str(device), "torch": torch.__version__, "test": accuracy(exported, data, data.test, device),
               "log": log}
     print(f"exported {args.output} ({os.path.getsize(args.output)} bytes); held-out test frames, read back from the file:")
