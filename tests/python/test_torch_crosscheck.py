@@ -6,6 +6,8 @@ binary: $MLFF_EVAL, else $MLFF_BUILD_DIR/tools/mlff-eval. Seed models: the conve
 student_{original,tiny}.mlff.safetensors in $MLFF_SEED_MODELS_DIR or $MLFF_BUILD_DIR/models (the
 seed_models fixture), else converted here from $MLFF_SHARED_DIR with tools/mlff-convert.
 Golden values: $MLFF_GOLDEN, else $MLFF_SHARED_DIR/testdata/seed_models_golden.npz.
+The trained defaults (models/*.mlff.safetensors, committed) are checked the same way, on the
+golden geometries, periodic water boxes and a 22-atom cloud, wherever their files exist.
 Set TORCH_DEVICE=cuda to run the torch side on a GPU (float64 everywhere)."""
 
 import json
@@ -163,20 +165,55 @@ def test_torch_matches_core_on_periodic_water(skew, seed_model_paths, mlff_eval,
         assert_same(*run_torch(model, z, pos, box), *core, f"{per_edge ** 3} waters, skew={skew}, torch vs core")
 
 
-@pytest.mark.parametrize("name", DEFAULT_MODELS)
-def test_trained_defaults_match_core(name, mlff_eval, tmp_path):
-    path = os.path.join(ROOT, "models", f"{name}.mlff.safetensors")
+@pytest.fixture(scope="module", params=DEFAULT_MODELS)
+def default_model(request):
+    """(name, path) of a trained default model committed in models/."""
+    path = os.path.join(ROOT, "models", f"{request.param}.mlff.safetensors")
     if not os.path.isfile(path):
         pytest.skip(f"{path} is not there")
+    return request.param, path
+
+
+def test_default_matches_core_on_golden_structures(default_model, golden, mlff_eval, tmp_path):
+    """The trained defaults, torch vs core, on the golden geometries (benzene, water, ethanol,
+    the water droplet)."""
+    name, path = default_model
     model = load_model(path)
-    if name == "water":
-        z, pos, box = water_box(4, 3.1, seed=3)
-    else:
-        rng = np.random.default_rng(5)
-        z = np.array([6, 1, 1, 1, 6, 8, 7, 1, 6, 1, 6, 1, 1, 1, 6, 8, 7, 1, 6, 1, 1, 1])
-        pos, box = rng.uniform(0.0, 7.0, (len(z), 3)), None
-    core = run_core(mlff_eval, path, z, pos, tmp_path, box)
-    assert_same(*run_torch(model, z, pos, box), *core, f"{name} torch vs core")
+    geometries = sorted({key.split("/")[1] for key in golden if key.startswith("tiny/")})
+    assert geometries
+    for geometry in geometries:
+        z, pos = golden[f"tiny/{geometry}/z"], golden[f"tiny/{geometry}/pos"]
+        core = run_core(mlff_eval, path, z, pos, tmp_path)
+        assert_same(*run_torch(model, z, pos), *core, f"{name} on {geometry}, torch vs core")
+
+
+@pytest.mark.parametrize("skew", [False, True], ids=["rectangular", "triclinic"])
+def test_default_matches_core_on_periodic_water(default_model, skew, mlff_eval, tmp_path):
+    """The trained defaults, torch vs core, on periodic water boxes: 64 waters (brute force in
+    torch) and 343 waters (torch's cell list)."""
+    name, path = default_model
+    model = load_model(path)
+    for per_edge in (4, 7):
+        z, pos, box = water_box(per_edge, 3.1, seed=10 + per_edge, skew=skew)
+        core = run_core(mlff_eval, path, z, pos, tmp_path, box)
+        assert_same(*run_torch(model, z, pos, box), *core, f"{name}: {per_edge ** 3} waters, skew={skew}, torch vs core")
+
+
+def test_default_matches_core_on_a_dipeptide_like_cloud(default_model, mlff_eval, tmp_path):
+    """The trained defaults, torch vs core, on 22 atoms of alanine dipeptide's composition at
+    random positions (no two closer than 0.9 Å), open boundaries."""
+    name, path = default_model
+    model = load_model(path)
+    rng = np.random.default_rng(5)
+    z = np.array([1, 6, 1, 1, 6, 8, 7, 1, 6, 1, 6, 1, 1, 1, 6, 8, 7, 1, 6, 1, 1, 1])
+    pos = []
+    while len(pos) < len(z):
+        candidate = rng.uniform(0.0, 6.0, 3)
+        if all(np.linalg.norm(candidate - p) > 0.9 for p in pos):
+            pos.append(candidate)
+    pos = np.array(pos)
+    core = run_core(mlff_eval, path, z, pos, tmp_path)
+    assert_same(*run_torch(model, z, pos), *core, f"{name} on a 22-atom cloud, torch vs core")
 
 
 def test_batched_structures_equal_separate_ones(seed_model_paths):
