@@ -1,0 +1,223 @@
+// mlff-bench: times MLFFForce on OpenMM's CUDA platform for one structure, and prints one JSON
+// object. benchmarks/bench.py drives it, row by row, beside the PyTorch implementation.
+//
+//   mlff-bench MODEL STRUCTURE [--tabulated] [--precision mixed] [--md-steps 2000] [--repeats 20]
+//
+// STRUCTURE is a text file: a first line "N [ax ay az bx by bz cx cy cz]" (the box in Å, OpenMM's
+// reduced form; present means periodic), then N lines "Z x y z replica" (Å).
+//
+// Two figures, medians over --repeats:
+//   force_us  the ML force's own evaluation, forces and energy (OpenMM's calcForcesAndEnergy on the
+//             force's group alone: buffer clearing, the MLFF kernels and OpenMM's force reduction),
+//             between CUDA events on OpenMM's stream;
+//   step_us   a full MD step: LangevinMiddleIntegrator (300 K, 1/ps, 0.5 fs), between CUDA events
+//             around --md-steps / --repeats steps (fewer for large systems: about 0.1 s a repeat).
+#include "MLFFForce.h"
+
+#include "openmm/Context.h"
+#include "openmm/LangevinMiddleIntegrator.h"
+#include "openmm/OpenMMException.h"
+#include "openmm/Platform.h"
+#include "openmm/State.h"
+#include "openmm/System.h"
+#include "openmm/cuda/CudaContext.h"
+#include "openmm/cuda/CudaPlatform.h"
+#include "openmm/internal/ContextImpl.h"
+
+#include <cuda.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using namespace OpenMM;
+using MLFFPlugin::MLFFForce;
+
+namespace {
+
+constexpr int MLGroup = 1;
+
+struct Structure {
+    std::vector<int> z, replica;
+    std::vector<Vec3> positions; // nm
+    std::vector<Vec3> box;       // nm; empty when not periodic
+};
+
+Structure readStructure(const std::string& path) {
+    std::ifstream in(path);
+    if (!in)
+        throw std::runtime_error("cannot open structure file '" + path + "'");
+    std::string line;
+    std::getline(in, line);
+    std::istringstream header(line);
+    int n = 0;
+    header >> n;
+    Structure s;
+    double b[9];
+    if (header >> b[0]) {
+        for (int k = 1; k < 9; k++)
+            header >> b[k];
+        for (int k = 0; k < 3; k++)
+            s.box.push_back(Vec3(b[3 * k], b[3 * k + 1], b[3 * k + 2]) * 0.1);
+    }
+    for (int i = 0; i < n; i++) {
+        int z, replica;
+        double x, y, w;
+        if (!(in >> z >> x >> y >> w >> replica))
+            throw std::runtime_error("structure file '" + path + "': atom " + std::to_string(i) + " is unreadable");
+        s.z.push_back(z);
+        s.replica.push_back(replica);
+        s.positions.push_back(Vec3(x, y, w) * 0.1);
+    }
+    return s;
+}
+
+double massOf(int z) {
+    switch (z) {
+    case 1: return 1.008;
+    case 6: return 12.011;
+    case 7: return 14.007;
+    case 8: return 15.999;
+    default: return 2.0 * z;
+    }
+}
+
+/** A Force never added to a System, for its protected access to a Context's implementation. */
+class ContextProbe : public Force {
+public:
+    CudaContext& cudaContext(Context& context) {
+        ContextImpl& impl = getContextImpl(context);
+        auto* data = static_cast<CudaPlatform::PlatformData*>(impl.getPlatformData());
+        return *data->contexts[0];
+    }
+    ContextImpl& impl(Context& context) {
+        return getContextImpl(context);
+    }
+
+protected:
+    ForceImpl* createImpl() const override {
+        throw OpenMMException("ContextProbe is not a real force");
+    }
+};
+
+void check(CUresult result, const char* what) {
+    if (result != CUDA_SUCCESS)
+        throw std::runtime_error(std::string("CUDA error in ") + what + ": " + std::to_string(result));
+}
+
+/** Median GPU time (µs) of `work`, run `repeats` times between events on the context's stream. */
+template <class Work>
+double medianMicroseconds(CudaContext& cu, int repeats, double divisor, Work work) {
+    CUevent start, stop;
+    check(cuEventCreate(&start, CU_EVENT_DEFAULT), "cuEventCreate");
+    check(cuEventCreate(&stop, CU_EVENT_DEFAULT), "cuEventCreate");
+    std::vector<double> times;
+    for (int r = 0; r < repeats; r++) {
+        check(cuEventRecord(start, cu.getCurrentStream()), "cuEventRecord");
+        work();
+        check(cuEventRecord(stop, cu.getCurrentStream()), "cuEventRecord");
+        check(cuEventSynchronize(stop), "cuEventSynchronize");
+        float ms = 0;
+        check(cuEventElapsedTime(&ms, start, stop), "cuEventElapsedTime");
+        times.push_back(1000.0 * ms / divisor);
+    }
+    cuEventDestroy(start);
+    cuEventDestroy(stop);
+    std::sort(times.begin(), times.end());
+    return times[times.size() / 2];
+}
+
+int run(int argc, char** argv) {
+    if (argc < 3) {
+        std::cerr << "usage: mlff-bench MODEL STRUCTURE [--tabulated] [--precision P] [--md-steps N] [--repeats R]\n";
+        return 2;
+    }
+    const std::string modelPath = argv[1], structurePath = argv[2];
+    bool tabulated = false;
+    std::string precision = "mixed";
+    int mdSteps = 2000, repeats = 20;
+    for (int a = 3; a < argc; a++) {
+        const std::string arg = argv[a];
+        auto value = [&]() -> std::string {
+            if (a + 1 >= argc)
+                throw std::runtime_error("option " + arg + " needs a value");
+            return argv[++a];
+        };
+        if (arg == "--tabulated")
+            tabulated = true;
+        else if (arg == "--precision")
+            precision = value();
+        else if (arg == "--md-steps")
+            mdSteps = std::stoi(value());
+        else if (arg == "--repeats")
+            repeats = std::stoi(value());
+        else
+            throw std::runtime_error("unknown option '" + arg + "'");
+    }
+    if (repeats < 1 || mdSteps < repeats)
+        throw std::runtime_error("--repeats must be >= 1 and --md-steps >= --repeats");
+
+    Platform::loadPluginsFromDirectory(Platform::getDefaultPluginsDirectory());
+    Platform::loadPluginLibrary(MLFF_CUDA_PLUGIN);
+    const Structure s = readStructure(structurePath);
+
+    System system;
+    auto* force = new MLFFForce(modelPath);
+    force->setUseTabulatedFilters(tabulated);
+    force->setForceGroup(MLGroup);
+    for (size_t i = 0; i < s.z.size(); i++)
+        force->addParticle(system.addParticle(massOf(s.z[i])), s.z[i], s.replica[i]);
+    if (!s.box.empty()) {
+        system.setDefaultPeriodicBoxVectors(s.box[0], s.box[1], s.box[2]);
+        force->setUsesPeriodicBoundaryConditions(true);
+    }
+    system.addForce(force);
+    LangevinMiddleIntegrator integrator(300.0, 1.0, 0.0005);
+    Context context(system, integrator, Platform::getPlatformByName("CUDA"), {{"Precision", precision}});
+    context.setPositions(s.positions);
+    context.setVelocitiesToTemperature(300.0, 1);
+
+    ContextProbe probe;
+    CudaContext& cu = probe.cudaContext(context);
+    cu.setAsCurrent(); // the events below belong to OpenMM's CUDA context
+    ContextImpl& impl = probe.impl(context);
+    const double energy = context.getState(State::Energy).getPotentialEnergy();
+
+    // Warm-up, then the force alone and the MD step.
+    for (int k = 0; k < 10; k++)
+        impl.calcForcesAndEnergy(true, true, 1 << MLGroup);
+    const double forceUs = medianMicroseconds(cu, std::max(repeats, 50), 1.0,
+                                              [&] { impl.calcForcesAndEnergy(true, true, 1 << MLGroup); });
+    integrator.step(std::min(mdSteps / 10 + 1, 200));
+    // Large systems: fewer steps, so that a repeat lasts about 0.1 s (at least 5 steps).
+    const int stepsPerRepeat = std::max(5, std::min(mdSteps / repeats, (int) (1e5 / forceUs)));
+    const double stepUs = medianMicroseconds(cu, repeats, stepsPerRepeat, [&] { integrator.step(stepsPerRepeat); });
+    const double finalEnergy = context.getState(State::Energy).getPotentialEnergy();
+
+    std::printf("{\"atoms\": %zu, \"replicas\": %d, \"periodic\": %s, \"tabulated\": %s, \"precision\": \"%s\", "
+                "\"energy_kj_mol\": %.10g, \"energy_after_md_kj_mol\": %.10g, \"force_us\": %.3f, \"step_us\": %.3f, "
+                "\"md_steps\": %d, \"repeats\": %d, \"device\": \"%s\"}\n",
+                s.z.size(), force->getNumReplicas(), s.box.empty() ? "false" : "true", tabulated ? "true" : "false",
+                precision.c_str(), energy, finalEnergy, forceUs, stepUs, stepsPerRepeat * repeats, repeats,
+                context.getPlatform().getPropertyValue(context, "DeviceName").c_str());
+    return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    try {
+        return run(argc, argv);
+    }
+    catch (const std::exception& e) {
+        std::cerr << "mlff-bench: error: " << e.what() << "\n";
+        return 1;
+    }
+}
