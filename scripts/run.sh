@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# The main job, as far as the project has got: set-up, a release build, then
+# The main job: set-up, a release build, then
 #   1. convert the seed models of $MLFF_SHARED_DIR/models/mlff-distiller with tools/mlff-convert,
 #   2. evaluate benzene with the mlff-eval CLI for each converted model that has golden values, and
 #      compare with them,
-#   3. run the C example (its CTest, which knows its arguments).
-# Steps whose pieces are not there yet are skipped with a message; a step that runs and fails stops
-# the script with a non-zero exit. Molecular dynamics through OpenMM comes with a later issue.
+#   3. run the C example (its CTest, which knows its arguments),
+#   4. molecular dynamics of alanine dipeptide with the default model models/alanine-dipeptide
+#      through the plugin (tools/md/alanine_dipeptide_md.py: CUDA, else CPU, else Reference),
+#      showing its progress, then the same length with the teacher (Amber14), and the populations
+#      of the phi/psi basins of both.
+# Steps whose pieces are not there are skipped with a message; a step that runs and fails stops
+# the script with a non-zero exit.
 #
 #   MLFF_BUILD_DIR   build folder (default: build-run in the repository)
 #   MLFF_SHARED_DIR  the shared/ folder (default: ../shared beside the repository, when it exists)
 #   MLFF_JOBS        parallel build jobs (default 2)
+#   MLFF_MD_STEPS    MD steps of 2 fs in step 4 (default 30000, 60 ps: about a minute on 2 CPU cores)
 #   OPENMM_DIR, MLFF_OPENMM_PREFIX, MLFF_OPENMM_TARBALL: see scripts/setup.sh
 set -euo pipefail
 
@@ -94,4 +99,19 @@ if ctest --test-dir "$build" -N -R example 2>/dev/null | grep -q 'Total Tests: [
 else
     say "skip the C example: examples/ has no example test yet"
 fi
-say "done (molecular dynamics with the plugin comes with a later issue)"
+# 4. Molecular dynamics of alanine dipeptide with the default model, against its teacher.
+md_model=$root/models/alanine-dipeptide.mlff.safetensors
+if [ ! -f "$build/python/openmmmlff.py" ]; then
+    say "skip the alanine dipeptide MD: the Python module openmmmlff was not built ($build/python)"
+elif [ ! -f "$md_model" ]; then
+    say "skip the alanine dipeptide MD: no default model $md_model"
+else
+    # The OpenMM Python package of a prefix (build-openmm-from-source.sh) lives beside it.
+    for site in "$openmm_dir"/python/usr/local/lib/python3*/dist-packages; do
+        if [ -d "$site/openmm" ]; then export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"; fi
+    done
+    say "molecular dynamics of alanine dipeptide with models/$(basename "$md_model"):"
+    PYTHONPATH="$build/python${PYTHONPATH:+:$PYTHONPATH}" OPENMM_MLFF_PLUGIN_DIR=$build/plugins \
+        "$python" "$root/tools/md/alanine_dipeptide_md.py" --model "$md_model" --steps "${MLFF_MD_STEPS:-30000}"
+fi
+say "done"
