@@ -155,7 +155,7 @@ KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const re
 #pragma unroll
             for (int b = 0; b < MLFF_EDGE_BATCH; b++)
                 ga[b] = 0;
-#pragma unroll 8
+#pragma unroll 32
             for (int o = 0; o < 3 * MLFF_H; o++) {
                 const real w = w2[o * MLFF_H + c];
 #pragma unroll
@@ -165,7 +165,7 @@ KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const re
 #pragma unroll
             for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
                 real q = 0;
-#pragma unroll 8
+#pragma unroll
                 for (int k = 0; k < MLFF_K; k++)
                     q += w0t[k * MLFF_H + c] * dedd[b][k];
                 partial[b][0] = ga[b] * mlffSiluGrad(hidden[b]) * q;

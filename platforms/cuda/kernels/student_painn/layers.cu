@@ -9,9 +9,9 @@
  * parameter offsets MLFF_P_* (model-wide) and MLFF_B_* (within a block; block l starts at
  * MLFF_P_BLOCKS + l * MLFF_P_BLOCK_STRIDE). See src/student_painn/StudentPainnParameters.cpp.
  *
- * Loops over weights are unrolled by 8 (`#pragma unroll 8`): with one atom per block the kernels
- * are bound by the latency of weight loads, and unrolling keeps eight of them in flight per thread.
- * The order of every sum is unchanged.
+ * Loops over weights are unrolled (by 32 where an iteration loads one weight, by 16 where it loads
+ * three): with one atom per block the kernels are bound by the latency of weight loads, and
+ * unrolling keeps many of them in flight per thread. The order of every sum is unchanged.
  */
 
 #define MLFF_NORMAL_EPSILON 1e-8
@@ -135,7 +135,7 @@ DEVICE inline void mlffFilterForward(const real* RESTRICT params, const real* RE
 #pragma unroll
         for (int b = 0; b < MLFF_EDGE_BATCH; b++)
             hidden[b] = block[MLFF_B_FILTER_B0 + c];
-#pragma unroll 8
+#pragma unroll
         for (int k = 0; k < MLFF_K; k++) {
             const real w = w0t[k * MLFF_H + c];
 #pragma unroll
@@ -155,7 +155,7 @@ DEVICE inline void mlffFilterForward(const real* RESTRICT params, const real* RE
             wv1[b] = block[MLFF_B_FILTER_B2 + MLFF_H + c];
             wv2[b] = block[MLFF_B_FILTER_B2 + 2 * MLFF_H + c];
         }
-#pragma unroll 8
+#pragma unroll 16
         for (int c2 = 0; c2 < MLFF_H; c2++) {
             const real w0 = w2t[c2 * 3 * MLFF_H + c];
             const real w1 = w2t[c2 * 3 * MLFF_H + MLFF_H + c];
@@ -270,7 +270,7 @@ DEVICE inline void mlffUpdateMlp(const real* RESTRICT block, real sMid, const re
     if (c < MLFF_H) {
         const real* u0t = block + MLFF_B_UPDATE_W0T; // (2H, H)
         real h = block[MLFF_B_UPDATE_B0 + c];
-#pragma unroll 8
+#pragma unroll 32
         for (int x = 0; x < 2 * MLFF_H; x++)
             h += u0t[x * MLFF_H + c] * scratch->input[x];
         *hidden = h;
@@ -282,7 +282,7 @@ DEVICE inline void mlffUpdateMlp(const real* RESTRICT block, real sMid, const re
         real y0 = block[MLFF_B_UPDATE_B2 + c];
         real y1 = block[MLFF_B_UPDATE_B2 + MLFF_H + c];
         real y2 = block[MLFF_B_UPDATE_B2 + 2 * MLFF_H + c];
-#pragma unroll 8
+#pragma unroll 16
         for (int c2 = 0; c2 < MLFF_H; c2++) {
             const real act = scratch->activation[c2];
             y0 += u2t[c2 * 3 * MLFF_H + c] * act;
@@ -332,7 +332,7 @@ DEVICE inline void mlffUpdateBackward(const real* RESTRICT block, const real* vM
     if (c < MLFF_H) {
         const real* u2 = block + MLFF_B_UPDATE_W2; // (3H, H)
         real ga = 0;
-#pragma unroll 8
+#pragma unroll 32
         for (int o = 0; o < 3 * MLFF_H; o++)
             ga += u2[o * MLFF_H + c] * scratch->gradOutput[o];
         scratch->gradHidden[c] = ga * mlffSiluGrad(hidden);
@@ -341,7 +341,7 @@ DEVICE inline void mlffUpdateBackward(const real* RESTRICT block, const real* vM
     if (c < MLFF_H) {
         const real* u0 = block + MLFF_B_UPDATE_W0; // (H, 2H)
         real gs = 0, gm = 0;
-#pragma unroll 8
+#pragma unroll 16
         for (int c2 = 0; c2 < MLFF_H; c2++) {
             const real gh = scratch->gradHidden[c2];
             gs += u0[c2 * 2 * MLFF_H + c] * gh;
@@ -379,7 +379,7 @@ DEVICE inline void mlffReadout(const real* RESTRICT params, real s, MlffReadoutS
     if (c < MLFF_H / 2) {
         const real* w0t = params + MLFF_P_HEAD_W0T; // (H, H/2)
         hidden0 = params[MLFF_P_HEAD_B0 + c];
-#pragma unroll 8
+#pragma unroll 32
         for (int c2 = 0; c2 < MLFF_H; c2++)
             hidden0 += w0t[c2 * (MLFF_H / 2) + c] * scratch->s[c2];
         scratch->act0[c] = mlffSilu(hidden0);
@@ -388,7 +388,7 @@ DEVICE inline void mlffReadout(const real* RESTRICT params, real s, MlffReadoutS
     if (c < MLFF_H / 4) {
         const real* w2t = params + MLFF_P_HEAD_W2T; // (H/2, H/4)
         real hidden1 = params[MLFF_P_HEAD_B2 + c];
-#pragma unroll 8
+#pragma unroll 32
         for (int p = 0; p < MLFF_H / 2; p++)
             hidden1 += w2t[p * (MLFF_H / 4) + c] * scratch->act0[p];
         scratch->act1[c] = mlffSilu(hidden1);
@@ -397,7 +397,7 @@ DEVICE inline void mlffReadout(const real* RESTRICT params, real s, MlffReadoutS
     __syncthreads();
     if (c == 0) {
         real sum = params[MLFF_P_HEAD_B4];
-#pragma unroll 8
+#pragma unroll 32
         for (int q = 0; q < MLFF_H / 4; q++)
             sum += params[MLFF_P_HEAD_W4 + q] * scratch->act1[q];
         *eps = sum;
@@ -405,7 +405,7 @@ DEVICE inline void mlffReadout(const real* RESTRICT params, real s, MlffReadoutS
     if (c < MLFF_H / 2) {
         const real* w2 = params + MLFF_P_HEAD_W2; // (H/4, H/2)
         real ga = 0;
-#pragma unroll 8
+#pragma unroll 32
         for (int q = 0; q < MLFF_H / 4; q++)
             ga += w2[q * (MLFF_H / 2) + c] * scratch->grad1[q];
         scratch->grad0[c] = ga * mlffSiluGrad(hidden0);
@@ -414,7 +414,7 @@ DEVICE inline void mlffReadout(const real* RESTRICT params, real s, MlffReadoutS
     if (c < MLFF_H) {
         const real* w0 = params + MLFF_P_HEAD_W0; // (H/2, H)
         real g = 0;
-#pragma unroll 8
+#pragma unroll 32
         for (int p = 0; p < MLFF_H / 2; p++)
             g += w0[p * MLFF_H + c] * scratch->grad0[p];
         *gs = g;
