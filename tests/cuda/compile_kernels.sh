@@ -67,7 +67,7 @@ defines() { # H K L batch block periodic
 
 status=0
 for precision in single mixed double; do
-    batch=8; [ $precision = double ] && batch=4
+    batch=16; [ $precision = double ] && batch=4
     flags=""; [ $precision != double ] && flags="-ftz=true -prec-div=false -prec-sqrt=false"
     # The largest seed model (periodic, exact filters), the same with tabulated filters, and the
     # smallest test model (not periodic); compiled to a cubin so that ptxas checks registers and

@@ -27,7 +27,9 @@ namespace {
 
 // Edges filtered together in one pass over the filter weights: more amortises each weight load,
 // fewer keeps shared memory (which scales with it) within the static 48 KB in double precision.
-constexpr int EdgeBatchSingle = 8;
+// 16 rather than 8 in float: one benzene 316 -> 219 us a force evaluation, a 12,000-atom droplet
+// the same (H200, H=128).
+constexpr int EdgeBatchSingle = 16;
 constexpr int EdgeBatchDouble = 4;
 constexpr int NeighborThreads = 128; // 4 warps, one atom each
 constexpr int ReduceThreads = 256;   // MLFF_REDUCE_THREADS in neighbors.cu
