@@ -3,6 +3,7 @@
 #pragma once
 
 #include "MLFFForce.h"
+#include "MLFFTestHelpers.h"
 #include "internal/MLFFUnits.h"
 #include "test_support.h"
 
@@ -24,6 +25,8 @@
 namespace mlff_cuda_test {
 
 using MLFFPlugin::MLFFForce;
+using mlff_openmm_test::MLSystem;
+using mlff_openmm_test::makeSystem;
 namespace units = MLFFPlugin::MLFFUnits;
 
 /**
@@ -40,35 +43,6 @@ inline Bounds boundsFor(const std::string& precision) {
     if (precision == "double")
         return {1e-10, 1e-8};
     return {1e-5, 1e-4};
-}
-
-/** A System with one MLFFForce over a Structure (positions Å, replicas, optional box). */
-struct MLSystem {
-    OpenMM::System system;
-    std::vector<OpenMM::Vec3> positions; // nm
-    MLFFForce* force = nullptr;          // owned by system
-};
-
-inline std::unique_ptr<MLSystem> makeSystem(const std::string& modelBytes, const mlff_test::Structure& structure,
-                                            double mass = 12.0) {
-    std::unique_ptr<MLSystem> s(new MLSystem());
-    s->force = new MLFFForce(modelBytes, MLFFForce::ModelBytes);
-    for (size_t i = 0; i < structure.atomic_numbers.size(); i++) {
-        int particle = s->system.addParticle(mass);
-        int replica = structure.replicas.empty() ? 0 : structure.replicas[i];
-        s->force->addParticle(particle, structure.atomic_numbers[i], replica);
-        s->positions.push_back(OpenMM::Vec3(structure.positions[3 * i], structure.positions[3 * i + 1],
-                                            structure.positions[3 * i + 2]) / units::AngstromPerNm);
-    }
-    if (!structure.box.empty()) {
-        const std::vector<double>& b = structure.box;
-        s->system.setDefaultPeriodicBoxVectors(OpenMM::Vec3(b[0], b[1], b[2]) / units::AngstromPerNm,
-                                               OpenMM::Vec3(b[3], b[4], b[5]) / units::AngstromPerNm,
-                                               OpenMM::Vec3(b[6], b[7], b[8]) / units::AngstromPerNm);
-        s->force->setUsesPeriodicBoundaryConditions(true);
-    }
-    s->system.addForce(s->force);
-    return s;
 }
 
 inline std::unique_ptr<OpenMM::Context> makeContext(OpenMM::System& system, OpenMM::Integrator& integrator,

@@ -212,22 +212,11 @@ protected:
         const CoreAnswer core = coreAnswer(bytes, structure);
         ASSERT_EQ(core.replicaEnergies.size(), 1u);
 
-        OpenMM::System system;
-        OpenMM::Vec3 a(boxAngstrom[0], boxAngstrom[1], boxAngstrom[2]), b(boxAngstrom[3], boxAngstrom[4], boxAngstrom[5]),
-            c(boxAngstrom[6], boxAngstrom[7], boxAngstrom[8]);
-        system.setDefaultPeriodicBoxVectors(a / units::AngstromPerNm, b / units::AngstromPerNm, c / units::AngstromPerNm);
-        auto* force = new MLFFForce(bytes, MLFFForce::ModelBytes);
-        force->setUsesPeriodicBoundaryConditions(true);
-        std::vector<OpenMM::Vec3> positions;
-        for (size_t i = 0; i < structure.atomic_numbers.size(); i++) {
-            force->addParticle(system.addParticle(1.0), structure.atomic_numbers[i]);
-            positions.push_back(nm(structure.positions, i));
-        }
-        system.addForce(force);
-        ASSERT_TRUE(system.usesPeriodicBoundaryConditions());
+        auto s = makeSystem(bytes, structure, 1.0);
+        ASSERT_TRUE(s->system.usesPeriodicBoundaryConditions());
         OpenMM::VerletIntegrator integrator(0.001);
-        auto context = createContext(system, integrator);
-        context->setPositions(positions);
+        auto context = createContext(s->system, integrator);
+        context->setPositions(s->positions);
         OpenMM::State state = context->getState(OpenMM::State::Energy | OpenMM::State::Forces);
         expectEnergyNear(state.getPotentialEnergy(), core.total() * units::KJPerMolPerEV, "periodic energy");
         std::vector<OpenMM::Vec3> expected;
@@ -236,9 +225,12 @@ protected:
         expectForcesNear(state.getForces(), expected, "periodic forces");
 
         // Moving particles by whole box vectors changes nothing.
-        positions[0] += (a - b) / units::AngstromPerNm;
-        positions[3] += (c * 2.0) / units::AngstromPerNm;
-        positions[5] -= (a + b + c) / units::AngstromPerNm;
+        OpenMM::Vec3 a, b, c;
+        s->system.getDefaultPeriodicBoxVectors(a, b, c);
+        std::vector<OpenMM::Vec3> positions = s->positions;
+        positions[0] += a - b;
+        positions[3] += c * 2.0;
+        positions[5] -= a + b + c;
         context->setPositions(positions);
         OpenMM::State shifted = context->getState(OpenMM::State::Energy | OpenMM::State::Forces);
         expectEnergyNear(shifted.getPotentialEnergy(), state.getPotentialEnergy(), "energy after moving particles by box vectors");
@@ -283,16 +275,10 @@ TEST_P(MLFFForcePeriodicTest, BoxThinnerThanTwiceTheCutoffIsAnError) {
 TEST_P(MLFFForceTest, ForcesMatchFiniteDifferences) {
     const std::string bytes = mlff_test::random_model_bytes(smallModelSpec(3));
     mlff_test::Structure molecule = mlff_test::random_structure(6, 10, 3.5, 1.0, 41);
-    OpenMM::System system;
-    std::vector<OpenMM::Vec3> positions;
-    auto* force = new MLFFForce(bytes, MLFFForce::ModelBytes);
-    for (size_t i = 0; i < molecule.atomic_numbers.size(); i++) {
-        force->addParticle(system.addParticle(1.0), molecule.atomic_numbers[i]);
-        positions.push_back(nm(molecule.positions, i));
-    }
-    system.addForce(force);
+    auto s = makeSystem(bytes, molecule, 1.0);
+    const std::vector<OpenMM::Vec3>& positions = s->positions;
     OpenMM::VerletIntegrator integrator(0.001);
-    auto context = createContext(system, integrator);
+    auto context = createContext(s->system, integrator);
     context->setPositions(positions);
     std::vector<OpenMM::Vec3> forces = context->getState(OpenMM::State::Forces).getForces();
     const double h = tolerances().fdStep;
@@ -360,18 +346,11 @@ TEST_P(MLFFForceTest, EnergyScaleParameterAndItsDerivative) {
 TEST_P(MLFFForceTest, ForceGroupsAndIncludeFlags) {
     const std::string bytes = mlff_test::random_model_bytes(smallModelSpec());
     mlff_test::Structure molecule = mlff_test::random_structure(5, 10, 3.5, 1.0, 61);
-    OpenMM::System system;
-    std::vector<OpenMM::Vec3> positions;
-    auto* force = new MLFFForce(bytes, MLFFForce::ModelBytes);
-    for (size_t i = 0; i < molecule.atomic_numbers.size(); i++) {
-        force->addParticle(system.addParticle(1.0), molecule.atomic_numbers[i]);
-        positions.push_back(nm(molecule.positions, i));
-    }
-    force->setForceGroup(3);
-    system.addForce(force);
+    auto s = makeSystem(bytes, molecule, 1.0);
+    s->force->setForceGroup(3);
     OpenMM::VerletIntegrator integrator(0.001);
-    auto context = createContext(system, integrator);
-    context->setPositions(positions);
+    auto context = createContext(s->system, integrator);
+    context->setPositions(s->positions);
     const double expected = coreAnswer(bytes, molecule).total() * units::KJPerMolPerEV;
 
     OpenMM::State energyOnly = context->getState(OpenMM::State::Energy, false, 1 << 3);
