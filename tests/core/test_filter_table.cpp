@@ -23,6 +23,7 @@ extern "C" {
 namespace {
 
 using mlff_test::Structure;
+using mlff_test::pair_near_cutoff;
 using Vector = std::vector<double>;
 
 struct TableDeleter {
@@ -128,17 +129,6 @@ double energy_only(const mlff_model *model, const mlff_filter_table *table, cons
     double sum = 0.0;
     for (double e : replica_energies) sum += e;
     return sum;
-}
-
-bool pair_near_cutoff(const Structure &s, double cutoff, double margin) {
-    std::size_t N = s.atomic_numbers.size();
-    for (std::size_t i = 0; i < N; i++)
-        for (std::size_t j = i + 1; j < N; j++) {
-            double d2 = 0.0;
-            for (int a = 0; a < 3; a++) d2 += std::pow(s.positions[j * 3 + a] - s.positions[i * 3 + a], 2);
-            if (std::fabs(std::sqrt(d2) - cutoff) < margin) return true;
-        }
-    return false;
 }
 
 Structure random_molecule(int atoms, double side, std::uint64_t seed) {

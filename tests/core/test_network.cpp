@@ -14,6 +14,7 @@
 namespace {
 
 using mlff_test::Structure;
+using mlff_test::pair_near_cutoff;
 
 struct Evaluation {
     std::vector<double> replica_energies, atom_energies, forces;
@@ -46,19 +47,6 @@ double max_relative_difference(const std::vector<double> &a, const std::vector<d
     double m = 0.0;
     for (std::size_t k = 0; k < a.size(); k++) m = std::max(m, std::fabs(a[k] - b[k]));
     return m / std::max(1.0, max_abs(a));
-}
-
-// True when some pair of atoms (any periodic image ignored) lies within `margin` of the cutoff,
-// where the energy is discontinuous (docs/student-painn.md) and finite differences are meaningless.
-bool pair_near_cutoff(const Structure &s, double cutoff, double margin) {
-    std::size_t N = s.atomic_numbers.size();
-    for (std::size_t i = 0; i < N; i++)
-        for (std::size_t j = i + 1; j < N; j++) {
-            double d2 = 0.0;
-            for (int a = 0; a < 3; a++) d2 += std::pow(s.positions[j * 3 + a] - s.positions[i * 3 + a], 2);
-            if (std::fabs(std::sqrt(d2) - cutoff) < margin) return true;
-        }
-    return false;
 }
 
 Structure random_molecule(int atoms, int max_z, double side, std::uint64_t seed, double cutoff) {

@@ -468,6 +468,17 @@ bool compute_energy_forces(const mlff_model *model, const Structure &structure, 
     return true;
 }
 
+bool pair_near_cutoff(const Structure &s, double cutoff, double margin) {
+    std::size_t N = s.atomic_numbers.size();
+    for (std::size_t i = 0; i < N; i++)
+        for (std::size_t j = i + 1; j < N; j++) {
+            double d2 = 0.0;
+            for (int a = 0; a < 3; a++) d2 += std::pow(s.positions[j * 3 + a] - s.positions[i * 3 + a], 2);
+            if (std::fabs(std::sqrt(d2) - cutoff) < margin) return true;
+        }
+    return false;
+}
+
 std::vector<double> finite_difference_forces(const mlff_model *model, const Structure &structure, double h) {
     Structure moved = structure;
     std::vector<double> forces(structure.positions.size(), 0.0);

@@ -186,4 +186,8 @@ bool compute_energy_forces(const mlff_model *model, const Structure &structure, 
 // E being the sum over replicas.
 std::vector<double> finite_difference_forces(const mlff_model *model, const Structure &structure, double h);
 
+// True when some pair of atoms (any periodic image ignored) lies within `margin` Å of the cutoff,
+// where the energy is discontinuous (docs/student-painn.md) and finite differences are meaningless.
+bool pair_near_cutoff(const Structure &structure, double cutoff, double margin);
+
 } // namespace mlff_test
