@@ -301,19 +301,15 @@ TEST_P(MLFFForceTest, ForcesMatchFiniteDifferences) {
 TEST_P(MLFFForceTest, EnergyScaleParameterAndItsDerivative) {
     const std::string bytes = mlff_test::random_model_bytes(smallModelSpec());
     mlff_test::Structure molecule = mlff_test::random_structure(5, 10, 3.5, 1.0, 51);
-    OpenMM::System system;
-    std::vector<OpenMM::Vec3> positions;
-    auto* force = new MLFFForce(bytes, MLFFForce::ModelBytes);
+    molecule.replicas = {0, 1, 0, 1, 0};
+    molecule.num_replicas = 2;
+    auto s = makeSystem(bytes, molecule, 1.0);
+    MLFFForce* force = s->force;
     force->setEnergyScaleParameter("lambda_ml");
-    for (size_t i = 0; i < molecule.atomic_numbers.size(); i++) {
-        force->addParticle(system.addParticle(1.0), molecule.atomic_numbers[i], static_cast<int>(i % 2));
-        positions.push_back(nm(molecule.positions, i));
-    }
     force->setReplicaScale(1, 0.75);
-    system.addForce(force);
     OpenMM::VerletIntegrator integrator(0.001);
-    auto context = createContext(system, integrator);
-    context->setPositions(positions);
+    auto context = createContext(s->system, integrator);
+    context->setPositions(s->positions);
     EXPECT_EQ(context->getParameter("lambda_ml"), 1.0) << "the parameter's default";
     const auto all = OpenMM::State::Energy | OpenMM::State::Forces | OpenMM::State::ParameterDerivatives;
     OpenMM::State full = context->getState(all);
@@ -369,19 +365,15 @@ TEST_P(MLFFForceTest, ForceGroupsAndIncludeFlags) {
 // getReplicaEnergies before any evaluation evaluates the force.
 TEST_P(MLFFForceTest, ReplicaEnergiesBeforeAnyEvaluation) {
     const std::string bytes = mlff_test::random_model_bytes(smallModelSpec());
-    mlff_test::Structure molecule = mlff_test::random_structure(4, 10, 3.0, 1.0, 71);
-    OpenMM::System system;
-    std::vector<OpenMM::Vec3> positions;
-    auto* force = new MLFFForce(bytes, MLFFForce::ModelBytes);
-    for (size_t i = 0; i < molecule.atomic_numbers.size(); i++) {
-        force->addParticle(system.addParticle(1.0), molecule.atomic_numbers[i], 1);
-        positions.push_back(nm(molecule.positions, i));
-    }
-    system.addForce(force);
+    const mlff_test::Structure molecule = mlff_test::random_structure(4, 10, 3.0, 1.0, 71);
+    mlff_test::Structure inReplica1 = molecule;
+    inReplica1.replicas.assign(molecule.atomic_numbers.size(), 1);
+    inReplica1.num_replicas = 2;
+    auto s = makeSystem(bytes, inReplica1, 1.0);
     OpenMM::VerletIntegrator integrator(0.001);
-    auto context = createContext(system, integrator);
-    context->setPositions(positions);
-    std::vector<double> energies = force->getReplicaEnergies(*context);
+    auto context = createContext(s->system, integrator);
+    context->setPositions(s->positions);
+    std::vector<double> energies = s->force->getReplicaEnergies(*context);
     ASSERT_EQ(energies.size(), 2u) << "replica 0 exists (empty) because replica 1 does";
     EXPECT_EQ(energies[0], 0.0);
     expectEnergyNear(energies[1], coreAnswer(bytes, molecule).total() * units::KJPerMolPerEV, "replica 1");
@@ -391,23 +383,18 @@ TEST_P(MLFFForceTest, ReplicaEnergiesBeforeAnyEvaluation) {
 TEST_P(MLFFForceTest, DeserializedSystemGivesTheSameEnergy) {
     const std::string bytes = mlff_test::random_model_bytes(smallModelSpec());
     mlff_test::Structure molecule = mlff_test::random_structure(5, 10, 3.5, 1.0, 81);
-    OpenMM::System system;
-    std::vector<OpenMM::Vec3> positions;
-    auto* force = new MLFFForce(bytes, MLFFForce::ModelBytes);
-    for (size_t i = 0; i < molecule.atomic_numbers.size(); i++) {
-        force->addParticle(system.addParticle(1.0), molecule.atomic_numbers[i], static_cast<int>(i % 2));
-        positions.push_back(nm(molecule.positions, i));
-    }
-    force->setReplicaScale(0, 0.5);
-    system.addForce(force);
+    molecule.replicas = {0, 1, 0, 1, 0};
+    molecule.num_replicas = 2;
+    auto s = makeSystem(bytes, molecule, 1.0);
+    s->force->setReplicaScale(0, 0.5);
     std::stringstream xml;
-    OpenMM::XmlSerializer::serialize<OpenMM::System>(&system, "System", xml);
+    OpenMM::XmlSerializer::serialize<OpenMM::System>(&s->system, "System", xml);
     std::unique_ptr<OpenMM::System> copy(OpenMM::XmlSerializer::deserialize<OpenMM::System>(xml));
     OpenMM::VerletIntegrator integrator1(0.001), integrator2(0.001);
-    auto context1 = createContext(system, integrator1);
+    auto context1 = createContext(s->system, integrator1);
     auto context2 = createContext(*copy, integrator2);
-    context1->setPositions(positions);
-    context2->setPositions(positions);
+    context1->setPositions(s->positions);
+    context2->setPositions(s->positions);
     double e1 = context1->getState(OpenMM::State::Energy).getPotentialEnergy();
     double e2 = context2->getState(OpenMM::State::Energy).getPotentialEnergy();
     EXPECT_EQ(e1, e2);
