@@ -60,7 +60,8 @@ defines() { # H K L batch block periodic
     for name in EMBEDDING RBF_CENTERS RBF_WIDTHS HEAD_W0 HEAD_W0T HEAD_B0 HEAD_W2 HEAD_W2T HEAD_B2 HEAD_W4 HEAD_B4 BLOCKS BLOCK_STRIDE; do
         echo "#define MLFF_P_$name $((n += 1000))"
     done
-    for name in FILTER_W0T FILTER_B0 FILTER_W2 FILTER_W2T FILTER_B2 UPDATE_W0 UPDATE_W0T UPDATE_B0 UPDATE_W2 UPDATE_W2T UPDATE_B2 MIXING; do
+    for name in FILTER_W0T FILTER_B0 FILTER_W2 FILTER_W2T FILTER_B2 UPDATE_W0 UPDATE_W0T UPDATE_B0 UPDATE_W2 UPDATE_W2T UPDATE_B2 MIXING \
+                UPDATE_W2T_BY_CHANNEL UPDATE_B2_BY_CHANNEL UPDATE_W0_BY_CHANNEL; do
         echo "#define MLFF_B_$name $((n += 1000))"
     done
 }
@@ -69,19 +70,21 @@ status=0
 for precision in single mixed double; do
     batch=16; [ $precision = double ] && batch=4
     flags=""; [ $precision != double ] && flags="-ftz=true -prec-div=false -prec-sqrt=false"
-    # The largest seed model (periodic, exact filters), the same with tabulated filters, and the
-    # smallest test model (not periodic); compiled to a cubin so that ptxas checks registers and
-    # the 48 KB of static shared memory too.
-    for model in "128 20 3 128 1 0" "128 20 3 128 0 1" "8 6 2 32 0 0"; do
+    # The largest seed model (periodic, exact filters), the same with tabulated filters, the
+    # trained defaults' size, all three with the tiled path, and the smallest test model (not
+    # periodic; fused only: the tiled path needs H a multiple of 64); compiled to a cubin so that
+    # ptxas checks registers and the 48 KB of static shared memory too.
+    for model in "128 20 3 128 1 0 1" "128 20 3 128 0 1 1" "64 16 2 64 0 0 1" "8 6 2 32 0 0 0"; do
         set -- $model
         src=$work/mlff_${precision}_H$1_p$5_t$6.cu
         { preamble $precision; defines $1 $2 $3 $batch $4 $5 $6
           cat "$kernels/geometry.cu" "$kernels/neighbors.cu" "$kernels/cell_list.cu" "$kernels/student_painn/layers.cu" \
-              "$kernels/student_painn/forward.cu" "$kernels/student_painn/backward.cu"; } > "$src"
+              "$kernels/student_painn/forward.cu" "$kernels/student_painn/backward.cu"
+          [ "$7" = 1 ] && cat "$kernels/matmul.cu" "$kernels/student_painn/tiled.cu"; } > "$src"
         if "$nvcc" -cubin -arch=sm_90 $flags -Werror=all-warnings -o "${src%.cu}.cubin" "$src" 2> "$work/err"; then
-            echo "ok: $precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6"
+            echo "ok: $precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6 tiled=$7"
         else
-            echo "FAILED: $precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6"; cat "$work/err"; status=1
+            echo "FAILED: $precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6 tiled=$7"; cat "$work/err"; status=1
         fi
     done
 done

@@ -35,6 +35,12 @@ constexpr int NeighborThreads = 128; // 4 warps, one atom each
 constexpr int ReduceThreads = 256;   // MLFF_REDUCE_THREADS in neighbors.cu
 constexpr int DefaultNeighborCapacity = 64;
 constexpr int CellListMinAtoms = 256;  // replicas this large use the cell list (cell_list.cu)
+// Systems with this many ML atoms use the tiled path (tiled.cu), whose matrix products read each
+// weight once per 64 atoms; below it the fused path's fewer launches win. (H200, H=128: see
+// docs/performance.md.)
+constexpr int TiledMinAtoms = 96;
+constexpr int MatmulThreads = 256;     // MLFF_MATMUL_THREADS in matmul.cu
+constexpr int MatmulRows = 64;         // MLFF_MATMUL_ROWS
 constexpr int ScanThreads = 1024;      // MLFF_SCAN_THREADS in cell_list.cu
 // Cells are this much wider than the cutoff, so that rounding in a cell's bounds can never put
 // the two atoms of an edge two cells apart.
@@ -199,6 +205,14 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         neighborScratch.initialize<int>(cu, n * neighborCapacity, "mlffNeighborScratch");
         cellsInUse = numCells;
     }
+    useTiled = chooseTiledPath();
+    if (useTiled) {
+        updateInput.initialize(cu, n * 2 * h, realSize, "mlffUpdateInput");
+        updateHidden.initialize(cu, layers * n * h, realSize, "mlffUpdateHidden");
+        updateActivation.initialize(cu, n * h, realSize, "mlffUpdateActivation");
+        updateOutput.initialize(cu, layers * n * 3 * h, realSize, "mlffUpdateOutput");
+        updateGradOutput.initialize(cu, n * 3 * h, realSize, "mlffUpdateGradOutput");
+    }
     replicaScale.initialize<double>(cu, numReplicas, "mlffReplicaScale");
     replicaScale.upload(replicaScales);
     replicaEnergy.initialize<double>(cu, numReplicas, "mlffReplicaEnergy");
@@ -228,15 +242,26 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     defines["MLFF_CELL_SIZE"] = exactDouble(painn.cutoff * CellMargin);
     if (periodic)
         defines["MLFF_PERIODIC"] = "1";
-    const string source = CudaMLFFKernelSources::geometry + CudaMLFFKernelSources::neighbors +
-                          CudaMLFFKernelSources::cell_list + CudaMLFFKernelSources::student_painn_layers +
-                          CudaMLFFKernelSources::student_painn_forward + CudaMLFFKernelSources::student_painn_backward;
+    string source = CudaMLFFKernelSources::geometry + CudaMLFFKernelSources::neighbors +
+                    CudaMLFFKernelSources::cell_list + CudaMLFFKernelSources::student_painn_layers +
+                    CudaMLFFKernelSources::student_painn_forward + CudaMLFFKernelSources::student_painn_backward;
+    if (useTiled) // only then: its tiles need H to be a multiple of 64
+        source += CudaMLFFKernelSources::matmul + CudaMLFFKernelSources::student_painn_tiled;
     CUmodule module = cu.createModule(source, defines);
     invertKernel = cu.getKernel(module, "mlffInvertAtomIndex");
     neighborKernel = cu.getKernel(module, "mlffFindNeighborsInReplica");
     forwardKernel = cu.getKernel(module, "mlffStudentForward");
     backwardKernel = cu.getKernel(module, "mlffStudentBackward");
     reduceKernel = cu.getKernel(module, "mlffReduceEnergies");
+    if (useTiled) {
+        messagesForwardKernel = cu.getKernel(module, "mlffMessagesForwardTiled");
+        hiddenForwardKernel = cu.getKernel(module, "mlffUpdateHiddenForward");
+        outputForwardKernel = cu.getKernel(module, "mlffUpdateOutputForward");
+        readoutKernel = cu.getKernel(module, "mlffReadoutTiled");
+        hiddenBackwardKernel = cu.getKernel(module, "mlffUpdateHiddenBackward");
+        inputBackwardKernel = cu.getKernel(module, "mlffUpdateInputBackward");
+        messagesBackwardKernel = cu.getKernel(module, "mlffMessagesBackwardTiled");
+    }
     if (useCellList) {
         assignCellsKernel = cu.getKernel(module, "mlffAssignCells");
         scanCellsKernel = cu.getKernel(module, "mlffScanCells");
@@ -269,10 +294,32 @@ std::map<string, string> CudaCalcMLFFForceKernel::uploadFilterTable(const mlff_m
             {"MLFF_TABLE_INV_SPACING", exactDouble(mlff_filter_table_inv_spacing(raw))}};
 }
 
+bool CudaCalcMLFFForceKernel::chooseTiledPath() const {
+    const bool tilesFit = hidden % 64 == 0; // matmul.cu's tiles: 64 columns (H outputs) or 96 (3H)
+    // A developer's override, for benchmarks and tests: "fused", or "tiled" wherever the tiles fit.
+    const char* choice = std::getenv("MLFF_CUDA_KERNELS");
+    if (choice == nullptr || *choice == '\0')
+        return tilesFit && numAtoms >= TiledMinAtoms;
+    const string path = choice;
+    if (path == "fused")
+        return false;
+    if (path == "tiled")
+        return tilesFit;
+    throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_KERNELS is '" + path + "'; expected 'fused' or 'tiled'");
+}
+
 void CudaCalcMLFFForceKernel::launch(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize,
                                      const char* what) {
     // Not cu.executeKernel: it caps the grid, and the network kernels need one block per atom.
     check(cuLaunchKernel(kernel, gridSize, 1, 1, blockSize, 1, 1, 0, cu.getCurrentStream(), args, nullptr), what);
+}
+
+void CudaCalcMLFFForceKernel::launchMatmul(CUfunction kernel, void** args, int outputs, int columnsPerTile,
+                                           const char* what) {
+    const unsigned int rowTiles = (unsigned int) ((numAtoms + MatmulRows - 1) / MatmulRows);
+    check(cuLaunchKernel(kernel, rowTiles, (unsigned int) (outputs / columnsPerTile), 1, MatmulThreads, 1, 1, 0,
+                         cu.getCurrentStream(), args, nullptr),
+          what);
 }
 
 void CudaCalcMLFFForceKernel::updateSortedIndex() {
@@ -395,6 +442,25 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
     }
 
     findNeighbors(box);
+    if (useTiled)
+        executeTiled(box, includeForces, force);
+    else
+        executeFused(box, includeForces, force);
+    {
+        void* args[] = {&atomEnergy.getDevicePointer(), &replicaStart.getDevicePointer(), &replicaScale.getDevicePointer(),
+                        &lastLambda, &replicaEnergy.getDevicePointer(), &energyBuffer, &paramDerivs, &paramDerivIndex,
+                        &neighborCount.getDevicePointer(), &maxNeighborCount.getDevicePointer()};
+        launch(reduceKernel, args, 1, ReduceThreads, "reducing the energy");
+    }
+    check(cuMemcpyDtoHAsync(pinnedMaxNeighborCount, maxNeighborCount.getDevicePointer(), sizeof(int),
+                            cu.getCurrentStream()),
+          "downloading the neighbour count");
+    check(cuEventRecord(maxCountEvent, cu.getCurrentStream()), "recording an event");
+    maxCountPending = true;
+    return 0.0; // the energy went into OpenMM's energy buffer
+}
+
+void CudaCalcMLFFForceKernel::executeFused(void** box, bool includeForces, CUdeviceptr force) {
     CUdeviceptr table = filterTable.isInitialized() ? filterTable.getDevicePointer() : 0;
     for (int layer = 0; layer < numBlocks; layer++) {
         void* args[] = {&layer, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(), &mlZ.getDevicePointer(),
@@ -420,18 +486,65 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
             launch(backwardKernel, args, numAtoms, threadsPerAtom, "the backward pass");
         }
     }
-    {
-        void* args[] = {&atomEnergy.getDevicePointer(), &replicaStart.getDevicePointer(), &replicaScale.getDevicePointer(),
-                        &lastLambda, &replicaEnergy.getDevicePointer(), &energyBuffer, &paramDerivs, &paramDerivIndex,
-                        &neighborCount.getDevicePointer(), &maxNeighborCount.getDevicePointer()};
-        launch(reduceKernel, args, 1, ReduceThreads, "reducing the energy");
+}
+
+void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdeviceptr force) {
+    CUdeviceptr table = filterTable.isInitialized() ? filterTable.getDevicePointer() : 0;
+    const int h = hidden;
+    for (int layer = 0; layer < numBlocks; layer++) {
+        {
+            void* args[] = {&layer, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(),
+                            &mlZ.getDevicePointer(), &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(),
+                            &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
+                            box[0], box[1], box[2], box[3], &stateS.getDevicePointer(), &stateV.getDevicePointer(),
+                            &midS.getDevicePointer(), &midV.getDevicePointer(), &updateInput.getDevicePointer()};
+            launch(messagesForwardKernel, args, numAtoms, threadsPerAtom, "the messages");
+        }
+        {
+            void* args[] = {&layer, &params.getDevicePointer(), &updateInput.getDevicePointer(),
+                            &updateHidden.getDevicePointer(), &updateActivation.getDevicePointer()};
+            launchMatmul(hiddenForwardKernel, args, h, 64, "the update's hidden layer");
+        }
+        {
+            void* args[] = {&layer, &params.getDevicePointer(), &updateActivation.getDevicePointer(),
+                            &midS.getDevicePointer(), &midV.getDevicePointer(), &updateOutput.getDevicePointer(),
+                            &stateS.getDevicePointer(), &stateV.getDevicePointer()};
+            launchMatmul(outputForwardKernel, args, 3 * h, 96, "the update's output");
+        }
     }
-    check(cuMemcpyDtoHAsync(pinnedMaxNeighborCount, maxNeighborCount.getDevicePointer(), sizeof(int),
-                            cu.getCurrentStream()),
-          "downloading the neighbour count");
-    check(cuEventRecord(maxCountEvent, cu.getCurrentStream()), "recording an event");
-    maxCountPending = true;
-    return 0.0; // the energy went into OpenMM's energy buffer
+    {
+        void* args[] = {&params.getDevicePointer(), &stateS.getDevicePointer(), &atomEnergy.getDevicePointer(),
+                        &updateGradOutput.getDevicePointer(), &gradS[0].getDevicePointer(), &gradV[0].getDevicePointer()};
+        launch(readoutKernel, args, numAtoms, threadsPerAtom, "the readout");
+    }
+    if (!includeForces)
+        return;
+    double lambdaForceScale = lastLambda * MLFFUnits::ForceToOpenMM;
+    int in = 0;
+    for (int layer = numBlocks - 1; layer >= 0; layer--, in = 1 - in) {
+        {
+            void* args[] = {&layer, &params.getDevicePointer(), &updateGradOutput.getDevicePointer(),
+                            &updateHidden.getDevicePointer(), &updateActivation.getDevicePointer()};
+            launchMatmul(hiddenBackwardKernel, args, h, 64, "the update's backward to its hidden layer");
+        }
+        {
+            void* args[] = {&layer, &params.getDevicePointer(), &updateActivation.getDevicePointer(),
+                            &midV.getDevicePointer(), &gradS[in].getDevicePointer(), &gradV[in].getDevicePointer()};
+            launchMatmul(inputBackwardKernel, args, 2 * h, 64, "the update's backward to its input");
+        }
+        {
+            void* args[] = {&layer, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(),
+                            &mlZ.getDevicePointer(), &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(),
+                            &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
+                            box[0], box[1], box[2], box[3], &stateS.getDevicePointer(), &stateV.getDevicePointer(),
+                            &midV.getDevicePointer(), &updateOutput.getDevicePointer(), &gradS[in].getDevicePointer(),
+                            &gradV[in].getDevicePointer(), &updateGradOutput.getDevicePointer(),
+                            &gradS[1 - in].getDevicePointer(), &gradV[1 - in].getDevicePointer(),
+                            &replicaScale.getDevicePointer(), &lambdaForceScale, &mlParticle.getDevicePointer(),
+                            &sortedIndexOfParticle.getDevicePointer(), &force};
+            launch(messagesBackwardKernel, args, numAtoms, threadsPerAtom, "the messages' backward");
+        }
+    }
 }
 
 vector<double> CudaCalcMLFFForceKernel::getReplicaEnergies(ContextImpl& context) {

@@ -17,8 +17,10 @@ namespace MLFFPlugin {
 
 /**
  * MLFFForce on the CUDA platform (docs/cuda-design.md). Per step, on OpenMM's stream, with no
- * allocation and no host synchronisation: one neighbour-search launch, L forward launches, L
- * backward launches (when forces are wanted) and one energy reduction.
+ * allocation and no host synchronisation: the neighbour search, the network's forward pass, its
+ * backward pass (when forces are wanted) and one energy reduction. The network runs on one of two
+ * paths: fused (one thread block per atom runs a whole block of the network: 2L launches) for
+ * small systems, or tiled (the update MLPs as matrix products over atoms: 7L launches) for large.
  */
 class CudaCalcMLFFForceKernel : public CalcMLFFForceKernel {
 public:
@@ -37,6 +39,11 @@ private:
     class ForceInfo;
 
     void launch(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize, const char* what);
+    void launchMatmul(CUfunction kernel, void** args, int outputs, int columnsPerTile, const char* what);
+    /** Whether the network runs on the tiled path (MLFF_CUDA_KERNELS overrides the choice by size). */
+    bool chooseTiledPath() const;
+    void executeFused(void** box, bool includeForces, CUdeviceptr force);
+    void executeTiled(void** box, bool includeForces, CUdeviceptr force);
     void checkNeighborCapacity();
     void setBox(OpenMM::ContextImpl& context);
     void findNeighbors(void* box[4]);
@@ -48,7 +55,8 @@ private:
     int numAtoms = 0;                     // ML atoms
     int numReplicas = 0;
     int hidden = 0, numBlocks = 0;        // H, L
-    int threadsPerAtom = 0;               // threads of a network kernel's block
+    int threadsPerAtom = 0;               // threads of a network kernel's block (one atom's)
+    bool useTiled = false;                // the tiled path (kernels/student_painn/tiled.cu)
     int maxReplicaSize = 0;
     int neighborCapacity = 0;
     bool useCellList = false;             // replicas large enough for the cell list (cell_list.cu)
@@ -71,6 +79,7 @@ private:
     OpenMM::CudaArray cellCount, cellStart, cellAtoms, cellOfAtom, neighborScratch; // int, cell list only
     OpenMM::CudaArray stateS, stateV, midS, midV, atomEnergy; // real
     OpenMM::CudaArray gradS[2], gradV[2]; // real, ping-pong between backward launches
+    OpenMM::CudaArray updateInput, updateHidden, updateActivation, updateOutput, updateGradOutput; // real, tiled path
     OpenMM::CudaArray replicaScale, replicaEnergy; // double
 
     int* pinnedMaxNeighborCount = nullptr;
@@ -79,6 +88,9 @@ private:
 
     CUfunction invertKernel = nullptr, neighborKernel = nullptr, forwardKernel = nullptr, backwardKernel = nullptr,
                reduceKernel = nullptr;
+    CUfunction messagesForwardKernel = nullptr, hiddenForwardKernel = nullptr, outputForwardKernel = nullptr,
+               readoutKernel = nullptr, hiddenBackwardKernel = nullptr, inputBackwardKernel = nullptr,
+               messagesBackwardKernel = nullptr; // tiled path
     CUfunction assignCellsKernel = nullptr, scanCellsKernel = nullptr, fillCellsKernel = nullptr,
                cellNeighborKernel = nullptr;
 

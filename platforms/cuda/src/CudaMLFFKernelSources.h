@@ -13,10 +13,12 @@ class CudaMLFFKernelSources {
 public:
     static const std::string cell_list;
     static const std::string geometry;
+    static const std::string matmul;
     static const std::string neighbors;
     static const std::string student_painn_layers;
     static const std::string student_painn_forward;
     static const std::string student_painn_backward;
+    static const std::string student_painn_tiled;
 };
 
 } // namespace MLFFPlugin

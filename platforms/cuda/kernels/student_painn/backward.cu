@@ -1,6 +1,7 @@
 /*
- * student_painn/backward.cu: the analytic backward pass of one interaction block, one thread
- * block per ML atom i (grid MLFF_NUM_ATOMS, MLFF_BLOCK threads; thread c owns channel c).
+ * student_painn/backward.cu: the analytic backward pass of one interaction block's messages
+ * (mlffMessagesBackward, shared by both kernel paths) and the fused path's backward kernel, one
+ * thread block per ML atom i (grid MLFF_NUM_ATOMS, MLFF_BLOCK threads; thread c owns channel c).
  *
  * In: gradIn = dE/d(s'_k, v'_k) for every atom k, the gradient with respect to the post-message
  * features of block `layer`. For each edge i <- j (list order, MLFF_EDGE_BATCH at a time) it
@@ -12,8 +13,8 @@
  *   - takes dE/dw(ij) of the edge's own message to i, back through the filter network and the
  *     radial basis to dE/dd, adds dE/dn, and turns both into dE/du for u = r_j - r_i, which goes
  *     to the forces of i and j in OpenMM's fixed-point buffer (integer adds: order-independent).
- * Then (layer > 0) it applies the backward of block layer-1's update to atom i's gradient, giving
- * gradOut = dE/d(s', v') of block layer-1 for the next launch.
+ * The fused kernel then (layer > 0) applies the backward of block layer-1's update to atom i's
+ * gradient, giving gradOut = dE/d(s', v') of block layer-1 for the next launch.
  *
  * Energies and gradients are in eV and Å; lambdaForceScale * replicaScale[r] (lambdaForceScale =
  * lambda * kJ/mol/nm per eV/Å) converts dE/du of replica r to OpenMM's forces.
@@ -50,42 +51,46 @@ DEVICE inline void mlffAddForce(unsigned long long* RESTRICT forceBuffer, int so
     atomicAdd(&forceBuffer[sortedAtom + 2 * MLFF_PADDED_NUM_ATOMS], (unsigned long long) ((long long) (fz * 0x100000000)));
 }
 
-KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
-        const real4* RESTRICT pos,
-        const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
-        const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
-        real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize,
-        const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midS, const real* RESTRICT midV,
-        const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
-        const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
-        const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
-    __shared__ MlffEdgeCursor cursor;
-    __shared__ int edgeAtom[MLFF_EDGE_BATCH];
-    __shared__ real4 geometry[MLFF_EDGE_BATCH];
+/** Shared scratch of the messages' backward into one atom. */
+struct MlffMessageBackwardScratch {
+    MlffEdgeCursor cursor;
+    int edgeAtom[MLFF_EDGE_BATCH];
+    real4 geometry[MLFF_EDGE_BATCH];
 #ifndef MLFF_TABULATED
-    __shared__ real e[MLFF_EDGE_BATCH][MLFF_K];
-    __shared__ real dedd[MLFF_EDGE_BATCH][MLFF_K];
-    __shared__ real activation[MLFF_EDGE_BATCH][MLFF_H];
-    __shared__ real gradW[MLFF_EDGE_BATCH][3 * MLFF_H];
+    real e[MLFF_EDGE_BATCH][MLFF_K];
+    real dedd[MLFF_EDGE_BATCH][MLFF_K];
+    real activation[MLFF_EDGE_BATCH][MLFF_H];
+    real gradW[MLFF_EDGE_BATCH][3 * MLFF_H];
 #endif
-    __shared__ real warpTotals[MLFF_BLOCK / 32][MLFF_EDGE_BATCH][4];
-    __shared__ real edgeGrad[MLFF_EDGE_BATCH][4]; // dE/dd, dE/dn
-    __shared__ MlffUpdateScratch updateScratch;
+    real warpTotals[MLFF_BLOCK / 32][MLFF_EDGE_BATCH][4];
+    real edgeGrad[MLFF_EDGE_BATCH][4]; // dE/dd, dE/dn
+};
 
-    const int i = blockIdx.x;
+/**
+ * The backward of block `layer`'s messages into atom i, for thread c's channel: from gsI, gvI =
+ * dE/d(s'_i, v'_i) (registers) and gradInS, gradInV (those of every atom, for the gather), adds i's edges'
+ * dE/du to the forces and returns *gsIn, gvIn = dE/d(s_i, v_i) at the block's start (the residual
+ * plus the gathered messages; only the residual when layer = 0, where nothing needs more).
+ * Called by all threads of the block.
+ */
+DEVICE inline void mlffMessagesBackward(int i, int layer, const real* RESTRICT params,
+        const real* RESTRICT filterTable, const real4* RESTRICT pos, const int* RESTRICT mlZ,
+        const int* RESTRICT mlReplica, const int* RESTRICT replicaStart, const int* RESTRICT neighborCount,
+        const int* RESTRICT neighborList, int neighborCapacity, real4 boxA, real4 boxB, real4 boxC,
+        real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT gradInS,
+        const real* RESTRICT gradInV, real gsI, const real* gvI, const double* RESTRICT replicaScale,
+        double lambdaForceScale, const int* RESTRICT mlParticle, const int* RESTRICT sortedIndexOfParticle,
+        unsigned long long* RESTRICT forceBuffer, MlffMessageBackwardScratch* scratch, real* gsIn, real* gvIn) {
     const int c = threadIdx.x;
     const bool active = c < MLFF_H;
 #ifndef MLFF_TABULATED
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE; // its filter network
 #endif
-
-    real gsI = 0, gvI[3] = {0, 0, 0}; // dE/d(s'_i, v'_i) of this block
-    if (active) {
-        gsI = gradInS[(size_t) i * MLFF_H + c];
-        for (int a = 0; a < 3; a++)
-            gvI[a] = gradInV[((size_t) i * 3 + a) * MLFF_H + c];
-    }
-    real gsIn = gsI, gvIn[3] = {gvI[0], gvI[1], gvI[2]}; // dE/d(s_i, v_i) at the block's start: residual + messages
+    *gsIn = gsI;
+    for (int a = 0; a < 3; a++)
+        gvIn[a] = gvI[a];
+    int* edgeAtom = scratch->edgeAtom;
+    real4* geometry = scratch->geometry;
 
     const real4 ri = pos[i];
     const int replica = mlReplica[i];
@@ -94,10 +99,10 @@ KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const re
     const int count = neighborCount[i];
     const bool overflowed = count > neighborCapacity;
     const int num = overflowed ? replicaStart[replica + 1] - replicaStart[replica] : count;
-    mlffStartEdges(&cursor);
+    mlffStartEdges(&scratch->cursor);
     for (int batch = 0; num > 0; batch++) {
         mlffLoadEdgeBatch(i, batch, num, overflowed, replicaStart[replica], neighborList, neighborCapacity, pos, ri,
-                          boxA, boxB, boxC, invBoxSize, &cursor, edgeAtom, geometry);
+                          boxA, boxB, boxC, invBoxSize, &scratch->cursor, edgeAtom, geometry);
         __syncthreads();
         real ws[MLFF_EDGE_BATCH], wv1[MLFF_EDGE_BATCH], wv2[MLFF_EDGE_BATCH];
 #ifdef MLFF_TABULATED
@@ -106,7 +111,7 @@ KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const re
                             dwv2);
 #else
         real hidden[MLFF_EDGE_BATCH];
-        mlffFilterForward(params, block, geometry, e, dedd, activation, hidden, ws, wv1, wv2);
+        mlffFilterForward(params, block, geometry, scratch->e, scratch->dedd, scratch->activation, hidden, ws, wv1, wv2);
 #endif
 
         // Message backward: the gather into i, and dE/dw(ij), dE/dn(ij) of i's own messages.
@@ -121,7 +126,7 @@ KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const re
                 const real inv = 1 / (g.w + (real) MLFF_NORMAL_EPSILON);
                 const real n[3] = {g.x * inv, g.y * inv, g.z * inv};
                 if (layer > 0) {
-                    gsIn += gradInS[(size_t) j * MLFF_H + c] * ws[b];
+                    *gsIn += gradInS[(size_t) j * MLFF_H + c] * ws[b];
                     for (int a = 0; a < 3; a++)
                         gvIn[a] += gradInV[((size_t) j * 3 + a) * MLFF_H + c] * wv1[b];
                 }
@@ -138,9 +143,9 @@ KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const re
             partial[b][0] = gws * dws[b] + gwv1 * dwv1[b] + gwv2 * dwv2[b];
 #else
             if (active) {
-                gradW[b][c] = gws;
-                gradW[b][MLFF_H + c] = gwv1;
-                gradW[b][2 * MLFF_H + c] = gwv2;
+                scratch->gradW[b][c] = gws;
+                scratch->gradW[b][MLFF_H + c] = gwv1;
+                scratch->gradW[b][2 * MLFF_H + c] = gwv2;
             }
 #endif
         }
@@ -160,26 +165,27 @@ KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const re
                 const real w = w2[o * MLFF_H + c];
 #pragma unroll
                 for (int b = 0; b < MLFF_EDGE_BATCH; b++)
-                    ga[b] += w * gradW[b][o];
+                    ga[b] += w * scratch->gradW[b][o];
             }
 #pragma unroll
             for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
                 real q = 0;
 #pragma unroll
                 for (int k = 0; k < MLFF_K; k++)
-                    q += w0t[k * MLFF_H + c] * dedd[b][k];
+                    q += w0t[k * MLFF_H + c] * scratch->dedd[b][k];
                 partial[b][0] = ga[b] * mlffSiluGrad(hidden[b]) * q;
             }
         }
 #endif
-        mlffBlockSum4(partial, warpTotals, edgeGrad);
+        mlffBlockSum4(partial, scratch->warpTotals, scratch->edgeGrad);
 
         // dE/du = dE/dd u/d + (dn/du)^T dE/dn, to the forces: F_i += dE/du, F_j -= dE/du.
         if (c < MLFF_EDGE_BATCH && edgeAtom[c] >= 0) {
             const int b = c, j = edgeAtom[b];
             const real4 g = geometry[b];
             const real d = g.w, dEps = d + (real) MLFF_NORMAL_EPSILON;
-            const real gd = edgeGrad[b][0], gnx = edgeGrad[b][1], gny = edgeGrad[b][2], gnz = edgeGrad[b][3];
+            const real* grad = scratch->edgeGrad[b];
+            const real gd = grad[0], gnx = grad[1], gny = grad[2], gnz = grad[3];
             const real uDotGn = g.x * gnx + g.y * gny + g.z * gnz;
             const real radial = gd / d - uDotGn / (d * dEps * dEps);
             const real gux = radial * g.x + gnx / dEps;
@@ -190,9 +196,38 @@ KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const re
             mlffAddForce(forceBuffer, sortedIndexOfParticle[mlParticle[j]], -fx, -fy, -fz);
         }
         __syncthreads(); // the next batch reuses the shared arrays
-        if (!mlffMoreEdges(&cursor, batch + 1, num))
+        if (!mlffMoreEdges(&scratch->cursor, batch + 1, num))
             break;
     }
+}
+
+KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
+        const real4* RESTRICT pos,
+        const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
+        const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
+        real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize,
+        const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midS, const real* RESTRICT midV,
+        const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
+        const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
+        const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
+    __shared__ MlffMessageBackwardScratch messageScratch;
+    __shared__ MlffUpdateScratch updateScratch;
+
+    const int i = blockIdx.x;
+    const int c = threadIdx.x;
+    const bool active = c < MLFF_H;
+
+    real gsI = 0, gvI[3] = {0, 0, 0}; // dE/d(s'_i, v'_i) of this block
+    if (active) {
+        gsI = gradInS[(size_t) i * MLFF_H + c];
+        for (int a = 0; a < 3; a++)
+            gvI[a] = gradInV[((size_t) i * 3 + a) * MLFF_H + c];
+    }
+    real gsIn, gvIn[3]; // dE/d(s_i, v_i) at the block's start: residual + messages
+    mlffMessagesBackward(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount, neighborList,
+                         neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, gradInS, gradInV, gsI, gvI,
+                         replicaScale, lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer,
+                         &messageScratch, &gsIn, gvIn);
     if (layer == 0)
         return; // the embedding and v = 0 have no gradient to pass on
 

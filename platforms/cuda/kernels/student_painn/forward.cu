@@ -1,6 +1,8 @@
 /*
- * student_painn/forward.cu: one interaction block of the forward pass, one thread block per ML
- * atom i (grid MLFF_NUM_ATOMS, MLFF_BLOCK threads; thread c owns channel c):
+ * student_painn/forward.cu: the messages of one interaction block (mlffMessagesInto, shared by
+ * both kernel paths) and the fused path's forward kernel: one interaction block of the forward
+ * pass, one thread block per ML atom i (grid MLFF_NUM_ATOMS, MLFF_BLOCK threads; thread c owns
+ * channel c):
  *   message  s'_i = s_i + sum_j s_j w_s(ij),  v'_i = v_i + sum_j (v_j w_v1(ij) + n(ij) w_v2(ij)),
  *            the filters w recomputed per edge (MLFF_EDGE_BATCH edges at a time) from d, by the
  *            filter network or, with MLFF_TABULATED, from filterTable (null otherwise);
@@ -29,6 +31,78 @@ DEVICE inline real mlffBlockInputV(const real* RESTRICT stateV, int layer, int j
     return stateV[(((size_t) layer * MLFF_NUM_ATOMS + j) * 3 + a) * MLFF_H + c];
 }
 
+/** Shared scratch of the messages into one atom. */
+struct MlffMessageScratch {
+    MlffEdgeCursor cursor;
+    int edgeAtom[MLFF_EDGE_BATCH];
+    real4 geometry[MLFF_EDGE_BATCH];
+#ifndef MLFF_TABULATED
+    real e[MLFF_EDGE_BATCH][MLFF_K];
+    real activation[MLFF_EDGE_BATCH][MLFF_H];
+#endif
+};
+
+/**
+ * The messages of block `layer` into atom i, for thread c's channel: *sMid, vMid (registers) =
+ * the block's input features of i plus the sum over its edges, in list order. Called by all
+ * threads of the block; threads c >= MLFF_H get zeros.
+ */
+DEVICE inline void mlffMessagesInto(int i, int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
+        const real4* RESTRICT pos, const int* RESTRICT mlZ, const int* RESTRICT mlReplica,
+        const int* RESTRICT replicaStart, const int* RESTRICT neighborCount, const int* RESTRICT neighborList,
+        int neighborCapacity, real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize, const real* RESTRICT stateS,
+        const real* RESTRICT stateV, MlffMessageScratch* scratch, real* sMid, real* vMid) {
+    const int c = threadIdx.x;
+    const bool active = c < MLFF_H;
+    *sMid = 0;
+    vMid[0] = vMid[1] = vMid[2] = 0;
+    if (active) {
+        *sMid = mlffBlockInputS(params, mlZ, stateS, layer, i, c);
+        for (int a = 0; a < 3; a++)
+            vMid[a] = mlffBlockInputV(stateV, layer, i, a, c);
+    }
+#ifndef MLFF_TABULATED
+    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
+#endif
+    const real4 ri = pos[i];
+    const int replica = mlReplica[i];
+    const int count = neighborCount[i];
+    const bool overflowed = count > neighborCapacity;
+    const int num = overflowed ? replicaStart[replica + 1] - replicaStart[replica] : count;
+    mlffStartEdges(&scratch->cursor);
+    for (int batch = 0; num > 0; batch++) {
+        mlffLoadEdgeBatch(i, batch, num, overflowed, replicaStart[replica], neighborList, neighborCapacity, pos, ri,
+                          boxA, boxB, boxC, invBoxSize, &scratch->cursor, scratch->edgeAtom, scratch->geometry);
+        __syncthreads();
+        real ws[MLFF_EDGE_BATCH], wv1[MLFF_EDGE_BATCH], wv2[MLFF_EDGE_BATCH];
+#ifdef MLFF_TABULATED
+        mlffFilterFromTable(filterTable + (size_t) layer * MLFF_TABLE_BLOCK_STRIDE, scratch->geometry, ws, wv1, wv2, 0,
+                            0, 0);
+#else
+        real hidden[MLFF_EDGE_BATCH];
+        mlffFilterForward(params, block, scratch->geometry, scratch->e, (real(*)[MLFF_K]) 0, scratch->activation, hidden,
+                          ws, wv1, wv2);
+#endif
+        if (active) {
+#pragma unroll
+            for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+                const int j = scratch->edgeAtom[b];
+                if (j < 0)
+                    continue;
+                const real4 g = scratch->geometry[b];
+                const real inv = 1 / (g.w + (real) MLFF_NORMAL_EPSILON);
+                const real n[3] = {g.x * inv, g.y * inv, g.z * inv};
+                *sMid += mlffBlockInputS(params, mlZ, stateS, layer, j, c) * ws[b];
+                for (int a = 0; a < 3; a++)
+                    vMid[a] += mlffBlockInputV(stateV, layer, j, a, c) * wv1[b] + n[a] * wv2[b];
+            }
+        }
+        __syncthreads(); // the next batch reuses the shared arrays
+        if (!mlffMoreEdges(&scratch->cursor, batch + 1, num))
+            break;
+    }
+}
+
 KERNEL void mlffStudentForward(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
         const real4* RESTRICT pos,
         const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
@@ -36,13 +110,7 @@ KERNEL void mlffStudentForward(int layer, const real* RESTRICT params, const rea
         real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize,
         real* RESTRICT stateS, real* RESTRICT stateV, real* RESTRICT midS, real* RESTRICT midV,
         real* RESTRICT atomEnergy, real* RESTRICT gradMidS, real* RESTRICT gradMidV) {
-    __shared__ MlffEdgeCursor cursor;
-    __shared__ int edgeAtom[MLFF_EDGE_BATCH];
-    __shared__ real4 geometry[MLFF_EDGE_BATCH];
-#ifndef MLFF_TABULATED
-    __shared__ real e[MLFF_EDGE_BATCH][MLFF_K];
-    __shared__ real activation[MLFF_EDGE_BATCH][MLFF_H];
-#endif
+    __shared__ MlffMessageScratch messageScratch;
     __shared__ MlffUpdateScratch updateScratch;
     __shared__ MlffReadoutScratch readoutScratch;
 
@@ -51,49 +119,9 @@ KERNEL void mlffStudentForward(int layer, const real* RESTRICT params, const rea
     const bool active = c < MLFF_H;
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
 
-    real sMid = 0, vMid[3] = {0, 0, 0};
-    if (active) {
-        sMid = mlffBlockInputS(params, mlZ, stateS, layer, i, c);
-        for (int a = 0; a < 3; a++)
-            vMid[a] = mlffBlockInputV(stateV, layer, i, a, c);
-    }
-
-    // Messages, edges in list order.
-    const real4 ri = pos[i];
-    const int replica = mlReplica[i];
-    const int count = neighborCount[i];
-    const bool overflowed = count > neighborCapacity;
-    const int num = overflowed ? replicaStart[replica + 1] - replicaStart[replica] : count;
-    mlffStartEdges(&cursor);
-    for (int batch = 0; num > 0; batch++) {
-        mlffLoadEdgeBatch(i, batch, num, overflowed, replicaStart[replica], neighborList, neighborCapacity, pos, ri,
-                          boxA, boxB, boxC, invBoxSize, &cursor, edgeAtom, geometry);
-        __syncthreads();
-        real ws[MLFF_EDGE_BATCH], wv1[MLFF_EDGE_BATCH], wv2[MLFF_EDGE_BATCH];
-#ifdef MLFF_TABULATED
-        mlffFilterFromTable(filterTable + (size_t) layer * MLFF_TABLE_BLOCK_STRIDE, geometry, ws, wv1, wv2, 0, 0, 0);
-#else
-        real hidden[MLFF_EDGE_BATCH];
-        mlffFilterForward(params, block, geometry, e, (real(*)[MLFF_K]) 0, activation, hidden, ws, wv1, wv2);
-#endif
-        if (active) {
-#pragma unroll
-            for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
-                const int j = edgeAtom[b];
-                if (j < 0)
-                    continue;
-                const real4 g = geometry[b];
-                const real inv = 1 / (g.w + (real) MLFF_NORMAL_EPSILON);
-                const real n[3] = {g.x * inv, g.y * inv, g.z * inv};
-                sMid += mlffBlockInputS(params, mlZ, stateS, layer, j, c) * ws[b];
-                for (int a = 0; a < 3; a++)
-                    vMid[a] += mlffBlockInputV(stateV, layer, j, a, c) * wv1[b] + n[a] * wv2[b];
-            }
-        }
-        __syncthreads(); // the next batch reuses the shared arrays
-        if (!mlffMoreEdges(&cursor, batch + 1, num))
-            break;
-    }
+    real sMid, vMid[3];
+    mlffMessagesInto(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount, neighborList,
+                     neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, &messageScratch, &sMid, vMid);
     if (active) {
         midS[((size_t) layer * MLFF_NUM_ATOMS + i) * MLFF_H + c] = sMid;
         for (int a = 0; a < 3; a++)

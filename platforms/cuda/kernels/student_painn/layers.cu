@@ -305,6 +305,27 @@ DEVICE inline void mlffUpdateVector(const real* RESTRICT block, const real* vMid
 }
 
 /**
+ * Backward of the vector update v_out = v_mid g1 + (M v_mid) g2 for one channel: from gvOut =
+ * dE/dv_out, the gradients dE/dg1, dE/dg2 and the direct part of dE/dv_mid (written, not added;
+ * the norm's part comes from the update MLP's backward).
+ */
+DEVICE inline void mlffUpdateVectorBackward(const real* RESTRICT block, const real* vMid, real g1, real g2,
+        const real* gvOut, real* gradG1, real* gradG2, real* gvMid) {
+    const real* mix = block + MLFF_B_MIXING;
+    *gradG1 = 0;
+    *gradG2 = 0;
+#pragma unroll
+    for (int a = 0; a < 3; a++) {
+        const real mixed_a = mix[3 * a] * vMid[0] + mix[3 * a + 1] * vMid[1] + mix[3 * a + 2] * vMid[2];
+        *gradG1 += gvOut[a] * vMid[a];
+        *gradG2 += gvOut[a] * mixed_a;
+    }
+#pragma unroll
+    for (int b = 0; b < 3; b++)
+        gvMid[b] = gvOut[b] * g1 + (mix[b] * gvOut[0] + mix[3 + b] * gvOut[1] + mix[6 + b] * gvOut[2]) * g2;
+}
+
+/**
  * Backward of the update (residual included) for thread c's channel: from the gradients of its
  * outputs gsOut, gvOut and the forward's m, hidden, g1, g2, the gradients gsMid, gvMid of its inputs.
  * The norm's gradient v/m is taken as 0 where m = 0.
@@ -312,18 +333,9 @@ DEVICE inline void mlffUpdateVector(const real* RESTRICT block, const real* vMid
 DEVICE inline void mlffUpdateBackward(const real* RESTRICT block, const real* vMid, real m, real hidden, real g1, real g2,
         real gsOut, const real* gvOut, MlffUpdateScratch* scratch, real* gsMid, real* gvMid) {
     const int c = threadIdx.x;
-    const real* mix = block + MLFF_B_MIXING;
     if (c < MLFF_H) {
-        real gradG1 = 0, gradG2 = 0;
-#pragma unroll
-        for (int a = 0; a < 3; a++) {
-            const real mixed_a = mix[3 * a] * vMid[0] + mix[3 * a + 1] * vMid[1] + mix[3 * a + 2] * vMid[2];
-            gradG1 += gvOut[a] * vMid[a];
-            gradG2 += gvOut[a] * mixed_a;
-        }
-#pragma unroll
-        for (int b = 0; b < 3; b++)
-            gvMid[b] = gvOut[b] * g1 + (mix[b] * gvOut[0] + mix[3 + b] * gvOut[1] + mix[6 + b] * gvOut[2]) * g2;
+        real gradG1, gradG2;
+        mlffUpdateVectorBackward(block, vMid, g1, g2, gvOut, &gradG1, &gradG2, gvMid);
         scratch->gradOutput[c] = gsOut;
         scratch->gradOutput[MLFF_H + c] = gradG1;
         scratch->gradOutput[2 * MLFF_H + c] = gradG2;

@@ -21,11 +21,26 @@ public:
         return vector(values, rows * cols);
     }
     size_t transposed(const double* values, int rows, int cols) { // stores (cols, rows)
+        return vector(transpose(values, rows, cols).data(), rows * cols);
+    }
+    // (rows, groups * width) row-major whose columns are `groups` blocks of `width` channels, stored
+    // with the columns channel-major: column g * width + c moves to c * groups + g. The tiled
+    // path's matrix products then give each thread all the outputs of its channels together.
+    size_t channelMajor(const double* values, int rows, int groups, int width) {
         size_t start = out.size();
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < width; c++)
+                for (int g = 0; g < groups; g++)
+                    out.push_back(values[(size_t) r * groups * width + (size_t) g * width + c]);
+        return start;
+    }
+    static std::vector<double> transpose(const double* values, int rows, int cols) {
+        std::vector<double> result;
+        result.reserve((size_t) rows * cols);
         for (int c = 0; c < cols; c++)
             for (int r = 0; r < rows; r++)
-                out.push_back(values[(size_t) r * cols + c]);
-        return start;
+                result.push_back(values[(size_t) r * cols + c]);
+        return result;
     }
 
 private:
@@ -82,6 +97,12 @@ StudentPainnLayout layoutStudentPainn(const mlff_student_painn& model) {
         offsets["MLFF_B_UPDATE_W2T"] = pack.transposed(block.update_w2, 3 * H, H) - base;
         offsets["MLFF_B_UPDATE_B2"] = pack.vector(block.update_b2, 3 * H) - base;
         offsets["MLFF_B_MIXING"] = pack.vector(block.mixing, 9) - base;
+        // The tiled path (kernels/student_painn/tiled.cu): U2^T and b2 with (a, g1, g2) of a channel
+        // adjacent, and U0 with (s, |v|) of a channel adjacent.
+        offsets["MLFF_B_UPDATE_W2T_BY_CHANNEL"] =
+            pack.channelMajor(Packer::transpose(block.update_w2, 3 * H, H).data(), H, 3, H) - base;
+        offsets["MLFF_B_UPDATE_B2_BY_CHANNEL"] = pack.channelMajor(block.update_b2, 1, 3, H) - base;
+        offsets["MLFF_B_UPDATE_W0_BY_CHANNEL"] = pack.channelMajor(block.update_w0, H, 2, H) - base;
         if (l == 0)
             within = offsets;
         if (l == 1)

@@ -3,7 +3,8 @@
 
 // The student PaiNN's parameters as the CUDA kernels read them: one flat array, with each
 // matrix stored in the orientation(s) that let thread c read consecutive addresses (so some are
-// stored twice, transposed), and the offsets as compile-time constants (MLFF_P_*, MLFF_B_*).
+// stored more than once: transposed, or channel-major for the tiled path), and the offsets as
+// compile-time constants (MLFF_P_*, MLFF_B_*).
 
 extern "C" {
 #include "mlff/student_painn.h"

@@ -1,0 +1,230 @@
+/*
+ * student_painn/tiled.cu: the tiled path, for systems with many atoms. The messages stay one
+ * thread block per atom (mlffMessagesInto, mlffMessagesBackward), while each block's update MLP
+ * runs as matrix products over all ML atoms (matmul.cu), so that a weight is read once per 64
+ * atoms rather than once per atom; and the forward pass keeps the MLP's hidden layer and outputs
+ * for the backward pass instead of recomputing them. Per step, block l = 0 .. L-1, then back:
+ *
+ *   mlffMessagesForwardTiled   atoms           midS, midV [l] = s', v'; updateInput = [s', |v'|]
+ *   mlffUpdateHiddenForward    matmul          updateHidden[l] = updateInput U0^T + b0;
+ *                                              updateActivation = SiLU(updateHidden[l])
+ *   mlffUpdateOutputForward    matmul          updateOutput[l] = updateActivation U2^T + b2, and
+ *                                              s_out = s' + a, v_out = v' g1 + (M v') g2 into stateS, stateV [l+1]
+ *   mlffReadoutTiled           atoms           energies; dE/d(a, g1, g2) and dE/d(s', v') (partial) of block L-1
+ *   mlffUpdateHiddenBackward   matmul          gradHidden = (updateGradOutput U2) SiLU'(updateHidden[l])
+ *   mlffUpdateInputBackward    matmul          dE/d(s', v') of block l = partial + the MLP's part, gradHidden U0
+ *   mlffMessagesBackwardTiled  atoms           forces; dE/d(a, g1, g2) and the partial dE/d(s', v') of block l-1
+ *
+ * Storage (global, `real`, as in forward.cu where shared): updateInput (N, 2H), updateHidden
+ * (L, N, H), updateActivation (N, H; also gradHidden), updateOutput (L, N, 3H) with the outputs of
+ * a channel adjacent: (a, g1, g2) of channel c at 3c, 3c + 1, 3c + 2; updateGradOutput (N, 3H),
+ * dE/d(a, g1, g2) in block order: a, then g1, then g2.
+ */
+
+/** The update's output y of channel c (t = 0: a, 1: g1, 2: g2) of atom i in block `layer`. */
+DEVICE inline real mlffUpdateOutput(const real* RESTRICT updateOutput, int layer, int i, int c, int t) {
+    return updateOutput[((size_t) layer * MLFF_NUM_ATOMS + i) * 3 * MLFF_H + 3 * c + t];
+}
+
+KERNEL void mlffMessagesForwardTiled(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
+        const real4* RESTRICT pos, const int* RESTRICT mlZ, const int* RESTRICT mlReplica,
+        const int* RESTRICT replicaStart, const int* RESTRICT neighborCount, const int* RESTRICT neighborList,
+        int neighborCapacity, real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize, const real* RESTRICT stateS,
+        const real* RESTRICT stateV, real* RESTRICT midS, real* RESTRICT midV, real* RESTRICT updateInput) {
+    __shared__ MlffMessageScratch scratch;
+    const int i = blockIdx.x, c = threadIdx.x;
+    real sMid, vMid[3];
+    mlffMessagesInto(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount, neighborList,
+                     neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, &scratch, &sMid, vMid);
+    if (c >= MLFF_H)
+        return;
+    midS[((size_t) layer * MLFF_NUM_ATOMS + i) * MLFF_H + c] = sMid;
+    for (int a = 0; a < 3; a++)
+        midV[(((size_t) layer * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c] = vMid[a];
+    updateInput[(size_t) i * 2 * MLFF_H + c] = sMid;
+    updateInput[(size_t) i * 2 * MLFF_H + MLFF_H + c] = sqrt(vMid[0] * vMid[0] + vMid[1] * vMid[1] + vMid[2] * vMid[2]);
+}
+
+struct MlffHiddenForwardEpilogue {
+    const real* bias;
+    real* hidden;     // (N, H) of this block
+    real* activation; // (N, H)
+    DEVICE void operator()(int row, int column, const real* sums) const {
+#pragma unroll
+        for (int t = 0; t < 4; t++) {
+            const real h = sums[t] + bias[column + t];
+            hidden[(size_t) row * MLFF_H + column + t] = h;
+            activation[(size_t) row * MLFF_H + column + t] = mlffSilu(h);
+        }
+    }
+};
+
+KERNEL void mlffUpdateHiddenForward(int layer, const real* RESTRICT params, const real* RESTRICT updateInput,
+        real* RESTRICT updateHidden, real* RESTRICT updateActivation) {
+    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
+    const MlffHiddenForwardEpilogue epilogue = {block + MLFF_B_UPDATE_B0,
+                                                updateHidden + (size_t) layer * MLFF_NUM_ATOMS * MLFF_H,
+                                                updateActivation};
+    mlffMatmul<2 * MLFF_H, MLFF_H, 4>(updateInput, block + MLFF_B_UPDATE_W0T, MLFF_NUM_ATOMS, epilogue);
+}
+
+struct MlffOutputForwardEpilogue {
+    int layer;
+    const real* block;
+    const real* midS;
+    const real* midV;
+    real* output; // (N, 3H) of this block, channel-major
+    real* stateS;
+    real* stateV;
+    DEVICE void operator()(int row, int column, const real* sums) const {
+        const real* bias = block + MLFF_B_UPDATE_B2_BY_CHANNEL;
+#pragma unroll
+        for (int q = 0; q < 2; q++) { // the thread's 6 columns are channels column/3 and column/3 + 1
+            const int c = column / 3 + q;
+            const real a = sums[3 * q] + bias[3 * c], g1 = sums[3 * q + 1] + bias[3 * c + 1],
+                       g2 = sums[3 * q + 2] + bias[3 * c + 2];
+            real* y = output + (size_t) row * 3 * MLFF_H + 3 * c;
+            y[0] = a;
+            y[1] = g1;
+            y[2] = g2;
+            const size_t mid = (size_t) layer * MLFF_NUM_ATOMS + row;
+            stateS[((size_t) (layer + 1) * MLFF_NUM_ATOMS + row) * MLFF_H + c] = midS[mid * MLFF_H + c] + a;
+            if (layer + 1 < MLFF_L) { // the last block's vector update is dead
+                real vMid[3], vOut[3];
+                for (int d = 0; d < 3; d++)
+                    vMid[d] = midV[(mid * 3 + d) * MLFF_H + c];
+                mlffUpdateVector(block, vMid, g1, g2, vOut);
+                for (int d = 0; d < 3; d++)
+                    stateV[(((size_t) (layer + 1) * MLFF_NUM_ATOMS + row) * 3 + d) * MLFF_H + c] = vOut[d];
+            }
+        }
+    }
+};
+
+KERNEL void mlffUpdateOutputForward(int layer, const real* RESTRICT params, const real* RESTRICT updateActivation,
+        const real* RESTRICT midS, const real* RESTRICT midV, real* RESTRICT updateOutput, real* RESTRICT stateS,
+        real* RESTRICT stateV) {
+    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
+    const MlffOutputForwardEpilogue epilogue = {layer, block, midS, midV,
+                                                updateOutput + (size_t) layer * MLFF_NUM_ATOMS * 3 * MLFF_H,
+                                                stateS, stateV};
+    mlffMatmul<MLFF_H, 3 * MLFF_H, 6>(updateActivation, block + MLFF_B_UPDATE_W2T_BY_CHANNEL, MLFF_NUM_ATOMS,
+                                      epilogue);
+}
+
+/**
+ * The readout of each atom (one thread block per atom, thread c = channel c) and the start of the
+ * backward pass: dE/ds_out = gs, so the last block's dE/d(a, g1, g2) = (gs, 0, 0) (its vector
+ * output is dead) and the partial dE/d(s', v') = (gs, 0), the residual.
+ */
+KERNEL void mlffReadoutTiled(const real* RESTRICT params, const real* RESTRICT stateS, real* RESTRICT atomEnergy,
+        real* RESTRICT updateGradOutput, real* RESTRICT gradMidS, real* RESTRICT gradMidV) {
+    __shared__ MlffReadoutScratch scratch;
+    const int i = blockIdx.x, c = threadIdx.x;
+    const real sOut = c < MLFF_H ? stateS[((size_t) MLFF_L * MLFF_NUM_ATOMS + i) * MLFF_H + c] : 0;
+    real eps = 0, gs = 0;
+    mlffReadout(params, sOut, &scratch, &eps, &gs);
+    if (c == 0)
+        atomEnergy[i] = eps;
+    if (c >= MLFF_H)
+        return;
+    real* gradOutput = updateGradOutput + (size_t) i * 3 * MLFF_H;
+    gradOutput[c] = gs;
+    gradOutput[MLFF_H + c] = 0;
+    gradOutput[2 * MLFF_H + c] = 0;
+    gradMidS[(size_t) i * MLFF_H + c] = gs;
+    for (int a = 0; a < 3; a++)
+        gradMidV[((size_t) i * 3 + a) * MLFF_H + c] = 0;
+}
+
+struct MlffHiddenBackwardEpilogue {
+    const real* hidden; // (N, H) of this block
+    real* gradHidden;   // (N, H)
+    DEVICE void operator()(int row, int column, const real* sums) const {
+#pragma unroll
+        for (int t = 0; t < 4; t++) {
+            const size_t index = (size_t) row * MLFF_H + column + t;
+            gradHidden[index] = sums[t] * mlffSiluGrad(hidden[index]);
+        }
+    }
+};
+
+KERNEL void mlffUpdateHiddenBackward(int layer, const real* RESTRICT params, const real* RESTRICT updateGradOutput,
+        const real* RESTRICT updateHidden, real* RESTRICT gradHidden) {
+    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
+    const MlffHiddenBackwardEpilogue epilogue = {updateHidden + (size_t) layer * MLFF_NUM_ATOMS * MLFF_H, gradHidden};
+    mlffMatmul<3 * MLFF_H, MLFF_H, 4>(updateGradOutput, block + MLFF_B_UPDATE_W2, MLFF_NUM_ATOMS, epilogue);
+}
+
+struct MlffInputBackwardEpilogue {
+    const real* midV; // (N, 3, H) of this block
+    real* gradMidS;   // (N, H): the partial gradient in, the whole gradient out
+    real* gradMidV;   // (N, 3, H)
+    DEVICE void operator()(int row, int column, const real* sums) const {
+#pragma unroll
+        for (int q = 0; q < 2; q++) { // the thread's 4 columns are (s, |v|) of channels column/2 and column/2 + 1
+            const int c = column / 2 + q;
+            const real gs = sums[2 * q], gm = sums[2 * q + 1];
+            gradMidS[(size_t) row * MLFF_H + c] += gs;
+            real vMid[3];
+            for (int a = 0; a < 3; a++)
+                vMid[a] = midV[((size_t) row * 3 + a) * MLFF_H + c];
+            const real m = sqrt(vMid[0] * vMid[0] + vMid[1] * vMid[1] + vMid[2] * vMid[2]);
+            if (m > 0) // the norm's gradient v/m, taken as 0 at v = 0
+                for (int a = 0; a < 3; a++)
+                    gradMidV[((size_t) row * 3 + a) * MLFF_H + c] += gm * vMid[a] / m;
+        }
+    }
+};
+
+KERNEL void mlffUpdateInputBackward(int layer, const real* RESTRICT params, const real* RESTRICT gradHidden,
+        const real* RESTRICT midV, real* RESTRICT gradMidS, real* RESTRICT gradMidV) {
+    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
+    const MlffInputBackwardEpilogue epilogue = {midV + (size_t) layer * MLFF_NUM_ATOMS * 3 * MLFF_H, gradMidS, gradMidV};
+    mlffMatmul<MLFF_H, 2 * MLFF_H, 4>(gradHidden, block + MLFF_B_UPDATE_W0_BY_CHANNEL, MLFF_NUM_ATOMS, epilogue);
+}
+
+/**
+ * The messages' backward of block `layer` (forces), then, for layer > 0, the direct part of block
+ * layer-1's update backward: from dE/d(s_out, v_out) of block layer-1, its dE/d(a, g1, g2) into
+ * updateGradOutput and the partial dE/d(s', v') into gradOutS, gradOutV.
+ */
+KERNEL void mlffMessagesBackwardTiled(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
+        const real4* RESTRICT pos, const int* RESTRICT mlZ, const int* RESTRICT mlReplica,
+        const int* RESTRICT replicaStart, const int* RESTRICT neighborCount, const int* RESTRICT neighborList,
+        int neighborCapacity, real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize, const real* RESTRICT stateS,
+        const real* RESTRICT stateV, const real* RESTRICT midV, const real* RESTRICT updateOutput,
+        const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT updateGradOutput,
+        real* RESTRICT gradOutS, real* RESTRICT gradOutV, const double* RESTRICT replicaScale,
+        double lambdaForceScale, const int* RESTRICT mlParticle, const int* RESTRICT sortedIndexOfParticle,
+        unsigned long long* RESTRICT forceBuffer) {
+    __shared__ MlffMessageBackwardScratch scratch;
+    const int i = blockIdx.x, c = threadIdx.x;
+    const bool active = c < MLFF_H;
+    real gsI = 0, gvI[3] = {0, 0, 0}; // dE/d(s'_i, v'_i) of this block
+    if (active) {
+        gsI = gradInS[(size_t) i * MLFF_H + c];
+        for (int a = 0; a < 3; a++)
+            gvI[a] = gradInV[((size_t) i * 3 + a) * MLFF_H + c];
+    }
+    real gsIn, gvIn[3]; // dE/d(s_out, v_out) of block layer-1
+    mlffMessagesBackward(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount, neighborList,
+                         neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, gradInS, gradInV, gsI, gvI,
+                         replicaScale, lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer, &scratch,
+                         &gsIn, gvIn);
+    if (layer == 0 || !active)
+        return; // the embedding and v = 0 have no gradient to pass on
+    const real* previous = params + MLFF_P_BLOCKS + (size_t) (layer - 1) * MLFF_P_BLOCK_STRIDE;
+    real vMid[3], gradG1, gradG2, gvMid[3];
+    for (int a = 0; a < 3; a++)
+        vMid[a] = midV[(((size_t) (layer - 1) * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c];
+    const real g1 = mlffUpdateOutput(updateOutput, layer - 1, i, c, 1), g2 = mlffUpdateOutput(updateOutput, layer - 1, i, c, 2);
+    mlffUpdateVectorBackward(previous, vMid, g1, g2, gvIn, &gradG1, &gradG2, gvMid);
+    real* gradOutput = updateGradOutput + (size_t) i * 3 * MLFF_H;
+    gradOutput[c] = gsIn;
+    gradOutput[MLFF_H + c] = gradG1;
+    gradOutput[2 * MLFF_H + c] = gradG2;
+    gradOutS[(size_t) i * MLFF_H + c] = gsIn;
+    for (int a = 0; a < 3; a++)
+        gradOutV[((size_t) i * 3 + a) * MLFF_H + c] = gvMid[a];
+}
