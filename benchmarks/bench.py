@@ -245,6 +245,9 @@ def main():
     parser.add_argument("--models", default=os.path.join(ROOT, "models"),
                         help="folder of trained defaults to time too (a folder that does not exist: none)")
     parser.add_argument("--variants", default="exact,tabulated", help="plugin variants: exact, tabulated")
+    parser.add_argument("--kernels", default="auto",
+                        help="the CUDA network kernels: auto (the plugin's choice by size), fused, tiled "
+                             "(MLFF_CUDA_KERNELS); several, comma-separated, are timed side by side")
     parser.add_argument("--md-steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke test)")
@@ -266,7 +269,7 @@ def main():
     device = torch.cuda.get_device_name()
     print(f"device {device}; measured float32 ceiling {ceiling / 1e12:.1f} TFLOP/s; "
           f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", flush=True)
-    header = (f"{'model':24s} {'row':28s} {'variant':9s} {'atoms':>6s} {'edges':>8s} {'force us':>10s} "
+    header = (f"{'model':24s} {'row':28s} {'variant':16s} {'atoms':>6s} {'edges':>8s} {'force us':>10s} "
               f"{'step us':>10s} {'torch us':>10s} {'torch/force':>11s} {'torch/step':>10s} {'TFLOP/s':>8s} {'% ceil':>6s}")
     print(header, flush=True)
     results = []
@@ -279,25 +282,31 @@ def main():
             structure = os.path.join(work, "structure.txt")
             write_structure(structure, z, pos, replica, box)
             torch_us, edges, torch_energy = torch_timing(model_path, z, pos, replica, box, max(5, args.repeats // 2))
-            for variant in args.variants.split(","):
+            for variant, kernels in [(v, k) for v in args.variants.split(",") for k in args.kernels.split(",")]:
+                label = variant if kernels == "auto" else f"{variant}/{kernels}"
                 flops = flops_per_evaluation(sizes, len(z), edges, tabulated=variant == "tabulated")
                 command = [args.bench, model_path, structure, "--md-steps", str(args.md_steps),
                            "--repeats", str(args.repeats)] + (["--tabulated"] if variant == "tabulated" else [])
-                run = subprocess.run(command, capture_output=True, text=True)
+                env = dict(os.environ)
+                if kernels != "auto":
+                    env["MLFF_CUDA_KERNELS"] = kernels
+                run = subprocess.run(command, capture_output=True, text=True, env=env)
                 if run.returncode != 0:
-                    print(f"{model_name:24s} {row_name:28s} {variant:9s} FAILED: {run.stderr.strip()}", flush=True)
-                    results.append({"model": model_name, "row": row_name, "variant": variant, "error": run.stderr.strip()})
+                    print(f"{model_name:24s} {row_name:28s} {label:16s} FAILED: {run.stderr.strip()}", flush=True)
+                    results.append({"model": model_name, "row": row_name, "variant": variant, "kernels": kernels,
+                                    "error": run.stderr.strip()})
                     continue
                 plugin = json.loads(run.stdout)
                 rate = flops / (plugin["force_us"] * 1e-6)
-                row = {"model": model_name, "row": row_name, "variant": variant, "atoms": len(z), "edges": edges,
-                       "force_us": plugin["force_us"], "step_us": plugin["step_us"], "torch_us": torch_us,
-                       "torch_over_force": torch_us / plugin["force_us"], "torch_over_step": torch_us / plugin["step_us"],
+                row = {"model": model_name, "row": row_name, "variant": variant, "kernels": kernels, "atoms": len(z),
+                       "edges": edges, "force_us": plugin["force_us"], "step_us": plugin["step_us"],
+                       "torch_us": torch_us, "torch_over_force": torch_us / plugin["force_us"],
+                       "torch_over_step": torch_us / plugin["step_us"],
                        "flops_per_evaluation": flops, "tflops": rate / 1e12, "percent_of_ceiling": 100 * rate / ceiling,
                        "energy_kj_mol": plugin["energy_kj_mol"], "torch_energy_kj_mol": torch_energy,
                        "md_steps": plugin["md_steps"], "sizes": sizes}
                 results.append(row)
-                print(f"{model_name:24s} {row_name:28s} {variant:9s} {len(z):6d} {edges:8d} {row['force_us']:10.1f} "
+                print(f"{model_name:24s} {row_name:28s} {label:16s} {len(z):6d} {edges:8d} {row['force_us']:10.1f} "
                       f"{row['step_us']:10.1f} {torch_us:10.1f} {row['torch_over_force']:11.1f} "
                       f"{row['torch_over_step']:10.1f} {row['tflops']:8.2f} {row['percent_of_ceiling']:6.1f}", flush=True)
     if args.out:
