@@ -57,10 +57,10 @@ struct MlffMessageBackwardScratch {
     int edgeAtom[MLFF_EDGE_BATCH];
     real4 geometry[MLFF_EDGE_BATCH];
 #ifndef MLFF_TABULATED
-    real e[MLFF_EDGE_BATCH][MLFF_K];
+    alignas(16) real e[MLFF_K][MLFF_EDGE_BATCH];
     real dedd[MLFF_EDGE_BATCH][MLFF_K];
-    real activation[MLFF_EDGE_BATCH][MLFF_H];
-    real gradW[MLFF_EDGE_BATCH][3 * MLFF_H];
+    alignas(16) real activation[MLFF_H][MLFF_EDGE_BATCH];
+    alignas(16) real gradW[3 * MLFF_H][MLFF_EDGE_BATCH]; // dE/dw, edge-minor (layers.cu)
 #endif
     real warpTotals[MLFF_BLOCK / 32][MLFF_EDGE_BATCH][4];
     real edgeGrad[MLFF_EDGE_BATCH][4]; // dE/dd, dE/dn
@@ -116,6 +116,9 @@ DEVICE inline void mlffMessagesBackward(int i, int layer, const real* RESTRICT p
 
         // Message backward: the gather into i, and dE/dw(ij), dE/dn(ij) of i's own messages.
         real partial[MLFF_EDGE_BATCH][4];
+#ifndef MLFF_TABULATED
+        real gradWs[MLFF_EDGE_BATCH], gradWv1[MLFF_EDGE_BATCH], gradWv2[MLFF_EDGE_BATCH];
+#endif
 #pragma unroll
         for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
             const int j = edgeAtom[b];
@@ -142,14 +145,17 @@ DEVICE inline void mlffMessagesBackward(int i, int layer, const real* RESTRICT p
             // Filter backward from the table: dE/dd = sum over thread c's outputs of dE/dw dw/dd.
             partial[b][0] = gws * dws[b] + gwv1 * dwv1[b] + gwv2 * dwv2[b];
 #else
-            if (active) {
-                scratch->gradW[b][c] = gws;
-                scratch->gradW[b][MLFF_H + c] = gwv1;
-                scratch->gradW[b][2 * MLFF_H + c] = gwv2;
-            }
+            gradWs[b] = gws;
+            gradWv1[b] = gwv1;
+            gradWv2[b] = gwv2;
 #endif
         }
 #ifndef MLFF_TABULATED
+        if (active) {
+            mlffStoreEdgeRow(scratch->gradW[c], gradWs);
+            mlffStoreEdgeRow(scratch->gradW[MLFF_H + c], gradWv1);
+            mlffStoreEdgeRow(scratch->gradW[2 * MLFF_H + c], gradWv2);
+        }
         __syncthreads();
 
         // Filter backward: dE/dhidden = (W2^T dE/dw) SiLU'(hidden); dE/dd = sum_c dE/dhidden_c (W0 de/dd)_c.
@@ -163,9 +169,11 @@ DEVICE inline void mlffMessagesBackward(int i, int layer, const real* RESTRICT p
 #pragma unroll 32
             for (int o = 0; o < 3 * MLFF_H; o++) {
                 const real w = w2[o * MLFF_H + c];
+                real g[MLFF_EDGE_BATCH];
+                mlffLoadEdgeRow(scratch->gradW[o], g);
 #pragma unroll
                 for (int b = 0; b < MLFF_EDGE_BATCH; b++)
-                    ga[b] += w * scratch->gradW[b][o];
+                    ga[b] += w * g[b];
             }
 #pragma unroll
             for (int b = 0; b < MLFF_EDGE_BATCH; b++) {

@@ -37,8 +37,8 @@ struct MlffMessageScratch {
     int edgeAtom[MLFF_EDGE_BATCH];
     real4 geometry[MLFF_EDGE_BATCH];
 #ifndef MLFF_TABULATED
-    real e[MLFF_EDGE_BATCH][MLFF_K];
-    real activation[MLFF_EDGE_BATCH][MLFF_H];
+    alignas(16) real e[MLFF_K][MLFF_EDGE_BATCH];
+    alignas(16) real activation[MLFF_H][MLFF_EDGE_BATCH];
 #endif
 };
 

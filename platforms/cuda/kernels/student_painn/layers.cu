@@ -115,19 +115,57 @@ DEVICE inline void mlffLoadEdgeBatch(int i, int batch, int num, bool overflowed,
         cursor->position[(batch + 1) % 2] = min(next, num);
 }
 
+/*
+ * Per-edge values of a batch sit edge-minor in shared memory, rows[x][b] for edge b, so that a
+ * thread that needs value x of every edge in the batch (a matrix-vector product over the batch)
+ * reads one aligned row with vector loads rather than MLFF_EDGE_BATCH broadcast loads: the
+ * filter's inner loops then wait on the FMA pipes, not on shared memory.
+ */
+#ifdef USE_DOUBLE_PRECISION
+typedef double2 MlffEdgeVector;
+#else
+typedef float4 MlffEdgeVector;
+#endif
+#define MLFF_EDGE_VECTOR (sizeof(MlffEdgeVector) / sizeof(real))
+
+DEVICE inline void mlffLoadEdgeRow(const real* row, real* values) {
+    static_assert(MLFF_EDGE_BATCH % MLFF_EDGE_VECTOR == 0, "a batch must fill whole vectors");
+#pragma unroll
+    for (int q = 0; q < (int) (MLFF_EDGE_BATCH / MLFF_EDGE_VECTOR); q++) {
+        const MlffEdgeVector v = reinterpret_cast<const MlffEdgeVector*>(row)[q];
+        const real* parts = reinterpret_cast<const real*>(&v);
+#pragma unroll
+        for (int t = 0; t < (int) MLFF_EDGE_VECTOR; t++)
+            values[q * MLFF_EDGE_VECTOR + t] = parts[t];
+    }
+}
+
+DEVICE inline void mlffStoreEdgeRow(real* row, const real* values) {
+#pragma unroll
+    for (int q = 0; q < (int) (MLFF_EDGE_BATCH / MLFF_EDGE_VECTOR); q++) {
+        MlffEdgeVector v;
+        real* parts = reinterpret_cast<real*>(&v);
+#pragma unroll
+        for (int t = 0; t < (int) MLFF_EDGE_VECTOR; t++)
+            parts[t] = values[q * MLFF_EDGE_VECTOR + t];
+        reinterpret_cast<MlffEdgeVector*>(row)[q] = v;
+    }
+}
+
 /**
  * The filter network of a batch of edges, after mlffLoadEdgeBatch (and a barrier):
- * e (shared, [batch][K]) and, if dedd is not null, de/dd; activation (shared, [batch][H]) =
- * SiLU(W0 e + b0), hidden (registers of thread c) = W0 e + b0; w (registers) = W2 act + b2 split
- * into ws, wv1, wv2. Ends with the outputs in registers; the caller adds a barrier before
- * reusing the shared arrays.
+ * e (shared, [K][batch]) and, if dedd is not null, de/dd ([batch][K]); activation (shared,
+ * [H][batch]) = SiLU(W0 e + b0), hidden (registers of thread c) = W0 e + b0; w (registers) =
+ * W2 act + b2 split into ws, wv1, wv2. Ends with the outputs in registers; the caller adds a
+ * barrier before reusing the shared arrays.
  */
 DEVICE inline void mlffFilterForward(const real* RESTRICT params, const real* RESTRICT block, const real4* geometry,
-        real (*e)[MLFF_K], real (*dedd)[MLFF_K], real (*activation)[MLFF_H], real* hidden, real* ws, real* wv1, real* wv2) {
+        real (*e)[MLFF_EDGE_BATCH], real (*dedd)[MLFF_K], real (*activation)[MLFF_EDGE_BATCH], real* hidden, real* ws,
+        real* wv1, real* wv2) {
     const int c = threadIdx.x;
     for (int index = c; index < MLFF_EDGE_BATCH * MLFF_K; index += MLFF_BLOCK) {
         const int b = index / MLFF_K, k = index % MLFF_K;
-        mlffRadialBasis(params, geometry[b].w, k, &e[b][k], dedd == 0 ? (real*) 0 : &dedd[b][k]);
+        mlffRadialBasis(params, geometry[b].w, k, &e[k][b], dedd == 0 ? (real*) 0 : &dedd[b][k]);
     }
     __syncthreads();
     if (c < MLFF_H) {
@@ -138,13 +176,17 @@ DEVICE inline void mlffFilterForward(const real* RESTRICT params, const real* RE
 #pragma unroll
         for (int k = 0; k < MLFF_K; k++) {
             const real w = w0t[k * MLFF_H + c];
+            real ek[MLFF_EDGE_BATCH];
+            mlffLoadEdgeRow(e[k], ek);
 #pragma unroll
             for (int b = 0; b < MLFF_EDGE_BATCH; b++)
-                hidden[b] += w * e[b][k];
+                hidden[b] += w * ek[b];
         }
+        real act[MLFF_EDGE_BATCH];
 #pragma unroll
         for (int b = 0; b < MLFF_EDGE_BATCH; b++)
-            activation[b][c] = mlffSilu(hidden[b]);
+            act[b] = mlffSilu(hidden[b]);
+        mlffStoreEdgeRow(activation[c], act);
     }
     __syncthreads();
     if (c < MLFF_H) {
@@ -160,12 +202,13 @@ DEVICE inline void mlffFilterForward(const real* RESTRICT params, const real* RE
             const real w0 = w2t[c2 * 3 * MLFF_H + c];
             const real w1 = w2t[c2 * 3 * MLFF_H + MLFF_H + c];
             const real w2 = w2t[c2 * 3 * MLFF_H + 2 * MLFF_H + c];
+            real a[MLFF_EDGE_BATCH];
+            mlffLoadEdgeRow(activation[c2], a);
 #pragma unroll
             for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
-                const real a = activation[b][c2];
-                ws[b] += w0 * a;
-                wv1[b] += w1 * a;
-                wv2[b] += w2 * a;
+                ws[b] += w0 * a[b];
+                wv1[b] += w1 * a[b];
+                wv2[b] += w2 * a[b];
             }
         }
     }
