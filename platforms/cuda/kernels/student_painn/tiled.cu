@@ -59,7 +59,7 @@ struct MlffHiddenForwardEpilogue {
     }
 };
 
-KERNEL void mlffUpdateHiddenForward(int layer, const real* RESTRICT params, const real* RESTRICT updateInput,
+KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateHiddenForward(int layer, const real* RESTRICT params, const real* RESTRICT updateInput,
         real* RESTRICT updateHidden, real* RESTRICT updateActivation) {
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffHiddenForwardEpilogue epilogue = {block + MLFF_B_UPDATE_B0,
@@ -101,7 +101,7 @@ struct MlffOutputForwardEpilogue {
     }
 };
 
-KERNEL void mlffUpdateOutputForward(int layer, const real* RESTRICT params, const real* RESTRICT updateActivation,
+KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateOutputForward(int layer, const real* RESTRICT params, const real* RESTRICT updateActivation,
         const real* RESTRICT midS, const real* RESTRICT midV, real* RESTRICT updateOutput, real* RESTRICT stateS,
         real* RESTRICT stateV) {
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
@@ -149,7 +149,7 @@ struct MlffHiddenBackwardEpilogue {
     }
 };
 
-KERNEL void mlffUpdateHiddenBackward(int layer, const real* RESTRICT params, const real* RESTRICT updateGradOutput,
+KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateHiddenBackward(int layer, const real* RESTRICT params, const real* RESTRICT updateGradOutput,
         const real* RESTRICT updateHidden, real* RESTRICT gradHidden) {
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffHiddenBackwardEpilogue epilogue = {updateHidden + (size_t) layer * MLFF_NUM_ATOMS * MLFF_H, gradHidden};
@@ -177,7 +177,7 @@ struct MlffInputBackwardEpilogue {
     }
 };
 
-KERNEL void mlffUpdateInputBackward(int layer, const real* RESTRICT params, const real* RESTRICT gradHidden,
+KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateInputBackward(int layer, const real* RESTRICT params, const real* RESTRICT gradHidden,
         const real* RESTRICT midV, real* RESTRICT gradMidS, real* RESTRICT gradMidV) {
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffInputBackwardEpilogue epilogue = {midV + (size_t) layer * MLFF_NUM_ATOMS * 3 * MLFF_H, gradMidS, gradMidV};
