@@ -12,6 +12,10 @@
 #                                  expects them (the paths of this machine), then runs
 #                                  `ctest -L cuda` (single, mixed and double precision are test
 #                                  instances of each test body).
+#   scripts/gpu-tests.sh exec COMMAND [ARGS...]
+#                                  on the GPU machine, the same placement, then COMMAND with
+#                                  MLFF_BUILD set to the build folder (say, a profiler around
+#                                  $MLFF_BUILD/benchmarks/mlff-bench; see benchmarks/write_structures.py).
 #   scripts/gpu-tests.sh bench [ARGS...]
 #                                  on the GPU machine, the same placement, then the plugin against
 #                                  PyTorch (benchmarks/bench.py, which runs build-gpu's mlff-bench)
@@ -93,5 +97,10 @@ case "${1:-}" in
         place
         python3 "$root/benchmarks/bench.py" --bench "$prepared_build/benchmarks/mlff-bench" "$@"
         ;;
-    *) die "usage: $0 prepare | run [CTEST ARGS...] | bench [ARGS...]" ;;
+    exec)
+        shift
+        place
+        MLFF_BUILD=$prepared_build "$@"
+        ;;
+    *) die "usage: $0 prepare | run [CTEST ARGS...] | bench [ARGS...] | exec COMMAND [ARGS...]" ;;
 esac
