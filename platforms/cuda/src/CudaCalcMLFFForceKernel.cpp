@@ -110,8 +110,9 @@ CudaCalcMLFFForceKernel::CudaCalcMLFFForceKernel(string kernelName, const Platfo
 }
 
 CudaCalcMLFFForceKernel::~CudaCalcMLFFForceKernel() {
-    if (pinnedMaxNeighborCount != nullptr || maxCountEvent != nullptr) {
+    if (pinnedMaxNeighborCount != nullptr || maxCountEvent != nullptr || timer != nullptr) {
         ContextSelector selector(cu);
+        timer.reset();
         if (pinnedMaxNeighborCount != nullptr)
             cuMemFreeHost(pinnedMaxNeighborCount);
         if (maxCountEvent != nullptr)
@@ -122,6 +123,7 @@ CudaCalcMLFFForceKernel::~CudaCalcMLFFForceKernel() {
 void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& force) {
     (void) system;
     ContextSelector selector(cu);
+    timer.reset(new CudaLaunchTimer());
     CoreModelPtr model = loadCoreModel(force.getModelBytes(),
                                        force.getModelPath().empty() ? "<model bytes>" : force.getModelPath());
     const string architecture = mlff_model_architecture(model.get());
@@ -320,15 +322,19 @@ bool CudaCalcMLFFForceKernel::chooseTiledPath() const {
 void CudaCalcMLFFForceKernel::launch(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize,
                                      const char* what) {
     // Not cu.executeKernel: it caps the grid, and the network kernels need one block per atom.
+    timer->before(what, cu.getCurrentStream());
     check(cuLaunchKernel(kernel, gridSize, 1, 1, blockSize, 1, 1, 0, cu.getCurrentStream(), args, nullptr), what);
+    timer->after(cu.getCurrentStream());
 }
 
 void CudaCalcMLFFForceKernel::launchMatmul(CUfunction kernel, void** args, int outputs, int columnsPerTile,
                                            const char* what) {
     const unsigned int rowTiles = (unsigned int) ((numAtoms + MatmulRows - 1) / MatmulRows);
+    timer->before(what, cu.getCurrentStream());
     check(cuLaunchKernel(kernel, rowTiles, (unsigned int) (outputs / columnsPerTile), 1, MatmulThreads, 1, 1, 0,
                          cu.getCurrentStream(), args, nullptr),
           what);
+    timer->after(cu.getCurrentStream());
 }
 
 void CudaCalcMLFFForceKernel::updateSortedIndex() {
@@ -428,6 +434,7 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
     if (numAtoms == 0)
         return 0.0;
     ContextSelector selector(cu);
+    timer->beginEvaluation();
     if (!hasInitializedIndex) {
         updateSortedIndex();
         hasInitializedIndex = true;

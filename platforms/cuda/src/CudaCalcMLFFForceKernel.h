@@ -1,6 +1,7 @@
 #ifndef MLFF_CUDA_CALC_MLFF_FORCE_KERNEL_H_
 #define MLFF_CUDA_CALC_MLFF_FORCE_KERNEL_H_
 
+#include "CudaLaunchTimer.h"
 #include "MLFFKernels.h"
 #include "openmm/cuda/CudaArray.h"
 #include "openmm/cuda/CudaContext.h"
@@ -8,6 +9,7 @@
 #include <cuda.h>
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -82,6 +84,7 @@ private:
     OpenMM::CudaArray updateInput, updateHidden, updateActivation, updateOutput, updateGradOutput; // real, tiled path
     OpenMM::CudaArray replicaScale, replicaEnergy; // double
 
+    std::unique_ptr<CudaLaunchTimer> timer; // MLFF_CUDA_TIMING
     int* pinnedMaxNeighborCount = nullptr;
     CUevent maxCountEvent = nullptr;
     bool maxCountPending = false;
