@@ -56,12 +56,13 @@ KERNEL void mlffFindNeighborsInReplica(const real4* RESTRICT posq, const int* RE
         neighborCount[i] = count;
 }
 
-#define MLFF_REDUCE_THREADS 256
+#define MLFF_REDUCE_THREADS 1024
 
 /**
  * One block of MLFF_REDUCE_THREADS: E_r = sum of the atom energies of replica r (in double, in a
- * fixed order), then OpenMM's energy lambda * sum_r scale_r E_r and its derivative by lambda, both
- * converted to kJ/mol, and the largest neighbour count of this step (for the host's overflow check).
+ * fixed order: warp r % warps sums replica r, its lanes by stride then by a shuffle tree), then
+ * OpenMM's energy lambda * sum_r scale_r E_r and its derivative by lambda, both converted to
+ * kJ/mol, and the largest neighbour count of this step (for the host's overflow check).
  * energyParamDerivs is null when the force names no energy-scale parameter.
  */
 KERNEL void mlffReduceEnergies(const real* RESTRICT atomEnergy, const int* RESTRICT replicaStart,
@@ -70,25 +71,28 @@ KERNEL void mlffReduceEnergies(const real* RESTRICT atomEnergy, const int* RESTR
         const int* RESTRICT neighborCount, int* RESTRICT maxNeighborCount) {
     __shared__ double partial[MLFF_REDUCE_THREADS];
     __shared__ int partialMax[MLFF_REDUCE_THREADS];
-    const int t = threadIdx.x;
-    double scaledSum = 0; // sum_r scale_r E_r, meaningful in thread 0
-    for (int r = 0; r < MLFF_NUM_REPLICAS; r++) {
+    const int t = threadIdx.x, lane = t % 32, warp = t / 32;
+    for (int r = warp; r < MLFF_NUM_REPLICAS; r += MLFF_REDUCE_THREADS / 32) {
         double sum = 0;
-        for (int i = replicaStart[r] + t; i < replicaStart[r + 1]; i += MLFF_REDUCE_THREADS)
+        for (int i = replicaStart[r] + lane; i < replicaStart[r + 1]; i += 32)
             sum += (double) atomEnergy[i];
-        partial[t] = sum;
-        __syncthreads();
-        for (int stride = MLFF_REDUCE_THREADS / 2; stride > 0; stride /= 2) {
-            if (t < stride)
-                partial[t] += partial[t + stride];
-            __syncthreads();
-        }
-        if (t == 0) {
-            replicaEnergy[r] = partial[0];
-            scaledSum += replicaScale[r] * partial[0];
-        }
+        for (int offset = 16; offset > 0; offset /= 2)
+            sum += __shfl_down_sync(0xffffffffu, sum, offset);
+        if (lane == 0)
+            replicaEnergy[r] = sum;
+    }
+    __syncthreads(); // every replica's energy written (visible within the block)
+    double scaled = 0;
+    for (int r = t; r < MLFF_NUM_REPLICAS; r += MLFF_REDUCE_THREADS)
+        scaled += replicaScale[r] * replicaEnergy[r];
+    partial[t] = scaled;
+    __syncthreads();
+    for (int stride = MLFF_REDUCE_THREADS / 2; stride > 0; stride /= 2) {
+        if (t < stride)
+            partial[t] += partial[t + stride];
         __syncthreads();
     }
+    const double scaledSum = partial[0]; // sum_r scale_r E_r
     int maxCount = 0;
     for (int i = t; i < MLFF_NUM_ATOMS; i += MLFF_REDUCE_THREADS)
         maxCount = max(maxCount, neighborCount[i]);

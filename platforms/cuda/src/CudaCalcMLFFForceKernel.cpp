@@ -39,7 +39,7 @@ constexpr int EdgeBatchTabulatedSmall = 16;
 constexpr int EdgeBatchTabulatedLarge = 4;
 constexpr int TabulatedLargeAtoms = 256;
 constexpr int NeighborThreads = 128; // 4 warps, one atom each
-constexpr int ReduceThreads = 256;   // MLFF_REDUCE_THREADS in neighbors.cu
+constexpr int ReduceThreads = 1024;  // MLFF_REDUCE_THREADS in neighbors.cu
 constexpr int DefaultNeighborCapacity = 64;
 constexpr int CellListMinAtoms = 256;  // replicas this large use the cell list (cell_list.cu)
 // Systems with this many ML atoms use the tiled path (tiled.cu), whose matrix products read each
