@@ -66,29 +66,47 @@ KERNEL void mlffAssignCells(const real4* RESTRICT posq, const int* RESTRICT sort
 
 /**
  * One block of MLFF_SCAN_THREADS: cellStart = exclusive prefix sum of cellCount over numCells
- * cells, and cellCount set back to 0 for mlffFillCells to count again.
+ * cells, and cellCount set back to 0 for mlffFillCells to count again. The cells go in tiles of
+ * MLFF_SCAN_THREADS, one per thread (coalesced), scanned by warp shuffles and a scan of the warp
+ * totals; the next tile's counts are loaded while this one is scanned.
  */
 KERNEL void mlffScanCells(int* RESTRICT cellCount, int* RESTRICT cellStart, int numCells) {
-    __shared__ int totals[MLFF_SCAN_THREADS];
-    const int t = threadIdx.x;
-    const int chunk = (numCells + MLFF_SCAN_THREADS - 1) / MLFF_SCAN_THREADS;
-    const int begin = min(t * chunk, numCells), end = min(begin + chunk, numCells);
-    int sum = 0;
-    for (int c = begin; c < end; c++)
-        sum += cellCount[c];
-    totals[t] = sum;
-    __syncthreads();
-    for (int stride = 1; stride < MLFF_SCAN_THREADS; stride *= 2) { // inclusive scan of the chunk totals
-        const int add = t >= stride ? totals[t - stride] : 0;
+    __shared__ int warpTotals[MLFF_SCAN_THREADS / 32];
+    __shared__ int tileTotal;
+    const int t = threadIdx.x, lane = t % 32, warp = t / 32;
+    int carry = 0; // cells before this tile
+    int next = t < numCells ? cellCount[t] : 0;
+    for (int tile = 0; tile < numCells; tile += MLFF_SCAN_THREADS) {
+        const int c = tile + t, count = next;
+        next = c + MLFF_SCAN_THREADS < numCells ? cellCount[c + MLFF_SCAN_THREADS] : 0;
+        int inclusive = count;
+        for (int offset = 1; offset < 32; offset *= 2) {
+            const int add = __shfl_up_sync(0xffffffffu, inclusive, offset);
+            if (lane >= offset)
+                inclusive += add;
+        }
+        if (lane == 31)
+            warpTotals[warp] = inclusive;
         __syncthreads();
-        totals[t] += add;
+        if (warp == 0) {
+            int total = lane < MLFF_SCAN_THREADS / 32 ? warpTotals[lane] : 0;
+            for (int offset = 1; offset < 32; offset *= 2) {
+                const int add = __shfl_up_sync(0xffffffffu, total, offset);
+                if (lane >= offset)
+                    total += add;
+            }
+            if (lane < MLFF_SCAN_THREADS / 32)
+                warpTotals[lane] = total; // inclusive over warps
+            if (lane == 31)
+                tileTotal = total;
+        }
         __syncthreads();
-    }
-    int running = totals[t] - sum;
-    for (int c = begin; c < end; c++) {
-        cellStart[c] = running;
-        running += cellCount[c];
-        cellCount[c] = 0;
+        if (c < numCells) {
+            cellStart[c] = carry + (warp > 0 ? warpTotals[warp - 1] : 0) + inclusive - count;
+            cellCount[c] = 0;
+        }
+        carry += tileTotal;
+        __syncthreads(); // warpTotals and tileTotal are rewritten by the next tile
     }
 }
 
