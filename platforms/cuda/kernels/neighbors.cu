@@ -59,9 +59,10 @@ KERNEL void mlffFindNeighborsInReplica(const real4* RESTRICT posq, const int* RE
 #define MLFF_REDUCE_THREADS 1024
 
 /**
- * One block of MLFF_REDUCE_THREADS: E_r = sum of the atom energies of replica r (in double, in a
- * fixed order: warp r % warps sums replica r, its lanes by stride then by a shuffle tree), then
- * OpenMM's energy lambda * sum_r scale_r E_r and its derivative by lambda, both converted to
+ * One block of MLFF_REDUCE_THREADS: E_r = sum of the atom energies of replica r, in double and
+ * in a fixed order (MLFF_REDUCE_BY_WARP, for many replicas: warp r % warps sums replica r, its
+ * lanes by stride, then a shuffle tree; otherwise the whole block sums each replica in turn),
+ * then OpenMM's energy lambda * sum_r scale_r E_r and its derivative by lambda, both converted to
  * kJ/mol, and the largest neighbour count of this step (for the host's overflow check).
  * energyParamDerivs is null when the force names no energy-scale parameter.
  */
@@ -71,7 +72,9 @@ KERNEL void mlffReduceEnergies(const real* RESTRICT atomEnergy, const int* RESTR
         const int* RESTRICT neighborCount, int* RESTRICT maxNeighborCount) {
     __shared__ double partial[MLFF_REDUCE_THREADS];
     __shared__ int partialMax[MLFF_REDUCE_THREADS];
-    const int t = threadIdx.x, lane = t % 32, warp = t / 32;
+    const int t = threadIdx.x;
+#ifdef MLFF_REDUCE_BY_WARP
+    const int lane = t % 32, warp = t / 32;
     for (int r = warp; r < MLFF_NUM_REPLICAS; r += MLFF_REDUCE_THREADS / 32) {
         double sum = 0;
         for (int i = replicaStart[r] + lane; i < replicaStart[r + 1]; i += 32)
@@ -81,6 +84,23 @@ KERNEL void mlffReduceEnergies(const real* RESTRICT atomEnergy, const int* RESTR
         if (lane == 0)
             replicaEnergy[r] = sum;
     }
+#else
+    for (int r = 0; r < MLFF_NUM_REPLICAS; r++) {
+        double sum = 0;
+        for (int i = replicaStart[r] + t; i < replicaStart[r + 1]; i += MLFF_REDUCE_THREADS)
+            sum += (double) atomEnergy[i];
+        partial[t] = sum;
+        __syncthreads();
+        for (int stride = MLFF_REDUCE_THREADS / 2; stride > 0; stride /= 2) {
+            if (t < stride)
+                partial[t] += partial[t + stride];
+            __syncthreads();
+        }
+        if (t == 0)
+            replicaEnergy[r] = partial[0];
+        __syncthreads();
+    }
+#endif
     __syncthreads(); // every replica's energy written (visible within the block)
     double scaled = 0;
     for (int r = t; r < MLFF_NUM_REPLICAS; r += MLFF_REDUCE_THREADS)

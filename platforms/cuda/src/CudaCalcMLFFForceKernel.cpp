@@ -253,6 +253,8 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     defines["MLFF_CELL_SIZE"] = exactDouble(painn.cutoff * CellMargin);
     if (periodic)
         defines["MLFF_PERIODIC"] = "1";
+    if (numReplicas >= ReduceThreads / 32) // enough replicas for every warp of the reduction
+        defines["MLFF_REDUCE_BY_WARP"] = "1";
     string source = CudaMLFFKernelSources::geometry + CudaMLFFKernelSources::neighbors +
                     CudaMLFFKernelSources::cell_list + CudaMLFFKernelSources::student_painn_layers +
                     CudaMLFFKernelSources::student_painn_forward + CudaMLFFKernelSources::student_painn_backward;
