@@ -49,7 +49,13 @@ defines() { # H K L batch block periodic
     echo "#define MLFF_KJ_PER_MOL_PER_EV 96.48533212331002"
     echo "#define MLFF_NUM_CELLS 64"
     echo "#define MLFF_CELL_SIZE 5.0005"
-    [ "$6" = 1 ] && echo "#define MLFF_PERIODIC 1" && echo "#define MLFF_REDUCE_BY_WARP 1"
+    if [ "$6" = 1 ]; then
+        echo "#define MLFF_PERIODIC 1"
+        echo "#define MLFF_REDUCE_BY_WARP 1"
+        echo "#define MLFF_REDUCE_THREADS 1024"
+    else
+        echo "#define MLFF_REDUCE_THREADS 256"
+    fi
     if [ "$7" = 1 ]; then
         echo "#define MLFF_TABULATED 1"
         echo "#define MLFF_TABLE_NODES 1001"

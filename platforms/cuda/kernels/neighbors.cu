@@ -56,10 +56,8 @@ KERNEL void mlffFindNeighborsInReplica(const real4* RESTRICT posq, const int* RE
         neighborCount[i] = count;
 }
 
-#define MLFF_REDUCE_THREADS 1024
-
 /**
- * One block of MLFF_REDUCE_THREADS: E_r = sum of the atom energies of replica r, in double and
+ * One block of MLFF_REDUCE_THREADS (set by the host: 1024 with MLFF_REDUCE_BY_WARP, else 256): E_r = sum of the atom energies of replica r, in double and
  * in a fixed order (MLFF_REDUCE_BY_WARP, for many replicas: warp r % warps sums replica r, its
  * lanes by stride, then a shuffle tree; otherwise the whole block sums each replica in turn),
  * then OpenMM's energy lambda * sum_r scale_r E_r and its derivative by lambda, both converted to

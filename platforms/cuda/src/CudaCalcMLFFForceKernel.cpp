@@ -39,12 +39,16 @@ constexpr int EdgeBatchTabulatedSmall = 16;
 constexpr int EdgeBatchTabulatedLarge = 4;
 constexpr int TabulatedLargeAtoms = 256;
 constexpr int NeighborThreads = 128; // 4 warps, one atom each
-constexpr int ReduceThreads = 1024;  // MLFF_REDUCE_THREADS in neighbors.cu
+// The energy reduction (neighbors.cu): with many replicas a warp per replica, 32 warps; with
+// few, the block sums each replica in turn, and a smaller block has a shorter barrier tree.
+constexpr int ReduceByWarpMinReplicas = 32;
+constexpr int ReduceThreadsByWarp = 1024;
+constexpr int ReduceThreadsByBlock = 256;
 constexpr int DefaultNeighborCapacity = 64;
 constexpr int CellListMinAtoms = 256;  // replicas this large use the cell list (cell_list.cu)
 // Systems with this many ML atoms use the tiled path (tiled.cu), whose matrix products read each
-// weight once per 64 atoms; below it the fused path's fewer launches win. Measured (H200, H=128):
-// the two paths within 5 % of each other at 768 atoms, the tiled one 15 to 45 % faster from 3,000.
+// weight once per 64 atoms; below it the fused path's fewer launches win. Measured (H200,
+// H=128): the fused path 3 to 6 % faster at 768 atoms, the tiled one 3 to 47 % from 3,000.
 constexpr int TiledMinAtoms = 1024;
 constexpr int MatmulThreads = 256;     // MLFF_MATMUL_THREADS in matmul.cu
 constexpr int MatmulRows = 64;         // MLFF_MATMUL_ROWS
@@ -253,8 +257,10 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     defines["MLFF_CELL_SIZE"] = exactDouble(painn.cutoff * CellMargin);
     if (periodic)
         defines["MLFF_PERIODIC"] = "1";
-    if (numReplicas >= ReduceThreads / 32) // enough replicas for every warp of the reduction
+    reduceThreads = numReplicas >= ReduceByWarpMinReplicas ? ReduceThreadsByWarp : ReduceThreadsByBlock;
+    if (numReplicas >= ReduceByWarpMinReplicas)
         defines["MLFF_REDUCE_BY_WARP"] = "1";
+    defines["MLFF_REDUCE_THREADS"] = std::to_string(reduceThreads);
     string source = CudaMLFFKernelSources::geometry + CudaMLFFKernelSources::neighbors +
                     CudaMLFFKernelSources::cell_list + CudaMLFFKernelSources::student_painn_layers +
                     CudaMLFFKernelSources::student_painn_forward + CudaMLFFKernelSources::student_painn_backward;
@@ -468,7 +474,7 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
         void* args[] = {&atomEnergy.getDevicePointer(), &replicaStart.getDevicePointer(), &replicaScale.getDevicePointer(),
                         &lastLambda, &replicaEnergy.getDevicePointer(), &energyBuffer, &paramDerivs, &paramDerivIndex,
                         &neighborCount.getDevicePointer(), &maxNeighborCount.getDevicePointer()};
-        launch(reduceKernel, args, 1, ReduceThreads, "reducing the energy");
+        launch(reduceKernel, args, 1, reduceThreads, "reducing the energy");
     }
     check(cuMemcpyDtoHAsync(pinnedMaxNeighborCount, maxNeighborCount.getDevicePointer(), sizeof(int),
                             cu.getCurrentStream()),

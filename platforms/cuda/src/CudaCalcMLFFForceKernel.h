@@ -58,6 +58,7 @@ private:
     int numReplicas = 0;
     int hidden = 0, numBlocks = 0;        // H, L
     int threadsPerAtom = 0;               // threads of a network kernel's block (one atom's)
+    int reduceThreads = 0;                // the energy reduction's block
     bool useTiled = false;                // the tiled path (kernels/student_painn/tiled.cu)
     int maxReplicaSize = 0;
     int neighborCapacity = 0;
