@@ -3,12 +3,22 @@
  *   A (rows, I) row-major: one row per ML atom;
  *   B (I, O) row-major: the weights, input-major;
  * a thread block of MLFF_MATMUL_THREADS computes a tile of MLFF_MATMUL_ROWS rows by 16 TN columns,
- * each thread 4 adjacent rows by TN adjacent columns, staging A and B through shared memory
- * MLFF_MATMUL_DEPTH inputs at a time (the next step's loads in flight during this step's sums).
- * Each weight is read from global memory once per 64 atoms (the fused path reads it once per
- * atom), and each sum runs over the inputs in order.
- * The epilogue, a functor, receives each of the thread's rows with its TN sums:
- * epilogue(row, firstColumn, sums). Grid: (ceil(rows / MLFF_MATMUL_ROWS), O / (16 TN)).
+ * staging A and B through shared memory MLFF_MATMUL_DEPTH inputs at a time (the next step's loads
+ * in flight during this step's sums). Each weight is read from global memory once per 64 rows.
+ *
+ * In float on sm_80 and later the sums run on tensor cores as three TF32 products (3xTF32: with
+ * x = big(x) + small(x), both TF32, a b ~ big(a) big(b) + big(a) small(b) + small(a) big(b)), which
+ * keeps float32's accuracy; each element is split once, as it is stored to shared memory, and each
+ * warp computes 16 rows by 8 TN columns with mma.sync m16n8k8. In double, or before sm_80, each
+ * thread sums 4 adjacent rows by TN adjacent columns on the FMA pipes, over the inputs in order.
+ * Both are deterministic. (The tensor cores gain only 15 to 20 % here: these tiles wait on their
+ * loads and barriers, not on arithmetic; docs/performance.md.)
+ *
+ * The epilogue, a functor, receives each row with TN adjacent sums, whichever way they were made:
+ * epilogue(row, firstColumn, sums), thread (tx, ty) = (threadIdx.x % 16, threadIdx.x / 16) getting
+ * rows 4 ty .. 4 ty + 3 of the tile and columns TN tx .. TN tx + TN - 1.
+ * Grid: (ceil(rows / MLFF_MATMUL_ROWS), O / (16 TN)). Rows past `rows` read as 0 and are not
+ * passed to the epilogue.
  */
 #define MLFF_MATMUL_THREADS 256
 #define MLFF_MATMUL_ROWS 64
@@ -16,17 +26,57 @@
 // For kernels built on mlffMatmul: two blocks per SM, so that one block's barrier waits overlap the other's sums.
 #define MLFF_MATMUL_BOUNDS __launch_bounds__(MLFF_MATMUL_THREADS, 2)
 
+#if !defined(USE_DOUBLE_PRECISION) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define MLFF_MATMUL_TENSOR_CORES 1
+#endif
+
+#ifdef MLFF_MATMUL_TENSOR_CORES
+/** x split into TF32 parts, big + small ~ x to float32's precision (round to nearest, both). */
+DEVICE inline void mlffSplitTf32(float x, unsigned int* big, unsigned int* small) {
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(*big) : "f"(x));
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(*small) : "f"(x - __uint_as_float(*big)));
+}
+
+/** d += a b for one m16n8k8 TF32 tile (fragments in mma.sync's layouts). */
+DEVICE inline void mlffMmaTf32(float* d, const unsigned int* a, const unsigned int* b) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+#endif
+
+/**
+ * Shared memory of one tile. Tensor cores: A row by row, each row padded by 4, and B input by
+ * input, padded by 8, so that a fragment's 32 reads fall in 32 banks; each as its TF32 parts; the
+ * output staging reuses the same memory. FMA pipes: A transposed, each column padded by 4 (4
+ * adjacent rows read as one vector), and B input by input.
+ */
+template <int Columns>
+union MlffMatmulTiles {
+#ifdef MLFF_MATMUL_TENSOR_CORES
+    struct { // split into TF32 parts as stored, once per element
+        unsigned int aBig[MLFF_MATMUL_ROWS][MLFF_MATMUL_DEPTH + 4], aSmall[MLFF_MATMUL_ROWS][MLFF_MATMUL_DEPTH + 4];
+        unsigned int bBig[MLFF_MATMUL_DEPTH][Columns + 8], bSmall[MLFF_MATMUL_DEPTH][Columns + 8];
+    } in;
+    real out[MLFF_MATMUL_ROWS][Columns + 4];
+#else
+    struct {
+        real a[MLFF_MATMUL_DEPTH][MLFF_MATMUL_ROWS + 4];
+        real b[MLFF_MATMUL_DEPTH][Columns + 8];
+    } in;
+#endif
+};
+
 template <int I, int O, int TN, class Epilogue>
 DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, int rows, Epilogue epilogue) {
     constexpr int columns = 16 * TN;
+    constexpr int steps = I / MLFF_MATMUL_DEPTH;
     constexpr int aPerThread = MLFF_MATMUL_ROWS * MLFF_MATMUL_DEPTH / MLFF_MATMUL_THREADS;
     constexpr int bPerThread = MLFF_MATMUL_DEPTH * columns / MLFF_MATMUL_THREADS;
     static_assert(I % MLFF_MATMUL_DEPTH == 0, "the inputs must fill whole steps");
     static_assert(O % columns == 0, "the outputs must fill whole tiles");
-    // A transposed (a row's inputs down a column), each row of the tile padded by 4 so that the
-    // transposing stores fall in different banks while the 4 rows a thread reads stay aligned.
-    __shared__ real aTile[MLFF_MATMUL_DEPTH][MLFF_MATMUL_ROWS + 4];
-    __shared__ real bTile[MLFF_MATMUL_DEPTH][columns];
+    __shared__ MlffMatmulTiles<columns> tiles;
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     const int firstRow = blockIdx.x * MLFF_MATMUL_ROWS, firstColumn = blockIdx.y * columns;
 
@@ -45,44 +95,109 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
             bNext[q] = b[(size_t) (k0 + e / columns) * O + firstColumn + e % columns];
         }
     };
-    real sums[4][TN];
-#pragma unroll
-    for (int r = 0; r < 4; r++)
-#pragma unroll
-        for (int t = 0; t < TN; t++)
-            sums[r][t] = 0;
-    loadStep(0);
-    for (int k0 = 0; k0 < I; k0 += MLFF_MATMUL_DEPTH) {
+    auto storeStep = [&]() {
 #pragma unroll
         for (int q = 0; q < aPerThread; q++) {
             const int e = threadIdx.x + q * MLFF_MATMUL_THREADS;
-            aTile[e % MLFF_MATMUL_DEPTH][e / MLFF_MATMUL_DEPTH] = aNext[q];
+#ifdef MLFF_MATMUL_TENSOR_CORES
+            mlffSplitTf32(aNext[q], &tiles.in.aBig[e / MLFF_MATMUL_DEPTH][e % MLFF_MATMUL_DEPTH],
+                          &tiles.in.aSmall[e / MLFF_MATMUL_DEPTH][e % MLFF_MATMUL_DEPTH]);
+#else
+            tiles.in.a[e % MLFF_MATMUL_DEPTH][e / MLFF_MATMUL_DEPTH] = aNext[q];
+#endif
         }
 #pragma unroll
         for (int q = 0; q < bPerThread; q++) {
             const int e = threadIdx.x + q * MLFF_MATMUL_THREADS;
-            bTile[e / columns][e % columns] = bNext[q];
+#ifdef MLFF_MATMUL_TENSOR_CORES
+            mlffSplitTf32(bNext[q], &tiles.in.bBig[e / columns][e % columns], &tiles.in.bSmall[e / columns][e % columns]);
+#else
+            tiles.in.b[e / columns][e % columns] = bNext[q];
+#endif
         }
+    };
+
+#ifdef MLFF_MATMUL_TENSOR_CORES
+    // Warp w: rows 16 (w % 4) .. +16 of the tile, columns 8 TN (w / 4) .. +8 TN, as TN tiles of 8.
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int g = lane / 4, t = lane % 4; // mma.sync's group and thread in group
+    const int warpRow = 16 * (warp % 4), warpColumn = 8 * TN * (warp / 4);
+    float acc[TN][4];
+#pragma unroll
+    for (int j = 0; j < TN; j++)
+        acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
+    loadStep(0);
+    for (int step = 0; step < steps; step++) {
+        storeStep();
         __syncthreads();
-        if (k0 + MLFF_MATMUL_DEPTH < I)
-            loadStep(k0 + MLFF_MATMUL_DEPTH);
+        if (step + 1 < steps)
+            loadStep((step + 1) * MLFF_MATMUL_DEPTH);
+#pragma unroll
+        for (int k = 0; k < MLFF_MATMUL_DEPTH; k += 8) {
+            const int r0 = warpRow + g, r1 = warpRow + g + 8;
+            const unsigned int aBig[4] = {tiles.in.aBig[r0][k + t], tiles.in.aBig[r1][k + t],
+                                          tiles.in.aBig[r0][k + t + 4], tiles.in.aBig[r1][k + t + 4]};
+            const unsigned int aSmall[4] = {tiles.in.aSmall[r0][k + t], tiles.in.aSmall[r1][k + t],
+                                            tiles.in.aSmall[r0][k + t + 4], tiles.in.aSmall[r1][k + t + 4]};
+#pragma unroll
+            for (int j = 0; j < TN; j++) {
+                const int n = warpColumn + 8 * j + g;
+                const unsigned int bBig[2] = {tiles.in.bBig[k + t][n], tiles.in.bBig[k + t + 4][n]};
+                const unsigned int bSmall[2] = {tiles.in.bSmall[k + t][n], tiles.in.bSmall[k + t + 4][n]};
+                mlffMmaTf32(acc[j], aSmall, bBig); // the small terms first: they are the finer ones
+                mlffMmaTf32(acc[j], aBig, bSmall);
+                mlffMmaTf32(acc[j], aBig, bBig);
+            }
+        }
+        __syncthreads(); // the next step overwrites the tiles (and the staging below reuses them)
+    }
+    // Stage the tile's sums so that each thread gets the rows and columns the epilogue expects.
+#pragma unroll
+    for (int j = 0; j < TN; j++) {
+        const int column = warpColumn + 8 * j + 2 * t;
+        tiles.out[warpRow + g][column] = acc[j][0];
+        tiles.out[warpRow + g][column + 1] = acc[j][1];
+        tiles.out[warpRow + g + 8][column] = acc[j][2];
+        tiles.out[warpRow + g + 8][column + 1] = acc[j][3];
+    }
+    __syncthreads();
+    real sums[4][TN];
+#pragma unroll
+    for (int r = 0; r < 4; r++)
+#pragma unroll
+        for (int q = 0; q < TN; q++)
+            sums[r][q] = tiles.out[4 * ty + r][TN * tx + q];
+#else
+    real sums[4][TN];
+#pragma unroll
+    for (int r = 0; r < 4; r++)
+#pragma unroll
+        for (int q = 0; q < TN; q++)
+            sums[r][q] = 0;
+    loadStep(0);
+    for (int step = 0; step < steps; step++) {
+        storeStep();
+        __syncthreads();
+        if (step + 1 < steps)
+            loadStep((step + 1) * MLFF_MATMUL_DEPTH);
 #pragma unroll
         for (int k = 0; k < MLFF_MATMUL_DEPTH; k++) {
             real x[4], w[TN];
 #pragma unroll
             for (int r = 0; r < 4; r++)
-                x[r] = aTile[k][4 * ty + r];
+                x[r] = tiles.in.a[k][4 * ty + r];
 #pragma unroll
-            for (int t = 0; t < TN; t++)
-                w[t] = bTile[k][TN * tx + t];
+            for (int q = 0; q < TN; q++)
+                w[q] = tiles.in.b[k][TN * tx + q];
 #pragma unroll
             for (int r = 0; r < 4; r++)
 #pragma unroll
-                for (int t = 0; t < TN; t++)
-                    sums[r][t] += x[r] * w[t];
+                for (int q = 0; q < TN; q++)
+                    sums[r][q] += x[r] * w[q];
         }
         __syncthreads(); // the next step overwrites the tiles
     }
+#endif
 #pragma unroll
     for (int r = 0; r < 4; r++) {
         const int row = firstRow + 4 * ty + r;
