@@ -84,7 +84,7 @@ for precision in single mixed double; do
         set -- $model
         src=$work/mlff_${precision}_H$1_p$5_t$6.cu
         { preamble $precision; defines $1 $2 $3 $batch $4 $5 $6
-          cat "$kernels/geometry.cu" "$kernels/neighbors.cu" "$kernels/cell_list.cu" "$kernels/student_painn/layers.cu" \
+          cat "$kernels/geometry.cu" "$kernels/neighbors.cu" "$kernels/scan.cu" "$kernels/cell_list.cu" "$kernels/student_painn/layers.cu" \
               "$kernels/student_painn/forward.cu" "$kernels/student_painn/backward.cu"
           [ "$7" = 1 ] && cat "$kernels/matmul.cu" "$kernels/student_painn/tiled.cu"; } > "$src"
         if "$nvcc" -cubin -arch=sm_90 $flags -Werror=all-warnings -o "${src%.cu}.cubin" "$src" 2> "$work/err"; then

@@ -19,8 +19,6 @@
  * MLFF_CELL_SIZE (Å, not periodic), and those of geometry.cu.
  */
 
-#define MLFF_SCAN_THREADS 1024
-
 /** The cell's integer coordinates (periodic: fractional, in [0, n_k)) of position r. */
 DEVICE inline int4 mlffCellCoordinates(real4 r, real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize, int4 grid) {
 #ifdef MLFF_PERIODIC
@@ -65,49 +63,27 @@ KERNEL void mlffAssignCells(const real4* RESTRICT posq, const int* RESTRICT sort
 }
 
 /**
- * One block of MLFF_SCAN_THREADS: cellStart = exclusive prefix sum of cellCount over numCells
- * cells, and cellCount set back to 0 for mlffFillCells to count again. The cells go in tiles of
- * MLFF_SCAN_THREADS, one per thread (coalesced), scanned by warp shuffles and a scan of the warp
- * totals; the next tile's counts are loaded while this one is scanned.
+ * One block of MLFF_SCAN_THREADS (scan.cu): cellStart = exclusive prefix sum of cellCount over
+ * numCells cells, and cellCount set back to 0 for mlffFillCells to count again.
  */
-KERNEL void mlffScanCells(int* RESTRICT cellCount, int* RESTRICT cellStart, int numCells) {
-    __shared__ int warpTotals[MLFF_SCAN_THREADS / 32];
-    __shared__ int tileTotal;
-    const int t = threadIdx.x, lane = t % 32, warp = t / 32;
-    int carry = 0; // cells before this tile
-    int next = t < numCells ? cellCount[t] : 0;
-    for (int tile = 0; tile < numCells; tile += MLFF_SCAN_THREADS) {
-        const int c = tile + t, count = next;
-        next = c + MLFF_SCAN_THREADS < numCells ? cellCount[c + MLFF_SCAN_THREADS] : 0;
-        int inclusive = count;
-        for (int offset = 1; offset < 32; offset *= 2) {
-            const int add = __shfl_up_sync(0xffffffffu, inclusive, offset);
-            if (lane >= offset)
-                inclusive += add;
-        }
-        if (lane == 31)
-            warpTotals[warp] = inclusive;
-        __syncthreads();
-        if (warp == 0) {
-            int total = lane < MLFF_SCAN_THREADS / 32 ? warpTotals[lane] : 0;
-            for (int offset = 1; offset < 32; offset *= 2) {
-                const int add = __shfl_up_sync(0xffffffffu, total, offset);
-                if (lane >= offset)
-                    total += add;
-            }
-            if (lane < MLFF_SCAN_THREADS / 32)
-                warpTotals[lane] = total; // inclusive over warps
-            if (lane == 31)
-                tileTotal = total;
-        }
-        __syncthreads();
-        if (c < numCells) {
-            cellStart[c] = carry + (warp > 0 ? warpTotals[warp - 1] : 0) + inclusive - count;
-            cellCount[c] = 0;
-        }
-        carry += tileTotal;
-        __syncthreads(); // warpTotals and tileTotal are rewritten by the next tile
+struct MlffCellCounts {
+    const int* count;
+    DEVICE int operator()(int c) const {
+        return count[c];
     }
+};
+
+struct MlffCellStarts {
+    int* count;
+    int* start;
+    DEVICE void operator()(int c, int before, int) const {
+        start[c] = before;
+        count[c] = 0;
+    }
+};
+
+KERNEL void mlffScanCells(int* RESTRICT cellCount, int* RESTRICT cellStart, int numCells) {
+    mlffExclusiveScan(numCells, MlffCellCounts{cellCount}, MlffCellStarts{cellCount, cellStart});
 }
 
 /** cellAtoms[cellStart[c] ...] = the atoms of cell c (in an order that atomics decide). */

@@ -52,7 +52,7 @@ constexpr int CellListMinAtoms = 256;  // replicas this large use the cell list 
 constexpr int TiledMinAtoms = 1024;
 constexpr int MatmulThreads = 256;     // MLFF_MATMUL_THREADS in matmul.cu
 constexpr int MatmulRows = 64;         // MLFF_MATMUL_ROWS
-constexpr int ScanThreads = 1024;      // MLFF_SCAN_THREADS in cell_list.cu
+constexpr int ScanThreads = 1024;      // MLFF_SCAN_THREADS in scan.cu
 // Cells are this much wider than the cutoff, so that rounding in a cell's bounds can never put
 // the two atoms of an edge two cells apart.
 constexpr double CellMargin = 1.0001;
@@ -262,7 +262,8 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         defines["MLFF_REDUCE_BY_WARP"] = "1";
     defines["MLFF_REDUCE_THREADS"] = std::to_string(reduceThreads);
     string source = CudaMLFFKernelSources::geometry + CudaMLFFKernelSources::neighbors +
-                    CudaMLFFKernelSources::cell_list + CudaMLFFKernelSources::student_painn_layers +
+                    CudaMLFFKernelSources::scan + CudaMLFFKernelSources::cell_list +
+                    CudaMLFFKernelSources::student_painn_layers +
                     CudaMLFFKernelSources::student_painn_forward + CudaMLFFKernelSources::student_painn_backward;
     if (useTiled) // only then: its tiles need H to be a multiple of 64
         source += CudaMLFFKernelSources::matmul + CudaMLFFKernelSources::student_painn_tiled;
