@@ -1,6 +1,6 @@
 /*
- * matmul.cu: C = A B for the per-atom layers of the tiled path, in `real`.
- *   A (rows, I) row-major: one row per ML atom;
+ * matmul.cu: C = A B for the row-wise layers of the tiled path, in `real`.
+ *   A (rows, I) row-major: one row per ML atom (or per edge);
  *   B (I, O) row-major: the weights, input-major;
  * a thread block of MLFF_MATMUL_THREADS computes a tile of MLFF_MATMUL_ROWS rows by 16 TN columns,
  * staging A and B through shared memory MLFF_MATMUL_DEPTH inputs at a time (the next step's loads
@@ -17,8 +17,10 @@
  * The epilogue, a functor, receives each row with TN adjacent sums, whichever way they were made:
  * epilogue(row, firstColumn, sums), thread (tx, ty) = (threadIdx.x % 16, threadIdx.x / 16) getting
  * rows 4 ty .. 4 ty + 3 of the tile and columns TN tx .. TN tx + TN - 1.
- * Grid: (ceil(rows / MLFF_MATMUL_ROWS), O / (16 TN)). Rows past `rows` read as 0 and are not
- * passed to the epilogue.
+ * Grid: (ceil(rows / MLFF_MATMUL_ROWS), O / (16 TN)), or more: blocks wholly past `rows` return
+ * at once (`rows` may be known only on the device). Rows past `rows` read as 0 and are not passed
+ * to the epilogue; inputs past I (when I is not a multiple of the depth) read as 0 from both A
+ * and B. mlffMatmulFrom reads A through a functor instead (a mapped or gathered A).
  */
 #define MLFF_MATMUL_THREADS 256
 #define MLFF_MATMUL_ROWS 64
@@ -68,17 +70,34 @@ union MlffMatmulTiles {
 #endif
 };
 
-template <int I, int O, int TN, class Epilogue>
-DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, int rows, Epilogue epilogue) {
+struct MlffIdentity {
+    DEVICE real operator()(real x) const {
+        return x;
+    }
+};
+
+/** A as a row-major (rows, I) array, each element mapped by Input as it is loaded (say, an activation). */
+template <int I, class Input = MlffIdentity>
+struct MlffRowMajor {
+    const real* a;
+    DEVICE real operator()(int row, int k) const {
+        return Input()(a[(size_t) row * I + k]);
+    }
+};
+
+/** C = A B with A given by a functor: loadA(row, k) = A[row][k] (mlffMatmul for a plain array). */
+template <int I, int O, int TN, class Epilogue, class LoadA>
+DEVICE inline void mlffMatmulFrom(LoadA loadA, const real* RESTRICT b, int rows, Epilogue epilogue) {
     constexpr int columns = 16 * TN;
-    constexpr int steps = I / MLFF_MATMUL_DEPTH;
+    constexpr int steps = (I + MLFF_MATMUL_DEPTH - 1) / MLFF_MATMUL_DEPTH;
     constexpr int aPerThread = MLFF_MATMUL_ROWS * MLFF_MATMUL_DEPTH / MLFF_MATMUL_THREADS;
     constexpr int bPerThread = MLFF_MATMUL_DEPTH * columns / MLFF_MATMUL_THREADS;
-    static_assert(I % MLFF_MATMUL_DEPTH == 0, "the inputs must fill whole steps");
     static_assert(O % columns == 0, "the outputs must fill whole tiles");
     __shared__ MlffMatmulTiles<columns> tiles;
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     const int firstRow = blockIdx.x * MLFF_MATMUL_ROWS, firstColumn = blockIdx.y * columns;
+    if (firstRow >= rows)
+        return; // the whole block: no barrier is skipped
 
     // The next step's elements are loaded into registers while the current step computes.
     real aNext[aPerThread], bNext[bPerThread];
@@ -86,13 +105,14 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
 #pragma unroll
         for (int q = 0; q < aPerThread; q++) {
             const int e = threadIdx.x + q * MLFF_MATMUL_THREADS;
-            const int row = firstRow + e / MLFF_MATMUL_DEPTH;
-            aNext[q] = row < rows ? a[(size_t) row * I + k0 + e % MLFF_MATMUL_DEPTH] : 0;
+            const int row = firstRow + e / MLFF_MATMUL_DEPTH, k = k0 + e % MLFF_MATMUL_DEPTH;
+            aNext[q] = row < rows && (I % MLFF_MATMUL_DEPTH == 0 || k < I) ? loadA(row, k) : 0;
         }
 #pragma unroll
         for (int q = 0; q < bPerThread; q++) {
             const int e = threadIdx.x + q * MLFF_MATMUL_THREADS;
-            bNext[q] = b[(size_t) (k0 + e / columns) * O + firstColumn + e % columns];
+            const int k = k0 + e / columns;
+            bNext[q] = I % MLFF_MATMUL_DEPTH == 0 || k < I ? b[(size_t) k * O + firstColumn + e % columns] : 0;
         }
     };
     auto storeStep = [&]() {
@@ -204,4 +224,9 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
         if (row < rows)
             epilogue(row, firstColumn + TN * tx, sums[r]);
     }
+}
+
+template <int I, int O, int TN, class Epilogue>
+DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, int rows, Epilogue epilogue) {
+    mlffMatmulFrom<I, O, TN>(MlffRowMajor<I>{a}, b, rows, epilogue);
 }
