@@ -48,8 +48,12 @@ constexpr int DefaultNeighborCapacity = 64;
 constexpr int CellListMinAtoms = 256;  // replicas this large use the cell list (cell_list.cu)
 // Systems with this many ML atoms use the tiled path (tiled.cu), whose matrix products read each
 // weight once per 64 atoms; below it the fused path's fewer launches win. Measured (H200,
-// H=128): the fused path 3 to 6 % faster at 768 atoms, the tiled one 3 to 47 % from 3,000.
+// H=128): the fused path 3 to 6 % faster at 768 atoms, the tiled one 3 to 47 % from 3,000. With
+// exact filters the tiled path runs them as products over pairs (edge_filters.cu), which was
+// faster still at 768 atoms (a water droplet: 1.50 ms against the fused path's 1.91), but smaller
+// systems are not measured, so the threshold stays.
 constexpr int TiledMinAtoms = 1024;
+constexpr int EdgeThreads = 128;       // edge_filters.cu's warp-per-atom and warp-per-pair kernels: 4 warps
 constexpr int MatmulThreads = 256;     // MLFF_MATMUL_THREADS in matmul.cu
 constexpr int MatmulRows = 64;         // MLFF_MATMUL_ROWS
 constexpr int ScanThreads = 1024;      // MLFF_SCAN_THREADS in scan.cu
@@ -136,6 +140,7 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     const mlff_student_painn& painn = *mlff_model_student_painn(model.get());
     hidden = painn.hidden_channels;
     numBlocks = painn.num_blocks;
+    numRbf = painn.num_rbf;
     cutoff = painn.cutoff;
     periodic = force.usesPeriodicBoundaryConditions();
 
@@ -218,7 +223,13 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         neighborScratch.initialize<int>(cu, n * neighborCapacity, "mlffNeighborScratch");
         cellsInUse = numCells;
     }
-    useTiled = chooseTiledPath();
+    chooseKernelPath(force.getUseTabulatedFilters());
+    if (useEdgeFilters) {
+        edgeStart.initialize<int>(cu, n + 1, "mlffEdgeStart");
+        filterStart.initialize<int>(cu, n + 1, "mlffFilterStart");
+        filterCount.initialize<int>(cu, n, "mlffFilterCount");
+        allocateEdgeRows();
+    }
     if (useTiled) {
         updateInput.initialize(cu, n * 2 * h, realSize, "mlffUpdateInput");
         updateHidden.initialize(cu, layers * n * h, realSize, "mlffUpdateHidden");
@@ -262,11 +273,11 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         defines["MLFF_REDUCE_BY_WARP"] = "1";
     defines["MLFF_REDUCE_THREADS"] = std::to_string(reduceThreads);
     string source = CudaMLFFKernelSources::geometry + CudaMLFFKernelSources::neighbors +
-                    CudaMLFFKernelSources::scan + CudaMLFFKernelSources::cell_list +
-                    CudaMLFFKernelSources::student_painn_layers +
+                    CudaMLFFKernelSources::scan + CudaMLFFKernelSources::cell_list + CudaMLFFKernelSources::student_painn_layers +
                     CudaMLFFKernelSources::student_painn_forward + CudaMLFFKernelSources::student_painn_backward;
     if (useTiled) // only then: its tiles need H to be a multiple of 64
-        source += CudaMLFFKernelSources::matmul + CudaMLFFKernelSources::student_painn_tiled;
+        source += CudaMLFFKernelSources::matmul + CudaMLFFKernelSources::student_painn_tiled +
+                  CudaMLFFKernelSources::student_painn_edge_filters;
     CUmodule module = cu.createModule(source, defines);
     invertKernel = cu.getKernel(module, "mlffInvertAtomIndex");
     neighborKernel = cu.getKernel(module, "mlffFindNeighborsInReplica");
@@ -281,6 +292,18 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         hiddenBackwardKernel = cu.getKernel(module, "mlffUpdateHiddenBackward");
         inputBackwardKernel = cu.getKernel(module, "mlffUpdateInputBackward");
         messagesBackwardKernel = cu.getKernel(module, "mlffMessagesBackwardTiled");
+    }
+    if (useEdgeFilters) {
+        scanEdgesKernel = cu.getKernel(module, "mlffScanEdges");
+        gatherEdgesKernel = cu.getKernel(module, "mlffGatherEdges");
+        edgeHiddenKernel = cu.getKernel(module, "mlffEdgeFilterHidden");
+        edgeFilterKernel = cu.getKernel(module, "mlffEdgeFilterOutput");
+        edgeHiddenBackwardKernel = cu.getKernel(module, "mlffEdgeFilterHiddenBackward");
+        edgeForcesKernel = cu.getKernel(module, "mlffEdgeForces");
+        scanFilterRowsKernel = cu.getKernel(module, "mlffScanFilterRows");
+        linkFilterRowsKernel = cu.getKernel(module, "mlffLinkFilterRows");
+        messagesForwardRowsKernel = cu.getKernel(module, "mlffMessagesForwardRows");
+        messagesBackwardRowsKernel = cu.getKernel(module, "mlffMessagesBackwardRows");
     }
     if (useCellList) {
         assignCellsKernel = cu.getKernel(module, "mlffAssignCells");
@@ -314,18 +337,61 @@ std::map<string, string> CudaCalcMLFFForceKernel::uploadFilterTable(const mlff_m
             {"MLFF_TABLE_INV_SPACING", exactDouble(mlff_filter_table_inv_spacing(raw))}};
 }
 
-bool CudaCalcMLFFForceKernel::chooseTiledPath() const {
+void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
     const bool tilesFit = hidden % 64 == 0; // matmul.cu's tiles: 64 columns (H outputs) or 96 (3H)
-    // A developer's override, for benchmarks and tests: "fused", or "tiled" wherever the tiles fit.
+    // A developer's override, for benchmarks and tests: "fused"; "tiled" (filters per atom); or
+    // "edges" (tiled, and exact filters as products over edges). Both apply wherever the tiles fit.
     const char* choice = std::getenv("MLFF_CUDA_KERNELS");
-    if (choice == nullptr || *choice == '\0')
-        return tilesFit && numAtoms >= TiledMinAtoms;
-    const string path = choice;
-    if (path == "fused")
-        return false;
-    if (path == "tiled")
-        return tilesFit;
-    throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_KERNELS is '" + path + "'; expected 'fused' or 'tiled'");
+    const string path = choice == nullptr ? "" : choice;
+    if (path.empty())
+        useTiled = tilesFit && numAtoms >= TiledMinAtoms;
+    else if (path == "fused" || path == "tiled" || path == "edges")
+        useTiled = tilesFit && path != "fused";
+    else
+        throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_KERNELS is '" + path +
+                              "'; expected 'fused', 'tiled' or 'edges'");
+    // Tabulated filters read a table per edge; the products would compute the network instead.
+    useEdgeFilters = useTiled && !tabulated && path != "tiled";
+    if (useEdgeFilters && path.empty()) {
+        // The rows keep every block's filters (L x 3H reals a pair): only where they fit well.
+        size_t freeBytes = 0, totalBytes = 0;
+        check(cuMemGetInfo(&freeBytes, &totalBytes), "querying the free memory");
+        useEdgeFilters = edgeRowBytes(2 * neighborCapacity) <= freeBytes / 2;
+    }
+}
+
+std::vector<CudaCalcMLFFForceKernel::RowArray> CudaCalcMLFFForceKernel::edgeRowArrays() {
+    const int realSize = cu.getUseDoublePrecision() ? sizeof(double) : sizeof(float), intSize = sizeof(int);
+    const size_t h = hidden, k = numRbf, layers = numBlocks;
+    return {{&edgeAtoms, 1, 2 * intSize, "mlffEdgeAtoms"},
+            {&edgeDelta, 1, 4 * realSize, "mlffEdgeDelta"},
+            {&edgeOwnedRank, 1, intSize, "mlffEdgeOwnedRank"},
+            {&edgePartner, 1, intSize, "mlffEdgePartner"},
+            {&edgeFilterRow, 1, intSize, "mlffEdgeFilterRow"},
+            {&edgeGradFilter, 3 * h, realSize, "mlffEdgeGradFilter"},
+            {&edgeGradN, 1, 4 * realSize, "mlffEdgeGradN"},
+            {&filterEdges, 1, 2 * intSize, "mlffFilterEdges"},
+            {&edgeBasis, k, realSize, "mlffEdgeBasis"},
+            {&edgeHidden, h, realSize, "mlffEdgeHidden"},
+            {&edgeFilter, layers * 3 * h, realSize, "mlffEdgeFilter"}};
+}
+
+size_t CudaCalcMLFFForceKernel::edgeRowBytes(int capacity) {
+    size_t perRow = 0;
+    for (const RowArray& row : edgeRowArrays())
+        perRow += row.perRow * row.elementSize;
+    return perRow * numAtoms * capacity;
+}
+
+void CudaCalcMLFFForceKernel::allocateEdgeRows() {
+    // Rows for every listed edge and every pair: at most N x capacity each (edge_filters.cu).
+    const size_t rows = (size_t) numAtoms * neighborCapacity;
+    for (const RowArray& row : edgeRowArrays()) {
+        if (row.array->isInitialized())
+            row.array->resize(rows * row.perRow);
+        else
+            row.array->initialize(cu, rows * row.perRow, row.elementSize, row.name);
+    }
 }
 
 void CudaCalcMLFFForceKernel::launch(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize,
@@ -336,9 +402,9 @@ void CudaCalcMLFFForceKernel::launch(CUfunction kernel, void** args, unsigned in
     timer->after(cu.getCurrentStream());
 }
 
-void CudaCalcMLFFForceKernel::launchMatmul(CUfunction kernel, void** args, int outputs, int columnsPerTile,
-                                           const char* what) {
-    const unsigned int rowTiles = (unsigned int) ((numAtoms + MatmulRows - 1) / MatmulRows);
+void CudaCalcMLFFForceKernel::launchMatmul(CUfunction kernel, void** args, size_t rows, int outputs,
+                                           int columnsPerTile, const char* what) {
+    const unsigned int rowTiles = (unsigned int) ((rows + MatmulRows - 1) / MatmulRows);
     timer->before(what, cu.getCurrentStream());
     check(cuLaunchKernel(kernel, rowTiles, (unsigned int) (outputs / columnsPerTile), 1, MatmulThreads, 1, 1, 0,
                          cu.getCurrentStream(), args, nullptr),
@@ -423,8 +489,15 @@ void CudaCalcMLFFForceKernel::findNeighbors(void* box[4]) {
 }
 
 void CudaCalcMLFFForceKernel::checkNeighborCapacity() {
-    // The count of an earlier step, downloaded asynchronously; read only once it has arrived.
-    if (!maxCountPending || cuEventQuery(maxCountEvent) != CUDA_SUCCESS)
+    // The count of an earlier step, downloaded asynchronously; read only once it has arrived. With
+    // edge filters the host waits for it instead: an overflowed atom's filters come from its own
+    // kernel, not the products, which rounds differently, so the step at which the list grows must
+    // not depend on timing if trajectories are to be reproducible bit for bit.
+    if (!maxCountPending)
+        return;
+    if (useEdgeFilters)
+        check(cuEventSynchronize(maxCountEvent), "waiting for the neighbour count");
+    else if (cuEventQuery(maxCountEvent) != CUDA_SUCCESS)
         return;
     maxCountPending = false;
     const int needed = *pinnedMaxNeighborCount;
@@ -436,6 +509,14 @@ void CudaCalcMLFFForceKernel::checkNeighborCapacity() {
     neighborList.resize((size_t) numAtoms * neighborCapacity);
     if (useCellList)
         neighborScratch.resize((size_t) numAtoms * neighborCapacity);
+    if (useEdgeFilters) {
+        try {
+            allocateEdgeRows();
+        }
+        catch (const OpenMMException&) {
+            useEdgeFilters = false; // out of memory: the tiled kernels compute every atom's filters from now on
+        }
+    }
 }
 
 double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces, bool includeEnergy) {
@@ -467,6 +548,8 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
     }
 
     findNeighbors(box);
+    if (useEdgeFilters)
+        prepareEdgeRows(box);
     if (useTiled)
         executeTiled(box, includeForces, force);
     else
@@ -513,28 +596,81 @@ void CudaCalcMLFFForceKernel::executeFused(void** box, bool includeForces, CUdev
     }
 }
 
+void CudaCalcMLFFForceKernel::prepareEdgeRows(void** box) {
+    const unsigned int atomWarpsGrid = (unsigned int) (((size_t) numAtoms * 32 + EdgeThreads - 1) / EdgeThreads);
+    {
+        void* args[] = {&neighborCount.getDevicePointer(), &neighborCapacity, &edgeStart.getDevicePointer()};
+        launch(scanEdgesKernel, args, 1, ScanThreads, "numbering the edges");
+    }
+    {
+        void* args[] = {&mlPos.getDevicePointer(), &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(),
+                        &neighborCapacity, &edgeStart.getDevicePointer(), box[0], box[1], box[2], box[3],
+                        &edgeAtoms.getDevicePointer(), &edgeDelta.getDevicePointer(), &edgeOwnedRank.getDevicePointer(),
+                        &edgePartner.getDevicePointer(), &filterCount.getDevicePointer()};
+        launch(gatherEdgesKernel, args, atomWarpsGrid, EdgeThreads, "the edges and their pairs");
+    }
+    {
+        void* args[] = {&filterCount.getDevicePointer(), &filterStart.getDevicePointer()};
+        launch(scanFilterRowsKernel, args, 1, ScanThreads, "numbering the pairs");
+    }
+    void* args[] = {&params.getDevicePointer(), &neighborCount.getDevicePointer(), &neighborCapacity,
+                    &edgeStart.getDevicePointer(), &filterStart.getDevicePointer(), &edgeDelta.getDevicePointer(),
+                    &edgeOwnedRank.getDevicePointer(), &edgePartner.getDevicePointer(),
+                    &edgeFilterRow.getDevicePointer(), &filterEdges.getDevicePointer(), &edgeBasis.getDevicePointer()};
+    launch(linkFilterRowsKernel, args, atomWarpsGrid, EdgeThreads, "the pairs' basis");
+}
+
+CUdeviceptr CudaCalcMLFFForceKernel::edgeFiltersOfBlock(int layer) {
+    const size_t rows = (size_t) numAtoms * neighborCapacity, realSize = cu.getUseDoublePrecision() ? 8 : 4;
+    return edgeFilter.getDevicePointer() + layer * rows * 3 * hidden * realSize;
+}
+
+void CudaCalcMLFFForceKernel::filterHiddenOfEdges(int layer) {
+    void* args[] = {&layer, &params.getDevicePointer(), &filterStart.getDevicePointer(), &edgeBasis.getDevicePointer(),
+                    &edgeHidden.getDevicePointer()};
+    launchMatmul(edgeHiddenKernel, args, (size_t) numAtoms * neighborCapacity, hidden, 64, "the filters' hidden layer");
+}
+
 void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdeviceptr force) {
     CUdeviceptr table = filterTable.isInitialized() ? filterTable.getDevicePointer() : 0;
     const int h = hidden;
+    int onlyOverflowed = useEdgeFilters ? 1 : 0; // the others' messages come from edge rows
+    const size_t n = numAtoms, rows = n * neighborCapacity; // rows: the edge products' bound (edge_filters.cu)
     for (int layer = 0; layer < numBlocks; layer++) {
         {
-            void* args[] = {&layer, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(),
+            void* args[] = {&layer, &onlyOverflowed, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(),
                             &mlZ.getDevicePointer(), &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(),
                             &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
                             box[0], box[1], box[2], box[3], &stateS.getDevicePointer(), &stateV.getDevicePointer(),
                             &midS.getDevicePointer(), &midV.getDevicePointer(), &updateInput.getDevicePointer()};
             launch(messagesForwardKernel, args, numAtoms, threadsPerAtom, "the messages");
         }
+        if (useEdgeFilters) {
+            filterHiddenOfEdges(layer);
+            CUdeviceptr filters = edgeFiltersOfBlock(layer);
+            {
+                void* args[] = {&layer, &params.getDevicePointer(), &filterStart.getDevicePointer(),
+                                &edgeHidden.getDevicePointer(), &filters};
+                launchMatmul(edgeFilterKernel, args, rows, 3 * h, 96, "the filters' output");
+            }
+            void* args[] = {&layer, &params.getDevicePointer(), &mlZ.getDevicePointer(),
+                            &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
+                            &edgeStart.getDevicePointer(), &edgeDelta.getDevicePointer(),
+                            &edgeFilterRow.getDevicePointer(), &filters, &stateS.getDevicePointer(),
+                            &stateV.getDevicePointer(), &midS.getDevicePointer(),
+                            &midV.getDevicePointer(), &updateInput.getDevicePointer()};
+            launch(messagesForwardRowsKernel, args, numAtoms, threadsPerAtom, "the messages from rows");
+        }
         {
             void* args[] = {&layer, &params.getDevicePointer(), &updateInput.getDevicePointer(),
                             &updateHidden.getDevicePointer(), &updateActivation.getDevicePointer()};
-            launchMatmul(hiddenForwardKernel, args, h, 64, "the update's hidden layer");
+            launchMatmul(hiddenForwardKernel, args, n, h, 64, "the update's hidden layer");
         }
         {
             void* args[] = {&layer, &params.getDevicePointer(), &updateActivation.getDevicePointer(),
                             &midS.getDevicePointer(), &midV.getDevicePointer(), &updateOutput.getDevicePointer(),
                             &stateS.getDevicePointer(), &stateV.getDevicePointer()};
-            launchMatmul(outputForwardKernel, args, 3 * h, 96, "the update's output");
+            launchMatmul(outputForwardKernel, args, n, 3 * h, 96, "the update's output");
         }
     }
     {
@@ -550,15 +686,15 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
         {
             void* args[] = {&layer, &params.getDevicePointer(), &updateGradOutput.getDevicePointer(),
                             &updateHidden.getDevicePointer(), &updateActivation.getDevicePointer()};
-            launchMatmul(hiddenBackwardKernel, args, h, 64, "the update's backward to its hidden layer");
+            launchMatmul(hiddenBackwardKernel, args, n, h, 64, "the update's backward to its hidden layer");
         }
         {
             void* args[] = {&layer, &params.getDevicePointer(), &updateActivation.getDevicePointer(),
                             &midV.getDevicePointer(), &gradS[in].getDevicePointer(), &gradV[in].getDevicePointer()};
-            launchMatmul(inputBackwardKernel, args, 2 * h, 64, "the update's backward to its input");
+            launchMatmul(inputBackwardKernel, args, n, 2 * h, 64, "the update's backward to its input");
         }
         {
-            void* args[] = {&layer, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(),
+            void* args[] = {&layer, &onlyOverflowed, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(),
                             &mlZ.getDevicePointer(), &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(),
                             &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
                             box[0], box[1], box[2], box[3], &stateS.getDevicePointer(), &stateV.getDevicePointer(),
@@ -568,6 +704,38 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
                             &replicaScale.getDevicePointer(), &lambdaForceScale, &mlParticle.getDevicePointer(),
                             &sortedIndexOfParticle.getDevicePointer(), &force};
             launch(messagesBackwardKernel, args, numAtoms, threadsPerAtom, "the messages' backward");
+        }
+        if (!useEdgeFilters)
+            continue;
+        filterHiddenOfEdges(layer); // recomputed (K inputs an edge) rather than kept for every block
+        {
+            CUdeviceptr filters = edgeFiltersOfBlock(layer);
+            void* args[] = {&layer, &params.getDevicePointer(), &mlZ.getDevicePointer(),
+                            &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
+                            &edgeStart.getDevicePointer(), &edgeDelta.getDevicePointer(),
+                            &edgeFilterRow.getDevicePointer(), &filters, &edgeGradFilter.getDevicePointer(),
+                            &edgeGradN.getDevicePointer(),
+                            &stateS.getDevicePointer(), &stateV.getDevicePointer(), &midV.getDevicePointer(),
+                            &updateOutput.getDevicePointer(), &gradS[in].getDevicePointer(),
+                            &gradV[in].getDevicePointer(), &updateGradOutput.getDevicePointer(),
+                            &gradS[1 - in].getDevicePointer(), &gradV[1 - in].getDevicePointer()};
+            launch(messagesBackwardRowsKernel, args, numAtoms, threadsPerAtom, "the messages' backward from rows");
+        }
+        {
+            void* args[] = {&layer, &params.getDevicePointer(), &filterStart.getDevicePointer(),
+                            &filterEdges.getDevicePointer(), &edgeGradFilter.getDevicePointer(),
+                            &edgeHidden.getDevicePointer()};
+            launchMatmul(edgeHiddenBackwardKernel, args, rows, h, 64, "the filters' backward");
+        }
+        {
+            void* args[] = {&layer, &params.getDevicePointer(), &filterStart.getDevicePointer(),
+                            &filterEdges.getDevicePointer(), &edgeAtoms.getDevicePointer(),
+                            &edgeDelta.getDevicePointer(), &edgeHidden.getDevicePointer(),
+                            &edgeGradN.getDevicePointer(), &mlReplica.getDevicePointer(),
+                            &replicaScale.getDevicePointer(), &lambdaForceScale, &mlParticle.getDevicePointer(),
+                            &sortedIndexOfParticle.getDevicePointer(), &force};
+            launch(edgeForcesKernel, args, (unsigned int) ((rows * 32 + EdgeThreads - 1) / EdgeThreads), EdgeThreads,
+                   "the pairs' forces");
         }
     }
 }

@@ -22,7 +22,9 @@ namespace MLFFPlugin {
  * allocation and no host synchronisation: the neighbour search, the network's forward pass, its
  * backward pass (when forces are wanted) and one energy reduction. The network runs on one of two
  * paths: fused (one thread block per atom runs a whole block of the network: 2L launches) for
- * small systems, or tiled (the update MLPs as matrix products over atoms: 7L launches) for large.
+ * small systems, or tiled (the update MLPs as matrix products over atoms: 7L launches) for large,
+ * where with exact filters the filter network also runs as matrix products over pairs of atoms
+ * (edge_filters.cu: 7L + 4 launches more).
  */
 class CudaCalcMLFFForceKernel : public CalcMLFFForceKernel {
 public:
@@ -41,11 +43,25 @@ private:
     class ForceInfo;
 
     void launch(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize, const char* what);
-    void launchMatmul(CUfunction kernel, void** args, int outputs, int columnsPerTile, const char* what);
-    /** Whether the network runs on the tiled path (MLFF_CUDA_KERNELS overrides the choice by size). */
-    bool chooseTiledPath() const;
+    void launchMatmul(CUfunction kernel, void** args, size_t rows, int outputs, int columnsPerTile, const char* what);
+    /** The kernel path, tiled and edge filters or not (MLFF_CUDA_KERNELS overrides the choice by size). */
+    void chooseKernelPath(bool tabulated);
+    /** An array of edge or pair rows (edge_filters.cu): perRow elements of elementSize bytes a row. */
+    struct RowArray {
+        OpenMM::CudaArray* array;
+        size_t perRow;
+        int elementSize;
+        const char* name;
+    };
+    std::vector<RowArray> edgeRowArrays();
+    size_t edgeRowBytes(int capacity);
+    void allocateEdgeRows(); // for N x capacity rows; throws if the memory is not there
+    void prepareEdgeRows(void** box);
     void executeFused(void** box, bool includeForces, CUdeviceptr force);
     void executeTiled(void** box, bool includeForces, CUdeviceptr force);
+    /** Block `layer`'s part of edgeFilter (edge_filters.cu), and its filters' hidden layer. */
+    CUdeviceptr edgeFiltersOfBlock(int layer);
+    void filterHiddenOfEdges(int layer);
     void checkNeighborCapacity();
     void setBox(OpenMM::ContextImpl& context);
     void findNeighbors(void* box[4]);
@@ -56,10 +72,11 @@ private:
     bool hasInitializedIndex = false;
     int numAtoms = 0;                     // ML atoms
     int numReplicas = 0;
-    int hidden = 0, numBlocks = 0;        // H, L
+    int hidden = 0, numBlocks = 0, numRbf = 0; // H, L, K
     int threadsPerAtom = 0;               // threads of a network kernel's block (one atom's)
     int reduceThreads = 0;                // the energy reduction's block
     bool useTiled = false;                // the tiled path (kernels/student_painn/tiled.cu)
+    bool useEdgeFilters = false;          // with it, the filters as products over edges (edge_filters.cu)
     int maxReplicaSize = 0;
     int neighborCapacity = 0;
     bool useCellList = false;             // replicas large enough for the cell list (cell_list.cu)
@@ -83,6 +100,9 @@ private:
     OpenMM::CudaArray stateS, stateV, midS, midV, atomEnergy; // real
     OpenMM::CudaArray gradS[2], gradV[2]; // real, ping-pong between backward launches
     OpenMM::CudaArray updateInput, updateHidden, updateActivation, updateOutput, updateGradOutput; // real, tiled path
+    OpenMM::CudaArray edgeStart, filterStart, filterCount; // edge_filters.cu: the rows' numbering
+    OpenMM::CudaArray edgeAtoms, edgeDelta, edgeOwnedRank, edgePartner, edgeFilterRow, edgeGradFilter, edgeGradN,
+        filterEdges, edgeBasis, edgeHidden, edgeFilter; // edge_filters.cu: the rows (edgeRowArrays)
     OpenMM::CudaArray replicaScale, replicaEnergy; // double
 
     std::unique_ptr<CudaLaunchTimer> timer; // MLFF_CUDA_TIMING
@@ -95,6 +115,10 @@ private:
     CUfunction messagesForwardKernel = nullptr, hiddenForwardKernel = nullptr, outputForwardKernel = nullptr,
                readoutKernel = nullptr, hiddenBackwardKernel = nullptr, inputBackwardKernel = nullptr,
                messagesBackwardKernel = nullptr; // tiled path
+    CUfunction scanEdgesKernel = nullptr, gatherEdgesKernel = nullptr, edgeHiddenKernel = nullptr,
+               edgeFilterKernel = nullptr, edgeHiddenBackwardKernel = nullptr, edgeForcesKernel = nullptr,
+               messagesForwardRowsKernel = nullptr, messagesBackwardRowsKernel = nullptr, scanFilterRowsKernel = nullptr,
+               linkFilterRowsKernel = nullptr;
     CUfunction assignCellsKernel = nullptr, scanCellsKernel = nullptr, fillCellsKernel = nullptr,
                cellNeighborKernel = nullptr;
 

@@ -20,6 +20,7 @@ public:
     static const std::string student_painn_forward;
     static const std::string student_painn_backward;
     static const std::string student_painn_tiled;
+    static const std::string student_painn_edge_filters;
 };
 
 } // namespace MLFFPlugin

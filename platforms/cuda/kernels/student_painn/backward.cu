@@ -51,6 +51,35 @@ DEVICE inline void mlffAddForce(unsigned long long* RESTRICT forceBuffer, int so
     atomicAdd(&forceBuffer[sortedAtom + 2 * MLFF_PADDED_NUM_ATOMS], (unsigned long long) ((long long) (fz * 0x100000000)));
 }
 
+/**
+ * An edge's dE/du = dE/dd u/d + (dn/du)^T dE/dn (g = (u, d), u = r_j - r_i, n = u / (d + eps)) to
+ * the forces: F_i += dE/du, F_j -= dE/du, times forceScale.
+ */
+DEVICE inline void mlffAddEdgeForces(real4 g, real gd, real gnx, real gny, real gnz, double forceScale, int sortedI,
+        int sortedJ, unsigned long long* RESTRICT forceBuffer) {
+    const real d = g.w, dEps = d + (real) MLFF_NORMAL_EPSILON;
+    const real uDotGn = g.x * gnx + g.y * gny + g.z * gnz;
+    const real radial = gd / d - uDotGn / (d * dEps * dEps);
+    const real gux = radial * g.x + gnx / dEps;
+    const real guy = radial * g.y + gny / dEps;
+    const real guz = radial * g.z + gnz / dEps;
+    const double fx = forceScale * (double) gux, fy = forceScale * (double) guy, fz = forceScale * (double) guz;
+    mlffAddForce(forceBuffer, sortedI, fx, fy, fz);
+    mlffAddForce(forceBuffer, sortedJ, -fx, -fy, -fz);
+}
+
+/** Thread c's dE/d(s'_i, v'_i) from gradInS, gradInV (zeros for threads c >= MLFF_H). */
+DEVICE inline void mlffLoadAtomGradient(const real* RESTRICT gradInS, const real* RESTRICT gradInV, int i, real* gsI,
+                                        real* gvI) {
+    const int c = threadIdx.x;
+    *gsI = gvI[0] = gvI[1] = gvI[2] = 0;
+    if (c >= MLFF_H)
+        return;
+    *gsI = gradInS[(size_t) i * MLFF_H + c];
+    for (int a = 0; a < 3; a++)
+        gvI[a] = gradInV[((size_t) i * 3 + a) * MLFF_H + c];
+}
+
 /** Shared scratch of the messages' backward into one atom. */
 struct MlffMessageBackwardScratch {
     MlffEdgeCursor cursor;
@@ -187,25 +216,74 @@ DEVICE inline void mlffMessagesBackward(int i, int layer, const real* RESTRICT p
 #endif
         mlffBlockSum4(partial, scratch->warpTotals, scratch->edgeGrad);
 
-        // dE/du = dE/dd u/d + (dn/du)^T dE/dn, to the forces: F_i += dE/du, F_j -= dE/du.
         if (c < MLFF_EDGE_BATCH && edgeAtom[c] >= 0) {
-            const int b = c, j = edgeAtom[b];
-            const real4 g = geometry[b];
-            const real d = g.w, dEps = d + (real) MLFF_NORMAL_EPSILON;
-            const real* grad = scratch->edgeGrad[b];
-            const real gd = grad[0], gnx = grad[1], gny = grad[2], gnz = grad[3];
-            const real uDotGn = g.x * gnx + g.y * gny + g.z * gnz;
-            const real radial = gd / d - uDotGn / (d * dEps * dEps);
-            const real gux = radial * g.x + gnx / dEps;
-            const real guy = radial * g.y + gny / dEps;
-            const real guz = radial * g.z + gnz / dEps;
-            const double fx = forceScale * (double) gux, fy = forceScale * (double) guy, fz = forceScale * (double) guz;
-            mlffAddForce(forceBuffer, sortedI, fx, fy, fz);
-            mlffAddForce(forceBuffer, sortedIndexOfParticle[mlParticle[j]], -fx, -fy, -fz);
+            const real* grad = scratch->edgeGrad[c];
+            mlffAddEdgeForces(geometry[c], grad[0], grad[1], grad[2], grad[3], forceScale, sortedI,
+                              sortedIndexOfParticle[mlParticle[edgeAtom[c]]], forceBuffer);
         }
         __syncthreads(); // the next batch reuses the shared arrays
         if (!mlffMoreEdges(&scratch->cursor, batch + 1, num))
             break;
+    }
+}
+
+/**
+ * mlffMessagesBackward for an atom whose edges have rows (student_painn/edge_filters.cu): the
+ * gather into i in the same (list) order, from w(ij) read from its pair's row of edgeFilter;
+ * dE/dw(ij) goes to the edge's own row of edgeGradFilter (3H: w_s, w_v1, w_v2) and dE/dn(ij) to
+ * edgeGradN. The filter network's backward and the forces follow in edge_filters.cu. Called by
+ * all threads; warpTotals and edgeGrad are shared scratch (mlffBlockSum4).
+ */
+DEVICE inline void mlffMessagesBackwardFromRows(int i, int layer, const real* RESTRICT params,
+        const int* RESTRICT mlZ, const int* RESTRICT neighborCount, const int* RESTRICT neighborList,
+        int neighborCapacity, const int* RESTRICT edgeStart, const real4* RESTRICT edgeDelta,
+        const int* RESTRICT edgeFilterRow, const real* RESTRICT edgeFilter, real* RESTRICT edgeGradFilter,
+        real4* RESTRICT edgeGradN, const real* RESTRICT stateS, const real* RESTRICT stateV,
+        const real* RESTRICT gradInS, const real* RESTRICT gradInV, real gsI, const real* gvI, real (*warpTotals)[MLFF_EDGE_BATCH][4],
+        real (*edgeGrad)[4], real* gsIn, real* gvIn) {
+    const int c = threadIdx.x;
+    const bool active = c < MLFF_H;
+    *gsIn = gsI;
+    for (int a = 0; a < 3; a++)
+        gvIn[a] = gvI[a];
+    const int first = edgeStart[i], count = neighborCount[i];
+    const int* neighbors = neighborList + (size_t) i * neighborCapacity;
+    for (int base = 0; base < count; base += MLFF_EDGE_BATCH) {
+        real partial[MLFF_EDGE_BATCH][4]; // (0, dE/dn) of each edge, this thread's channel
+#pragma unroll
+        for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+            const int slot = base + b;
+            partial[b][0] = partial[b][1] = partial[b][2] = partial[b][3] = 0;
+            if (!active || slot >= count)
+                continue;
+            const int j = neighbors[slot];
+            const real4 g = edgeDelta[first + slot];
+            const real inv = 1 / (g.w + (real) MLFF_NORMAL_EPSILON);
+            const real n[3] = {g.x * inv, g.y * inv, g.z * inv};
+            const real* w = edgeFilter + (size_t) edgeFilterRow[first + slot] * 3 * MLFF_H;
+            real* gradW = edgeGradFilter + (size_t) (first + slot) * 3 * MLFF_H;
+            const real ws = w[c], wv1 = w[MLFF_H + c], wv2 = w[2 * MLFF_H + c];
+            if (layer > 0) {
+                *gsIn += gradInS[(size_t) j * MLFF_H + c] * ws;
+                for (int a = 0; a < 3; a++)
+                    gvIn[a] += gradInV[((size_t) j * 3 + a) * MLFF_H + c] * wv1;
+            }
+            real gwv1 = 0, gwv2 = 0;
+#pragma unroll
+            for (int a = 0; a < 3; a++) {
+                gwv1 += gvI[a] * mlffBlockInputV(stateV, layer, j, a, c);
+                gwv2 += gvI[a] * n[a];
+                partial[b][1 + a] = gvI[a] * wv2;
+            }
+            gradW[c] = gsI * mlffBlockInputS(params, mlZ, stateS, layer, j, c);
+            gradW[MLFF_H + c] = gwv1;
+            gradW[2 * MLFF_H + c] = gwv2;
+        }
+        mlffBlockSum4(partial, warpTotals, edgeGrad);
+        if (c < MLFF_EDGE_BATCH && base + c < count) {
+            const real* total = edgeGrad[c];
+            edgeGradN[first + base + c] = make_real4(total[1], total[2], total[3], 0);
+        }
     }
 }
 
@@ -225,12 +303,8 @@ KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const re
     const int c = threadIdx.x;
     const bool active = c < MLFF_H;
 
-    real gsI = 0, gvI[3] = {0, 0, 0}; // dE/d(s'_i, v'_i) of this block
-    if (active) {
-        gsI = gradInS[(size_t) i * MLFF_H + c];
-        for (int a = 0; a < 3; a++)
-            gvI[a] = gradInV[((size_t) i * 3 + a) * MLFF_H + c];
-    }
+    real gsI, gvI[3]; // dE/d(s'_i, v'_i) of this block
+    mlffLoadAtomGradient(gradInS, gradInV, i, &gsI, gvI);
     real gsIn, gvIn[3]; // dE/d(s_i, v_i) at the block's start: residual + messages
     mlffMessagesBackward(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount, neighborList,
                          neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, gradInS, gradInV, gsI, gvI,

@@ -15,6 +15,10 @@
  *   mlffUpdateInputBackward    matmul          dE/d(s', v') of block l = partial + the MLP's part, gradHidden U0
  *   mlffMessagesBackwardTiled  atoms           forces; dE/d(a, g1, g2) and the partial dE/d(s', v') of block l-1
  *
+ * With exact filters the filters may run as products over edges instead (edge_filters.cu): the
+ * message kernels here then take only the atoms whose list overflowed (onlyOverflowed), and
+ * edge_filters.cu's take the rest.
+ *
  * Storage (global, `real`, as in forward.cu where shared): updateInput (N, 2H), updateHidden
  * (L, N, H), updateActivation (N, H; also gradHidden), updateOutput (L, N, 3H) with the outputs of
  * a channel adjacent: (a, g1, g2) of channel c at 3c, 3c + 1, 3c + 2; updateGradOutput (N, 3H),
@@ -26,23 +30,36 @@ DEVICE inline real mlffUpdateOutput(const real* RESTRICT updateOutput, int layer
     return updateOutput[((size_t) layer * MLFF_NUM_ATOMS + i) * 3 * MLFF_H + 3 * c + t];
 }
 
-KERNEL void mlffMessagesForwardTiled(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
-        const real4* RESTRICT pos, const int* RESTRICT mlZ, const int* RESTRICT mlReplica,
-        const int* RESTRICT replicaStart, const int* RESTRICT neighborCount, const int* RESTRICT neighborList,
-        int neighborCapacity, real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize, const real* RESTRICT stateS,
-        const real* RESTRICT stateV, real* RESTRICT midS, real* RESTRICT midV, real* RESTRICT updateInput) {
-    __shared__ MlffMessageScratch scratch;
-    const int i = blockIdx.x, c = threadIdx.x;
-    real sMid, vMid[3];
-    mlffMessagesInto(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount, neighborList,
-                     neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, &scratch, &sMid, vMid);
-    if (c >= MLFF_H)
-        return;
+/** Thread c's post-message features of atom i in block `layer`: midS, midV and the update's input. */
+DEVICE inline void mlffStoreMessages(int i, int layer, real sMid, const real* vMid, real* RESTRICT midS,
+        real* RESTRICT midV, real* RESTRICT updateInput) {
+    const int c = threadIdx.x;
     midS[((size_t) layer * MLFF_NUM_ATOMS + i) * MLFF_H + c] = sMid;
     for (int a = 0; a < 3; a++)
         midV[(((size_t) layer * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c] = vMid[a];
     updateInput[(size_t) i * 2 * MLFF_H + c] = sMid;
     updateInput[(size_t) i * 2 * MLFF_H + MLFF_H + c] = sqrt(vMid[0] * vMid[0] + vMid[1] * vMid[1] + vMid[2] * vMid[2]);
+}
+
+/**
+ * The messages of block `layer`, one thread block per atom. With onlyOverflowed, only for the
+ * atoms whose list overflowed: the others have edge rows (edge_filters.cu, mlffMessagesForwardRows).
+ */
+KERNEL void mlffMessagesForwardTiled(int layer, int onlyOverflowed, const real* RESTRICT params,
+        const real* RESTRICT filterTable, const real4* RESTRICT pos, const int* RESTRICT mlZ,
+        const int* RESTRICT mlReplica, const int* RESTRICT replicaStart, const int* RESTRICT neighborCount,
+        const int* RESTRICT neighborList, int neighborCapacity, real4 boxA, real4 boxB, real4 boxC,
+        real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midS,
+        real* RESTRICT midV, real* RESTRICT updateInput) {
+    __shared__ MlffMessageScratch scratch;
+    const int i = blockIdx.x;
+    if (onlyOverflowed && neighborCount[i] <= neighborCapacity)
+        return; // the whole block
+    real sMid, vMid[3];
+    mlffMessagesInto(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount, neighborList,
+                     neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, &scratch, &sMid, vMid);
+    if (threadIdx.x < MLFF_H)
+        mlffStoreMessages(i, layer, sMid, vMid, midS, midV, updateInput);
 }
 
 struct MlffHiddenForwardEpilogue {
@@ -185,35 +202,14 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateInputBackward(int layer, const real* RE
 }
 
 /**
- * The messages' backward of block `layer` (forces), then, for layer > 0, the direct part of block
- * layer-1's update backward: from dE/d(s_out, v_out) of block layer-1, its dE/d(a, g1, g2) into
- * updateGradOutput and the partial dE/d(s', v') into gradOutS, gradOutV.
+ * The direct part of block layer-1's update backward for thread c's channel of atom i (layer > 0):
+ * from gsIn, gvIn = dE/d(s_out, v_out) of block layer-1, its dE/d(a, g1, g2) into updateGradOutput
+ * and the partial dE/d(s', v') into gradOutS, gradOutV.
  */
-KERNEL void mlffMessagesBackwardTiled(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
-        const real4* RESTRICT pos, const int* RESTRICT mlZ, const int* RESTRICT mlReplica,
-        const int* RESTRICT replicaStart, const int* RESTRICT neighborCount, const int* RESTRICT neighborList,
-        int neighborCapacity, real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize, const real* RESTRICT stateS,
-        const real* RESTRICT stateV, const real* RESTRICT midV, const real* RESTRICT updateOutput,
-        const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT updateGradOutput,
-        real* RESTRICT gradOutS, real* RESTRICT gradOutV, const double* RESTRICT replicaScale,
-        double lambdaForceScale, const int* RESTRICT mlParticle, const int* RESTRICT sortedIndexOfParticle,
-        unsigned long long* RESTRICT forceBuffer) {
-    __shared__ MlffMessageBackwardScratch scratch;
-    const int i = blockIdx.x, c = threadIdx.x;
-    const bool active = c < MLFF_H;
-    real gsI = 0, gvI[3] = {0, 0, 0}; // dE/d(s'_i, v'_i) of this block
-    if (active) {
-        gsI = gradInS[(size_t) i * MLFF_H + c];
-        for (int a = 0; a < 3; a++)
-            gvI[a] = gradInV[((size_t) i * 3 + a) * MLFF_H + c];
-    }
-    real gsIn, gvIn[3]; // dE/d(s_out, v_out) of block layer-1
-    mlffMessagesBackward(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount, neighborList,
-                         neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, gradInS, gradInV, gsI, gvI,
-                         replicaScale, lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer, &scratch,
-                         &gsIn, gvIn);
-    if (layer == 0 || !active)
-        return; // the embedding and v = 0 have no gradient to pass on
+DEVICE inline void mlffUpdateBackwardDirect(int i, int layer, const real* RESTRICT params, const real* RESTRICT midV,
+        const real* RESTRICT updateOutput, real gsIn, const real* gvIn, real* RESTRICT updateGradOutput,
+        real* RESTRICT gradOutS, real* RESTRICT gradOutV) {
+    const int c = threadIdx.x;
     const real* previous = params + MLFF_P_BLOCKS + (size_t) (layer - 1) * MLFF_P_BLOCK_STRIDE;
     real vMid[3], gradG1, gradG2, gvMid[3];
     for (int a = 0; a < 3; a++)
@@ -227,4 +223,33 @@ KERNEL void mlffMessagesBackwardTiled(int layer, const real* RESTRICT params, co
     gradOutS[(size_t) i * MLFF_H + c] = gsIn;
     for (int a = 0; a < 3; a++)
         gradOutV[((size_t) i * 3 + a) * MLFF_H + c] = gvMid[a];
+}
+
+/**
+ * The messages' backward of block `layer` (forces), then, for layer > 0, the direct part of block
+ * layer-1's update backward (mlffUpdateBackwardDirect). onlyOverflowed as in mlffMessagesForwardTiled.
+ */
+KERNEL void mlffMessagesBackwardTiled(int layer, int onlyOverflowed, const real* RESTRICT params,
+        const real* RESTRICT filterTable, const real4* RESTRICT pos, const int* RESTRICT mlZ,
+        const int* RESTRICT mlReplica, const int* RESTRICT replicaStart, const int* RESTRICT neighborCount,
+        const int* RESTRICT neighborList, int neighborCapacity, real4 boxA, real4 boxB, real4 boxC,
+        real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midV,
+        const real* RESTRICT updateOutput, const real* RESTRICT gradInS, const real* RESTRICT gradInV,
+        real* RESTRICT updateGradOutput, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
+        const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
+        const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
+    __shared__ MlffMessageBackwardScratch scratch;
+    const int i = blockIdx.x;
+    if (onlyOverflowed && neighborCount[i] <= neighborCapacity)
+        return; // the whole block
+    real gsI, gvI[3]; // dE/d(s'_i, v'_i) of this block
+    mlffLoadAtomGradient(gradInS, gradInV, i, &gsI, gvI);
+    real gsIn, gvIn[3]; // dE/d(s_out, v_out) of block layer-1
+    mlffMessagesBackward(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount, neighborList,
+                         neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, gradInS, gradInV, gsI, gvI,
+                         replicaScale, lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer, &scratch,
+                         &gsIn, gvIn);
+    if (layer > 0 && threadIdx.x < MLFF_H) // the embedding and v = 0 have no gradient to pass on
+        mlffUpdateBackwardDirect(i, layer, params, midV, updateOutput, gsIn, gvIn, updateGradOutput, gradOutS,
+                                 gradOutV);
 }

@@ -1,0 +1,342 @@
+/*
+ * student_painn/edge_filters.cu: the filter network as matrix products over pairs, for the tiled
+ * path with exact filters. The filter w(ij) depends on the distance alone, so w(ij) = w(ji): each
+ * pair's filter is computed once, and all of a step's pairs go through each block's filter network
+ * together (matmul.cu: each weight read once per 64 pairs, on tensor cores in float), rather than
+ * per atom in batches of 16 edges.
+ *
+ * Edge rows: the directed edges of every atom whose neighbour list holds them all (count <=
+ * capacity), atom by atom in list order: atom i's edges are rows edgeStart[i] .. + count - 1. An
+ * atom whose list overflowed has no rows: its messages compute their filters themselves
+ * (tiled.cu's kernels with onlyOverflowed), exact.
+ * Filter rows: one per pair, owned by the edge i -> j with i < j when j lists i too (its partner
+ * j -> i then shares the row), else by whichever edge has a row; filterEdges[r] = (owner, partner
+ * or -1), edgeFilterRow[e] = the filter row of edge e. Counts live on the device only
+ * (edgeStart[N], filterStart[N]); the products size their grids by N x capacity and let blocks past
+ * the count return.
+ *
+ * Per step, after the neighbour search:
+ *   mlffScanEdges               one block   edgeStart
+ *   mlffGatherEdges             atoms       edgeAtoms (i, j), edgeDelta (u, d); which edges own their
+ *                                           pair (edgeOwnedRank) and their partners; filterCount
+ *   mlffScanFilterRows          one block   filterStart
+ *   mlffLinkFilterRows          atoms       edgeFilterRow, filterEdges, edgeBasis e(d) (filter rows, K)
+ * Per block l, forward:
+ *   mlffEdgeFilterHidden        matmul      edgeHidden = edgeBasis W0^T + b0            (filter rows, H)
+ *   mlffEdgeFilterOutput        matmul      edgeFilter[l] = SiLU(edgeHidden) W2^T + b2  (filter rows, 3H)
+ *   mlffMessagesForwardRows     atoms       the messages, w(ij) from edgeFilter[l]
+ * Per block l, backward:
+ *   mlffEdgeFilterHidden        matmul      edgeHidden again (cheap: K inputs)
+ *   mlffMessagesBackwardRows    atoms       dE/dw of each edge into edgeGradFilter, dE/dn into
+ *                                           edgeGradN, and the update's direct backward as in tiled.cu
+ *   mlffEdgeFilterHiddenBackward matmul     edgeHidden = ((dE/dw(ij) + dE/dw(ji)) W2) SiLU'(edgeHidden)
+ *   mlffEdgeForces              pairs       dE/dd = edgeHidden . (W0 de/dd); with each edge's dE/dn, the forces
+ *
+ * Storage (global; rows allocated for N x capacity, edge and filter rows alike): edgeStart,
+ * filterStart (N + 1) and filterCount (N) int; per edge row edgeAtoms int2, edgeDelta real4,
+ * edgeOwnedRank, edgePartner, edgeFilterRow int, edgeGradFilter (3H), edgeGradN real4; per filter
+ * row filterEdges int2, edgeBasis (K), edgeHidden (H), and edgeFilter (L, rows, 3H: w_s, w_v1, w_v2
+ * of each block, kept for the backward pass).
+ */
+
+/** Listed edges of atom i: its count, or 0 if its list overflowed. */
+struct MlffListedEdges {
+    const int* count;
+    int capacity;
+    DEVICE int operator()(int i) const {
+        return count[i] <= capacity ? count[i] : 0;
+    }
+};
+
+struct MlffCounts {
+    const int* count;
+    DEVICE int operator()(int i) const {
+        return count[i];
+    }
+};
+
+struct MlffStarts {
+    int* start;
+    DEVICE void operator()(int i, int before, int) const {
+        start[i] = before;
+    }
+};
+
+/** One block of MLFF_SCAN_THREADS (scan.cu): edgeStart. */
+KERNEL void mlffScanEdges(const int* RESTRICT neighborCount, int neighborCapacity, int* RESTRICT edgeStart) {
+    const int rows = mlffExclusiveScan(MLFF_NUM_ATOMS, MlffListedEdges{neighborCount, neighborCapacity},
+                                       MlffStarts{edgeStart});
+    if (threadIdx.x == 0)
+        edgeStart[MLFF_NUM_ATOMS] = rows;
+}
+
+/** One block of MLFF_SCAN_THREADS: filterStart. */
+KERNEL void mlffScanFilterRows(const int* RESTRICT filterCount, int* RESTRICT filterStart) {
+    const int rows = mlffExclusiveScan(MLFF_NUM_ATOMS, MlffCounts{filterCount}, MlffStarts{filterStart});
+    if (threadIdx.x == 0)
+        filterStart[MLFF_NUM_ATOMS] = rows;
+}
+
+/** The slot of atom i in the (ascending) list of atom j that holds count entries, or -1. */
+DEVICE inline int mlffFindInList(const int* RESTRICT list, int count, int i) {
+    int low = 0, high = count - 1;
+    while (low <= high) {
+        const int middle = (low + high) / 2, value = list[middle];
+        if (value == i)
+            return middle;
+        if (value < i)
+            low = middle + 1;
+        else
+            high = middle - 1;
+    }
+    return -1;
+}
+
+/**
+ * One warp per ML atom i with rows: each edge's atoms, displacement u = r_j - r_i and distance (the
+ * arithmetic of mlffLoadEdgeBatch, so that d is the same as on the other paths); whether it owns
+ * its pair's filter row (rank among i's owning edges, or -1) and its partner's edge row (or -1);
+ * and filterCount[i], the number of pairs i owns.
+ */
+KERNEL void mlffGatherEdges(const real4* RESTRICT pos, const int* RESTRICT neighborCount,
+        const int* RESTRICT neighborList, int neighborCapacity, const int* RESTRICT edgeStart, real4 boxA,
+        real4 boxB, real4 boxC, real4 invBoxSize, int2* RESTRICT edgeAtoms, real4* RESTRICT edgeDelta,
+        int* RESTRICT edgeOwnedRank, int* RESTRICT edgePartner, int* RESTRICT filterCount) {
+    const int i = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    const int lane = threadIdx.x % 32;
+    if (i >= MLFF_NUM_ATOMS)
+        return; // the whole warp leaves together
+    const int count = neighborCount[i];
+    int owned = 0;
+    if (count <= neighborCapacity) { // else no rows
+        const int first = edgeStart[i];
+        const real4 ri = pos[i];
+        for (int base = 0; base < count; base += 32) {
+            const int slot = base + lane;
+            bool owner = false;
+            int partner = -1;
+            if (slot < count) {
+                const int j = neighborList[(size_t) i * neighborCapacity + slot];
+                real ux, uy, uz;
+                mlffPairDelta(ri, pos[j], boxA, boxB, boxC, invBoxSize, &ux, &uy, &uz);
+                edgeAtoms[first + slot] = make_int2(i, j);
+                edgeDelta[first + slot] = make_real4(ux, uy, uz, sqrt(ux * ux + uy * uy + uz * uz));
+                const int countJ = neighborCount[j];
+                const int p = countJ <= neighborCapacity
+                                      ? mlffFindInList(neighborList + (size_t) j * neighborCapacity, countJ, i) : -1;
+                owner = p < 0 || i < j; // no partner row (j overflowed, or does not list i), or the lower atom
+                if (owner && p >= 0)
+                    partner = edgeStart[j] + p;
+            }
+            const unsigned int mask = __ballot_sync(0xffffffffu, owner);
+            if (slot < count) {
+                edgeOwnedRank[first + slot] = owner ? owned + __popc(mask & ((1u << lane) - 1u)) : -1;
+                edgePartner[first + slot] = partner;
+            }
+            owned += __popc(mask);
+        }
+    }
+    if (lane == 0)
+        filterCount[i] = owned;
+}
+
+/**
+ * One warp per ML atom i with rows: for each edge that owns its pair, the filter row r, in
+ * edgeFilterRow of both edges, filterEdges[r] = (edge, partner) and the radial basis of r.
+ */
+KERNEL void mlffLinkFilterRows(const real* RESTRICT params, const int* RESTRICT neighborCount, int neighborCapacity,
+        const int* RESTRICT edgeStart, const int* RESTRICT filterStart, const real4* RESTRICT edgeDelta,
+        const int* RESTRICT edgeOwnedRank, const int* RESTRICT edgePartner, int* RESTRICT edgeFilterRow,
+        int2* RESTRICT filterEdges, real* RESTRICT edgeBasis) {
+    const int i = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    const int lane = threadIdx.x % 32;
+    if (i >= MLFF_NUM_ATOMS)
+        return;
+    const int count = neighborCount[i];
+    if (count > neighborCapacity)
+        return; // no rows
+    const int first = edgeStart[i], firstFilter = filterStart[i];
+    for (int slot = lane; slot < count; slot += 32) {
+        const int e = first + slot, rank = edgeOwnedRank[e];
+        if (rank < 0)
+            continue; // its partner's atom links it
+        const int r = firstFilter + rank, partner = edgePartner[e];
+        edgeFilterRow[e] = r;
+        if (partner >= 0)
+            edgeFilterRow[partner] = r;
+        filterEdges[r] = make_int2(e, partner);
+        const real d = edgeDelta[e].w;
+        for (int k = 0; k < MLFF_K; k++)
+            mlffRadialBasis(params, d, k, &edgeBasis[(size_t) r * MLFF_K + k], 0);
+    }
+}
+
+struct MlffBiasEpilogue {
+    const real* bias;
+    real* out; // (rows, Outputs)
+    template <int Outputs, int TN>
+    DEVICE void store(int row, int column, const real* sums) const {
+#pragma unroll
+        for (int t = 0; t < TN; t++)
+            out[(size_t) row * Outputs + column + t] = sums[t] + bias[column + t];
+    }
+};
+
+struct MlffEdgeHiddenEpilogue : MlffBiasEpilogue {
+    DEVICE void operator()(int row, int column, const real* sums) const {
+        store<MLFF_H, 4>(row, column, sums);
+    }
+};
+
+struct MlffEdgeFilterEpilogue : MlffBiasEpilogue {
+    DEVICE void operator()(int row, int column, const real* sums) const {
+        store<3 * MLFF_H, 6>(row, column, sums);
+    }
+};
+
+struct MlffSilu {
+    DEVICE real operator()(real x) const {
+        return mlffSilu(x);
+    }
+};
+
+/** A pair's dE/dw: the sum over its one or two edges' rows of edgeGradFilter. */
+struct MlffPairGradient {
+    const real* edgeGradFilter;
+    const int2* filterEdges;
+    DEVICE real operator()(int row, int k) const {
+        const int2 edges = filterEdges[row];
+        real g = edgeGradFilter[(size_t) edges.x * 3 * MLFF_H + k];
+        if (edges.y >= 0)
+            g += edgeGradFilter[(size_t) edges.y * 3 * MLFF_H + k];
+        return g;
+    }
+};
+
+KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHidden(int layer, const real* RESTRICT params,
+        const int* RESTRICT filterStart, const real* RESTRICT edgeBasis, real* RESTRICT edgeHidden) {
+    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
+    MlffEdgeHiddenEpilogue epilogue;
+    epilogue.bias = block + MLFF_B_FILTER_B0;
+    epilogue.out = edgeHidden;
+    mlffMatmul<MLFF_K, MLFF_H, 4>(edgeBasis, block + MLFF_B_FILTER_W0T, filterStart[MLFF_NUM_ATOMS], epilogue);
+}
+
+KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterOutput(int layer, const real* RESTRICT params,
+        const int* RESTRICT filterStart, const real* RESTRICT edgeHidden, real* RESTRICT edgeFilter) {
+    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
+    MlffEdgeFilterEpilogue epilogue;
+    epilogue.bias = block + MLFF_B_FILTER_B2;
+    epilogue.out = edgeFilter;
+    mlffMatmulFrom<MLFF_H, 3 * MLFF_H, 6>(MlffRowMajor<MLFF_H, MlffSilu>{edgeHidden}, block + MLFF_B_FILTER_W2T,
+                                          filterStart[MLFF_NUM_ATOMS], epilogue);
+}
+
+/** dE/dhidden = (dE/dw W2) SiLU'(hidden) of each pair, into edgeHidden in place (each element read, then written, by one thread). */
+KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHiddenBackward(int layer, const real* RESTRICT params,
+        const int* RESTRICT filterStart, const int2* RESTRICT filterEdges, const real* RESTRICT edgeGradFilter,
+        real* edgeHidden) {
+    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
+    const MlffHiddenBackwardEpilogue epilogue = {edgeHidden, edgeHidden};
+    mlffMatmulFrom<3 * MLFF_H, MLFF_H, 4>(MlffPairGradient{edgeGradFilter, filterEdges}, block + MLFF_B_FILTER_W2,
+                                          filterStart[MLFF_NUM_ATOMS], epilogue);
+}
+
+/**
+ * One warp per pair (filter row): dE/dd = sum_c dE/dhidden_c (W0 de/dd)_c, with de/dd from the
+ * radial basis, summed over the lanes in a fixed order; then dE/du of the owning edge (dE/dd with
+ * its dE/dn) and of its partner (its dE/dn alone: the pair's dE/dd counts once) to the forces of
+ * both atoms (fixed-point adds: order-independent). Launch: N x capacity warps or more; warps past
+ * the pairs return.
+ */
+KERNEL void mlffEdgeForces(int layer, const real* RESTRICT params, const int* RESTRICT filterStart,
+        const int2* RESTRICT filterEdges, const int2* RESTRICT edgeAtoms, const real4* RESTRICT edgeDelta,
+        const real* RESTRICT edgeGradHidden, const real4* RESTRICT edgeGradN, const int* RESTRICT mlReplica,
+        const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
+        const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
+    const int row = (int) (((size_t) blockIdx.x * blockDim.x + threadIdx.x) / 32);
+    const int lane = threadIdx.x % 32;
+    if (row >= filterStart[MLFF_NUM_ATOMS])
+        return; // the whole warp leaves together
+    const real* w0t = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE + MLFF_B_FILTER_W0T; // (K, H)
+    const int2 edges = filterEdges[row];
+    const real4 g = edgeDelta[edges.x];
+    real deddLane[(MLFF_K + 31) / 32]; // de_k/dd for k = lane, lane + 32, ...
+#pragma unroll
+    for (int q = 0; q < (MLFF_K + 31) / 32; q++) {
+        real unused;
+        deddLane[q] = 0;
+        if (32 * q + lane < MLFF_K)
+            mlffRadialBasis(params, g.w, 32 * q + lane, &unused, &deddLane[q]);
+    }
+    real dedd[MLFF_K];
+#pragma unroll
+    for (int k = 0; k < MLFF_K; k++)
+        dedd[k] = __shfl_sync(0xffffffffu, deddLane[k / 32], k % 32);
+    real gd = 0;
+    for (int c = lane; c < MLFF_H; c += 32) {
+        real q = 0;
+#pragma unroll
+        for (int k = 0; k < MLFF_K; k++)
+            q += w0t[k * MLFF_H + c] * dedd[k];
+        gd += edgeGradHidden[(size_t) row * MLFF_H + c] * q;
+    }
+    for (int offset = 16; offset > 0; offset /= 2)
+        gd += __shfl_xor_sync(0xffffffffu, gd, offset);
+    if (lane != 0)
+        return;
+    const int2 atoms = edgeAtoms[edges.x];
+    const double forceScale = lambdaForceScale * replicaScale[mlReplica[atoms.x]];
+    const int sortedI = sortedIndexOfParticle[mlParticle[atoms.x]], sortedJ = sortedIndexOfParticle[mlParticle[atoms.y]];
+    const real4 gn = edgeGradN[edges.x];
+    mlffAddEdgeForces(g, gd, gn.x, gn.y, gn.z, forceScale, sortedI, sortedJ, forceBuffer);
+    if (edges.y >= 0) { // the partner j -> i: u = r_i - r_j
+        const real4 gnPartner = edgeGradN[edges.y];
+        mlffAddEdgeForces(edgeDelta[edges.y], 0, gnPartner.x, gnPartner.y, gnPartner.z, forceScale, sortedJ,
+                          sortedI, forceBuffer);
+    }
+}
+
+/**
+ * The messages of block `layer` into each atom whose list holds all its edges (one thread block per
+ * atom, thread c = channel c), from its pairs' rows of edgeFilter (this block's). Light: no shared memory,
+ * so many blocks fit an SM while the rows stream in.
+ */
+KERNEL void mlffMessagesForwardRows(int layer, const real* RESTRICT params, const int* RESTRICT mlZ,
+        const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
+        const int* RESTRICT edgeStart, const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow,
+        const real* RESTRICT edgeFilter, const real* RESTRICT stateS, const real* RESTRICT stateV,
+        real* RESTRICT midS, real* RESTRICT midV, real* RESTRICT updateInput) {
+    const int i = blockIdx.x;
+    if (neighborCount[i] > neighborCapacity || threadIdx.x >= MLFF_H)
+        return; // no rows (tiled.cu's kernel), or no channel
+    real sMid, vMid[3];
+    mlffMessagesFromRows(i, layer, params, mlZ, neighborCount, neighborList, neighborCapacity, edgeStart, edgeDelta,
+                         edgeFilterRow, edgeFilter, stateS, stateV, &sMid, vMid);
+    mlffStoreMessages(i, layer, sMid, vMid, midS, midV, updateInput);
+}
+
+/** The messages' backward of block `layer` from the rows, then the update's direct backward (tiled.cu). */
+KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params, const int* RESTRICT mlZ,
+        const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
+        const int* RESTRICT edgeStart, const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow,
+        const real* RESTRICT edgeFilter, real* RESTRICT edgeGradFilter, real4* RESTRICT edgeGradN, const real* RESTRICT stateS,
+        const real* RESTRICT stateV, const real* RESTRICT midV, const real* RESTRICT updateOutput,
+        const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT updateGradOutput,
+        real* RESTRICT gradOutS, real* RESTRICT gradOutV) {
+    __shared__ real warpTotals[MLFF_BLOCK / 32][MLFF_EDGE_BATCH][4];
+    __shared__ real edgeGrad[MLFF_EDGE_BATCH][4];
+    const int i = blockIdx.x;
+    if (neighborCount[i] > neighborCapacity)
+        return; // the whole block: no rows (tiled.cu's kernel)
+    real gsI, gvI[3]; // dE/d(s'_i, v'_i) of this block
+    mlffLoadAtomGradient(gradInS, gradInV, i, &gsI, gvI);
+    real gsIn, gvIn[3]; // dE/d(s_out, v_out) of block layer-1
+    mlffMessagesBackwardFromRows(i, layer, params, mlZ, neighborCount, neighborList, neighborCapacity, edgeStart,
+                                 edgeDelta, edgeFilterRow, edgeFilter, edgeGradFilter, edgeGradN, stateS, stateV,
+                                 gradInS, gradInV,
+                                 gsI, gvI, warpTotals, edgeGrad, &gsIn, gvIn);
+    if (layer > 0 && threadIdx.x < MLFF_H)
+        mlffUpdateBackwardDirect(i, layer, params, midV, updateOutput, gsIn, gvIn, updateGradOutput, gradOutS,
+                                 gradOutV);
+}
