@@ -66,13 +66,6 @@ KERNEL void mlffAssignCells(const real4* RESTRICT posq, const int* RESTRICT sort
  * One block of MLFF_SCAN_THREADS (scan.cu): cellStart = exclusive prefix sum of cellCount over
  * numCells cells, and cellCount set back to 0 for mlffFillCells to count again.
  */
-struct MlffCellCounts {
-    const int* count;
-    DEVICE int operator()(int c) const {
-        return count[c];
-    }
-};
-
 struct MlffCellStarts {
     int* count;
     int* start;
@@ -83,7 +76,7 @@ struct MlffCellStarts {
 };
 
 KERNEL void mlffScanCells(int* RESTRICT cellCount, int* RESTRICT cellStart, int numCells) {
-    mlffExclusiveScan(numCells, MlffCellCounts{cellCount}, MlffCellStarts{cellCount, cellStart});
+    mlffExclusiveScan(numCells, MlffCounts{cellCount}, MlffCellStarts{cellCount, cellStart});
 }
 
 /** cellAtoms[cellStart[c] ...] = the atoms of cell c (in an order that atomics decide). */

@@ -6,6 +6,14 @@
  */
 #define MLFF_SCAN_THREADS 1024
 
+/** The values of an array, for mlffExclusiveScan. */
+struct MlffCounts {
+    const int* count;
+    DEVICE int operator()(int k) const {
+        return count[k];
+    }
+};
+
 /**
  * For k = 0 .. n-1: store(k, value(0) + ... + value(k-1), value(k)). Returns the sum of all n
  * values (in every thread). Called by all threads of the block.

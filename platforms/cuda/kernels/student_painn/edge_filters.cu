@@ -48,13 +48,6 @@ struct MlffListedEdges {
     }
 };
 
-struct MlffCounts {
-    const int* count;
-    DEVICE int operator()(int i) const {
-        return count[i];
-    }
-};
-
 struct MlffStarts {
     int* start;
     DEVICE void operator()(int i, int before, int) const {
