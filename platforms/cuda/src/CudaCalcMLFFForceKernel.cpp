@@ -368,9 +368,9 @@ std::vector<CudaCalcMLFFForceKernel::RowArray> CudaCalcMLFFForceKernel::edgeRowA
             {&edgeOwnedRank, 1, intSize, "mlffEdgeOwnedRank"},
             {&edgePartner, 1, intSize, "mlffEdgePartner"},
             {&edgeFilterRow, 1, intSize, "mlffEdgeFilterRow"},
-            {&edgeGradFilter, 3 * h, realSize, "mlffEdgeGradFilter"},
             {&edgeGradN, 1, 4 * realSize, "mlffEdgeGradN"},
             {&filterEdges, 1, 2 * intSize, "mlffFilterEdges"},
+            {&edgeGradFilter, 3 * h, realSize, "mlffEdgeGradFilter"},
             {&edgeBasis, k, realSize, "mlffEdgeBasis"},
             {&edgeHidden, h, realSize, "mlffEdgeHidden"},
             {&edgeFilter, layers * 3 * h, realSize, "mlffEdgeFilter"}};
@@ -713,7 +713,8 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
             void* args[] = {&layer, &params.getDevicePointer(), &mlZ.getDevicePointer(),
                             &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
                             &edgeStart.getDevicePointer(), &edgeDelta.getDevicePointer(),
-                            &edgeFilterRow.getDevicePointer(), &filters, &edgeGradFilter.getDevicePointer(),
+                            &edgeFilterRow.getDevicePointer(), &edgeOwnedRank.getDevicePointer(),
+                            &edgePartner.getDevicePointer(), &filters, &edgeGradFilter.getDevicePointer(),
                             &edgeGradN.getDevicePointer(),
                             &stateS.getDevicePointer(), &stateV.getDevicePointer(), &midV.getDevicePointer(),
                             &updateOutput.getDevicePointer(), &gradS[in].getDevicePointer(),
@@ -723,8 +724,7 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
         }
         {
             void* args[] = {&layer, &params.getDevicePointer(), &filterStart.getDevicePointer(),
-                            &filterEdges.getDevicePointer(), &edgeGradFilter.getDevicePointer(),
-                            &edgeHidden.getDevicePointer()};
+                            &edgeGradFilter.getDevicePointer(), &edgeHidden.getDevicePointer()};
             launchMatmul(edgeHiddenBackwardKernel, args, rows, h, 64, "the filters' backward");
         }
         {

@@ -230,15 +230,19 @@ DEVICE inline void mlffMessagesBackward(int i, int layer, const real* RESTRICT p
 /**
  * mlffMessagesBackward for an atom whose edges have rows (student_painn/edge_filters.cu): the
  * gather into i in the same (list) order, from w(ij) read from its pair's row of edgeFilter;
- * dE/dw(ij) goes to the edge's own row of edgeGradFilter (3H: w_s, w_v1, w_v2) and dE/dn(ij) to
- * edgeGradN. The filter network's backward and the forces follow in edge_filters.cu. Called by
- * all threads; warpTotals and edgeGrad are shared scratch (mlffBlockSum4).
+ * dE/dn(ij) to edgeGradN; and, for each edge that owns its pair, the pair's dE/dw (3H: w_s, w_v1,
+ * w_v2) into the pair's row of edgeGradFilter: this edge's part plus, when its partner j -> i has
+ * a row, the partner's, from dE/d(s'_j, v'_j), i's block inputs and n(ji) = -n(ij). So the
+ * filters' backward product reads plain rows. The filter network's backward and the forces follow
+ * in edge_filters.cu. Called by all threads; warpTotals and edgeGrad are shared scratch
+ * (mlffBlockSum4).
  */
 DEVICE inline void mlffMessagesBackwardFromRows(int i, int layer, const real* RESTRICT params,
         const int* RESTRICT mlZ, const int* RESTRICT neighborCount, const int* RESTRICT neighborList,
         int neighborCapacity, const int* RESTRICT edgeStart, const real4* RESTRICT edgeDelta,
-        const int* RESTRICT edgeFilterRow, const real* RESTRICT edgeFilter, real* RESTRICT edgeGradFilter,
-        real4* RESTRICT edgeGradN, const real* RESTRICT stateS, const real* RESTRICT stateV,
+        const int* RESTRICT edgeFilterRow, const int* RESTRICT edgeOwnedRank, const int* RESTRICT edgePartner,
+        const real* RESTRICT edgeFilter, real* RESTRICT edgeGradFilter, real4* RESTRICT edgeGradN,
+        const real* RESTRICT stateS, const real* RESTRICT stateV,
         const real* RESTRICT gradInS, const real* RESTRICT gradInV, real gsI, const real* gvI, real (*warpTotals)[MLFF_EDGE_BATCH][4],
         real (*edgeGrad)[4], real* gsIn, real* gvIn) {
     const int c = threadIdx.x;
@@ -248,6 +252,12 @@ DEVICE inline void mlffMessagesBackwardFromRows(int i, int layer, const real* RE
         gvIn[a] = gvI[a];
     const int first = edgeStart[i], count = neighborCount[i];
     const int* neighbors = neighborList + (size_t) i * neighborCapacity;
+    real sI = 0, vI[3] = {0, 0, 0}; // i's block inputs, for its partners' dE/dw
+    if (active) {
+        sI = mlffBlockInputS(params, mlZ, stateS, layer, i, c);
+        for (int a = 0; a < 3; a++)
+            vI[a] = mlffBlockInputV(stateV, layer, i, a, c);
+    }
     for (int base = 0; base < count; base += MLFF_EDGE_BATCH) {
         real partial[MLFF_EDGE_BATCH][4]; // (0, dE/dn) of each edge, this thread's channel
 #pragma unroll
@@ -260,8 +270,8 @@ DEVICE inline void mlffMessagesBackwardFromRows(int i, int layer, const real* RE
             const real4 g = edgeDelta[first + slot];
             const real inv = 1 / (g.w + (real) MLFF_NORMAL_EPSILON);
             const real n[3] = {g.x * inv, g.y * inv, g.z * inv};
-            const real* w = edgeFilter + (size_t) edgeFilterRow[first + slot] * 3 * MLFF_H;
-            real* gradW = edgeGradFilter + (size_t) (first + slot) * 3 * MLFF_H;
+            const int pair = edgeFilterRow[first + slot];
+            const real* w = edgeFilter + (size_t) pair * 3 * MLFF_H;
             const real ws = w[c], wv1 = w[MLFF_H + c], wv2 = w[2 * MLFF_H + c];
             if (layer > 0) {
                 *gsIn += gradInS[(size_t) j * MLFF_H + c] * ws;
@@ -275,7 +285,24 @@ DEVICE inline void mlffMessagesBackwardFromRows(int i, int layer, const real* RE
                 gwv2 += gvI[a] * n[a];
                 partial[b][1 + a] = gvI[a] * wv2;
             }
-            gradW[c] = gsI * mlffBlockInputS(params, mlZ, stateS, layer, j, c);
+            if (edgeOwnedRank[first + slot] < 0)
+                continue; // the partner's block writes the pair's dE/dw
+            real gws = gsI * mlffBlockInputS(params, mlZ, stateS, layer, j, c);
+            if (edgePartner[first + slot] >= 0) { // j -> i: u(ji) = -u(ij)
+                real gsJ, gvJ[3];
+                mlffLoadAtomGradient(gradInS, gradInV, j, &gsJ, gvJ);
+                gws += gsJ * sI;
+                real partnerV1 = 0, partnerV2 = 0;
+#pragma unroll
+                for (int a = 0; a < 3; a++) {
+                    partnerV1 += gvJ[a] * vI[a];
+                    partnerV2 -= gvJ[a] * n[a];
+                }
+                gwv1 += partnerV1;
+                gwv2 += partnerV2;
+            }
+            real* gradW = edgeGradFilter + (size_t) pair * 3 * MLFF_H;
+            gradW[c] = gws;
             gradW[MLFF_H + c] = gwv1;
             gradW[2 * MLFF_H + c] = gwv2;
         }

@@ -27,16 +27,17 @@
  *   mlffMessagesForwardRows     atoms       the messages, w(ij) from edgeFilter[l]
  * Per block l, backward:
  *   mlffEdgeFilterHidden        matmul      edgeHidden again (cheap: K inputs)
- *   mlffMessagesBackwardRows    atoms       dE/dw of each edge into edgeGradFilter, dE/dn into
+ *   mlffMessagesBackwardRows    atoms       dE/dw of each pair (both directions, by the owner's
+ *                                           block) into edgeGradFilter, dE/dn of each edge into
  *                                           edgeGradN, and the update's direct backward as in tiled.cu
- *   mlffEdgeFilterHiddenBackward matmul     edgeHidden = ((dE/dw(ij) + dE/dw(ji)) W2) SiLU'(edgeHidden)
+ *   mlffEdgeFilterHiddenBackward matmul     edgeHidden = (dE/dw W2) SiLU'(edgeHidden)
  *   mlffEdgeForces              pairs       dE/dd = edgeHidden . (W0 de/dd); with each edge's dE/dn, the forces
  *
  * Storage (global; rows allocated for N x capacity, edge and filter rows alike): edgeStart,
  * filterStart (N + 1) and filterCount (N) int; per edge row edgeAtoms int2, edgeDelta real4,
- * edgeOwnedRank, edgePartner, edgeFilterRow int, edgeGradFilter (3H), edgeGradN real4; per filter
- * row filterEdges int2, edgeBasis (K), edgeHidden (H), and edgeFilter (L, rows, 3H: w_s, w_v1, w_v2
- * of each block, kept for the backward pass).
+ * edgeOwnedRank, edgePartner, edgeFilterRow int, edgeGradN real4; per filter row filterEdges int2,
+ * edgeBasis (K), edgeHidden (H), edgeGradFilter (3H), and edgeFilter (L, rows, 3H: w_s, w_v1,
+ * w_v2 of each block, kept for the backward pass).
  */
 
 /** Listed edges of atom i: its count, or 0 if its list overflowed. */
@@ -193,19 +194,6 @@ struct MlffSilu {
     }
 };
 
-/** A pair's dE/dw: the sum over its one or two edges' rows of edgeGradFilter. */
-struct MlffPairGradient {
-    const real* edgeGradFilter;
-    const int2* filterEdges;
-    DEVICE real operator()(int row, int k) const {
-        const int2 edges = filterEdges[row];
-        real g = edgeGradFilter[(size_t) edges.x * 3 * MLFF_H + k];
-        if (edges.y >= 0)
-            g += edgeGradFilter[(size_t) edges.y * 3 * MLFF_H + k];
-        return g;
-    }
-};
-
 KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHidden(int layer, const real* RESTRICT params,
         const int* RESTRICT filterStart, const real* RESTRICT edgeBasis, real* RESTRICT edgeHidden) {
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
@@ -227,12 +215,10 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterOutput(int layer, const real* RESTR
 
 /** dE/dhidden = (dE/dw W2) SiLU'(hidden) of each pair, into edgeHidden in place (each element read, then written, by one thread). */
 KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHiddenBackward(int layer, const real* RESTRICT params,
-        const int* RESTRICT filterStart, const int2* RESTRICT filterEdges, const real* RESTRICT edgeGradFilter,
-        real* edgeHidden) {
+        const int* RESTRICT filterStart, const real* RESTRICT edgeGradFilter, real* edgeHidden) {
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffHiddenBackwardEpilogue epilogue = {edgeHidden, edgeHidden};
-    mlffMatmulFrom<3 * MLFF_H, MLFF_H, 4>(MlffPairGradient{edgeGradFilter, filterEdges}, block + MLFF_B_FILTER_W2,
-                                          filterStart[MLFF_NUM_ATOMS], epilogue);
+    mlffMatmul<3 * MLFF_H, MLFF_H, 4>(edgeGradFilter, block + MLFF_B_FILTER_W2, filterStart[MLFF_NUM_ATOMS], epilogue);
 }
 
 /**
@@ -313,7 +299,8 @@ KERNEL void mlffMessagesForwardRows(int layer, const real* RESTRICT params, cons
 KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params, const int* RESTRICT mlZ,
         const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
         const int* RESTRICT edgeStart, const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow,
-        const real* RESTRICT edgeFilter, real* RESTRICT edgeGradFilter, real4* RESTRICT edgeGradN, const real* RESTRICT stateS,
+        const int* RESTRICT edgeOwnedRank, const int* RESTRICT edgePartner, const real* RESTRICT edgeFilter,
+        real* RESTRICT edgeGradFilter, real4* RESTRICT edgeGradN, const real* RESTRICT stateS,
         const real* RESTRICT stateV, const real* RESTRICT midV, const real* RESTRICT updateOutput,
         const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT updateGradOutput,
         real* RESTRICT gradOutS, real* RESTRICT gradOutV) {
@@ -326,7 +313,8 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params, con
     mlffLoadAtomGradient(gradInS, gradInV, i, &gsI, gvI);
     real gsIn, gvIn[3]; // dE/d(s_out, v_out) of block layer-1
     mlffMessagesBackwardFromRows(i, layer, params, mlZ, neighborCount, neighborList, neighborCapacity, edgeStart,
-                                 edgeDelta, edgeFilterRow, edgeFilter, edgeGradFilter, edgeGradN, stateS, stateV,
+                                 edgeDelta, edgeFilterRow, edgeOwnedRank, edgePartner, edgeFilter, edgeGradFilter,
+                                 edgeGradN, stateS, stateV,
                                  gradInS, gradInV,
                                  gsI, gvI, warpTotals, edgeGrad, &gsIn, gvIn);
     if (layer > 0 && threadIdx.x < MLFF_H)
