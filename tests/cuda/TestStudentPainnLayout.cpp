@@ -1,7 +1,8 @@
 // The CUDA kernels' parameter layout (platforms/cuda/src/student_painn/StudentPainnParameters.cpp),
 // checked on the host, element by element, against the model it was made from: every matrix in
 // the orientation its offset's comment in the kernels says, including the channel-major copies
-// that the tiled path's epilogues rely on. Runs without a GPU (label `build`).
+// that the tiled path's epilogues rely on, and the alignment matmul.cu's copies rely on. Runs
+// without a GPU (label `build`).
 #include "student_painn/StudentPainnParameters.h"
 #include "test_support.h"
 
@@ -58,9 +59,16 @@ TEST_P(StudentPainnLayout, EveryBlockMatrixInItsOrientation) {
     EXPECT_EQ(l.layout.defines.at("MLFF_H"), std::to_string(H));
     for (int b = 0; b < spec.blocks; b++) {
         const mlff_student_painn_block& m = l.painn->blocks[b];
-        for (int c = 0; c < H; c++)
-            for (int k = 0; k < K; k++)
+        const int kPadded = std::stoi(l.layout.defines.at("MLFF_K_PADDED"));
+        ASSERT_EQ(kPadded, 32);
+        for (int c = 0; c < H; c++) {
+            for (int k = 0; k < K; k++) {
                 ASSERT_EQ(l.block(b, "MLFF_B_FILTER_W0T")[k * H + c], m.filter_w0[c * K + k]) << b;
+                ASSERT_EQ(l.block(b, "MLFF_B_FILTER_W0_PADDED")[c * kPadded + k], m.filter_w0[c * K + k]) << b;
+            }
+            for (int k = K; k < kPadded; k++)
+                ASSERT_EQ(l.block(b, "MLFF_B_FILTER_W0_PADDED")[c * kPadded + k], 0.0) << b;
+        }
         for (int o = 0; o < 3 * H; o++)
             for (int c = 0; c < H; c++) {
                 ASSERT_EQ(l.block(b, "MLFF_B_FILTER_W2")[o * H + c], m.filter_w2[o * H + c]) << b;
@@ -91,6 +99,12 @@ TEST_P(StudentPainnLayout, EveryBlockMatrixInItsOrientation) {
                         << b;
         for (int q = 0; q < 9; q++)
             ASSERT_EQ(l.block(b, "MLFF_B_MIXING")[q], m.mixing[q]) << b;
+    }
+    // Every matrix and vector starts at a multiple of 4 elements (16-byte copies in float).
+    for (const auto& define : l.layout.defines) {
+        if (define.first.rfind("MLFF_P_", 0) == 0 || define.first.rfind("MLFF_B_", 0) == 0) {
+            EXPECT_EQ(l.offset(define.first) % 4, 0u) << define.first;
+        }
     }
 }
 

@@ -33,10 +33,11 @@ preamble() { # precision
 COMMON
 }
 
-defines() { # H K L batch block periodic
+defines() { # H K L batch block periodic tabulated precision
     local H=$1 K=$2 L=$3
     echo "#define MLFF_H $H"
     echo "#define MLFF_K $K"
+    echo "#define MLFF_K_PADDED $(( (K + 31) / 32 * 32 ))"
     echo "#define MLFF_L $L"
     echo "#define MLFF_Z_MAX 100"
     echo "#define MLFF_CUTOFF 5"
@@ -49,6 +50,8 @@ defines() { # H K L batch block periodic
     echo "#define MLFF_KJ_PER_MOL_PER_EV 96.48533212331002"
     echo "#define MLFF_NUM_CELLS 64"
     echo "#define MLFF_CELL_SIZE 5.0005"
+    # As the host sets it in float on sm_80 and later (this script compiles for sm_90).
+    [ "$8" != double ] && echo "#define MLFF_MATMUL_TENSOR_CORES 1"
     if [ "$6" = 1 ]; then
         echo "#define MLFF_PERIODIC 1"
         echo "#define MLFF_REDUCE_BY_WARP 1"
@@ -66,7 +69,7 @@ defines() { # H K L batch block periodic
     for name in EMBEDDING RBF_CENTERS RBF_WIDTHS HEAD_W0 HEAD_W0T HEAD_B0 HEAD_W2 HEAD_W2T HEAD_B2 HEAD_W4 HEAD_B4 BLOCKS BLOCK_STRIDE; do
         echo "#define MLFF_P_$name $((n += 1000))"
     done
-    for name in FILTER_W0T FILTER_B0 FILTER_W2 FILTER_W2T FILTER_B2 UPDATE_W0 UPDATE_W0T UPDATE_B0 UPDATE_W2 UPDATE_W2T UPDATE_B2 MIXING \
+    for name in FILTER_W0T FILTER_B0 FILTER_W0_PADDED FILTER_W2 FILTER_W2T FILTER_B2 UPDATE_W0 UPDATE_W0T UPDATE_B0 UPDATE_W2 UPDATE_W2T UPDATE_B2 MIXING \
                 UPDATE_W2T_BY_CHANNEL UPDATE_B2_BY_CHANNEL UPDATE_W0_BY_CHANNEL; do
         echo "#define MLFF_B_$name $((n += 1000))"
     done
@@ -83,7 +86,7 @@ for precision in single mixed double; do
     for model in "128 20 3 128 1 0 1" "128 20 3 128 0 1 1" "64 16 2 64 0 0 1" "8 6 2 32 0 0 0"; do
         set -- $model
         src=$work/mlff_${precision}_H$1_p$5_t$6.cu
-        { preamble $precision; defines $1 $2 $3 $batch $4 $5 $6
+        { preamble $precision; defines $1 $2 $3 $batch $4 $5 $6 $precision
           cat "$kernels/geometry.cu" "$kernels/neighbors.cu" "$kernels/scan.cu" "$kernels/cell_list.cu" "$kernels/student_painn/layers.cu" \
               "$kernels/student_painn/forward.cu" "$kernels/student_painn/backward.cu"
           [ "$7" = 1 ] && cat "$kernels/matmul.cu" "$kernels/student_painn/tiled.cu" "$kernels/student_painn/edge_filters.cu"; } > "$src"

@@ -1,38 +1,46 @@
 /*
  * matmul.cu: C = A B for the row-wise layers of the tiled path, in `real`.
- *   A (rows, I) row-major: one row per ML atom (or per edge);
+ *   A (rows, I) row-major: one row per ML atom (or per pair of atoms), each element mapped by
+ *     Input as it is read (MlffIdentity, or say an activation);
  *   B (I, O) row-major: the weights, input-major;
  * a thread block of MLFF_MATMUL_THREADS computes a tile of MLFF_MATMUL_ROWS rows by 16 TN columns,
- * staging A and B through shared memory MLFF_MATMUL_DEPTH inputs at a time (the next step's loads
- * in flight during this step's sums). Each weight is read from global memory once per 64 rows.
+ * MLFF_MATMUL_DEPTH inputs a step.
  *
- * In float on sm_80 and later the sums run on tensor cores as three TF32 products (3xTF32: with
- * x = big(x) + small(x), both TF32, a b ~ big(a) big(b) + big(a) small(b) + small(a) big(b)), which
- * keeps float32's accuracy; each element is split once, as it is stored to shared memory, and each
- * warp computes 16 rows by 8 TN columns with mma.sync m16n8k8. In double, or before sm_80, each
- * thread sums 4 adjacent rows by TN adjacent columns on the FMA pipes, over the inputs in order.
- * Both are deterministic. (The tensor cores gain only 15 to 20 % here: these tiles wait on their
- * loads and barriers, not on arithmetic; docs/performance.md.)
+ * Tensor cores (MLFF_MATMUL_TENSOR_CORES, set by the host in float on sm_80 and later): 128 rows a
+ * tile. The steps' A and B tiles stream into shared memory with asynchronous copies
+ * (cp.async), MLFF_MATMUL_STAGES steps in flight, so that the loads of later steps overlap this
+ * step's sums. The sums are three TF32 products (3xTF32: with x = big(x) + small(x), both TF32,
+ * a b ~ big(a) big(b) + big(a) small(b) + small(a) big(b)), which keeps float32's accuracy; each
+ * warp computes 32 rows by 8 TN columns with mma.sync m16n8k8, splitting its fragments as it
+ * reads them. The shared memory is dynamic: the host sizes it (CudaCalcMLFFForceKernel's
+ * matmulSharedBytes, from MlffMatmulShared's layout below).
+ * FMA pipes (double, or before sm_80): 64 rows a tile; the next step's elements are loaded into
+ * registers while this step computes; each thread sums 4 adjacent rows by TN adjacent columns,
+ * over the inputs in order. Both are deterministic.
  *
  * The epilogue, a functor, receives each row with TN adjacent sums, whichever way they were made:
  * epilogue(row, firstColumn, sums), thread (tx, ty) = (threadIdx.x % 16, threadIdx.x / 16) getting
- * rows 4 ty .. 4 ty + 3 of the tile and columns TN tx .. TN tx + TN - 1.
- * Grid: (ceil(rows / MLFF_MATMUL_ROWS), O / (16 TN)), or more: blocks wholly past `rows` return
- * at once (`rows` may be known only on the device). Rows past `rows` read as 0 and are not passed
- * to the epilogue; inputs past I (when I is not a multiple of the depth) read as 0 from both A
- * and B. mlffMatmulFrom reads A through a functor instead (a mapped or gathered A).
+ * rows 64 h + 4 ty .. 64 h + 4 ty + 3 of the tile (h < MLFF_MATMUL_ROWS / 64) and columns
+ * TN tx .. TN tx + TN - 1.
+ * Grid: ceil(rows / MLFF_MATMUL_ROWS) x O / (16 TN) blocks in one dimension, the column tiles of
+ * a row tile adjacent (so that they share A's reads from L2), or more: blocks wholly past `rows`
+ * return at once (`rows` may be known only on the device). Rows past `rows` read as 0 and are not
+ * passed to the epilogue; inputs past I (when I is not a multiple of the depth) read as 0 from
+ * both A and B. With tensor cores, A's rows and B's start must be 16-byte aligned where I is a
+ * multiple of 4 (the parameters' layout aligns every matrix).
  */
 #define MLFF_MATMUL_THREADS 256
-#define MLFF_MATMUL_ROWS 64
 #define MLFF_MATMUL_DEPTH 32
 // For kernels built on mlffMatmul: two blocks per SM, so that one block's barrier waits overlap the other's sums.
 #define MLFF_MATMUL_BOUNDS __launch_bounds__(MLFF_MATMUL_THREADS, 2)
 
-#if !defined(USE_DOUBLE_PRECISION) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-#define MLFF_MATMUL_TENSOR_CORES 1
-#endif
-
 #ifdef MLFF_MATMUL_TENSOR_CORES
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#error "MLFF_MATMUL_TENSOR_CORES needs sm_80 or later"
+#endif
+#define MLFF_MATMUL_ROWS 128
+#define MLFF_MATMUL_STAGES 3
+
 /** x split into TF32 parts, big + small ~ x to float32's precision (round to nearest, both). */
 DEVICE inline void mlffSplitTf32(float x, unsigned int* big, unsigned int* small) {
     asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(*big) : "f"(x));
@@ -46,29 +54,50 @@ DEVICE inline void mlffMmaTf32(float* d, const unsigned int* a, const unsigned i
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
-#endif
+
+/** Copies Bytes (4 or 16) from global to shared memory asynchronously; zeros instead where !valid. */
+template <int Bytes>
+DEVICE inline void mlffCopyAsync(void* shared, const void* global, bool valid) {
+    const unsigned int to = (unsigned int) __cvta_generic_to_shared(shared);
+    if (Bytes == 16)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(to), "l"(global), "r"(valid ? 16 : 0));
+    else
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(to), "l"(global), "r"(valid ? 4 : 0));
+}
+
+DEVICE inline void mlffCommitCopies() {
+    asm volatile("cp.async.commit_group;");
+}
+
+/** Waits until at most Pending of this thread's committed groups of copies are still in flight. */
+template <int Pending>
+DEVICE inline void mlffWaitCopies() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(Pending));
+}
 
 /**
- * Shared memory of one tile. Tensor cores: A row by row, each row padded by 4, and B input by
- * input, padded by 8, so that a fragment's 32 reads fall in 32 banks; each as its TF32 parts; the
- * output staging reuses the same memory. FMA pipes: A transposed, each column padded by 4 (4
- * adjacent rows read as one vector), and B input by input.
+ * Dynamic shared memory of one tile: the stages' A (row by row, each row padded by 4) and B
+ * (input by input, padded by 8), so that a fragment's 32 reads fall in 32 banks; the output
+ * staging reuses the same memory.
  */
 template <int Columns>
-union MlffMatmulTiles {
-#ifdef MLFF_MATMUL_TENSOR_CORES
-    struct { // split into TF32 parts as stored, once per element
-        unsigned int aBig[MLFF_MATMUL_ROWS][MLFF_MATMUL_DEPTH + 4], aSmall[MLFF_MATMUL_ROWS][MLFF_MATMUL_DEPTH + 4];
-        unsigned int bBig[MLFF_MATMUL_DEPTH][Columns + 8], bSmall[MLFF_MATMUL_DEPTH][Columns + 8];
-    } in;
-    real out[MLFF_MATMUL_ROWS][Columns + 4];
-#else
+union MlffMatmulShared {
     struct {
-        real a[MLFF_MATMUL_DEPTH][MLFF_MATMUL_ROWS + 4];
-        real b[MLFF_MATMUL_DEPTH][Columns + 8];
-    } in;
-#endif
+        float a[MLFF_MATMUL_ROWS][MLFF_MATMUL_DEPTH + 4];
+        float b[MLFF_MATMUL_DEPTH][Columns + 8];
+    } stage[MLFF_MATMUL_STAGES];
+    float out[MLFF_MATMUL_ROWS][Columns + 4];
 };
+#else
+#define MLFF_MATMUL_ROWS 64
+
+/** Shared memory of one tile: A transposed, each column padded by 4 (4 adjacent rows read as one vector), and B input by input. */
+template <int Columns>
+struct MlffMatmulShared {
+    real a[MLFF_MATMUL_DEPTH][MLFF_MATMUL_ROWS + 4];
+    real b[MLFF_MATMUL_DEPTH][Columns + 8];
+};
+#endif
 
 struct MlffIdentity {
     DEVICE real operator()(real x) const {
@@ -76,29 +105,168 @@ struct MlffIdentity {
     }
 };
 
-/** A as a row-major (rows, I) array, each element mapped by Input as it is loaded (say, an activation). */
-template <int I, class Input = MlffIdentity>
-struct MlffRowMajor {
-    const real* a;
-    DEVICE real operator()(int row, int k) const {
-        return Input()(a[(size_t) row * I + k]);
-    }
+/**
+ * An epilogue's TN adjacent elements of a row, at p = a row of a multiple of 4 elements plus a
+ * column that is a multiple of TN, loaded or stored in vectors as wide as that alignment allows
+ * (scattered 4-byte stores would cost the L2 a partial sector each).
+ */
+template <int W>
+struct alignas(W * sizeof(real)) MlffRealVector {
+    real v[W];
 };
 
-/** C = A B with A given by a functor: loadA(row, k) = A[row][k] (mlffMatmul for a plain array). */
-template <int I, int O, int TN, class Epilogue, class LoadA>
-DEVICE inline void mlffMatmulFrom(LoadA loadA, const real* RESTRICT b, int rows, Epilogue epilogue) {
-    constexpr int columns = 16 * TN;
+template <int TN>
+struct MlffRowVector {
+    static constexpr int width = sizeof(real) == 4 && TN % 4 == 0 ? 4 : TN % 2 == 0 ? 2 : 1;
+    typedef MlffRealVector<width> Type;
+};
+
+template <int TN>
+DEVICE inline void mlffLoadRow(const real* p, real* values) {
+    typedef MlffRowVector<TN> V;
+#pragma unroll
+    for (int q = 0; q < TN; q += V::width) {
+        const typename V::Type x = *reinterpret_cast<const typename V::Type*>(p + q);
+#pragma unroll
+        for (int e = 0; e < V::width; e++)
+            values[q + e] = x.v[e];
+    }
+}
+
+template <int TN>
+DEVICE inline void mlffStoreRow(real* p, const real* values) {
+    typedef MlffRowVector<TN> V;
+#pragma unroll
+    for (int q = 0; q < TN; q += V::width) {
+        typename V::Type x;
+#pragma unroll
+        for (int e = 0; e < V::width; e++)
+            x.v[e] = values[q + e];
+        *reinterpret_cast<typename V::Type*>(p + q) = x;
+    }
+}
+
+/** C = A B (the file's comment says how). Input maps each element of A as it is read. */
+template <int I, int O, int TN, class Input = MlffIdentity, class Epilogue>
+DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, int rows, Epilogue epilogue) {
+    constexpr int columns = 16 * TN, columnTiles = O / columns;
     constexpr int steps = (I + MLFF_MATMUL_DEPTH - 1) / MLFF_MATMUL_DEPTH;
-    constexpr int aPerThread = MLFF_MATMUL_ROWS * MLFF_MATMUL_DEPTH / MLFF_MATMUL_THREADS;
-    constexpr int bPerThread = MLFF_MATMUL_DEPTH * columns / MLFF_MATMUL_THREADS;
     static_assert(O % columns == 0, "the outputs must fill whole tiles");
-    __shared__ MlffMatmulTiles<columns> tiles;
-    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    const int firstRow = blockIdx.x * MLFF_MATMUL_ROWS, firstColumn = blockIdx.y * columns;
+    const int firstRow = blockIdx.x / columnTiles * MLFF_MATMUL_ROWS;
+    const int firstColumn = blockIdx.x % columnTiles * columns;
     if (firstRow >= rows)
         return; // the whole block: no barrier is skipped
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+#ifdef MLFF_MATMUL_TENSOR_CORES
+    extern __shared__ float4 mlffMatmulMemory[];
+    MlffMatmulShared<columns>& tiles = *reinterpret_cast<MlffMatmulShared<columns>*>(mlffMatmulMemory);
 
+    // A in 16-byte chunks of 4 inputs where I allows (a chunk then lies wholly inside or past I),
+    // else element by element; B in 16-byte chunks of 4 columns.
+    constexpr int aChunk = I % 4 == 0 ? 4 : 1, aChunksPerRow = MLFF_MATMUL_DEPTH / aChunk;
+    constexpr int aCopies = MLFF_MATMUL_ROWS * aChunksPerRow / MLFF_MATMUL_THREADS;
+    constexpr int bChunksPerRow = columns / 4, bCopies = MLFF_MATMUL_DEPTH * bChunksPerRow / MLFF_MATMUL_THREADS;
+    static_assert(bCopies * MLFF_MATMUL_THREADS == MLFF_MATMUL_DEPTH * bChunksPerRow, "B's chunks must fill the threads");
+    auto copyStep = [&](int stage, int step) {
+        const int k0 = step * MLFF_MATMUL_DEPTH;
+#pragma unroll
+        for (int q = 0; q < aCopies; q++) {
+            const int e = threadIdx.x + q * MLFF_MATMUL_THREADS;
+            const int r = e / aChunksPerRow, k = aChunk * (e % aChunksPerRow);
+            const bool valid = firstRow + r < rows && k0 + k < I;
+            mlffCopyAsync<4 * aChunk>(&tiles.stage[stage].a[r][k], valid ? a + (size_t) (firstRow + r) * I + k0 + k : a,
+                                      valid);
+        }
+#pragma unroll
+        for (int q = 0; q < bCopies; q++) {
+            const int e = threadIdx.x + q * MLFF_MATMUL_THREADS;
+            const int k = e / bChunksPerRow, n = 4 * (e % bChunksPerRow);
+            const bool valid = k0 + k < I;
+            mlffCopyAsync<16>(&tiles.stage[stage].b[k][n], valid ? b + (size_t) (k0 + k) * O + firstColumn + n : b, valid);
+        }
+    };
+
+    // Warp w: rows 32 (w % 4) .. +32 of the tile as two tiles of 16, columns 8 TN (w / 4) .. +8 TN
+    // as TN tiles of 8.
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int g = lane / 4, t = lane % 4; // mma.sync's group and thread in group
+    const int warpRow = 32 * (warp % 4), warpColumn = 8 * TN * (warp / 4);
+    float acc[2][TN][4];
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+#pragma unroll
+        for (int j = 0; j < TN; j++)
+            acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0;
+#pragma unroll
+    for (int stage = 0; stage < MLFF_MATMUL_STAGES - 1; stage++) {
+        if (stage < steps)
+            copyStep(stage, stage);
+        mlffCommitCopies(); // one group a step, empty or not, so that the waits below count steps
+    }
+    for (int step = 0; step < steps; step++) {
+        mlffWaitCopies<MLFF_MATMUL_STAGES - 2>(); // this thread's copies of this step have landed
+        __syncthreads(); // everyone's have; and everyone is done with the stage refilled next
+        const int next = step + MLFF_MATMUL_STAGES - 1;
+        if (next < steps)
+            copyStep(next % MLFF_MATMUL_STAGES, next);
+        mlffCommitCopies();
+        const auto& tile = tiles.stage[step % MLFF_MATMUL_STAGES];
+#pragma unroll
+        for (int k = 0; k < MLFF_MATMUL_DEPTH; k += 8) {
+            unsigned int aBig[2][4], aSmall[2][4];
+#pragma unroll
+            for (int m = 0; m < 2; m++) {
+                const int r0 = warpRow + 16 * m + g, r1 = r0 + 8;
+                const float x[4] = {tile.a[r0][k + t], tile.a[r1][k + t], tile.a[r0][k + t + 4], tile.a[r1][k + t + 4]};
+#pragma unroll
+                for (int q = 0; q < 4; q++)
+                    mlffSplitTf32(Input()(x[q]), &aBig[m][q], &aSmall[m][q]);
+            }
+#pragma unroll
+            for (int j = 0; j < TN; j++) {
+                const int n = warpColumn + 8 * j + g;
+                unsigned int bBig[2], bSmall[2];
+                mlffSplitTf32(tile.b[k + t][n], &bBig[0], &bSmall[0]);
+                mlffSplitTf32(tile.b[k + t + 4][n], &bBig[1], &bSmall[1]);
+#pragma unroll
+                for (int m = 0; m < 2; m++) {
+                    mlffMmaTf32(acc[m][j], aSmall[m], bBig); // the small terms first: they are the finer ones
+                    mlffMmaTf32(acc[m][j], aBig[m], bSmall);
+                    mlffMmaTf32(acc[m][j], aBig[m], bBig);
+                }
+            }
+        }
+    }
+    mlffWaitCopies<0>(); // only empty groups are left; none may land on the staging below
+    __syncthreads();
+    // Stage the tile's sums so that each thread gets the rows and columns the epilogue expects.
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+#pragma unroll
+        for (int j = 0; j < TN; j++) {
+            const int row = warpRow + 16 * m + g, column = warpColumn + 8 * j + 2 * t;
+            tiles.out[row][column] = acc[m][j][0];
+            tiles.out[row][column + 1] = acc[m][j][1];
+            tiles.out[row + 8][column] = acc[m][j][2];
+            tiles.out[row + 8][column + 1] = acc[m][j][3];
+        }
+    __syncthreads();
+#pragma unroll
+    for (int h = 0; h < MLFF_MATMUL_ROWS / 64; h++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            const int row = 64 * h + 4 * ty + r;
+            real sums[TN];
+#pragma unroll
+            for (int q = 0; q < TN; q++)
+                sums[q] = tiles.out[row][TN * tx + q];
+            if (firstRow + row < rows)
+                epilogue(firstRow + row, firstColumn + TN * tx, sums);
+        }
+#else
+    __shared__ MlffMatmulShared<columns> tiles;
+    constexpr int aPerThread = MLFF_MATMUL_ROWS * MLFF_MATMUL_DEPTH / MLFF_MATMUL_THREADS;
+    constexpr int bPerThread = MLFF_MATMUL_DEPTH * columns / MLFF_MATMUL_THREADS;
     // The next step's elements are loaded into registers while the current step computes.
     real aNext[aPerThread], bNext[bPerThread];
     auto loadStep = [&](int k0) {
@@ -106,7 +274,7 @@ DEVICE inline void mlffMatmulFrom(LoadA loadA, const real* RESTRICT b, int rows,
         for (int q = 0; q < aPerThread; q++) {
             const int e = threadIdx.x + q * MLFF_MATMUL_THREADS;
             const int row = firstRow + e / MLFF_MATMUL_DEPTH, k = k0 + e % MLFF_MATMUL_DEPTH;
-            aNext[q] = row < rows && (I % MLFF_MATMUL_DEPTH == 0 || k < I) ? loadA(row, k) : 0;
+            aNext[q] = row < rows && (I % MLFF_MATMUL_DEPTH == 0 || k < I) ? Input()(a[(size_t) row * I + k]) : 0;
         }
 #pragma unroll
         for (int q = 0; q < bPerThread; q++) {
@@ -115,79 +283,6 @@ DEVICE inline void mlffMatmulFrom(LoadA loadA, const real* RESTRICT b, int rows,
             bNext[q] = I % MLFF_MATMUL_DEPTH == 0 || k < I ? b[(size_t) k * O + firstColumn + e % columns] : 0;
         }
     };
-    auto storeStep = [&]() {
-#pragma unroll
-        for (int q = 0; q < aPerThread; q++) {
-            const int e = threadIdx.x + q * MLFF_MATMUL_THREADS;
-#ifdef MLFF_MATMUL_TENSOR_CORES
-            mlffSplitTf32(aNext[q], &tiles.in.aBig[e / MLFF_MATMUL_DEPTH][e % MLFF_MATMUL_DEPTH],
-                          &tiles.in.aSmall[e / MLFF_MATMUL_DEPTH][e % MLFF_MATMUL_DEPTH]);
-#else
-            tiles.in.a[e % MLFF_MATMUL_DEPTH][e / MLFF_MATMUL_DEPTH] = aNext[q];
-#endif
-        }
-#pragma unroll
-        for (int q = 0; q < bPerThread; q++) {
-            const int e = threadIdx.x + q * MLFF_MATMUL_THREADS;
-#ifdef MLFF_MATMUL_TENSOR_CORES
-            mlffSplitTf32(bNext[q], &tiles.in.bBig[e / columns][e % columns], &tiles.in.bSmall[e / columns][e % columns]);
-#else
-            tiles.in.b[e / columns][e % columns] = bNext[q];
-#endif
-        }
-    };
-
-#ifdef MLFF_MATMUL_TENSOR_CORES
-    // Warp w: rows 16 (w % 4) .. +16 of the tile, columns 8 TN (w / 4) .. +8 TN, as TN tiles of 8.
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int g = lane / 4, t = lane % 4; // mma.sync's group and thread in group
-    const int warpRow = 16 * (warp % 4), warpColumn = 8 * TN * (warp / 4);
-    float acc[TN][4];
-#pragma unroll
-    for (int j = 0; j < TN; j++)
-        acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
-    loadStep(0);
-    for (int step = 0; step < steps; step++) {
-        storeStep();
-        __syncthreads();
-        if (step + 1 < steps)
-            loadStep((step + 1) * MLFF_MATMUL_DEPTH);
-#pragma unroll
-        for (int k = 0; k < MLFF_MATMUL_DEPTH; k += 8) {
-            const int r0 = warpRow + g, r1 = warpRow + g + 8;
-            const unsigned int aBig[4] = {tiles.in.aBig[r0][k + t], tiles.in.aBig[r1][k + t],
-                                          tiles.in.aBig[r0][k + t + 4], tiles.in.aBig[r1][k + t + 4]};
-            const unsigned int aSmall[4] = {tiles.in.aSmall[r0][k + t], tiles.in.aSmall[r1][k + t],
-                                            tiles.in.aSmall[r0][k + t + 4], tiles.in.aSmall[r1][k + t + 4]};
-#pragma unroll
-            for (int j = 0; j < TN; j++) {
-                const int n = warpColumn + 8 * j + g;
-                const unsigned int bBig[2] = {tiles.in.bBig[k + t][n], tiles.in.bBig[k + t + 4][n]};
-                const unsigned int bSmall[2] = {tiles.in.bSmall[k + t][n], tiles.in.bSmall[k + t + 4][n]};
-                mlffMmaTf32(acc[j], aSmall, bBig); // the small terms first: they are the finer ones
-                mlffMmaTf32(acc[j], aBig, bSmall);
-                mlffMmaTf32(acc[j], aBig, bBig);
-            }
-        }
-        __syncthreads(); // the next step overwrites the tiles (and the staging below reuses them)
-    }
-    // Stage the tile's sums so that each thread gets the rows and columns the epilogue expects.
-#pragma unroll
-    for (int j = 0; j < TN; j++) {
-        const int column = warpColumn + 8 * j + 2 * t;
-        tiles.out[warpRow + g][column] = acc[j][0];
-        tiles.out[warpRow + g][column + 1] = acc[j][1];
-        tiles.out[warpRow + g + 8][column] = acc[j][2];
-        tiles.out[warpRow + g + 8][column + 1] = acc[j][3];
-    }
-    __syncthreads();
-    real sums[4][TN];
-#pragma unroll
-    for (int r = 0; r < 4; r++)
-#pragma unroll
-        for (int q = 0; q < TN; q++)
-            sums[r][q] = tiles.out[4 * ty + r][TN * tx + q];
-#else
     real sums[4][TN];
 #pragma unroll
     for (int r = 0; r < 4; r++)
@@ -196,7 +291,16 @@ DEVICE inline void mlffMatmulFrom(LoadA loadA, const real* RESTRICT b, int rows,
             sums[r][q] = 0;
     loadStep(0);
     for (int step = 0; step < steps; step++) {
-        storeStep();
+#pragma unroll
+        for (int q = 0; q < aPerThread; q++) {
+            const int e = threadIdx.x + q * MLFF_MATMUL_THREADS;
+            tiles.a[e % MLFF_MATMUL_DEPTH][e / MLFF_MATMUL_DEPTH] = aNext[q];
+        }
+#pragma unroll
+        for (int q = 0; q < bPerThread; q++) {
+            const int e = threadIdx.x + q * MLFF_MATMUL_THREADS;
+            tiles.b[e / columns][e % columns] = bNext[q];
+        }
         __syncthreads();
         if (step + 1 < steps)
             loadStep((step + 1) * MLFF_MATMUL_DEPTH);
@@ -205,10 +309,10 @@ DEVICE inline void mlffMatmulFrom(LoadA loadA, const real* RESTRICT b, int rows,
             real x[4], w[TN];
 #pragma unroll
             for (int r = 0; r < 4; r++)
-                x[r] = tiles.in.a[k][4 * ty + r];
+                x[r] = tiles.a[k][4 * ty + r];
 #pragma unroll
             for (int q = 0; q < TN; q++)
-                w[q] = tiles.in.b[k][TN * tx + q];
+                w[q] = tiles.b[k][TN * tx + q];
 #pragma unroll
             for (int r = 0; r < 4; r++)
 #pragma unroll
@@ -217,16 +321,11 @@ DEVICE inline void mlffMatmulFrom(LoadA loadA, const real* RESTRICT b, int rows,
         }
         __syncthreads(); // the next step overwrites the tiles
     }
-#endif
 #pragma unroll
     for (int r = 0; r < 4; r++) {
         const int row = firstRow + 4 * ty + r;
         if (row < rows)
             epilogue(row, firstColumn + TN * tx, sums[r]);
     }
-}
-
-template <int I, int O, int TN, class Epilogue>
-DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, int rows, Epilogue epilogue) {
-    mlffMatmulFrom<I, O, TN>(MlffRowMajor<I>{a}, b, rows, epilogue);
+#endif
 }

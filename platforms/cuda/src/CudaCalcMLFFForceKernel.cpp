@@ -54,12 +54,24 @@ constexpr int CellListMinAtoms = 256;  // replicas this large use the cell list 
 // systems are not measured, so the threshold stays.
 constexpr int TiledMinAtoms = 1024;
 constexpr int EdgeThreads = 128;       // edge_filters.cu's warp-per-atom and warp-per-pair kernels: 4 warps
-constexpr int MatmulThreads = 256;     // MLFF_MATMUL_THREADS in matmul.cu
-constexpr int MatmulRows = 64;         // MLFF_MATMUL_ROWS
+// matmul.cu's tiles: MLFF_MATMUL_THREADS, MLFF_MATMUL_DEPTH, and MLFF_MATMUL_ROWS and
+// MLFF_MATMUL_STAGES of each way of summing (tensor cores or FMA pipes).
+constexpr int MatmulThreads = 256;
+constexpr int MatmulDepth = 32;
+constexpr int MatmulRowsTensorCores = 128, MatmulStages = 3;
+constexpr int MatmulRowsFma = 64;
+constexpr int MatmulMaxColumns = 96;   // the widest tile the kernels use (16 TN, TN = 6)
 constexpr int ScanThreads = 1024;      // MLFF_SCAN_THREADS in scan.cu
 // Cells are this much wider than the cutoff, so that rounding in a cell's bounds can never put
 // the two atoms of an edge two cells apart.
 constexpr double CellMargin = 1.0001;
+
+/** The dynamic shared memory of a tensor-core tile of `columns`: MlffMatmulShared in matmul.cu (floats). */
+unsigned int matmulSharedBytes(int columns) {
+    const size_t stages = (size_t) MatmulStages * (MatmulRowsTensorCores * (MatmulDepth + 4) + MatmulDepth * (columns + 8));
+    const size_t staging = (size_t) MatmulRowsTensorCores * (columns + 4);
+    return (unsigned int) (std::max(stages, staging) * sizeof(float));
+}
 
 void check(CUresult result, const char* what) {
     if (result != CUDA_SUCCESS)
@@ -185,6 +197,7 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     const int realSize = useDouble ? sizeof(double) : sizeof(float);
     const size_t n = numAtoms, h = hidden, layers = numBlocks;
     StudentPainnLayout layout = layoutStudentPainn(painn);
+    kPadded = std::stoi(layout.defines.at("MLFF_K_PADDED"));
     params.initialize(cu, layout.values.size(), realSize, "mlffParams");
     params.upload(layout.values, true);
     mlParticle.initialize<int>(cu, n, "mlffParticle");
@@ -268,6 +281,9 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     defines["MLFF_CELL_SIZE"] = exactDouble(painn.cutoff * CellMargin);
     if (periodic)
         defines["MLFF_PERIODIC"] = "1";
+    matmulTensorCores = !useDouble && cu.getComputeCapability() >= 8.0;
+    if (matmulTensorCores)
+        defines["MLFF_MATMUL_TENSOR_CORES"] = "1";
     reduceThreads = numReplicas >= ReduceByWarpMinReplicas ? ReduceThreadsByWarp : ReduceThreadsByBlock;
     if (numReplicas >= ReduceByWarpMinReplicas)
         defines["MLFF_REDUCE_BY_WARP"] = "1";
@@ -299,12 +315,20 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         edgeHiddenKernel = cu.getKernel(module, "mlffEdgeFilterHidden");
         edgeFilterKernel = cu.getKernel(module, "mlffEdgeFilterOutput");
         edgeHiddenBackwardKernel = cu.getKernel(module, "mlffEdgeFilterHiddenBackward");
+        edgeBasisBackwardKernel = cu.getKernel(module, "mlffEdgeBasisBackward");
         edgeForcesKernel = cu.getKernel(module, "mlffEdgeForces");
         scanFilterRowsKernel = cu.getKernel(module, "mlffScanFilterRows");
         linkFilterRowsKernel = cu.getKernel(module, "mlffLinkFilterRows");
         messagesForwardRowsKernel = cu.getKernel(module, "mlffMessagesForwardRows");
         messagesBackwardRowsKernel = cu.getKernel(module, "mlffMessagesBackwardRows");
     }
+    if (matmulTensorCores) // their tiles' shared memory is dynamic and above the default 48 KB
+        for (CUfunction kernel : {hiddenForwardKernel, outputForwardKernel, hiddenBackwardKernel, inputBackwardKernel,
+                                  edgeHiddenKernel, edgeFilterKernel, edgeHiddenBackwardKernel, edgeBasisBackwardKernel})
+            if (kernel != nullptr)
+                check(cuFuncSetAttribute(kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                         (int) matmulSharedBytes(MatmulMaxColumns)),
+                      "allowing the matrix products their shared memory");
     if (useCellList) {
         assignCellsKernel = cu.getKernel(module, "mlffAssignCells");
         scanCellsKernel = cu.getKernel(module, "mlffScanCells");
@@ -373,6 +397,7 @@ std::vector<CudaCalcMLFFForceKernel::RowArray> CudaCalcMLFFForceKernel::edgeRowA
             {&edgeGradFilter, 3 * h, realSize, "mlffEdgeGradFilter"},
             {&edgeBasis, k, realSize, "mlffEdgeBasis"},
             {&edgeHidden, h, realSize, "mlffEdgeHidden"},
+            {&edgeGradBasis, (size_t) kPadded, realSize, "mlffEdgeGradBasis"},
             {&edgeFilter, layers * 3 * h, realSize, "mlffEdgeFilter"}};
 }
 
@@ -404,10 +429,12 @@ void CudaCalcMLFFForceKernel::launch(CUfunction kernel, void** args, unsigned in
 
 void CudaCalcMLFFForceKernel::launchMatmul(CUfunction kernel, void** args, size_t rows, int outputs,
                                            int columnsPerTile, const char* what) {
-    const unsigned int rowTiles = (unsigned int) ((rows + MatmulRows - 1) / MatmulRows);
+    const int rowsPerTile = matmulTensorCores ? MatmulRowsTensorCores : MatmulRowsFma;
+    const size_t tiles = (rows + rowsPerTile - 1) / rowsPerTile * (outputs / columnsPerTile);
+    const unsigned int sharedBytes = matmulTensorCores ? matmulSharedBytes(columnsPerTile) : 0;
     timer->before(what, cu.getCurrentStream());
-    check(cuLaunchKernel(kernel, rowTiles, (unsigned int) (outputs / columnsPerTile), 1, MatmulThreads, 1, 1, 0,
-                         cu.getCurrentStream(), args, nullptr),
+    check(cuLaunchKernel(kernel, (unsigned int) tiles, 1, 1, MatmulThreads, 1, 1, sharedBytes, cu.getCurrentStream(),
+                         args, nullptr),
           what);
     timer->after(cu.getCurrentStream());
 }
@@ -625,9 +652,10 @@ CUdeviceptr CudaCalcMLFFForceKernel::edgeFiltersOfBlock(int layer) {
     return edgeFilter.getDevicePointer() + layer * rows * 3 * hidden * realSize;
 }
 
-void CudaCalcMLFFForceKernel::filterHiddenOfEdges(int layer) {
-    void* args[] = {&layer, &params.getDevicePointer(), &filterStart.getDevicePointer(), &edgeBasis.getDevicePointer(),
-                    &edgeHidden.getDevicePointer()};
+void CudaCalcMLFFForceKernel::filterHiddenOfEdges(int layer, bool activated) {
+    int activatedFlag = activated ? 1 : 0;
+    void* args[] = {&layer, &activatedFlag, &params.getDevicePointer(), &filterStart.getDevicePointer(),
+                    &edgeBasis.getDevicePointer(), &edgeHidden.getDevicePointer()};
     launchMatmul(edgeHiddenKernel, args, (size_t) numAtoms * neighborCapacity, hidden, 64, "the filters' hidden layer");
 }
 
@@ -646,7 +674,7 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
             launch(messagesForwardKernel, args, numAtoms, threadsPerAtom, "the messages");
         }
         if (useEdgeFilters) {
-            filterHiddenOfEdges(layer);
+            filterHiddenOfEdges(layer, true);
             CUdeviceptr filters = edgeFiltersOfBlock(layer);
             {
                 void* args[] = {&layer, &params.getDevicePointer(), &filterStart.getDevicePointer(),
@@ -707,7 +735,7 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
         }
         if (!useEdgeFilters)
             continue;
-        filterHiddenOfEdges(layer); // recomputed (K inputs an edge) rather than kept for every block
+        filterHiddenOfEdges(layer, false); // recomputed (K inputs a pair) rather than kept for every block
         {
             CUdeviceptr filters = edgeFiltersOfBlock(layer);
             void* args[] = {&layer, &params.getDevicePointer(), &mlZ.getDevicePointer(),
@@ -729,12 +757,17 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
         }
         {
             void* args[] = {&layer, &params.getDevicePointer(), &filterStart.getDevicePointer(),
+                            &edgeHidden.getDevicePointer(), &edgeGradBasis.getDevicePointer()};
+            launchMatmul(edgeBasisBackwardKernel, args, rows, kPadded, 32, "the basis' backward");
+        }
+        {
+            void* args[] = {&layer, &params.getDevicePointer(), &filterStart.getDevicePointer(),
                             &filterEdges.getDevicePointer(), &edgeAtoms.getDevicePointer(),
-                            &edgeDelta.getDevicePointer(), &edgeHidden.getDevicePointer(),
+                            &edgeDelta.getDevicePointer(), &edgeGradBasis.getDevicePointer(),
                             &edgeGradN.getDevicePointer(), &mlReplica.getDevicePointer(),
                             &replicaScale.getDevicePointer(), &lambdaForceScale, &mlParticle.getDevicePointer(),
                             &sortedIndexOfParticle.getDevicePointer(), &force};
-            launch(edgeForcesKernel, args, (unsigned int) ((rows * 32 + EdgeThreads - 1) / EdgeThreads), EdgeThreads,
+            launch(edgeForcesKernel, args, (unsigned int) ((rows + EdgeThreads - 1) / EdgeThreads), EdgeThreads,
                    "the pairs' forces");
         }
     }

@@ -61,7 +61,7 @@ private:
     void executeTiled(void** box, bool includeForces, CUdeviceptr force);
     /** Block `layer`'s part of edgeFilter (edge_filters.cu), and its filters' hidden layer. */
     CUdeviceptr edgeFiltersOfBlock(int layer);
-    void filterHiddenOfEdges(int layer);
+    void filterHiddenOfEdges(int layer, bool activated);
     void checkNeighborCapacity();
     void setBox(OpenMM::ContextImpl& context);
     void findNeighbors(void* box[4]);
@@ -73,10 +73,12 @@ private:
     int numAtoms = 0;                     // ML atoms
     int numReplicas = 0;
     int hidden = 0, numBlocks = 0, numRbf = 0; // H, L, K
+    int kPadded = 0;                      // K rounded up to 32 (MLFF_K_PADDED)
     int threadsPerAtom = 0;               // threads of a network kernel's block (one atom's)
     int reduceThreads = 0;                // the energy reduction's block
     bool useTiled = false;                // the tiled path (kernels/student_painn/tiled.cu)
     bool useEdgeFilters = false;          // with it, the filters as products over edges (edge_filters.cu)
+    bool matmulTensorCores = false;       // matmul.cu sums on tensor cores (float, sm_80 and later)
     int maxReplicaSize = 0;
     int neighborCapacity = 0;
     bool useCellList = false;             // replicas large enough for the cell list (cell_list.cu)
@@ -102,7 +104,7 @@ private:
     OpenMM::CudaArray updateInput, updateHidden, updateActivation, updateOutput, updateGradOutput; // real, tiled path
     OpenMM::CudaArray edgeStart, filterStart, filterCount; // edge_filters.cu: the rows' numbering
     OpenMM::CudaArray edgeAtoms, edgeDelta, edgeOwnedRank, edgePartner, edgeFilterRow, edgeGradFilter, edgeGradN,
-        filterEdges, edgeBasis, edgeHidden, edgeFilter; // edge_filters.cu: the rows (edgeRowArrays)
+        filterEdges, edgeBasis, edgeHidden, edgeGradBasis, edgeFilter; // edge_filters.cu: the rows (edgeRowArrays)
     OpenMM::CudaArray replicaScale, replicaEnergy; // double
 
     std::unique_ptr<CudaLaunchTimer> timer; // MLFF_CUDA_TIMING
@@ -116,7 +118,8 @@ private:
                readoutKernel = nullptr, hiddenBackwardKernel = nullptr, inputBackwardKernel = nullptr,
                messagesBackwardKernel = nullptr; // tiled path
     CUfunction scanEdgesKernel = nullptr, gatherEdgesKernel = nullptr, edgeHiddenKernel = nullptr,
-               edgeFilterKernel = nullptr, edgeHiddenBackwardKernel = nullptr, edgeForcesKernel = nullptr,
+               edgeFilterKernel = nullptr, edgeHiddenBackwardKernel = nullptr, edgeBasisBackwardKernel = nullptr,
+               edgeForcesKernel = nullptr,
                messagesForwardRowsKernel = nullptr, messagesBackwardRowsKernel = nullptr, scanFilterRowsKernel = nullptr,
                linkFilterRowsKernel = nullptr;
     CUfunction assignCellsKernel = nullptr, scanCellsKernel = nullptr, fillCellsKernel = nullptr,

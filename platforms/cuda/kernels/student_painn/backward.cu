@@ -230,7 +230,8 @@ DEVICE inline void mlffMessagesBackward(int i, int layer, const real* RESTRICT p
 /**
  * mlffMessagesBackward for an atom whose edges have rows (student_painn/edge_filters.cu): the
  * gather into i in the same (list) order, from w(ij) read from its pair's row of edgeFilter;
- * dE/dn(ij) to edgeGradN; and, for each edge that owns its pair, the pair's dE/dw (3H: w_s, w_v1,
+ * dE/dn(ij) to edgeGradN (xyz, summed over the blocks; w keeps the pair's dE/dd, which
+ * edge_filters.cu sums); and, for each edge that owns its pair, the pair's dE/dw (3H: w_s, w_v1,
  * w_v2) into the pair's row of edgeGradFilter: this edge's part plus, when its partner j -> i has
  * a row, the partner's, from dE/d(s'_j, v'_j), i's block inputs and n(ji) = -n(ij). So the
  * filters' backward product reads plain rows. The filter network's backward and the forces follow
@@ -307,9 +308,14 @@ DEVICE inline void mlffMessagesBackwardFromRows(int i, int layer, const real* RE
             gradW[2 * MLFF_H + c] = gwv2;
         }
         mlffBlockSum4(partial, warpTotals, edgeGrad);
-        if (c < MLFF_EDGE_BATCH && base + c < count) {
+        if (c < MLFF_EDGE_BATCH && base + c < count) { // summed over the blocks, from the backward pass's first
             const real* total = edgeGrad[c];
-            edgeGradN[first + base + c] = make_real4(total[1], total[2], total[3], 0);
+            real4 gn = make_real4(total[1], total[2], total[3], 0);
+            if (layer < MLFF_L - 1) {
+                const real4 before = edgeGradN[first + base + c];
+                gn = make_real4(before.x + gn.x, before.y + gn.y, before.z + gn.z, before.w);
+            }
+            edgeGradN[first + base + c] = gn;
         }
     }
 }

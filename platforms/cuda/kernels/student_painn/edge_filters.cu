@@ -22,22 +22,27 @@
  *   mlffScanFilterRows          one block   filterStart
  *   mlffLinkFilterRows          atoms       edgeFilterRow, filterEdges, edgeBasis e(d) (filter rows, K)
  * Per block l, forward:
- *   mlffEdgeFilterHidden        matmul      edgeHidden = edgeBasis W0^T + b0            (filter rows, H)
- *   mlffEdgeFilterOutput        matmul      edgeFilter[l] = SiLU(edgeHidden) W2^T + b2  (filter rows, 3H)
+ *   mlffEdgeFilterHidden        matmul      edgeHidden = SiLU(edgeBasis W0^T + b0)      (filter rows, H)
+ *   mlffEdgeFilterOutput        matmul      edgeFilter[l] = edgeHidden W2^T + b2        (filter rows, 3H)
  *   mlffMessagesForwardRows     atoms       the messages, w(ij) from edgeFilter[l]
  * Per block l, backward:
- *   mlffEdgeFilterHidden        matmul      edgeHidden again (cheap: K inputs)
+ *   mlffEdgeFilterHidden        matmul      edgeHidden = edgeBasis W0^T + b0 again, before the
+ *                                           activation (cheap: K inputs)
  *   mlffMessagesBackwardRows    atoms       dE/dw of each pair (both directions, by the owner's
- *                                           block) into edgeGradFilter, dE/dn of each edge into
- *                                           edgeGradN, and the update's direct backward as in tiled.cu
+ *                                           block) into edgeGradFilter; dE/dn of each edge into
+ *                                           edgeGradN (xyz; summed over the blocks); and the update's
+ *                                           direct backward as in tiled.cu
  *   mlffEdgeFilterHiddenBackward matmul     edgeHidden = (dE/dw W2) SiLU'(edgeHidden)
- *   mlffEdgeForces              pairs       dE/dd = edgeHidden . (W0 de/dd); with each edge's dE/dn, the forces
+ *   mlffEdgeBasisBackward       matmul      edgeGradBasis = edgeHidden W0              (filter rows, K padded)
+ *   mlffEdgeForces              pairs       dE/dd = edgeGradBasis . de/dd, summed over the blocks in
+ *                                           the owning edge's edgeGradN.w; at block 0 (the last of the
+ *                                           backward pass), the forces of both edges
  *
  * Storage (global; rows allocated for N x capacity, edge and filter rows alike): edgeStart,
  * filterStart (N + 1) and filterCount (N) int; per edge row edgeAtoms int2, edgeDelta real4,
  * edgeOwnedRank, edgePartner, edgeFilterRow int, edgeGradN real4; per filter row filterEdges int2,
- * edgeBasis (K), edgeHidden (H), edgeGradFilter (3H), and edgeFilter (L, rows, 3H: w_s, w_v1,
- * w_v2 of each block, kept for the backward pass).
+ * edgeBasis (K), edgeHidden (H), edgeGradFilter (3H), edgeGradBasis (K padded to a multiple of
+ * 32), and edgeFilter (L, rows, 3H: w_s, w_v1, w_v2 of each block, kept for the backward pass).
  */
 
 /** Listed edges of atom i: its count, or 0 if its list overflowed. */
@@ -170,15 +175,29 @@ struct MlffBiasEpilogue {
     real* out; // (rows, Outputs)
     template <int Outputs, int TN>
     DEVICE void store(int row, int column, const real* sums) const {
+        real values[TN];
+        mlffLoadRow<TN>(bias + column, values);
 #pragma unroll
         for (int t = 0; t < TN; t++)
-            out[(size_t) row * Outputs + column + t] = sums[t] + bias[column + t];
+            values[t] += sums[t];
+        mlffStoreRow<TN>(out + (size_t) row * Outputs + column, values);
     }
 };
 
-struct MlffEdgeHiddenEpilogue : MlffBiasEpilogue {
+struct MlffEdgeHiddenEpilogue {
+    const real* bias;
+    real* out; // (rows, H)
+    bool activated;
     DEVICE void operator()(int row, int column, const real* sums) const {
-        store<MLFF_H, 4>(row, column, sums);
+        real h[4];
+        mlffLoadRow<4>(bias + column, h);
+#pragma unroll
+        for (int t = 0; t < 4; t++) {
+            h[t] += sums[t];
+            if (activated)
+                h[t] = mlffSilu(h[t]);
+        }
+        mlffStoreRow<4>(out + (size_t) row * MLFF_H + column, h);
     }
 };
 
@@ -188,18 +207,11 @@ struct MlffEdgeFilterEpilogue : MlffBiasEpilogue {
     }
 };
 
-struct MlffSilu {
-    DEVICE real operator()(real x) const {
-        return mlffSilu(x);
-    }
-};
-
-KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHidden(int layer, const real* RESTRICT params,
+/** The filters' hidden layer of each pair: after the activation (activated, for the forward pass) or before it (for the backward pass's SiLU'). */
+KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHidden(int layer, int activated, const real* RESTRICT params,
         const int* RESTRICT filterStart, const real* RESTRICT edgeBasis, real* RESTRICT edgeHidden) {
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
-    MlffEdgeHiddenEpilogue epilogue;
-    epilogue.bias = block + MLFF_B_FILTER_B0;
-    epilogue.out = edgeHidden;
+    const MlffEdgeHiddenEpilogue epilogue = {block + MLFF_B_FILTER_B0, edgeHidden, activated != 0};
     mlffMatmul<MLFF_K, MLFF_H, 4>(edgeBasis, block + MLFF_B_FILTER_W0T, filterStart[MLFF_NUM_ATOMS], epilogue);
 }
 
@@ -209,8 +221,7 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterOutput(int layer, const real* RESTR
     MlffEdgeFilterEpilogue epilogue;
     epilogue.bias = block + MLFF_B_FILTER_B2;
     epilogue.out = edgeFilter;
-    mlffMatmulFrom<MLFF_H, 3 * MLFF_H, 6>(MlffRowMajor<MLFF_H, MlffSilu>{edgeHidden}, block + MLFF_B_FILTER_W2T,
-                                          filterStart[MLFF_NUM_ATOMS], epilogue);
+    mlffMatmul<MLFF_H, 3 * MLFF_H, 6>(edgeHidden, block + MLFF_B_FILTER_W2T, filterStart[MLFF_NUM_ATOMS], epilogue);
 }
 
 /** dE/dhidden = (dE/dw W2) SiLU'(hidden) of each pair, into edgeHidden in place (each element read, then written, by one thread). */
@@ -221,54 +232,57 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHiddenBackward(int layer, const rea
     mlffMatmul<3 * MLFF_H, MLFF_H, 4>(edgeGradFilter, block + MLFF_B_FILTER_W2, filterStart[MLFF_NUM_ATOMS], epilogue);
 }
 
+struct MlffBasisBackwardEpilogue {
+    real* out; // (rows, MLFF_K_PADDED)
+    DEVICE void operator()(int row, int column, const real* sums) const {
+        mlffStoreRow<2>(out + (size_t) row * MLFF_K_PADDED + column, sums);
+    }
+};
+
+/** dE/de of each pair (zeros past K) = dE/dhidden W0, for the pairs' forces. */
+KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeBasisBackward(int layer, const real* RESTRICT params,
+        const int* RESTRICT filterStart, const real* RESTRICT edgeGradHidden, real* RESTRICT edgeGradBasis) {
+    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
+    const MlffBasisBackwardEpilogue epilogue = {edgeGradBasis};
+    mlffMatmul<MLFF_H, MLFF_K_PADDED, 2>(edgeGradHidden, block + MLFF_B_FILTER_W0_PADDED, filterStart[MLFF_NUM_ATOMS],
+                                         epilogue);
+}
+
 /**
- * One warp per pair (filter row): dE/dd = sum_c dE/dhidden_c (W0 de/dd)_c, with de/dd from the
- * radial basis, summed over the lanes in a fixed order; then dE/du of the owning edge (dE/dd with
- * its dE/dn) and of its partner (its dE/dn alone: the pair's dE/dd counts once) to the forces of
- * both atoms (fixed-point adds: order-independent). Launch: N x capacity warps or more; warps past
- * the pairs return.
+ * One thread per pair (filter row): dE/dd = dE/de . de/dd, with de/dd from the radial basis, added
+ * to the owning edge's edgeGradN.w, where it sums over the blocks (as their dE/dn do in xyz). At
+ * block 0, the last of the backward pass, dE/du of the owning edge (dE/dd with its dE/dn) and of its
+ * partner (its dE/dn alone: the pair's dE/dd counts once) go to the forces of both atoms
+ * (fixed-point adds: order-independent), once a step rather than once a block. Launch: N x
+ * capacity threads or more; threads past the pairs return.
  */
 KERNEL void mlffEdgeForces(int layer, const real* RESTRICT params, const int* RESTRICT filterStart,
         const int2* RESTRICT filterEdges, const int2* RESTRICT edgeAtoms, const real4* RESTRICT edgeDelta,
-        const real* RESTRICT edgeGradHidden, const real4* RESTRICT edgeGradN, const int* RESTRICT mlReplica,
+        const real* RESTRICT edgeGradBasis, real4* RESTRICT edgeGradN, const int* RESTRICT mlReplica,
         const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
         const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
-    const int row = (int) (((size_t) blockIdx.x * blockDim.x + threadIdx.x) / 32);
-    const int lane = threadIdx.x % 32;
+    const int row = blockIdx.x * blockDim.x + threadIdx.x;
     if (row >= filterStart[MLFF_NUM_ATOMS])
-        return; // the whole warp leaves together
-    const real* w0t = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE + MLFF_B_FILTER_W0T; // (K, H)
+        return;
     const int2 edges = filterEdges[row];
     const real4 g = edgeDelta[edges.x];
-    real deddLane[(MLFF_K + 31) / 32]; // de_k/dd for k = lane, lane + 32, ...
-#pragma unroll
-    for (int q = 0; q < (MLFF_K + 31) / 32; q++) {
-        real unused;
-        deddLane[q] = 0;
-        if (32 * q + lane < MLFF_K)
-            mlffRadialBasis(params, g.w, 32 * q + lane, &unused, &deddLane[q]);
-    }
-    real dedd[MLFF_K];
-#pragma unroll
-    for (int k = 0; k < MLFF_K; k++)
-        dedd[k] = __shfl_sync(0xffffffffu, deddLane[k / 32], k % 32);
+    const real* gradBasis = edgeGradBasis + (size_t) row * MLFF_K_PADDED;
     real gd = 0;
-    for (int c = lane; c < MLFF_H; c += 32) {
-        real q = 0;
-#pragma unroll
-        for (int k = 0; k < MLFF_K; k++)
-            q += w0t[k * MLFF_H + c] * dedd[k];
-        gd += edgeGradHidden[(size_t) row * MLFF_H + c] * q;
+    for (int k = 0; k < MLFF_K; k++) {
+        real e, dedd;
+        mlffRadialBasis(params, g.w, k, &e, &dedd);
+        gd += gradBasis[k] * dedd;
     }
-    for (int offset = 16; offset > 0; offset /= 2)
-        gd += __shfl_xor_sync(0xffffffffu, gd, offset);
-    if (lane != 0)
+    real4 gn = edgeGradN[edges.x];
+    gn.w += gd;
+    if (layer > 0) {
+        edgeGradN[edges.x].w = gn.w;
         return;
+    }
     const int2 atoms = edgeAtoms[edges.x];
     const double forceScale = lambdaForceScale * replicaScale[mlReplica[atoms.x]];
     const int sortedI = sortedIndexOfParticle[mlParticle[atoms.x]], sortedJ = sortedIndexOfParticle[mlParticle[atoms.y]];
-    const real4 gn = edgeGradN[edges.x];
-    mlffAddEdgeForces(g, gd, gn.x, gn.y, gn.z, forceScale, sortedI, sortedJ, forceBuffer);
+    mlffAddEdgeForces(g, gn.w, gn.x, gn.y, gn.z, forceScale, sortedI, sortedJ, forceBuffer);
     if (edges.y >= 0) { // the partner j -> i: u = r_i - r_j
         const real4 gnPartner = edgeGradN[edges.y];
         mlffAddEdgeForces(edgeDelta[edges.y], 0, gnPartner.x, gnPartner.y, gnPartner.z, forceScale, sortedJ,

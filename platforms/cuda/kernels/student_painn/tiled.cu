@@ -67,12 +67,15 @@ struct MlffHiddenForwardEpilogue {
     real* hidden;     // (N, H) of this block
     real* activation; // (N, H)
     DEVICE void operator()(int row, int column, const real* sums) const {
+        real h[4], silu[4];
+        mlffLoadRow<4>(bias + column, h);
 #pragma unroll
         for (int t = 0; t < 4; t++) {
-            const real h = sums[t] + bias[column + t];
-            hidden[(size_t) row * MLFF_H + column + t] = h;
-            activation[(size_t) row * MLFF_H + column + t] = mlffSilu(h);
+            h[t] += sums[t];
+            silu[t] = mlffSilu(h[t]);
         }
+        mlffStoreRow<4>(hidden + (size_t) row * MLFF_H + column, h);
+        mlffStoreRow<4>(activation + (size_t) row * MLFF_H + column, silu);
     }
 };
 
@@ -95,15 +98,16 @@ struct MlffOutputForwardEpilogue {
     real* stateV;
     DEVICE void operator()(int row, int column, const real* sums) const {
         const real* bias = block + MLFF_B_UPDATE_B2_BY_CHANNEL;
+        real y[6]; // the thread's 6 columns: (a, g1, g2) of channels column/3 and column/3 + 1
+        mlffLoadRow<6>(bias + column, y);
 #pragma unroll
-        for (int q = 0; q < 2; q++) { // the thread's 6 columns are channels column/3 and column/3 + 1
+        for (int t = 0; t < 6; t++)
+            y[t] += sums[t];
+        mlffStoreRow<6>(output + (size_t) row * 3 * MLFF_H + column, y);
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
             const int c = column / 3 + q;
-            const real a = sums[3 * q] + bias[3 * c], g1 = sums[3 * q + 1] + bias[3 * c + 1],
-                       g2 = sums[3 * q + 2] + bias[3 * c + 2];
-            real* y = output + (size_t) row * 3 * MLFF_H + 3 * c;
-            y[0] = a;
-            y[1] = g1;
-            y[2] = g2;
+            const real a = y[3 * q], g1 = y[3 * q + 1], g2 = y[3 * q + 2];
             const size_t mid = (size_t) layer * MLFF_NUM_ATOMS + row;
             stateS[((size_t) (layer + 1) * MLFF_NUM_ATOMS + row) * MLFF_H + c] = midS[mid * MLFF_H + c] + a;
             if (layer + 1 < MLFF_L) { // the last block's vector update is dead
@@ -158,11 +162,12 @@ struct MlffHiddenBackwardEpilogue {
     const real* hidden; // (N, H) of this block
     real* gradHidden;   // (N, H)
     DEVICE void operator()(int row, int column, const real* sums) const {
+        real g[4];
+        mlffLoadRow<4>(hidden + (size_t) row * MLFF_H + column, g);
 #pragma unroll
-        for (int t = 0; t < 4; t++) {
-            const size_t index = (size_t) row * MLFF_H + column + t;
-            gradHidden[index] = sums[t] * mlffSiluGrad(hidden[index]);
-        }
+        for (int t = 0; t < 4; t++)
+            g[t] = sums[t] * mlffSiluGrad(g[t]);
+        mlffStoreRow<4>(gradHidden + (size_t) row * MLFF_H + column, g);
     }
 };
 

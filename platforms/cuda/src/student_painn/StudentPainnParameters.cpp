@@ -7,18 +7,26 @@ namespace MLFFPlugin {
 
 namespace {
 
-// Appends matrices and vectors and records where each starts.
+// Appends matrices and vectors and records where each starts: at a multiple of 4 elements, so
+// that matmul.cu can copy a matrix's rows 16 bytes at a time (in float).
 class Packer {
 public:
     explicit Packer(std::vector<double>& destination) : out(destination) {
     }
     size_t vector(const double* values, int n) {
-        size_t start = out.size();
+        size_t start = align();
         out.insert(out.end(), values, values + n);
         return start;
     }
     size_t matrix(const double* values, int rows, int cols) { // (rows, cols) row-major, as stored
         return vector(values, rows * cols);
+    }
+    size_t padded(const double* values, int rows, int cols, int paddedCols) { // (rows, paddedCols), zeros past cols
+        size_t start = align();
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < paddedCols; c++)
+                out.push_back(c < cols ? values[(size_t) r * cols + c] : 0.0);
+        return start;
     }
     size_t transposed(const double* values, int rows, int cols) { // stores (cols, rows)
         return vector(transpose(values, rows, cols).data(), rows * cols);
@@ -27,7 +35,7 @@ public:
     // with the columns channel-major: column g * width + c moves to c * groups + g. The tiled
     // path's matrix products then give each thread all the outputs of its channels together.
     size_t channelMajor(const double* values, int rows, int groups, int width) {
-        size_t start = out.size();
+        size_t start = align();
         for (int r = 0; r < rows; r++)
             for (int c = 0; c < width; c++)
                 for (int g = 0; g < groups; g++)
@@ -41,6 +49,12 @@ public:
             for (int r = 0; r < rows; r++)
                 result.push_back(values[(size_t) r * cols + c]);
         return result;
+    }
+
+    // Pads to the next multiple of 4 elements; returns the size.
+    size_t align() {
+        out.resize((out.size() + 3) / 4 * 4, 0.0);
+        return out.size();
     }
 
 private:
@@ -62,6 +76,8 @@ StudentPainnLayout layoutStudentPainn(const mlff_student_painn& model) {
     auto& def = layout.defines;
     def["MLFF_H"] = std::to_string(H);
     def["MLFF_K"] = std::to_string(K);
+    const int kPadded = (K + 31) / 32 * 32; // edge_filters.cu's basis backward: whole tiles of 32 columns
+    def["MLFF_K_PADDED"] = std::to_string(kPadded);
     def["MLFF_L"] = std::to_string(L);
     def["MLFF_Z_MAX"] = std::to_string(zMax);
     def["MLFF_CUTOFF"] = exactDouble(model.cutoff);
@@ -79,14 +95,15 @@ StudentPainnLayout layoutStudentPainn(const mlff_student_painn& model) {
     def["MLFF_P_HEAD_B4"] = std::to_string(pack.vector(model.head_b4, 1));
 
     // Blocks: the same layout repeated with a fixed stride.
-    const size_t blocksStart = layout.values.size();
+    const size_t blocksStart = pack.align(); // each block aligned, so that the offsets within agree
     std::map<std::string, size_t> within;
     for (int l = 0; l < L; l++) {
         const mlff_student_painn_block& block = model.blocks[l];
-        const size_t base = layout.values.size();
+        const size_t base = pack.align();
         std::map<std::string, size_t> offsets;
         offsets["MLFF_B_FILTER_W0T"] = pack.transposed(block.filter_w0, H, K) - base;
         offsets["MLFF_B_FILTER_B0"] = pack.vector(block.filter_b0, H) - base;
+        offsets["MLFF_B_FILTER_W0_PADDED"] = pack.padded(block.filter_w0, H, K, kPadded) - base;
         offsets["MLFF_B_FILTER_W2"] = pack.matrix(block.filter_w2, 3 * H, H) - base;
         offsets["MLFF_B_FILTER_W2T"] = pack.transposed(block.filter_w2, 3 * H, H) - base;
         offsets["MLFF_B_FILTER_B2"] = pack.vector(block.filter_b2, 3 * H) - base;
@@ -109,7 +126,7 @@ StudentPainnLayout layoutStudentPainn(const mlff_student_painn& model) {
             def["MLFF_P_BLOCK_STRIDE"] = std::to_string(base - blocksStart);
     }
     if (L == 1)
-        def["MLFF_P_BLOCK_STRIDE"] = std::to_string(layout.values.size() - blocksStart);
+        def["MLFF_P_BLOCK_STRIDE"] = std::to_string(pack.align() - blocksStart);
     def["MLFF_P_BLOCKS"] = std::to_string(blocksStart);
     for (const auto& entry : within)
         def[entry.first] = std::to_string(entry.second);
