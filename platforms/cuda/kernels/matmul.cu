@@ -108,13 +108,8 @@ struct MlffIdentity {
 /**
  * An epilogue's TN adjacent elements of a row, at p = a row of a multiple of 4 elements plus a
  * column that is a multiple of TN, loaded or stored in vectors as wide as that alignment allows
- * (scattered 4-byte stores would cost the L2 a partial sector each).
+ * (scattered 4-byte stores would cost the L2 a partial sector each). MlffRealVector: layers.cu.
  */
-template <int W>
-struct alignas(W * sizeof(real)) MlffRealVector {
-    real v[W];
-};
-
 template <int TN>
 struct MlffRowVector {
     static constexpr int width = sizeof(real) == 4 && TN % 4 == 0 ? 4 : TN % 2 == 0 ? 2 : 1;

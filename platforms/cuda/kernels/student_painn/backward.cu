@@ -189,20 +189,23 @@ DEVICE inline void mlffMessagesBackward(int i, int layer, const real* RESTRICT p
 
         // Filter backward: dE/dhidden = (W2^T dE/dw) SiLU'(hidden); dE/dd = sum_c dE/dhidden_c (W0 de/dd)_c.
         if (active) {
-            const real* w2 = block + MLFF_B_FILTER_W2; // (3H, H)
+            const real* w2 = block + MLFF_B_FILTER_W2_BY_FOURS; // (3H, H)
             const real* w0t = block + MLFF_B_FILTER_W0T; // (K, H)
             real ga[MLFF_EDGE_BATCH];
 #pragma unroll
             for (int b = 0; b < MLFF_EDGE_BATCH; b++)
                 ga[b] = 0;
-#pragma unroll 32
-            for (int o = 0; o < 3 * MLFF_H; o++) {
-                const real w = w2[o * MLFF_H + c];
-                real g[MLFF_EDGE_BATCH];
-                mlffLoadEdgeRow(scratch->gradW[o], g);
+#pragma unroll 8
+            for (int o4 = 0; o4 < 3 * MLFF_H; o4 += 4) {
+                const MlffRealVector<4> w = mlffWeightsByFours<MLFF_H>(w2, o4, c);
 #pragma unroll
-                for (int b = 0; b < MLFF_EDGE_BATCH; b++)
-                    ga[b] += w * g[b];
+                for (int q = 0; q < 4 && (3 * MLFF_H % 4 == 0 || o4 + q < 3 * MLFF_H); q++) {
+                    real g[MLFF_EDGE_BATCH];
+                    mlffLoadEdgeRow(scratch->gradW[o4 + q], g);
+#pragma unroll
+                    for (int b = 0; b < MLFF_EDGE_BATCH; b++)
+                        ga[b] += w.v[q] * g[b];
+                }
             }
 #pragma unroll
             for (int b = 0; b < MLFF_EDGE_BATCH; b++) {

@@ -17,6 +17,23 @@
 #define MLFF_NORMAL_EPSILON 1e-8
 #define MLFF_PI 3.14159265358979323846
 
+/** W adjacent reals, loaded or stored as one or two vector accesses where aligned to their size. */
+template <int W>
+struct alignas(W * sizeof(real)) MlffRealVector {
+    real v[W];
+};
+
+/**
+ * Inputs k .. k + 3 (k a multiple of 4) of output o of a weight matrix with O outputs stored by
+ * fours (StudentPainnParameters: element (k, o) at ((k / 4) O + o) 4 + k % 4, zeros past the
+ * inputs): thread o's four weights in one load, its warp's in 512 contiguous bytes, so that a thread
+ * block of one atom keeps four times the bytes in flight while it streams a matrix.
+ */
+template <int O>
+DEVICE inline MlffRealVector<4> mlffWeightsByFours(const real* RESTRICT m, int k, int o) {
+    return *reinterpret_cast<const MlffRealVector<4>*>(m + ((size_t) (k / 4) * O + o) * 4);
+}
+
 DEVICE inline real mlffSilu(real x) {
     return x / (1 + exp(-x));
 }
@@ -190,25 +207,28 @@ DEVICE inline void mlffFilterForward(const real* RESTRICT params, const real* RE
     }
     __syncthreads();
     if (c < MLFF_H) {
-        const real* w2t = block + MLFF_B_FILTER_W2T; // (H, 3H)
+        const real* w2t = block + MLFF_B_FILTER_W2T_BY_FOURS; // (H, 3H)
 #pragma unroll
         for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
             ws[b] = block[MLFF_B_FILTER_B2 + c];
             wv1[b] = block[MLFF_B_FILTER_B2 + MLFF_H + c];
             wv2[b] = block[MLFF_B_FILTER_B2 + 2 * MLFF_H + c];
         }
-#pragma unroll 16
-        for (int c2 = 0; c2 < MLFF_H; c2++) {
-            const real w0 = w2t[c2 * 3 * MLFF_H + c];
-            const real w1 = w2t[c2 * 3 * MLFF_H + MLFF_H + c];
-            const real w2 = w2t[c2 * 3 * MLFF_H + 2 * MLFF_H + c];
-            real a[MLFF_EDGE_BATCH];
-            mlffLoadEdgeRow(activation[c2], a);
+#pragma unroll 4
+        for (int c4 = 0; c4 < MLFF_H; c4 += 4) {
+            const MlffRealVector<4> w0 = mlffWeightsByFours<3 * MLFF_H>(w2t, c4, c);
+            const MlffRealVector<4> w1 = mlffWeightsByFours<3 * MLFF_H>(w2t, c4, MLFF_H + c);
+            const MlffRealVector<4> w2 = mlffWeightsByFours<3 * MLFF_H>(w2t, c4, 2 * MLFF_H + c);
 #pragma unroll
-            for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
-                ws[b] += w0 * a[b];
-                wv1[b] += w1 * a[b];
-                wv2[b] += w2 * a[b];
+            for (int q = 0; q < 4 && (MLFF_H % 4 == 0 || c4 + q < MLFF_H); q++) {
+                real a[MLFF_EDGE_BATCH];
+                mlffLoadEdgeRow(activation[c4 + q], a);
+#pragma unroll
+                for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+                    ws[b] += w0.v[q] * a[b];
+                    wv1[b] += w1.v[q] * a[b];
+                    wv2[b] += w2.v[q] * a[b];
+                }
             }
         }
     }
@@ -311,26 +331,36 @@ DEVICE inline void mlffUpdateMlp(const real* RESTRICT block, real sMid, const re
     }
     __syncthreads();
     if (c < MLFF_H) {
-        const real* u0t = block + MLFF_B_UPDATE_W0T; // (2H, H)
+        const real* u0t = block + MLFF_B_UPDATE_W0T_BY_FOURS; // (2H, H)
         real h = block[MLFF_B_UPDATE_B0 + c];
-#pragma unroll 32
-        for (int x = 0; x < 2 * MLFF_H; x++)
-            h += u0t[x * MLFF_H + c] * scratch->input[x];
+#pragma unroll 8
+        for (int x4 = 0; x4 < 2 * MLFF_H; x4 += 4) {
+            const MlffRealVector<4> u = mlffWeightsByFours<MLFF_H>(u0t, x4, c);
+#pragma unroll
+            for (int q = 0; q < 4 && (MLFF_H % 2 == 0 || x4 + q < 2 * MLFF_H); q++)
+                h += u.v[q] * scratch->input[x4 + q];
+        }
         *hidden = h;
         scratch->activation[c] = mlffSilu(h);
     }
     __syncthreads();
     if (c < MLFF_H) {
-        const real* u2t = block + MLFF_B_UPDATE_W2T; // (H, 3H)
+        const real* u2t = block + MLFF_B_UPDATE_W2T_BY_FOURS; // (H, 3H)
         real y0 = block[MLFF_B_UPDATE_B2 + c];
         real y1 = block[MLFF_B_UPDATE_B2 + MLFF_H + c];
         real y2 = block[MLFF_B_UPDATE_B2 + 2 * MLFF_H + c];
-#pragma unroll 16
-        for (int c2 = 0; c2 < MLFF_H; c2++) {
-            const real act = scratch->activation[c2];
-            y0 += u2t[c2 * 3 * MLFF_H + c] * act;
-            y1 += u2t[c2 * 3 * MLFF_H + MLFF_H + c] * act;
-            y2 += u2t[c2 * 3 * MLFF_H + 2 * MLFF_H + c] * act;
+#pragma unroll 4
+        for (int c4 = 0; c4 < MLFF_H; c4 += 4) {
+            const MlffRealVector<4> u0 = mlffWeightsByFours<3 * MLFF_H>(u2t, c4, c);
+            const MlffRealVector<4> u1 = mlffWeightsByFours<3 * MLFF_H>(u2t, c4, MLFF_H + c);
+            const MlffRealVector<4> u2 = mlffWeightsByFours<3 * MLFF_H>(u2t, c4, 2 * MLFF_H + c);
+#pragma unroll
+            for (int q = 0; q < 4 && (MLFF_H % 4 == 0 || c4 + q < MLFF_H); q++) {
+                const real act = scratch->activation[c4 + q];
+                y0 += u0.v[q] * act;
+                y1 += u1.v[q] * act;
+                y2 += u2.v[q] * act;
+            }
         }
         *a = y0;
         *g1 = y1;
@@ -385,22 +415,31 @@ DEVICE inline void mlffUpdateBackward(const real* RESTRICT block, const real* vM
     }
     __syncthreads();
     if (c < MLFF_H) {
-        const real* u2 = block + MLFF_B_UPDATE_W2; // (3H, H)
+        const real* u2 = block + MLFF_B_UPDATE_W2_BY_FOURS; // (3H, H)
         real ga = 0;
-#pragma unroll 32
-        for (int o = 0; o < 3 * MLFF_H; o++)
-            ga += u2[o * MLFF_H + c] * scratch->gradOutput[o];
+#pragma unroll 8
+        for (int o4 = 0; o4 < 3 * MLFF_H; o4 += 4) {
+            const MlffRealVector<4> u = mlffWeightsByFours<MLFF_H>(u2, o4, c);
+#pragma unroll
+            for (int q = 0; q < 4 && (3 * MLFF_H % 4 == 0 || o4 + q < 3 * MLFF_H); q++)
+                ga += u.v[q] * scratch->gradOutput[o4 + q];
+        }
         scratch->gradHidden[c] = ga * mlffSiluGrad(hidden);
     }
     __syncthreads();
     if (c < MLFF_H) {
-        const real* u0 = block + MLFF_B_UPDATE_W0; // (H, 2H)
+        const real* u0 = block + MLFF_B_UPDATE_W0_BY_FOURS; // (H, 2H)
         real gs = 0, gm = 0;
-#pragma unroll 16
-        for (int c2 = 0; c2 < MLFF_H; c2++) {
-            const real gh = scratch->gradHidden[c2];
-            gs += u0[c2 * 2 * MLFF_H + c] * gh;
-            gm += u0[c2 * 2 * MLFF_H + MLFF_H + c] * gh;
+#pragma unroll 4
+        for (int c4 = 0; c4 < MLFF_H; c4 += 4) {
+            const MlffRealVector<4> us = mlffWeightsByFours<2 * MLFF_H>(u0, c4, c);
+            const MlffRealVector<4> um = mlffWeightsByFours<2 * MLFF_H>(u0, c4, MLFF_H + c);
+#pragma unroll
+            for (int q = 0; q < 4 && (MLFF_H % 4 == 0 || c4 + q < MLFF_H); q++) {
+                const real gh = scratch->gradHidden[c4 + q];
+                gs += us.v[q] * gh;
+                gm += um.v[q] * gh;
+            }
         }
         *gsMid = gsOut + gs;
         if (m > 0) {

@@ -42,6 +42,16 @@ public:
                     out.push_back(values[(size_t) r * groups * width + (size_t) g * width + c]);
         return start;
     }
+    // (inputs, outputs) row-major, stored by fours: element (k, o) at ((k / 4) outputs + o) 4 + k % 4,
+    // zeros past the inputs (mlffWeightsByFours in layers.cu: a thread's four weights in one load).
+    size_t byFours(const double* values, int inputs, int outputs) {
+        size_t start = align();
+        for (int k4 = 0; k4 < inputs; k4 += 4)
+            for (int o = 0; o < outputs; o++)
+                for (int k = k4; k < k4 + 4; k++)
+                    out.push_back(k < inputs ? values[(size_t) k * outputs + o] : 0.0);
+        return start;
+    }
     static std::vector<double> transpose(const double* values, int rows, int cols) {
         std::vector<double> result;
         result.reserve((size_t) rows * cols);
@@ -107,11 +117,9 @@ StudentPainnLayout layoutStudentPainn(const mlff_student_painn& model) {
         offsets["MLFF_B_FILTER_W2"] = pack.matrix(block.filter_w2, 3 * H, H) - base;
         offsets["MLFF_B_FILTER_W2T"] = pack.transposed(block.filter_w2, 3 * H, H) - base;
         offsets["MLFF_B_FILTER_B2"] = pack.vector(block.filter_b2, 3 * H) - base;
-        offsets["MLFF_B_UPDATE_W0"] = pack.matrix(block.update_w0, H, 2 * H) - base;
         offsets["MLFF_B_UPDATE_W0T"] = pack.transposed(block.update_w0, H, 2 * H) - base;
         offsets["MLFF_B_UPDATE_B0"] = pack.vector(block.update_b0, H) - base;
         offsets["MLFF_B_UPDATE_W2"] = pack.matrix(block.update_w2, 3 * H, H) - base;
-        offsets["MLFF_B_UPDATE_W2T"] = pack.transposed(block.update_w2, 3 * H, H) - base;
         offsets["MLFF_B_UPDATE_B2"] = pack.vector(block.update_b2, 3 * H) - base;
         offsets["MLFF_B_MIXING"] = pack.vector(block.mixing, 9) - base;
         // The tiled path (kernels/student_painn/tiled.cu): U2^T and b2 with (a, g1, g2) of a channel
@@ -120,6 +128,13 @@ StudentPainnLayout layoutStudentPainn(const mlff_student_painn& model) {
             pack.channelMajor(Packer::transpose(block.update_w2, 3 * H, H).data(), H, 3, H) - base;
         offsets["MLFF_B_UPDATE_B2_BY_CHANNEL"] = pack.channelMajor(block.update_b2, 1, 3, H) - base;
         offsets["MLFF_B_UPDATE_W0_BY_CHANNEL"] = pack.channelMajor(block.update_w0, H, 2, H) - base;
+        // The fused path (forward.cu, backward.cu): the matrices its threads stream, by fours.
+        offsets["MLFF_B_FILTER_W2T_BY_FOURS"] = pack.byFours(Packer::transpose(block.filter_w2, 3 * H, H).data(), H, 3 * H) - base;
+        offsets["MLFF_B_FILTER_W2_BY_FOURS"] = pack.byFours(block.filter_w2, 3 * H, H) - base;
+        offsets["MLFF_B_UPDATE_W0T_BY_FOURS"] = pack.byFours(Packer::transpose(block.update_w0, H, 2 * H).data(), 2 * H, H) - base;
+        offsets["MLFF_B_UPDATE_W2T_BY_FOURS"] = pack.byFours(Packer::transpose(block.update_w2, 3 * H, H).data(), H, 3 * H) - base;
+        offsets["MLFF_B_UPDATE_W2_BY_FOURS"] = pack.byFours(block.update_w2, 3 * H, H) - base;
+        offsets["MLFF_B_UPDATE_W0_BY_FOURS"] = pack.byFours(block.update_w0, H, 2 * H) - base;
         if (l == 0)
             within = offsets;
         if (l == 1)
