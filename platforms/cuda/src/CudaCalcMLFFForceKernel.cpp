@@ -47,12 +47,14 @@ constexpr int ReduceThreadsByBlock = 256;
 constexpr int DefaultNeighborCapacity = 64;
 constexpr int CellListMinAtoms = 256;  // replicas this large use the cell list (cell_list.cu)
 // Systems with this many ML atoms use the tiled path (tiled.cu), whose matrix products read each
-// weight once per 64 atoms; below it the fused path's fewer launches win. Measured (H200,
-// H=128): the fused path 3 to 6 % faster at 768 atoms, the tiled one 3 to 47 % from 3,000. With
-// exact filters the tiled path runs them as products over pairs (edge_filters.cu), which was
-// faster still at 768 atoms (a water droplet: 1.50 ms against the fused path's 1.91), but smaller
-// systems are not measured, so the threshold stays.
+// weight once per 128 rows; below it the fused path's fewer launches win. Measured (H200, H=128,
+// step us, commit c6e76d8): with tabulated filters the fused path is faster at 768 atoms (64
+// benzenes 282 against 367, a droplet 577 against 659), the tiled one at 3,072 (589 against 985).
+// With exact filters the tiled path runs them as products over pairs (edge_filters.cu), faster
+// from 768 atoms (64 benzenes 612 against 682, a droplet 1,037 against 1,745) but not at 192
+// (265 against 533) or a 96-atom droplet (446 against 616).
 constexpr int TiledMinAtoms = 1024;
+constexpr int EdgeFiltersMinAtoms = 768;
 constexpr int EdgeThreads = 128;       // edge_filters.cu's warp-per-atom and warp-per-pair kernels: 4 warps
 // matmul.cu's tiles: MLFF_MATMUL_THREADS, MLFF_MATMUL_DEPTH, and MLFF_MATMUL_ROWS and
 // MLFF_MATMUL_STAGES of each way of summing (tensor cores or FMA pipes).
@@ -368,7 +370,7 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
     const char* choice = std::getenv("MLFF_CUDA_KERNELS");
     const string path = choice == nullptr ? "" : choice;
     if (path.empty())
-        useTiled = tilesFit && numAtoms >= TiledMinAtoms;
+        useTiled = tilesFit && numAtoms >= (tabulated ? TiledMinAtoms : EdgeFiltersMinAtoms);
     else if (path == "fused" || path == "tiled" || path == "edges")
         useTiled = tilesFit && path != "fused";
     else
@@ -381,6 +383,7 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
         size_t freeBytes = 0, totalBytes = 0;
         check(cuMemGetInfo(&freeBytes, &totalBytes), "querying the free memory");
         useEdgeFilters = edgeRowBytes(2 * neighborCapacity) <= freeBytes / 2;
+        useTiled = useEdgeFilters || numAtoms >= TiledMinAtoms; // without them, the tiled path's own threshold
     }
 }
 
