@@ -21,10 +21,11 @@
  */
 
 /** The sum over the block's threads of value[b][q] for each (b, q), into total[b][q], in a fixed order. */
-DEVICE inline void mlffBlockSum4(real (*value)[4], real (*warpTotals)[MLFF_EDGE_BATCH][4], real (*total)[4]) {
+template <int Batch>
+DEVICE inline void mlffBlockSum4(real (*value)[4], real (*warpTotals)[Batch][4], real (*total)[4]) {
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 #pragma unroll
-    for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+    for (int b = 0; b < Batch; b++) {
 #pragma unroll
         for (int q = 0; q < 4; q++) {
             real v = value[b][q];
@@ -35,7 +36,7 @@ DEVICE inline void mlffBlockSum4(real (*value)[4], real (*warpTotals)[MLFF_EDGE_
         }
     }
     __syncthreads();
-    if (threadIdx.x < MLFF_EDGE_BATCH * 4) {
+    if (threadIdx.x < Batch * 4) {
         const int b = threadIdx.x / 4, q = threadIdx.x % 4;
         real sum = 0;
         for (int w = 0; w < MLFF_BLOCK / 32; w++)
@@ -230,6 +231,11 @@ DEVICE inline void mlffMessagesBackward(int i, int layer, const real* RESTRICT p
     }
 }
 
+// Edges a batch in mlffMessagesBackwardFromRows: fewer than the fused kernels' 16, since here a batch
+// shares no weight loads and smaller ones leave room for more blocks. H100, 12,000-atom droplet,
+// force µs: 16 -> 10,152, 8 -> 9,390, 4 -> 9,321 (but its step no faster than 8's).
+#define MLFF_ROW_BATCH 8
+
 /**
  * mlffMessagesBackward for an atom whose edges have rows (student_painn/edge_filters.cu): the
  * gather into i in the same (list) order, from w(ij) read from its pair's row of edgeFilter;
@@ -247,7 +253,7 @@ DEVICE inline void mlffMessagesBackwardFromRows(int i, int layer, const real* RE
         const int* RESTRICT edgeFilterRow, const int* RESTRICT edgeOwnedRank, const int* RESTRICT edgePartner,
         const real* RESTRICT edgeFilter, real* RESTRICT edgeGradFilter, real4* RESTRICT edgeGradN,
         const real* RESTRICT stateS, const real* RESTRICT stateV,
-        const real* RESTRICT gradInS, const real* RESTRICT gradInV, real gsI, const real* gvI, real (*warpTotals)[MLFF_EDGE_BATCH][4],
+        const real* RESTRICT gradInS, const real* RESTRICT gradInV, real gsI, const real* gvI, real (*warpTotals)[MLFF_ROW_BATCH][4],
         real (*edgeGrad)[4], real* gsIn, real* gvIn) {
     const int c = threadIdx.x;
     const bool active = c < MLFF_H;
@@ -262,10 +268,10 @@ DEVICE inline void mlffMessagesBackwardFromRows(int i, int layer, const real* RE
         for (int a = 0; a < 3; a++)
             vI[a] = mlffBlockInputV(stateV, layer, i, a, c);
     }
-    for (int base = 0; base < count; base += MLFF_EDGE_BATCH) {
-        real partial[MLFF_EDGE_BATCH][4]; // (0, dE/dn) of each edge, this thread's channel
+    for (int base = 0; base < count; base += MLFF_ROW_BATCH) {
+        real partial[MLFF_ROW_BATCH][4]; // (0, dE/dn) of each edge, this thread's channel
 #pragma unroll
-        for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+        for (int b = 0; b < MLFF_ROW_BATCH; b++) {
             const int slot = base + b;
             partial[b][0] = partial[b][1] = partial[b][2] = partial[b][3] = 0;
             if (!active || slot >= count)
@@ -311,7 +317,7 @@ DEVICE inline void mlffMessagesBackwardFromRows(int i, int layer, const real* RE
             gradW[2 * MLFF_H + c] = gwv2;
         }
         mlffBlockSum4(partial, warpTotals, edgeGrad);
-        if (c < MLFF_EDGE_BATCH && base + c < count) { // summed over the blocks, from the backward pass's first
+        if (c < MLFF_ROW_BATCH && base + c < count) { // summed over the blocks, from the backward pass's first
             const real* total = edgeGrad[c];
             real4 gn = make_real4(total[1], total[2], total[3], 0);
             if (layer < MLFF_L - 1) {

@@ -318,8 +318,8 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params, con
         const real* RESTRICT stateV, const real* RESTRICT midV, const real* RESTRICT updateOutput,
         const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT updateGradOutput,
         real* RESTRICT gradOutS, real* RESTRICT gradOutV) {
-    __shared__ real warpTotals[MLFF_BLOCK / 32][MLFF_EDGE_BATCH][4];
-    __shared__ real edgeGrad[MLFF_EDGE_BATCH][4];
+    __shared__ real warpTotals[MLFF_BLOCK / 32][MLFF_ROW_BATCH][4];
+    __shared__ real edgeGrad[MLFF_ROW_BATCH][4];
     const int i = blockIdx.x;
     if (neighborCount[i] > neighborCapacity)
         return; // the whole block: no rows (tiled.cu's kernel)
