@@ -34,6 +34,23 @@ DEVICE inline MlffRealVector<4> mlffWeightsByFours(const real* RESTRICT m, int k
     return *reinterpret_cast<const MlffRealVector<4>*>(m + ((size_t) (k / 4) * O + o) * 4);
 }
 
+/**
+ * Streams the weights of outputs c, H + c and 2H + c (thread c's three) of an (I, 3H) matrix
+ * stored by fours, input by input in order: use(k, w0, w1, w2) for each input k.
+ */
+template <int I, class Use>
+DEVICE inline void mlffStreamThreeOutputs(const real* RESTRICT m, int c, Use use) {
+#pragma unroll 4
+    for (int k4 = 0; k4 < I; k4 += 4) {
+        const MlffRealVector<4> w0 = mlffWeightsByFours<3 * MLFF_H>(m, k4, c);
+        const MlffRealVector<4> w1 = mlffWeightsByFours<3 * MLFF_H>(m, k4, MLFF_H + c);
+        const MlffRealVector<4> w2 = mlffWeightsByFours<3 * MLFF_H>(m, k4, 2 * MLFF_H + c);
+#pragma unroll
+        for (int q = 0; q < 4 && (I % 4 == 0 || k4 + q < I); q++)
+            use(k4 + q, w0.v[q], w1.v[q], w2.v[q]);
+    }
+}
+
 DEVICE inline real mlffSilu(real x) {
     return x / (1 + exp(-x));
 }
@@ -214,23 +231,16 @@ DEVICE inline void mlffFilterForward(const real* RESTRICT params, const real* RE
             wv1[b] = block[MLFF_B_FILTER_B2 + MLFF_H + c];
             wv2[b] = block[MLFF_B_FILTER_B2 + 2 * MLFF_H + c];
         }
-#pragma unroll 4
-        for (int c4 = 0; c4 < MLFF_H; c4 += 4) {
-            const MlffRealVector<4> w0 = mlffWeightsByFours<3 * MLFF_H>(w2t, c4, c);
-            const MlffRealVector<4> w1 = mlffWeightsByFours<3 * MLFF_H>(w2t, c4, MLFF_H + c);
-            const MlffRealVector<4> w2 = mlffWeightsByFours<3 * MLFF_H>(w2t, c4, 2 * MLFF_H + c);
+        mlffStreamThreeOutputs<MLFF_H>(w2t, c, [&](int c2, real w0, real w1, real w2) {
+            real a[MLFF_EDGE_BATCH];
+            mlffLoadEdgeRow(activation[c2], a);
 #pragma unroll
-            for (int q = 0; q < 4 && (MLFF_H % 4 == 0 || c4 + q < MLFF_H); q++) {
-                real a[MLFF_EDGE_BATCH];
-                mlffLoadEdgeRow(activation[c4 + q], a);
-#pragma unroll
-                for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
-                    ws[b] += w0.v[q] * a[b];
-                    wv1[b] += w1.v[q] * a[b];
-                    wv2[b] += w2.v[q] * a[b];
-                }
+            for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+                ws[b] += w0 * a[b];
+                wv1[b] += w1 * a[b];
+                wv2[b] += w2 * a[b];
             }
-        }
+        });
     }
 }
 
@@ -349,19 +359,12 @@ DEVICE inline void mlffUpdateMlp(const real* RESTRICT block, real sMid, const re
         real y0 = block[MLFF_B_UPDATE_B2 + c];
         real y1 = block[MLFF_B_UPDATE_B2 + MLFF_H + c];
         real y2 = block[MLFF_B_UPDATE_B2 + 2 * MLFF_H + c];
-#pragma unroll 4
-        for (int c4 = 0; c4 < MLFF_H; c4 += 4) {
-            const MlffRealVector<4> u0 = mlffWeightsByFours<3 * MLFF_H>(u2t, c4, c);
-            const MlffRealVector<4> u1 = mlffWeightsByFours<3 * MLFF_H>(u2t, c4, MLFF_H + c);
-            const MlffRealVector<4> u2 = mlffWeightsByFours<3 * MLFF_H>(u2t, c4, 2 * MLFF_H + c);
-#pragma unroll
-            for (int q = 0; q < 4 && (MLFF_H % 4 == 0 || c4 + q < MLFF_H); q++) {
-                const real act = scratch->activation[c4 + q];
-                y0 += u0.v[q] * act;
-                y1 += u1.v[q] * act;
-                y2 += u2.v[q] * act;
-            }
-        }
+        mlffStreamThreeOutputs<MLFF_H>(u2t, c, [&](int c2, real u0, real u1, real u2) {
+            const real act = scratch->activation[c2];
+            y0 += u0 * act;
+            y1 += u1 * act;
+            y2 += u2 * act;
+        });
         *a = y0;
         *g1 = y1;
         *g2 = y2;
