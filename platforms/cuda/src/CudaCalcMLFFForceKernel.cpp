@@ -55,7 +55,7 @@ constexpr int CellListMinAtoms = 256;  // replicas this large use the cell list 
 // (265 against 533) or a 96-atom droplet (446 against 616).
 constexpr int TiledMinAtoms = 1024;
 constexpr int EdgeFiltersMinAtoms = 768;
-constexpr int EdgeThreads = 128;       // edge_filters.cu's warp-per-atom and warp-per-pair kernels: 4 warps
+constexpr int EdgeThreads = 128;       // edge_filters.cu's warp-per-atom and thread-per-pair kernels
 // matmul.cu's tiles: MLFF_MATMUL_THREADS, MLFF_MATMUL_DEPTH, and MLFF_MATMUL_ROWS and
 // MLFF_MATMUL_STAGES of each way of summing (tensor cores or FMA pipes).
 constexpr int MatmulThreads = 256;
