@@ -1,7 +1,6 @@
 /*
  * matmul.cu: C = A B for the row-wise layers of the tiled path, in `real`.
- *   A (rows, I) row-major: one row per ML atom (or per pair of atoms), each element mapped by
- *     Input as it is read (MlffIdentity, or say an activation);
+ *   A (rows, I) row-major: one row per ML atom (or per pair of atoms);
  *   B (I, O) row-major: the weights, input-major;
  * a thread block of MLFF_MATMUL_THREADS computes a tile of MLFF_MATMUL_ROWS rows by 16 TN columns,
  * MLFF_MATMUL_DEPTH inputs a step.
@@ -99,12 +98,6 @@ struct MlffMatmulShared {
 };
 #endif
 
-struct MlffIdentity {
-    DEVICE real operator()(real x) const {
-        return x;
-    }
-};
-
 /**
  * An epilogue's TN adjacent elements of a row, at p = a row of a multiple of 4 elements plus a
  * column that is a multiple of TN, loaded or stored in vectors as wide as that alignment allows
@@ -141,8 +134,8 @@ DEVICE inline void mlffStoreRow(real* p, const real* values) {
     }
 }
 
-/** C = A B (the file's comment says how). Input maps each element of A as it is read. */
-template <int I, int O, int TN, class Input = MlffIdentity, class Epilogue>
+/** C = A B (the file's comment says how). */
+template <int I, int O, int TN, class Epilogue>
 DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, int rows, Epilogue epilogue) {
     constexpr int columns = 16 * TN, columnTiles = O / columns;
     constexpr int steps = (I + MLFF_MATMUL_DEPTH - 1) / MLFF_MATMUL_DEPTH;
@@ -215,7 +208,7 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
                 const float x[4] = {tile.a[r0][k + t], tile.a[r1][k + t], tile.a[r0][k + t + 4], tile.a[r1][k + t + 4]};
 #pragma unroll
                 for (int q = 0; q < 4; q++)
-                    mlffSplitTf32(Input()(x[q]), &aBig[m][q], &aSmall[m][q]);
+                    mlffSplitTf32(x[q], &aBig[m][q], &aSmall[m][q]);
             }
 #pragma unroll
             for (int j = 0; j < TN; j++) {
@@ -269,7 +262,7 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
         for (int q = 0; q < aPerThread; q++) {
             const int e = threadIdx.x + q * MLFF_MATMUL_THREADS;
             const int row = firstRow + e / MLFF_MATMUL_DEPTH, k = k0 + e % MLFF_MATMUL_DEPTH;
-            aNext[q] = row < rows && (I % MLFF_MATMUL_DEPTH == 0 || k < I) ? Input()(a[(size_t) row * I + k]) : 0;
+            aNext[q] = row < rows && (I % MLFF_MATMUL_DEPTH == 0 || k < I) ? a[(size_t) row * I + k] : 0;
         }
 #pragma unroll
         for (int q = 0; q < bPerThread; q++) {
