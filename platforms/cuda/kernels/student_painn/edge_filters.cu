@@ -2,7 +2,7 @@
  * student_painn/edge_filters.cu: the filter network as matrix products over pairs, for the tiled
  * path with exact filters. The filter w(ij) depends on the distance alone, so w(ij) = w(ji): each
  * pair's filter is computed once, and all of a step's pairs go through each block's filter network
- * together (matmul.cu: each weight read once per 64 pairs, on tensor cores in float), rather than
+ * together (matmul.cu: each weight read once per 128 pairs, on tensor cores in float), rather than
  * per atom in batches of 16 edges.
  *
  * Edge rows: the directed edges of every atom whose neighbour list holds them all (count <=

@@ -1,8 +1,8 @@
 /*
  * student_painn/tiled.cu: the tiled path, for systems with many atoms. The messages stay one
  * thread block per atom (mlffMessagesInto, mlffMessagesBackward), while each block's update MLP
- * runs as matrix products over all ML atoms (matmul.cu), so that a weight is read once per 64
- * atoms rather than once per atom; and the forward pass keeps the MLP's hidden layer and outputs
+ * runs as matrix products over all ML atoms (matmul.cu), so that a weight is read once per 128
+ * atoms (64 in double) rather than once per atom; and the forward pass keeps the MLP's hidden layer and outputs
  * for the backward pass instead of recomputing them. Per step, block l = 0 .. L-1, then back:
  *
  *   mlffMessagesForwardTiled   atoms           midS, midV [l] = s', v'; updateInput = [s', |v'|]
