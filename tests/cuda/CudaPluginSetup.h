@@ -8,6 +8,8 @@
 #include "openmm/OpenMMException.h"
 #include "openmm/Platform.h"
 
+#include <dlfcn.h>
+
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -35,6 +37,31 @@ inline bool loadCudaPlugins() {
         return true;
     }();
     return loaded;
+}
+
+/**
+ * The compute capability's major number of GPU 0 (through the driver, dlopen'ed like the
+ * plugins), or 0 if it can't be read: the cluster path needs 9 (sm_90).
+ */
+inline int computeCapabilityMajor() {
+    static const int major = [] {
+        void* driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+        if (driver == nullptr)
+            return 0;
+        using Init = int (*)(unsigned int);
+        using DeviceGet = int (*)(int*, int);
+        using GetAttribute = int (*)(int*, int, int);
+        auto init = reinterpret_cast<Init>(dlsym(driver, "cuInit"));
+        auto deviceGet = reinterpret_cast<DeviceGet>(dlsym(driver, "cuDeviceGet"));
+        auto getAttribute = reinterpret_cast<GetAttribute>(dlsym(driver, "cuDeviceGetAttribute"));
+        const int computeCapabilityMajor = 75; // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+        int device = 0, value = 0;
+        if (init == nullptr || deviceGet == nullptr || getAttribute == nullptr || init(0) != 0 ||
+            deviceGet(&device, 0) != 0 || getAttribute(&value, computeCapabilityMajor, device) != 0)
+            return 0;
+        return value;
+    }();
+    return major;
 }
 
 } // namespace mlff_cuda_test

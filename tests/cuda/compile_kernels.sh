@@ -50,8 +50,17 @@ defines() { # H K L batch block periodic tabulated precision
     echo "#define MLFF_KJ_PER_MOL_PER_EV 96.48533212331002"
     echo "#define MLFF_NUM_CELLS 64"
     echo "#define MLFF_CELL_SIZE 5.0005"
-    # As the host sets it in float on sm_80 and later (this script compiles for sm_90).
+    # As the host sets them on sm_90 (which this script compiles for): tensor cores in float, and
+    # clusters of the largest size up to 8 that gives each block whole fours of channels
+    # (CudaCalcMLFFForceKernel::clusterSizeFor).
     [ "$8" != double ] && echo "#define MLFF_MATMUL_TENSOR_CORES 1"
+    local size
+    for size in 8 7 6 5 4 3 2; do
+        local slice=$(( H / size ))
+        if (( H % size == 0 && slice % 4 == 0 && $5 % slice == 0 && 4 * slice <= $5 )); then
+            echo "#define MLFF_CLUSTER $size"; break
+        fi
+    done
     if [ "$6" = 1 ]; then
         echo "#define MLFF_PERIODIC 1"
         echo "#define MLFF_REDUCE_BY_WARP 1"
@@ -89,7 +98,7 @@ for precision in single mixed double; do
         src=$work/mlff_${precision}_H$1_p$5_t$6.cu
         { preamble $precision; defines $1 $2 $3 $batch $4 $5 $6 $precision
           cat "$kernels/geometry.cu" "$kernels/neighbors.cu" "$kernels/scan.cu" "$kernels/cell_list.cu" "$kernels/student_painn/layers.cu" \
-              "$kernels/student_painn/forward.cu" "$kernels/student_painn/backward.cu"
+              "$kernels/student_painn/forward.cu" "$kernels/student_painn/backward.cu" "$kernels/student_painn/cluster.cu"
           [ "$7" = 1 ] && cat "$kernels/matmul.cu" "$kernels/student_painn/tiled.cu" "$kernels/student_painn/edge_filters.cu"; } > "$src"
         if "$nvcc" -cubin -arch=sm_90 $flags -Werror=all-warnings -o "${src%.cu}.cubin" "$src" 2> "$work/err"; then
             echo "ok: $precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6 tiled=$7"

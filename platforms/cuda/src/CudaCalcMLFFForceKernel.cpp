@@ -56,6 +56,8 @@ constexpr int CellListMinAtoms = 256;  // replicas this large use the cell list 
 constexpr int TiledMinAtoms = 1024;
 constexpr int EdgeFiltersMinAtoms = 768;
 constexpr int EdgeThreads = 128;       // edge_filters.cu's warp-per-atom and thread-per-pair kernels
+// Blocks per atom on the fused path with clusters (cluster.cu): the portable limit of a cluster.
+constexpr int MaxClusterSize = 8;
 // matmul.cu's tiles: MLFF_MATMUL_THREADS, MLFF_MATMUL_DEPTH, and MLFF_MATMUL_ROWS and
 // MLFF_MATMUL_STAGES of each way of summing (tensor cores or FMA pipes).
 constexpr int MatmulThreads = 256;
@@ -270,6 +272,14 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         edgeBatch = numAtoms >= TabulatedLargeAtoms ? EdgeBatchTabulatedLarge : EdgeBatchTabulatedSmall;
     threadsPerAtom = std::max({hidden, painn.num_rbf, 4 * edgeBatch});
     threadsPerAtom = (threadsPerAtom + 31) / 32 * 32;
+    if (useClusters) {
+        clusterSize = clusterSizeFor(threadsPerAtom);
+        useClusters = clusterSize > 1;
+        if (!useClusters && clusterPathRequested())
+            throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_KERNELS is 'cluster', but thread block clusters need "
+                                  "compute capability 9.0 and H a multiple of 4 (this GPU: " +
+                                  std::to_string(cu.getComputeCapability()) + ", H = " + std::to_string(hidden) + ")");
+    }
     std::map<string, string> defines = layout.defines;
     defines.insert(tableDefines.begin(), tableDefines.end());
     defines["MLFF_BLOCK"] = std::to_string(threadsPerAtom);
@@ -293,14 +303,20 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     string source = CudaMLFFKernelSources::geometry + CudaMLFFKernelSources::neighbors +
                     CudaMLFFKernelSources::scan + CudaMLFFKernelSources::cell_list + CudaMLFFKernelSources::student_painn_layers +
                     CudaMLFFKernelSources::student_painn_forward + CudaMLFFKernelSources::student_painn_backward;
+    if (useClusters) { // only then: clusters need sm_90
+        defines["MLFF_CLUSTER"] = std::to_string(clusterSize);
+        source += CudaMLFFKernelSources::student_painn_cluster;
+        // The filters' partial sums, (G, 3, S, batch) with G S = threadsPerAtom (cluster.cu).
+        clusterSharedBytes = force.getUseTabulatedFilters() ? 0 : (unsigned int) (threadsPerAtom * 3 * edgeBatch * realSize);
+    }
     if (useTiled) // only then: its tiles need H to be a multiple of 64
         source += CudaMLFFKernelSources::matmul + CudaMLFFKernelSources::student_painn_tiled +
                   CudaMLFFKernelSources::student_painn_edge_filters;
     CUmodule module = cu.createModule(source, defines);
     invertKernel = cu.getKernel(module, "mlffInvertAtomIndex");
     neighborKernel = cu.getKernel(module, "mlffFindNeighborsInReplica");
-    forwardKernel = cu.getKernel(module, "mlffStudentForward");
-    backwardKernel = cu.getKernel(module, "mlffStudentBackward");
+    forwardKernel = cu.getKernel(module, useClusters ? "mlffStudentForwardCluster" : "mlffStudentForward");
+    backwardKernel = cu.getKernel(module, useClusters ? "mlffStudentBackwardCluster" : "mlffStudentBackward");
     reduceKernel = cu.getKernel(module, "mlffReduceEnergies");
     if (useTiled) {
         messagesForwardKernel = cu.getKernel(module, "mlffMessagesForwardTiled");
@@ -324,6 +340,10 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         messagesForwardRowsKernel = cu.getKernel(module, "mlffMessagesForwardRows");
         messagesBackwardRowsKernel = cu.getKernel(module, "mlffMessagesBackwardRows");
     }
+    if (useClusters) // with the static, above the default 48 KB in float
+        for (CUfunction kernel : {forwardKernel, backwardKernel})
+            check(cuFuncSetAttribute(kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int) clusterSharedBytes),
+                  "allowing the cluster kernels their shared memory");
     if (matmulTensorCores) // their tiles' shared memory is dynamic and above the default 48 KB
         for (CUfunction kernel : {hiddenForwardKernel, outputForwardKernel, hiddenBackwardKernel, inputBackwardKernel,
                                   edgeHiddenKernel, edgeFilterKernel, edgeHiddenBackwardKernel, edgeBasisBackwardKernel})
@@ -365,17 +385,20 @@ std::map<string, string> CudaCalcMLFFForceKernel::uploadFilterTable(const mlff_m
 
 void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
     const bool tilesFit = hidden % 64 == 0; // matmul.cu's tiles: 64 columns (H outputs) or 96 (3H)
-    // A developer's override, for benchmarks and tests: "fused"; "tiled" (filters per atom); or
-    // "edges" (tiled, and exact filters as products over edges). Both apply wherever the tiles fit.
+    // A developer's override, for benchmarks and tests: "fused" (a block per atom); "cluster" (a
+    // cluster of blocks per atom); "tiled" (filters per atom); or "edges" (tiled, and exact filters
+    // as products over edges). The last two apply wherever the tiles fit.
     const char* choice = std::getenv("MLFF_CUDA_KERNELS");
     const string path = choice == nullptr ? "" : choice;
     if (path.empty())
         useTiled = tilesFit && numAtoms >= (tabulated ? TiledMinAtoms : EdgeFiltersMinAtoms);
-    else if (path == "fused" || path == "tiled" || path == "edges")
-        useTiled = tilesFit && path != "fused";
+    else if (path == "fused" || path == "cluster" || path == "tiled" || path == "edges")
+        useTiled = tilesFit && (path == "tiled" || path == "edges");
     else
         throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_KERNELS is '" + path +
-                              "'; expected 'fused', 'tiled' or 'edges'");
+                              "'; expected 'fused', 'cluster', 'tiled' or 'edges'");
+    // Clusters where the GPU has them (initialize checks, once the block's size is known).
+    useClusters = !useTiled && (path.empty() || path == "cluster");
     // Tabulated filters read a table per edge; the products would compute the network instead.
     useEdgeFilters = useTiled && !tabulated && path != "tiled";
     if (useEdgeFilters && path.empty()) {
@@ -385,6 +408,25 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
         useEdgeFilters = edgeRowBytes(2 * neighborCapacity) <= freeBytes / 2;
         useTiled = useEdgeFilters || numAtoms >= TiledMinAtoms; // without them, the tiled path's own threshold
     }
+}
+
+bool CudaCalcMLFFForceKernel::clusterPathRequested() {
+    const char* choice = std::getenv("MLFF_CUDA_KERNELS");
+    return choice != nullptr && string(choice) == "cluster";
+}
+
+int CudaCalcMLFFForceKernel::clusterSizeFor(int threads) const {
+    // Clusters need sm_90. cluster.cu gives each block of an atom's cluster a slice of whole fours
+    // of channels (its weights are read four inputs to a load), and its threads cover the slice's
+    // (channel, group) pairs exactly and (channel, s or v component) pairs at least.
+    if (cu.getComputeCapability() < 9.0)
+        return 1;
+    for (int size = MaxClusterSize; size > 1; size--) {
+        const int slice = hidden / size;
+        if (hidden % size == 0 && slice % 4 == 0 && threads % slice == 0 && 4 * slice <= threads)
+            return size;
+    }
+    return 1;
 }
 
 std::vector<CudaCalcMLFFForceKernel::RowArray> CudaCalcMLFFForceKernel::edgeRowArrays() {
@@ -427,6 +469,29 @@ void CudaCalcMLFFForceKernel::launch(CUfunction kernel, void** args, unsigned in
     // Not cu.executeKernel: it caps the grid, and the network kernels need one block per atom.
     timer->before(what, cu.getCurrentStream());
     check(cuLaunchKernel(kernel, gridSize, 1, 1, blockSize, 1, 1, 0, cu.getCurrentStream(), args, nullptr), what);
+    timer->after(cu.getCurrentStream());
+}
+
+void CudaCalcMLFFForceKernel::launchPerAtom(CUfunction kernel, void** args, const char* what) {
+    if (!useClusters) {
+        launch(kernel, args, numAtoms, threadsPerAtom, what);
+        return;
+    }
+    CUlaunchAttribute cluster = {};
+    cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+    cluster.value.clusterDim.x = clusterSize;
+    cluster.value.clusterDim.y = cluster.value.clusterDim.z = 1;
+    CUlaunchConfig config = {};
+    config.gridDimX = (unsigned int) (numAtoms * clusterSize);
+    config.gridDimY = config.gridDimZ = 1;
+    config.blockDimX = threadsPerAtom;
+    config.blockDimY = config.blockDimZ = 1;
+    config.sharedMemBytes = clusterSharedBytes;
+    config.hStream = cu.getCurrentStream();
+    config.attrs = &cluster;
+    config.numAttrs = 1;
+    timer->before(what, cu.getCurrentStream());
+    check(cuLaunchKernelEx(&config, kernel, args, nullptr), what);
     timer->after(cu.getCurrentStream());
 }
 
@@ -607,7 +672,7 @@ void CudaCalcMLFFForceKernel::executeFused(void** box, bool includeForces, CUdev
                         box[0], box[1], box[2], box[3], &stateS.getDevicePointer(), &stateV.getDevicePointer(),
                         &midS.getDevicePointer(), &midV.getDevicePointer(), &atomEnergy.getDevicePointer(),
                         &gradS[0].getDevicePointer(), &gradV[0].getDevicePointer()};
-        launch(forwardKernel, args, numAtoms, threadsPerAtom, "the forward pass");
+        launchPerAtom(forwardKernel, args, "the forward pass");
     }
     if (includeForces) {
         double lambdaForceScale = lastLambda * MLFFUnits::ForceToOpenMM;
@@ -621,7 +686,7 @@ void CudaCalcMLFFForceKernel::executeFused(void** box, bool includeForces, CUdev
                             &gradV[in].getDevicePointer(), &gradS[1 - in].getDevicePointer(),
                             &gradV[1 - in].getDevicePointer(), &replicaScale.getDevicePointer(), &lambdaForceScale,
                             &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(), &force};
-            launch(backwardKernel, args, numAtoms, threadsPerAtom, "the backward pass");
+            launchPerAtom(backwardKernel, args, "the backward pass");
         }
     }
 }

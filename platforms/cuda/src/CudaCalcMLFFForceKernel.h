@@ -21,8 +21,9 @@ namespace MLFFPlugin {
  * MLFFForce on the CUDA platform (docs/cuda-design.md). Per step, on OpenMM's stream, with no
  * allocation and no host synchronisation: the neighbour search, the network's forward pass, its
  * backward pass (when forces are wanted) and one energy reduction. The network runs on one of two
- * paths: fused (one thread block per atom runs a whole block of the network: 2L launches) for
- * small systems, or tiled (the update MLPs as matrix products over atoms: 7L launches) for large,
+ * paths: fused (one thread block per atom runs a whole block of the network: 2L launches; on
+ * sm_90 and later a cluster of blocks per atom, cluster.cu) for small systems, or tiled (the
+ * update MLPs as matrix products over atoms: 7L launches) for large,
  * where with exact filters the filter network also runs as matrix products over pairs of atoms
  * (edge_filters.cu: 7L + 4 launches more).
  */
@@ -44,8 +45,13 @@ private:
 
     void launch(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize, const char* what);
     void launchMatmul(CUfunction kernel, void** args, size_t rows, int outputs, int columnsPerTile, const char* what);
+    /** A fused kernel: one block per atom, or a cluster of clusterSize blocks per atom. */
+    void launchPerAtom(CUfunction kernel, void** args, const char* what);
     /** The kernel path, tiled and edge filters or not (MLFF_CUDA_KERNELS overrides the choice by size). */
     void chooseKernelPath(bool tabulated);
+    /** Blocks per atom on the fused path with clusters (cluster.cu), or 1 where the GPU or H rules them out. */
+    int clusterSizeFor(int threads) const;
+    static bool clusterPathRequested(); // MLFF_CUDA_KERNELS=cluster
     /** An array of edge or pair rows (edge_filters.cu): perRow elements of elementSize bytes a row. */
     struct RowArray {
         OpenMM::CudaArray* array;
@@ -77,6 +83,9 @@ private:
     int threadsPerAtom = 0;               // threads of a network kernel's block (one atom's)
     int reduceThreads = 0;                // the energy reduction's block
     bool useTiled = false;                // the tiled path (kernels/student_painn/tiled.cu)
+    bool useClusters = false;             // else the fused path with a cluster of blocks per atom (cluster.cu)
+    int clusterSize = 1;                  // its blocks per atom (MLFF_CLUSTER)
+    unsigned int clusterSharedBytes = 0;  // its kernels' dynamic shared memory
     bool useEdgeFilters = false;          // with it, the filters as products over edges (edge_filters.cu)
     bool matmulTensorCores = false;       // matmul.cu sums on tensor cores (float, sm_80 and later)
     int maxReplicaSize = 0;

@@ -19,6 +19,7 @@ public:
     static const std::string student_painn_layers;
     static const std::string student_painn_forward;
     static const std::string student_painn_backward;
+    static const std::string student_painn_cluster;
     static const std::string student_painn_tiled;
     static const std::string student_painn_edge_filters;
 };

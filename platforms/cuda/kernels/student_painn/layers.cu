@@ -187,15 +187,13 @@ DEVICE inline void mlffStoreEdgeRow(real* row, const real* values) {
 }
 
 /**
- * The filter network of a batch of edges, after mlffLoadEdgeBatch (and a barrier):
- * e (shared, [K][batch]) and, if dedd is not null, de/dd ([batch][K]); activation (shared,
- * [H][batch]) = SiLU(W0 e + b0), hidden (registers of thread c) = W0 e + b0; w (registers) =
- * W2 act + b2 split into ws, wv1, wv2. Ends with the outputs in registers; the caller adds a
- * barrier before reusing the shared arrays.
+ * The filter network's hidden layer for a batch of edges, after mlffLoadEdgeBatch (and a
+ * barrier): e (shared, [K][batch]) and, if dedd is not null, de/dd ([batch][K]); activation
+ * (shared, [H][batch]) = SiLU(W0 e + b0), hidden (registers of thread c) = W0 e + b0. Ends with a
+ * barrier, so the activations are ready for every thread.
  */
-DEVICE inline void mlffFilterForward(const real* RESTRICT params, const real* RESTRICT block, const real4* geometry,
-        real (*e)[MLFF_EDGE_BATCH], real (*dedd)[MLFF_K], real (*activation)[MLFF_EDGE_BATCH], real* hidden, real* ws,
-        real* wv1, real* wv2) {
+DEVICE inline void mlffFilterHidden(const real* RESTRICT params, const real* RESTRICT block, const real4* geometry,
+        real (*e)[MLFF_EDGE_BATCH], real (*dedd)[MLFF_K], real (*activation)[MLFF_EDGE_BATCH], real* hidden) {
     const int c = threadIdx.x;
     for (int index = c; index < MLFF_EDGE_BATCH * MLFF_K; index += MLFF_BLOCK) {
         const int b = index / MLFF_K, k = index % MLFF_K;
@@ -223,6 +221,18 @@ DEVICE inline void mlffFilterForward(const real* RESTRICT params, const real* RE
         mlffStoreEdgeRow(activation[c], act);
     }
     __syncthreads();
+}
+
+/**
+ * The filter network of a batch of edges: mlffFilterHidden, then w (registers of thread c) =
+ * W2 act + b2 split into ws, wv1, wv2. Ends with the outputs in registers; the caller adds a
+ * barrier before reusing the shared arrays.
+ */
+DEVICE inline void mlffFilterForward(const real* RESTRICT params, const real* RESTRICT block, const real4* geometry,
+        real (*e)[MLFF_EDGE_BATCH], real (*dedd)[MLFF_K], real (*activation)[MLFF_EDGE_BATCH], real* hidden, real* ws,
+        real* wv1, real* wv2) {
+    mlffFilterHidden(params, block, geometry, e, dedd, activation, hidden);
+    const int c = threadIdx.x;
     if (c < MLFF_H) {
         const real* w2t = block + MLFF_B_FILTER_W2T_BY_FOURS; // (H, 3H)
 #pragma unroll

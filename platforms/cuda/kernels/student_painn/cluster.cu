@@ -1,0 +1,647 @@
+/*
+ * student_painn/cluster.cu: the fused path with each atom's work spread over a cluster of
+ * MLFF_CLUSTER thread blocks (sm_90 and later: thread block clusters and distributed shared
+ * memory; the host compiles this file, and defines MLFF_CLUSTER, only there). For a small
+ * system the fused kernels run one block per atom, on as many SMs as there are atoms, each
+ * streaming every weight of the block; here MLFF_CLUSTER SMs share an atom, each streaming
+ * 1 / MLFF_CLUSTER of the weights (docs/performance.md).
+ *
+ * Block r of atom i's cluster owns the MLFF_SLICE = H / MLFF_CLUSTER channels c = r S + slot,
+ * slot < S, and the filter and update outputs c, H + c, 2H + c of those channels:
+ *   - messages: every block loads the same edge batches and computes the filters' hidden layer
+ *     for all channels (K inputs: cheap), then its own outputs of the filters' second layer, and
+ *     the messages of its own channels, which need nothing from the others;
+ *   - the update MLP mixes channels: each block computes its own outputs of a layer from all of
+ *     the layer's inputs, which the blocks exchange through distributed shared memory (each
+ *     writes its slice into every block of the cluster, then the cluster's barrier);
+ *   - backward: each block takes its own filter outputs back through the filter network and adds
+ *     its part of each edge's dE/du to the forces (integer adds: the parts may arrive in any
+ *     order and the forces stay bitwise reproducible).
+ * Thread t works on slot t % S with group t / S (MLFF_GROUPS = MLFF_BLOCK / S groups) in the
+ * matrix-vector products, which split their inputs (or the batch's edges) over the groups and
+ * add the groups' partial sums in a fixed order; in the messages, on slot t % S and part t / S
+ * (0: s, 1 to 3: a component of v; threads t < 4S).
+ *
+ * Same arguments, storage and results (to rounding) as mlffStudentForward and
+ * mlffStudentBackward (forward.cu, backward.cu); grid MLFF_NUM_ATOMS x MLFF_CLUSTER blocks of
+ * MLFF_BLOCK threads, launched with a cluster of MLFF_CLUSTER consecutive blocks per atom.
+ */
+
+#define MLFF_SLICE (MLFF_H / MLFF_CLUSTER)
+#define MLFF_GROUPS (MLFF_BLOCK / MLFF_SLICE)
+#define MLFF_GROUP_EDGES ((MLFF_EDGE_BATCH + MLFF_GROUPS - 1) / MLFF_GROUPS) // edges b = group + e G, e < this
+static_assert(MLFF_H % MLFF_CLUSTER == 0 && MLFF_SLICE % 4 == 0, "a block's slice is whole fours of channels");
+static_assert(MLFF_BLOCK % MLFF_SLICE == 0 && 4 * MLFF_SLICE <= MLFF_BLOCK, "threads cover (slot, group) and (slot, part)");
+
+/** This block's rank in its atom's cluster (1-D clusters of consecutive blocks). */
+DEVICE inline int mlffClusterRank() {
+    return blockIdx.x % MLFF_CLUSTER;
+}
+
+/** The cluster's barrier, for all threads of all its blocks; orders their shared-memory writes before the reads after it. */
+DEVICE inline void mlffClusterSync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+
+/**
+ * The two halves of a first barrier, which only says that every block of the cluster has started
+ * (no block may write into another's shared memory before): arrive on entry, wait before the
+ * first write, so that the wait overlaps the messages.
+ */
+DEVICE inline void mlffClusterArrive() {
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+}
+
+DEVICE inline void mlffClusterWait() {
+    asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+}
+
+/** The generic address of *local's counterpart in block `rank` of the cluster. */
+template <class T>
+DEVICE inline T* mlffClusterPeer(T* local, int rank) {
+    unsigned long long address;
+    asm volatile("mapa.u64 %0, %1, %2;" : "=l"(address) : "l"((unsigned long long) local), "r"(rank));
+    return reinterpret_cast<T*>(address);
+}
+
+/** array[index] = value in every block of the cluster, this one included. */
+DEVICE inline void mlffClusterBroadcast(real* array, int index, real value) {
+#pragma unroll
+    for (int rank = 0; rank < MLFF_CLUSTER; rank++)
+        mlffClusterPeer(array, rank)[index] = value;
+}
+
+/** Shared scratch of one batch of edges. */
+struct MlffClusterEdgeScratch {
+    MlffEdgeCursor cursor;
+    int edgeAtom[MLFF_EDGE_BATCH];
+    real4 geometry[MLFF_EDGE_BATCH];
+#ifndef MLFF_TABULATED
+    alignas(16) real e[MLFF_K][MLFF_EDGE_BATCH];
+    real dedd[MLFF_EDGE_BATCH][MLFF_K];
+    alignas(16) real activation[MLFF_H][MLFF_EDGE_BATCH];
+    alignas(16) real gradW[3 * MLFF_SLICE][MLFF_EDGE_BATCH]; // dE/dw of own outputs (kind S + slot), edge-minor
+#endif
+    real filter[3][MLFF_SLICE][MLFF_EDGE_BATCH]; // own outputs: (w_s, w_v1, w_v2) of slot, edge
+    real warpTotals[MLFF_BLOCK / 32][MLFF_EDGE_BATCH][4];
+    real edgeGrad[MLFF_EDGE_BATCH][4]; // this block's part of dE/dd, dE/dn
+};
+
+/** Shared scratch of the update and the readout; the arrays marked so are written by every block of the cluster. */
+struct MlffClusterUpdateScratch {
+    real input[2 * MLFF_H];      // exchanged: concat(s', m)
+    real activation[MLFF_H];     // exchanged: SiLU(hidden)
+    real output[MLFF_H];         // exchanged: s_out of the last block, for the readout
+    real gradOutput[3 * MLFF_H]; // exchanged: dE/d(a, g1, g2)
+    real gradHidden[MLFF_H];     // exchanged: dE/dhidden
+    real partial[MLFF_GROUPS][3][MLFF_SLICE];
+    real features[4][MLFF_SLICE]; // own channels' (s, v) or their gradients, from the message threads
+    real readoutGrad[MLFF_H];
+};
+
+/**
+ * Thread (slot, group)'s own filter outputs w[kind][e] for edges b = group + e G of the batch:
+ * exact, from the hidden layer's activations (mlffFilterHidden, shared), each thread summing the
+ * batch over its group's inputs into partial (dynamic shared memory, (G, 3, S, batch)) and then
+ * its own edges over the groups, in order, so that all of a thread's weight loads are in flight
+ * at once; tabulated, from the table, with dw/dd if dw is not null. Ends with a barrier.
+ */
+DEVICE inline void mlffClusterFilterOutputs(const real* RESTRICT block, const real* RESTRICT blockTable,
+        const MlffClusterEdgeScratch* edges, real* partial, real (*w)[MLFF_GROUP_EDGES], real (*dw)[MLFF_GROUP_EDGES]) {
+    const int slot = threadIdx.x % MLFF_SLICE, group = threadIdx.x / MLFF_SLICE;
+    const int c = mlffClusterRank() * MLFF_SLICE + slot;
+#ifdef MLFF_TABULATED
+    (void) block;
+    (void) partial;
+#pragma unroll
+    for (int e = 0; e < MLFF_GROUP_EDGES; e++) {
+        const int b = min(group + e * MLFF_GROUPS, MLFF_EDGE_BATCH - 1); // past the batch: a copy, never used
+        const MlffHermite hw = mlffHermiteAt(edges->geometry[b].w);
+#pragma unroll
+        for (int kind = 0; kind < 3; kind++)
+            mlffTableOutput(blockTable, hw, kind * MLFF_H + c, &w[kind][e], dw == 0 ? (real*) 0 : &dw[kind][e]);
+    }
+#else
+    (void) blockTable;
+    (void) dw;
+    const real* w2t = block + MLFF_B_FILTER_W2T_BY_FOURS; // (H, 3H)
+    real sum[3][MLFF_EDGE_BATCH];
+#pragma unroll
+    for (int kind = 0; kind < 3; kind++)
+#pragma unroll
+        for (int b = 0; b < MLFF_EDGE_BATCH; b++)
+            sum[kind][b] = 0;
+#pragma unroll
+    for (int n = 0; n < (MLFF_H / 4 + MLFF_GROUPS - 1) / MLFF_GROUPS; n++) {
+        const int k4 = 4 * (group + n * MLFF_GROUPS);
+        if (k4 < MLFF_H) {
+            const MlffRealVector<4> w0 = mlffWeightsByFours<3 * MLFF_H>(w2t, k4, c);
+            const MlffRealVector<4> w1 = mlffWeightsByFours<3 * MLFF_H>(w2t, k4, MLFF_H + c);
+            const MlffRealVector<4> w2 = mlffWeightsByFours<3 * MLFF_H>(w2t, k4, 2 * MLFF_H + c);
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                real a[MLFF_EDGE_BATCH];
+                mlffLoadEdgeRow(edges->activation[k4 + q], a);
+#pragma unroll
+                for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+                    sum[0][b] += w0.v[q] * a[b];
+                    sum[1][b] += w1.v[q] * a[b];
+                    sum[2][b] += w2.v[q] * a[b];
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int kind = 0; kind < 3; kind++)
+        mlffStoreEdgeRow(partial + ((size_t) (group * 3 + kind) * MLFF_SLICE + slot) * MLFF_EDGE_BATCH, sum[kind]);
+    __syncthreads();
+#pragma unroll
+    for (int e = 0; e < MLFF_GROUP_EDGES; e++) {
+        const int b = min(group + e * MLFF_GROUPS, MLFF_EDGE_BATCH - 1);
+#pragma unroll
+        for (int kind = 0; kind < 3; kind++) {
+            real value = block[MLFF_B_FILTER_B2 + kind * MLFF_H + c];
+            for (int g = 0; g < MLFF_GROUPS; g++)
+                value += partial[((size_t) (g * 3 + kind) * MLFF_SLICE + slot) * MLFF_EDGE_BATCH + b];
+            w[kind][e] = value;
+        }
+    }
+#endif
+    __syncthreads(); // partial is free again
+}
+
+/**
+ * The update MLP's own outputs, valid in threads t < S (slot t): hidden, and (a, g1, g2) =
+ * U2 SiLU(hidden) + b2, once update->input holds concat(s', m) of every channel (after the
+ * cluster's barrier). Called by all threads of every block of the cluster.
+ */
+DEVICE inline void mlffClusterUpdateMlp(const real* RESTRICT block, MlffClusterUpdateScratch* update, real* hidden,
+        real* a, real* g1, real* g2) {
+    const int t = threadIdx.x, slot = t % MLFF_SLICE, group = t / MLFF_SLICE;
+    const int c = mlffClusterRank() * MLFF_SLICE + slot;
+    const real* u0t = block + MLFF_B_UPDATE_W0T_BY_FOURS; // (2H, H)
+    real p = 0;
+#pragma unroll
+    for (int n = 0; n < (2 * MLFF_H / 4 + MLFF_GROUPS - 1) / MLFF_GROUPS; n++) {
+        const int x4 = 4 * (group + n * MLFF_GROUPS);
+        if (x4 < 2 * MLFF_H) {
+            const MlffRealVector<4> u = mlffWeightsByFours<MLFF_H>(u0t, x4, c);
+#pragma unroll
+            for (int q = 0; q < 4; q++)
+                p += u.v[q] * update->input[x4 + q];
+        }
+    }
+    update->partial[group][0][slot] = p;
+    __syncthreads();
+    if (t < MLFF_SLICE) {
+        real h = block[MLFF_B_UPDATE_B0 + c];
+        for (int g = 0; g < MLFF_GROUPS; g++)
+            h += update->partial[g][0][t];
+        *hidden = h;
+        mlffClusterBroadcast(update->activation, c, mlffSilu(h));
+    }
+    mlffClusterSync();
+    const real* u2t = block + MLFF_B_UPDATE_W2T_BY_FOURS; // (H, 3H)
+    real y[3] = {0, 0, 0};
+#pragma unroll
+    for (int n = 0; n < (MLFF_H / 4 + MLFF_GROUPS - 1) / MLFF_GROUPS; n++) {
+        const int k4 = 4 * (group + n * MLFF_GROUPS);
+        if (k4 < MLFF_H) {
+            const MlffRealVector<4> u0 = mlffWeightsByFours<3 * MLFF_H>(u2t, k4, c);
+            const MlffRealVector<4> u1 = mlffWeightsByFours<3 * MLFF_H>(u2t, k4, MLFF_H + c);
+            const MlffRealVector<4> u2 = mlffWeightsByFours<3 * MLFF_H>(u2t, k4, 2 * MLFF_H + c);
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const real act = update->activation[k4 + q];
+                y[0] += u0.v[q] * act;
+                y[1] += u1.v[q] * act;
+                y[2] += u2.v[q] * act;
+            }
+        }
+    }
+    for (int kind = 0; kind < 3; kind++)
+        update->partial[group][kind][slot] = y[kind];
+    __syncthreads();
+    if (t < MLFF_SLICE) {
+        real out[3];
+        for (int kind = 0; kind < 3; kind++) {
+            out[kind] = block[MLFF_B_UPDATE_B2 + kind * MLFF_H + c];
+            for (int g = 0; g < MLFF_GROUPS; g++)
+                out[kind] += update->partial[g][kind][t];
+        }
+        *a = out[0];
+        *g1 = out[1];
+        *g2 = out[2];
+    }
+    __syncthreads(); // partial is free again
+}
+
+/**
+ * Backward of the update (residual included) for own channels, valid in threads t < S: from
+ * gsOut, gvOut = dE/d(s_out, v_out) and the forward's vMid, m, hidden, g1, g2 of slot t,
+ * gsMid, gvMid = dE/d(s', v'). The norm's gradient v/m is taken as 0 where m = 0. Called by all
+ * threads of every block of the cluster.
+ */
+DEVICE inline void mlffClusterUpdateBackward(const real* RESTRICT block, const real* vMid, real m, real hidden,
+        real g1, real g2, real gsOut, const real* gvOut, MlffClusterUpdateScratch* update, real* gsMid, real* gvMid) {
+    const int t = threadIdx.x, slot = t % MLFF_SLICE, group = t / MLFF_SLICE;
+    const int c = mlffClusterRank() * MLFF_SLICE + slot;
+    if (t < MLFF_SLICE) {
+        real gradG1, gradG2;
+        mlffUpdateVectorBackward(block, vMid, g1, g2, gvOut, &gradG1, &gradG2, gvMid);
+        mlffClusterBroadcast(update->gradOutput, c, gsOut);
+        mlffClusterBroadcast(update->gradOutput, MLFF_H + c, gradG1);
+        mlffClusterBroadcast(update->gradOutput, 2 * MLFF_H + c, gradG2);
+    }
+    mlffClusterSync();
+    const real* u2 = block + MLFF_B_UPDATE_W2_BY_FOURS; // (3H, H)
+    real p = 0;
+#pragma unroll
+    for (int n = 0; n < (3 * MLFF_H / 4 + MLFF_GROUPS - 1) / MLFF_GROUPS; n++) {
+        const int o4 = 4 * (group + n * MLFF_GROUPS);
+        if (o4 < 3 * MLFF_H) {
+            const MlffRealVector<4> u = mlffWeightsByFours<MLFF_H>(u2, o4, c);
+#pragma unroll
+            for (int q = 0; q < 4; q++)
+                p += u.v[q] * update->gradOutput[o4 + q];
+        }
+    }
+    update->partial[group][0][slot] = p;
+    __syncthreads();
+    if (t < MLFF_SLICE) {
+        real ga = 0;
+        for (int g = 0; g < MLFF_GROUPS; g++)
+            ga += update->partial[g][0][t];
+        mlffClusterBroadcast(update->gradHidden, c, ga * mlffSiluGrad(hidden));
+    }
+    mlffClusterSync();
+    const real* u0 = block + MLFF_B_UPDATE_W0_BY_FOURS; // (H, 2H)
+    real ps = 0, pm = 0;
+#pragma unroll
+    for (int n = 0; n < (MLFF_H / 4 + MLFF_GROUPS - 1) / MLFF_GROUPS; n++) {
+        const int h4 = 4 * (group + n * MLFF_GROUPS);
+        if (h4 < MLFF_H) {
+            const MlffRealVector<4> us = mlffWeightsByFours<2 * MLFF_H>(u0, h4, c);
+            const MlffRealVector<4> um = mlffWeightsByFours<2 * MLFF_H>(u0, h4, MLFF_H + c);
+#pragma unroll
+            for (int q = 0; q < 4; q++) {
+                const real gh = update->gradHidden[h4 + q];
+                ps += us.v[q] * gh;
+                pm += um.v[q] * gh;
+            }
+        }
+    }
+    update->partial[group][0][slot] = ps;
+    update->partial[group][1][slot] = pm;
+    __syncthreads();
+    if (t < MLFF_SLICE) {
+        real gs = 0, gm = 0;
+        for (int g = 0; g < MLFF_GROUPS; g++) {
+            gs += update->partial[g][0][t];
+            gm += update->partial[g][1][t];
+        }
+        *gsMid = gsOut + gs;
+        if (m > 0) {
+#pragma unroll
+            for (int a = 0; a < 3; a++)
+                gvMid[a] += gm * vMid[a] / m;
+        }
+    }
+    __syncthreads(); // partial is free again
+}
+
+/** Component `axis` (0 to 2) of n(ij) for an edge's geometry (u, d). */
+DEVICE inline real mlffEdgeNormal(real4 g, int axis) {
+    const real u = axis == 0 ? g.x : axis == 1 ? g.y : g.z;
+    return u * (1 / (g.w + (real) MLFF_NORMAL_EPSILON));
+}
+
+/**
+ * The batch's own filter outputs into edges->filter, and in registers w (and dw, tabulated) of
+ * thread (slot, group); partial is the dynamic shared memory of mlffClusterFilterOutputs. Called
+ * by all threads after mlffLoadEdgeBatch and a barrier; ends with a barrier.
+ */
+DEVICE inline void mlffClusterFilters(const real* RESTRICT params, const real* RESTRICT block,
+        const real* RESTRICT blockTable, MlffClusterEdgeScratch* edges, real* partial, bool needDedd, real* hidden,
+        real (*w)[MLFF_GROUP_EDGES], real (*dw)[MLFF_GROUP_EDGES]) {
+    const int slot = threadIdx.x % MLFF_SLICE, group = threadIdx.x / MLFF_SLICE;
+#ifndef MLFF_TABULATED
+    mlffFilterHidden(params, block, edges->geometry, edges->e, needDedd ? edges->dedd : (real(*)[MLFF_K]) 0,
+                     edges->activation, hidden);
+#else
+    (void) params;
+    (void) needDedd;
+    (void) hidden;
+#endif
+    mlffClusterFilterOutputs(block, blockTable, edges, partial, w, dw);
+#pragma unroll
+    for (int e = 0; e < MLFF_GROUP_EDGES; e++) {
+        const int b = group + e * MLFF_GROUPS;
+        if (b < MLFF_EDGE_BATCH)
+            for (int kind = 0; kind < 3; kind++)
+                edges->filter[kind][slot][b] = w[kind][e];
+    }
+    __syncthreads();
+}
+
+KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
+        const real4* RESTRICT pos,
+        const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
+        const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
+        real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize,
+        real* RESTRICT stateS, real* RESTRICT stateV, real* RESTRICT midS, real* RESTRICT midV,
+        real* RESTRICT atomEnergy, real* RESTRICT gradMidS, real* RESTRICT gradMidV) {
+    __shared__ MlffClusterEdgeScratch edges;
+    __shared__ MlffClusterUpdateScratch update;
+    __shared__ MlffReadoutScratch readout;
+    extern __shared__ real partial[]; // (G, 3, S, batch): mlffClusterFilterOutputs
+    mlffClusterArrive();
+
+    const int i = blockIdx.x / MLFF_CLUSTER;
+    const int t = threadIdx.x, slot = t % MLFF_SLICE, part = t / MLFF_SLICE;
+    const int c = mlffClusterRank() * MLFF_SLICE + slot;
+    const bool messageThread = t < 4 * MLFF_SLICE;
+    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
+#ifdef MLFF_TABULATED
+    const real* blockTable = filterTable + (size_t) layer * MLFF_TABLE_BLOCK_STRIDE;
+#else
+    const real* blockTable = filterTable;
+#endif
+
+    // Messages: thread (slot, part) sums s' (part 0) or v'_a (part a + 1) of channel c, in list order.
+    real mid = 0;
+    if (messageThread)
+        mid = part == 0 ? mlffBlockInputS(params, mlZ, stateS, layer, i, c) : mlffBlockInputV(stateV, layer, i, part - 1, c);
+    const real4 ri = pos[i];
+    const int replica = mlReplica[i];
+    const int count = neighborCount[i];
+    const bool overflowed = count > neighborCapacity;
+    const int num = overflowed ? replicaStart[replica + 1] - replicaStart[replica] : count;
+    mlffStartEdges(&edges.cursor);
+    for (int batch = 0; num > 0; batch++) {
+        mlffLoadEdgeBatch(i, batch, num, overflowed, replicaStart[replica], neighborList, neighborCapacity, pos, ri,
+                          boxA, boxB, boxC, invBoxSize, &edges.cursor, edges.edgeAtom, edges.geometry);
+        __syncthreads();
+        real hidden[MLFF_EDGE_BATCH], w[3][MLFF_GROUP_EDGES];
+        mlffClusterFilters(params, block, blockTable, &edges, partial, false, hidden, w, (real(*)[MLFF_GROUP_EDGES]) 0);
+        if (messageThread) {
+            real x[MLFF_EDGE_BATCH]; // s_j or v_j,a: every load in flight before the sum
+#pragma unroll
+            for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+                const int j = edges.edgeAtom[b];
+                x[b] = j < 0 ? 0
+                             : part == 0 ? mlffBlockInputS(params, mlZ, stateS, layer, j, c)
+                                         : mlffBlockInputV(stateV, layer, j, part - 1, c);
+            }
+#pragma unroll
+            for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+                if (edges.edgeAtom[b] < 0)
+                    continue;
+                if (part == 0)
+                    mid += x[b] * edges.filter[0][slot][b];
+                else
+                    mid += x[b] * edges.filter[1][slot][b] +
+                           mlffEdgeNormal(edges.geometry[b], part - 1) * edges.filter[2][slot][b];
+            }
+        }
+        __syncthreads(); // the next batch reuses the shared arrays
+        if (!mlffMoreEdges(&edges.cursor, batch + 1, num))
+            break;
+    }
+    if (messageThread) {
+        update.features[part][slot] = mid;
+        if (part == 0)
+            midS[((size_t) layer * MLFF_NUM_ATOMS + i) * MLFF_H + c] = mid;
+        else
+            midV[(((size_t) layer * MLFF_NUM_ATOMS + i) * 3 + part - 1) * MLFF_H + c] = mid;
+    }
+    __syncthreads();
+
+    // Update, own channels in threads t < S.
+    real sMid = 0, vMid[3] = {0, 0, 0}, m = 0;
+    if (t < MLFF_SLICE) {
+        sMid = update.features[0][t];
+        for (int a = 0; a < 3; a++)
+            vMid[a] = update.features[1 + a][t];
+        m = sqrt(vMid[0] * vMid[0] + vMid[1] * vMid[1] + vMid[2] * vMid[2]);
+    }
+    mlffClusterWait();
+    if (t < MLFF_SLICE) {
+        mlffClusterBroadcast(update.input, c, sMid);
+        mlffClusterBroadcast(update.input, MLFF_H + c, m);
+    }
+    mlffClusterSync();
+    real hiddenU = 0, da = 0, g1 = 0, g2 = 0;
+    mlffClusterUpdateMlp(block, &update, &hiddenU, &da, &g1, &g2);
+    const real sOut = sMid + da;
+    if (layer + 1 < MLFF_L) {
+        if (t < MLFF_SLICE) {
+            real vOut[3];
+            mlffUpdateVector(block, vMid, g1, g2, vOut);
+            stateS[((size_t) (layer + 1) * MLFF_NUM_ATOMS + i) * MLFF_H + c] = sOut;
+            for (int a = 0; a < 3; a++)
+                stateV[(((size_t) (layer + 1) * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c] = vOut[a];
+        }
+        return;
+    }
+
+    // Last block: the readout (in every block, from every channel's s_out), then d eps_i / d(s', v')
+    // of own channels (the vector update is dead).
+    if (t < MLFF_SLICE)
+        mlffClusterBroadcast(update.output, c, sOut);
+    mlffClusterSync();
+    real eps = 0, gs = 0;
+    mlffReadout(params, t < MLFF_H ? update.output[t] : 0, &readout, &eps, &gs);
+    if (t == 0 && mlffClusterRank() == 0)
+        atomEnergy[i] = eps;
+    if (t < MLFF_H)
+        update.readoutGrad[t] = gs;
+    __syncthreads();
+    const real gsOut = t < MLFF_SLICE ? update.readoutGrad[c] : 0;
+    const real zero[3] = {0, 0, 0};
+    real gsMid = 0, gvMid[3] = {0, 0, 0};
+    mlffClusterUpdateBackward(block, vMid, m, hiddenU, g1, g2, gsOut, zero, &update, &gsMid, gvMid);
+    if (t < MLFF_SLICE) {
+        gradMidS[(size_t) i * MLFF_H + c] = gsMid;
+        for (int a = 0; a < 3; a++)
+            gradMidV[((size_t) i * 3 + a) * MLFF_H + c] = gvMid[a];
+    }
+}
+
+KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
+        const real4* RESTRICT pos,
+        const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
+        const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
+        real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize,
+        const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midS, const real* RESTRICT midV,
+        const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
+        const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
+        const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
+    __shared__ MlffClusterEdgeScratch edges;
+    __shared__ MlffClusterUpdateScratch update;
+    extern __shared__ real partial[]; // (G, 3, S, batch): mlffClusterFilterOutputs
+    if (layer > 0) // the only launch with no exchange is the last
+        mlffClusterArrive();
+
+    const int i = blockIdx.x / MLFF_CLUSTER;
+    const int t = threadIdx.x, slot = t % MLFF_SLICE, group = t / MLFF_SLICE, part = group;
+    const int c = mlffClusterRank() * MLFF_SLICE + slot;
+    const bool messageThread = t < 4 * MLFF_SLICE;
+    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
+#ifdef MLFF_TABULATED
+    const real* blockTable = filterTable + (size_t) layer * MLFF_TABLE_BLOCK_STRIDE;
+#else
+    const real* blockTable = filterTable;
+#endif
+
+    // dE/d(s'_i, v'_i) of channel c, in every thread (each forms dE/dw of its own edges).
+    real gsI, gvI[3];
+    gsI = gradInS[(size_t) i * MLFF_H + c];
+    for (int a = 0; a < 3; a++)
+        gvI[a] = gradInV[((size_t) i * 3 + a) * MLFF_H + c];
+    // Thread (slot, part) gathers dE/ds_i (part 0) or dE/dv_i,a (part a + 1) of channel c, from the residual.
+    real gathered = 0;
+    if (messageThread)
+        gathered = part == 0 ? gsI : part == 1 ? gvI[0] : part == 2 ? gvI[1] : gvI[2];
+
+    const real4 ri = pos[i];
+    const int replica = mlReplica[i];
+    const double forceScale = lambdaForceScale * replicaScale[replica];
+    const int sortedI = sortedIndexOfParticle[mlParticle[i]];
+    const int count = neighborCount[i];
+    const bool overflowed = count > neighborCapacity;
+    const int num = overflowed ? replicaStart[replica + 1] - replicaStart[replica] : count;
+    mlffStartEdges(&edges.cursor);
+    for (int batch = 0; num > 0; batch++) {
+        mlffLoadEdgeBatch(i, batch, num, overflowed, replicaStart[replica], neighborList, neighborCapacity, pos, ri,
+                          boxA, boxB, boxC, invBoxSize, &edges.cursor, edges.edgeAtom, edges.geometry);
+        __syncthreads();
+        real hidden[MLFF_EDGE_BATCH], w[3][MLFF_GROUP_EDGES], dw[3][MLFF_GROUP_EDGES];
+        mlffClusterFilters(params, block, blockTable, &edges, partial, true, hidden, w, dw);
+
+        // Thread (slot, group)'s edges: dE/dw of own outputs (exact: to shared memory; tabulated:
+        // times dw/dd, its part of dE/dd) and its part of dE/dn.
+        real partial[MLFF_EDGE_BATCH][4];
+#pragma unroll
+        for (int b = 0; b < MLFF_EDGE_BATCH; b++)
+            partial[b][0] = partial[b][1] = partial[b][2] = partial[b][3] = 0;
+#pragma unroll
+        for (int b = 0; b < MLFF_EDGE_BATCH; b++) { // compile-time b: partial stays in registers
+            if (b % MLFF_GROUPS != group)
+                continue;
+            const int e = b / MLFF_GROUPS;
+            const int j = edges.edgeAtom[b];
+            real gw[3] = {0, 0, 0};
+            if (j >= 0) {
+                const real4 g = edges.geometry[b];
+                gw[0] = gsI * mlffBlockInputS(params, mlZ, stateS, layer, j, c);
+                for (int a = 0; a < 3; a++) {
+                    gw[1] += gvI[a] * mlffBlockInputV(stateV, layer, j, a, c);
+                    gw[2] += gvI[a] * mlffEdgeNormal(g, a);
+                    partial[b][1 + a] = gvI[a] * w[2][e];
+                }
+            }
+#ifdef MLFF_TABULATED
+            partial[b][0] = gw[0] * dw[0][e] + gw[1] * dw[1][e] + gw[2] * dw[2][e];
+#else
+            for (int kind = 0; kind < 3; kind++)
+                edges.gradW[kind * MLFF_SLICE + slot][b] = gw[kind];
+#endif
+        }
+        __syncthreads();
+
+        // The gather into i, own channels, in list order: dE/ds_i += gs'_j w_s(ij), dE/dv_i += gv'_j w_v1(ij).
+        if (messageThread && layer > 0) {
+            real x[MLFF_EDGE_BATCH]; // gs'_j or gv'_j,a: every load in flight before the sum
+#pragma unroll
+            for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+                const int j = edges.edgeAtom[b];
+                x[b] = j < 0 ? 0
+                             : part == 0 ? gradInS[(size_t) j * MLFF_H + c]
+                                         : gradInV[((size_t) j * 3 + part - 1) * MLFF_H + c];
+            }
+#pragma unroll
+            for (int b = 0; b < MLFF_EDGE_BATCH; b++)
+                if (edges.edgeAtom[b] >= 0)
+                    gathered += x[b] * edges.filter[part == 0 ? 0 : 1][slot][b];
+        }
+#ifndef MLFF_TABULATED
+        // The filter network's backward from own outputs, for hidden channel t: dE/dhidden =
+        // (W2^T dE/dw) SiLU'(hidden), over own outputs only; dE/dd's part sum_t dE/dhidden_t (W0 de/dd)_t.
+        if (t < MLFF_H) {
+            const real* w2 = block + MLFF_B_FILTER_W2_BY_FOURS; // (3H, H)
+            const real* w0t = block + MLFF_B_FILTER_W0T;        // (K, H)
+            const int first = mlffClusterRank() * MLFF_SLICE;
+            real ga[MLFF_EDGE_BATCH];
+#pragma unroll
+            for (int b = 0; b < MLFF_EDGE_BATCH; b++)
+                ga[b] = 0;
+#pragma unroll
+            for (int kind = 0; kind < 3; kind++) {
+#pragma unroll
+                for (int s4 = 0; s4 < MLFF_SLICE; s4 += 4) {
+                    const MlffRealVector<4> u = mlffWeightsByFours<MLFF_H>(w2, kind * MLFF_H + first + s4, t);
+#pragma unroll
+                    for (int q = 0; q < 4; q++) {
+                        real g[MLFF_EDGE_BATCH];
+                        mlffLoadEdgeRow(edges.gradW[kind * MLFF_SLICE + s4 + q], g);
+#pragma unroll
+                        for (int b = 0; b < MLFF_EDGE_BATCH; b++)
+                            ga[b] += u.v[q] * g[b];
+                    }
+                }
+            }
+#pragma unroll
+            for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+                real q = 0;
+#pragma unroll
+                for (int k = 0; k < MLFF_K; k++)
+                    q += w0t[k * MLFF_H + t] * edges.dedd[b][k];
+                partial[b][0] += ga[b] * mlffSiluGrad(hidden[b]) * q;
+            }
+        }
+#endif
+        mlffBlockSum4(partial, edges.warpTotals, edges.edgeGrad);
+        if (t < MLFF_EDGE_BATCH && edges.edgeAtom[t] >= 0) { // this block's part of the edge's forces
+            const real* grad = edges.edgeGrad[t];
+            mlffAddEdgeForces(edges.geometry[t], grad[0], grad[1], grad[2], grad[3], forceScale, sortedI,
+                              sortedIndexOfParticle[mlParticle[edges.edgeAtom[t]]], forceBuffer);
+        }
+        __syncthreads(); // the next batch reuses the shared arrays
+        if (!mlffMoreEdges(&edges.cursor, batch + 1, num))
+            break;
+    }
+    if (layer == 0)
+        return; // the embedding and v = 0 have no gradient to pass on
+
+    // Backward of block layer-1's update, recomputed from its post-message features.
+    if (messageThread)
+        update.features[part][slot] = gathered;
+    __syncthreads();
+    const real* previous = params + MLFF_P_BLOCKS + (size_t) (layer - 1) * MLFF_P_BLOCK_STRIDE;
+    real gsIn = 0, gvIn[3] = {0, 0, 0}, sMid = 0, vMid[3] = {0, 0, 0}, m = 0;
+    if (t < MLFF_SLICE) {
+        gsIn = update.features[0][t];
+        sMid = midS[((size_t) (layer - 1) * MLFF_NUM_ATOMS + i) * MLFF_H + c];
+        for (int a = 0; a < 3; a++) {
+            gvIn[a] = update.features[1 + a][t];
+            vMid[a] = midV[(((size_t) (layer - 1) * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c];
+        }
+        m = sqrt(vMid[0] * vMid[0] + vMid[1] * vMid[1] + vMid[2] * vMid[2]);
+    }
+    mlffClusterWait();
+    if (t < MLFF_SLICE) {
+        mlffClusterBroadcast(update.input, c, sMid);
+        mlffClusterBroadcast(update.input, MLFF_H + c, m);
+    }
+    mlffClusterSync();
+    real hiddenU = 0, da = 0, g1 = 0, g2 = 0;
+    mlffClusterUpdateMlp(previous, &update, &hiddenU, &da, &g1, &g2);
+    real gsMid = 0, gvMid[3] = {0, 0, 0};
+    mlffClusterUpdateBackward(previous, vMid, m, hiddenU, g1, g2, gsIn, gvIn, &update, &gsMid, gvMid);
+    if (t < MLFF_SLICE) {
+        gradOutS[(size_t) i * MLFF_H + c] = gsMid;
+        for (int a = 0; a < 3; a++)
+            gradOutV[((size_t) i * 3 + a) * MLFF_H + c] = gvMid[a];
+    }
+}
