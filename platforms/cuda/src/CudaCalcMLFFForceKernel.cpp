@@ -57,7 +57,12 @@ constexpr int TiledMinAtoms = 1024;
 constexpr int EdgeFiltersMinAtoms = 768;
 constexpr int EdgeThreads = 128;       // edge_filters.cu's warp-per-atom and thread-per-pair kernels
 // Blocks per atom on the fused path with clusters (cluster.cu): the portable limit of a cluster.
+// Clusters pay while every atom's blocks run at once, about two blocks an SM: measured (H100,
+// H=128, exact filters, step us, fused against clusters) faster for 12 and 24 atoms (200 against
+// 115, 201 against 132), even at 48 (205 against 204; tabulated 123 against 104), slower from 96
+// (208 against 312; 192 atoms 268 against 624).
 constexpr int MaxClusterSize = 8;
+constexpr int ClusterMaxBlocksPerSM = 2;
 // matmul.cu's tiles: MLFF_MATMUL_THREADS, MLFF_MATMUL_DEPTH, and MLFF_MATMUL_ROWS and
 // MLFF_MATMUL_STAGES of each way of summing (tensor cores or FMA pipes).
 constexpr int MatmulThreads = 256;
@@ -274,7 +279,7 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     threadsPerAtom = (threadsPerAtom + 31) / 32 * 32;
     if (useClusters) {
         clusterSize = clusterSizeFor(threadsPerAtom);
-        useClusters = clusterSize > 1;
+        useClusters = clusterSize > 1 && (clusterPathRequested() || numAtoms * clusterSize <= ClusterMaxBlocksPerSM * numMultiprocessors());
         if (!useClusters && clusterPathRequested())
             throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_KERNELS is 'cluster', but thread block clusters need "
                                   "compute capability 9.0 and H a multiple of 4 (this GPU: " +
@@ -308,6 +313,8 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         source += CudaMLFFKernelSources::student_painn_cluster;
         // The filters' partial sums, (G, 3, S, batch) with G S = threadsPerAtom (cluster.cu).
         clusterSharedBytes = force.getUseTabulatedFilters() ? 0 : (unsigned int) (threadsPerAtom * 3 * edgeBatch * realSize);
+        // Each block's update hidden layer, g1 and g2, for its backward.
+        updateKept.initialize(cu, layers * n * 3 * h, realSize, "mlffUpdateKept");
     }
     if (useTiled) // only then: its tiles need H to be a multiple of 64
         source += CudaMLFFKernelSources::matmul + CudaMLFFKernelSources::student_painn_tiled +
@@ -397,7 +404,8 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
     else
         throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_KERNELS is '" + path +
                               "'; expected 'fused', 'cluster', 'tiled' or 'edges'");
-    // Clusters where the GPU has them (initialize checks, once the block's size is known).
+    // Clusters where the GPU has them and the system is small (initialize decides, once the
+    // block's size is known).
     useClusters = !useTiled && (path.empty() || path == "cluster");
     // Tabulated filters read a table per edge; the products would compute the network instead.
     useEdgeFilters = useTiled && !tabulated && path != "tiled";
@@ -413,6 +421,13 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
 bool CudaCalcMLFFForceKernel::clusterPathRequested() {
     const char* choice = std::getenv("MLFF_CUDA_KERNELS");
     return choice != nullptr && string(choice) == "cluster";
+}
+
+int CudaCalcMLFFForceKernel::numMultiprocessors() const {
+    int count = 0;
+    check(cuDeviceGetAttribute(&count, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, cu.getDevice()),
+          "querying the number of multiprocessors");
+    return count;
 }
 
 int CudaCalcMLFFForceKernel::clusterSizeFor(int threads) const {
@@ -665,13 +680,14 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
 
 void CudaCalcMLFFForceKernel::executeFused(void** box, bool includeForces, CUdeviceptr force) {
     CUdeviceptr table = filterTable.isInitialized() ? filterTable.getDevicePointer() : 0;
+    CUdeviceptr kept = updateKept.isInitialized() ? updateKept.getDevicePointer() : 0; // clusters only: one more argument
     for (int layer = 0; layer < numBlocks; layer++) {
         void* args[] = {&layer, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(), &mlZ.getDevicePointer(),
                         &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(),
                         &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
                         box[0], box[1], box[2], box[3], &stateS.getDevicePointer(), &stateV.getDevicePointer(),
                         &midS.getDevicePointer(), &midV.getDevicePointer(), &atomEnergy.getDevicePointer(),
-                        &gradS[0].getDevicePointer(), &gradV[0].getDevicePointer()};
+                        &gradS[0].getDevicePointer(), &gradV[0].getDevicePointer(), &kept};
         launchPerAtom(forwardKernel, args, "the forward pass");
     }
     if (includeForces) {
@@ -685,7 +701,7 @@ void CudaCalcMLFFForceKernel::executeFused(void** box, bool includeForces, CUdev
                             &midS.getDevicePointer(), &midV.getDevicePointer(), &gradS[in].getDevicePointer(),
                             &gradV[in].getDevicePointer(), &gradS[1 - in].getDevicePointer(),
                             &gradV[1 - in].getDevicePointer(), &replicaScale.getDevicePointer(), &lambdaForceScale,
-                            &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(), &force};
+                            &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(), &force, &kept};
             launchPerAtom(backwardKernel, args, "the backward pass");
         }
     }

@@ -23,8 +23,11 @@
  * (0: s, 1 to 3: a component of v; threads t < 4S).
  *
  * Same arguments, storage and results (to rounding) as mlffStudentForward and
- * mlffStudentBackward (forward.cu, backward.cu); grid MLFF_NUM_ATOMS x MLFF_CLUSTER blocks of
- * MLFF_BLOCK threads, launched with a cluster of MLFF_CLUSTER consecutive blocks per atom.
+ * mlffStudentBackward (forward.cu, backward.cu), and one more: updateKept (L - 1, N, 3, H), each
+ * block's update hidden layer, g1 and g2, which the forward keeps so that the backward needs no
+ * recomputation (and no exchange) of the update's forward. Grid MLFF_NUM_ATOMS x MLFF_CLUSTER
+ * blocks of MLFF_BLOCK threads, launched with a cluster of MLFF_CLUSTER consecutive blocks per
+ * atom, and G x 3 x S x batch reals of dynamic shared memory with exact filters.
  */
 
 #define MLFF_SLICE (MLFF_H / MLFF_CLUSTER)
@@ -125,6 +128,9 @@ DEVICE inline void mlffClusterFilterOutputs(const real* RESTRICT block, const re
     (void) blockTable;
     (void) dw;
     const real* w2t = block + MLFF_B_FILTER_W2T_BY_FOURS; // (H, 3H)
+    real bias[3]; // loaded first, with the weights rather than after the barrier
+    for (int kind = 0; kind < 3; kind++)
+        bias[kind] = block[MLFF_B_FILTER_B2 + kind * MLFF_H + c];
     real sum[3][MLFF_EDGE_BATCH];
 #pragma unroll
     for (int kind = 0; kind < 3; kind++)
@@ -160,7 +166,7 @@ DEVICE inline void mlffClusterFilterOutputs(const real* RESTRICT block, const re
         const int b = min(group + e * MLFF_GROUPS, MLFF_EDGE_BATCH - 1);
 #pragma unroll
         for (int kind = 0; kind < 3; kind++) {
-            real value = block[MLFF_B_FILTER_B2 + kind * MLFF_H + c];
+            real value = bias[kind];
             for (int g = 0; g < MLFF_GROUPS; g++)
                 value += partial[((size_t) (g * 3 + kind) * MLFF_SLICE + slot) * MLFF_EDGE_BATCH + b];
             w[kind][e] = value;
@@ -179,6 +185,12 @@ DEVICE inline void mlffClusterUpdateMlp(const real* RESTRICT block, MlffClusterU
         real* a, real* g1, real* g2) {
     const int t = threadIdx.x, slot = t % MLFF_SLICE, group = t / MLFF_SLICE;
     const int c = mlffClusterRank() * MLFF_SLICE + slot;
+    real bias[4] = {0, 0, 0, 0}; // loaded first, with the weights rather than after the barriers
+    if (t < MLFF_SLICE) {
+        bias[0] = block[MLFF_B_UPDATE_B0 + c];
+        for (int kind = 0; kind < 3; kind++)
+            bias[1 + kind] = block[MLFF_B_UPDATE_B2 + kind * MLFF_H + c];
+    }
     const real* u0t = block + MLFF_B_UPDATE_W0T_BY_FOURS; // (2H, H)
     real p = 0;
 #pragma unroll
@@ -194,7 +206,7 @@ DEVICE inline void mlffClusterUpdateMlp(const real* RESTRICT block, MlffClusterU
     update->partial[group][0][slot] = p;
     __syncthreads();
     if (t < MLFF_SLICE) {
-        real h = block[MLFF_B_UPDATE_B0 + c];
+        real h = bias[0];
         for (int g = 0; g < MLFF_GROUPS; g++)
             h += update->partial[g][0][t];
         *hidden = h;
@@ -225,7 +237,7 @@ DEVICE inline void mlffClusterUpdateMlp(const real* RESTRICT block, MlffClusterU
     if (t < MLFF_SLICE) {
         real out[3];
         for (int kind = 0; kind < 3; kind++) {
-            out[kind] = block[MLFF_B_UPDATE_B2 + kind * MLFF_H + c];
+            out[kind] = bias[1 + kind];
             for (int g = 0; g < MLFF_GROUPS; g++)
                 out[kind] += update->partial[g][kind][t];
         }
@@ -350,7 +362,7 @@ KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, co
         const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
         real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize,
         real* RESTRICT stateS, real* RESTRICT stateV, real* RESTRICT midS, real* RESTRICT midV,
-        real* RESTRICT atomEnergy, real* RESTRICT gradMidS, real* RESTRICT gradMidV) {
+        real* RESTRICT atomEnergy, real* RESTRICT gradMidS, real* RESTRICT gradMidV, real* RESTRICT updateKept) {
     __shared__ MlffClusterEdgeScratch edges;
     __shared__ MlffClusterUpdateScratch update;
     __shared__ MlffReadoutScratch readout;
@@ -434,6 +446,12 @@ KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, co
     real hiddenU = 0, da = 0, g1 = 0, g2 = 0;
     mlffClusterUpdateMlp(block, &update, &hiddenU, &da, &g1, &g2);
     const real sOut = sMid + da;
+    if (t < MLFF_SLICE && layer + 1 < MLFF_L) { // for the backward pass of this block's update (the last's is below)
+        real* kept = updateKept + ((size_t) layer * MLFF_NUM_ATOMS + i) * 3 * MLFF_H + c;
+        kept[0] = hiddenU;
+        kept[MLFF_H] = g1;
+        kept[2 * MLFF_H] = g2;
+    }
     if (layer + 1 < MLFF_L) {
         if (t < MLFF_SLICE) {
             real vOut[3];
@@ -476,7 +494,8 @@ KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, c
         const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midS, const real* RESTRICT midV,
         const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
         const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
-        const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
+        const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer,
+        const real* RESTRICT updateKept) {
     __shared__ MlffClusterEdgeScratch edges;
     __shared__ MlffClusterUpdateScratch update;
     extern __shared__ real partial[]; // (G, 3, S, batch): mlffClusterFilterOutputs
@@ -614,29 +633,25 @@ KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, c
     if (layer == 0)
         return; // the embedding and v = 0 have no gradient to pass on
 
-    // Backward of block layer-1's update, recomputed from its post-message features.
+    // Backward of block layer-1's update, from its post-message features and what its forward kept.
     if (messageThread)
         update.features[part][slot] = gathered;
     __syncthreads();
     const real* previous = params + MLFF_P_BLOCKS + (size_t) (layer - 1) * MLFF_P_BLOCK_STRIDE;
-    real gsIn = 0, gvIn[3] = {0, 0, 0}, sMid = 0, vMid[3] = {0, 0, 0}, m = 0;
+    real gsIn = 0, gvIn[3] = {0, 0, 0}, vMid[3] = {0, 0, 0}, m = 0, hiddenU = 0, g1 = 0, g2 = 0;
     if (t < MLFF_SLICE) {
         gsIn = update.features[0][t];
-        sMid = midS[((size_t) (layer - 1) * MLFF_NUM_ATOMS + i) * MLFF_H + c];
         for (int a = 0; a < 3; a++) {
             gvIn[a] = update.features[1 + a][t];
             vMid[a] = midV[(((size_t) (layer - 1) * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c];
         }
         m = sqrt(vMid[0] * vMid[0] + vMid[1] * vMid[1] + vMid[2] * vMid[2]);
+        const real* kept = updateKept + ((size_t) (layer - 1) * MLFF_NUM_ATOMS + i) * 3 * MLFF_H + c;
+        hiddenU = kept[0];
+        g1 = kept[MLFF_H];
+        g2 = kept[2 * MLFF_H];
     }
     mlffClusterWait();
-    if (t < MLFF_SLICE) {
-        mlffClusterBroadcast(update.input, c, sMid);
-        mlffClusterBroadcast(update.input, MLFF_H + c, m);
-    }
-    mlffClusterSync();
-    real hiddenU = 0, da = 0, g1 = 0, g2 = 0;
-    mlffClusterUpdateMlp(previous, &update, &hiddenU, &da, &g1, &g2);
     real gsMid = 0, gvMid[3] = {0, 0, 0};
     mlffClusterUpdateBackward(previous, vMid, m, hiddenU, g1, g2, gsIn, gvIn, &update, &gsMid, gvMid);
     if (t < MLFF_SLICE) {
