@@ -74,6 +74,44 @@ DEVICE inline void mlffClusterBroadcast(real* array, int index, real value) {
         mlffClusterPeer(array, rank)[index] = value;
 }
 
+/*
+ * The products split a dimension of I inputs (or outputs) over the groups by fours: group g takes
+ * the fours at 4 (g + n G), n < MLFF_GROUP_FOURS(I). A thread loads its weights of a matrix first,
+ * into registers, so that they arrive during the barrier before the inputs are there.
+ */
+#define MLFF_GROUP_FOURS(I) (((I) / 4 + MLFF_GROUPS - 1) / MLFF_GROUPS)
+
+/** Thread (slot, group)'s weights of output o of an (I, O) matrix stored by fours: its group's fours, zeros past I. */
+template <int O, int I>
+DEVICE inline void mlffLoadGroupWeights(const real* RESTRICT m, int o, MlffRealVector<4>* w) {
+    const int group = threadIdx.x / MLFF_SLICE;
+#pragma unroll
+    for (int n = 0; n < MLFF_GROUP_FOURS(I); n++) {
+        const int x4 = 4 * (group + n * MLFF_GROUPS);
+        if (x4 < I)
+            w[n] = mlffWeightsByFours<O>(m, x4, o);
+        else
+            w[n].v[0] = w[n].v[1] = w[n].v[2] = w[n].v[3] = 0;
+    }
+}
+
+/** The sum over thread (slot, group)'s inputs of w times input (shared, I values), in order. */
+template <int I>
+DEVICE inline real mlffGroupDot(const MlffRealVector<4>* w, const real* input) {
+    const int group = threadIdx.x / MLFF_SLICE;
+    real sum = 0;
+#pragma unroll
+    for (int n = 0; n < MLFF_GROUP_FOURS(I); n++) {
+        const int x4 = 4 * (group + n * MLFF_GROUPS);
+        if (x4 < I) {
+#pragma unroll
+            for (int q = 0; q < 4; q++)
+                sum += w[n].v[q] * input[x4 + q];
+        }
+    }
+    return sum;
+}
+
 /** Shared scratch of one batch of edges. */
 struct MlffClusterEdgeScratch {
     MlffEdgeCursor cursor;
@@ -102,20 +140,36 @@ struct MlffClusterUpdateScratch {
     real readoutGrad[MLFF_H];
 };
 
+/** Thread (slot, group)'s weights of its own filter outputs (exact filters), loaded before they are needed. */
+struct MlffClusterFilterWeights {
+    MlffRealVector<4> w2[3][MLFF_GROUP_FOURS(MLFF_H)]; // of outputs kind H + c, its group's inputs
+    real bias[3];
+};
+
+DEVICE inline void mlffLoadClusterFilterWeights(const real* RESTRICT block, MlffClusterFilterWeights* weights) {
+    const int c = mlffClusterRank() * MLFF_SLICE + threadIdx.x % MLFF_SLICE;
+#pragma unroll
+    for (int kind = 0; kind < 3; kind++) {
+        mlffLoadGroupWeights<3 * MLFF_H, MLFF_H>(block + MLFF_B_FILTER_W2T_BY_FOURS, kind * MLFF_H + c,
+                                                 weights->w2[kind]); // (H, 3H)
+        weights->bias[kind] = block[MLFF_B_FILTER_B2 + kind * MLFF_H + c];
+    }
+}
+
 /**
  * Thread (slot, group)'s own filter outputs w[kind][e] for edges b = group + e G of the batch:
  * exact, from the hidden layer's activations (mlffFilterHidden, shared), each thread summing the
  * batch over its group's inputs into partial (dynamic shared memory, (G, 3, S, batch)) and then
- * its own edges over the groups, in order, so that all of a thread's weight loads are in flight
- * at once; tabulated, from the table, with dw/dd if dw is not null. Ends with a barrier.
+ * its own edges over the groups, in order; tabulated, from the table, with dw/dd if dw is not
+ * null. Ends with a barrier.
  */
-DEVICE inline void mlffClusterFilterOutputs(const real* RESTRICT block, const real* RESTRICT blockTable,
+DEVICE inline void mlffClusterFilterOutputs(const MlffClusterFilterWeights* weights, const real* RESTRICT blockTable,
         const MlffClusterEdgeScratch* edges, real* partial, real (*w)[MLFF_GROUP_EDGES], real (*dw)[MLFF_GROUP_EDGES]) {
     const int slot = threadIdx.x % MLFF_SLICE, group = threadIdx.x / MLFF_SLICE;
-    const int c = mlffClusterRank() * MLFF_SLICE + slot;
 #ifdef MLFF_TABULATED
-    (void) block;
+    (void) weights;
     (void) partial;
+    const int c = mlffClusterRank() * MLFF_SLICE + slot;
 #pragma unroll
     for (int e = 0; e < MLFF_GROUP_EDGES; e++) {
         const int b = min(group + e * MLFF_GROUPS, MLFF_EDGE_BATCH - 1); // past the batch: a copy, never used
@@ -127,10 +181,6 @@ DEVICE inline void mlffClusterFilterOutputs(const real* RESTRICT block, const re
 #else
     (void) blockTable;
     (void) dw;
-    const real* w2t = block + MLFF_B_FILTER_W2T_BY_FOURS; // (H, 3H)
-    real bias[3]; // loaded first, with the weights rather than after the barrier
-    for (int kind = 0; kind < 3; kind++)
-        bias[kind] = block[MLFF_B_FILTER_B2 + kind * MLFF_H + c];
     real sum[3][MLFF_EDGE_BATCH];
 #pragma unroll
     for (int kind = 0; kind < 3; kind++)
@@ -138,22 +188,18 @@ DEVICE inline void mlffClusterFilterOutputs(const real* RESTRICT block, const re
         for (int b = 0; b < MLFF_EDGE_BATCH; b++)
             sum[kind][b] = 0;
 #pragma unroll
-    for (int n = 0; n < (MLFF_H / 4 + MLFF_GROUPS - 1) / MLFF_GROUPS; n++) {
+    for (int n = 0; n < MLFF_GROUP_FOURS(MLFF_H); n++) {
         const int k4 = 4 * (group + n * MLFF_GROUPS);
         if (k4 < MLFF_H) {
-            const MlffRealVector<4> w0 = mlffWeightsByFours<3 * MLFF_H>(w2t, k4, c);
-            const MlffRealVector<4> w1 = mlffWeightsByFours<3 * MLFF_H>(w2t, k4, MLFF_H + c);
-            const MlffRealVector<4> w2 = mlffWeightsByFours<3 * MLFF_H>(w2t, k4, 2 * MLFF_H + c);
 #pragma unroll
             for (int q = 0; q < 4; q++) {
                 real a[MLFF_EDGE_BATCH];
                 mlffLoadEdgeRow(edges->activation[k4 + q], a);
 #pragma unroll
-                for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
-                    sum[0][b] += w0.v[q] * a[b];
-                    sum[1][b] += w1.v[q] * a[b];
-                    sum[2][b] += w2.v[q] * a[b];
-                }
+                for (int kind = 0; kind < 3; kind++)
+#pragma unroll
+                    for (int b = 0; b < MLFF_EDGE_BATCH; b++)
+                        sum[kind][b] += weights->w2[kind][n].v[q] * a[b];
             }
         }
     }
@@ -166,7 +212,7 @@ DEVICE inline void mlffClusterFilterOutputs(const real* RESTRICT block, const re
         const int b = min(group + e * MLFF_GROUPS, MLFF_EDGE_BATCH - 1);
 #pragma unroll
         for (int kind = 0; kind < 3; kind++) {
-            real value = bias[kind];
+            real value = weights->bias[kind];
             for (int g = 0; g < MLFF_GROUPS; g++)
                 value += partial[((size_t) (g * 3 + kind) * MLFF_SLICE + slot) * MLFF_EDGE_BATCH + b];
             w[kind][e] = value;
@@ -177,33 +223,30 @@ DEVICE inline void mlffClusterFilterOutputs(const real* RESTRICT block, const re
 }
 
 /**
- * The update MLP's own outputs, valid in threads t < S (slot t): hidden, and (a, g1, g2) =
- * U2 SiLU(hidden) + b2, once update->input holds concat(s', m) of every channel (after the
- * cluster's barrier). Called by all threads of every block of the cluster.
+ * The update MLP's own outputs, valid in threads t < S (slot t): from sMid, m of slot t (threads
+ * t < S), which it first writes into every block's update->input, hidden and (a, g1, g2) =
+ * U2 SiLU(U0 [s', m] + b0) + b2. Called by all threads of every block of the cluster.
  */
-DEVICE inline void mlffClusterUpdateMlp(const real* RESTRICT block, MlffClusterUpdateScratch* update, real* hidden,
-        real* a, real* g1, real* g2) {
+DEVICE inline void mlffClusterUpdateMlp(const real* RESTRICT block, real sMid, real m,
+        MlffClusterUpdateScratch* update, real* hidden, real* a, real* g1, real* g2) {
     const int t = threadIdx.x, slot = t % MLFF_SLICE, group = t / MLFF_SLICE;
     const int c = mlffClusterRank() * MLFF_SLICE + slot;
-    real bias[4] = {0, 0, 0, 0}; // loaded first, with the weights rather than after the barriers
+    real bias[4] = {0, 0, 0, 0};
     if (t < MLFF_SLICE) {
         bias[0] = block[MLFF_B_UPDATE_B0 + c];
         for (int kind = 0; kind < 3; kind++)
             bias[1 + kind] = block[MLFF_B_UPDATE_B2 + kind * MLFF_H + c];
     }
-    const real* u0t = block + MLFF_B_UPDATE_W0T_BY_FOURS; // (2H, H)
-    real p = 0;
-#pragma unroll
-    for (int n = 0; n < (2 * MLFF_H / 4 + MLFF_GROUPS - 1) / MLFF_GROUPS; n++) {
-        const int x4 = 4 * (group + n * MLFF_GROUPS);
-        if (x4 < 2 * MLFF_H) {
-            const MlffRealVector<4> u = mlffWeightsByFours<MLFF_H>(u0t, x4, c);
-#pragma unroll
-            for (int q = 0; q < 4; q++)
-                p += u.v[q] * update->input[x4 + q];
-        }
+    MlffRealVector<4> u0[MLFF_GROUP_FOURS(2 * MLFF_H)], u2[3][MLFF_GROUP_FOURS(MLFF_H)];
+    mlffLoadGroupWeights<MLFF_H, 2 * MLFF_H>(block + MLFF_B_UPDATE_W0T_BY_FOURS, c, u0); // (2H, H)
+    for (int kind = 0; kind < 3; kind++)
+        mlffLoadGroupWeights<3 * MLFF_H, MLFF_H>(block + MLFF_B_UPDATE_W2T_BY_FOURS, kind * MLFF_H + c, u2[kind]); // (H, 3H)
+    if (t < MLFF_SLICE) {
+        mlffClusterBroadcast(update->input, c, sMid);
+        mlffClusterBroadcast(update->input, MLFF_H + c, m);
     }
-    update->partial[group][0][slot] = p;
+    mlffClusterSync();
+    update->partial[group][0][slot] = mlffGroupDot<2 * MLFF_H>(u0, update->input);
     __syncthreads();
     if (t < MLFF_SLICE) {
         real h = bias[0];
@@ -213,26 +256,8 @@ DEVICE inline void mlffClusterUpdateMlp(const real* RESTRICT block, MlffClusterU
         mlffClusterBroadcast(update->activation, c, mlffSilu(h));
     }
     mlffClusterSync();
-    const real* u2t = block + MLFF_B_UPDATE_W2T_BY_FOURS; // (H, 3H)
-    real y[3] = {0, 0, 0};
-#pragma unroll
-    for (int n = 0; n < (MLFF_H / 4 + MLFF_GROUPS - 1) / MLFF_GROUPS; n++) {
-        const int k4 = 4 * (group + n * MLFF_GROUPS);
-        if (k4 < MLFF_H) {
-            const MlffRealVector<4> u0 = mlffWeightsByFours<3 * MLFF_H>(u2t, k4, c);
-            const MlffRealVector<4> u1 = mlffWeightsByFours<3 * MLFF_H>(u2t, k4, MLFF_H + c);
-            const MlffRealVector<4> u2 = mlffWeightsByFours<3 * MLFF_H>(u2t, k4, 2 * MLFF_H + c);
-#pragma unroll
-            for (int q = 0; q < 4; q++) {
-                const real act = update->activation[k4 + q];
-                y[0] += u0.v[q] * act;
-                y[1] += u1.v[q] * act;
-                y[2] += u2.v[q] * act;
-            }
-        }
-    }
     for (int kind = 0; kind < 3; kind++)
-        update->partial[group][kind][slot] = y[kind];
+        update->partial[group][kind][slot] = mlffGroupDot<MLFF_H>(u2[kind], update->activation);
     __syncthreads();
     if (t < MLFF_SLICE) {
         real out[3];
@@ -258,6 +283,10 @@ DEVICE inline void mlffClusterUpdateBackward(const real* RESTRICT block, const r
         real g1, real g2, real gsOut, const real* gvOut, MlffClusterUpdateScratch* update, real* gsMid, real* gvMid) {
     const int t = threadIdx.x, slot = t % MLFF_SLICE, group = t / MLFF_SLICE;
     const int c = mlffClusterRank() * MLFF_SLICE + slot;
+    MlffRealVector<4> u2[MLFF_GROUP_FOURS(3 * MLFF_H)], u0s[MLFF_GROUP_FOURS(MLFF_H)], u0m[MLFF_GROUP_FOURS(MLFF_H)];
+    mlffLoadGroupWeights<MLFF_H, 3 * MLFF_H>(block + MLFF_B_UPDATE_W2_BY_FOURS, c, u2);              // (3H, H)
+    mlffLoadGroupWeights<2 * MLFF_H, MLFF_H>(block + MLFF_B_UPDATE_W0_BY_FOURS, c, u0s);         // (H, 2H)
+    mlffLoadGroupWeights<2 * MLFF_H, MLFF_H>(block + MLFF_B_UPDATE_W0_BY_FOURS, MLFF_H + c, u0m);
     if (t < MLFF_SLICE) {
         real gradG1, gradG2;
         mlffUpdateVectorBackward(block, vMid, g1, g2, gvOut, &gradG1, &gradG2, gvMid);
@@ -266,19 +295,7 @@ DEVICE inline void mlffClusterUpdateBackward(const real* RESTRICT block, const r
         mlffClusterBroadcast(update->gradOutput, 2 * MLFF_H + c, gradG2);
     }
     mlffClusterSync();
-    const real* u2 = block + MLFF_B_UPDATE_W2_BY_FOURS; // (3H, H)
-    real p = 0;
-#pragma unroll
-    for (int n = 0; n < (3 * MLFF_H / 4 + MLFF_GROUPS - 1) / MLFF_GROUPS; n++) {
-        const int o4 = 4 * (group + n * MLFF_GROUPS);
-        if (o4 < 3 * MLFF_H) {
-            const MlffRealVector<4> u = mlffWeightsByFours<MLFF_H>(u2, o4, c);
-#pragma unroll
-            for (int q = 0; q < 4; q++)
-                p += u.v[q] * update->gradOutput[o4 + q];
-        }
-    }
-    update->partial[group][0][slot] = p;
+    update->partial[group][0][slot] = mlffGroupDot<3 * MLFF_H>(u2, update->gradOutput);
     __syncthreads();
     if (t < MLFF_SLICE) {
         real ga = 0;
@@ -287,22 +304,7 @@ DEVICE inline void mlffClusterUpdateBackward(const real* RESTRICT block, const r
         mlffClusterBroadcast(update->gradHidden, c, ga * mlffSiluGrad(hidden));
     }
     mlffClusterSync();
-    const real* u0 = block + MLFF_B_UPDATE_W0_BY_FOURS; // (H, 2H)
-    real ps = 0, pm = 0;
-#pragma unroll
-    for (int n = 0; n < (MLFF_H / 4 + MLFF_GROUPS - 1) / MLFF_GROUPS; n++) {
-        const int h4 = 4 * (group + n * MLFF_GROUPS);
-        if (h4 < MLFF_H) {
-            const MlffRealVector<4> us = mlffWeightsByFours<2 * MLFF_H>(u0, h4, c);
-            const MlffRealVector<4> um = mlffWeightsByFours<2 * MLFF_H>(u0, h4, MLFF_H + c);
-#pragma unroll
-            for (int q = 0; q < 4; q++) {
-                const real gh = update->gradHidden[h4 + q];
-                ps += us.v[q] * gh;
-                pm += um.v[q] * gh;
-            }
-        }
-    }
+    const real ps = mlffGroupDot<MLFF_H>(u0s, update->gradHidden), pm = mlffGroupDot<MLFF_H>(u0m, update->gradHidden);
     update->partial[group][0][slot] = ps;
     update->partial[group][1][slot] = pm;
     __syncthreads();
@@ -337,15 +339,18 @@ DEVICE inline void mlffClusterFilters(const real* RESTRICT params, const real* R
         const real* RESTRICT blockTable, MlffClusterEdgeScratch* edges, real* partial, bool needDedd, real* hidden,
         real (*w)[MLFF_GROUP_EDGES], real (*dw)[MLFF_GROUP_EDGES]) {
     const int slot = threadIdx.x % MLFF_SLICE, group = threadIdx.x / MLFF_SLICE;
+    MlffClusterFilterWeights weights;
 #ifndef MLFF_TABULATED
+    mlffLoadClusterFilterWeights(block, &weights); // in flight during the hidden layer
     mlffFilterHidden(params, block, edges->geometry, edges->e, needDedd ? edges->dedd : (real(*)[MLFF_K]) 0,
                      edges->activation, hidden);
 #else
     (void) params;
+    (void) block;
     (void) needDedd;
     (void) hidden;
 #endif
-    mlffClusterFilterOutputs(block, blockTable, edges, partial, w, dw);
+    mlffClusterFilterOutputs(&weights, blockTable, edges, partial, w, dw);
 #pragma unroll
     for (int e = 0; e < MLFF_GROUP_EDGES; e++) {
         const int b = group + e * MLFF_GROUPS;
@@ -394,17 +399,17 @@ KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, co
         mlffLoadEdgeBatch(i, batch, num, overflowed, replicaStart[replica], neighborList, neighborCapacity, pos, ri,
                           boxA, boxB, boxC, invBoxSize, &edges.cursor, edges.edgeAtom, edges.geometry);
         __syncthreads();
+        real x[MLFF_EDGE_BATCH]; // s_j or v_j,a of the message threads, in flight during the filters
+#pragma unroll
+        for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+            const int j = edges.edgeAtom[b];
+            x[b] = j < 0 || !messageThread ? 0
+                   : part == 0             ? mlffBlockInputS(params, mlZ, stateS, layer, j, c)
+                                           : mlffBlockInputV(stateV, layer, j, part - 1, c);
+        }
         real hidden[MLFF_EDGE_BATCH], w[3][MLFF_GROUP_EDGES];
         mlffClusterFilters(params, block, blockTable, &edges, partial, false, hidden, w, (real(*)[MLFF_GROUP_EDGES]) 0);
         if (messageThread) {
-            real x[MLFF_EDGE_BATCH]; // s_j or v_j,a: every load in flight before the sum
-#pragma unroll
-            for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
-                const int j = edges.edgeAtom[b];
-                x[b] = j < 0 ? 0
-                             : part == 0 ? mlffBlockInputS(params, mlZ, stateS, layer, j, c)
-                                         : mlffBlockInputV(stateV, layer, j, part - 1, c);
-            }
 #pragma unroll
             for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
                 if (edges.edgeAtom[b] < 0)
@@ -438,13 +443,8 @@ KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, co
         m = sqrt(vMid[0] * vMid[0] + vMid[1] * vMid[1] + vMid[2] * vMid[2]);
     }
     mlffClusterWait();
-    if (t < MLFF_SLICE) {
-        mlffClusterBroadcast(update.input, c, sMid);
-        mlffClusterBroadcast(update.input, MLFF_H + c, m);
-    }
-    mlffClusterSync();
     real hiddenU = 0, da = 0, g1 = 0, g2 = 0;
-    mlffClusterUpdateMlp(block, &update, &hiddenU, &da, &g1, &g2);
+    mlffClusterUpdateMlp(block, sMid, m, &update, &hiddenU, &da, &g1, &g2);
     const real sOut = sMid + da;
     if (t < MLFF_SLICE && layer + 1 < MLFF_L) { // for the backward pass of this block's update (the last's is below)
         real* kept = updateKept + ((size_t) layer * MLFF_NUM_ATOMS + i) * 3 * MLFF_H + c;
@@ -535,6 +535,14 @@ KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, c
         mlffLoadEdgeBatch(i, batch, num, overflowed, replicaStart[replica], neighborList, neighborCapacity, pos, ri,
                           boxA, boxB, boxC, invBoxSize, &edges.cursor, edges.edgeAtom, edges.geometry);
         __syncthreads();
+        real x[MLFF_EDGE_BATCH]; // gs'_j or gv'_j,a of the message threads, in flight during the filters
+#pragma unroll
+        for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
+            const int j = edges.edgeAtom[b];
+            x[b] = j < 0 || !messageThread || layer == 0 ? 0
+                   : part == 0 ? gradInS[(size_t) j * MLFF_H + c]
+                               : gradInV[((size_t) j * 3 + part - 1) * MLFF_H + c];
+        }
         real hidden[MLFF_EDGE_BATCH], w[3][MLFF_GROUP_EDGES], dw[3][MLFF_GROUP_EDGES];
         mlffClusterFilters(params, block, blockTable, &edges, partial, true, hidden, w, dw);
 
@@ -571,14 +579,6 @@ KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, c
 
         // The gather into i, own channels, in list order: dE/ds_i += gs'_j w_s(ij), dE/dv_i += gv'_j w_v1(ij).
         if (messageThread && layer > 0) {
-            real x[MLFF_EDGE_BATCH]; // gs'_j or gv'_j,a: every load in flight before the sum
-#pragma unroll
-            for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
-                const int j = edges.edgeAtom[b];
-                x[b] = j < 0 ? 0
-                             : part == 0 ? gradInS[(size_t) j * MLFF_H + c]
-                                         : gradInV[((size_t) j * 3 + part - 1) * MLFF_H + c];
-            }
 #pragma unroll
             for (int b = 0; b < MLFF_EDGE_BATCH; b++)
                 if (edges.edgeAtom[b] >= 0)
