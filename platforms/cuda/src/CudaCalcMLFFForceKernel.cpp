@@ -221,7 +221,6 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     mlPos.initialize(cu, n, 4 * realSize, "mlffPositions");
     neighborCount.initialize<int>(cu, n, "mlffNeighborCount");
     neighborList.initialize<int>(cu, n * neighborCapacity, "mlffNeighborList");
-    maxNeighborCount.initialize<int>(cu, 1, "mlffMaxNeighborCount");
     stateS.initialize(cu, (layers + 1) * n * h, realSize, "mlffStateS");
     stateV.initialize(cu, (layers + 1) * n * 3 * h, realSize, "mlffStateV");
     midS.initialize(cu, layers * n * h, realSize, "mlffMidS");
@@ -263,8 +262,13 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     replicaScale.upload(replicaScales);
     replicaEnergy.initialize<double>(cu, numReplicas, "mlffReplicaEnergy");
     cu.clearBuffer(replicaEnergy);
-    check(cuMemHostAlloc((void**) &pinnedMaxNeighborCount, sizeof(int), 0), "allocating pinned memory");
+    // The reduction writes the largest neighbour count straight into this pinned host int through
+    // its device address: no copy in the stream, which would delay the integrator's next kernel.
+    check(cuMemHostAlloc((void**) &pinnedMaxNeighborCount, sizeof(int), CU_MEMHOSTALLOC_DEVICEMAP),
+          "allocating pinned memory");
     *pinnedMaxNeighborCount = 0;
+    check(cuMemHostGetDevicePointer(&mappedMaxNeighborCount, (void*) pinnedMaxNeighborCount, 0),
+          "mapping pinned memory");
     check(cuEventCreate(&maxCountEvent, CU_EVENT_DISABLE_TIMING), "creating an event");
 
     std::map<string, string> tableDefines;
@@ -599,8 +603,8 @@ void CudaCalcMLFFForceKernel::findNeighbors(void* box[4]) {
 }
 
 void CudaCalcMLFFForceKernel::checkNeighborCapacity() {
-    // The count of an earlier step, downloaded asynchronously; read only once it has arrived. With
-    // edge filters the host waits for it instead: an overflowed atom's filters come from its own
+    // The count of an earlier step, written into host memory by its reduction; read only once it
+    // has arrived. With edge filters the host waits for it instead: an overflowed atom's filters come from its own
     // kernel, not the products, which rounds differently, so the step at which the list grows must
     // not depend on timing if trajectories are to be reproducible bit for bit.
     if (!maxCountPending)
@@ -610,7 +614,7 @@ void CudaCalcMLFFForceKernel::checkNeighborCapacity() {
     else if (cuEventQuery(maxCountEvent) != CUDA_SUCCESS)
         return;
     maxCountPending = false;
-    const int needed = *pinnedMaxNeighborCount;
+    const int needed = *(volatile int*) pinnedMaxNeighborCount;
     if (needed <= neighborCapacity)
         return;
     // That step was still exact (the kernels scanned the replica for the overflowing atoms); grow
@@ -667,13 +671,10 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
     {
         void* args[] = {&atomEnergy.getDevicePointer(), &replicaStart.getDevicePointer(), &replicaScale.getDevicePointer(),
                         &lastLambda, &replicaEnergy.getDevicePointer(), &energyBuffer, &paramDerivs, &paramDerivIndex,
-                        &neighborCount.getDevicePointer(), &maxNeighborCount.getDevicePointer()};
+                        &neighborCount.getDevicePointer(), &mappedMaxNeighborCount};
         launch(reduceKernel, args, 1, reduceThreads, "reducing the energy");
     }
-    check(cuMemcpyDtoHAsync(pinnedMaxNeighborCount, maxNeighborCount.getDevicePointer(), sizeof(int),
-                            cu.getCurrentStream()),
-          "downloading the neighbour count");
-    check(cuEventRecord(maxCountEvent, cu.getCurrentStream()), "recording an event");
+    check(cuEventRecord(maxCountEvent, cu.getCurrentStream()), "recording an event"); // the count is in host memory
     maxCountPending = true;
     return 0.0; // the energy went into OpenMM's energy buffer
 }

@@ -107,7 +107,7 @@ private:
     OpenMM::CudaArray filterTable;        // real: the tabulated filters (L, 2, nodes, 3H), if used
     OpenMM::CudaArray mlParticle, mlZ, mlReplica, replicaStart, sortedIndexOfParticle; // int
     OpenMM::CudaArray mlPos;              // real4, Å
-    OpenMM::CudaArray neighborCount, neighborList, maxNeighborCount; // int
+    OpenMM::CudaArray neighborCount, neighborList; // int
     OpenMM::CudaArray cellCount, cellStart, cellAtoms, cellOfAtom, neighborScratch; // int, cell list only
     OpenMM::CudaArray stateS, stateV, midS, midV, atomEnergy; // real
     OpenMM::CudaArray gradS[2], gradV[2]; // real, ping-pong between backward launches
@@ -119,7 +119,8 @@ private:
     OpenMM::CudaArray replicaScale, replicaEnergy; // double
 
     std::unique_ptr<CudaLaunchTimer> timer; // MLFF_CUDA_TIMING
-    int* pinnedMaxNeighborCount = nullptr;
+    int* pinnedMaxNeighborCount = nullptr;  // written by the energy reduction (mapped), read by the host
+    CUdeviceptr mappedMaxNeighborCount = 0; // its device address
     CUevent maxCountEvent = nullptr;
     bool maxCountPending = false;
 
