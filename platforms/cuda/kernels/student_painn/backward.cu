@@ -137,7 +137,7 @@ DEVICE inline void mlffMessagesBackward(int i, int layer, const real* RESTRICT p
         real ws[MLFF_EDGE_BATCH], wv1[MLFF_EDGE_BATCH], wv2[MLFF_EDGE_BATCH];
 #ifdef MLFF_TABULATED
         real dws[MLFF_EDGE_BATCH], dwv1[MLFF_EDGE_BATCH], dwv2[MLFF_EDGE_BATCH];
-        mlffFilterFromTable(filterTable + (size_t) layer * MLFF_TABLE_BLOCK_STRIDE, geometry, ws, wv1, wv2, dws, dwv1,
+        mlffFilterFromTable(mlffBlockTable(filterTable, layer), geometry, ws, wv1, wv2, dws, dwv1,
                             dwv2);
 #else
         real hidden[MLFF_EDGE_BATCH];
@@ -191,7 +191,6 @@ DEVICE inline void mlffMessagesBackward(int i, int layer, const real* RESTRICT p
         // Filter backward: dE/dhidden = (W2^T dE/dw) SiLU'(hidden); dE/dd = sum_c dE/dhidden_c (W0 de/dd)_c.
         if (active) {
             const real* w2 = block + MLFF_B_FILTER_W2_BY_FOURS; // (3H, H)
-            const real* w0t = block + MLFF_B_FILTER_W0T; // (K, H)
             real ga[MLFF_EDGE_BATCH];
 #pragma unroll
             for (int b = 0; b < MLFF_EDGE_BATCH; b++)
@@ -209,13 +208,8 @@ DEVICE inline void mlffMessagesBackward(int i, int layer, const real* RESTRICT p
                 }
             }
 #pragma unroll
-            for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
-                real q = 0;
-#pragma unroll
-                for (int k = 0; k < MLFF_K; k++)
-                    q += w0t[k * MLFF_H + c] * scratch->dedd[b][k];
-                partial[b][0] = ga[b] * mlffSiluGrad(hidden[b]) * q;
-            }
+            for (int b = 0; b < MLFF_EDGE_BATCH; b++)
+                partial[b][0] = mlffFilterDistanceGradient(block, c, ga[b], hidden[b], scratch->dedd[b]);
         }
 #endif
         mlffBlockSum4(partial, scratch->warpTotals, scratch->edgeGrad);
@@ -367,9 +361,6 @@ KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const re
     mlffUpdateMlp(previous, sMid, vMid, &updateScratch, &m, &hidden, &da, &g1, &g2);
     real gsMid = 0, gvMid[3] = {0, 0, 0};
     mlffUpdateBackward(previous, vMid, m, hidden, g1, g2, gsIn, gvIn, &updateScratch, &gsMid, gvMid);
-    if (active) {
-        gradOutS[(size_t) i * MLFF_H + c] = gsMid;
-        for (int a = 0; a < 3; a++)
-            gradOutV[((size_t) i * 3 + a) * MLFF_H + c] = gvMid[a];
-    }
+    if (active)
+        mlffStoreAtomGradient(gradOutS, gradOutV, i, c, gsMid, gvMid);
 }

@@ -380,9 +380,9 @@ KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, co
     const bool messageThread = t < 4 * MLFF_SLICE;
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
 #ifdef MLFF_TABULATED
-    const real* blockTable = filterTable + (size_t) layer * MLFF_TABLE_BLOCK_STRIDE;
+    const real* blockTable = mlffBlockTable(filterTable, layer);
 #else
-    const real* blockTable = filterTable;
+    const real* blockTable = filterTable; // null
 #endif
 
     // Messages: thread (slot, part) sums s' (part 0) or v'_a (part a + 1) of channel c, in list order.
@@ -456,9 +456,7 @@ KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, co
         if (t < MLFF_SLICE) {
             real vOut[3];
             mlffUpdateVector(block, vMid, g1, g2, vOut);
-            stateS[((size_t) (layer + 1) * MLFF_NUM_ATOMS + i) * MLFF_H + c] = sOut;
-            for (int a = 0; a < 3; a++)
-                stateV[(((size_t) (layer + 1) * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c] = vOut[a];
+            mlffStoreBlockInput(stateS, stateV, layer + 1, i, c, sOut, vOut);
         }
         return;
     }
@@ -479,11 +477,8 @@ KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, co
     const real zero[3] = {0, 0, 0};
     real gsMid = 0, gvMid[3] = {0, 0, 0};
     mlffClusterUpdateBackward(block, vMid, m, hiddenU, g1, g2, gsOut, zero, &update, &gsMid, gvMid);
-    if (t < MLFF_SLICE) {
-        gradMidS[(size_t) i * MLFF_H + c] = gsMid;
-        for (int a = 0; a < 3; a++)
-            gradMidV[((size_t) i * 3 + a) * MLFF_H + c] = gvMid[a];
-    }
+    if (t < MLFF_SLICE)
+        mlffStoreAtomGradient(gradMidS, gradMidV, i, c, gsMid, gvMid);
 }
 
 KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
@@ -508,9 +503,9 @@ KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, c
     const bool messageThread = t < 4 * MLFF_SLICE;
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
 #ifdef MLFF_TABULATED
-    const real* blockTable = filterTable + (size_t) layer * MLFF_TABLE_BLOCK_STRIDE;
+    const real* blockTable = mlffBlockTable(filterTable, layer);
 #else
-    const real* blockTable = filterTable;
+    const real* blockTable = filterTable; // null
 #endif
 
     // dE/d(s'_i, v'_i) of channel c, in every thread (each forms dE/dw of its own edges).
@@ -589,7 +584,6 @@ KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, c
         // (W2^T dE/dw) SiLU'(hidden), over own outputs only; dE/dd's part sum_t dE/dhidden_t (W0 de/dd)_t.
         if (t < MLFF_H) {
             const real* w2 = block + MLFF_B_FILTER_W2_BY_FOURS; // (3H, H)
-            const real* w0t = block + MLFF_B_FILTER_W0T;        // (K, H)
             const int first = mlffClusterRank() * MLFF_SLICE;
             real ga[MLFF_EDGE_BATCH];
 #pragma unroll
@@ -611,13 +605,8 @@ KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, c
                 }
             }
 #pragma unroll
-            for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
-                real q = 0;
-#pragma unroll
-                for (int k = 0; k < MLFF_K; k++)
-                    q += w0t[k * MLFF_H + t] * edges.dedd[b][k];
-                partial[b][0] += ga[b] * mlffSiluGrad(hidden[b]) * q;
-            }
+            for (int b = 0; b < MLFF_EDGE_BATCH; b++)
+                partial[b][0] += mlffFilterDistanceGradient(block, t, ga[b], hidden[b], edges.dedd[b]);
         }
 #endif
         mlffBlockSum4(partial, edges.warpTotals, edges.edgeGrad);
@@ -654,9 +643,6 @@ KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, c
     mlffClusterWait();
     real gsMid = 0, gvMid[3] = {0, 0, 0};
     mlffClusterUpdateBackward(previous, vMid, m, hiddenU, g1, g2, gsIn, gvIn, &update, &gsMid, gvMid);
-    if (t < MLFF_SLICE) {
-        gradOutS[(size_t) i * MLFF_H + c] = gsMid;
-        for (int a = 0; a < 3; a++)
-            gradOutV[((size_t) i * 3 + a) * MLFF_H + c] = gvMid[a];
-    }
+    if (t < MLFF_SLICE)
+        mlffStoreAtomGradient(gradOutS, gradOutV, i, c, gsMid, gvMid);
 }

@@ -31,6 +31,22 @@ DEVICE inline real mlffBlockInputV(const real* RESTRICT stateV, int layer, int j
     return stateV[(((size_t) layer * MLFF_NUM_ATOMS + j) * 3 + a) * MLFF_H + c];
 }
 
+/** Stores thread c's s, v as the input of block `layer` (the output of block layer - 1) of atom i. */
+DEVICE inline void mlffStoreBlockInput(real* RESTRICT stateS, real* RESTRICT stateV, int layer, int i, int c, real s,
+                                       const real* v) {
+    stateS[((size_t) layer * MLFF_NUM_ATOMS + i) * MLFF_H + c] = s;
+    for (int a = 0; a < 3; a++)
+        stateV[(((size_t) layer * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c] = v[a];
+}
+
+/** Stores thread c's dE/d(s_i, v_i) into gradS (N, H), gradV (N, 3, H). */
+DEVICE inline void mlffStoreAtomGradient(real* RESTRICT gradS, real* RESTRICT gradV, int i, int c, real gs,
+                                         const real* gv) {
+    gradS[(size_t) i * MLFF_H + c] = gs;
+    for (int a = 0; a < 3; a++)
+        gradV[((size_t) i * 3 + a) * MLFF_H + c] = gv[a];
+}
+
 /** Shared scratch of the messages into one atom. */
 struct MlffMessageScratch {
     MlffEdgeCursor cursor;
@@ -76,7 +92,7 @@ DEVICE inline void mlffMessagesInto(int i, int layer, const real* RESTRICT param
         __syncthreads();
         real ws[MLFF_EDGE_BATCH], wv1[MLFF_EDGE_BATCH], wv2[MLFF_EDGE_BATCH];
 #ifdef MLFF_TABULATED
-        mlffFilterFromTable(filterTable + (size_t) layer * MLFF_TABLE_BLOCK_STRIDE, scratch->geometry, ws, wv1, wv2, 0,
+        mlffFilterFromTable(mlffBlockTable(filterTable, layer), scratch->geometry, ws, wv1, wv2, 0,
                             0, 0);
 #else
         real hidden[MLFF_EDGE_BATCH];
@@ -170,9 +186,7 @@ KERNEL void mlffStudentForward(int layer, const real* RESTRICT params, const rea
         if (active) {
             real vOut[3];
             mlffUpdateVector(block, vMid, g1, g2, vOut);
-            stateS[((size_t) (layer + 1) * MLFF_NUM_ATOMS + i) * MLFF_H + c] = sOut;
-            for (int a = 0; a < 3; a++)
-                stateV[(((size_t) (layer + 1) * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c] = vOut[a];
+            mlffStoreBlockInput(stateS, stateV, layer + 1, i, c, sOut, vOut);
         }
         return;
     }
@@ -185,9 +199,6 @@ KERNEL void mlffStudentForward(int layer, const real* RESTRICT params, const rea
     const real zero[3] = {0, 0, 0};
     real gsMid = 0, gvMid[3] = {0, 0, 0};
     mlffUpdateBackward(block, vMid, m, hidden, g1, g2, gs, zero, &updateScratch, &gsMid, gvMid);
-    if (active) {
-        gradMidS[(size_t) i * MLFF_H + c] = gsMid;
-        for (int a = 0; a < 3; a++)
-            gradMidV[((size_t) i * 3 + a) * MLFF_H + c] = gvMid[a];
-    }
+    if (active)
+        mlffStoreAtomGradient(gradMidS, gradMidV, i, c, gsMid, gvMid);
 }

@@ -254,6 +254,19 @@ DEVICE inline void mlffFilterForward(const real* RESTRICT params, const real* RE
     }
 }
 
+/**
+ * Thread c's part of an edge's dE/dd through the filter network: dE/dhidden_c = ga SiLU'(hidden)
+ * (ga = (W2^T dE/dw)_c) times (W0 de/dd)_c, from de/dd of the edge (K values).
+ */
+DEVICE inline real mlffFilterDistanceGradient(const real* RESTRICT block, int c, real ga, real hidden, const real* dedd) {
+    const real* w0t = block + MLFF_B_FILTER_W0T; // (K, H)
+    real q = 0;
+#pragma unroll
+    for (int k = 0; k < MLFF_K; k++)
+        q += w0t[k * MLFF_H + c] * dedd[k];
+    return ga * mlffSiluGrad(hidden) * q;
+}
+
 #ifdef MLFF_TABULATED
 /*
  * Tabulated filters (docs/tabulated-filters.md): each block's w(d) and dw/dd from the cubic
@@ -291,6 +304,11 @@ DEVICE inline MlffHermite mlffHermiteAt(real d) {
     hw.b[2] = -hw.b[0];
     hw.b[3] = x * (3 * x - 2);
     return hw;
+}
+
+/** Block `layer`'s part of the table. */
+DEVICE inline const real* mlffBlockTable(const real* RESTRICT filterTable, int layer) {
+    return filterTable + (size_t) layer * MLFF_TABLE_BLOCK_STRIDE;
 }
 
 /** Output o of the block's table at the weights hw: *w and, if dwdd is not null, *dwdd. */
