@@ -23,11 +23,12 @@
  * (0: s, 1 to 3: a component of v; threads t < 4S).
  *
  * Same arguments, storage and results (to rounding) as mlffStudentForward and
- * mlffStudentBackward (forward.cu, backward.cu), and one more: updateKept (L - 1, N, 3, H), each
- * block's update hidden layer, g1 and g2, which the forward keeps so that the backward needs no
- * recomputation (and no exchange) of the update's forward. Grid MLFF_NUM_ATOMS x MLFF_CLUSTER
- * blocks of MLFF_BLOCK threads, launched with a cluster of MLFF_CLUSTER consecutive blocks per
- * atom, and G x 3 x S x batch reals of dynamic shared memory with exact filters.
+ * mlffStudentBackward (forward.cu, backward.cu), and one more: updateKept (L, N, 3, H; the last
+ * block's part unused), each block's update hidden layer, g1 and g2, which the forward keeps so
+ * that the backward needs no recomputation (and no exchange) of the update's forward. Grid
+ * MLFF_NUM_ATOMS x MLFF_CLUSTER blocks of MLFF_BLOCK threads, launched with a cluster of
+ * MLFF_CLUSTER consecutive blocks per atom, and G x 3 x S x batch reals of dynamic shared memory
+ * with exact filters.
  */
 
 #define MLFF_SLICE (MLFF_H / MLFF_CLUSTER)
