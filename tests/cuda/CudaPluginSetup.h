@@ -54,10 +54,10 @@ inline int computeCapabilityMajor() {
         auto init = reinterpret_cast<Init>(dlsym(driver, "cuInit"));
         auto deviceGet = reinterpret_cast<DeviceGet>(dlsym(driver, "cuDeviceGet"));
         auto getAttribute = reinterpret_cast<GetAttribute>(dlsym(driver, "cuDeviceGetAttribute"));
-        const int computeCapabilityMajor = 75; // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
+        const int majorAttribute = 75; // CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR
         int device = 0, value = 0;
         if (init == nullptr || deviceGet == nullptr || getAttribute == nullptr || init(0) != 0 ||
-            deviceGet(&device, 0) != 0 || getAttribute(&value, computeCapabilityMajor, device) != 0)
+            deviceGet(&device, 0) != 0 || getAttribute(&value, majorAttribute, device) != 0)
             return 0;
         return value;
     }();

@@ -283,11 +283,13 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     threadsPerAtom = (threadsPerAtom + 31) / 32 * 32;
     if (useClusters) {
         clusterSize = clusterSizeFor(threadsPerAtom);
-        useClusters = clusterSize > 1 && (clusterPathRequested() || numAtoms * clusterSize <= ClusterMaxBlocksPerSM * numMultiprocessors());
-        if (!useClusters && clusterPathRequested())
-            throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_KERNELS is 'cluster', but thread block clusters need "
-                                  "compute capability 9.0 and H a multiple of 4 (this GPU: " +
-                                  std::to_string(cu.getComputeCapability()) + ", H = " + std::to_string(hidden) + ")");
+        const bool small = numAtoms * clusterSize <= ClusterMaxBlocksPerSM * numMultiprocessors();
+        useClusters = clusterSize > 1 && (clusterPathRequested() || small);
+        if (clusterSize == 1 && clusterPathRequested())
+            throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_KERNELS is 'cluster', but the cluster kernels need "
+                                  "compute capability 9.0 and an H that splits into blocks of whole fours of "
+                                  "channels (this GPU: " + std::to_string(cu.getComputeCapability()) +
+                                  ", H = " + std::to_string(hidden) + ")");
     }
     std::map<string, string> defines = layout.defines;
     defines.insert(tableDefines.begin(), tableDefines.end());
@@ -604,9 +606,9 @@ void CudaCalcMLFFForceKernel::findNeighbors(void* box[4]) {
 
 void CudaCalcMLFFForceKernel::checkNeighborCapacity() {
     // The count of an earlier step, written into host memory by its reduction; read only once it
-    // has arrived. With edge filters the host waits for it instead: an overflowed atom's filters come from its own
-    // kernel, not the products, which rounds differently, so the step at which the list grows must
-    // not depend on timing if trajectories are to be reproducible bit for bit.
+    // has arrived. With edge filters the host waits for it instead: an overflowed atom's filters
+    // come from its own kernel, not the products, which rounds differently, so the step at which
+    // the list grows must not depend on timing if trajectories are to be reproducible bit for bit.
     if (!maxCountPending)
         return;
     if (useEdgeFilters)
