@@ -380,11 +380,7 @@ KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, co
     const int c = mlffClusterRank() * MLFF_SLICE + slot;
     const bool messageThread = t < 4 * MLFF_SLICE;
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
-#ifdef MLFF_TABULATED
     const real* blockTable = mlffBlockTable(filterTable, layer);
-#else
-    const real* blockTable = filterTable; // null
-#endif
 
     // Messages: thread (slot, part) sums s' (part 0) or v'_a (part a + 1) of channel c, in list order.
     real mid = 0;
@@ -503,11 +499,7 @@ KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, c
     const int c = mlffClusterRank() * MLFF_SLICE + slot;
     const bool messageThread = t < 4 * MLFF_SLICE;
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
-#ifdef MLFF_TABULATED
     const real* blockTable = mlffBlockTable(filterTable, layer);
-#else
-    const real* blockTable = filterTable; // null
-#endif
 
     // dE/d(s'_i, v'_i) of channel c, in every thread (each forms dE/dw of its own edges).
     real gsI, gvI[3];

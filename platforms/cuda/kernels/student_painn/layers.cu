@@ -306,11 +306,6 @@ DEVICE inline MlffHermite mlffHermiteAt(real d) {
     return hw;
 }
 
-/** Block `layer`'s part of the table. */
-DEVICE inline const real* mlffBlockTable(const real* RESTRICT filterTable, int layer) {
-    return filterTable + (size_t) layer * MLFF_TABLE_BLOCK_STRIDE;
-}
-
 /** Output o of the block's table at the weights hw: *w and, if dwdd is not null, *dwdd. */
 DEVICE inline void mlffTableOutput(const real* RESTRICT blockTable, const MlffHermite& hw, int o, real* w, real* dwdd) {
     const real* values = blockTable + (size_t) hw.node * 3 * MLFF_H + o;
@@ -346,6 +341,16 @@ DEVICE inline void mlffFilterFromTable(const real* RESTRICT blockTable, const re
     }
 }
 #endif
+
+/** Block `layer`'s part of the filter table with tabulated filters; filterTable itself (null) without. */
+DEVICE inline const real* mlffBlockTable(const real* RESTRICT filterTable, int layer) {
+#ifdef MLFF_TABULATED
+    return filterTable + (size_t) layer * MLFF_TABLE_BLOCK_STRIDE;
+#else
+    (void) layer;
+    return filterTable;
+#endif
+}
 
 /** Shared scratch of the update's forward and backward. */
 struct MlffUpdateScratch {
