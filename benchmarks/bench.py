@@ -246,9 +246,8 @@ def main():
                         help="folder of trained defaults to time too (a folder that does not exist: none)")
     parser.add_argument("--variants", default="exact,tabulated", help="plugin variants: exact, tabulated")
     parser.add_argument("--kernels", default="auto",
-                        help="the CUDA network kernels: auto (the plugin's choice by size), fused, cluster, "
-                             "cluster-layers, tiled, edges (MLFF_CUDA_KERNELS); several, comma-separated, are timed "
-                             "side by side")
+                        help="the CUDA network kernels: auto (the plugin's choice by size), fused, cluster, tiled, edges "
+                             "(MLFF_CUDA_KERNELS); several, comma-separated, are timed side by side")
     parser.add_argument("--md-steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (a smoke test)")

@@ -8,7 +8,6 @@
 #include "openmm/HarmonicBondForce.h"
 #include "openmm/NonbondedForce.h"
 
-#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -63,9 +62,7 @@ double closestPairAngstrom(const std::vector<OpenMM::Vec3>& positions, size_t pe
 
 /**
  * Parameters: the precision, and the network's kernel path (MLFF_CUDA_KERNELS: "fused", a block
- * per atom; "cluster", a cluster of blocks per atom, on sm_90 and later, the whole evaluation in
- * one launch where the clusters fit at once; "cluster-layers", the same kernels launched layer by
- * layer; or, for every model whose
+ * per atom; "cluster", a cluster of blocks per atom, on sm_90 and later; or, for every model whose
  * H is a multiple of 64, which most tests here use for that reason, "tiled" and "edges", the tiled
  * path with exact filters as products over edges).
  */
@@ -74,7 +71,7 @@ protected:
     void SetUp() override {
         if (!loadCudaPlugins())
             GTEST_SKIP() << "no CUDA platform here (no GPU driver)";
-        if (path().rfind("cluster", 0) == 0 && computeCapabilityMajor() < 9)
+        if (path() == "cluster" && computeCapabilityMajor() < 9)
             GTEST_SKIP() << "thread block clusters need compute capability 9.0";
         setenv("MLFF_CUDA_KERNELS", path().c_str(), 1);
     }
@@ -363,7 +360,7 @@ TEST_P(CudaVsReference, TwoContexts) {
 // nonbonded force with a cutoff is present: here one with all parameters zero), with 2
 // replicas; then the forces at the final positions against Reference.
 TEST_P(CudaVsReference, AfterThousandStepsWithReordering) {
-    if (path() != "fused" && path() != "cluster" && path() != "cluster-layers")
+    if (path() != "fused" && path() != "cluster")
         GTEST_SKIP() << "an H=16 model, which runs on the fused paths only";
     const std::string bytes = mlff_test::random_model_bytes(modelSpec(16, 8, 2, 16));
     std::vector<mlff_test::Structure> halves = {mlff_test::random_structure(48, 10, 14.0, 1.5, 66),
@@ -400,11 +397,9 @@ TEST_P(CudaVsReference, AfterThousandStepsWithReordering) {
 
 INSTANTIATE_TEST_SUITE_P(Cuda, CudaVsReference,
                          ::testing::Combine(::testing::Values("single", "mixed", "double"),
-                                            ::testing::Values("fused", "cluster", "cluster-layers", "tiled", "edges")),
+                                            ::testing::Values("fused", "cluster", "tiled", "edges")),
                          [](const ::testing::TestParamInfo<std::tuple<std::string, std::string>>& param) {
-                             std::string name = std::get<0>(param.param) + "_" + std::get<1>(param.param);
-                             std::replace(name.begin(), name.end(), '-', '_'); // test names: letters, digits, _
-                             return name;
+                             return std::get<0>(param.param) + "_" + std::get<1>(param.param);
                          });
 
 // NVE in mixed precision drifts no more than on the Reference platform. The molecule is held

@@ -17,15 +17,18 @@ KERNEL void mlffInvertAtomIndex(const int* RESTRICT atomIndex, int* RESTRICT sor
 }
 
 /**
- * A warp (all 32 lanes) scans the atoms of ML atom i's replica in ascending order, 32 at a time,
- * and appends the edges in that order (ballot + prefix count). Also gathers i's position (Å) into
- * mlPos for the network kernels.
+ * One warp per ML atom i scans the atoms of its replica in ascending order, 32 at a time, and
+ * appends the edges in that order (ballot + prefix count). Also gathers i's position (Å) into
+ * mlPos for the network kernels. Launch: MLFF_NUM_ATOMS warps, any block size that is a multiple of 32.
  */
-DEVICE inline void mlffFindNeighborsOfAtom(int i, const real4* RESTRICT posq, const int* RESTRICT sortedIndexOfParticle,
+KERNEL void mlffFindNeighborsInReplica(const real4* RESTRICT posq, const int* RESTRICT sortedIndexOfParticle,
         const int* RESTRICT mlParticle, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
         real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize, real4* RESTRICT mlPos,
         int* RESTRICT neighborCount, int* RESTRICT neighborList, int neighborCapacity) {
+    const int i = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x % 32;
+    if (i >= MLFF_NUM_ATOMS)
+        return; // the whole warp leaves together
     const real4 ri = mlffLoadPosition(posq, sortedIndexOfParticle, mlParticle[i]);
     if (lane == 0)
         mlPos[i] = ri;
@@ -51,17 +54,6 @@ DEVICE inline void mlffFindNeighborsOfAtom(int i, const real4* RESTRICT posq, co
     }
     if (lane == 0)
         neighborCount[i] = count;
-}
-
-/** mlffFindNeighborsOfAtom for every ML atom. Launch: MLFF_NUM_ATOMS warps, any block size that is a multiple of 32. */
-KERNEL void mlffFindNeighborsInReplica(const real4* RESTRICT posq, const int* RESTRICT sortedIndexOfParticle,
-        const int* RESTRICT mlParticle, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
-        real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize, real4* RESTRICT mlPos,
-        int* RESTRICT neighborCount, int* RESTRICT neighborList, int neighborCapacity) {
-    const int i = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
-    if (i < MLFF_NUM_ATOMS) // the whole warp leaves together
-        mlffFindNeighborsOfAtom(i, posq, sortedIndexOfParticle, mlParticle, mlReplica, replicaStart, boxA, boxB, boxC,
-                                invBoxSize, mlPos, neighborCount, neighborList, neighborCapacity);
 }
 
 /**

@@ -286,7 +286,7 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         const bool small = numAtoms * clusterSize <= ClusterMaxBlocksPerSM * numMultiprocessors();
         useClusters = clusterSize > 1 && (clusterPathRequested() || small);
         if (clusterSize == 1 && clusterPathRequested())
-            throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_KERNELS asks for clusters, but the cluster kernels need "
+            throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_KERNELS is 'cluster', but the cluster kernels need "
                                   "compute capability 9.0 and an H that splits into blocks of whole fours of "
                                   "channels (this GPU: " + std::to_string(cu.getComputeCapability()) +
                                   ", H = " + std::to_string(hidden) + ")");
@@ -353,21 +353,10 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         messagesForwardRowsKernel = cu.getKernel(module, "mlffMessagesForwardRows");
         messagesBackwardRowsKernel = cu.getKernel(module, "mlffMessagesBackwardRows");
     }
-    if (useClusters) { // with the static, above the default 48 KB in float
-        networkKernel = cu.getKernel(module, "mlffStudentNetworkCluster");
-        for (CUfunction kernel : {forwardKernel, backwardKernel, networkKernel})
+    if (useClusters) // with the static, above the default 48 KB in float
+        for (CUfunction kernel : {forwardKernel, backwardKernel})
             check(cuFuncSetAttribute(kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int) clusterSharedBytes),
                   "allowing the cluster kernels their shared memory");
-        // One launch for the whole evaluation where every atom's cluster is resident at once (its
-        // grid barriers need that) and the neighbour search is the plain one it folds in.
-        clusterOneLaunch = clusterOneLaunch && !useCellList && numAtoms <= maxActiveClusters(networkKernel);
-        if (clusterOneLaunch) {
-            gridBarrier.initialize<int>(cu, 2, "mlffGridBarrier");
-            cu.clearBuffer(gridBarrier);
-        }
-    }
-    else
-        clusterOneLaunch = false;
     if (matmulTensorCores) // their tiles' shared memory is dynamic and above the default 48 KB
         for (CUfunction kernel : {hiddenForwardKernel, outputForwardKernel, hiddenBackwardKernel, inputBackwardKernel,
                                   edgeHiddenKernel, edgeFilterKernel, edgeHiddenBackwardKernel, edgeBasisBackwardKernel})
@@ -416,15 +405,14 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
     const string path = choice == nullptr ? "" : choice;
     if (path.empty())
         useTiled = tilesFit && numAtoms >= (tabulated ? TiledMinAtoms : EdgeFiltersMinAtoms);
-    else if (path == "fused" || path == "cluster" || path == "cluster-layers" || path == "tiled" || path == "edges")
+    else if (path == "fused" || path == "cluster" || path == "tiled" || path == "edges")
         useTiled = tilesFit && (path == "tiled" || path == "edges");
     else
         throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_KERNELS is '" + path +
-                              "'; expected 'fused', 'cluster', 'cluster-layers', 'tiled' or 'edges'");
+                              "'; expected 'fused', 'cluster', 'tiled' or 'edges'");
     // Clusters where the GPU has them and the system is small (initialize decides, once the
-    // block's size is known), in one launch where they all fit at once.
-    useClusters = !useTiled && (path.empty() || path == "cluster" || path == "cluster-layers");
-    clusterOneLaunch = path != "cluster-layers";
+    // block's size is known).
+    useClusters = !useTiled && (path.empty() || path == "cluster");
     // Tabulated filters read a table per edge; the products would compute the network instead.
     useEdgeFilters = useTiled && !tabulated && path != "tiled";
     if (useEdgeFilters && path.empty()) {
@@ -438,7 +426,7 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
 
 bool CudaCalcMLFFForceKernel::clusterPathRequested() {
     const char* choice = std::getenv("MLFF_CUDA_KERNELS");
-    return choice != nullptr && (string(choice) == "cluster" || string(choice) == "cluster-layers");
+    return choice != nullptr && string(choice) == "cluster";
 }
 
 int CudaCalcMLFFForceKernel::numMultiprocessors() const {
@@ -505,14 +493,15 @@ void CudaCalcMLFFForceKernel::launch(CUfunction kernel, void** args, unsigned in
     timer->after(cu.getCurrentStream());
 }
 
-CUlaunchConfig CudaCalcMLFFForceKernel::clusterLaunchConfig(CUlaunchAttribute* attributes, bool cooperative) {
-    attributes[0] = {};
-    attributes[0].id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-    attributes[0].value.clusterDim.x = clusterSize;
-    attributes[0].value.clusterDim.y = attributes[0].value.clusterDim.z = 1;
-    attributes[1] = {};
-    attributes[1].id = CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
-    attributes[1].value.cooperative = 1;
+void CudaCalcMLFFForceKernel::launchPerAtom(CUfunction kernel, void** args, const char* what) {
+    if (!useClusters) {
+        launch(kernel, args, numAtoms, threadsPerAtom, what);
+        return;
+    }
+    CUlaunchAttribute cluster = {};
+    cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+    cluster.value.clusterDim.x = clusterSize;
+    cluster.value.clusterDim.y = cluster.value.clusterDim.z = 1;
     CUlaunchConfig config = {};
     config.gridDimX = (unsigned int) (numAtoms * clusterSize);
     config.gridDimY = config.gridDimZ = 1;
@@ -520,26 +509,8 @@ CUlaunchConfig CudaCalcMLFFForceKernel::clusterLaunchConfig(CUlaunchAttribute* a
     config.blockDimY = config.blockDimZ = 1;
     config.sharedMemBytes = clusterSharedBytes;
     config.hStream = cu.getCurrentStream();
-    config.attrs = attributes;
-    config.numAttrs = cooperative ? 2 : 1;
-    return config;
-}
-
-int CudaCalcMLFFForceKernel::maxActiveClusters(CUfunction kernel) {
-    CUlaunchAttribute attributes[2];
-    const CUlaunchConfig config = clusterLaunchConfig(attributes, false);
-    int clusters = 0;
-    check(cuOccupancyMaxActiveClusters(&clusters, kernel, &config), "querying how many clusters fit at once");
-    return clusters;
-}
-
-void CudaCalcMLFFForceKernel::launchPerAtom(CUfunction kernel, void** args, const char* what, bool cooperative) {
-    if (!useClusters) {
-        launch(kernel, args, numAtoms, threadsPerAtom, what);
-        return;
-    }
-    CUlaunchAttribute attributes[2];
-    const CUlaunchConfig config = clusterLaunchConfig(attributes, cooperative);
+    config.attrs = &cluster;
+    config.numAttrs = 1;
     timer->before(what, cu.getCurrentStream());
     check(cuLaunchKernelEx(&config, kernel, args, nullptr), what);
     timer->after(cu.getCurrentStream());
@@ -692,17 +663,13 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
         paramDerivs = cu.getEnergyParamDerivBuffer().getDevicePointer();
     }
 
-    if (clusterOneLaunch)
-        executeInOneLaunch(box, includeForces, force);
-    else {
-        findNeighbors(box);
-        if (useEdgeFilters)
-            prepareEdgeRows(box);
-        if (useTiled)
-            executeTiled(box, includeForces, force);
-        else
-            executeFused(box, includeForces, force);
-    }
+    findNeighbors(box);
+    if (useEdgeFilters)
+        prepareEdgeRows(box);
+    if (useTiled)
+        executeTiled(box, includeForces, force);
+    else
+        executeFused(box, includeForces, force);
     {
         void* args[] = {&atomEnergy.getDevicePointer(), &replicaStart.getDevicePointer(), &replicaScale.getDevicePointer(),
                         &lastLambda, &replicaEnergy.getDevicePointer(), &energyBuffer, &paramDerivs, &paramDerivIndex,
@@ -741,23 +708,6 @@ void CudaCalcMLFFForceKernel::executeFused(void** box, bool includeForces, CUdev
             launchPerAtom(backwardKernel, args, "the backward pass");
         }
     }
-}
-
-void CudaCalcMLFFForceKernel::executeInOneLaunch(void** box, bool includeForces, CUdeviceptr force) {
-    CUdeviceptr posq = cu.getPosq().getDevicePointer();
-    CUdeviceptr table = filterTable.isInitialized() ? filterTable.getDevicePointer() : 0;
-    double lambdaForceScale = lastLambda * MLFFUnits::ForceToOpenMM;
-    int forces = includeForces ? 1 : 0;
-    void* args[] = {&posq, &sortedIndexOfParticle.getDevicePointer(), &mlParticle.getDevicePointer(),
-                    &params.getDevicePointer(), &table, &mlPos.getDevicePointer(), &mlZ.getDevicePointer(),
-                    &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(), &neighborCount.getDevicePointer(),
-                    &neighborList.getDevicePointer(), &neighborCapacity, box[0], box[1], box[2], box[3],
-                    &stateS.getDevicePointer(), &stateV.getDevicePointer(), &midS.getDevicePointer(),
-                    &midV.getDevicePointer(), &atomEnergy.getDevicePointer(), &gradS[0].getDevicePointer(),
-                    &gradV[0].getDevicePointer(), &gradS[1].getDevicePointer(), &gradV[1].getDevicePointer(),
-                    &replicaScale.getDevicePointer(), &lambdaForceScale, &force, &updateKept.getDevicePointer(),
-                    &gridBarrier.getDevicePointer(), &forces};
-    launchPerAtom(networkKernel, args, "the whole network (one launch)", true);
 }
 
 void CudaCalcMLFFForceKernel::prepareEdgeRows(void** box) {

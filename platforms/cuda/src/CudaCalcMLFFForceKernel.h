@@ -45,17 +45,13 @@ private:
 
     void launch(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize, const char* what);
     void launchMatmul(CUfunction kernel, void** args, size_t rows, int outputs, int columnsPerTile, const char* what);
-    /** A fused kernel: one block per atom, or a cluster of clusterSize blocks per atom (cooperative: all resident at once). */
-    void launchPerAtom(CUfunction kernel, void** args, const char* what, bool cooperative = false);
-    /** A launch of clusterSize-block clusters, one per atom; attributes: room for 2, which it fills. */
-    CUlaunchConfig clusterLaunchConfig(CUlaunchAttribute* attributes, bool cooperative);
-    /** How many of a cluster kernel's clusters fit on the GPU at once. */
-    int maxActiveClusters(CUfunction kernel);
+    /** A fused kernel: one block per atom, or a cluster of clusterSize blocks per atom. */
+    void launchPerAtom(CUfunction kernel, void** args, const char* what);
     /** The kernel path, tiled and edge filters or not (MLFF_CUDA_KERNELS overrides the choice by size). */
     void chooseKernelPath(bool tabulated);
     /** Blocks per atom on the fused path with clusters (cluster.cu), or 1 where the GPU or H rules them out. */
     int clusterSizeFor(int threads) const;
-    static bool clusterPathRequested(); // MLFF_CUDA_KERNELS=cluster or cluster-layers
+    static bool clusterPathRequested(); // MLFF_CUDA_KERNELS=cluster
     int numMultiprocessors() const;
     /** An array of edge or pair rows (edge_filters.cu): perRow elements of elementSize bytes a row. */
     struct RowArray {
@@ -69,8 +65,6 @@ private:
     void allocateEdgeRows(); // for N x capacity rows; throws if the memory is not there
     void prepareEdgeRows(void** box);
     void executeFused(void** box, bool includeForces, CUdeviceptr force);
-    /** The neighbour search and the whole network, one cluster kernel (clusterOneLaunch). */
-    void executeInOneLaunch(void** box, bool includeForces, CUdeviceptr force);
     void executeTiled(void** box, bool includeForces, CUdeviceptr force);
     /** Block `layer`'s part of edgeFilter (edge_filters.cu), and its filters' hidden layer. */
     CUdeviceptr edgeFiltersOfBlock(int layer);
@@ -92,7 +86,6 @@ private:
     bool useTiled = false;                // the tiled path (kernels/student_painn/tiled.cu)
     bool useClusters = false;             // else the fused path with a cluster of blocks per atom (cluster.cu)
     int clusterSize = 1;                  // its blocks per atom (MLFF_CLUSTER)
-    bool clusterOneLaunch = false;        // and all of it in one launch, with grid barriers
     unsigned int clusterSharedBytes = 0;  // its kernels' dynamic shared memory
     bool useEdgeFilters = false;          // with it, the filters as products over edges (edge_filters.cu)
     bool matmulTensorCores = false;       // matmul.cu sums on tensor cores (float, sm_80 and later)
@@ -120,7 +113,6 @@ private:
     OpenMM::CudaArray gradS[2], gradV[2]; // real, ping-pong between backward launches
     OpenMM::CudaArray updateInput, updateHidden, updateActivation, updateOutput, updateGradOutput; // real, tiled path
     OpenMM::CudaArray updateKept;         // real (L, N, 3, H), the fused path with clusters
-    OpenMM::CudaArray gridBarrier;        // unsigned int (2): the one-launch cluster kernel's grid barrier
     OpenMM::CudaArray edgeStart, filterStart, filterCount; // edge_filters.cu: the rows' numbering
     OpenMM::CudaArray edgeAtoms, edgeDelta, edgeOwnedRank, edgePartner, edgeFilterRow, edgeGradFilter, edgeGradN,
         filterEdges, edgeBasis, edgeHidden, edgeGradBasis, edgeFilter; // edge_filters.cu: the rows (edgeRowArrays)
@@ -133,7 +125,7 @@ private:
     bool maxCountPending = false;
 
     CUfunction invertKernel = nullptr, neighborKernel = nullptr, forwardKernel = nullptr, backwardKernel = nullptr,
-               reduceKernel = nullptr, networkKernel = nullptr;
+               reduceKernel = nullptr;
     CUfunction messagesForwardKernel = nullptr, hiddenForwardKernel = nullptr, outputForwardKernel = nullptr,
                readoutKernel = nullptr, hiddenBackwardKernel = nullptr, inputBackwardKernel = nullptr,
                messagesBackwardKernel = nullptr; // tiled path

@@ -362,19 +362,17 @@ DEVICE inline void mlffClusterFilters(const real* RESTRICT params, const real* R
     __syncthreads();
 }
 
-/**
- * Block `layer`'s forward pass for atom blockIdx.x / MLFF_CLUSTER, in every block of its cluster
- * (mlffStudentForwardCluster); the kernel gives the shared scratch. Reads the neighbours' states
- * of this layer, written by other atoms' blocks (an earlier launch, or before a grid barrier).
- */
-DEVICE inline void mlffClusterForwardLayer(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
+KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
         const real4* RESTRICT pos,
         const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
         const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
         real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize,
-        real* stateS, real* stateV, real* midS, real* midV,
-        real* atomEnergy, real* gradMidS, real* gradMidV, real* updateKept,
-        MlffClusterEdgeScratch& edges, MlffClusterUpdateScratch& update, MlffReadoutScratch& readout, real* partial) {
+        real* RESTRICT stateS, real* RESTRICT stateV, real* RESTRICT midS, real* RESTRICT midV,
+        real* RESTRICT atomEnergy, real* RESTRICT gradMidS, real* RESTRICT gradMidV, real* RESTRICT updateKept) {
+    __shared__ MlffClusterEdgeScratch edges;
+    __shared__ MlffClusterUpdateScratch update;
+    __shared__ MlffReadoutScratch readout;
+    extern __shared__ real partial[]; // (G, 3, S, batch): mlffClusterFilterOutputs
     mlffClusterArrive();
 
     const int i = blockIdx.x / MLFF_CLUSTER;
@@ -480,21 +478,19 @@ DEVICE inline void mlffClusterForwardLayer(int layer, const real* RESTRICT param
         mlffStoreAtomGradient(gradMidS, gradMidV, i, c, gsMid, gvMid);
 }
 
-/**
- * Block `layer`'s backward pass for atom blockIdx.x / MLFF_CLUSTER, in every block of its cluster
- * (mlffStudentBackwardCluster); the kernel gives the shared scratch. Reads the neighbours'
- * gradients gradIn, written by other atoms' blocks (an earlier launch, or before a grid barrier).
- */
-DEVICE inline void mlffClusterBackwardLayer(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
+KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
         const real4* RESTRICT pos,
         const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
         const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
         real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize,
-        const real* stateS, const real* stateV, const real* midS, const real* midV,
-        const real* gradInS, const real* gradInV, real* gradOutS, real* gradOutV,
+        const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midS, const real* RESTRICT midV,
+        const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
         const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
         const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer,
-        const real* updateKept, MlffClusterEdgeScratch& edges, MlffClusterUpdateScratch& update, real* partial) {
+        const real* RESTRICT updateKept) {
+    __shared__ MlffClusterEdgeScratch edges;
+    __shared__ MlffClusterUpdateScratch update;
+    extern __shared__ real partial[]; // (G, 3, S, batch): mlffClusterFilterOutputs
     if (layer > 0) // the only launch with no exchange is the last
         mlffClusterArrive();
 
@@ -642,111 +638,4 @@ DEVICE inline void mlffClusterBackwardLayer(int layer, const real* RESTRICT para
     mlffClusterUpdateBackward(previous, vMid, m, hiddenU, g1, g2, gsIn, gvIn, &update, &gsMid, gvMid);
     if (t < MLFF_SLICE)
         mlffStoreAtomGradient(gradOutS, gradOutV, i, c, gsMid, gvMid);
-}
-
-KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
-        const real4* RESTRICT pos,
-        const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
-        const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
-        real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize,
-        real* RESTRICT stateS, real* RESTRICT stateV, real* RESTRICT midS, real* RESTRICT midV,
-        real* RESTRICT atomEnergy, real* RESTRICT gradMidS, real* RESTRICT gradMidV, real* RESTRICT updateKept) {
-    __shared__ MlffClusterEdgeScratch edges;
-    __shared__ MlffClusterUpdateScratch update;
-    __shared__ MlffReadoutScratch readout;
-    extern __shared__ real partial[]; // (G, 3, S, batch): mlffClusterFilterOutputs
-    mlffClusterForwardLayer(layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount, neighborList,
-                            neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midS, midV, atomEnergy,
-                            gradMidS, gradMidV, updateKept, edges, update, readout, partial);
-}
-
-KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
-        const real4* RESTRICT pos,
-        const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
-        const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
-        real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize,
-        const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midS, const real* RESTRICT midV,
-        const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
-        const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
-        const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer,
-        const real* RESTRICT updateKept) {
-    __shared__ MlffClusterEdgeScratch edges;
-    __shared__ MlffClusterUpdateScratch update;
-    extern __shared__ real partial[]; // (G, 3, S, batch): mlffClusterFilterOutputs
-    mlffClusterBackwardLayer(layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount, neighborList,
-                             neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midS, midV, gradInS,
-                             gradInV, gradOutS, gradOutV, replicaScale, lambdaForceScale, mlParticle,
-                             sortedIndexOfParticle, forceBuffer, updateKept, edges, update, partial);
-}
-
-/**
- * A barrier for every thread of the grid, in a launch whose blocks are all resident at once (the
- * host launches it cooperatively). barrier[0] counts the blocks arrived and barrier[1] the
- * barriers passed; both persist between launches, and the count is back at 0 after each barrier.
- * The fences order each block's writes before the barrier ahead of every block's reads after it.
- */
-DEVICE inline void mlffGridSync(unsigned int* barrier) {
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        volatile unsigned int* generation = barrier + 1;
-        const unsigned int passed = *generation; // it cannot move on before this block arrives
-        __threadfence();
-        if (atomicAdd(barrier, 1u) == gridDim.x - 1) {
-            atomicExch(barrier, 0u);
-            __threadfence();
-            atomicAdd(barrier + 1, 1u);
-        }
-        else {
-            while (*generation == passed)
-                ;
-        }
-        __threadfence();
-    }
-    __syncthreads();
-}
-
-/**
- * A whole evaluation in one launch, for a system whose clusters all fit on the GPU at once: the
- * neighbour search (mlffFindNeighborsOfAtom, by a warp of each atom's first block), the forward
- * layers, and with includeForces the backward layers, a grid barrier before each phase, since each
- * reads what other atoms' blocks wrote in the one before. The same results as
- * mlffFindNeighborsInReplica and the launches of mlffStudentForwardCluster and
- * mlffStudentBackwardCluster (gradients ping-pong between gradS0 and gradS1 as between those
- * launches: the last layer reads 0). The arrays written here and read by other blocks are not
- * restrict-qualified, so that their loads are never the read-only cache's.
- */
-KERNEL void mlffStudentNetworkCluster(const real4* RESTRICT posq, const int* RESTRICT sortedIndexOfParticle,
-        const int* RESTRICT mlParticle, const real* RESTRICT params, const real* RESTRICT filterTable, real4* mlPos,
-        const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart, int* neighborCount,
-        int* neighborList, int neighborCapacity, real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize,
-        real* stateS, real* stateV, real* midS, real* midV, real* atomEnergy,
-        real* gradS0, real* gradV0, real* gradS1, real* gradV1,
-        const double* RESTRICT replicaScale, double lambdaForceScale, unsigned long long* RESTRICT forceBuffer,
-        real* updateKept, unsigned int* gridBarrier, int includeForces) {
-    __shared__ MlffClusterEdgeScratch edges;
-    __shared__ MlffClusterUpdateScratch update;
-    __shared__ MlffReadoutScratch readout;
-    extern __shared__ real partial[]; // (G, 3, S, batch): mlffClusterFilterOutputs
-    if (mlffClusterRank() == 0 && threadIdx.x < 32)
-        mlffFindNeighborsOfAtom(blockIdx.x / MLFF_CLUSTER, posq, sortedIndexOfParticle, mlParticle, mlReplica,
-                                replicaStart, boxA, boxB, boxC, invBoxSize, mlPos, neighborCount, neighborList,
-                                neighborCapacity);
-    for (int layer = 0; layer < MLFF_L; layer++) {
-        mlffGridSync(gridBarrier);
-        mlffClusterForwardLayer(layer, params, filterTable, mlPos, mlZ, mlReplica, replicaStart, neighborCount,
-                                neighborList, neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midS,
-                                midV, atomEnergy, gradS0, gradV0, updateKept, edges, update, readout, partial);
-    }
-    if (!includeForces)
-        return;
-    for (int layer = MLFF_L - 1; layer >= 0; layer--) {
-        const bool fromFirst = (MLFF_L - 1 - layer) % 2 == 0;
-        mlffGridSync(gridBarrier);
-        mlffClusterBackwardLayer(layer, params, filterTable, mlPos, mlZ, mlReplica, replicaStart, neighborCount,
-                                 neighborList, neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midS,
-                                 midV, fromFirst ? gradS0 : gradS1, fromFirst ? gradV0 : gradV1,
-                                 fromFirst ? gradS1 : gradS0, fromFirst ? gradV1 : gradV0, replicaScale,
-                                 lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer, updateKept, edges,
-                                 update, partial);
-    }
 }
