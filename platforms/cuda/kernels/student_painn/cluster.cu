@@ -13,7 +13,8 @@
  *     the messages of its own channels, which need nothing from the others;
  *   - the update MLP mixes channels: each block computes its own outputs of a layer from all of
  *     the layer's inputs, which the blocks exchange through distributed shared memory (each
- *     writes its slice into every block of the cluster, then the cluster's barrier);
+ *     writes its slice into every block of the cluster with st.async, and each waits on its own
+ *     mbarrier for the whole layer);
  *   - backward: each block takes its own filter outputs back through the filter network and adds
  *     its part of each edge's dE/du to the forces (integer adds: the parts may arrive in any
  *     order and the forces stay bitwise reproducible).
@@ -42,15 +43,10 @@ DEVICE inline int mlffClusterRank() {
     return blockIdx.x % MLFF_CLUSTER;
 }
 
-/** The cluster's barrier, for all threads of all its blocks; orders their shared-memory writes before the reads after it. */
-DEVICE inline void mlffClusterSync() {
-    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
-
 /**
- * The two halves of a first barrier, which only says that every block of the cluster has started
- * (no block may write into another's shared memory before): arrive on entry, wait before the
- * first write, so that the wait overlaps the messages.
+ * The two halves of the cluster's one barrier, which only says that every block of the cluster
+ * has started and set up its mbarriers (no block may write into another's shared memory before):
+ * arrive on entry, wait before the first write, so that the wait overlaps the messages.
  */
 DEVICE inline void mlffClusterArrive() {
     asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
@@ -60,25 +56,70 @@ DEVICE inline void mlffClusterWait() {
     asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
 }
 
-/** The generic address of *local's counterpart in block `rank` of the cluster. */
-template <class T>
-DEVICE inline T* mlffClusterPeer(T* local, int rank) {
-    unsigned long long address;
-    asm volatile("mapa.u64 %0, %1, %2;" : "=l"(address) : "l"((unsigned long long) local), "r"(rank));
-    return reinterpret_cast<T*>(address);
+/*
+ * The exchanges of the update MLP: each block writes its slice of an array into every block of the
+ * cluster with st.async, which counts the bytes on the receiving block's mbarrier for that array;
+ * a block waits on its own mbarrier until the whole array has arrived. No cluster-wide barrier,
+ * so no block waits for the others' global stores or for a block that is not sending to it. Each
+ * array is exchanged at most once a launch, so each mbarrier completes one phase (parity 0).
+ */
+enum MlffExchange { MLFF_EXCHANGE_INPUT, MLFF_EXCHANGE_ACTIVATION, MLFF_EXCHANGE_OUTPUT, MLFF_EXCHANGE_GRAD_OUTPUT,
+                    MLFF_EXCHANGE_GRAD_HIDDEN, MLFF_EXCHANGES };
+
+/** The 32-bit shared-memory address of a pointer into this block's shared memory. */
+DEVICE inline unsigned int mlffSharedAddress(const void* pointer) {
+    unsigned int address;
+    asm volatile("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }"
+                 : "=r"(address) : "l"((unsigned long long) pointer));
+    return address;
 }
 
-/** array[index] = value in every block of the cluster, this one included. */
-DEVICE inline void mlffClusterBroadcast(real* array, int index, real value) {
+/**
+ * By thread 0 at the kernel's start, before the cluster's first barrier (arrive then wait) that
+ * precedes every exchange: each mbarrier expects its array's reals, realsOf[exchange] of them.
+ */
+DEVICE inline void mlffInitExchanges(unsigned long long* arrived, const int* realsOf) {
+    for (int x = 0; x < MLFF_EXCHANGES; x++) {
+        const unsigned int bar = mlffSharedAddress(&arrived[x]);
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar) : "memory");
+        asm volatile("{ .reg .b64 state; mbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1; }"
+                     ::"r"(bar), "r"((unsigned int) (realsOf[x] * sizeof(real))) : "memory");
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+
+/** array[index] = value in every block of the cluster, this one included, counted on their mbarrier `arrived`. */
+DEVICE inline void mlffClusterSend(real* array, int index, real value, unsigned long long* arrived) {
+    const unsigned int local = mlffSharedAddress(&array[index]), bar = mlffSharedAddress(arrived);
 #pragma unroll
-    for (int rank = 0; rank < MLFF_CLUSTER; rank++)
-        mlffClusterPeer(array, rank)[index] = value;
+    for (int rank = 0; rank < MLFF_CLUSTER; rank++) {
+        unsigned int remote, remoteBar;
+        asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
+        asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remoteBar) : "r"(bar), "r"(rank));
+#ifdef USE_DOUBLE_PRECISION
+        asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b64 [%0], %1, [%2];"
+                     ::"r"(remote), "l"(__double_as_longlong(value)), "r"(remoteBar) : "memory");
+#else
+        asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];"
+                     ::"r"(remote), "r"(__float_as_uint(value)), "r"(remoteBar) : "memory");
+#endif
+    }
+}
+
+/** Waits until this block's copy of an exchanged array is complete; then a block barrier (the callers reuse partial). */
+DEVICE inline void mlffClusterReceive(unsigned long long* arrived) {
+    const unsigned int bar = mlffSharedAddress(arrived);
+    asm volatile("{\n\t.reg .pred done;\n"
+                 "MLFF_WAIT:\n\t"
+                 "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], 0;\n\t"
+                 "@!done bra MLFF_WAIT;\n}" ::"r"(bar) : "memory");
+    __syncthreads();
 }
 
 /*
  * The products split a dimension of I inputs (or outputs) over the groups by fours: group g takes
  * the fours at 4 (g + n G), n < MLFF_GROUP_FOURS(I). A thread loads its weights of a matrix first,
- * into registers, so that they arrive during the barrier before the inputs are there.
+ * into registers, so that they arrive while the block waits for the inputs.
  */
 #define MLFF_GROUP_FOURS(I) (((I) / 4 + MLFF_GROUPS - 1) / MLFF_GROUPS)
 
@@ -139,7 +180,16 @@ struct MlffClusterUpdateScratch {
     real partial[MLFF_GROUPS][3][MLFF_SLICE];
     real features[4][MLFF_SLICE]; // own channels' (s, v) or their gradients, from the message threads
     real readoutGrad[MLFF_H];
+    unsigned long long arrived[MLFF_EXCHANGES]; // the exchanges' mbarriers
 };
+
+/** mlffInitExchanges for this file's arrays, by thread 0. */
+DEVICE inline void mlffInitUpdateExchanges(MlffClusterUpdateScratch* update) {
+    if (threadIdx.x == 0) {
+        const int realsOf[MLFF_EXCHANGES] = {2 * MLFF_H, MLFF_H, MLFF_H, 3 * MLFF_H, MLFF_H};
+        mlffInitExchanges(update->arrived, realsOf);
+    }
+}
 
 /** Thread (slot, group)'s weights of its own filter outputs (exact filters), loaded before they are needed. */
 struct MlffClusterFilterWeights {
@@ -243,10 +293,10 @@ DEVICE inline void mlffClusterUpdateMlp(const real* RESTRICT block, real sMid, r
     for (int kind = 0; kind < 3; kind++)
         mlffLoadGroupWeights<3 * MLFF_H, MLFF_H>(block + MLFF_B_UPDATE_W2T_BY_FOURS, kind * MLFF_H + c, u2[kind]); // (H, 3H)
     if (t < MLFF_SLICE) {
-        mlffClusterBroadcast(update->input, c, sMid);
-        mlffClusterBroadcast(update->input, MLFF_H + c, m);
+        mlffClusterSend(update->input, c, sMid, &update->arrived[MLFF_EXCHANGE_INPUT]);
+        mlffClusterSend(update->input, MLFF_H + c, m, &update->arrived[MLFF_EXCHANGE_INPUT]);
     }
-    mlffClusterSync();
+    mlffClusterReceive(&update->arrived[MLFF_EXCHANGE_INPUT]);
     update->partial[group][0][slot] = mlffGroupDot<2 * MLFF_H>(u0, update->input);
     __syncthreads();
     if (t < MLFF_SLICE) {
@@ -254,9 +304,9 @@ DEVICE inline void mlffClusterUpdateMlp(const real* RESTRICT block, real sMid, r
         for (int g = 0; g < MLFF_GROUPS; g++)
             h += update->partial[g][0][t];
         *hidden = h;
-        mlffClusterBroadcast(update->activation, c, mlffSilu(h));
+        mlffClusterSend(update->activation, c, mlffSilu(h), &update->arrived[MLFF_EXCHANGE_ACTIVATION]);
     }
-    mlffClusterSync();
+    mlffClusterReceive(&update->arrived[MLFF_EXCHANGE_ACTIVATION]);
     for (int kind = 0; kind < 3; kind++)
         update->partial[group][kind][slot] = mlffGroupDot<MLFF_H>(u2[kind], update->activation);
     __syncthreads();
@@ -291,20 +341,21 @@ DEVICE inline void mlffClusterUpdateBackward(const real* RESTRICT block, const r
     if (t < MLFF_SLICE) {
         real gradG1, gradG2;
         mlffUpdateVectorBackward(block, vMid, g1, g2, gvOut, &gradG1, &gradG2, gvMid);
-        mlffClusterBroadcast(update->gradOutput, c, gsOut);
-        mlffClusterBroadcast(update->gradOutput, MLFF_H + c, gradG1);
-        mlffClusterBroadcast(update->gradOutput, 2 * MLFF_H + c, gradG2);
+        unsigned long long* arrived = &update->arrived[MLFF_EXCHANGE_GRAD_OUTPUT];
+        mlffClusterSend(update->gradOutput, c, gsOut, arrived);
+        mlffClusterSend(update->gradOutput, MLFF_H + c, gradG1, arrived);
+        mlffClusterSend(update->gradOutput, 2 * MLFF_H + c, gradG2, arrived);
     }
-    mlffClusterSync();
+    mlffClusterReceive(&update->arrived[MLFF_EXCHANGE_GRAD_OUTPUT]);
     update->partial[group][0][slot] = mlffGroupDot<3 * MLFF_H>(u2, update->gradOutput);
     __syncthreads();
     if (t < MLFF_SLICE) {
         real ga = 0;
         for (int g = 0; g < MLFF_GROUPS; g++)
             ga += update->partial[g][0][t];
-        mlffClusterBroadcast(update->gradHidden, c, ga * mlffSiluGrad(hidden));
+        mlffClusterSend(update->gradHidden, c, ga * mlffSiluGrad(hidden), &update->arrived[MLFF_EXCHANGE_GRAD_HIDDEN]);
     }
-    mlffClusterSync();
+    mlffClusterReceive(&update->arrived[MLFF_EXCHANGE_GRAD_HIDDEN]);
     const real ps = mlffGroupDot<MLFF_H>(u0s, update->gradHidden), pm = mlffGroupDot<MLFF_H>(u0m, update->gradHidden);
     update->partial[group][0][slot] = ps;
     update->partial[group][1][slot] = pm;
@@ -373,6 +424,7 @@ KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, co
     __shared__ MlffClusterUpdateScratch update;
     __shared__ MlffReadoutScratch readout;
     extern __shared__ real partial[]; // (G, 3, S, batch): mlffClusterFilterOutputs
+    mlffInitUpdateExchanges(&update);
     mlffClusterArrive();
 
     const int i = blockIdx.x / MLFF_CLUSTER;
@@ -461,8 +513,8 @@ KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, co
     // Last block: the readout (in every block, from every channel's s_out), then d eps_i / d(s', v')
     // of own channels (the vector update is dead).
     if (t < MLFF_SLICE)
-        mlffClusterBroadcast(update.output, c, sOut);
-    mlffClusterSync();
+        mlffClusterSend(update.output, c, sOut, &update.arrived[MLFF_EXCHANGE_OUTPUT]);
+    mlffClusterReceive(&update.arrived[MLFF_EXCHANGE_OUTPUT]);
     real eps = 0, gs = 0;
     mlffReadout(params, t < MLFF_H ? update.output[t] : 0, &readout, &eps, &gs);
     if (t == 0 && mlffClusterRank() == 0)
@@ -491,8 +543,10 @@ KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, c
     __shared__ MlffClusterEdgeScratch edges;
     __shared__ MlffClusterUpdateScratch update;
     extern __shared__ real partial[]; // (G, 3, S, batch): mlffClusterFilterOutputs
-    if (layer > 0) // the only launch with no exchange is the last
+    if (layer > 0) { // the only launch with no exchange is the last
+        mlffInitUpdateExchanges(&update);
         mlffClusterArrive();
+    }
 
     const int i = blockIdx.x / MLFF_CLUSTER;
     const int t = threadIdx.x, slot = t % MLFF_SLICE, group = t / MLFF_SLICE, part = group;
