@@ -57,23 +57,27 @@ KERNEL void mlffFindNeighborsInReplica(const real4* RESTRICT posq, const int* RE
 }
 
 /**
- * One block of MLFF_REDUCE_THREADS (set by the host: 1024 with MLFF_REDUCE_BY_WARP, else 256): E_r = sum of the atom energies of replica r, in double and
- * in a fixed order (MLFF_REDUCE_BY_WARP, for many replicas: warp r % warps sums replica r, its
- * lanes by stride, then a shuffle tree; otherwise the whole block sums each replica in turn),
- * then OpenMM's energy lambda * sum_r scale_r E_r and its derivative by lambda, both converted to
+ * One block of MLFF_REDUCE_THREADS (set by the host: 1024 with MLFF_REDUCE_BY_WARP, else 256, or
+ * with clusters the largest power of two in MLFF_BLOCK): E_r = sum of the atom energies of
+ * replica r, in double and in a fixed order (MLFF_REDUCE_BY_WARP, for many replicas: warp
+ * r % warps sums replica r, its lanes by stride, then a shuffle tree; otherwise the whole block
+ * sums each replica in turn), then OpenMM's energy lambda * sum_r scale_r E_r and its derivative by lambda, both converted to
  * kJ/mol, and the largest neighbour count of this step (for the host's overflow check).
- * energyParamDerivs is null when the force names no energy-scale parameter.
+ * energyParamDerivs is null when the force names no energy-scale parameter. The body may also run
+ * in a larger block (mlffStudentBackwardCluster's extra cluster): its first MLFF_REDUCE_THREADS
+ * threads then do the same sums in the same order, and the rest only join the barriers.
  */
-KERNEL void mlffReduceEnergies(const real* RESTRICT atomEnergy, const int* RESTRICT replicaStart,
+DEVICE inline void mlffReduceEnergiesInBlock(const real* RESTRICT atomEnergy, const int* RESTRICT replicaStart,
         const double* RESTRICT replicaScale, double lambda, double* RESTRICT replicaEnergy,
         mixed* RESTRICT energyBuffer, mixed* RESTRICT energyParamDerivs, int energyParamDerivIndex,
         const int* RESTRICT neighborCount, int* RESTRICT maxNeighborCount) {
     __shared__ double partial[MLFF_REDUCE_THREADS];
     __shared__ int partialMax[MLFF_REDUCE_THREADS];
     const int t = threadIdx.x;
+    const bool summing = t < MLFF_REDUCE_THREADS;
 #ifdef MLFF_REDUCE_BY_WARP
     const int lane = t % 32, warp = t / 32;
-    for (int r = warp; r < MLFF_NUM_REPLICAS; r += MLFF_REDUCE_THREADS / 32) {
+    for (int r = warp; summing && r < MLFF_NUM_REPLICAS; r += MLFF_REDUCE_THREADS / 32) {
         double sum = 0;
         for (int i = replicaStart[r] + lane; i < replicaStart[r + 1]; i += 32)
             sum += (double) atomEnergy[i];
@@ -85,9 +89,10 @@ KERNEL void mlffReduceEnergies(const real* RESTRICT atomEnergy, const int* RESTR
 #else
     for (int r = 0; r < MLFF_NUM_REPLICAS; r++) {
         double sum = 0;
-        for (int i = replicaStart[r] + t; i < replicaStart[r + 1]; i += MLFF_REDUCE_THREADS)
+        for (int i = replicaStart[r] + t; summing && i < replicaStart[r + 1]; i += MLFF_REDUCE_THREADS)
             sum += (double) atomEnergy[i];
-        partial[t] = sum;
+        if (summing)
+            partial[t] = sum;
         __syncthreads();
         for (int stride = MLFF_REDUCE_THREADS / 2; stride > 0; stride /= 2) {
             if (t < stride)
@@ -101,9 +106,10 @@ KERNEL void mlffReduceEnergies(const real* RESTRICT atomEnergy, const int* RESTR
 #endif
     __syncthreads(); // every replica's energy written (visible within the block)
     double scaled = 0;
-    for (int r = t; r < MLFF_NUM_REPLICAS; r += MLFF_REDUCE_THREADS)
+    for (int r = t; summing && r < MLFF_NUM_REPLICAS; r += MLFF_REDUCE_THREADS)
         scaled += replicaScale[r] * replicaEnergy[r];
-    partial[t] = scaled;
+    if (summing)
+        partial[t] = scaled;
     __syncthreads();
     for (int stride = MLFF_REDUCE_THREADS / 2; stride > 0; stride /= 2) {
         if (t < stride)
@@ -112,9 +118,10 @@ KERNEL void mlffReduceEnergies(const real* RESTRICT atomEnergy, const int* RESTR
     }
     const double scaledSum = partial[0]; // sum_r scale_r E_r
     int maxCount = 0;
-    for (int i = t; i < MLFF_NUM_ATOMS; i += MLFF_REDUCE_THREADS)
+    for (int i = t; summing && i < MLFF_NUM_ATOMS; i += MLFF_REDUCE_THREADS)
         maxCount = max(maxCount, neighborCount[i]);
-    partialMax[t] = maxCount;
+    if (summing)
+        partialMax[t] = maxCount;
     __syncthreads();
     for (int stride = MLFF_REDUCE_THREADS / 2; stride > 0; stride /= 2) {
         if (t < stride)
@@ -127,4 +134,12 @@ KERNEL void mlffReduceEnergies(const real* RESTRICT atomEnergy, const int* RESTR
         if (energyParamDerivs != 0)
             energyParamDerivs[energyParamDerivIndex] += (mixed) (scaledSum * MLFF_KJ_PER_MOL_PER_EV);
     }
+}
+
+KERNEL void mlffReduceEnergies(const real* RESTRICT atomEnergy, const int* RESTRICT replicaStart,
+        const double* RESTRICT replicaScale, double lambda, double* RESTRICT replicaEnergy,
+        mixed* RESTRICT energyBuffer, mixed* RESTRICT energyParamDerivs, int energyParamDerivIndex,
+        const int* RESTRICT neighborCount, int* RESTRICT maxNeighborCount) {
+    mlffReduceEnergiesInBlock(atomEnergy, replicaStart, replicaScale, lambda, replicaEnergy, energyBuffer,
+                              energyParamDerivs, energyParamDerivIndex, neighborCount, maxNeighborCount);
 }

@@ -308,6 +308,12 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     if (matmulTensorCores)
         defines["MLFF_MATMUL_TENSOR_CORES"] = "1";
     reduceThreads = numReplicas >= ReduceByWarpMinReplicas ? ReduceThreadsByWarp : ReduceThreadsByBlock;
+    // With clusters the first backward launch does the reduction in an extra cluster, in a block
+    // of threadsPerAtom: its standalone launch (energy only) then sums in the same order.
+    reduceInBackward = useClusters && numReplicas < ReduceByWarpMinReplicas;
+    if (reduceInBackward)
+        for (reduceThreads = 32; 2 * reduceThreads <= threadsPerAtom;)
+            reduceThreads *= 2;
     if (numReplicas >= ReduceByWarpMinReplicas)
         defines["MLFF_REDUCE_BY_WARP"] = "1";
     defines["MLFF_REDUCE_THREADS"] = std::to_string(reduceThreads);
@@ -493,7 +499,7 @@ void CudaCalcMLFFForceKernel::launch(CUfunction kernel, void** args, unsigned in
     timer->after(cu.getCurrentStream());
 }
 
-void CudaCalcMLFFForceKernel::launchPerAtom(CUfunction kernel, void** args, const char* what) {
+void CudaCalcMLFFForceKernel::launchPerAtom(CUfunction kernel, void** args, const char* what, bool extraCluster) {
     if (!useClusters) {
         launch(kernel, args, numAtoms, threadsPerAtom, what);
         return;
@@ -503,7 +509,7 @@ void CudaCalcMLFFForceKernel::launchPerAtom(CUfunction kernel, void** args, cons
     cluster.value.clusterDim.x = clusterSize;
     cluster.value.clusterDim.y = cluster.value.clusterDim.z = 1;
     CUlaunchConfig config = {};
-    config.gridDimX = (unsigned int) (numAtoms * clusterSize);
+    config.gridDimX = (unsigned int) ((numAtoms + (extraCluster ? 1 : 0)) * clusterSize);
     config.gridDimY = config.gridDimZ = 1;
     config.blockDimX = threadsPerAtom;
     config.blockDimY = config.blockDimZ = 1;
@@ -654,14 +660,6 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
     lastLambda = energyScaleParameter.empty() ? 1.0 : context.getParameter(energyScaleParameter);
 
     CUdeviceptr force = cu.getLongForceBuffer().getDevicePointer();
-    CUdeviceptr energyBuffer = cu.getEnergyBuffer().getDevicePointer();
-    CUdeviceptr paramDerivs = 0;
-    int paramDerivIndex = 0;
-    if (!energyScaleParameter.empty()) {
-        const vector<string>& names = cu.getEnergyParamDerivNames();
-        paramDerivIndex = (int) (std::find(names.begin(), names.end(), energyScaleParameter) - names.begin());
-        paramDerivs = cu.getEnergyParamDerivBuffer().getDevicePointer();
-    }
 
     findNeighbors(box);
     if (useEdgeFilters)
@@ -670,15 +668,27 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
         executeTiled(box, includeForces, force);
     else
         executeFused(box, includeForces, force);
-    {
+    if (!(includeForces && reduceInBackward)) { // else the first backward launch did it
+        EnergyTargets energy = energyTargets();
         void* args[] = {&atomEnergy.getDevicePointer(), &replicaStart.getDevicePointer(), &replicaScale.getDevicePointer(),
-                        &lastLambda, &replicaEnergy.getDevicePointer(), &energyBuffer, &paramDerivs, &paramDerivIndex,
-                        &neighborCount.getDevicePointer(), &mappedMaxNeighborCount};
+                        &lastLambda, &replicaEnergy.getDevicePointer(), &energy.buffer, &energy.paramDerivs,
+                        &energy.paramDerivIndex, &neighborCount.getDevicePointer(), &mappedMaxNeighborCount};
         launch(reduceKernel, args, 1, reduceThreads, "reducing the energy");
     }
     check(cuEventRecord(maxCountEvent, cu.getCurrentStream()), "recording an event"); // the count is in host memory
     maxCountPending = true;
     return 0.0; // the energy went into OpenMM's energy buffer
+}
+
+CudaCalcMLFFForceKernel::EnergyTargets CudaCalcMLFFForceKernel::energyTargets() {
+    EnergyTargets energy;
+    energy.buffer = cu.getEnergyBuffer().getDevicePointer();
+    if (!energyScaleParameter.empty()) {
+        const vector<string>& names = cu.getEnergyParamDerivNames();
+        energy.paramDerivIndex = (int) (std::find(names.begin(), names.end(), energyScaleParameter) - names.begin());
+        energy.paramDerivs = cu.getEnergyParamDerivBuffer().getDevicePointer();
+    }
+    return energy;
 }
 
 void CudaCalcMLFFForceKernel::executeFused(void** box, bool includeForces, CUdeviceptr force) {
@@ -695,6 +705,7 @@ void CudaCalcMLFFForceKernel::executeFused(void** box, bool includeForces, CUdev
     }
     if (includeForces) {
         double lambdaForceScale = lastLambda * MLFFUnits::ForceToOpenMM;
+        EnergyTargets energy = energyTargets(); // for the reduction in the first launch's extra cluster
         int in = 0;
         for (int layer = numBlocks - 1; layer >= 0; layer--, in = 1 - in) {
             void* args[] = {&layer, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(), &mlZ.getDevicePointer(),
@@ -704,8 +715,12 @@ void CudaCalcMLFFForceKernel::executeFused(void** box, bool includeForces, CUdev
                             &midS.getDevicePointer(), &midV.getDevicePointer(), &gradS[in].getDevicePointer(),
                             &gradV[in].getDevicePointer(), &gradS[1 - in].getDevicePointer(),
                             &gradV[1 - in].getDevicePointer(), &replicaScale.getDevicePointer(), &lambdaForceScale,
-                            &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(), &force, &kept};
-            launchPerAtom(backwardKernel, args, "the backward pass");
+                            &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(), &force, &kept,
+                            &atomEnergy.getDevicePointer(), &lastLambda, &replicaEnergy.getDevicePointer(),
+                            &energy.buffer, &energy.paramDerivs, &energy.paramDerivIndex, &mappedMaxNeighborCount};
+            const bool withReduction = reduceInBackward && layer == numBlocks - 1;
+            launchPerAtom(backwardKernel, args, withReduction ? "the backward pass and the energy" : "the backward pass",
+                          withReduction);
         }
     }
 }

@@ -45,8 +45,14 @@ private:
 
     void launch(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize, const char* what);
     void launchMatmul(CUfunction kernel, void** args, size_t rows, int outputs, int columnsPerTile, const char* what);
-    /** A fused kernel: one block per atom, or a cluster of clusterSize blocks per atom. */
-    void launchPerAtom(CUfunction kernel, void** args, const char* what);
+    /** A fused kernel: one block per atom, or a cluster of clusterSize blocks per atom (and one more cluster). */
+    void launchPerAtom(CUfunction kernel, void** args, const char* what, bool extraCluster = false);
+    /** Where the energy reduction adds: OpenMM's energy buffer, and its derivative by the energy-scale parameter (or null). */
+    struct EnergyTargets {
+        CUdeviceptr buffer = 0, paramDerivs = 0;
+        int paramDerivIndex = 0;
+    };
+    EnergyTargets energyTargets();
     /** The kernel path, tiled and edge filters or not (MLFF_CUDA_KERNELS overrides the choice by size). */
     void chooseKernelPath(bool tabulated);
     /** Blocks per atom on the fused path with clusters (cluster.cu), or 1 where the GPU or H rules them out. */
@@ -83,6 +89,7 @@ private:
     int kPadded = 0;                      // K rounded up to 32 (MLFF_K_PADDED)
     int threadsPerAtom = 0;               // threads of a network kernel's block (one atom's)
     int reduceThreads = 0;                // the energy reduction's block
+    bool reduceInBackward = false;        // done by an extra cluster of the first backward launch (clusters only)
     bool useTiled = false;                // the tiled path (kernels/student_painn/tiled.cu)
     bool useClusters = false;             // else the fused path with a cluster of blocks per atom (cluster.cu)
     int clusterSize = 1;                  // its blocks per atom (MLFF_CLUSTER)

@@ -26,7 +26,9 @@
  * Same arguments, storage and results (to rounding) as mlffStudentForward and
  * mlffStudentBackward (forward.cu, backward.cu), and one more: updateKept (L, N, 3, H; the last
  * block's part unused), each block's update hidden layer, g1 and g2, which the forward keeps so
- * that the backward needs no recomputation (and no exchange) of the update's forward. Grid
+ * that the backward needs no recomputation (and no exchange) of the update's forward; and the
+ * backward takes mlffReduceEnergies' arguments, for an extra cluster that the host may add to
+ * its first launch (the energy reduction, which is then not launched). Grid
  * MLFF_NUM_ATOMS x MLFF_CLUSTER blocks of MLFF_BLOCK threads, launched with a cluster of
  * MLFF_CLUSTER consecutive blocks per atom, and G x 3 x S x batch reals of dynamic shared memory
  * with exact filters.
@@ -539,7 +541,17 @@ KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, c
         const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
         const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
         const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer,
-        const real* RESTRICT updateKept) {
+        const real* RESTRICT updateKept, const real* RESTRICT atomEnergy, double lambda,
+        double* RESTRICT replicaEnergy, mixed* RESTRICT energyBuffer, mixed* RESTRICT energyParamDerivs,
+        int energyParamDerivIndex, int* RESTRICT maxNeighborCount) {
+    if (blockIdx.x / MLFF_CLUSTER == MLFF_NUM_ATOMS) {
+        // An extra cluster, in the first backward launch only: the energy reduction
+        // (mlffReduceEnergies), on SMs the atoms leave idle, the energies being complete.
+        if (mlffClusterRank() == 0)
+            mlffReduceEnergiesInBlock(atomEnergy, replicaStart, replicaScale, lambda, replicaEnergy, energyBuffer,
+                                      energyParamDerivs, energyParamDerivIndex, neighborCount, maxNeighborCount);
+        return;
+    }
     __shared__ MlffClusterEdgeScratch edges;
     __shared__ MlffClusterUpdateScratch update;
     extern __shared__ real partial[]; // (G, 3, S, batch): mlffClusterFilterOutputs
