@@ -61,8 +61,9 @@ KERNEL void mlffFindNeighborsInReplica(const real4* RESTRICT posq, const int* RE
  * with clusters the largest power of two in MLFF_BLOCK): E_r = sum of the atom energies of
  * replica r, in double and in a fixed order (MLFF_REDUCE_BY_WARP, for many replicas: warp
  * r % warps sums replica r, its lanes by stride, then a shuffle tree; otherwise the whole block
- * sums each replica in turn), then OpenMM's energy lambda * sum_r scale_r E_r and its derivative by lambda, both converted to
- * kJ/mol, and the largest neighbour count of this step (for the host's overflow check).
+ * sums each replica in turn), then OpenMM's energy lambda * sum_r scale_r E_r and its derivative
+ * by lambda, both converted to kJ/mol, and the largest neighbour count of this step (for the
+ * host's overflow check).
  * energyParamDerivs is null when the force names no energy-scale parameter. The body may also run
  * in a larger block (mlffStudentBackwardCluster's extra cluster): its first MLFF_REDUCE_THREADS
  * threads then do the same sums in the same order, and the rest only join the barriers.
