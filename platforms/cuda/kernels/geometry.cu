@@ -50,6 +50,14 @@ DEVICE inline bool mlffIsEdge(real ux, real uy, real uz) {
 }
 
 /**
+ * How many neighbour candidates ML atom i has, from its list's count: the count, or after an
+ * overflow of the list (count > capacity) the size of its replica (mlffNeighborCandidate).
+ */
+DEVICE inline int mlffNumNeighborCandidates(int count, bool overflowed, int replica, const int* RESTRICT replicaStart) {
+    return overflowed ? replicaStart[replica + 1] - replicaStart[replica] : count;
+}
+
+/**
  * The t-th neighbour candidate of ML atom i: its list entry, or after an overflow of the list
  * (count > capacity) the t-th atom of its replica, which the caller then tests with mlffIsEdge.
  * Both orders are ascending ML index, so the two paths sum in the same order.

@@ -444,7 +444,7 @@ KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, co
     const int replica = mlReplica[i];
     const int count = neighborCount[i];
     const bool overflowed = count > neighborCapacity;
-    const int num = overflowed ? replicaStart[replica + 1] - replicaStart[replica] : count;
+    const int num = mlffNumNeighborCandidates(count, overflowed, replica, replicaStart);
     mlffStartEdges(&edges.cursor);
     for (int batch = 0; num > 0; batch++) {
         mlffLoadEdgeBatch(i, batch, num, overflowed, replicaStart[replica], neighborList, neighborCapacity, pos, ri,
@@ -583,7 +583,7 @@ KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, c
     const int sortedI = sortedIndexOfParticle[mlParticle[i]];
     const int count = neighborCount[i];
     const bool overflowed = count > neighborCapacity;
-    const int num = overflowed ? replicaStart[replica + 1] - replicaStart[replica] : count;
+    const int num = mlffNumNeighborCandidates(count, overflowed, replica, replicaStart);
     mlffStartEdges(&edges.cursor);
     for (int batch = 0; num > 0; batch++) {
         mlffLoadEdgeBatch(i, batch, num, overflowed, replicaStart[replica], neighborList, neighborCapacity, pos, ri,

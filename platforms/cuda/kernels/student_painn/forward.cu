@@ -84,7 +84,7 @@ DEVICE inline void mlffMessagesInto(int i, int layer, const real* RESTRICT param
     const int replica = mlReplica[i];
     const int count = neighborCount[i];
     const bool overflowed = count > neighborCapacity;
-    const int num = overflowed ? replicaStart[replica + 1] - replicaStart[replica] : count;
+    const int num = mlffNumNeighborCandidates(count, overflowed, replica, replicaStart);
     mlffStartEdges(&scratch->cursor);
     for (int batch = 0; num > 0; batch++) {
         mlffLoadEdgeBatch(i, batch, num, overflowed, replicaStart[replica], neighborList, neighborCapacity, pos, ri,
