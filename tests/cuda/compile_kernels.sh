@@ -3,7 +3,8 @@
 # assembles a module (its typedefs of real/mixed for the precision, its KERNEL/DEVICE macros, then
 # our defines, then the sources), in single, mixed and double precision and for a few model sizes,
 # so that syntax and type errors show without a GPU (NVRTC would otherwise report them only on the
-# device). The parameter offsets are placeholders: only the code's validity is checked here.
+# device), and that every kernel waits for the launch ahead of it before it touches global memory
+# (dependent_launch.cu). The parameter offsets are placeholders: only the code's validity is checked here.
 #
 # Usage: compile_kernels.sh KERNEL_DIR [NVCC]
 set -euo pipefail
@@ -85,6 +86,17 @@ defines() { # H K L batch block periodic tabulated precision
     done
 }
 
+# Every kernel may start before the launch ahead of it has finished (dependent_launch.cu), so
+# each must wait for it (griddepcontrol.wait) before its first access to global memory: fails,
+# naming the kernel, where a .entry of the PTX has none, or a global load, store or atomic first.
+waits_first() { # file.ptx
+    awk '/^\.(visible )?\.entry/ { if (name != "" && !waited) bad = bad " " name; name = $NF; sub(/\(.*/, "", name); waited = 0; next }
+         name != "" && !waited && /griddepcontrol\.wait/ { waited = 1; next }
+         name != "" && !waited && /(ld|st|atom|red)\.global|cp\.async/ { bad = bad " " name; name = ""; next }
+         END { if (name != "" && !waited) bad = bad " " name
+               if (bad != "") { print "kernels that touch global memory before griddepcontrol.wait, or never wait:" bad; exit 1 } }' "$1"
+}
+
 status=0
 for precision in single mixed double; do
     batch=16; [ $precision = double ] && batch=4
@@ -97,10 +109,11 @@ for precision in single mixed double; do
         set -- $model
         src=$work/mlff_${precision}_H$1_p$5_t$6.cu
         { preamble $precision; defines $1 $2 $3 $batch $4 $5 $6 $precision
-          cat "$kernels/geometry.cu" "$kernels/neighbors.cu" "$kernels/scan.cu" "$kernels/cell_list.cu" "$kernels/student_painn/layers.cu" \
+          cat "$kernels/dependent_launch.cu" "$kernels/geometry.cu" "$kernels/neighbors.cu" "$kernels/scan.cu" "$kernels/cell_list.cu" "$kernels/student_painn/layers.cu" \
               "$kernels/student_painn/forward.cu" "$kernels/student_painn/backward.cu" "$kernels/student_painn/cluster.cu"
           [ "$7" = 1 ] && cat "$kernels/matmul.cu" "$kernels/student_painn/tiled.cu" "$kernels/student_painn/edge_filters.cu"; } > "$src"
-        if "$nvcc" -cubin -arch=sm_90 $flags -Werror=all-warnings -o "${src%.cu}.cubin" "$src" 2> "$work/err"; then
+        if "$nvcc" -cubin -arch=sm_90 $flags -Werror=all-warnings --keep --keep-dir "$work" -o "${src%.cu}.cubin" "$src" \
+               2> "$work/err" && waits_first "${src%.cu}.ptx" > "$work/err"; then
             echo "ok: $precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6 tiled=$7"
         else
             echo "FAILED: $precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6 tiled=$7"; cat "$work/err"; status=1

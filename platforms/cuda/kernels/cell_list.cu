@@ -53,6 +53,7 @@ DEVICE inline int mlffCellIndex(int4 c, int replica, int4 grid) {
 KERNEL void mlffAssignCells(const real4* RESTRICT posq, const int* RESTRICT sortedIndexOfParticle,
         const int* RESTRICT mlParticle, const int* RESTRICT mlReplica, real4 boxA, real4 boxB, real4 boxC,
         real4 invBoxSize, int4 grid, real4* RESTRICT mlPos, int* RESTRICT cellOfAtom, int* RESTRICT cellCount) {
+    mlffStartAfterPreviousLaunch();
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < MLFF_NUM_ATOMS; i += blockDim.x * gridDim.x) {
         const real4 r = mlffLoadPosition(posq, sortedIndexOfParticle, mlParticle[i]);
         mlPos[i] = r;
@@ -76,12 +77,14 @@ struct MlffCellStarts {
 };
 
 KERNEL void mlffScanCells(int* RESTRICT cellCount, int* RESTRICT cellStart, int numCells) {
+    mlffStartAfterPreviousLaunch();
     mlffExclusiveScan(numCells, MlffCounts{cellCount}, MlffCellStarts{cellCount, cellStart});
 }
 
 /** cellAtoms[cellStart[c] ...] = the atoms of cell c (in an order that atomics decide). */
 KERNEL void mlffFillCells(const int* RESTRICT cellOfAtom, const int* RESTRICT cellStart, int* RESTRICT cellCount,
                           int* RESTRICT cellAtoms) {
+    mlffStartAfterPreviousLaunch();
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < MLFF_NUM_ATOMS; i += blockDim.x * gridDim.x) {
         const int cell = cellOfAtom[i];
         cellAtoms[cellStart[cell] + atomicAdd(&cellCount[cell], 1)] = i;
@@ -98,6 +101,7 @@ KERNEL void mlffFindNeighborsInCells(const real4* RESTRICT mlPos, const int* RES
         const int* RESTRICT cellStart, const int* RESTRICT cellCount, const int* RESTRICT cellAtoms,
         real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize, int4 grid, int* RESTRICT neighborCount,
         int* RESTRICT neighborScratch, int* RESTRICT neighborList, int neighborCapacity) {
+    mlffStartAfterPreviousLaunch();
     const int i = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x % 32;
     if (i >= MLFF_NUM_ATOMS)

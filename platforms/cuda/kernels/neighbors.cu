@@ -12,6 +12,7 @@
 
 /** sortedIndexOfParticle[atomIndex[s]] = s: where each System particle now sits in posq. Run after each reorder. */
 KERNEL void mlffInvertAtomIndex(const int* RESTRICT atomIndex, int* RESTRICT sortedIndexOfParticle, int numAtoms) {
+    mlffStartAfterPreviousLaunch();
     for (int s = blockIdx.x * blockDim.x + threadIdx.x; s < numAtoms; s += blockDim.x * gridDim.x)
         sortedIndexOfParticle[atomIndex[s]] = s;
 }
@@ -25,6 +26,7 @@ KERNEL void mlffFindNeighborsInReplica(const real4* RESTRICT posq, const int* RE
         const int* RESTRICT mlParticle, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
         real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize, real4* RESTRICT mlPos,
         int* RESTRICT neighborCount, int* RESTRICT neighborList, int neighborCapacity) {
+    mlffStartAfterPreviousLaunch();
     const int i = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x % 32;
     if (i >= MLFF_NUM_ATOMS)
@@ -141,6 +143,7 @@ KERNEL void mlffReduceEnergies(const real* RESTRICT atomEnergy, const int* RESTR
         const double* RESTRICT replicaScale, double lambda, double* RESTRICT replicaEnergy,
         mixed* RESTRICT energyBuffer, mixed* RESTRICT energyParamDerivs, int energyParamDerivIndex,
         const int* RESTRICT neighborCount, int* RESTRICT maxNeighborCount) {
+    mlffStartAfterPreviousLaunch();
     mlffReduceEnergiesInBlock(atomEnergy, replicaStart, replicaScale, lambda, replicaEnergy, energyBuffer,
                               energyParamDerivs, energyParamDerivIndex, neighborCount, maxNeighborCount);
 }

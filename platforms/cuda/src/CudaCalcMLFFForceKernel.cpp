@@ -317,9 +317,11 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     if (numReplicas >= ReduceByWarpMinReplicas)
         defines["MLFF_REDUCE_BY_WARP"] = "1";
     defines["MLFF_REDUCE_THREADS"] = std::to_string(reduceThreads);
-    string source = CudaMLFFKernelSources::geometry + CudaMLFFKernelSources::neighbors +
-                    CudaMLFFKernelSources::scan + CudaMLFFKernelSources::cell_list + CudaMLFFKernelSources::student_painn_layers +
-                    CudaMLFFKernelSources::student_painn_forward + CudaMLFFKernelSources::student_painn_backward;
+    dependentLaunches = cu.getComputeCapability() >= 9.0;
+    string source = CudaMLFFKernelSources::dependent_launch + CudaMLFFKernelSources::geometry +
+                    CudaMLFFKernelSources::neighbors + CudaMLFFKernelSources::scan + CudaMLFFKernelSources::cell_list +
+                    CudaMLFFKernelSources::student_painn_layers + CudaMLFFKernelSources::student_painn_forward +
+                    CudaMLFFKernelSources::student_painn_backward;
     if (useClusters) { // only then: clusters need sm_90
         defines["MLFF_CLUSTER"] = std::to_string(clusterSize);
         source += CudaMLFFKernelSources::student_painn_cluster;
@@ -491,35 +493,47 @@ void CudaCalcMLFFForceKernel::allocateEdgeRows() {
     }
 }
 
-void CudaCalcMLFFForceKernel::launch(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize,
-                                     const char* what) {
+void CudaCalcMLFFForceKernel::launchWith(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize,
+                                         unsigned int sharedBytes, int blocksPerCluster, const char* what) {
     // Not cu.executeKernel: it caps the grid, and the network kernels need one block per atom.
-    timer->before(what, cu.getCurrentStream());
-    check(cuLaunchKernel(kernel, gridSize, 1, 1, blockSize, 1, 1, 0, cu.getCurrentStream(), args, nullptr), what);
-    timer->after(cu.getCurrentStream());
-}
-
-void CudaCalcMLFFForceKernel::launchPerAtom(CUfunction kernel, void** args, const char* what, bool extraCluster) {
-    if (!useClusters) {
-        launch(kernel, args, numAtoms, threadsPerAtom, what);
-        return;
+    CUlaunchAttribute attributes[2] = {};
+    unsigned int numAttributes = 0;
+    if (blocksPerCluster > 1) {
+        CUlaunchAttribute& cluster = attributes[numAttributes++];
+        cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+        cluster.value.clusterDim.x = (unsigned int) blocksPerCluster;
+        cluster.value.clusterDim.y = cluster.value.clusterDim.z = 1;
     }
-    CUlaunchAttribute cluster = {};
-    cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-    cluster.value.clusterDim.x = clusterSize;
-    cluster.value.clusterDim.y = cluster.value.clusterDim.z = 1;
+    if (dependentLaunches) { // every kernel waits for the one before it (dependent_launch.cu)
+        CUlaunchAttribute& dependent = attributes[numAttributes++];
+        dependent.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        dependent.value.programmaticStreamSerializationAllowed = 1;
+    }
     CUlaunchConfig config = {};
-    config.gridDimX = (unsigned int) ((numAtoms + (extraCluster ? 1 : 0)) * clusterSize);
+    config.gridDimX = gridSize;
     config.gridDimY = config.gridDimZ = 1;
-    config.blockDimX = threadsPerAtom;
+    config.blockDimX = blockSize;
     config.blockDimY = config.blockDimZ = 1;
-    config.sharedMemBytes = clusterSharedBytes;
+    config.sharedMemBytes = sharedBytes;
     config.hStream = cu.getCurrentStream();
-    config.attrs = &cluster;
-    config.numAttrs = 1;
+    config.attrs = attributes;
+    config.numAttrs = numAttributes;
     timer->before(what, cu.getCurrentStream());
     check(cuLaunchKernelEx(&config, kernel, args, nullptr), what);
     timer->after(cu.getCurrentStream());
+}
+
+void CudaCalcMLFFForceKernel::launch(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize,
+                                     const char* what) {
+    launchWith(kernel, args, gridSize, blockSize, 0, 1, what);
+}
+
+void CudaCalcMLFFForceKernel::launchPerAtom(CUfunction kernel, void** args, const char* what, bool extraCluster) {
+    if (!useClusters)
+        launch(kernel, args, numAtoms, threadsPerAtom, what);
+    else
+        launchWith(kernel, args, (unsigned int) ((numAtoms + (extraCluster ? 1 : 0)) * clusterSize), threadsPerAtom,
+                   clusterSharedBytes, clusterSize, what);
 }
 
 void CudaCalcMLFFForceKernel::launchMatmul(CUfunction kernel, void** args, size_t rows, int outputs,
@@ -527,11 +541,7 @@ void CudaCalcMLFFForceKernel::launchMatmul(CUfunction kernel, void** args, size_
     const int rowsPerTile = matmulTensorCores ? MatmulRowsTensorCores : MatmulRowsFma;
     const size_t tiles = (rows + rowsPerTile - 1) / rowsPerTile * (outputs / columnsPerTile);
     const unsigned int sharedBytes = matmulTensorCores ? matmulSharedBytes(columnsPerTile) : 0;
-    timer->before(what, cu.getCurrentStream());
-    check(cuLaunchKernel(kernel, (unsigned int) tiles, 1, 1, MatmulThreads, 1, 1, sharedBytes, cu.getCurrentStream(),
-                         args, nullptr),
-          what);
-    timer->after(cu.getCurrentStream());
+    launchWith(kernel, args, (unsigned int) tiles, MatmulThreads, sharedBytes, 1, what);
 }
 
 void CudaCalcMLFFForceKernel::updateSortedIndex() {

@@ -43,6 +43,9 @@ private:
     class ReorderListener;
     class ForceInfo;
 
+    /** Every launch: on OpenMM's stream, in clusters if blocksPerCluster > 1, dependent where the GPU allows. */
+    void launchWith(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize,
+                    unsigned int sharedBytes, int blocksPerCluster, const char* what);
     void launch(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize, const char* what);
     void launchMatmul(CUfunction kernel, void** args, size_t rows, int outputs, int columnsPerTile, const char* what);
     /** A fused kernel: one block per atom, or a cluster of clusterSize blocks per atom (and one more cluster). */
@@ -96,6 +99,7 @@ private:
     unsigned int clusterSharedBytes = 0;  // its kernels' dynamic shared memory
     bool useEdgeFilters = false;          // with it, the filters as products over edges (edge_filters.cu)
     bool matmulTensorCores = false;       // matmul.cu sums on tensor cores (float, sm_80 and later)
+    bool dependentLaunches = false;       // programmatic dependent launch (sm_90 and later; dependent_launch.cu)
     int maxReplicaSize = 0;
     int neighborCapacity = 0;
     bool useCellList = false;             // replicas large enough for the cell list (cell_list.cu)

@@ -12,6 +12,7 @@ namespace MLFFPlugin {
 class CudaMLFFKernelSources {
 public:
     static const std::string cell_list;
+    static const std::string dependent_launch;
     static const std::string geometry;
     static const std::string matmul;
     static const std::string neighbors;

@@ -332,6 +332,7 @@ KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const re
         const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
         const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
         const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
+    mlffStartAfterPreviousLaunch();
     __shared__ MlffMessageBackwardScratch messageScratch;
     __shared__ MlffUpdateScratch updateScratch;
 

@@ -428,6 +428,7 @@ KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, co
     extern __shared__ real partial[]; // (G, 3, S, batch): mlffClusterFilterOutputs
     mlffInitUpdateExchanges(&update);
     mlffClusterArrive();
+    mlffStartAfterPreviousLaunch();
 
     const int i = blockIdx.x / MLFF_CLUSTER;
     const int t = threadIdx.x, slot = t % MLFF_SLICE, part = t / MLFF_SLICE;
@@ -547,6 +548,7 @@ KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, c
     if (blockIdx.x / MLFF_CLUSTER == MLFF_NUM_ATOMS) {
         // An extra cluster, in the first backward launch only: the energy reduction
         // (mlffReduceEnergies), on SMs the atoms leave idle, the energies being complete.
+        mlffStartAfterPreviousLaunch();
         if (mlffClusterRank() == 0)
             mlffReduceEnergiesInBlock(atomEnergy, replicaStart, replicaScale, lambda, replicaEnergy, energyBuffer,
                                       energyParamDerivs, energyParamDerivIndex, neighborCount, maxNeighborCount);
@@ -559,6 +561,7 @@ KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, c
         mlffInitUpdateExchanges(&update);
         mlffClusterArrive();
     }
+    mlffStartAfterPreviousLaunch();
 
     const int i = blockIdx.x / MLFF_CLUSTER;
     const int t = threadIdx.x, slot = t % MLFF_SLICE, group = t / MLFF_SLICE, part = group;

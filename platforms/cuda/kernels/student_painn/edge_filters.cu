@@ -63,6 +63,7 @@ struct MlffStarts {
 
 /** One block of MLFF_SCAN_THREADS (scan.cu): edgeStart. */
 KERNEL void mlffScanEdges(const int* RESTRICT neighborCount, int neighborCapacity, int* RESTRICT edgeStart) {
+    mlffStartAfterPreviousLaunch();
     const int rows = mlffExclusiveScan(MLFF_NUM_ATOMS, MlffListedEdges{neighborCount, neighborCapacity},
                                        MlffStarts{edgeStart});
     if (threadIdx.x == 0)
@@ -71,6 +72,7 @@ KERNEL void mlffScanEdges(const int* RESTRICT neighborCount, int neighborCapacit
 
 /** One block of MLFF_SCAN_THREADS: filterStart. */
 KERNEL void mlffScanFilterRows(const int* RESTRICT filterCount, int* RESTRICT filterStart) {
+    mlffStartAfterPreviousLaunch();
     const int rows = mlffExclusiveScan(MLFF_NUM_ATOMS, MlffCounts{filterCount}, MlffStarts{filterStart});
     if (threadIdx.x == 0)
         filterStart[MLFF_NUM_ATOMS] = rows;
@@ -101,6 +103,7 @@ KERNEL void mlffGatherEdges(const real4* RESTRICT pos, const int* RESTRICT neigh
         const int* RESTRICT neighborList, int neighborCapacity, const int* RESTRICT edgeStart, real4 boxA,
         real4 boxB, real4 boxC, real4 invBoxSize, int2* RESTRICT edgeAtoms, real4* RESTRICT edgeDelta,
         int* RESTRICT edgeOwnedRank, int* RESTRICT edgePartner, int* RESTRICT filterCount) {
+    mlffStartAfterPreviousLaunch();
     const int i = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x % 32;
     if (i >= MLFF_NUM_ATOMS)
@@ -147,6 +150,7 @@ KERNEL void mlffLinkFilterRows(const real* RESTRICT params, const int* RESTRICT 
         const int* RESTRICT edgeStart, const int* RESTRICT filterStart, const real4* RESTRICT edgeDelta,
         const int* RESTRICT edgeOwnedRank, const int* RESTRICT edgePartner, int* RESTRICT edgeFilterRow,
         int2* RESTRICT filterEdges, real* RESTRICT edgeBasis) {
+    mlffStartAfterPreviousLaunch();
     const int i = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x % 32;
     if (i >= MLFF_NUM_ATOMS)
@@ -210,6 +214,7 @@ struct MlffEdgeFilterEpilogue : MlffBiasEpilogue {
 /** The filters' hidden layer of each pair: after the activation (activated, for the forward pass) or before it (for the backward pass's SiLU'). */
 KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHidden(int layer, int activated, const real* RESTRICT params,
         const int* RESTRICT filterStart, const real* RESTRICT edgeBasis, real* RESTRICT edgeHidden) {
+    mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffEdgeHiddenEpilogue epilogue = {block + MLFF_B_FILTER_B0, edgeHidden, activated != 0};
     mlffMatmul<MLFF_K, MLFF_H, 4>(edgeBasis, block + MLFF_B_FILTER_W0T, filterStart[MLFF_NUM_ATOMS], epilogue);
@@ -217,6 +222,7 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHidden(int layer, int activated, co
 
 KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterOutput(int layer, const real* RESTRICT params,
         const int* RESTRICT filterStart, const real* RESTRICT edgeHidden, real* RESTRICT edgeFilter) {
+    mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     MlffEdgeFilterEpilogue epilogue;
     epilogue.bias = block + MLFF_B_FILTER_B2;
@@ -227,6 +233,7 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterOutput(int layer, const real* RESTR
 /** dE/dhidden = (dE/dw W2) SiLU'(hidden) of each pair, into edgeHidden in place (each element read, then written, by one thread). */
 KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHiddenBackward(int layer, const real* RESTRICT params,
         const int* RESTRICT filterStart, const real* RESTRICT edgeGradFilter, real* edgeHidden) {
+    mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffHiddenBackwardEpilogue epilogue = {edgeHidden, edgeHidden};
     mlffMatmul<3 * MLFF_H, MLFF_H, 4>(edgeGradFilter, block + MLFF_B_FILTER_W2, filterStart[MLFF_NUM_ATOMS], epilogue);
@@ -242,6 +249,7 @@ struct MlffBasisBackwardEpilogue {
 /** dE/de of each pair (zeros past K) = dE/dhidden W0, for the pairs' forces. */
 KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeBasisBackward(int layer, const real* RESTRICT params,
         const int* RESTRICT filterStart, const real* RESTRICT edgeGradHidden, real* RESTRICT edgeGradBasis) {
+    mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffBasisBackwardEpilogue epilogue = {edgeGradBasis};
     mlffMatmul<MLFF_H, MLFF_K_PADDED, 2>(edgeGradHidden, block + MLFF_B_FILTER_W0_PADDED, filterStart[MLFF_NUM_ATOMS],
@@ -261,6 +269,7 @@ KERNEL void mlffEdgeForces(int layer, const real* RESTRICT params, const int* RE
         const real* RESTRICT edgeGradBasis, real4* RESTRICT edgeGradN, const int* RESTRICT mlReplica,
         const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
         const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
+    mlffStartAfterPreviousLaunch();
     const int row = blockIdx.x * blockDim.x + threadIdx.x;
     if (row >= filterStart[MLFF_NUM_ATOMS])
         return;
@@ -300,6 +309,7 @@ KERNEL void mlffMessagesForwardRows(int layer, const real* RESTRICT params, cons
         const int* RESTRICT edgeStart, const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow,
         const real* RESTRICT edgeFilter, const real* RESTRICT stateS, const real* RESTRICT stateV,
         real* RESTRICT midS, real* RESTRICT midV, real* RESTRICT updateInput) {
+    mlffStartAfterPreviousLaunch();
     const int i = blockIdx.x;
     if (neighborCount[i] > neighborCapacity || threadIdx.x >= MLFF_H)
         return; // no rows (tiled.cu's kernel), or no channel
@@ -318,6 +328,7 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params, con
         const real* RESTRICT stateV, const real* RESTRICT midV, const real* RESTRICT updateOutput,
         const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT updateGradOutput,
         real* RESTRICT gradOutS, real* RESTRICT gradOutV) {
+    mlffStartAfterPreviousLaunch();
     __shared__ real warpTotals[MLFF_BLOCK / 32][MLFF_ROW_BATCH][4];
     __shared__ real edgeGrad[MLFF_ROW_BATCH][4];
     const int i = blockIdx.x;

@@ -160,6 +160,7 @@ KERNEL void mlffStudentForward(int layer, const real* RESTRICT params, const rea
         real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize,
         real* RESTRICT stateS, real* RESTRICT stateV, real* RESTRICT midS, real* RESTRICT midV,
         real* RESTRICT atomEnergy, real* RESTRICT gradMidS, real* RESTRICT gradMidV) {
+    mlffStartAfterPreviousLaunch();
     __shared__ MlffMessageScratch messageScratch;
     __shared__ MlffUpdateScratch updateScratch;
     __shared__ MlffReadoutScratch readoutScratch;

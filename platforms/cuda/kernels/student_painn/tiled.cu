@@ -51,6 +51,7 @@ KERNEL void mlffMessagesForwardTiled(int layer, int onlyOverflowed, const real* 
         const int* RESTRICT neighborList, int neighborCapacity, real4 boxA, real4 boxB, real4 boxC,
         real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midS,
         real* RESTRICT midV, real* RESTRICT updateInput) {
+    mlffStartAfterPreviousLaunch();
     __shared__ MlffMessageScratch scratch;
     const int i = blockIdx.x;
     if (onlyOverflowed && neighborCount[i] <= neighborCapacity)
@@ -81,6 +82,7 @@ struct MlffHiddenForwardEpilogue {
 
 KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateHiddenForward(int layer, const real* RESTRICT params, const real* RESTRICT updateInput,
         real* RESTRICT updateHidden, real* RESTRICT updateActivation) {
+    mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffHiddenForwardEpilogue epilogue = {block + MLFF_B_UPDATE_B0,
                                                 updateHidden + (size_t) layer * MLFF_NUM_ATOMS * MLFF_H,
@@ -125,6 +127,7 @@ struct MlffOutputForwardEpilogue {
 KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateOutputForward(int layer, const real* RESTRICT params, const real* RESTRICT updateActivation,
         const real* RESTRICT midS, const real* RESTRICT midV, real* RESTRICT updateOutput, real* RESTRICT stateS,
         real* RESTRICT stateV) {
+    mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffOutputForwardEpilogue epilogue = {layer, block, midS, midV,
                                                 updateOutput + (size_t) layer * MLFF_NUM_ATOMS * 3 * MLFF_H,
@@ -140,6 +143,7 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateOutputForward(int layer, const real* RE
  */
 KERNEL void mlffReadoutTiled(const real* RESTRICT params, const real* RESTRICT stateS, real* RESTRICT atomEnergy,
         real* RESTRICT updateGradOutput, real* RESTRICT gradMidS, real* RESTRICT gradMidV) {
+    mlffStartAfterPreviousLaunch();
     __shared__ MlffReadoutScratch scratch;
     const int i = blockIdx.x, c = threadIdx.x;
     const real sOut = c < MLFF_H ? stateS[((size_t) MLFF_L * MLFF_NUM_ATOMS + i) * MLFF_H + c] : 0;
@@ -173,6 +177,7 @@ struct MlffHiddenBackwardEpilogue {
 
 KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateHiddenBackward(int layer, const real* RESTRICT params, const real* RESTRICT updateGradOutput,
         const real* RESTRICT updateHidden, real* RESTRICT gradHidden) {
+    mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffHiddenBackwardEpilogue epilogue = {updateHidden + (size_t) layer * MLFF_NUM_ATOMS * MLFF_H, gradHidden};
     mlffMatmul<3 * MLFF_H, MLFF_H, 4>(updateGradOutput, block + MLFF_B_UPDATE_W2, MLFF_NUM_ATOMS, epilogue);
@@ -201,6 +206,7 @@ struct MlffInputBackwardEpilogue {
 
 KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateInputBackward(int layer, const real* RESTRICT params, const real* RESTRICT gradHidden,
         const real* RESTRICT midV, real* RESTRICT gradMidS, real* RESTRICT gradMidV) {
+    mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffInputBackwardEpilogue epilogue = {midV + (size_t) layer * MLFF_NUM_ATOMS * 3 * MLFF_H, gradMidS, gradMidV};
     mlffMatmul<MLFF_H, 2 * MLFF_H, 4>(gradHidden, block + MLFF_B_UPDATE_W0_BY_CHANNEL, MLFF_NUM_ATOMS, epilogue);
@@ -243,6 +249,7 @@ KERNEL void mlffMessagesBackwardTiled(int layer, int onlyOverflowed, const real*
         real* RESTRICT updateGradOutput, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
         const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
         const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
+    mlffStartAfterPreviousLaunch();
     __shared__ MlffMessageBackwardScratch scratch;
     const int i = blockIdx.x;
     if (onlyOverflowed && neighborCount[i] <= neighborCapacity)
