@@ -59,7 +59,7 @@ defines() { # H K L batch block periodic tabulated precision
     for size in 8 7 6 5 4 3 2; do
         local slice=$(( H / size ))
         if (( H % size == 0 && slice % 4 == 0 && $5 % slice == 0 && 4 * slice <= $5 )); then
-            echo "#define MLFF_CLUSTER $size"; break
+            echo "#define MLFF_CLUSTER $size"; echo "#define MLFF_CLUSTER_FINDS_NEIGHBORS $(( 1 - $6 ))"; break
         fi
     done
     if [ "$6" = 1 ]; then

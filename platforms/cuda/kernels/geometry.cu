@@ -20,6 +20,16 @@ DEVICE inline real4 mlffLoadPosition(const real4* RESTRICT posq, const int* REST
     return r;
 }
 
+/** ML atom j's position (Å) read from OpenMM's positions, as pos[j]: the same values mlPos holds. */
+struct MlffSystemPositions {
+    const real4* RESTRICT posq;
+    const int* RESTRICT sortedIndexOfParticle;
+    const int* RESTRICT mlParticle;
+    DEVICE real4 operator[](int j) const {
+        return mlffLoadPosition(posq, sortedIndexOfParticle, mlParticle[j]);
+    }
+};
+
 /**
  * u = r_j - r_i (Å), by minimum image when periodic. The box is OpenMM's reduced form
  * (a along x, b in the xy plane), so reducing along c, then b, then a is exact for any

@@ -324,6 +324,9 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
                     CudaMLFFKernelSources::student_painn_backward;
     if (useClusters) { // only then: clusters need sm_90
         defines["MLFF_CLUSTER"] = std::to_string(clusterSize);
+        // The first forward launch finds the neighbours (a replica this small is scanned whole).
+        clusterFindsNeighbors = !useCellList;
+        defines["MLFF_CLUSTER_FINDS_NEIGHBORS"] = clusterFindsNeighbors ? "1" : "0";
         source += CudaMLFFKernelSources::student_painn_cluster;
         // The filters' partial sums, (G, 3, S, batch) with G S = threadsPerAtom (cluster.cu).
         clusterSharedBytes = force.getUseTabulatedFilters() ? 0 : (unsigned int) (threadsPerAtom * 3 * edgeBatch * realSize);
@@ -584,6 +587,8 @@ void CudaCalcMLFFForceKernel::setBox(ContextImpl& context) {
 }
 
 void CudaCalcMLFFForceKernel::findNeighbors(void* box[4]) {
+    if (clusterFindsNeighbors)
+        return; // the first forward launch does it (cluster.cu)
     CUdeviceptr posq = cu.getPosq().getDevicePointer();
     const unsigned int atomWarpsGrid = (unsigned int) (((size_t) numAtoms * 32 + NeighborThreads - 1) / NeighborThreads);
     if (!useCellList) {
@@ -703,14 +708,17 @@ CudaCalcMLFFForceKernel::EnergyTargets CudaCalcMLFFForceKernel::energyTargets() 
 
 void CudaCalcMLFFForceKernel::executeFused(void** box, bool includeForces, CUdeviceptr force) {
     CUdeviceptr table = filterTable.isInitialized() ? filterTable.getDevicePointer() : 0;
-    CUdeviceptr kept = updateKept.isInitialized() ? updateKept.getDevicePointer() : 0; // clusters only: one more argument
+    CUdeviceptr kept = updateKept.isInitialized() ? updateKept.getDevicePointer() : 0; // clusters only: more arguments
+    CUdeviceptr posq = cu.getPosq().getDevicePointer();
     for (int layer = 0; layer < numBlocks; layer++) {
         void* args[] = {&layer, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(), &mlZ.getDevicePointer(),
                         &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(),
                         &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
                         box[0], box[1], box[2], box[3], &stateS.getDevicePointer(), &stateV.getDevicePointer(),
                         &midS.getDevicePointer(), &midV.getDevicePointer(), &atomEnergy.getDevicePointer(),
-                        &gradS[0].getDevicePointer(), &gradV[0].getDevicePointer(), &kept};
+                        &gradS[0].getDevicePointer(), &gradV[0].getDevicePointer(), &kept, &posq,
+                        &sortedIndexOfParticle.getDevicePointer(), &mlParticle.getDevicePointer(),
+                        &mlPos.getDevicePointer(), &neighborCount.getDevicePointer(), &neighborList.getDevicePointer()};
         launchPerAtom(forwardKernel, args, "the forward pass");
     }
     if (includeForces) {

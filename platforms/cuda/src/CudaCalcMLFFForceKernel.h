@@ -96,6 +96,7 @@ private:
     bool useTiled = false;                // the tiled path (kernels/student_painn/tiled.cu)
     bool useClusters = false;             // else the fused path with a cluster of blocks per atom (cluster.cu)
     int clusterSize = 1;                  // its blocks per atom (MLFF_CLUSTER)
+    bool clusterFindsNeighbors = false;   // its first forward launch, not a launch of its own, finds the neighbours
     unsigned int clusterSharedBytes = 0;  // its kernels' dynamic shared memory
     bool useEdgeFilters = false;          // with it, the filters as products over edges (edge_filters.cu)
     bool matmulTensorCores = false;       // matmul.cu sums on tensor cores (float, sm_80 and later)

@@ -421,7 +421,9 @@ KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, co
         const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
         real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize,
         real* RESTRICT stateS, real* RESTRICT stateV, real* RESTRICT midS, real* RESTRICT midV,
-        real* RESTRICT atomEnergy, real* RESTRICT gradMidS, real* RESTRICT gradMidV, real* RESTRICT updateKept) {
+        real* RESTRICT atomEnergy, real* RESTRICT gradMidS, real* RESTRICT gradMidV, real* RESTRICT updateKept,
+        const real4* RESTRICT posq, const int* RESTRICT sortedIndexOfParticle, const int* RESTRICT mlParticle,
+        real4* RESTRICT listedPos, int* RESTRICT listedCount, int* RESTRICT listedNeighbors) {
     __shared__ MlffClusterEdgeScratch edges;
     __shared__ MlffClusterUpdateScratch update;
     __shared__ MlffReadoutScratch readout;
@@ -441,16 +443,32 @@ KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, co
     real mid = 0;
     if (messageThread)
         mid = part == 0 ? mlffBlockInputS(params, mlZ, stateS, layer, i, c) : mlffBlockInputV(stateV, layer, i, part - 1, c);
-    const real4 ri = pos[i];
+    // With MLFF_CLUSTER_FINDS_NEIGHBORS the first launch scans i's replica as after an overflow,
+    // from OpenMM's positions (the same batches: mlffLoadEdgeBatch), and lists what it finds for
+    // the later launches, in place of the neighbour search's launch.
+    const bool findNeighbors = MLFF_CLUSTER_FINDS_NEIGHBORS && layer == 0;
+    const MlffSystemPositions systemPos = {posq, sortedIndexOfParticle, mlParticle};
+    const real4 ri = findNeighbors ? systemPos[i] : pos[i];
     const int replica = mlReplica[i];
-    const int count = neighborCount[i];
-    const bool overflowed = count > neighborCapacity;
+    const int count = findNeighbors ? 0 : neighborCount[i];
+    const bool overflowed = findNeighbors || count > neighborCapacity;
     const int num = mlffNumNeighborCandidates(count, overflowed, replica, replicaStart);
+    int listed = 0; // edges found so far (findNeighbors)
     mlffStartEdges(&edges.cursor);
     for (int batch = 0; num > 0; batch++) {
-        mlffLoadEdgeBatch(i, batch, num, overflowed, replicaStart[replica], neighborList, neighborCapacity, pos, ri,
-                          boxA, boxB, boxC, invBoxSize, &edges.cursor, edges.edgeAtom, edges.geometry);
+        if (findNeighbors)
+            mlffLoadEdgeBatch(i, batch, num, true, replicaStart[replica], neighborList, neighborCapacity, systemPos, ri,
+                              boxA, boxB, boxC, invBoxSize, &edges.cursor, edges.edgeAtom, edges.geometry);
+        else
+            mlffLoadEdgeBatch(i, batch, num, overflowed, replicaStart[replica], neighborList, neighborCapacity, pos, ri,
+                              boxA, boxB, boxC, invBoxSize, &edges.cursor, edges.edgeAtom, edges.geometry);
         __syncthreads();
+        if (findNeighbors) {
+            if (mlffClusterRank() == 0 && t < MLFF_EDGE_BATCH && edges.edgeAtom[t] >= 0 && listed + t < neighborCapacity)
+                listedNeighbors[(size_t) i * neighborCapacity + listed + t] = edges.edgeAtom[t];
+            for (int b = 0; b < MLFF_EDGE_BATCH; b++)
+                listed += edges.edgeAtom[b] >= 0 ? 1 : 0;
+        }
         real x[MLFF_EDGE_BATCH]; // s_j or v_j,a of the message threads, in flight during the filters
 #pragma unroll
         for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
@@ -476,6 +494,10 @@ KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, co
         __syncthreads(); // the next batch reuses the shared arrays
         if (!mlffMoreEdges(&edges.cursor, batch + 1, num))
             break;
+    }
+    if (findNeighbors && mlffClusterRank() == 0 && t == 0) {
+        listedCount[i] = listed; // the true count, as the neighbour search's, even past the capacity
+        listedPos[i] = ri;
     }
     if (messageThread) {
         update.features[part][slot] = mid;

@@ -108,8 +108,9 @@ DEVICE inline bool mlffMoreEdges(const MlffEdgeCursor* cursor, int batch, int nu
  * The batches are the same whichever candidates are scanned, so the list and the fallback sum
  * the same edges in the same order.
  */
+template <class Positions> // const real4* (mlPos), or MlffSystemPositions (geometry.cu)
 DEVICE inline void mlffLoadEdgeBatch(int i, int batch, int num, bool overflowed, int replicaStart,
-        const int* RESTRICT neighborList, int neighborCapacity, const real4* RESTRICT pos, real4 ri,
+        const int* RESTRICT neighborList, int neighborCapacity, Positions pos, real4 ri,
         real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize, MlffEdgeCursor* cursor, int* edgeAtom, real4* geometry) {
     if (threadIdx.x >= 32)
         return;
