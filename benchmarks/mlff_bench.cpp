@@ -2,6 +2,10 @@
 // object. benchmarks/bench.py drives it, row by row, beside the PyTorch implementation.
 //
 //   mlff-bench MODEL STRUCTURE [--tabulated] [--precision mixed] [--md-steps 2000] [--repeats 20]
+//              [--without-force]
+//
+// --without-force times the same particles with no force at all: OpenMM's own step, the floor
+// under step_us.
 //
 // STRUCTURE is a text file: a first line "N [ax ay az bx by bz cx cy cz]" (the box in Å, OpenMM's
 // reduced form; present means periodic), then N lines "Z x y z replica" (Å).
@@ -11,7 +15,10 @@
 //             force's group alone: buffer clearing, the MLFF kernels and OpenMM's force reduction),
 //             between CUDA events on OpenMM's stream;
 //   step_us   a full MD step: LangevinMiddleIntegrator (300 K, 1/ps, 0.5 fs), between CUDA events
-//             around --md-steps / --repeats steps (fewer for large systems: about 0.1 s a repeat).
+//             around --md-steps / --repeats steps (fewer for large systems: about 0.1 s a repeat);
+//   issue_us  the host's time to issue one such step (OpenMM's launches and the force's), on the
+//             host's clock over bursts of 10 steps started with the GPU idle: where it is close to
+//             step_us, the host, not the GPU, sets the pace of the step.
 #include "MLFFForce.h"
 
 #include "openmm/Context.h"
@@ -27,6 +34,7 @@
 #include <cuda.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -134,13 +142,30 @@ double medianMicroseconds(CudaContext& cu, int repeats, double divisor, Work wor
     return times[times.size() / 2];
 }
 
+/** Median host time (µs) to issue `work`, run `repeats` times, each after the stream has drained. */
+template <class Work>
+double medianIssueMicroseconds(CudaContext& cu, int repeats, double divisor, Work work) {
+    std::vector<double> times;
+    for (int r = 0; r < repeats; r++) {
+        check(cuStreamSynchronize(cu.getCurrentStream()), "cuStreamSynchronize");
+        const auto start = std::chrono::steady_clock::now();
+        work();
+        const auto stop = std::chrono::steady_clock::now();
+        times.push_back(std::chrono::duration<double, std::micro>(stop - start).count() / divisor);
+    }
+    check(cuStreamSynchronize(cu.getCurrentStream()), "cuStreamSynchronize");
+    std::sort(times.begin(), times.end());
+    return times[times.size() / 2];
+}
+
 int run(int argc, char** argv) {
     if (argc < 3) {
-        std::cerr << "usage: mlff-bench MODEL STRUCTURE [--tabulated] [--precision P] [--md-steps N] [--repeats R]\n";
+        std::cerr << "usage: mlff-bench MODEL STRUCTURE [--tabulated] [--precision P] [--md-steps N] [--repeats R] "
+                     "[--without-force]\n";
         return 2;
     }
     const std::string modelPath = argv[1], structurePath = argv[2];
-    bool tabulated = false;
+    bool tabulated = false, withoutForce = false;
     std::string precision = "mixed";
     int mdSteps = 2000, repeats = 20;
     for (int a = 3; a < argc; a++) {
@@ -152,6 +177,8 @@ int run(int argc, char** argv) {
         };
         if (arg == "--tabulated")
             tabulated = true;
+        else if (arg == "--without-force")
+            withoutForce = true;
         else if (arg == "--precision")
             precision = value();
         else if (arg == "--md-steps")
@@ -169,7 +196,7 @@ int run(int argc, char** argv) {
     const Structure s = readStructure(structurePath);
 
     System system;
-    auto* force = new MLFFForce(modelPath);
+    auto force = std::make_unique<MLFFForce>(modelPath);
     force->setUseTabulatedFilters(tabulated);
     force->setForceGroup(MLGroup);
     for (size_t i = 0; i < s.z.size(); i++)
@@ -178,7 +205,9 @@ int run(int argc, char** argv) {
         system.setDefaultPeriodicBoxVectors(s.box[0], s.box[1], s.box[2]);
         force->setUsesPeriodicBoundaryConditions(true);
     }
-    system.addForce(force);
+    const int numReplicas = force->getNumReplicas();
+    if (!withoutForce)
+        system.addForce(force.release());
     LangevinMiddleIntegrator integrator(300.0, 1.0, 0.0005);
     Context context(system, integrator, Platform::getPlatformByName("CUDA"), {{"Precision", precision}});
     context.setPositions(s.positions);
@@ -199,13 +228,18 @@ int run(int argc, char** argv) {
     // Large systems: fewer steps, so that a repeat lasts about 0.1 s (at least 5 steps).
     const int stepsPerRepeat = std::max(5, std::min(mdSteps / repeats, (int) (1e5 / forceUs)));
     const double stepUs = medianMicroseconds(cu, repeats, stepsPerRepeat, [&] { integrator.step(stepsPerRepeat); });
+    constexpr int IssueBurst = 10; // steps: few enough launches for CUDA's queue, so issuing never waits for the GPU
+    const double issueUs =
+        medianIssueMicroseconds(cu, std::max(repeats, 20), IssueBurst, [&] { integrator.step(IssueBurst); });
     const double finalEnergy = context.getState(State::Energy).getPotentialEnergy();
 
-    std::printf("{\"atoms\": %zu, \"replicas\": %d, \"periodic\": %s, \"tabulated\": %s, \"precision\": \"%s\", "
+    std::printf("{\"atoms\": %zu, \"replicas\": %d, \"periodic\": %s, \"tabulated\": %s, \"without_force\": %s, "
+                "\"precision\": \"%s\", "
                 "\"energy_kj_mol\": %.10g, \"energy_after_md_kj_mol\": %.10g, \"force_us\": %.3f, \"step_us\": %.3f, "
-                "\"md_steps\": %d, \"repeats\": %d, \"device\": \"%s\"}\n",
-                s.z.size(), force->getNumReplicas(), s.box.empty() ? "false" : "true", tabulated ? "true" : "false",
-                precision.c_str(), energy, finalEnergy, forceUs, stepUs, stepsPerRepeat * repeats, repeats,
+                "\"issue_us\": %.3f, \"md_steps\": %d, \"repeats\": %d, \"device\": \"%s\"}\n",
+                s.z.size(), numReplicas, s.box.empty() ? "false" : "true", tabulated ? "true" : "false",
+                withoutForce ? "true" : "false",
+                precision.c_str(), energy, finalEnergy, forceUs, stepUs, issueUs, stepsPerRepeat * repeats, repeats,
                 context.getPlatform().getPropertyValue(context, "DeviceName").c_str());
     return 0;
 }
