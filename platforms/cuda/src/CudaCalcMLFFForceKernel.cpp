@@ -139,13 +139,14 @@ CudaCalcMLFFForceKernel::CudaCalcMLFFForceKernel(string kernelName, const Platfo
 }
 
 CudaCalcMLFFForceKernel::~CudaCalcMLFFForceKernel() {
-    if (pinnedMaxNeighborCount != nullptr || maxCountEvent != nullptr || timer != nullptr) {
+    if (pinnedMaxNeighborCount != nullptr || maxCountEvent[0] != nullptr || timer != nullptr) {
         ContextSelector selector(cu);
         timer.reset();
         if (pinnedMaxNeighborCount != nullptr)
             cuMemFreeHost(pinnedMaxNeighborCount);
-        if (maxCountEvent != nullptr)
-            cuEventDestroy(maxCountEvent);
+        for (CUevent event : maxCountEvent)
+            if (event != nullptr)
+                cuEventDestroy(event);
     }
 }
 
@@ -262,14 +263,15 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     replicaScale.upload(replicaScales);
     replicaEnergy.initialize<double>(cu, numReplicas, "mlffReplicaEnergy");
     cu.clearBuffer(replicaEnergy);
-    // The reduction writes the largest neighbour count straight into this pinned host int through
-    // its device address: no copy in the stream, which would delay the integrator's next kernel.
-    check(cuMemHostAlloc((void**) &pinnedMaxNeighborCount, sizeof(int), CU_MEMHOSTALLOC_DEVICEMAP),
+    // The reduction writes the largest neighbour count straight into these pinned host ints through
+    // their device address: no copy in the stream, which would delay the integrator's next kernel.
+    check(cuMemHostAlloc((void**) &pinnedMaxNeighborCount, CountSlots * sizeof(int), CU_MEMHOSTALLOC_DEVICEMAP),
           "allocating pinned memory");
-    *pinnedMaxNeighborCount = 0;
+    std::fill(pinnedMaxNeighborCount, pinnedMaxNeighborCount + CountSlots, 0);
     check(cuMemHostGetDevicePointer(&mappedMaxNeighborCount, (void*) pinnedMaxNeighborCount, 0),
           "mapping pinned memory");
-    check(cuEventCreate(&maxCountEvent, CU_EVENT_DISABLE_TIMING), "creating an event");
+    for (CUevent& event : maxCountEvent)
+        check(cuEventCreate(&event, CU_EVENT_DISABLE_TIMING), "creating an event");
 
     std::map<string, string> tableDefines;
     if (force.getUseTabulatedFilters())
@@ -626,18 +628,32 @@ void CudaCalcMLFFForceKernel::findNeighbors(void* box[4]) {
 }
 
 void CudaCalcMLFFForceKernel::checkNeighborCapacity() {
-    // The count of an earlier step, written into host memory by its reduction; read only once it
-    // has arrived. With edge filters the host waits for it instead: an overflowed atom's filters
-    // come from its own kernel, not the products, which rounds differently, so the step at which
-    // the list grows must not depend on timing if trajectories are to be reproducible bit for bit.
-    if (!maxCountPending)
+    // The counts of earlier evaluations, written into host memory by their reductions. Without edge
+    // filters the host reads each once it has arrived, never waiting. With edge filters an
+    // overflowed atom's filters come from its own kernel, not the products, which rounds
+    // differently, so the evaluation at which the list grows must not depend on timing if
+    // trajectories are to be reproducible bit for bit: the host always reads the count of the
+    // evaluation before last, waiting for it if need be. That one has nearly always finished (the
+    // GPU is running the last one), so the host never waits on the step it has just issued.
+    const int slot = (int) (numEvaluations % CountSlots); // the evaluation before last's, and this one's
+    maxCountTarget = mappedMaxNeighborCount + slot * sizeof(int);
+    if (useEdgeFilters) {
+        if (maxCountPending[slot]) {
+            check(cuEventSynchronize(maxCountEvent[slot]), "waiting for the neighbour count");
+            readNeighborCount(slot);
+        }
         return;
-    if (useEdgeFilters)
-        check(cuEventSynchronize(maxCountEvent), "waiting for the neighbour count");
-    else if (cuEventQuery(maxCountEvent) != CUDA_SUCCESS)
-        return;
-    maxCountPending = false;
-    const int needed = *(volatile int*) pinnedMaxNeighborCount;
+    }
+    for (int age = CountSlots; age >= 1; age--) { // the older first
+        const int earlier = (int) ((numEvaluations + CountSlots - age) % CountSlots);
+        if (maxCountPending[earlier] && cuEventQuery(maxCountEvent[earlier]) == CUDA_SUCCESS)
+            readNeighborCount(earlier);
+    }
+}
+
+void CudaCalcMLFFForceKernel::readNeighborCount(int slot) {
+    maxCountPending[slot] = false;
+    const int needed = ((volatile int*) pinnedMaxNeighborCount)[slot];
     if (needed <= neighborCapacity)
         return;
     // That step was still exact (the kernels scanned the replica for the overflowing atoms); grow
@@ -687,11 +703,12 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
         EnergyTargets energy = energyTargets();
         void* args[] = {&atomEnergy.getDevicePointer(), &replicaStart.getDevicePointer(), &replicaScale.getDevicePointer(),
                         &lastLambda, &replicaEnergy.getDevicePointer(), &energy.buffer, &energy.paramDerivs,
-                        &energy.paramDerivIndex, &neighborCount.getDevicePointer(), &mappedMaxNeighborCount};
+                        &energy.paramDerivIndex, &neighborCount.getDevicePointer(), &maxCountTarget};
         launch(reduceKernel, args, 1, reduceThreads, "reducing the energy");
     }
-    check(cuEventRecord(maxCountEvent, cu.getCurrentStream()), "recording an event"); // the count is in host memory
-    maxCountPending = true;
+    const int slot = (int) (numEvaluations++ % CountSlots);
+    check(cuEventRecord(maxCountEvent[slot], cu.getCurrentStream()), "recording an event"); // the count is in host memory
+    maxCountPending[slot] = true;
     return 0.0; // the energy went into OpenMM's energy buffer
 }
 
@@ -735,7 +752,7 @@ void CudaCalcMLFFForceKernel::executeFused(void** box, bool includeForces, CUdev
                             &gradV[1 - in].getDevicePointer(), &replicaScale.getDevicePointer(), &lambdaForceScale,
                             &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(), &force, &kept,
                             &atomEnergy.getDevicePointer(), &lastLambda, &replicaEnergy.getDevicePointer(),
-                            &energy.buffer, &energy.paramDerivs, &energy.paramDerivIndex, &mappedMaxNeighborCount};
+                            &energy.buffer, &energy.paramDerivs, &energy.paramDerivIndex, &maxCountTarget};
             const bool withReduction = reduceInBackward && layer == numBlocks - 1;
             launchPerAtom(backwardKernel, args, withReduction ? "the backward pass and the energy" : "the backward pass",
                           withReduction);

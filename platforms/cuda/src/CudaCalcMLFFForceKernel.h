@@ -78,7 +78,9 @@ private:
     /** Block `layer`'s part of edgeFilter (edge_filters.cu), and its filters' hidden layer. */
     CUdeviceptr edgeFiltersOfBlock(int layer);
     void filterHiddenOfEdges(int layer, bool activated);
+    /** Reads earlier evaluations' largest neighbour counts (as they arrive) and grows the lists. */
     void checkNeighborCapacity();
+    void readNeighborCount(int slot);
     void setBox(OpenMM::ContextImpl& context);
     void findNeighbors(void* box[4]);
     /** Tabulates the model's filters (the core's table) into filterTable; returns the kernels' defines. */
@@ -131,10 +133,16 @@ private:
     OpenMM::CudaArray replicaScale, replicaEnergy; // double
 
     std::unique_ptr<CudaLaunchTimer> timer; // MLFF_CUDA_TIMING
-    int* pinnedMaxNeighborCount = nullptr;  // written by the energy reduction (mapped), read by the host
-    CUdeviceptr mappedMaxNeighborCount = 0; // its device address
-    CUevent maxCountEvent = nullptr;
-    bool maxCountPending = false;
+    // The largest neighbour count of an evaluation, written by its energy reduction straight into
+    // pinned host memory (mapped), in slot (evaluation % CountSlots): the host reads an earlier
+    // evaluation's while the GPU runs later ones (checkNeighborCapacity).
+    static constexpr int CountSlots = 2;
+    int* pinnedMaxNeighborCount = nullptr;     // [CountSlots]
+    CUdeviceptr mappedMaxNeighborCount = 0;    // its device address
+    CUdeviceptr maxCountTarget = 0;            // the current evaluation's slot (the reduction's argument)
+    CUevent maxCountEvent[CountSlots] = {};    // recorded after each slot's reduction
+    bool maxCountPending[CountSlots] = {};     // recorded and not yet read
+    long long numEvaluations = 0;
 
     CUfunction invertKernel = nullptr, neighborKernel = nullptr, forwardKernel = nullptr, backwardKernel = nullptr,
                reduceKernel = nullptr;
