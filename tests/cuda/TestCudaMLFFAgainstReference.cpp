@@ -164,33 +164,38 @@ TEST_P(CudaVsReference, Replicas) {
             molecules[r].positions[0] += 0.01 * r; // ...each copy a little different
         compare(bytes, replicate(molecules), std::to_string(copies) + " replicas of 9 atoms");
     }
-    std::vector<mlff_test::Structure> mixed;
-    for (int r = 0; r < 20; r++)
-        mixed.push_back(mlff_test::random_structure(1 + (r * 7) % 13, 10, 4.0, 1.0, 50 + r));
-    mlff_test::Structure structure = replicate(mixed);
-    compare(bytes, structure, "20 replicas of 1 to 13 atoms");
+    // Replicas of different sizes, with scales and lambda (and dE/dlambda); 40 replicas are summed
+    // a warp per replica (mlffReplicaEnergies), 20 by one block.
+    for (int numReplicas : {20, 40}) {
+        std::vector<mlff_test::Structure> mixed;
+        for (int r = 0; r < numReplicas; r++)
+            mixed.push_back(mlff_test::random_structure(1 + (r * 7) % 13, 10, 4.0, 1.0, 50 + r));
+        mlff_test::Structure structure = replicate(mixed);
+        const std::string what = std::to_string(numReplicas) + " replicas of 1 to 13 atoms";
+        compare(bytes, structure, what);
 
-    // Scales and lambda, with dE/dlambda.
-    auto s = makeSystem(bytes, structure);
-    for (int r = 0; r < structure.num_replicas; r++)
-        s->force->setReplicaScale(r, 0.5 + 0.1 * r);
-    s->force->setEnergyScaleParameter("lambda_ml");
-    Evaluation results[2];
-    std::map<std::string, double> derivatives[2];
-    const std::string platforms[2] = {"reference", precision()};
-    for (int p = 0; p < 2; p++) {
-        OpenMM::VerletIntegrator integrator(0.0005);
-        auto context = makeContext(s->system, integrator, platforms[p]);
-        context->setPositions(s->positions);
-        context->setParameter("lambda_ml", 0.7);
-        results[p] = evaluate(*context, *s->force);
-        derivatives[p] = context->getState(OpenMM::State::ParameterDerivatives).getEnergyParameterDerivatives();
+        auto s = makeSystem(bytes, structure);
+        for (int r = 0; r < structure.num_replicas; r++)
+            s->force->setReplicaScale(r, 0.5 + 0.1 * r);
+        s->force->setEnergyScaleParameter("lambda_ml");
+        Evaluation results[2];
+        std::map<std::string, double> derivatives[2];
+        const std::string platforms[2] = {"reference", precision()};
+        for (int p = 0; p < 2; p++) {
+            OpenMM::VerletIntegrator integrator(0.0005);
+            auto context = makeContext(s->system, integrator, platforms[p]);
+            context->setPositions(s->positions);
+            context->setParameter("lambda_ml", 0.7);
+            results[p] = evaluate(*context, *s->force);
+            derivatives[p] = context->getState(OpenMM::State::ParameterDerivatives).getEnergyParameterDerivatives();
+        }
+        expectMatchesReference(results[1], results[0], precision(), what + ", scales, lambda = 0.7");
+        ASSERT_EQ(derivatives[1].count("lambda_ml"), 1u);
+        EXPECT_LE(relativeEnergyError(derivatives[1]["lambda_ml"], derivatives[0]["lambda_ml"]),
+                  boundsFor(precision()).energy)
+            << what << ": " << derivatives[1]["lambda_ml"] << " vs " << derivatives[0]["lambda_ml"];
+        EXPECT_NEAR(results[0].energy, 0.7 * derivatives[0]["lambda_ml"], 1e-9 * std::fabs(results[0].energy));
     }
-    expectMatchesReference(results[1], results[0], precision(), "20 replicas, scales, lambda = 0.7");
-    ASSERT_EQ(derivatives[1].count("lambda_ml"), 1u);
-    EXPECT_LE(relativeEnergyError(derivatives[1]["lambda_ml"], derivatives[0]["lambda_ml"]), boundsFor(precision()).energy)
-        << derivatives[1]["lambda_ml"] << " vs " << derivatives[0]["lambda_ml"];
-    EXPECT_NEAR(results[0].energy, 0.7 * derivatives[0]["lambda_ml"], 1e-9 * std::fabs(results[0].energy));
 }
 
 // A large molecule (a dense 'droplet'): more neighbours than the list's first capacity, so

@@ -58,14 +58,36 @@ KERNEL void mlffFindNeighborsInReplica(const real4* RESTRICT posq, const int* RE
         neighborCount[i] = count;
 }
 
+#ifdef MLFF_REDUCE_BY_WARP
+/**
+ * For many replicas (MLFF_REDUCE_BY_WARP), before mlffReduceEnergies: warp r of the grid sums
+ * replica r's atom energies, E_r, in double and in a fixed order (its lanes by stride, then a
+ * shuffle tree). A warp per replica across the GPU: one block looping over 1,024 replicas took
+ * 28 us, a chain of dependent loads.
+ */
+KERNEL void mlffReplicaEnergies(const real* RESTRICT atomEnergy, const int* RESTRICT replicaStart,
+        double* RESTRICT replicaEnergy) {
+    mlffStartAfterPreviousLaunch();
+    const int lane = threadIdx.x % 32, r = (int) ((blockIdx.x * (size_t) blockDim.x + threadIdx.x) / 32);
+    if (r >= MLFF_NUM_REPLICAS)
+        return; // the whole warp
+    double sum = 0;
+    for (int i = replicaStart[r] + lane; i < replicaStart[r + 1]; i += 32)
+        sum += (double) atomEnergy[i];
+    for (int offset = 16; offset > 0; offset /= 2)
+        sum += __shfl_down_sync(0xffffffffu, sum, offset);
+    if (lane == 0)
+        replicaEnergy[r] = sum;
+}
+#endif
+
 /**
  * One block of MLFF_REDUCE_THREADS (set by the host: 1024 with MLFF_REDUCE_BY_WARP, else 256, or
  * with clusters the largest power of two in MLFF_BLOCK): E_r = sum of the atom energies of
- * replica r, in double and in a fixed order (MLFF_REDUCE_BY_WARP, for many replicas: warp
- * r % warps sums replica r, its lanes by stride, then a shuffle tree; otherwise the whole block
- * sums each replica in turn), then OpenMM's energy lambda * sum_r scale_r E_r and its derivative
- * by lambda, both converted to kJ/mol, and the largest neighbour count of this step (for the
- * host's overflow check).
+ * replica r, in double and in a fixed order (the whole block sums each replica in turn; with
+ * MLFF_REDUCE_BY_WARP mlffReplicaEnergies did this), then OpenMM's energy
+ * lambda * sum_r scale_r E_r and its derivative by lambda, both converted to kJ/mol, and the
+ * largest neighbour count of this step (for the host's overflow check).
  * energyParamDerivs is null when the force names no energy-scale parameter. The body may also run
  * in a larger block (mlffStudentBackwardCluster's extra cluster): its first MLFF_REDUCE_THREADS
  * threads then do the same sums in the same order, and the rest only join the barriers.
@@ -78,18 +100,7 @@ DEVICE inline void mlffReduceEnergiesInBlock(const real* RESTRICT atomEnergy, co
     __shared__ int partialMax[MLFF_REDUCE_THREADS];
     const int t = threadIdx.x;
     const bool summing = t < MLFF_REDUCE_THREADS;
-#ifdef MLFF_REDUCE_BY_WARP
-    const int lane = t % 32, warp = t / 32;
-    for (int r = warp; summing && r < MLFF_NUM_REPLICAS; r += MLFF_REDUCE_THREADS / 32) {
-        double sum = 0;
-        for (int i = replicaStart[r] + lane; i < replicaStart[r + 1]; i += 32)
-            sum += (double) atomEnergy[i];
-        for (int offset = 16; offset > 0; offset /= 2)
-            sum += __shfl_down_sync(0xffffffffu, sum, offset);
-        if (lane == 0)
-            replicaEnergy[r] = sum;
-    }
-#else
+#ifndef MLFF_REDUCE_BY_WARP
     for (int r = 0; r < MLFF_NUM_REPLICAS; r++) {
         double sum = 0;
         for (int i = replicaStart[r] + t; summing && i < replicaStart[r + 1]; i += MLFF_REDUCE_THREADS)
@@ -107,7 +118,7 @@ DEVICE inline void mlffReduceEnergiesInBlock(const real* RESTRICT atomEnergy, co
         __syncthreads();
     }
 #endif
-    __syncthreads(); // every replica's energy written (visible within the block)
+    __syncthreads(); // every replica's energy written (by this block, or by the launch before)
     double scaled = 0;
     for (int r = t; summing && r < MLFF_NUM_REPLICAS; r += MLFF_REDUCE_THREADS)
         scaled += replicaScale[r] * replicaEnergy[r];

@@ -39,8 +39,9 @@ constexpr int EdgeBatchTabulatedSmall = 16;
 constexpr int EdgeBatchTabulatedLarge = 4;
 constexpr int TabulatedLargeAtoms = 256;
 constexpr int NeighborThreads = 128; // 4 warps, one atom each
-// The energy reduction (neighbors.cu): with many replicas a warp per replica, 32 warps; with
-// few, the block sums each replica in turn, and a smaller block has a shorter barrier tree.
+// The energy reduction (neighbors.cu): with many replicas a warp per replica across the GPU
+// (mlffReplicaEnergies), then a block of 1,024 sums the replicas; with few, one block sums each
+// replica in turn, and a smaller block has a shorter barrier tree.
 constexpr int ReduceByWarpMinReplicas = 32;
 constexpr int ReduceThreadsByWarp = 1024;
 constexpr int ReduceThreadsByBlock = 256;
@@ -344,6 +345,8 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     forwardKernel = cu.getKernel(module, useClusters ? "mlffStudentForwardCluster" : "mlffStudentForward");
     backwardKernel = cu.getKernel(module, useClusters ? "mlffStudentBackwardCluster" : "mlffStudentBackward");
     reduceKernel = cu.getKernel(module, "mlffReduceEnergies");
+    if (numReplicas >= ReduceByWarpMinReplicas)
+        replicaEnergiesKernel = cu.getKernel(module, "mlffReplicaEnergies");
     if (useTiled) {
         messagesForwardKernel = cu.getKernel(module, "mlffMessagesForwardTiled");
         hiddenForwardKernel = cu.getKernel(module, "mlffUpdateHiddenForward");
@@ -700,6 +703,12 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
     else
         executeFused(box, includeForces, force);
     if (!(includeForces && reduceInBackward)) { // else the first backward launch did it
+        if (replicaEnergiesKernel != nullptr) { // a warp per replica, then one block sums the replicas
+            void* args[] = {&atomEnergy.getDevicePointer(), &replicaStart.getDevicePointer(),
+                            &replicaEnergy.getDevicePointer()};
+            const unsigned int threads = 256, grid = (unsigned int) (((size_t) numReplicas * 32 + threads - 1) / threads);
+            launch(replicaEnergiesKernel, args, grid, threads, "the replicas' energies");
+        }
         EnergyTargets energy = energyTargets();
         void* args[] = {&atomEnergy.getDevicePointer(), &replicaStart.getDevicePointer(), &replicaScale.getDevicePointer(),
                         &lastLambda, &replicaEnergy.getDevicePointer(), &energy.buffer, &energy.paramDerivs,

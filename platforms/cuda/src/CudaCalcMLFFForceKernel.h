@@ -145,7 +145,7 @@ private:
     long long numEvaluations = 0;
 
     CUfunction invertKernel = nullptr, neighborKernel = nullptr, forwardKernel = nullptr, backwardKernel = nullptr,
-               reduceKernel = nullptr;
+               reduceKernel = nullptr, replicaEnergiesKernel = nullptr;
     CUfunction messagesForwardKernel = nullptr, hiddenForwardKernel = nullptr, outputForwardKernel = nullptr,
                readoutKernel = nullptr, hiddenBackwardKernel = nullptr, inputBackwardKernel = nullptr,
                messagesBackwardKernel = nullptr; // tiled path
