@@ -69,6 +69,7 @@ defines() { # H K L batch block periodic tabulated precision
     else
         echo "#define MLFF_REDUCE_THREADS 256"
     fi
+    echo "#define MLFF_READOUT_ATOMS 8"
     if [ "$7" = 1 ]; then
         echo "#define MLFF_TABULATED 1"
         echo "#define MLFF_TABLE_NODES 1001"

@@ -46,6 +46,7 @@ constexpr int ReduceByWarpMinReplicas = 32;
 constexpr int ReduceThreadsByWarp = 1024;
 constexpr int ReduceThreadsByBlock = 256;
 constexpr int DefaultNeighborCapacity = 64;
+constexpr int ReadoutAtomsPerBlock = 8; // the tiled path's readout (tiled.cu): each weight load serves 8 atoms
 constexpr int CellListMinAtoms = 256;  // replicas this large use the cell list (cell_list.cu)
 // Systems with this many ML atoms use the tiled path (tiled.cu), whose matrix products read each
 // weight once per 128 rows; below it the fused path's fewer launches win. Measured (H200, H=128,
@@ -307,6 +308,7 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     defines["MLFF_CELL_SIZE"] = exactDouble(painn.cutoff * CellMargin);
     if (periodic)
         defines["MLFF_PERIODIC"] = "1";
+    defines["MLFF_READOUT_ATOMS"] = std::to_string(ReadoutAtomsPerBlock);
     matmulTensorCores = !useDouble && cu.getComputeCapability() >= 8.0;
     if (matmulTensorCores)
         defines["MLFF_MATMUL_TENSOR_CORES"] = "1";
@@ -850,7 +852,7 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
     {
         void* args[] = {&params.getDevicePointer(), &stateS.getDevicePointer(), &atomEnergy.getDevicePointer(),
                         &updateGradOutput.getDevicePointer(), &gradS[0].getDevicePointer(), &gradV[0].getDevicePointer()};
-        launch(readoutKernel, args, numAtoms, threadsPerAtom, "the readout");
+        launch(readoutKernel, args, (numAtoms + ReadoutAtomsPerBlock - 1) / ReadoutAtomsPerBlock, hidden, "the readout");
     }
     if (!includeForces)
         return;

@@ -10,7 +10,7 @@
  *                                              updateActivation = SiLU(updateHidden[l])
  *   mlffUpdateOutputForward    matmul          updateOutput[l] = updateActivation U2^T + b2, and
  *                                              s_out = s' + a, v_out = v' g1 + (M v') g2 into stateS, stateV [l+1]
- *   mlffReadoutTiled           atoms           energies; dE/d(a, g1, g2) and dE/d(s', v') (partial) of block L-1
+ *   mlffReadoutTiled           atoms / 8       energies; dE/d(a, g1, g2) and dE/d(s', v') (partial) of block L-1
  *   mlffUpdateHiddenBackward   matmul          gradHidden = (updateGradOutput U2) SiLU'(updateHidden[l])
  *   mlffUpdateInputBackward    matmul          dE/d(s', v') of block l = partial + the MLP's part, gradHidden U0
  *   mlffMessagesBackwardTiled  atoms           forces; dE/d(a, g1, g2) and the partial dE/d(s', v') of block l-1
@@ -137,29 +137,106 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateOutputForward(int layer, const real* RE
 }
 
 /**
- * The readout of each atom (one thread block per atom, thread c = channel c) and the start of the
- * backward pass: dE/ds_out = gs, so the last block's dE/d(a, g1, g2) = (gs, 0, 0) (its vector
- * output is dead) and the partial dE/d(s', v') = (gs, 0), the residual.
+ * The readout of MLFF_READOUT_ATOMS atoms (set by the host, a multiple of 4) per thread block of
+ * MLFF_H threads (H is a multiple of 64 on this path) and the start of the backward pass: the same sums in the same order as
+ * mlffReadout, each weight loaded once for several atoms (one atom a block read the head's weights
+ * from L2 12,288 times for 1,024 benzenes). dE/ds_out = gs, so the last block's
+ * dE/d(a, g1, g2) = (gs, 0, 0) (its vector output is dead) and the partial
+ * dE/d(s', v') = (gs, 0), the residual.
  */
 KERNEL void mlffReadoutTiled(const real* RESTRICT params, const real* RESTRICT stateS, real* RESTRICT atomEnergy,
         real* RESTRICT updateGradOutput, real* RESTRICT gradMidS, real* RESTRICT gradMidV) {
+    constexpr int A = MLFF_READOUT_ATOMS, H = MLFF_H;
+    constexpr int Groups0 = 2, Groups1 = 4; // atom groups in the head's two hidden layers (H/2 and H/4 outputs)
+    constexpr int Atoms0 = A / Groups0, Atoms1 = A / Groups1;
+    static_assert(A % Groups1 == 0 && H % 64 == 0, "whole atom groups, whole warps of outputs");
     mlffStartAfterPreviousLaunch();
-    __shared__ MlffReadoutScratch scratch;
-    const int i = blockIdx.x, c = threadIdx.x;
-    const real sOut = c < MLFF_H ? stateS[((size_t) MLFF_L * MLFF_NUM_ATOMS + i) * MLFF_H + c] : 0;
-    real eps = 0, gs = 0;
-    mlffReadout(params, sOut, &scratch, &eps, &gs);
-    if (c == 0)
-        atomEnergy[i] = eps;
-    if (c >= MLFF_H)
-        return;
-    real* gradOutput = updateGradOutput + (size_t) i * 3 * MLFF_H;
-    gradOutput[c] = gs;
-    gradOutput[MLFF_H + c] = 0;
-    gradOutput[2 * MLFF_H + c] = 0;
-    gradMidS[(size_t) i * MLFF_H + c] = gs;
-    for (int a = 0; a < 3; a++)
-        gradMidV[((size_t) i * 3 + a) * MLFF_H + c] = 0;
+    __shared__ real s[A][H], act0[A][H / 2], grad0[A][H / 2], act1[A][H / 4], grad1[A][H / 4];
+    const int first = blockIdx.x * A, t = threadIdx.x;
+    for (int a = 0; a < A; a++)
+        s[a][t] = first + a < MLFF_NUM_ATOMS ? stateS[((size_t) MLFF_L * MLFF_NUM_ATOMS + first + a) * H + t] : 0;
+    __syncthreads();
+    // head0: thread (p, g), p < H/2, for atoms g Atoms0 .. (g + 1) Atoms0 - 1; hidden0 kept for the backward.
+    const int p = t % (H / 2), g0 = t / (H / 2);
+    real hidden0[Atoms0];
+    for (int k = 0; k < Atoms0; k++)
+        hidden0[k] = params[MLFF_P_HEAD_B0 + p];
+    const real* w0t = params + MLFF_P_HEAD_W0T; // (H, H/2)
+#pragma unroll 16
+    for (int c2 = 0; c2 < H; c2++) {
+        const real w = w0t[c2 * (H / 2) + p];
+#pragma unroll
+        for (int k = 0; k < Atoms0; k++)
+            hidden0[k] += w * s[g0 * Atoms0 + k][c2];
+    }
+#pragma unroll
+    for (int k = 0; k < Atoms0; k++)
+        act0[g0 * Atoms0 + k][p] = mlffSilu(hidden0[k]);
+    __syncthreads();
+    // head2: thread (q, g), q < H/4, for atoms g Atoms1 .. (g + 1) Atoms1 - 1.
+    {
+        const int q = t % (H / 4), g1 = t / (H / 4);
+        real hidden1[Atoms1];
+        for (int k = 0; k < Atoms1; k++)
+            hidden1[k] = params[MLFF_P_HEAD_B2 + q];
+        const real* w2t = params + MLFF_P_HEAD_W2T; // (H/2, H/4)
+#pragma unroll 16
+        for (int p2 = 0; p2 < H / 2; p2++) {
+            const real w = w2t[p2 * (H / 4) + q];
+#pragma unroll
+            for (int k = 0; k < Atoms1; k++)
+                hidden1[k] += w * act0[g1 * Atoms1 + k][p2];
+        }
+        const real w4 = params[MLFF_P_HEAD_W4 + q];
+#pragma unroll
+        for (int k = 0; k < Atoms1; k++) {
+            act1[g1 * Atoms1 + k][q] = mlffSilu(hidden1[k]);
+            grad1[g1 * Atoms1 + k][q] = w4 * mlffSiluGrad(hidden1[k]);
+        }
+    }
+    __syncthreads();
+    // head4: atom a's energy by thread a, in q order.
+    if (t < A && first + t < MLFF_NUM_ATOMS) {
+        real sum = params[MLFF_P_HEAD_B4];
+        for (int q = 0; q < H / 4; q++)
+            sum += params[MLFF_P_HEAD_W4 + q] * act1[t][q];
+        atomEnergy[first + t] = sum;
+    }
+    // Back through head2 (thread (p, g) as in head0), then head0 (thread c, every atom).
+    {
+        real ga[Atoms0] = {};
+        const real* w2 = params + MLFF_P_HEAD_W2; // (H/4, H/2)
+#pragma unroll 16
+        for (int q = 0; q < H / 4; q++) {
+            const real w = w2[q * (H / 2) + p];
+#pragma unroll
+            for (int k = 0; k < Atoms0; k++)
+                ga[k] += w * grad1[g0 * Atoms0 + k][q];
+        }
+#pragma unroll
+        for (int k = 0; k < Atoms0; k++)
+            grad0[g0 * Atoms0 + k][p] = ga[k] * mlffSiluGrad(hidden0[k]);
+    }
+    __syncthreads();
+    real gs[A] = {};
+    const real* w0 = params + MLFF_P_HEAD_W0; // (H/2, H)
+#pragma unroll 16
+    for (int p2 = 0; p2 < H / 2; p2++) {
+        const real w = w0[p2 * H + t];
+#pragma unroll
+        for (int a = 0; a < A; a++)
+            gs[a] += w * grad0[a][p2];
+    }
+    for (int a = 0; a < A && first + a < MLFF_NUM_ATOMS; a++) {
+        const int i = first + a;
+        real* gradOutput = updateGradOutput + (size_t) i * 3 * H;
+        gradOutput[t] = gs[a];
+        gradOutput[H + t] = 0;
+        gradOutput[2 * H + t] = 0;
+        gradMidS[(size_t) i * H + t] = gs[a];
+        for (int d = 0; d < 3; d++)
+            gradMidV[((size_t) i * 3 + d) * H + t] = 0;
+    }
 }
 
 struct MlffHiddenBackwardEpilogue {
