@@ -137,6 +137,21 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateOutputForward(int layer, const real* RE
 }
 
 /**
+ * y[k] += sum_j w[j * stride] x[k][j], j = 0 .. INPUTS - 1 in order, for the COUNT rows x[k] (in
+ * shared memory): one output of a matrix-vector product for several atoms, each weight loaded once.
+ */
+template <int COUNT, int INPUTS, int ROW>
+DEVICE inline void mlffWeightColumnTimesRows(const real* RESTRICT w, int stride, const real (*x)[ROW], real* y) {
+#pragma unroll 16
+    for (int j = 0; j < INPUTS; j++) {
+        const real wj = w[j * stride];
+#pragma unroll
+        for (int k = 0; k < COUNT; k++)
+            y[k] += wj * x[k][j];
+    }
+}
+
+/**
  * The readout of MLFF_READOUT_ATOMS atoms (set by the host, a multiple of 4) per thread block of
  * MLFF_H threads (H is a multiple of 64 on this path) and the start of the backward pass: the same sums in the same order as
  * mlffReadout, each weight loaded once for several atoms (one atom a block read the head's weights
@@ -161,14 +176,7 @@ KERNEL void mlffReadoutTiled(const real* RESTRICT params, const real* RESTRICT s
     real hidden0[Atoms0];
     for (int k = 0; k < Atoms0; k++)
         hidden0[k] = params[MLFF_P_HEAD_B0 + p];
-    const real* w0t = params + MLFF_P_HEAD_W0T; // (H, H/2)
-#pragma unroll 16
-    for (int c2 = 0; c2 < H; c2++) {
-        const real w = w0t[c2 * (H / 2) + p];
-#pragma unroll
-        for (int k = 0; k < Atoms0; k++)
-            hidden0[k] += w * s[g0 * Atoms0 + k][c2];
-    }
+    mlffWeightColumnTimesRows<Atoms0, H>(params + MLFF_P_HEAD_W0T + p, H / 2, s + g0 * Atoms0, hidden0); // W0T (H, H/2)
 #pragma unroll
     for (int k = 0; k < Atoms0; k++)
         act0[g0 * Atoms0 + k][p] = mlffSilu(hidden0[k]);
@@ -179,14 +187,7 @@ KERNEL void mlffReadoutTiled(const real* RESTRICT params, const real* RESTRICT s
         real hidden1[Atoms1];
         for (int k = 0; k < Atoms1; k++)
             hidden1[k] = params[MLFF_P_HEAD_B2 + q];
-        const real* w2t = params + MLFF_P_HEAD_W2T; // (H/2, H/4)
-#pragma unroll 16
-        for (int p2 = 0; p2 < H / 2; p2++) {
-            const real w = w2t[p2 * (H / 4) + q];
-#pragma unroll
-            for (int k = 0; k < Atoms1; k++)
-                hidden1[k] += w * act0[g1 * Atoms1 + k][p2];
-        }
+        mlffWeightColumnTimesRows<Atoms1, H / 2>(params + MLFF_P_HEAD_W2T + q, H / 4, act0 + g1 * Atoms1, hidden1); // (H/2, H/4)
         const real w4 = params[MLFF_P_HEAD_W4 + q];
 #pragma unroll
         for (int k = 0; k < Atoms1; k++) {
@@ -205,28 +206,14 @@ KERNEL void mlffReadoutTiled(const real* RESTRICT params, const real* RESTRICT s
     // Back through head2 (thread (p, g) as in head0), then head0 (thread c, every atom).
     {
         real ga[Atoms0] = {};
-        const real* w2 = params + MLFF_P_HEAD_W2; // (H/4, H/2)
-#pragma unroll 16
-        for (int q = 0; q < H / 4; q++) {
-            const real w = w2[q * (H / 2) + p];
-#pragma unroll
-            for (int k = 0; k < Atoms0; k++)
-                ga[k] += w * grad1[g0 * Atoms0 + k][q];
-        }
+        mlffWeightColumnTimesRows<Atoms0, H / 4>(params + MLFF_P_HEAD_W2 + p, H / 2, grad1 + g0 * Atoms0, ga); // (H/4, H/2)
 #pragma unroll
         for (int k = 0; k < Atoms0; k++)
             grad0[g0 * Atoms0 + k][p] = ga[k] * mlffSiluGrad(hidden0[k]);
     }
     __syncthreads();
     real gs[A] = {};
-    const real* w0 = params + MLFF_P_HEAD_W0; // (H/2, H)
-#pragma unroll 16
-    for (int p2 = 0; p2 < H / 2; p2++) {
-        const real w = w0[p2 * H + t];
-#pragma unroll
-        for (int a = 0; a < A; a++)
-            gs[a] += w * grad0[a][p2];
-    }
+    mlffWeightColumnTimesRows<A, H / 2>(params + MLFF_P_HEAD_W0 + t, H, grad0, gs); // W0 (H/2, H)
     for (int a = 0; a < A && first + a < MLFF_NUM_ATOMS; a++) {
         const int i = first + a;
         real* gradOutput = updateGradOutput + (size_t) i * 3 * H;
