@@ -153,16 +153,17 @@ DEVICE inline void mlffWeightColumnTimesRows(const real* RESTRICT w, int stride,
 
 /**
  * The readout of MLFF_READOUT_ATOMS atoms (set by the host, a multiple of 4) per thread block of
- * MLFF_H threads (H is a multiple of 64 on this path) and the start of the backward pass: the same sums in the same order as
- * mlffReadout, each weight loaded once for several atoms (one atom a block read the head's weights
- * from L2 12,288 times for 1,024 benzenes). dE/ds_out = gs, so the last block's
- * dE/d(a, g1, g2) = (gs, 0, 0) (its vector output is dead) and the partial
- * dE/d(s', v') = (gs, 0), the residual.
+ * MLFF_H threads (H is a multiple of 64 on this path), and the start of the backward pass: the
+ * same sums in the same order as mlffReadout, each weight loaded once for several atoms (one atom
+ * a block read the head's weights from L2 12,288 times for 1,024 benzenes). dE/ds_out = gs, so
+ * the last block's dE/d(a, g1, g2) = (gs, 0, 0) (its vector output is dead) and the partial
+ * dE/d(s', v') = (gs, 0), the residual. Weights: W0T (H, H/2), W2T (H/2, H/4), W2 (H/4, H/2),
+ * W0 (H/2, H).
  */
 KERNEL void mlffReadoutTiled(const real* RESTRICT params, const real* RESTRICT stateS, real* RESTRICT atomEnergy,
         real* RESTRICT updateGradOutput, real* RESTRICT gradMidS, real* RESTRICT gradMidV) {
     constexpr int A = MLFF_READOUT_ATOMS, H = MLFF_H;
-    constexpr int Groups0 = 2, Groups1 = 4; // atom groups in the head's two hidden layers (H/2 and H/4 outputs)
+    constexpr int Groups0 = 2, Groups1 = 4; // atom groups in the head's hidden layers (H/2, H/4 outputs)
     constexpr int Atoms0 = A / Groups0, Atoms1 = A / Groups1;
     static_assert(A % Groups1 == 0 && H % 64 == 0, "whole atom groups, whole warps of outputs");
     mlffStartAfterPreviousLaunch();
@@ -171,12 +172,12 @@ KERNEL void mlffReadoutTiled(const real* RESTRICT params, const real* RESTRICT s
     for (int a = 0; a < A; a++)
         s[a][t] = first + a < MLFF_NUM_ATOMS ? stateS[((size_t) MLFF_L * MLFF_NUM_ATOMS + first + a) * H + t] : 0;
     __syncthreads();
-    // head0: thread (p, g), p < H/2, for atoms g Atoms0 .. (g + 1) Atoms0 - 1; hidden0 kept for the backward.
+    // head0: thread (p, g), p < H/2, for atoms g Atoms0 .. (g + 1) Atoms0 - 1; hidden0 kept.
     const int p = t % (H / 2), g0 = t / (H / 2);
     real hidden0[Atoms0];
     for (int k = 0; k < Atoms0; k++)
         hidden0[k] = params[MLFF_P_HEAD_B0 + p];
-    mlffWeightColumnTimesRows<Atoms0, H>(params + MLFF_P_HEAD_W0T + p, H / 2, s + g0 * Atoms0, hidden0); // W0T (H, H/2)
+    mlffWeightColumnTimesRows<Atoms0, H>(params + MLFF_P_HEAD_W0T + p, H / 2, s + g0 * Atoms0, hidden0);
 #pragma unroll
     for (int k = 0; k < Atoms0; k++)
         act0[g0 * Atoms0 + k][p] = mlffSilu(hidden0[k]);
@@ -187,7 +188,8 @@ KERNEL void mlffReadoutTiled(const real* RESTRICT params, const real* RESTRICT s
         real hidden1[Atoms1];
         for (int k = 0; k < Atoms1; k++)
             hidden1[k] = params[MLFF_P_HEAD_B2 + q];
-        mlffWeightColumnTimesRows<Atoms1, H / 2>(params + MLFF_P_HEAD_W2T + q, H / 4, act0 + g1 * Atoms1, hidden1); // (H/2, H/4)
+        mlffWeightColumnTimesRows<Atoms1, H / 2>(params + MLFF_P_HEAD_W2T + q, H / 4, act0 + g1 * Atoms1,
+                                                 hidden1);
         const real w4 = params[MLFF_P_HEAD_W4 + q];
 #pragma unroll
         for (int k = 0; k < Atoms1; k++) {
@@ -206,14 +208,14 @@ KERNEL void mlffReadoutTiled(const real* RESTRICT params, const real* RESTRICT s
     // Back through head2 (thread (p, g) as in head0), then head0 (thread c, every atom).
     {
         real ga[Atoms0] = {};
-        mlffWeightColumnTimesRows<Atoms0, H / 4>(params + MLFF_P_HEAD_W2 + p, H / 2, grad1 + g0 * Atoms0, ga); // (H/4, H/2)
+        mlffWeightColumnTimesRows<Atoms0, H / 4>(params + MLFF_P_HEAD_W2 + p, H / 2, grad1 + g0 * Atoms0, ga);
 #pragma unroll
         for (int k = 0; k < Atoms0; k++)
             grad0[g0 * Atoms0 + k][p] = ga[k] * mlffSiluGrad(hidden0[k]);
     }
     __syncthreads();
     real gs[A] = {};
-    mlffWeightColumnTimesRows<A, H / 2>(params + MLFF_P_HEAD_W0 + t, H, grad0, gs); // W0 (H/2, H)
+    mlffWeightColumnTimesRows<A, H / 2>(params + MLFF_P_HEAD_W0 + t, H, grad0, gs);
     for (int a = 0; a < A && first + a < MLFF_NUM_ATOMS; a++) {
         const int i = first + a;
         real* gradOutput = updateGradOutput + (size_t) i * 3 * H;
