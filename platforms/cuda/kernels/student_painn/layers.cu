@@ -285,16 +285,11 @@ struct MlffHermite {
 
 DEVICE inline MlffHermite mlffHermiteAt(real d) {
     MlffHermite hw;
-    real x;
-    if (d >= (real) MLFF_CUTOFF) { // the last node, exactly
-        hw.node = MLFF_TABLE_NODES - 2;
-        x = 1;
-    }
-    else {
-        const real t = d * (real) MLFF_TABLE_INV_SPACING;
-        hw.node = min((int) t, MLFF_TABLE_NODES - 2);
-        x = t - hw.node;
-    }
+    // Selects, not branches, so that a thread's table loads for several distances issue together.
+    const bool last = d >= (real) MLFF_CUTOFF; // the last node, exactly
+    const real t = d * (real) MLFF_TABLE_INV_SPACING;
+    hw.node = last ? MLFF_TABLE_NODES - 2 : min((int) t, MLFF_TABLE_NODES - 2);
+    const real x = last ? (real) 1 : t - hw.node;
     const real h = (real) MLFF_TABLE_SPACING, g = (real) MLFF_TABLE_INV_SPACING;
     hw.a[0] = (1 + 2 * x) * (1 - x) * (1 - x);
     hw.a[1] = x * (1 - x) * (1 - x) * h;
@@ -307,14 +302,28 @@ DEVICE inline MlffHermite mlffHermiteAt(real d) {
     return hw;
 }
 
+/** Output o's table entries around `node`: (y[n], D[n], y[n+1], D[n+1]). */
+DEVICE inline void mlffTableEntries(const real* RESTRICT blockTable, int node, int o, real* entries) {
+    const real* values = blockTable + (size_t) node * 3 * MLFF_H + o;
+    const real* derivatives = values + (size_t) MLFF_TABLE_NODES * 3 * MLFF_H;
+    entries[0] = values[0];
+    entries[1] = derivatives[0];
+    entries[2] = values[3 * MLFF_H];
+    entries[3] = derivatives[3 * MLFF_H];
+}
+
+/** An output's w and, if dwdd is not null, dw/dd, from its table entries at the weights hw. */
+DEVICE inline void mlffHermiteSum(const MlffHermite& hw, const real* entries, real* w, real* dwdd) {
+    *w = hw.a[0] * entries[0] + hw.a[1] * entries[1] + hw.a[2] * entries[2] + hw.a[3] * entries[3];
+    if (dwdd != 0)
+        *dwdd = hw.b[0] * entries[0] + hw.b[1] * entries[1] + hw.b[2] * entries[2] + hw.b[3] * entries[3];
+}
+
 /** Output o of the block's table at the weights hw: *w and, if dwdd is not null, *dwdd. */
 DEVICE inline void mlffTableOutput(const real* RESTRICT blockTable, const MlffHermite& hw, int o, real* w, real* dwdd) {
-    const real* values = blockTable + (size_t) hw.node * 3 * MLFF_H + o;
-    const real* derivatives = values + (size_t) MLFF_TABLE_NODES * 3 * MLFF_H;
-    const real y0 = values[0], d0 = derivatives[0], y1 = values[3 * MLFF_H], d1 = derivatives[3 * MLFF_H];
-    *w = hw.a[0] * y0 + hw.a[1] * d0 + hw.a[2] * y1 + hw.a[3] * d1;
-    if (dwdd != 0)
-        *dwdd = hw.b[0] * y0 + hw.b[1] * d0 + hw.b[2] * y1 + hw.b[3] * d1;
+    real entries[4];
+    mlffTableEntries(blockTable, hw.node, o, entries);
+    mlffHermiteSum(hw, entries, w, dwdd);
 }
 
 /**
