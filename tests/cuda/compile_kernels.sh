@@ -75,6 +75,7 @@ defines() { # H K L batch block periodic tabulated precision
         echo "#define MLFF_TABLE_NODES 1001"
         echo "#define MLFF_TABLE_SPACING 0.005"
         echo "#define MLFF_TABLE_INV_SPACING 200"
+        echo "#define MLFF_REPLICA_ATOMS 12" # replica_messages.cu, as for benzenes
     fi
     local n=0
     for name in EMBEDDING RBF_CENTERS RBF_WIDTHS HEAD_W0 HEAD_W0T HEAD_B0 HEAD_W2 HEAD_W2T HEAD_B2 HEAD_W4 HEAD_B4 BLOCKS BLOCK_STRIDE; do
@@ -112,7 +113,8 @@ for precision in single mixed double; do
         { preamble $precision; defines $1 $2 $3 $batch $4 $5 $6 $precision
           cat "$kernels/dependent_launch.cu" "$kernels/geometry.cu" "$kernels/neighbors.cu" "$kernels/scan.cu" "$kernels/cell_list.cu" "$kernels/student_painn/layers.cu" \
               "$kernels/student_painn/forward.cu" "$kernels/student_painn/backward.cu" "$kernels/student_painn/cluster.cu"
-          [ "$7" = 1 ] && cat "$kernels/matmul.cu" "$kernels/student_painn/tiled.cu" "$kernels/student_painn/edge_filters.cu"; } > "$src"
+          [ "$7" = 1 ] && cat "$kernels/matmul.cu" "$kernels/student_painn/tiled.cu" "$kernels/student_painn/edge_filters.cu" \
+                                 "$kernels/student_painn/replica_messages.cu"; } > "$src"
         if "$nvcc" -cubin -arch=sm_90 $flags -Werror=all-warnings --keep --keep-dir "$work" -o "${src%.cu}.cubin" "$src" \
                2> "$work/err" && waits_first "${src%.cu}.ptx" > "$work/err"; then
             echo "ok: $precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6 tiled=$7"

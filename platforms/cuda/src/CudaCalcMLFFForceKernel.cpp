@@ -57,6 +57,16 @@ constexpr int CellListMinAtoms = 256;  // replicas this large use the cell list 
 // (265 against 533) or a 96-atom droplet (446 against 616).
 constexpr int TiledMinAtoms = 1024;
 constexpr int EdgeFiltersMinAtoms = 768;
+// Replicas this small, with tabulated filters on the tiled path, take a thread block each for
+// their messages (replica_messages.cu), so that each pair's table reads serve both its edges.
+// Bounded by the pair list's static shared memory, and by the features' dynamic shared memory
+// (three (A, 4, H) arrays in the backward pass) so that two blocks fit an SM's 228 KB. Only with
+// at least a replica per SM (unless MLFF_CUDA_KERNELS=tiled), since each block walks its pairs in
+// turn: H200, H=128, tabulated, step us against a block per atom: 1,024 benzenes 1,245 against
+// 1,539, 256 benzenes 542 against 579, but 64 benzenes 426 against 342 (with 16 pairs a batch
+// forward; between 64 and 256 not measured).
+constexpr int ReplicaMessagesMaxAtoms = 32;
+constexpr size_t ReplicaMessagesMaxSharedBytes = 112 * 1024;
 constexpr int EdgeThreads = 128;       // edge_filters.cu's warp-per-atom and thread-per-pair kernels
 // Blocks per atom on the fused path with clusters (cluster.cu): the portable limit of a cluster.
 // Clusters pay while every atom's blocks run at once, about two blocks an SM: measured (H100,
@@ -248,6 +258,12 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         cellsInUse = numCells;
     }
     chooseKernelPath(force.getUseTabulatedFilters());
+    replicaRowsBytes = (size_t) maxReplicaSize * 4 * h * realSize;
+    useReplicaMessages = useTiled && force.getUseTabulatedFilters() && maxReplicaSize <= ReplicaMessagesMaxAtoms &&
+                         3 * replicaRowsBytes <= ReplicaMessagesMaxSharedBytes &&
+                         (requestedKernelPath() == "tiled" || numReplicas >= numMultiprocessors());
+    if (useReplicaMessages) // they find their own pairs: no neighbour search, and no count to grow the list by
+        cu.clearBuffer(neighborCount);
     if (useEdgeFilters) {
         edgeStart.initialize<int>(cu, n + 1, "mlffEdgeStart");
         filterStart.initialize<int>(cu, n + 1, "mlffFilterStart");
@@ -308,6 +324,8 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     defines["MLFF_CELL_SIZE"] = exactDouble(painn.cutoff * CellMargin);
     if (periodic)
         defines["MLFF_PERIODIC"] = "1";
+    if (useReplicaMessages)
+        defines["MLFF_REPLICA_ATOMS"] = std::to_string(maxReplicaSize);
     defines["MLFF_READOUT_ATOMS"] = std::to_string(ReadoutAtomsPerBlock);
     matmulTensorCores = !useDouble && cu.getComputeCapability() >= 8.0;
     if (matmulTensorCores)
@@ -340,7 +358,8 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     }
     if (useTiled) // only then: its tiles need H to be a multiple of 64
         source += CudaMLFFKernelSources::matmul + CudaMLFFKernelSources::student_painn_tiled +
-                  CudaMLFFKernelSources::student_painn_edge_filters;
+                  CudaMLFFKernelSources::student_painn_edge_filters +
+                  CudaMLFFKernelSources::student_painn_replica_messages;
     CUmodule module = cu.createModule(source, defines);
     invertKernel = cu.getKernel(module, "mlffInvertAtomIndex");
     neighborKernel = cu.getKernel(module, "mlffFindNeighborsInReplica");
@@ -350,13 +369,15 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     if (numReplicas >= ReduceByWarpMinReplicas)
         replicaEnergiesKernel = cu.getKernel(module, "mlffReplicaEnergies");
     if (useTiled) {
-        messagesForwardKernel = cu.getKernel(module, "mlffMessagesForwardTiled");
+        messagesForwardKernel =
+            cu.getKernel(module, useReplicaMessages ? "mlffMessagesForwardReplicas" : "mlffMessagesForwardTiled");
         hiddenForwardKernel = cu.getKernel(module, "mlffUpdateHiddenForward");
         outputForwardKernel = cu.getKernel(module, "mlffUpdateOutputForward");
         readoutKernel = cu.getKernel(module, "mlffReadoutTiled");
         hiddenBackwardKernel = cu.getKernel(module, "mlffUpdateHiddenBackward");
         inputBackwardKernel = cu.getKernel(module, "mlffUpdateInputBackward");
-        messagesBackwardKernel = cu.getKernel(module, "mlffMessagesBackwardTiled");
+        messagesBackwardKernel =
+            cu.getKernel(module, useReplicaMessages ? "mlffMessagesBackwardReplicas" : "mlffMessagesBackwardTiled");
     }
     if (useEdgeFilters) {
         scanEdgesKernel = cu.getKernel(module, "mlffScanEdges");
@@ -382,6 +403,14 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
                 check(cuFuncSetAttribute(kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                          (int) matmulSharedBytes(MatmulMaxColumns)),
                       "allowing the matrix products their shared memory");
+    if (useReplicaMessages) { // above the default 48 KB in float from 8 atoms of H = 128
+        check(cuFuncSetAttribute(messagesForwardKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                 (int) (2 * replicaRowsBytes)),
+              "allowing the replicas' messages their shared memory");
+        check(cuFuncSetAttribute(messagesBackwardKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                 (int) (3 * replicaRowsBytes)),
+              "allowing the replicas' messages' backward its shared memory");
+    }
     if (useCellList) {
         assignCellsKernel = cu.getKernel(module, "mlffAssignCells");
         scanCellsKernel = cu.getKernel(module, "mlffScanCells");
@@ -419,8 +448,7 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
     // A developer's override, for benchmarks and tests: "fused" (a block per atom); "cluster" (a
     // cluster of blocks per atom); "tiled" (filters per atom); or "edges" (tiled, and exact filters
     // as products over edges). The last two apply wherever the tiles fit.
-    const char* choice = std::getenv("MLFF_CUDA_KERNELS");
-    const string path = choice == nullptr ? "" : choice;
+    const string path = requestedKernelPath();
     if (path.empty())
         useTiled = tilesFit && numAtoms >= (tabulated ? TiledMinAtoms : EdgeFiltersMinAtoms);
     else if (path == "fused" || path == "cluster" || path == "tiled" || path == "edges")
@@ -442,9 +470,13 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
     }
 }
 
-bool CudaCalcMLFFForceKernel::clusterPathRequested() {
+string CudaCalcMLFFForceKernel::requestedKernelPath() {
     const char* choice = std::getenv("MLFF_CUDA_KERNELS");
-    return choice != nullptr && string(choice) == "cluster";
+    return choice == nullptr ? "" : choice;
+}
+
+bool CudaCalcMLFFForceKernel::clusterPathRequested() {
+    return requestedKernelPath() == "cluster";
 }
 
 int CudaCalcMLFFForceKernel::numMultiprocessors() const {
@@ -594,8 +626,8 @@ void CudaCalcMLFFForceKernel::setBox(ContextImpl& context) {
 }
 
 void CudaCalcMLFFForceKernel::findNeighbors(void* box[4]) {
-    if (clusterFindsNeighbors)
-        return; // the first forward launch does it (cluster.cu)
+    if (clusterFindsNeighbors || useReplicaMessages)
+        return; // the first forward launch does it (cluster.cu), or the messages need no list (replica_messages.cu)
     CUdeviceptr posq = cu.getPosq().getDevicePointer();
     const unsigned int atomWarpsGrid = (unsigned int) (((size_t) numAtoms * 32 + NeighborThreads - 1) / NeighborThreads);
     if (!useCellList) {
@@ -813,7 +845,9 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
     int onlyOverflowed = useEdgeFilters ? 1 : 0; // the others' messages come from edge rows
     const size_t n = numAtoms, rows = n * neighborCapacity; // rows: the edge products' bound (edge_filters.cu)
     for (int layer = 0; layer < numBlocks; layer++) {
-        {
+        if (useReplicaMessages)
+            replicaMessagesForward(layer, box);
+        else {
             void* args[] = {&layer, &onlyOverflowed, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(),
                             &mlZ.getDevicePointer(), &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(),
                             &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
@@ -869,7 +903,9 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
                             &midV.getDevicePointer(), &gradS[in].getDevicePointer(), &gradV[in].getDevicePointer()};
             launchMatmul(inputBackwardKernel, args, n, 2 * h, 64, "the update's backward to its input");
         }
-        {
+        if (useReplicaMessages)
+            replicaMessagesBackward(layer, in, lambdaForceScale, force, box);
+        else {
             void* args[] = {&layer, &onlyOverflowed, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(),
                             &mlZ.getDevicePointer(), &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(),
                             &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
@@ -919,6 +955,31 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
                    "the pairs' forces");
         }
     }
+}
+
+void CudaCalcMLFFForceKernel::replicaMessagesForward(int layer, void** box) {
+    CUdeviceptr posq = cu.getPosq().getDevicePointer();
+    void* args[] = {&layer, &params.getDevicePointer(), &filterTable.getDevicePointer(), &posq,
+                    &sortedIndexOfParticle.getDevicePointer(), &mlParticle.getDevicePointer(), &mlZ.getDevicePointer(),
+                    &replicaStart.getDevicePointer(), box[0], box[1], box[2], box[3], &stateS.getDevicePointer(),
+                    &stateV.getDevicePointer(), &midS.getDevicePointer(), &midV.getDevicePointer(),
+                    &updateInput.getDevicePointer()};
+    launchWith(messagesForwardKernel, args, numReplicas, threadsPerAtom, (unsigned int) (2 * replicaRowsBytes), 1,
+               "the messages, a block per replica");
+}
+
+void CudaCalcMLFFForceKernel::replicaMessagesBackward(int layer, int in, double lambdaForceScale, CUdeviceptr force,
+                                                      void** box) {
+    CUdeviceptr posq = cu.getPosq().getDevicePointer();
+    void* args[] = {&layer, &params.getDevicePointer(), &filterTable.getDevicePointer(), &posq,
+                    &sortedIndexOfParticle.getDevicePointer(), &mlParticle.getDevicePointer(), &mlZ.getDevicePointer(),
+                    &replicaStart.getDevicePointer(), box[0], box[1], box[2], box[3], &stateS.getDevicePointer(),
+                    &stateV.getDevicePointer(), &midV.getDevicePointer(), &updateOutput.getDevicePointer(),
+                    &gradS[in].getDevicePointer(), &gradV[in].getDevicePointer(), &updateGradOutput.getDevicePointer(),
+                    &gradS[1 - in].getDevicePointer(), &gradV[1 - in].getDevicePointer(),
+                    &replicaScale.getDevicePointer(), &lambdaForceScale, &force};
+    launchWith(messagesBackwardKernel, args, numReplicas, threadsPerAtom, (unsigned int) (3 * replicaRowsBytes), 1,
+               "the messages' backward, a block per replica");
 }
 
 vector<double> CudaCalcMLFFForceKernel::getReplicaEnergies(ContextImpl& context) {

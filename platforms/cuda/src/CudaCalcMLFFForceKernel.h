@@ -60,7 +60,8 @@ private:
     void chooseKernelPath(bool tabulated);
     /** Blocks per atom on the fused path with clusters (cluster.cu), or 1 where the GPU or H rules them out. */
     int clusterSizeFor(int threads) const;
-    static bool clusterPathRequested(); // MLFF_CUDA_KERNELS=cluster
+    static std::string requestedKernelPath(); // MLFF_CUDA_KERNELS, or "" (the plugin chooses)
+    static bool clusterPathRequested();       // MLFF_CUDA_KERNELS=cluster
     int numMultiprocessors() const;
     /** An array of edge or pair rows (edge_filters.cu): perRow elements of elementSize bytes a row. */
     struct RowArray {
@@ -75,6 +76,9 @@ private:
     void prepareEdgeRows(void** box);
     void executeFused(void** box, bool includeForces, CUdeviceptr force);
     void executeTiled(void** box, bool includeForces, CUdeviceptr force);
+    /** The tiled path's messages and their backward, a block per replica (replica_messages.cu). */
+    void replicaMessagesForward(int layer, void** box);
+    void replicaMessagesBackward(int layer, int in, double lambdaForceScale, CUdeviceptr force, void** box);
     /** Block `layer`'s part of edgeFilter (edge_filters.cu), and its filters' hidden layer. */
     CUdeviceptr edgeFiltersOfBlock(int layer);
     void filterHiddenOfEdges(int layer, bool activated);
@@ -101,6 +105,8 @@ private:
     bool clusterFindsNeighbors = false;   // its first forward launch, not a launch of its own, finds the neighbours
     unsigned int clusterSharedBytes = 0;  // its kernels' dynamic shared memory
     bool useEdgeFilters = false;          // with it, the filters as products over edges (edge_filters.cu)
+    bool useReplicaMessages = false;      // with it, its messages a block per replica (replica_messages.cu)
+    size_t replicaRowsBytes = 0;          // their (A, 4, H) arrays of shared memory, each
     bool matmulTensorCores = false;       // matmul.cu sums on tensor cores (float, sm_80 and later)
     bool dependentLaunches = false;       // programmatic dependent launch (sm_90 and later; dependent_launch.cu)
     int maxReplicaSize = 0;

@@ -1,0 +1,259 @@
+/*
+ * student_painn/replica_messages.cu: the tiled path's messages, forward and backward, one thread
+ * block per replica, for replicas of at most MLFF_REPLICA_ATOMS atoms with tabulated filters (the
+ * host's choice: CudaCalcMLFFForceKernel::initialize). They replace mlffMessagesForwardTiled and
+ * mlffMessagesBackwardTiled, one block per atom, which read every edge's filter from the table:
+ * here each pair i < j within the cutoff reads it once for both of its edges (w(ij) = w(ji),
+ * n(ji) = -n(ij)), and the replica's features sit in shared memory, not re-read from L2 for each
+ * edge. Each atom still sums its messages in ascending neighbour order (the pairs are taken in
+ * ascending (i, j): atom k's come from (0, k) .. (k - 1, k), then (k, k + 1) ..), as the list's.
+ *
+ * Thread c owns channel c of every atom of the replica (threads c >= MLFF_H only join the
+ * barriers), so the features in shared memory need no barrier between pairs: only thread c
+ * reads or writes column c. The pairs are found here, from OpenMM's positions, so the path needs
+ * no neighbour search.
+ *
+ * Dynamic shared memory (the host sizes it: replicaRowsBytes an array), `real`, each (A, 4, H)
+ * with A = MLFF_REPLICA_ATOMS and the 4 rows of an atom (s, v_x, v_y, v_z):
+ *   forward:  input (the block's input features), sum (input plus the messages: s', v');
+ *   backward: input, gradIn = dE/d(s', v'), gradOut = dE/d(s, v) (gradIn plus the gathered messages).
+ */
+#if defined(MLFF_TABULATED) && defined(MLFF_REPLICA_ATOMS)
+
+#define MLFF_REPLICA_PAIRS (MLFF_REPLICA_ATOMS * (MLFF_REPLICA_ATOMS - 1) / 2 + 1) // + 1: never empty
+// Pairs whose table loads a thread issues together (backward: and whose dE/dd, dE/dn the block
+// sums together): the loads are what the kernels wait on. H200, 1,024 benzenes, step us: 4 pairs
+// 1,312, 8 pairs 1,245, 16 forward and 8 backward 1,250 (16 backward would take 244 registers).
+#define MLFF_PAIR_BATCH 8
+
+typedef real MlffReplicaRows[4][MLFF_H]; // one atom's (s, v_x, v_y, v_z), by channel
+
+/** The replica's pairs within the cutoff, (i, j) local with i < j, in ascending (i, j). */
+struct MlffReplicaPairs {
+    int count;
+    int2 atoms[MLFF_REPLICA_PAIRS];
+    real4 geometry[MLFF_REPLICA_PAIRS]; // (u, d), u = r_j - r_i
+    real4 position[MLFF_REPLICA_ATOMS];
+};
+
+/**
+ * Finds the pairs of the `count` atoms from `first` on: positions from OpenMM's, then warp 0
+ * tests 32 (i, j) at a time and keeps the pairs in order. Called by all threads; ends with a barrier.
+ */
+DEVICE inline void mlffFindReplicaPairs(int first, int count, MlffSystemPositions pos, real4 boxA, real4 boxB,
+                                        real4 boxC, real4 invBoxSize, MlffReplicaPairs* pairs) {
+    for (int a = threadIdx.x; a < count; a += blockDim.x)
+        pairs->position[a] = pos[first + a];
+    __syncthreads();
+    if (threadIdx.x < 32) {
+        const int lane = threadIdx.x;
+        int have = 0;
+        for (int base = 0; base < count * count; base += 32) {
+            const int t = base + lane, i = t / count, j = t % count;
+            real ux = 0, uy = 0, uz = 0;
+            bool edge = false;
+            if (t < count * count && i < j) {
+                mlffPairDelta(pairs->position[i], pairs->position[j], boxA, boxB, boxC, invBoxSize, &ux, &uy, &uz);
+                edge = mlffIsEdge(ux, uy, uz);
+            }
+            const unsigned int mask = __ballot_sync(0xffffffffu, edge);
+            if (edge) {
+                const int slot = have + __popc(mask & ((1u << lane) - 1u));
+                pairs->atoms[slot] = make_int2(i, j);
+                pairs->geometry[slot] = make_real4(ux, uy, uz, sqrt(ux * ux + uy * uy + uz * uz));
+            }
+            have += __popc(mask);
+        }
+        if (lane == 0)
+            pairs->count = have;
+    }
+    __syncthreads();
+}
+
+/** Thread c's rows of the block's input features of the replica's atoms (s, then v). */
+DEVICE inline void mlffLoadReplicaInput(int layer, int first, int count, const real* RESTRICT params,
+        const int* RESTRICT mlZ, const real* RESTRICT stateS, const real* RESTRICT stateV, MlffReplicaRows* input) {
+    const int c = threadIdx.x;
+    for (int a = 0; a < count; a++) {
+        input[a][0][c] = mlffBlockInputS(params, mlZ, stateS, layer, first + a, c);
+        for (int d = 0; d < 3; d++)
+            input[a][1 + d][c] = mlffBlockInputV(stateV, layer, first + a, d, c);
+    }
+}
+
+/**
+ * The filters of pairs base .. base + MLFF_PAIR_BATCH - 1 for thread c's channel: w[b] = (w_s,
+ * w_v1, w_v2) and, if dwdd is not null, dw/dd. All 12 table loads of every pair are issued before
+ * any is used (a pair past the last reads the last pair's entries, unused), so that a thread keeps
+ * them all in flight: the kernels wait on these loads.
+ */
+DEVICE inline void mlffPairFilters(const real* RESTRICT blockTable, const MlffReplicaPairs& pairs, int base,
+                                   real (*w)[3], real (*dwdd)[3]) {
+    const int c = threadIdx.x;
+    MlffHermite hw[MLFF_PAIR_BATCH];
+    real entries[MLFF_PAIR_BATCH][3][4];
+#pragma unroll
+    for (int b = 0; b < MLFF_PAIR_BATCH; b++) {
+        hw[b] = mlffHermiteAt(pairs.geometry[min(base + b, pairs.count - 1)].w);
+#pragma unroll
+        for (int t = 0; t < 3; t++)
+            mlffTableEntries(blockTable, hw[b].node, t * MLFF_H + c, entries[b][t]);
+    }
+#pragma unroll
+    for (int b = 0; b < MLFF_PAIR_BATCH; b++)
+#pragma unroll
+        for (int t = 0; t < 3; t++)
+            mlffHermiteSum(hw[b], entries[b][t], &w[b][t], dwdd == 0 ? (real*) 0 : &dwdd[b][t]);
+}
+
+/** n(ij) = u / (d + eps) of a pair's geometry (u, d). */
+DEVICE inline void mlffPairNormal(real4 g, real* n) {
+    const real inv = 1 / (g.w + (real) MLFF_NORMAL_EPSILON);
+    n[0] = g.x * inv;
+    n[1] = g.y * inv;
+    n[2] = g.z * inv;
+}
+
+/**
+ * The messages of block `layer`, a thread block per replica: midS, midV and the update's input of
+ * each of its atoms, as mlffMessagesForwardTiled.
+ */
+KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
+        const real4* RESTRICT posq, const int* RESTRICT sortedIndexOfParticle, const int* RESTRICT mlParticle,
+        const int* RESTRICT mlZ, const int* RESTRICT replicaStart, real4 boxA, real4 boxB, real4 boxC,
+        real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midS,
+        real* RESTRICT midV, real* RESTRICT updateInput) {
+    mlffStartAfterPreviousLaunch();
+    __shared__ MlffReplicaPairs pairs;
+    extern __shared__ real mlffReplicaMemory[];
+    MlffReplicaRows* input = reinterpret_cast<MlffReplicaRows*>(mlffReplicaMemory); // (A, 4, H)
+    MlffReplicaRows* sum = input + MLFF_REPLICA_ATOMS;                              // (A, 4, H)
+    const int first = replicaStart[blockIdx.x], count = replicaStart[blockIdx.x + 1] - first;
+    const int c = threadIdx.x;
+    const bool active = c < MLFF_H;
+    if (active) {
+        mlffLoadReplicaInput(layer, first, count, params, mlZ, stateS, stateV, input);
+        for (int a = 0; a < count; a++)
+            for (int q = 0; q < 4; q++)
+                sum[a][q][c] = input[a][q][c]; // the residual
+    }
+    const MlffSystemPositions pos = {posq, sortedIndexOfParticle, mlParticle};
+    mlffFindReplicaPairs(first, count, pos, boxA, boxB, boxC, invBoxSize, &pairs);
+    if (!active)
+        return;
+    const real* blockTable = mlffBlockTable(filterTable, layer);
+    for (int base = 0; base < pairs.count; base += MLFF_PAIR_BATCH) {
+        real w[MLFF_PAIR_BATCH][3];
+        mlffPairFilters(blockTable, pairs, base, w, (real(*)[3]) 0);
+#pragma unroll
+        for (int b = 0; b < MLFF_PAIR_BATCH; b++) {
+            if (base + b >= pairs.count)
+                break;
+            const int2 ij = pairs.atoms[base + b];
+            real n[3];
+            mlffPairNormal(pairs.geometry[base + b], n);
+            const real ws = w[b][0], wv1 = w[b][1], wv2 = w[b][2];
+            sum[ij.x][0][c] += input[ij.y][0][c] * ws; // i <- j
+            sum[ij.y][0][c] += input[ij.x][0][c] * ws; // j <- i, with n(ji) = -n(ij)
+            for (int d = 0; d < 3; d++) {
+                sum[ij.x][1 + d][c] += input[ij.y][1 + d][c] * wv1 + n[d] * wv2;
+                sum[ij.y][1 + d][c] += input[ij.x][1 + d][c] * wv1 - n[d] * wv2;
+            }
+        }
+    }
+    for (int a = 0; a < count; a++) {
+        const real vMid[3] = {sum[a][1][c], sum[a][2][c], sum[a][3][c]};
+        mlffStoreMessages(first + a, layer, sum[a][0][c], vMid, midS, midV, updateInput);
+    }
+}
+
+/**
+ * The messages' backward of block `layer`, a thread block per replica, as mlffMessagesBackwardTiled:
+ * forces, then (layer > 0) block layer-1's direct update backward of each atom. Per pair, with
+ * g = dE/d(s', v'): dE/d(s, v) gathers g_j w(ij) into i and g_i w(ij) into j; dE/dw sums both
+ * edges' parts; dE/dn(ij) = (gv_i - gv_j) w_v2, since n(ji) = -n(ij); the pair's dE/du goes to
+ * the forces of i and j once.
+ */
+KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
+        const real4* RESTRICT posq, const int* RESTRICT sortedIndexOfParticle, const int* RESTRICT mlParticle,
+        const int* RESTRICT mlZ, const int* RESTRICT replicaStart, real4 boxA, real4 boxB, real4 boxC,
+        real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midV,
+        const real* RESTRICT updateOutput, const real* RESTRICT gradInS, const real* RESTRICT gradInV,
+        real* RESTRICT updateGradOutput, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
+        const double* RESTRICT replicaScale, double lambdaForceScale, unsigned long long* RESTRICT forceBuffer) {
+    mlffStartAfterPreviousLaunch();
+    __shared__ MlffReplicaPairs pairs;
+    __shared__ real warpTotals[MLFF_BLOCK / 32][MLFF_PAIR_BATCH][4];
+    __shared__ real pairGrad[MLFF_PAIR_BATCH][4]; // dE/dd, dE/dn of each pair of the batch
+    extern __shared__ real mlffReplicaMemory[];
+    MlffReplicaRows* input = reinterpret_cast<MlffReplicaRows*>(mlffReplicaMemory); // (A, 4, H)
+    MlffReplicaRows* gradIn = input + MLFF_REPLICA_ATOMS;                           // (A, 4, H)
+    MlffReplicaRows* gradOut = gradIn + MLFF_REPLICA_ATOMS;                         // (A, 4, H)
+    const int replica = blockIdx.x;
+    const int first = replicaStart[replica], count = replicaStart[replica + 1] - first;
+    const int c = threadIdx.x;
+    const bool active = c < MLFF_H;
+    if (active) {
+        mlffLoadReplicaInput(layer, first, count, params, mlZ, stateS, stateV, input);
+        for (int a = 0; a < count; a++) {
+            gradIn[a][0][c] = gradOut[a][0][c] = gradInS[(size_t) (first + a) * MLFF_H + c];
+            for (int d = 0; d < 3; d++)
+                gradIn[a][1 + d][c] = gradOut[a][1 + d][c] = gradInV[((size_t) (first + a) * 3 + d) * MLFF_H + c];
+        }
+    }
+    const MlffSystemPositions pos = {posq, sortedIndexOfParticle, mlParticle};
+    mlffFindReplicaPairs(first, count, pos, boxA, boxB, boxC, invBoxSize, &pairs);
+    const double forceScale = lambdaForceScale * replicaScale[replica];
+    const real* blockTable = mlffBlockTable(filterTable, layer);
+    for (int base = 0; base < pairs.count; base += MLFF_PAIR_BATCH) { // uniform across the block
+        real w[MLFF_PAIR_BATCH][3], dwdd[MLFF_PAIR_BATCH][3];
+        real partial[MLFF_PAIR_BATCH][4]; // (dE/dd, dE/dn) of each pair, this thread's channel
+        if (active)
+            mlffPairFilters(blockTable, pairs, base, w, dwdd);
+#pragma unroll
+        for (int b = 0; b < MLFF_PAIR_BATCH; b++) {
+            partial[b][0] = partial[b][1] = partial[b][2] = partial[b][3] = 0;
+            if (!active || base + b >= pairs.count)
+                continue;
+            const int i = pairs.atoms[base + b].x, j = pairs.atoms[base + b].y;
+            real n[3];
+            mlffPairNormal(pairs.geometry[base + b], n);
+            const real ws = w[b][0], wv1 = w[b][1], wv2 = w[b][2];
+            if (layer > 0) { // the embedding and v = 0 have no gradient to pass on
+                gradOut[i][0][c] += gradIn[j][0][c] * ws;
+                gradOut[j][0][c] += gradIn[i][0][c] * ws;
+                for (int d = 0; d < 3; d++) {
+                    gradOut[i][1 + d][c] += gradIn[j][1 + d][c] * wv1;
+                    gradOut[j][1 + d][c] += gradIn[i][1 + d][c] * wv1;
+                }
+            }
+            const real gws = gradIn[i][0][c] * input[j][0][c] + gradIn[j][0][c] * input[i][0][c];
+            real gwv1 = 0, gwv2 = 0;
+#pragma unroll
+            for (int d = 0; d < 3; d++) {
+                const real gvDifference = gradIn[i][1 + d][c] - gradIn[j][1 + d][c];
+                gwv1 += gradIn[i][1 + d][c] * input[j][1 + d][c] + gradIn[j][1 + d][c] * input[i][1 + d][c];
+                gwv2 += gvDifference * n[d];
+                partial[b][1 + d] = gvDifference * wv2;
+            }
+            partial[b][0] = gws * dwdd[b][0] + gwv1 * dwdd[b][1] + gwv2 * dwdd[b][2];
+        }
+        mlffBlockSum4<MLFF_PAIR_BATCH>(partial, warpTotals, pairGrad);
+        if (c < MLFF_PAIR_BATCH && base + c < pairs.count) {
+            const int2 ij = pairs.atoms[base + c];
+            const real* grad = pairGrad[c];
+            mlffAddEdgeForces(pairs.geometry[base + c], grad[0], grad[1], grad[2], grad[3], forceScale,
+                              sortedIndexOfParticle[mlParticle[first + ij.x]],
+                              sortedIndexOfParticle[mlParticle[first + ij.y]], forceBuffer);
+        }
+    }
+    if (layer == 0 || !active)
+        return;
+    for (int a = 0; a < count; a++) {
+        const real gvOut[3] = {gradOut[a][1][c], gradOut[a][2][c], gradOut[a][3][c]};
+        mlffUpdateBackwardDirect(first + a, layer, params, midV, updateOutput, gradOut[a][0][c], gvOut,
+                                 updateGradOutput, gradOutS, gradOutV);
+    }
+}
+
+#endif
