@@ -1,0 +1,132 @@
+/*
+ * CudaOnHost.h: enough of CUDA to run the plugin's kernel sources on the CPU, for tests on
+ * machines without a GPU. Each CUDA thread of a block is a std::thread; __syncthreads is a
+ * barrier of the block, and ballots and shuffles exchange through a barrier of the warp. Blocks
+ * run one after another, so a kernel's __shared__ variables (static here) are its block's.
+ * Precision: double (`real`). Not a simulator of timing or of memory ordering beyond barriers:
+ * it checks what a kernel computes, given that its barriers are where they must be.
+ */
+#pragma once
+
+#include <barrier>
+#include <cmath>
+#include <memory>
+#include <thread>
+#include <vector>
+
+using std::cos;
+using std::exp;
+using std::floor;
+using std::sin;
+using std::sqrt;
+
+#define USE_DOUBLE_PRECISION
+struct double2 {
+    double x, y;
+};
+struct double4 {
+    double x, y, z, w;
+};
+struct int2 {
+    int x, y;
+};
+inline int2 make_int2(int x, int y) {
+    return {x, y};
+}
+typedef double real;
+typedef double2 real2;
+typedef double4 real4;
+typedef double mixed;
+inline real4 make_real4(real x, real y, real z, real w) {
+    return {x, y, z, w};
+}
+// OpenMM's CudaContext defines these for the kernels; the kernels' own sources then follow.
+#define KERNEL
+#define DEVICE
+#define RESTRICT
+#define __shared__ static
+#define __launch_bounds__(...)
+
+inline int min(int a, int b) {
+    return a < b ? a : b;
+}
+inline int max(int a, int b) {
+    return a > b ? a : b;
+}
+
+struct CudaOnHostIndex {
+    int x = 0;
+};
+inline thread_local CudaOnHostIndex threadIdx, blockIdx;
+inline CudaOnHostIndex blockDim;
+
+/** The barriers and exchange slots of the block that is running. */
+struct CudaOnHostBlock {
+    std::unique_ptr<std::barrier<>> block;
+    std::vector<std::unique_ptr<std::barrier<>>> warps;
+    std::vector<double> slots; // one per thread: the values a ballot or shuffle exchanges
+};
+inline CudaOnHostBlock cudaOnHostBlock;
+
+inline void __syncthreads() {
+    cudaOnHostBlock.block->arrive_and_wait();
+}
+
+/** Every lane of the warp publishes `value`, then reads lane `from(lane)`'s; all 32 lanes must call. */
+template <class From>
+inline double cudaOnHostExchange(double value, From from) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    double* slots = &cudaOnHostBlock.slots[32 * warp];
+    slots[lane] = value;
+    cudaOnHostBlock.warps[warp]->arrive_and_wait();
+    const double result = from(slots, lane);
+    cudaOnHostBlock.warps[warp]->arrive_and_wait();
+    return result;
+}
+
+inline unsigned int __ballot_sync(unsigned int, bool predicate) {
+    return (unsigned int) cudaOnHostExchange(predicate ? 1.0 : 0.0, [](const double* slots, int) {
+        unsigned int mask = 0;
+        for (int k = 0; k < 32; k++)
+            mask |= (slots[k] != 0 ? 1u : 0u) << k;
+        return (double) mask;
+    });
+}
+
+inline double __shfl_xor_sync(unsigned int, double value, int offset) {
+    return cudaOnHostExchange(value, [offset](const double* slots, int lane) { return slots[lane ^ offset]; });
+}
+
+inline int __popc(unsigned int x) {
+    return __builtin_popcount(x);
+}
+
+inline int __ffs(unsigned int x) {
+    return __builtin_ffs(x);
+}
+
+inline unsigned long long atomicAdd(unsigned long long* address, unsigned long long value) {
+    return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
+}
+
+/** Runs `kernel` (a callable, arguments bound) over `grid` blocks of `threads` (a multiple of 32). */
+template <class Kernel>
+void cudaOnHostLaunch(int grid, int threads, Kernel kernel) {
+    blockDim.x = threads;
+    for (int b = 0; b < grid; b++) {
+        cudaOnHostBlock.block = std::make_unique<std::barrier<>>(threads);
+        cudaOnHostBlock.warps.clear();
+        for (int w = 0; w < threads / 32; w++)
+            cudaOnHostBlock.warps.push_back(std::make_unique<std::barrier<>>(32));
+        cudaOnHostBlock.slots.assign(threads, 0.0);
+        std::vector<std::thread> group;
+        for (int t = 0; t < threads; t++)
+            group.emplace_back([&kernel, t, b] {
+                threadIdx.x = t;
+                blockIdx.x = b;
+                kernel();
+            });
+        for (std::thread& thread : group)
+            thread.join();
+    }
+}
