@@ -429,11 +429,13 @@ std::map<string, string> CudaCalcMLFFForceKernel::uploadFilterTable(const mlff_m
     const size_t perArray = (size_t) nodes * mlff_filter_table_num_outputs(raw);
     vector<double> values;
     values.reserve(2 * blocks * perArray);
-    for (int l = 0; l < blocks; l++) { // (L, 2, nodes, 3H): values, then derivatives, of each block
+    for (int l = 0; l < blocks; l++) { // (L, nodes, 3H, 2): each output's value and derivative side by side
         const double* y = mlff_filter_table_values(raw, l);
         const double* d = mlff_filter_table_derivatives(raw, l);
-        values.insert(values.end(), y, y + perArray);
-        values.insert(values.end(), d, d + perArray);
+        for (size_t k = 0; k < perArray; k++) {
+            values.push_back(y[k]);
+            values.push_back(d[k]);
+        }
     }
     filterTable.initialize(cu, values.size(), realSize, "mlffFilterTable");
     filterTable.upload(values, true);

@@ -124,7 +124,7 @@ private:
     std::vector<ParticleParameters> initialParticles; // as the force had them at initialize, by force index
 
     OpenMM::CudaArray params;             // real: the model (StudentPainnParameters)
-    OpenMM::CudaArray filterTable;        // real: the tabulated filters (L, 2, nodes, 3H), if used
+    OpenMM::CudaArray filterTable;        // real: the tabulated filters (L, nodes, 3H, 2), if used
     OpenMM::CudaArray mlParticle, mlZ, mlReplica, replicaStart, sortedIndexOfParticle; // int
     OpenMM::CudaArray mlPos;              // real4, Å
     OpenMM::CudaArray neighborCount, neighborList; // int

@@ -272,7 +272,8 @@ DEVICE inline real mlffFilterDistanceGradient(const real* RESTRICT block, int c,
 /*
  * Tabulated filters (docs/tabulated-filters.md): each block's w(d) and dw/dd from the cubic
  * Hermite table of the core (mlff_filter_table_*), evaluated exactly as the core does. The table
- * (L, 2, MLFF_TABLE_NODES, 3H): per block the node values, then the node derivatives (per Å).
+ * (L, MLFF_TABLE_NODES, 3H, 2): per block, node by node, each output's value and derivative (per
+ * Å) side by side, so that a thread loads both at once (the kernels wait on these loads).
  * Compile-time constants: MLFF_TABLE_NODES, MLFF_TABLE_SPACING (Å), MLFF_TABLE_INV_SPACING.
  */
 #define MLFF_TABLE_BLOCK_STRIDE (2 * MLFF_TABLE_NODES * 3 * MLFF_H)
@@ -302,14 +303,14 @@ DEVICE inline MlffHermite mlffHermiteAt(real d) {
     return hw;
 }
 
-/** Output o's table entries around `node`: (y[n], D[n], y[n+1], D[n+1]). */
+/** Output o's table entries around `node`: (y[n], D[n], y[n+1], D[n+1]), in two loads. */
 DEVICE inline void mlffTableEntries(const real* RESTRICT blockTable, int node, int o, real* entries) {
-    const real* values = blockTable + (size_t) node * 3 * MLFF_H + o;
-    const real* derivatives = values + (size_t) MLFF_TABLE_NODES * 3 * MLFF_H;
-    entries[0] = values[0];
-    entries[1] = derivatives[0];
-    entries[2] = values[3 * MLFF_H];
-    entries[3] = derivatives[3 * MLFF_H];
+    const real2* pairs = reinterpret_cast<const real2*>(blockTable) + (size_t) node * 3 * MLFF_H + o;
+    const real2 here = pairs[0], next = pairs[3 * MLFF_H];
+    entries[0] = here.x;
+    entries[1] = here.y;
+    entries[2] = next.x;
+    entries[3] = next.y;
 }
 
 /** An output's w and, if dwdd is not null, dw/dd, from its table entries at the weights hw. */
