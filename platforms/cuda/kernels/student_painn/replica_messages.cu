@@ -106,6 +106,39 @@ DEVICE inline void mlffPairFilters(const real* RESTRICT blockTable, const MlffRe
             mlffHermiteSum(hw[b], entries[b][t], &w[b][t], dwdd == 0 ? (real*) 0 : &dwdd[b][t]);
 }
 
+static_assert(MLFF_PAIR_BATCH * 4 == 32, "a batch's (dE/dd, dE/dn) are a warp's 32 lanes");
+
+/** One halving step of mlffWarpSum32: a lane keeps the half of v selected by its lane bit Half. */
+template <int Half>
+DEVICE inline void mlffWarpHalve(real* v, int lane) {
+    const bool upper = (lane & Half) != 0;
+#pragma unroll
+    for (int k = 0; k < Half; k++) {
+        const real send = upper ? v[k] : v[k + Half];
+        const real keep = upper ? v[k + Half] : v[k];
+        v[k] = keep + __shfl_xor_sync(0xffffffffu, send, Half);
+    }
+}
+
+/**
+ * The warp's sum of each of a lane's 32 values value[b][q] (b < MLFF_PAIR_BATCH, q < 4), in 31
+ * shuffles rather than 5 a value: each step hands half of the values still kept to the partner
+ * lane, so lane l ends with the total of value l (b = l / 4, q = l % 4). Called by all 32 lanes.
+ */
+DEVICE inline real mlffWarpSum32(real (*value)[4]) {
+    real v[32];
+#pragma unroll
+    for (int k = 0; k < 32; k++)
+        v[k] = value[k / 4][k % 4];
+    const int lane = threadIdx.x % 32;
+    mlffWarpHalve<16>(v, lane);
+    mlffWarpHalve<8>(v, lane);
+    mlffWarpHalve<4>(v, lane);
+    mlffWarpHalve<2>(v, lane);
+    mlffWarpHalve<1>(v, lane);
+    return v[0];
+}
+
 /** n(ij) = u / (d + eps) of a pair's geometry (u, d). */
 DEVICE inline void mlffPairNormal(real4 g, real* n) {
     const real inv = 1 / (g.w + (real) MLFF_NORMAL_EPSILON);
@@ -183,15 +216,16 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
         const double* RESTRICT replicaScale, double lambdaForceScale, unsigned long long* RESTRICT forceBuffer) {
     mlffStartAfterPreviousLaunch();
     __shared__ MlffReplicaPairs pairs;
-    __shared__ real warpTotals[MLFF_BLOCK / 32][MLFF_PAIR_BATCH][4];
-    __shared__ real pairGrad[MLFF_PAIR_BATCH][4]; // dE/dd, dE/dn of each pair of the batch
+    // Each warp's sums of a batch's (dE/dd, dE/dn), lane l value l of mlffWarpSum32; two buffers,
+    // alternate batches, so that a batch's writes never meet warp 0's reads of the one before.
+    __shared__ real warpTotals[2][MLFF_BLOCK / 32][32];
     extern __shared__ real mlffReplicaMemory[];
     MlffReplicaRows* input = reinterpret_cast<MlffReplicaRows*>(mlffReplicaMemory); // (A, 4, H)
     MlffReplicaRows* gradIn = input + MLFF_REPLICA_ATOMS;                           // (A, 4, H)
     MlffReplicaRows* gradOut = gradIn + MLFF_REPLICA_ATOMS;                         // (A, 4, H)
     const int replica = blockIdx.x;
     const int first = replicaStart[replica], count = replicaStart[replica + 1] - first;
-    const int c = threadIdx.x;
+    const int c = threadIdx.x, lane = c % 32, warp = c / 32;
     const bool active = c < MLFF_H;
     if (active) {
         mlffLoadReplicaInput(layer, first, count, params, mlZ, stateS, stateV, input);
@@ -238,13 +272,25 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
             }
             partial[b][0] = gws * dwdd[b][0] + gwv1 * dwdd[b][1] + gwv2 * dwdd[b][2];
         }
-        mlffBlockSum4<MLFF_PAIR_BATCH>(partial, warpTotals, pairGrad);
-        if (c < MLFF_PAIR_BATCH && base + c < pairs.count) {
-            const int2 ij = pairs.atoms[base + c];
-            const real* grad = pairGrad[c];
-            mlffAddEdgeForces(pairs.geometry[base + c], grad[0], grad[1], grad[2], grad[3], forceScale,
-                              sortedIndexOfParticle[mlParticle[first + ij.x]],
-                              sortedIndexOfParticle[mlParticle[first + ij.y]], forceBuffer);
+        // The batch's sums over the block: each warp's, then warp 0 sums the warps' and adds the
+        // forces (lane 4b, pair b) while the other warps go on to the next batch.
+        real (*totals)[32] = warpTotals[(base / MLFF_PAIR_BATCH) % 2];
+        totals[warp][lane] = mlffWarpSum32(partial);
+        __syncthreads();
+        if (warp == 0) {
+            real total = 0;
+            for (int w = 0; w < MLFF_BLOCK / 32; w++)
+                total += totals[w][lane];
+            const real gn0 = __shfl_xor_sync(0xffffffffu, total, 1); // lanes 4b + q hold (b, q)
+            const real gn1 = __shfl_xor_sync(0xffffffffu, total, 2);
+            const real gn2 = __shfl_xor_sync(0xffffffffu, total, 3);
+            const int b = lane / 4;
+            if (lane % 4 == 0 && base + b < pairs.count) {
+                const int2 ij = pairs.atoms[base + b];
+                mlffAddEdgeForces(pairs.geometry[base + b], total, gn0, gn1, gn2, forceScale,
+                                  sortedIndexOfParticle[mlParticle[first + ij.x]],
+                                  sortedIndexOfParticle[mlParticle[first + ij.y]], forceBuffer);
+            }
         }
     }
     if (layer == 0 || !active)
