@@ -69,7 +69,10 @@ defines() { # H K L batch block periodic tabulated precision
     else
         echo "#define MLFF_REDUCE_THREADS 256"
     fi
-    echo "#define MLFF_READOUT_ATOMS 8"
+    # As CudaCalcMLFFForceKernel's readoutAtomsPerBlock: up to 32, A x 2.5H reals within 48 KB.
+    local readout=32 real=$([ "$8" = double ] && echo 8 || echo 4)
+    while (( readout > 4 && readout * 5 * H / 2 * real > 48 * 1024 )); do readout=$(( readout / 2 )); done
+    echo "#define MLFF_READOUT_ATOMS $readout"
     if [ "$7" = 1 ]; then
         echo "#define MLFF_TABULATED 1"
         echo "#define MLFF_TABLE_NODES 1001"

@@ -46,9 +46,11 @@ constexpr int ReduceByWarpMinReplicas = 32;
 constexpr int ReduceThreadsByWarp = 1024;
 constexpr int ReduceThreadsByBlock = 256;
 constexpr int DefaultNeighborCapacity = 64;
-// The tiled path's readout (tiled.cu): each weight load serves this many atoms. H200, 1,024
-// benzenes, the readout's us an evaluation: 8 atoms 71, 16 atoms 48, 32 atoms 35.
-constexpr int ReadoutAtomsPerBlock = 32;
+// The tiled path's readout (tiled.cu): each weight load serves up to this many atoms, as many as
+// its static shared memory (A x 2.5H reals) allows. H200, H = 128, float, 1,024 benzenes, the
+// readout's us an evaluation: 8 atoms 71, 16 atoms 48, 32 atoms 35.
+constexpr int ReadoutMaxAtomsPerBlock = 32;
+constexpr size_t StaticSharedBytes = 48 * 1024;
 constexpr int CellListMinAtoms = 256;  // replicas this large use the cell list (cell_list.cu)
 // Systems with this many ML atoms use the tiled path (tiled.cu), whose matrix products read each
 // weight once per 128 rows; below it the fused path's fewer launches win. Measured (H200, H=128,
@@ -328,7 +330,10 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         defines["MLFF_PERIODIC"] = "1";
     if (useReplicaMessages)
         defines["MLFF_REPLICA_ATOMS"] = std::to_string(maxReplicaSize);
-    defines["MLFF_READOUT_ATOMS"] = std::to_string(ReadoutAtomsPerBlock);
+    readoutAtomsPerBlock = ReadoutMaxAtomsPerBlock; // a multiple of 4 (tiled.cu's atom groups)
+    while (readoutAtomsPerBlock > 4 && (size_t) readoutAtomsPerBlock * 5 * hidden / 2 * realSize > StaticSharedBytes)
+        readoutAtomsPerBlock /= 2;
+    defines["MLFF_READOUT_ATOMS"] = std::to_string(readoutAtomsPerBlock);
     matmulTensorCores = !useDouble && cu.getComputeCapability() >= 8.0;
     if (matmulTensorCores)
         defines["MLFF_MATMUL_TENSOR_CORES"] = "1";
@@ -890,7 +895,7 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
     {
         void* args[] = {&params.getDevicePointer(), &stateS.getDevicePointer(), &atomEnergy.getDevicePointer(),
                         &updateGradOutput.getDevicePointer(), &gradS[0].getDevicePointer(), &gradV[0].getDevicePointer()};
-        launch(readoutKernel, args, (numAtoms + ReadoutAtomsPerBlock - 1) / ReadoutAtomsPerBlock, hidden, "the readout");
+        launch(readoutKernel, args, (numAtoms + readoutAtomsPerBlock - 1) / readoutAtomsPerBlock, hidden, "the readout");
     }
     if (!includeForces)
         return;

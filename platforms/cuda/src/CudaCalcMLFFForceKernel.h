@@ -96,6 +96,7 @@ private:
     int numReplicas = 0;
     int hidden = 0, numBlocks = 0, numRbf = 0; // H, L, K
     int kPadded = 0;                      // K rounded up to 32 (MLFF_K_PADDED)
+    int readoutAtomsPerBlock = 0;         // the tiled readout's atoms a block (MLFF_READOUT_ATOMS)
     int threadsPerAtom = 0;               // threads of a network kernel's block (one atom's)
     int reduceThreads = 0;                // the energy reduction's block
     bool reduceInBackward = false;        // done by an extra cluster of the first backward launch (clusters only)
