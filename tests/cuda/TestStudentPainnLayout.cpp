@@ -108,6 +108,9 @@ TEST_P(StudentPainnLayout, EveryBlockMatrixInItsOrientation) {
             }
         for (int c2 = 0; c2 < H; c2++)
             for (int c = 0; c < H; c++)
+                ASSERT_EQ(l.block(b, "MLFF_B_UPDATE_W2T_SCALAR")[c2 * H + c], m.update_w2[c * H + c2]) << b;
+        for (int c2 = 0; c2 < H; c2++)
+            for (int c = 0; c < H; c++)
                 for (int t = 0; t < 2; t++)
                     ASSERT_EQ(l.block(b, "MLFF_B_UPDATE_W0_BY_CHANNEL")[c2 * 2 * H + 2 * c + t],
                               m.update_w0[c2 * 2 * H + t * H + c])

@@ -278,7 +278,8 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         updateInput.initialize(cu, n * 2 * h, realSize, "mlffUpdateInput");
         updateHidden.initialize(cu, layers * n * h, realSize, "mlffUpdateHidden");
         updateActivation.initialize(cu, n * h, realSize, "mlffUpdateActivation");
-        updateOutput.initialize(cu, layers * n * 3 * h, realSize, "mlffUpdateOutput");
+        // Not the last block's: its output is a alone, straight into stateS (mlffUpdateOutputForwardLast).
+        updateOutput.initialize(cu, std::max(layers - 1, (size_t) 1) * n * 3 * h, realSize, "mlffUpdateOutput");
         updateGradOutput.initialize(cu, n * 3 * h, realSize, "mlffUpdateGradOutput");
     }
     replicaScale.initialize<double>(cu, numReplicas, "mlffReplicaScale");
@@ -380,8 +381,10 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
             cu.getKernel(module, useReplicaMessages ? "mlffMessagesForwardReplicas" : "mlffMessagesForwardTiled");
         hiddenForwardKernel = cu.getKernel(module, "mlffUpdateHiddenForward");
         outputForwardKernel = cu.getKernel(module, "mlffUpdateOutputForward");
+        lastOutputForwardKernel = cu.getKernel(module, "mlffUpdateOutputForwardLast");
         readoutKernel = cu.getKernel(module, "mlffReadoutTiled");
         hiddenBackwardKernel = cu.getKernel(module, "mlffUpdateHiddenBackward");
+        lastHiddenBackwardKernel = cu.getKernel(module, "mlffUpdateHiddenBackwardLast");
         inputBackwardKernel = cu.getKernel(module, "mlffUpdateInputBackward");
         messagesBackwardKernel =
             cu.getKernel(module, useReplicaMessages ? "mlffMessagesBackwardReplicas" : "mlffMessagesBackwardTiled");
@@ -404,8 +407,8 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
             check(cuFuncSetAttribute(kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int) clusterSharedBytes),
                   "allowing the cluster kernels their shared memory");
     if (matmulTensorCores) // their tiles' shared memory is dynamic and above the default 48 KB
-        for (CUfunction kernel : {hiddenForwardKernel, outputForwardKernel, hiddenBackwardKernel, inputBackwardKernel,
-                                  edgeHiddenKernel, edgeFilterKernel, edgeHiddenBackwardKernel, edgeBasisBackwardKernel})
+        for (CUfunction kernel : {hiddenForwardKernel, outputForwardKernel, lastOutputForwardKernel, hiddenBackwardKernel,
+                                  lastHiddenBackwardKernel, inputBackwardKernel, edgeHiddenKernel, edgeFilterKernel, edgeHiddenBackwardKernel, edgeBasisBackwardKernel})
             if (kernel != nullptr)
                 check(cuFuncSetAttribute(kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                          (int) matmulSharedBytes(MatmulMaxColumns)),
@@ -885,7 +888,12 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
                             &updateHidden.getDevicePointer(), &updateActivation.getDevicePointer()};
             launchMatmul(hiddenForwardKernel, args, n, h, 64, "the update's hidden layer");
         }
-        {
+        if (layer == numBlocks - 1) { // its vector output is dead: a alone
+            void* args[] = {&params.getDevicePointer(), &updateActivation.getDevicePointer(), &midS.getDevicePointer(),
+                            &stateS.getDevicePointer()};
+            launchMatmul(lastOutputForwardKernel, args, n, h, 64, "the last update's output");
+        }
+        else {
             void* args[] = {&layer, &params.getDevicePointer(), &updateActivation.getDevicePointer(),
                             &midS.getDevicePointer(), &midV.getDevicePointer(), &updateOutput.getDevicePointer(),
                             &stateS.getDevicePointer(), &stateV.getDevicePointer()};
@@ -894,7 +902,7 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
     }
     {
         void* args[] = {&params.getDevicePointer(), &stateS.getDevicePointer(), &atomEnergy.getDevicePointer(),
-                        &updateGradOutput.getDevicePointer(), &gradS[0].getDevicePointer(), &gradV[0].getDevicePointer()};
+                        &gradS[0].getDevicePointer()};
         launch(readoutKernel, args, (numAtoms + readoutAtomsPerBlock - 1) / readoutAtomsPerBlock, hidden, "the readout");
     }
     if (!includeForces)
@@ -902,7 +910,12 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
     double lambdaForceScale = lastLambda * MLFFUnits::ForceToOpenMM;
     int in = 0;
     for (int layer = numBlocks - 1; layer >= 0; layer--, in = 1 - in) {
-        {
+        if (layer == numBlocks - 1) { // dE/da alone, from the readout
+            void* args[] = {&params.getDevicePointer(), &gradS[in].getDevicePointer(), &updateHidden.getDevicePointer(),
+                            &updateActivation.getDevicePointer()};
+            launchMatmul(lastHiddenBackwardKernel, args, n, h, 64, "the last update's backward to its hidden layer");
+        }
+        else {
             void* args[] = {&layer, &params.getDevicePointer(), &updateGradOutput.getDevicePointer(),
                             &updateHidden.getDevicePointer(), &updateActivation.getDevicePointer()};
             launchMatmul(hiddenBackwardKernel, args, n, h, 64, "the update's backward to its hidden layer");

@@ -154,7 +154,8 @@ private:
     CUfunction invertKernel = nullptr, neighborKernel = nullptr, forwardKernel = nullptr, backwardKernel = nullptr,
                reduceKernel = nullptr, replicaEnergiesKernel = nullptr;
     CUfunction messagesForwardKernel = nullptr, hiddenForwardKernel = nullptr, outputForwardKernel = nullptr,
-               readoutKernel = nullptr, hiddenBackwardKernel = nullptr, inputBackwardKernel = nullptr,
+               lastOutputForwardKernel = nullptr, readoutKernel = nullptr, hiddenBackwardKernel = nullptr,
+               lastHiddenBackwardKernel = nullptr, inputBackwardKernel = nullptr,
                messagesBackwardKernel = nullptr; // tiled path
     CUfunction scanEdgesKernel = nullptr, gatherEdgesKernel = nullptr, edgeHiddenKernel = nullptr,
                edgeFilterKernel = nullptr, edgeHiddenBackwardKernel = nullptr, edgeBasisBackwardKernel = nullptr,

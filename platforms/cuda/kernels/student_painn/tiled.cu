@@ -10,8 +10,10 @@
  *                                              updateActivation = SiLU(updateHidden[l])
  *   mlffUpdateOutputForward    matmul          updateOutput[l] = updateActivation U2^T + b2, and
  *                                              s_out = s' + a, v_out = v' g1 + (M v') g2 into stateS, stateV [l+1]
- *   mlffReadoutTiled           atoms / 8       energies; dE/d(a, g1, g2) and dE/d(s', v') (partial) of block L-1
+ *                                              (block L-1: ...Last, a alone into stateS [L])
+ *   mlffReadoutTiled           atoms / 32      energies; dE/ds' (partial) of block L-1, which is its dE/da
  *   mlffUpdateHiddenBackward   matmul          gradHidden = (updateGradOutput U2) SiLU'(updateHidden[l])
+ *                                              (block L-1: ...Last, dE/da alone)
  *   mlffUpdateInputBackward    matmul          dE/d(s', v') of block l = partial + the MLP's part, gradHidden U0
  *   mlffMessagesBackwardTiled  atoms           forces; dE/d(a, g1, g2) and the partial dE/d(s', v') of block l-1
  *
@@ -23,6 +25,11 @@
  * (L, N, H), updateActivation (N, H; also gradHidden), updateOutput (L, N, 3H) with the outputs of
  * a channel adjacent: (a, g1, g2) of channel c at 3c, 3c + 1, 3c + 2; updateGradOutput (N, 3H),
  * dE/d(a, g1, g2) in block order: a, then g1, then g2.
+ *
+ * The last block's vector output is dead (the readout reads s alone), so its g1, g2 are never
+ * computed and their gradients never formed: its output product and its backward to the hidden
+ * layer take H columns or inputs instead of 3H (the ...Last kernels), and updateOutput[L-1] is
+ * not written. The sums are those of the full products less terms that were exact zeros.
  */
 
 /** The update's output y of channel c (t = 0: a, 1: g1, 2: g2) of atom i in block `layer`. */
@@ -136,6 +143,34 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateOutputForward(int layer, const real* RE
                                       epilogue);
 }
 
+/** The last block's output: a alone, s_out = s' + a into stateS [L] (no v_out: it is dead). */
+struct MlffLastOutputForwardEpilogue {
+    const real* bias;   // b2's a part (H)
+    const real* midS;   // (N, H) of block L-1
+    real* stateS;       // (N, H) of block L
+    DEVICE void operator()(int row, int column, const real* sums) const {
+        real a[4], s[4];
+        mlffLoadRow<4>(bias + column, a);
+        mlffLoadRow<4>(midS + (size_t) row * MLFF_H + column, s);
+#pragma unroll
+        for (int t = 0; t < 4; t++) {
+            a[t] += sums[t];
+            s[t] += a[t];
+        }
+        mlffStoreRow<4>(stateS + (size_t) row * MLFF_H + column, s);
+    }
+};
+
+KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateOutputForwardLast(const real* RESTRICT params,
+        const real* RESTRICT updateActivation, const real* RESTRICT midS, real* RESTRICT stateS) {
+    mlffStartAfterPreviousLaunch();
+    const real* block = params + MLFF_P_BLOCKS + (size_t) (MLFF_L - 1) * MLFF_P_BLOCK_STRIDE;
+    const MlffLastOutputForwardEpilogue epilogue = {block + MLFF_B_UPDATE_B2,
+                                                    midS + (size_t) (MLFF_L - 1) * MLFF_NUM_ATOMS * MLFF_H,
+                                                    stateS + (size_t) MLFF_L * MLFF_NUM_ATOMS * MLFF_H};
+    mlffMatmul<MLFF_H, MLFF_H, 4>(updateActivation, block + MLFF_B_UPDATE_W2T_SCALAR, MLFF_NUM_ATOMS, epilogue);
+}
+
 /**
  * y[k] += sum_j w[j * stride] x[k][j], j = 0 .. INPUTS - 1 in order, for the COUNT rows x[k] (in
  * shared memory): one output of a matrix-vector product for several atoms, each weight loaded once.
@@ -156,12 +191,13 @@ DEVICE inline void mlffWeightColumnTimesRows(const real* RESTRICT w, int stride,
  * MLFF_H threads (H is a multiple of 64 on this path), and the start of the backward pass: the
  * same sums in the same order as mlffReadout, each weight loaded once for several atoms (one atom
  * a block read the head's weights from L2 12,288 times for 1,024 benzenes). dE/ds_out = gs, so
- * the last block's dE/d(a, g1, g2) = (gs, 0, 0) (its vector output is dead) and the partial
- * dE/d(s', v') = (gs, 0), the residual. Weights: W0T (H, H/2), W2T (H/2, H/4), W2 (H/4, H/2),
- * W0 (H/2, H).
+ * the last block's dE/da = gs (mlffUpdateHiddenBackwardLast reads it here) and the partial
+ * dE/ds' = gs, the residual; its dE/d(g1, g2) and partial dE/dv' are 0, never stored
+ * (mlffUpdateInputBackward writes the last block's dE/dv' rather than adding to it). Weights:
+ * W0T (H, H/2), W2T (H/2, H/4), W2 (H/4, H/2), W0 (H/2, H).
  */
 KERNEL void mlffReadoutTiled(const real* RESTRICT params, const real* RESTRICT stateS, real* RESTRICT atomEnergy,
-        real* RESTRICT updateGradOutput, real* RESTRICT gradMidS, real* RESTRICT gradMidV) {
+        real* RESTRICT gradMidS) {
     constexpr int A = MLFF_READOUT_ATOMS, H = MLFF_H;
     constexpr int Groups0 = 2, Groups1 = 4; // atom groups in the head's hidden layers (H/2, H/4 outputs)
     constexpr int Atoms0 = A / Groups0, Atoms1 = A / Groups1;
@@ -216,16 +252,8 @@ KERNEL void mlffReadoutTiled(const real* RESTRICT params, const real* RESTRICT s
     __syncthreads();
     real gs[A] = {};
     mlffWeightColumnTimesRows<A, H / 2>(params + MLFF_P_HEAD_W0 + t, H, grad0, gs);
-    for (int a = 0; a < A && first + a < MLFF_NUM_ATOMS; a++) {
-        const int i = first + a;
-        real* gradOutput = updateGradOutput + (size_t) i * 3 * H;
-        gradOutput[t] = gs[a];
-        gradOutput[H + t] = 0;
-        gradOutput[2 * H + t] = 0;
-        gradMidS[(size_t) i * H + t] = gs[a];
-        for (int d = 0; d < 3; d++)
-            gradMidV[((size_t) i * 3 + d) * H + t] = 0;
-    }
+    for (int a = 0; a < A && first + a < MLFF_NUM_ATOMS; a++)
+        gradMidS[(size_t) (first + a) * H + t] = gs[a];
 }
 
 struct MlffHiddenBackwardEpilogue {
@@ -249,10 +277,21 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateHiddenBackward(int layer, const real* R
     mlffMatmul<3 * MLFF_H, MLFF_H, 4>(updateGradOutput, block + MLFF_B_UPDATE_W2, MLFF_NUM_ATOMS, epilogue);
 }
 
+/** The last block's: dE/da alone (the readout's gradMidS), against U2's a rows (the first H of W2). */
+KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateHiddenBackwardLast(const real* RESTRICT params, const real* RESTRICT gradMidS,
+        const real* RESTRICT updateHidden, real* RESTRICT gradHidden) {
+    mlffStartAfterPreviousLaunch();
+    const real* block = params + MLFF_P_BLOCKS + (size_t) (MLFF_L - 1) * MLFF_P_BLOCK_STRIDE;
+    const MlffHiddenBackwardEpilogue epilogue = {updateHidden + (size_t) (MLFF_L - 1) * MLFF_NUM_ATOMS * MLFF_H,
+                                                 gradHidden};
+    mlffMatmul<MLFF_H, MLFF_H, 4>(gradMidS, block + MLFF_B_UPDATE_W2, MLFF_NUM_ATOMS, epilogue);
+}
+
 struct MlffInputBackwardEpilogue {
     const real* midV; // (N, 3, H) of this block
     real* gradMidS;   // (N, H): the partial gradient in, the whole gradient out
-    real* gradMidV;   // (N, 3, H)
+    real* gradMidV;   // (N, 3, H): likewise, except for the last block (no partial: written, not added to)
+    bool lastBlock;
     DEVICE void operator()(int row, int column, const real* sums) const {
 #pragma unroll
         for (int q = 0; q < 2; q++) { // the thread's 4 columns are (s, |v|) of channels column/2 and column/2 + 1
@@ -263,9 +302,11 @@ struct MlffInputBackwardEpilogue {
             for (int a = 0; a < 3; a++)
                 vMid[a] = midV[((size_t) row * 3 + a) * MLFF_H + c];
             const real m = sqrt(vMid[0] * vMid[0] + vMid[1] * vMid[1] + vMid[2] * vMid[2]);
-            if (m > 0) // the norm's gradient v/m, taken as 0 at v = 0
-                for (int a = 0; a < 3; a++)
-                    gradMidV[((size_t) row * 3 + a) * MLFF_H + c] += gm * vMid[a] / m;
+            for (int a = 0; a < 3; a++) {
+                const real g = m > 0 ? gm * vMid[a] / m : 0; // the norm's gradient v/m, taken as 0 at v = 0
+                real* target = &gradMidV[((size_t) row * 3 + a) * MLFF_H + c];
+                *target = lastBlock ? g : *target + g;
+            }
         }
     }
 };
@@ -274,7 +315,8 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateInputBackward(int layer, const real* RE
         const real* RESTRICT midV, real* RESTRICT gradMidS, real* RESTRICT gradMidV) {
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
-    const MlffInputBackwardEpilogue epilogue = {midV + (size_t) layer * MLFF_NUM_ATOMS * 3 * MLFF_H, gradMidS, gradMidV};
+    const MlffInputBackwardEpilogue epilogue = {midV + (size_t) layer * MLFF_NUM_ATOMS * 3 * MLFF_H, gradMidS, gradMidV,
+                                                layer == MLFF_L - 1};
     mlffMatmul<MLFF_H, 2 * MLFF_H, 4>(gradHidden, block + MLFF_B_UPDATE_W0_BY_CHANNEL, MLFF_NUM_ATOMS, epilogue);
 }
 
