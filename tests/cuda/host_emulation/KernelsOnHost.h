@@ -1,0 +1,73 @@
+/*
+ * KernelsOnHost.h: the plugin's kernel sources compiled for the CPU (CudaOnHost.h), with the
+ * compile-time constants CudaCalcMLFFForceKernel::initialize would define for a small system: H =
+ * 64, L = 3, 54 atoms in 7 replicas, tabulated filters. The parameters' offsets are far apart
+ * (MLFF_PARAMETER_SPAN), so that every matrix fits whatever it holds; a test fills them at
+ * random, or as the layout (StudentPainnParameters.cpp) would where kernels must agree.
+ * Include once per test executable.
+ */
+#pragma once
+
+#include "CudaOnHost.h"
+
+// The kernels' compile-time constants, as CudaCalcMLFFForceKernel::initialize defines them.
+#define MLFF_H 64
+#define MLFF_K 12
+#define MLFF_K_PADDED 32
+#define MLFF_L 3
+#define MLFF_Z_MAX 10
+#define MLFF_CUTOFF 5
+#define MLFF_CUTOFF_SQUARED 25
+#define MLFF_EDGE_BATCH 4
+#define MLFF_BLOCK 64
+#define MLFF_NUM_ATOMS 54
+#define MLFF_NUM_REPLICAS 7
+#define MLFF_PADDED_NUM_ATOMS 64
+#define MLFF_KJ_PER_MOL_PER_EV 96.48533212331002
+#define MLFF_READOUT_ATOMS 8
+#define MLFF_TABULATED 1
+#define MLFF_TABLE_NODES 1001
+#define MLFF_TABLE_SPACING 0.005
+#define MLFF_TABLE_INV_SPACING 200
+#define MLFF_REPLICA_ATOMS 16
+#define MLFF_PARAMETER_SPAN 20000
+#define MLFF_P_EMBEDDING 0
+#define MLFF_P_RBF_CENTERS (1 * MLFF_PARAMETER_SPAN)
+#define MLFF_P_RBF_WIDTHS (2 * MLFF_PARAMETER_SPAN)
+#define MLFF_P_HEAD_W0 (3 * MLFF_PARAMETER_SPAN)
+#define MLFF_P_HEAD_W0T (4 * MLFF_PARAMETER_SPAN)
+#define MLFF_P_HEAD_B0 (5 * MLFF_PARAMETER_SPAN)
+#define MLFF_P_HEAD_W2 (6 * MLFF_PARAMETER_SPAN)
+#define MLFF_P_HEAD_W2T (7 * MLFF_PARAMETER_SPAN)
+#define MLFF_P_HEAD_B2 (8 * MLFF_PARAMETER_SPAN)
+#define MLFF_P_HEAD_W4 (9 * MLFF_PARAMETER_SPAN)
+#define MLFF_P_HEAD_B4 (10 * MLFF_PARAMETER_SPAN)
+#define MLFF_P_BLOCKS (11 * MLFF_PARAMETER_SPAN)
+#define MLFF_P_BLOCK_STRIDE (21 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_FILTER_W0T 0
+#define MLFF_B_FILTER_B0 (1 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_FILTER_W0_PADDED (2 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_FILTER_W2 (3 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_FILTER_W2T (4 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_FILTER_B2 (5 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_UPDATE_W0T (6 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_UPDATE_B0 (7 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_UPDATE_W2 (8 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_UPDATE_B2 (9 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_MIXING (10 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_UPDATE_W2T_BY_CHANNEL (11 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_UPDATE_B2_BY_CHANNEL (12 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_UPDATE_W0_BY_CHANNEL (13 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_FILTER_W2T_BY_FOURS (14 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_FILTER_W2_BY_FOURS (15 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_UPDATE_W0T_BY_FOURS (16 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_UPDATE_W2T_BY_FOURS (17 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_UPDATE_W2_BY_FOURS (18 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_UPDATE_W0_BY_FOURS (19 * MLFF_PARAMETER_SPAN)
+#define MLFF_B_UPDATE_W2T_SCALAR (20 * MLFF_PARAMETER_SPAN)
+#define MLFF_PARAMETERS_SIZE (MLFF_P_BLOCKS + MLFF_L * MLFF_P_BLOCK_STRIDE)
+
+// The dynamic shared memory of the replica kernels (three (A, 4, H) arrays).
+real mlffReplicaMemory[3 * MLFF_REPLICA_ATOMS * 4 * MLFF_H];
+
+#include "kernels_on_host.inc"

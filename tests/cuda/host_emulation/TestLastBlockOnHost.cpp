@@ -1,0 +1,124 @@
+// The tiled path's last block (tiled.cu), whose vector output is dead, against the kernels of any
+// other block, run on the CPU (CudaOnHost.h) in double precision: mlffUpdateOutputForwardLast's
+// s_out and mlffUpdateHiddenBackwardLast's gradient must equal, bit for bit, the full products'
+// (3H columns, or 3H inputs with zeros for dE/d(g1, g2)), with U2 and b2 packed as
+// StudentPainnParameters.cpp packs them; and mlffUpdateInputBackward must write the last block's
+// dE/dv' (the readout leaves no partial one) and add to any other block's.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "KernelsOnHost.h"
+
+namespace {
+
+constexpr int N = MLFF_NUM_ATOMS, H = MLFF_H, Last = MLFF_L - 1;
+
+std::vector<real> randomReals(std::mt19937& rng, size_t n) {
+    std::normal_distribution<double> normal(0, 0.5);
+    std::vector<real> values(n);
+    for (real& x : values)
+        x = normal(rng);
+    return values;
+}
+
+/** Random parameters, except the last block's U2 (3H, H) and b2 in every copy the kernels read. */
+std::vector<real> parametersWithPackedU2(std::mt19937& rng) {
+    std::vector<real> params = randomReals(rng, MLFF_PARAMETERS_SIZE);
+    const std::vector<real> w2 = randomReals(rng, (size_t) 3 * H * H), b2 = randomReals(rng, 3 * H);
+    real* block = params.data() + MLFF_P_BLOCKS + (size_t) Last * MLFF_P_BLOCK_STRIDE;
+    for (int o = 0; o < 3 * H; o++) { // output o = t H + c: a, g1, g2 of channel c
+        block[MLFF_B_UPDATE_B2 + o] = b2[o];
+        for (int k = 0; k < H; k++)
+            block[MLFF_B_UPDATE_W2 + o * H + k] = w2[o * H + k];
+    }
+    for (int c = 0; c < H; c++)
+        for (int t = 0; t < 3; t++) {
+            block[MLFF_B_UPDATE_B2_BY_CHANNEL + 3 * c + t] = b2[t * H + c];
+            for (int k = 0; k < H; k++)
+                block[MLFF_B_UPDATE_W2T_BY_CHANNEL + k * 3 * H + 3 * c + t] = w2[(t * H + c) * H + k];
+        }
+    for (int k = 0; k < H; k++)
+        for (int c = 0; c < H; c++)
+            block[MLFF_B_UPDATE_W2T_SCALAR + k * H + c] = w2[c * H + k];
+    return params;
+}
+
+/** A kernel built on mlffMatmul over the N atoms' rows, `outputs` columns in tiles of 16 TN. */
+template <class Kernel>
+void launchMatmul(int outputs, int tn, Kernel kernel) {
+    const int tiles = (N + MLFF_MATMUL_ROWS - 1) / MLFF_MATMUL_ROWS * (outputs / (16 * tn));
+    cudaOnHostLaunch(tiles, MLFF_MATMUL_THREADS, kernel);
+}
+
+TEST(LastBlockOnHost, OutputEqualsTheFullProducts) {
+    std::mt19937 rng(5);
+    const std::vector<real> params = parametersWithPackedU2(rng);
+    const std::vector<real> activation = randomReals(rng, (size_t) N * H);
+    const std::vector<real> midS = randomReals(rng, (size_t) MLFF_L * N * H);
+    const std::vector<real> midV = randomReals(rng, (size_t) MLFF_L * N * 3 * H);
+    std::vector<real> stateS[2], stateV((size_t) (MLFF_L + 1) * N * 3 * H, -7);
+    std::vector<real> updateOutput((size_t) MLFF_L * N * 3 * H, -7);
+    for (std::vector<real>& s : stateS)
+        s.assign((size_t) (MLFF_L + 1) * N * H, -7);
+    launchMatmul(3 * H, 6, [&] {
+        mlffUpdateOutputForward(Last, params.data(), activation.data(), midS.data(), midV.data(), updateOutput.data(),
+                                stateS[0].data(), stateV.data());
+    });
+    launchMatmul(H, 4, [&] { mlffUpdateOutputForwardLast(params.data(), activation.data(), midS.data(), stateS[1].data()); });
+    for (size_t k = (size_t) MLFF_L * N * H; k < stateS[1].size(); k++)
+        ASSERT_NE(stateS[1][k], -7) << "s_out " << k << " not written";
+    EXPECT_EQ(stateS[0], stateS[1]);
+}
+
+TEST(LastBlockOnHost, HiddenGradientEqualsTheFullProduct) {
+    std::mt19937 rng(6);
+    const std::vector<real> params = parametersWithPackedU2(rng);
+    const std::vector<real> gradA = randomReals(rng, (size_t) N * H); // dE/da, the readout's gradMidS
+    const std::vector<real> updateHidden = randomReals(rng, (size_t) MLFF_L * N * H);
+    std::vector<real> gradOutput((size_t) N * 3 * H, 0); // dE/d(a, g1, g2) in block order, g1 and g2 dead
+    for (int i = 0; i < N; i++)
+        std::copy(gradA.begin() + (size_t) i * H, gradA.begin() + (size_t) (i + 1) * H, gradOutput.begin() + (size_t) i * 3 * H);
+    std::vector<real> gradHidden[2];
+    for (std::vector<real>& g : gradHidden)
+        g.assign((size_t) N * H, -7);
+    launchMatmul(H, 4, [&] {
+        mlffUpdateHiddenBackward(Last, params.data(), gradOutput.data(), updateHidden.data(), gradHidden[0].data());
+    });
+    launchMatmul(H, 4, [&] {
+        mlffUpdateHiddenBackwardLast(params.data(), gradA.data(), updateHidden.data(), gradHidden[1].data());
+    });
+    for (real g : gradHidden[1])
+        ASSERT_NE(g, -7);
+    EXPECT_EQ(gradHidden[0], gradHidden[1]);
+}
+
+TEST(LastBlockOnHost, InputBackwardWritesTheLastBlocksVectorGradient) {
+    std::mt19937 rng(7);
+    const std::vector<real> params = randomReals(rng, MLFF_PARAMETERS_SIZE);
+    const std::vector<real> gradHidden = randomReals(rng, (size_t) N * H);
+    std::vector<real> midV = randomReals(rng, (size_t) MLFF_L * N * 3 * H);
+    for (int layer = 0; layer < MLFF_L; layer++) // one channel with v' = 0, whose norm's gradient is taken as 0
+        for (int d = 0; d < 3; d++)
+            midV[(((size_t) layer * N + 5) * 3 + d) * H + 9] = 0;
+    const std::vector<real> gradMidSIn = randomReals(rng, (size_t) N * H);
+    for (int layer : {Last, Last - 1}) {
+        SCOPED_TRACE("block " + std::to_string(layer));
+        const real before[2] = {0, -7}; // dE/dv' before the launch: [1] what the last block must overwrite
+        std::vector<real> gradMidS[2], gradMidV[2];
+        for (int k = 0; k < 2; k++) {
+            gradMidS[k] = gradMidSIn;
+            gradMidV[k].assign((size_t) N * 3 * H, before[k]);
+            launchMatmul(2 * H, 4, [&] {
+                mlffUpdateInputBackward(layer, params.data(), gradHidden.data(), midV.data(), gradMidS[k].data(),
+                                        gradMidV[k].data());
+            });
+        }
+        EXPECT_EQ(gradMidS[0], gradMidS[1]);
+        EXPECT_EQ(gradMidV[0][((size_t) 5 * 3 + 1) * H + 9], 0);
+        for (size_t k = 0; k < gradMidV[0].size(); k++)
+            ASSERT_EQ(gradMidV[1][k], layer == Last ? gradMidV[0][k] : before[1] + gradMidV[0][k]) << k;
+    }
+}
+
+} // namespace
