@@ -1,5 +1,7 @@
-// The tiled path's last block (tiled.cu), whose vector output is dead, against the kernels of any
-// other block, run on the CPU (CudaOnHost.h) in double precision: mlffUpdateOutputForwardLast's
+// The tiled path's readout and last block (tiled.cu), run on the CPU (CudaOnHost.h) in double
+// precision. mlffReadoutTiled (32 atoms a block, the last block partly empty) must give the fused
+// path's mlffReadout's energies and dE/ds bit for bit. The last block's vector output is dead, and
+// its kernels are checked against those of any other block: mlffUpdateOutputForwardLast's
 // s_out and mlffUpdateHiddenBackwardLast's gradient must equal, bit for bit, the full products'
 // (3H columns, or 3H inputs with zeros for dE/d(g1, g2)), with U2 and b2 packed as
 // StudentPainnParameters.cpp packs them; and mlffUpdateInputBackward must write the last block's
@@ -49,6 +51,34 @@ template <class Kernel>
 void launchMatmul(int outputs, int tn, Kernel kernel) {
     const int tiles = (N + MLFF_MATMUL_ROWS - 1) / MLFF_MATMUL_ROWS * (outputs / (16 * tn));
     cudaOnHostLaunch(tiles, MLFF_MATMUL_THREADS, kernel);
+}
+
+TEST(LastBlockOnHost, TiledReadoutEqualsTheFusedReadout) {
+    std::mt19937 rng(4);
+    const std::vector<real> params = randomReals(rng, MLFF_PARAMETERS_SIZE);
+    const std::vector<real> stateS = randomReals(rng, (size_t) (MLFF_L + 1) * N * H);
+    std::vector<real> energy(N, -7), gradMidS((size_t) N * H, -7);
+    ASSERT_NE(N % MLFF_READOUT_ATOMS, 0) << "the last block should be partly empty";
+    cudaOnHostLaunch((N + MLFF_READOUT_ATOMS - 1) / MLFF_READOUT_ATOMS, H, [&] {
+        mlffReadoutTiled(params.data(), stateS.data(), energy.data(), gradMidS.data());
+    });
+    for (int i = 0; i < N; i++) {
+        SCOPED_TRACE("atom " + std::to_string(i));
+        real eps = 0, gs[H];
+        cudaOnHostLaunch(1, MLFF_BLOCK, [&] {
+            __shared__ MlffReadoutScratch scratch;
+            real e = 0, g = 0;
+            mlffReadout(params.data(), threadIdx.x < H ? stateS[((size_t) MLFF_L * N + i) * H + threadIdx.x] : 0,
+                        &scratch, &e, &g);
+            if (threadIdx.x == 0)
+                eps = e;
+            if (threadIdx.x < H)
+                gs[threadIdx.x] = g;
+        });
+        ASSERT_EQ(energy[i], eps);
+        for (int c = 0; c < H; c++)
+            ASSERT_EQ(gradMidS[(size_t) i * H + c], gs[c]) << "channel " << c;
+    }
 }
 
 TEST(LastBlockOnHost, OutputEqualsTheFullProducts) {
