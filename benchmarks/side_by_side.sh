@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Times builds of the CUDA plugin side by side, on the same GPU within one run: each LIBRARY (a
+# copy of build-gpu/platforms/cuda/libOpenMMMLFFCUDA.so from a build of some commit) is swapped in
+# for the build's own, in turn, round after round, so that drifts of the machine fall on all
+# variants alike. On the GPU machine, with the libraries carried along (say in .device/):
+#
+#   scripts/gpu-tests.sh exec bash benchmarks/side_by_side.sh [OPTIONS] LIBRARY...
+#
+#   --rows R            benchmarks/write_structures.py's rows (default benzene)
+#   --structures S,...  which of the structures written to time (default benzene_x1024,benzene_x256)
+#   --exact             exact filters (default: tabulated)
+#   --rounds N          rounds (default 2)
+#   --md-steps N, --repeats N   mlff-bench's (default 500 and 3)
+#   --timing S          first, each library's MLFF_CUDA_TIMING table (µs a launch kind) on S
+#
+# Prints one line per round, library and structure: step_us, force_us and the energy (which
+# variants that compute the same sums in the same order must print alike).
+set -euo pipefail
+
+rows=benzene structures=benzene_x1024,benzene_x256 tabulated=--tabulated rounds=2 steps=500 repeats=3 timing=
+libraries=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        --rows) rows=$2; shift 2 ;;
+        --structures) structures=$2; shift 2 ;;
+        --exact) tabulated=; shift ;;
+        --rounds) rounds=$2; shift 2 ;;
+        --md-steps) steps=$2; shift 2 ;;
+        --repeats) repeats=$2; shift 2 ;;
+        --timing) timing=$2; shift 2 ;;
+        -*) echo "side_by_side: unknown option $1" >&2; exit 2 ;;
+        *) libraries+=("$(realpath "$1")"); shift ;;
+    esac
+done
+[ ${#libraries[@]} -gt 0 ] || { echo "side_by_side: no LIBRARY given" >&2; exit 2; }
+[ -n "${MLFF_BUILD:-}" ] || { echo "side_by_side: run through scripts/gpu-tests.sh exec (MLFF_BUILD unset)" >&2; exit 2; }
+
+plugin=$MLFF_BUILD/platforms/cuda/libOpenMMMLFFCUDA.so
+folder=$(mktemp -d)
+cp "$plugin" "$folder/own.so"
+trap 'cp "$folder/own.so" "$plugin"; rm -rf "$folder"' EXIT
+python3 "$(dirname "$0")/write_structures.py" "$folder" --rows "$rows" > /dev/null
+
+bench() { # STRUCTURE [mlff-bench options]
+    local structure=$1; shift
+    "$MLFF_BUILD/benchmarks/mlff-bench" "$folder/model.mlff.safetensors" "$folder/$structure.txt" $tabulated "$@"
+}
+
+if [ -n "$timing" ]; then
+    for library in "${libraries[@]}"; do
+        cp "$library" "$plugin"
+        echo "== $(basename "$library"), $timing, per launch"
+        MLFF_CUDA_TIMING=1 bench "$timing" --md-steps 100 --repeats 2 2>&1 >/dev/null # the table is on stderr
+    done
+fi
+printf '%-6s %-24s %-28s %10s %10s %16s\n' round library structure step_us force_us energy_kj_mol
+for round in $(seq "$rounds"); do
+    for library in "${libraries[@]}"; do
+        cp "$library" "$plugin"
+        for structure in ${structures//,/ }; do
+            bench "$structure" --md-steps "$steps" --repeats "$repeats" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print("%-6s %-24s %-28s %10.1f %10.1f %16.4f" % (sys.argv[1], sys.argv[2], sys.argv[3], r["step_us"], r["force_us"], r["energy_kj_mol"]))' \
+                "$round" "$(basename "$library")" "$structure"
+        done
+    done
+done
