@@ -10,6 +10,9 @@
 
 #include "CudaOnHost.h"
 
+#include <random>
+#include <vector>
+
 // The kernels' compile-time constants, as CudaCalcMLFFForceKernel::initialize defines them.
 #define MLFF_H 64
 #define MLFF_K 12
@@ -71,3 +74,12 @@
 real mlffReplicaMemory[3 * MLFF_REPLICA_ATOMS * 4 * MLFF_H];
 
 #include "kernels_on_host.inc"
+
+/** n values from a normal distribution (mean 0, deviation 0.5): inputs and parameters. */
+inline std::vector<real> randomReals(std::mt19937& rng, size_t n) {
+    std::normal_distribution<double> normal(0, 0.5);
+    std::vector<real> values(n);
+    for (real& x : values)
+        x = normal(rng);
+    return values;
+}

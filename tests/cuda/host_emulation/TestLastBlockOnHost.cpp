@@ -16,14 +16,6 @@ namespace {
 
 constexpr int N = MLFF_NUM_ATOMS, H = MLFF_H, Last = MLFF_L - 1;
 
-std::vector<real> randomReals(std::mt19937& rng, size_t n) {
-    std::normal_distribution<double> normal(0, 0.5);
-    std::vector<real> values(n);
-    for (real& x : values)
-        x = normal(rng);
-    return values;
-}
-
 /** Random parameters, except the last block's U2 (3H, H) and b2 in every copy the kernels read. */
 std::vector<real> parametersWithPackedU2(std::mt19937& rng) {
     std::vector<real> params = randomReals(rng, MLFF_PARAMETERS_SIZE);

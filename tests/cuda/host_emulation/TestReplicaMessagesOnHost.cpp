@@ -79,14 +79,6 @@ Replicas makeReplicas(std::mt19937& rng) {
     return s;
 }
 
-std::vector<real> randomReals(std::mt19937& rng, size_t n) {
-    std::normal_distribution<double> normal(0, 0.5);
-    std::vector<real> values(n);
-    for (real& x : values)
-        x = normal(rng);
-    return values;
-}
-
 /** The forces in OpenMM's fixed point (1/2^32), as reals. */
 std::vector<double> forcesOf(const std::vector<unsigned long long>& buffer) {
     std::vector<double> forces;
