@@ -408,7 +408,8 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
                   "allowing the cluster kernels their shared memory");
     if (matmulTensorCores) // their tiles' shared memory is dynamic and above the default 48 KB
         for (CUfunction kernel : {hiddenForwardKernel, outputForwardKernel, lastOutputForwardKernel, hiddenBackwardKernel,
-                                  lastHiddenBackwardKernel, inputBackwardKernel, edgeHiddenKernel, edgeFilterKernel, edgeHiddenBackwardKernel, edgeBasisBackwardKernel})
+                                  lastHiddenBackwardKernel, inputBackwardKernel, edgeHiddenKernel, edgeFilterKernel,
+                                  edgeHiddenBackwardKernel, edgeBasisBackwardKernel})
             if (kernel != nullptr)
                 check(cuFuncSetAttribute(kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                          (int) matmulSharedBytes(MatmulMaxColumns)),

@@ -22,14 +22,14 @@
  * edge_filters.cu's take the rest.
  *
  * Storage (global, `real`, as in forward.cu where shared): updateInput (N, 2H), updateHidden
- * (L, N, H), updateActivation (N, H; also gradHidden), updateOutput (L, N, 3H) with the outputs of
+ * (L, N, H), updateActivation (N, H; also gradHidden), updateOutput (L - 1, N, 3H) with the outputs of
  * a channel adjacent: (a, g1, g2) of channel c at 3c, 3c + 1, 3c + 2; updateGradOutput (N, 3H),
  * dE/d(a, g1, g2) in block order: a, then g1, then g2.
  *
  * The last block's vector output is dead (the readout reads s alone), so its g1, g2 are never
  * computed and their gradients never formed: its output product and its backward to the hidden
- * layer take H columns or inputs instead of 3H (the ...Last kernels), and updateOutput[L-1] is
- * not written. The sums are those of the full products less terms that were exact zeros.
+ * layer take H columns or inputs instead of 3H (the ...Last kernels), and its updateOutput is
+ * not kept. The sums are those of the full products less terms that were exact zeros.
  */
 
 /** The update's output y of channel c (t = 0: a, 1: g1, 2: g2) of atom i in block `layer`. */
