@@ -201,6 +201,29 @@ KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, 
 }
 
 /**
+ * Warp 0's part of a batch of the messages' backward: sums the warps' totals of the batch from
+ * `base` (lane l holds value l of mlffWarpSum32: pair l / 4, component l % 4) and adds each
+ * pair's force to its two atoms (lane 4b, pair b). forceRow: the replica's atoms' rows of
+ * OpenMM's force buffer.
+ */
+DEVICE inline void mlffAddBatchForces(const MlffReplicaPairs& pairs, int base, const real (*totals)[32],
+        const int* forceRow, double forceScale, unsigned long long* RESTRICT forceBuffer) {
+    const int lane = threadIdx.x % 32;
+    real total = 0;
+    for (int w = 0; w < MLFF_BLOCK / 32; w++)
+        total += totals[w][lane];
+    const real gn0 = __shfl_xor_sync(0xffffffffu, total, 1); // lanes 4b + q hold (b, q)
+    const real gn1 = __shfl_xor_sync(0xffffffffu, total, 2);
+    const real gn2 = __shfl_xor_sync(0xffffffffu, total, 3);
+    const int b = lane / 4;
+    if (lane % 4 == 0 && base + b < pairs.count) {
+        const int2 ij = pairs.atoms[base + b];
+        mlffAddEdgeForces(pairs.geometry[base + b], total, gn0, gn1, gn2, forceScale, forceRow[ij.x],
+                          forceRow[ij.y], forceBuffer);
+    }
+}
+
+/**
  * The messages' backward of block `layer`, a thread block per replica, as mlffMessagesBackwardTiled:
  * forces, then (layer > 0) block layer-1's direct update backward of each atom. Per pair, with
  * g = dE/d(s', v'): dE/d(s, v) gathers g_j w(ij) into i and g_i w(ij) into j; dE/dw sums both
@@ -216,6 +239,7 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
         const double* RESTRICT replicaScale, double lambdaForceScale, unsigned long long* RESTRICT forceBuffer) {
     mlffStartAfterPreviousLaunch();
     __shared__ MlffReplicaPairs pairs;
+    __shared__ int forceRow[MLFF_REPLICA_ATOMS]; // each atom's row of OpenMM's force buffer
     // Each warp's sums of a batch's (dE/dd, dE/dn), lane l value l of mlffWarpSum32; two buffers,
     // alternate batches, so that a batch's writes never meet warp 0's reads of the one before.
     __shared__ real warpTotals[2][MLFF_BLOCK / 32][32];
@@ -235,8 +259,10 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
                 gradIn[a][1 + d][c] = gradOut[a][1 + d][c] = gradInV[((size_t) (first + a) * 3 + d) * MLFF_H + c];
         }
     }
+    for (int a = threadIdx.x; a < count; a += blockDim.x)
+        forceRow[a] = sortedIndexOfParticle[mlParticle[first + a]];
     const MlffSystemPositions pos = {posq, sortedIndexOfParticle, mlParticle};
-    mlffFindReplicaPairs(first, count, pos, boxA, boxB, boxC, invBoxSize, &pairs);
+    mlffFindReplicaPairs(first, count, pos, boxA, boxB, boxC, invBoxSize, &pairs); // ends with a barrier
     const double forceScale = lambdaForceScale * replicaScale[replica];
     const real* blockTable = mlffBlockTable(filterTable, layer);
     for (int base = 0; base < pairs.count; base += MLFF_PAIR_BATCH) { // uniform across the block
@@ -273,25 +299,12 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
             partial[b][0] = gws * dwdd[b][0] + gwv1 * dwdd[b][1] + gwv2 * dwdd[b][2];
         }
         // The batch's sums over the block: each warp's, then warp 0 sums the warps' and adds the
-        // forces (lane 4b, pair b) while the other warps go on to the next batch.
+        // forces while the other warps go on to the next batch.
         real (*totals)[32] = warpTotals[(base / MLFF_PAIR_BATCH) % 2];
         totals[warp][lane] = mlffWarpSum32(partial);
         __syncthreads();
-        if (warp == 0) {
-            real total = 0;
-            for (int w = 0; w < MLFF_BLOCK / 32; w++)
-                total += totals[w][lane];
-            const real gn0 = __shfl_xor_sync(0xffffffffu, total, 1); // lanes 4b + q hold (b, q)
-            const real gn1 = __shfl_xor_sync(0xffffffffu, total, 2);
-            const real gn2 = __shfl_xor_sync(0xffffffffu, total, 3);
-            const int b = lane / 4;
-            if (lane % 4 == 0 && base + b < pairs.count) {
-                const int2 ij = pairs.atoms[base + b];
-                mlffAddEdgeForces(pairs.geometry[base + b], total, gn0, gn1, gn2, forceScale,
-                                  sortedIndexOfParticle[mlParticle[first + ij.x]],
-                                  sortedIndexOfParticle[mlParticle[first + ij.y]], forceBuffer);
-            }
-        }
+        if (warp == 0)
+            mlffAddBatchForces(pairs, base, totals, forceRow, forceScale, forceBuffer);
     }
     if (layer == 0 || !active)
         return;
