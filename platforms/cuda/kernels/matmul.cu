@@ -2,26 +2,32 @@
  * matmul.cu: C = A B for the row-wise layers of the tiled path, in `real`.
  *   A (rows, I) row-major: one row per ML atom (or per pair of atoms);
  *   B (I, O) row-major: the weights, input-major;
- * a thread block of MLFF_MATMUL_THREADS computes a tile of MLFF_MATMUL_ROWS rows by 16 TN columns,
+ * a thread block of MLFF_MATMUL_THREADS computes a tile of R rows by 16 TN columns,
  * MLFF_MATMUL_DEPTH inputs a step.
  *
- * Tensor cores (MLFF_MATMUL_TENSOR_CORES, set by the host in float on sm_80 and later): 128 rows a
- * tile. The steps' A and B tiles stream into shared memory with asynchronous copies
+ * Tensor cores (MLFF_MATMUL_TENSOR_CORES, set by the host in float on sm_80 and later): R = 64 or
+ * 128 rows a tile, the kernel's choice (mlffMatmul's TensorCoreRows). 128 reads each B tile for
+ * twice the rows, which pays for the products over pairs (hundreds of thousands of rows); 64 gives
+ * the products over atoms more blocks to spread over the SMs (H200, 1,024 benzenes: the update's
+ * backward to its input 139 -> 118 µs, its hidden layer 99 -> 92, but its output 105 -> 109, so
+ * that one keeps 128; the 12,000-atom droplet, exact, with every product at 64: 9.1 -> 10.4 ms a
+ * step).
+ * The steps' A and B tiles stream into shared memory with asynchronous copies
  * (cp.async), MLFF_MATMUL_STAGES steps in flight, so that the loads of later steps overlap this
  * step's sums. The sums are three TF32 products (3xTF32: with x = big(x) + small(x), both TF32,
  * a b ~ big(a) big(b) + big(a) small(b) + small(a) big(b)), which keeps float32's accuracy; each
- * warp computes 32 rows by 8 TN columns with mma.sync m16n8k8, splitting its fragments as it
+ * warp computes R / 4 rows by 8 TN columns with mma.sync m16n8k8, splitting its fragments as it
  * reads them. The shared memory is dynamic: the host sizes it (CudaCalcMLFFForceKernel's
  * matmulSharedBytes, from MlffMatmulShared's layout below).
- * FMA pipes (double, or before sm_80): 64 rows a tile; the next step's elements are loaded into
- * registers while this step computes; each thread sums 4 adjacent rows by TN adjacent columns,
- * over the inputs in order. Both are deterministic.
+ * FMA pipes (double, or before sm_80): R = MLFF_MATMUL_ROWS = 64 rows a tile, whatever the
+ * kernel asks; the next step's elements are loaded into registers while this step computes; each
+ * thread sums 4 adjacent rows by TN adjacent columns, over the inputs in order. Both are
+ * deterministic.
  *
  * The epilogue, a functor, receives each row with TN adjacent sums, whichever way they were made:
  * epilogue(row, firstColumn, sums), thread (tx, ty) = (threadIdx.x % 16, threadIdx.x / 16) getting
- * rows 64 h + 4 ty .. 64 h + 4 ty + 3 of the tile (h < MLFF_MATMUL_ROWS / 64) and columns
- * TN tx .. TN tx + TN - 1.
- * Grid: ceil(rows / MLFF_MATMUL_ROWS) x O / (16 TN) blocks in one dimension, the column tiles of
+ * rows 64 h + 4 ty .. 64 h + 4 ty + 3 of the tile (h < R / 64) and columns TN tx .. TN tx + TN - 1.
+ * Grid: ceil(rows / R) x O / (16 TN) blocks in one dimension, the column tiles of
  * a row tile adjacent (so that they share A's reads from L2), or more: blocks wholly past `rows`
  * return at once (`rows` may be known only on the device). Rows past `rows` read as 0 and are not
  * passed to the epilogue; inputs past I (when I is not a multiple of the depth) read as 0 from
@@ -37,7 +43,6 @@
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
 #error "MLFF_MATMUL_TENSOR_CORES needs sm_80 or later"
 #endif
-#define MLFF_MATMUL_ROWS 128
 #define MLFF_MATMUL_STAGES 3
 
 /** x split into TF32 parts, big + small ~ x to float32's precision (round to nearest, both). */
@@ -79,13 +84,13 @@ DEVICE inline void mlffWaitCopies() {
  * (input by input, padded by 8), so that a fragment's 32 reads fall in 32 banks; the output
  * staging reuses the same memory.
  */
-template <int Columns>
+template <int Rows, int Columns>
 union MlffMatmulShared {
     struct {
-        float a[MLFF_MATMUL_ROWS][MLFF_MATMUL_DEPTH + 4];
+        float a[Rows][MLFF_MATMUL_DEPTH + 4];
         float b[MLFF_MATMUL_DEPTH][Columns + 8];
     } stage[MLFF_MATMUL_STAGES];
-    float out[MLFF_MATMUL_ROWS][Columns + 4];
+    float out[Rows][Columns + 4];
 };
 #else
 #define MLFF_MATMUL_ROWS 64
@@ -135,24 +140,30 @@ DEVICE inline void mlffStoreRow(real* p, const real* values) {
 }
 
 /** C = A B (the file's comment says how). */
-template <int I, int O, int TN, class Epilogue>
+template <int I, int O, int TN, int TensorCoreRows, class Epilogue>
 DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, int rows, Epilogue epilogue) {
+#ifdef MLFF_MATMUL_TENSOR_CORES
+    static_assert(TensorCoreRows == 64 || TensorCoreRows == 128, "a tensor-core tile has 64 or 128 rows");
+    constexpr int tileRows = TensorCoreRows;
+#else
+    constexpr int tileRows = MLFF_MATMUL_ROWS;
+#endif
     constexpr int columns = 16 * TN, columnTiles = O / columns;
     constexpr int steps = (I + MLFF_MATMUL_DEPTH - 1) / MLFF_MATMUL_DEPTH;
     static_assert(O % columns == 0, "the outputs must fill whole tiles");
-    const int firstRow = blockIdx.x / columnTiles * MLFF_MATMUL_ROWS;
+    const int firstRow = blockIdx.x / columnTiles * tileRows;
     const int firstColumn = blockIdx.x % columnTiles * columns;
     if (firstRow >= rows)
         return; // the whole block: no barrier is skipped
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
 #ifdef MLFF_MATMUL_TENSOR_CORES
     extern __shared__ float4 mlffMatmulMemory[];
-    MlffMatmulShared<columns>& tiles = *reinterpret_cast<MlffMatmulShared<columns>*>(mlffMatmulMemory);
+    MlffMatmulShared<tileRows, columns>& tiles = *reinterpret_cast<MlffMatmulShared<tileRows, columns>*>(mlffMatmulMemory);
 
     // A in 16-byte chunks of 4 inputs where I allows (a chunk then lies wholly inside or past I),
     // else element by element; B in 16-byte chunks of 4 columns.
     constexpr int aChunk = I % 4 == 0 ? 4 : 1, aChunksPerRow = MLFF_MATMUL_DEPTH / aChunk;
-    constexpr int aCopies = MLFF_MATMUL_ROWS * aChunksPerRow / MLFF_MATMUL_THREADS;
+    constexpr int aCopies = tileRows * aChunksPerRow / MLFF_MATMUL_THREADS;
     constexpr int bChunksPerRow = columns / 4, bCopies = MLFF_MATMUL_DEPTH * bChunksPerRow / MLFF_MATMUL_THREADS;
     static_assert(bCopies * MLFF_MATMUL_THREADS == MLFF_MATMUL_DEPTH * bChunksPerRow, "B's chunks must fill the threads");
     auto copyStep = [&](int stage, int step) {
@@ -174,14 +185,15 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
         }
     };
 
-    // Warp w: rows 32 (w % 4) .. +32 of the tile as two tiles of 16, columns 8 TN (w / 4) .. +8 TN
-    // as TN tiles of 8.
+    // Warp w: rows R (w % 4) .. +R of the tile (R = tileRows / 4) as R / 16 tiles of 16, columns
+    // 8 TN (w / 4) .. +8 TN as TN tiles of 8.
+    constexpr int warpRows = tileRows / 4, M = warpRows / 16;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int g = lane / 4, t = lane % 4; // mma.sync's group and thread in group
-    const int warpRow = 32 * (warp % 4), warpColumn = 8 * TN * (warp / 4);
-    float acc[2][TN][4];
+    const int warpRow = warpRows * (warp % 4), warpColumn = 8 * TN * (warp / 4);
+    float acc[M][TN][4];
 #pragma unroll
-    for (int m = 0; m < 2; m++)
+    for (int m = 0; m < M; m++)
 #pragma unroll
         for (int j = 0; j < TN; j++)
             acc[m][j][0] = acc[m][j][1] = acc[m][j][2] = acc[m][j][3] = 0;
@@ -201,9 +213,9 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
         const auto& tile = tiles.stage[step % MLFF_MATMUL_STAGES];
 #pragma unroll
         for (int k = 0; k < MLFF_MATMUL_DEPTH; k += 8) {
-            unsigned int aBig[2][4], aSmall[2][4];
+            unsigned int aBig[M][4], aSmall[M][4];
 #pragma unroll
-            for (int m = 0; m < 2; m++) {
+            for (int m = 0; m < M; m++) {
                 const int r0 = warpRow + 16 * m + g, r1 = r0 + 8;
                 const float x[4] = {tile.a[r0][k + t], tile.a[r1][k + t], tile.a[r0][k + t + 4], tile.a[r1][k + t + 4]};
 #pragma unroll
@@ -217,7 +229,7 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
                 mlffSplitTf32(tile.b[k + t][n], &bBig[0], &bSmall[0]);
                 mlffSplitTf32(tile.b[k + t + 4][n], &bBig[1], &bSmall[1]);
 #pragma unroll
-                for (int m = 0; m < 2; m++) {
+                for (int m = 0; m < M; m++) {
                     mlffMmaTf32(acc[m][j], aSmall[m], bBig); // the small terms first: they are the finer ones
                     mlffMmaTf32(acc[m][j], aBig[m], bSmall);
                     mlffMmaTf32(acc[m][j], aBig[m], bBig);
@@ -229,7 +241,7 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
     __syncthreads();
     // Stage the tile's sums so that each thread gets the rows and columns the epilogue expects.
 #pragma unroll
-    for (int m = 0; m < 2; m++)
+    for (int m = 0; m < M; m++)
 #pragma unroll
         for (int j = 0; j < TN; j++) {
             const int row = warpRow + 16 * m + g, column = warpColumn + 8 * j + 2 * t;
@@ -240,7 +252,7 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
         }
     __syncthreads();
 #pragma unroll
-    for (int h = 0; h < MLFF_MATMUL_ROWS / 64; h++)
+    for (int h = 0; h < tileRows / 64; h++)
 #pragma unroll
         for (int r = 0; r < 4; r++) {
             const int row = 64 * h + 4 * ty + r;

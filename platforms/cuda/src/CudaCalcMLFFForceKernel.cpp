@@ -83,7 +83,7 @@ constexpr int ClusterMaxBlocksPerSM = 2;
 // MLFF_MATMUL_STAGES of each way of summing (tensor cores or FMA pipes).
 constexpr int MatmulThreads = 256;
 constexpr int MatmulDepth = 32;
-constexpr int MatmulRowsTensorCores = 128, MatmulStages = 3;
+constexpr int MatmulMaxRowsTensorCores = 128, MatmulStages = 3; // 64 or 128 rows: each kernel's choice
 constexpr int MatmulRowsFma = 64;
 constexpr int MatmulMaxColumns = 96;   // the widest tile the kernels use (16 TN, TN = 6)
 constexpr int ScanThreads = 1024;      // MLFF_SCAN_THREADS in scan.cu
@@ -91,10 +91,10 @@ constexpr int ScanThreads = 1024;      // MLFF_SCAN_THREADS in scan.cu
 // the two atoms of an edge two cells apart.
 constexpr double CellMargin = 1.0001;
 
-/** The dynamic shared memory of a tensor-core tile of `columns`: MlffMatmulShared in matmul.cu (floats). */
-unsigned int matmulSharedBytes(int columns) {
-    const size_t stages = (size_t) MatmulStages * (MatmulRowsTensorCores * (MatmulDepth + 4) + MatmulDepth * (columns + 8));
-    const size_t staging = (size_t) MatmulRowsTensorCores * (columns + 4);
+/** The dynamic shared memory of a tensor-core tile of `rows` by `columns`: MlffMatmulShared in matmul.cu (floats). */
+unsigned int matmulSharedBytes(int rows, int columns) {
+    const size_t stages = (size_t) MatmulStages * (rows * (MatmulDepth + 4) + MatmulDepth * (columns + 8));
+    const size_t staging = (size_t) rows * (columns + 4);
     return (unsigned int) (std::max(stages, staging) * sizeof(float));
 }
 
@@ -412,7 +412,7 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
                                   edgeHiddenBackwardKernel, edgeBasisBackwardKernel})
             if (kernel != nullptr)
                 check(cuFuncSetAttribute(kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                         (int) matmulSharedBytes(MatmulMaxColumns)),
+                                         (int) matmulSharedBytes(MatmulMaxRowsTensorCores, MatmulMaxColumns)),
                       "allowing the matrix products their shared memory");
     if (useReplicaMessages) { // above the default 48 KB in float from 8 atoms of H = 128
         check(cuFuncSetAttribute(messagesForwardKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -592,10 +592,10 @@ void CudaCalcMLFFForceKernel::launchPerAtom(CUfunction kernel, void** args, cons
 }
 
 void CudaCalcMLFFForceKernel::launchMatmul(CUfunction kernel, void** args, size_t rows, int outputs,
-                                           int columnsPerTile, const char* what) {
-    const int rowsPerTile = matmulTensorCores ? MatmulRowsTensorCores : MatmulRowsFma;
+                                           int columnsPerTile, int tensorCoreRowsPerTile, const char* what) {
+    const int rowsPerTile = matmulTensorCores ? tensorCoreRowsPerTile : MatmulRowsFma;
     const size_t tiles = (rows + rowsPerTile - 1) / rowsPerTile * (outputs / columnsPerTile);
-    const unsigned int sharedBytes = matmulTensorCores ? matmulSharedBytes(columnsPerTile) : 0;
+    const unsigned int sharedBytes = matmulTensorCores ? matmulSharedBytes(rowsPerTile, columnsPerTile) : 0;
     launchWith(kernel, args, (unsigned int) tiles, MatmulThreads, sharedBytes, 1, what);
 }
 
@@ -849,7 +849,8 @@ void CudaCalcMLFFForceKernel::filterHiddenOfEdges(int layer, bool activated) {
     int activatedFlag = activated ? 1 : 0;
     void* args[] = {&layer, &activatedFlag, &params.getDevicePointer(), &filterStart.getDevicePointer(),
                     &edgeBasis.getDevicePointer(), &edgeHidden.getDevicePointer()};
-    launchMatmul(edgeHiddenKernel, args, (size_t) numAtoms * neighborCapacity, hidden, 64, "the filters' hidden layer");
+    launchMatmul(edgeHiddenKernel, args, (size_t) numAtoms * neighborCapacity, hidden, 64, 128,
+                 "the filters' hidden layer");
 }
 
 void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdeviceptr force) {
@@ -874,7 +875,7 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
             {
                 void* args[] = {&layer, &params.getDevicePointer(), &filterStart.getDevicePointer(),
                                 &edgeHidden.getDevicePointer(), &filters};
-                launchMatmul(edgeFilterKernel, args, rows, 3 * h, 96, "the filters' output");
+                launchMatmul(edgeFilterKernel, args, rows, 3 * h, 96, 128, "the filters' output");
             }
             void* args[] = {&layer, &params.getDevicePointer(), &mlZ.getDevicePointer(),
                             &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
@@ -887,18 +888,18 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
         {
             void* args[] = {&layer, &params.getDevicePointer(), &updateInput.getDevicePointer(),
                             &updateHidden.getDevicePointer(), &updateActivation.getDevicePointer()};
-            launchMatmul(hiddenForwardKernel, args, n, h, 64, "the update's hidden layer");
+            launchMatmul(hiddenForwardKernel, args, n, h, 64, 64, "the update's hidden layer");
         }
         if (layer == numBlocks - 1) { // its vector output is dead: a alone
             void* args[] = {&params.getDevicePointer(), &updateActivation.getDevicePointer(), &midS.getDevicePointer(),
                             &stateS.getDevicePointer()};
-            launchMatmul(lastOutputForwardKernel, args, n, h, 64, "the last update's output");
+            launchMatmul(lastOutputForwardKernel, args, n, h, 64, 64, "the last update's output");
         }
         else {
             void* args[] = {&layer, &params.getDevicePointer(), &updateActivation.getDevicePointer(),
                             &midS.getDevicePointer(), &midV.getDevicePointer(), &updateOutput.getDevicePointer(),
                             &stateS.getDevicePointer(), &stateV.getDevicePointer()};
-            launchMatmul(outputForwardKernel, args, n, 3 * h, 96, "the update's output");
+            launchMatmul(outputForwardKernel, args, n, 3 * h, 96, 128, "the update's output");
         }
     }
     {
@@ -914,17 +915,17 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
         if (layer == numBlocks - 1) { // dE/da alone, from the readout
             void* args[] = {&params.getDevicePointer(), &gradS[in].getDevicePointer(), &updateHidden.getDevicePointer(),
                             &updateActivation.getDevicePointer()};
-            launchMatmul(lastHiddenBackwardKernel, args, n, h, 64, "the last update's backward to its hidden layer");
+            launchMatmul(lastHiddenBackwardKernel, args, n, h, 64, 64, "the last update's backward to its hidden layer");
         }
         else {
             void* args[] = {&layer, &params.getDevicePointer(), &updateGradOutput.getDevicePointer(),
                             &updateHidden.getDevicePointer(), &updateActivation.getDevicePointer()};
-            launchMatmul(hiddenBackwardKernel, args, n, h, 64, "the update's backward to its hidden layer");
+            launchMatmul(hiddenBackwardKernel, args, n, h, 64, 64, "the update's backward to its hidden layer");
         }
         {
             void* args[] = {&layer, &params.getDevicePointer(), &updateActivation.getDevicePointer(),
                             &midV.getDevicePointer(), &gradS[in].getDevicePointer(), &gradV[in].getDevicePointer()};
-            launchMatmul(inputBackwardKernel, args, n, 2 * h, 64, "the update's backward to its input");
+            launchMatmul(inputBackwardKernel, args, n, 2 * h, 64, 64, "the update's backward to its input");
         }
         if (useReplicaMessages)
             replicaMessagesBackward(layer, in, lambdaForceScale, force, box);
@@ -960,12 +961,12 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
         {
             void* args[] = {&layer, &params.getDevicePointer(), &filterStart.getDevicePointer(),
                             &edgeGradFilter.getDevicePointer(), &edgeHidden.getDevicePointer()};
-            launchMatmul(edgeHiddenBackwardKernel, args, rows, h, 64, "the filters' backward");
+            launchMatmul(edgeHiddenBackwardKernel, args, rows, h, 64, 128, "the filters' backward");
         }
         {
             void* args[] = {&layer, &params.getDevicePointer(), &filterStart.getDevicePointer(),
                             &edgeHidden.getDevicePointer(), &edgeGradBasis.getDevicePointer()};
-            launchMatmul(edgeBasisBackwardKernel, args, rows, kPadded, 32, "the basis' backward");
+            launchMatmul(edgeBasisBackwardKernel, args, rows, kPadded, 32, 128, "the basis' backward");
         }
         {
             void* args[] = {&layer, &params.getDevicePointer(), &filterStart.getDevicePointer(),

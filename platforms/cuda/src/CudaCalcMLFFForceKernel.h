@@ -47,7 +47,8 @@ private:
     void launchWith(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize,
                     unsigned int sharedBytes, int blocksPerCluster, const char* what);
     void launch(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize, const char* what);
-    void launchMatmul(CUfunction kernel, void** args, size_t rows, int outputs, int columnsPerTile, const char* what);
+    void launchMatmul(CUfunction kernel, void** args, size_t rows, int outputs, int columnsPerTile,
+                      int tensorCoreRowsPerTile, const char* what);
     /** A fused kernel: one block per atom, or a cluster of clusterSize blocks per atom (and one more cluster). */
     void launchPerAtom(CUfunction kernel, void** args, const char* what, bool extraCluster = false);
     /** Where the energy reduction adds: OpenMM's energy buffer, and its derivative by the energy-scale parameter (or null). */

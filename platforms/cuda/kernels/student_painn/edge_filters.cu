@@ -217,7 +217,7 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHidden(int layer, int activated, co
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffEdgeHiddenEpilogue epilogue = {block + MLFF_B_FILTER_B0, edgeHidden, activated != 0};
-    mlffMatmul<MLFF_K, MLFF_H, 4>(edgeBasis, block + MLFF_B_FILTER_W0T, filterStart[MLFF_NUM_ATOMS], epilogue);
+    mlffMatmul<MLFF_K, MLFF_H, 4, 128>(edgeBasis, block + MLFF_B_FILTER_W0T, filterStart[MLFF_NUM_ATOMS], epilogue);
 }
 
 KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterOutput(int layer, const real* RESTRICT params,
@@ -227,7 +227,7 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterOutput(int layer, const real* RESTR
     MlffEdgeFilterEpilogue epilogue;
     epilogue.bias = block + MLFF_B_FILTER_B2;
     epilogue.out = edgeFilter;
-    mlffMatmul<MLFF_H, 3 * MLFF_H, 6>(edgeHidden, block + MLFF_B_FILTER_W2T, filterStart[MLFF_NUM_ATOMS], epilogue);
+    mlffMatmul<MLFF_H, 3 * MLFF_H, 6, 128>(edgeHidden, block + MLFF_B_FILTER_W2T, filterStart[MLFF_NUM_ATOMS], epilogue);
 }
 
 /** dE/dhidden = (dE/dw W2) SiLU'(hidden) of each pair, into edgeHidden in place (each element read, then written, by one thread). */
@@ -236,7 +236,7 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHiddenBackward(int layer, const rea
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffHiddenBackwardEpilogue epilogue = {edgeHidden, edgeHidden};
-    mlffMatmul<3 * MLFF_H, MLFF_H, 4>(edgeGradFilter, block + MLFF_B_FILTER_W2, filterStart[MLFF_NUM_ATOMS], epilogue);
+    mlffMatmul<3 * MLFF_H, MLFF_H, 4, 128>(edgeGradFilter, block + MLFF_B_FILTER_W2, filterStart[MLFF_NUM_ATOMS], epilogue);
 }
 
 struct MlffBasisBackwardEpilogue {
@@ -252,7 +252,7 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeBasisBackward(int layer, const real* REST
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffBasisBackwardEpilogue epilogue = {edgeGradBasis};
-    mlffMatmul<MLFF_H, MLFF_K_PADDED, 2>(edgeGradHidden, block + MLFF_B_FILTER_W0_PADDED, filterStart[MLFF_NUM_ATOMS],
+    mlffMatmul<MLFF_H, MLFF_K_PADDED, 2, 128>(edgeGradHidden, block + MLFF_B_FILTER_W0_PADDED, filterStart[MLFF_NUM_ATOMS],
                                          epilogue);
 }
 

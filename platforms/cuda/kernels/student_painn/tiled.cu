@@ -94,7 +94,7 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateHiddenForward(int layer, const real* RE
     const MlffHiddenForwardEpilogue epilogue = {block + MLFF_B_UPDATE_B0,
                                                 updateHidden + (size_t) layer * MLFF_NUM_ATOMS * MLFF_H,
                                                 updateActivation};
-    mlffMatmul<2 * MLFF_H, MLFF_H, 4>(updateInput, block + MLFF_B_UPDATE_W0T, MLFF_NUM_ATOMS, epilogue);
+    mlffMatmul<2 * MLFF_H, MLFF_H, 4, 64>(updateInput, block + MLFF_B_UPDATE_W0T, MLFF_NUM_ATOMS, epilogue);
 }
 
 struct MlffOutputForwardEpilogue {
@@ -139,7 +139,7 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateOutputForward(int layer, const real* RE
     const MlffOutputForwardEpilogue epilogue = {layer, block, midS, midV,
                                                 updateOutput + (size_t) layer * MLFF_NUM_ATOMS * 3 * MLFF_H,
                                                 stateS, stateV};
-    mlffMatmul<MLFF_H, 3 * MLFF_H, 6>(updateActivation, block + MLFF_B_UPDATE_W2T_BY_CHANNEL, MLFF_NUM_ATOMS,
+    mlffMatmul<MLFF_H, 3 * MLFF_H, 6, 128>(updateActivation, block + MLFF_B_UPDATE_W2T_BY_CHANNEL, MLFF_NUM_ATOMS,
                                       epilogue);
 }
 
@@ -168,7 +168,7 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateOutputForwardLast(const real* RESTRICT 
     const MlffLastOutputForwardEpilogue epilogue = {block + MLFF_B_UPDATE_B2,
                                                     midS + (size_t) (MLFF_L - 1) * MLFF_NUM_ATOMS * MLFF_H,
                                                     stateS + (size_t) MLFF_L * MLFF_NUM_ATOMS * MLFF_H};
-    mlffMatmul<MLFF_H, MLFF_H, 4>(updateActivation, block + MLFF_B_UPDATE_W2T_SCALAR, MLFF_NUM_ATOMS, epilogue);
+    mlffMatmul<MLFF_H, MLFF_H, 4, 64>(updateActivation, block + MLFF_B_UPDATE_W2T_SCALAR, MLFF_NUM_ATOMS, epilogue);
 }
 
 /**
@@ -274,7 +274,7 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateHiddenBackward(int layer, const real* R
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffHiddenBackwardEpilogue epilogue = {updateHidden + (size_t) layer * MLFF_NUM_ATOMS * MLFF_H, gradHidden};
-    mlffMatmul<3 * MLFF_H, MLFF_H, 4>(updateGradOutput, block + MLFF_B_UPDATE_W2, MLFF_NUM_ATOMS, epilogue);
+    mlffMatmul<3 * MLFF_H, MLFF_H, 4, 64>(updateGradOutput, block + MLFF_B_UPDATE_W2, MLFF_NUM_ATOMS, epilogue);
 }
 
 /** The last block's: dE/da alone (the readout's gradMidS), against U2's a rows (the first H of W2). */
@@ -284,7 +284,7 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateHiddenBackwardLast(const real* RESTRICT
     const real* block = params + MLFF_P_BLOCKS + (size_t) (MLFF_L - 1) * MLFF_P_BLOCK_STRIDE;
     const MlffHiddenBackwardEpilogue epilogue = {updateHidden + (size_t) (MLFF_L - 1) * MLFF_NUM_ATOMS * MLFF_H,
                                                  gradHidden};
-    mlffMatmul<MLFF_H, MLFF_H, 4>(gradMidS, block + MLFF_B_UPDATE_W2, MLFF_NUM_ATOMS, epilogue);
+    mlffMatmul<MLFF_H, MLFF_H, 4, 64>(gradMidS, block + MLFF_B_UPDATE_W2, MLFF_NUM_ATOMS, epilogue);
 }
 
 struct MlffInputBackwardEpilogue {
@@ -317,7 +317,7 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateInputBackward(int layer, const real* RE
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffInputBackwardEpilogue epilogue = {midV + (size_t) layer * MLFF_NUM_ATOMS * 3 * MLFF_H, gradMidS, gradMidV,
                                                 layer == MLFF_L - 1};
-    mlffMatmul<MLFF_H, 2 * MLFF_H, 4>(gradHidden, block + MLFF_B_UPDATE_W0_BY_CHANNEL, MLFF_NUM_ATOMS, epilogue);
+    mlffMatmul<MLFF_H, 2 * MLFF_H, 4, 64>(gradHidden, block + MLFF_B_UPDATE_W0_BY_CHANNEL, MLFF_NUM_ATOMS, epilogue);
 }
 
 /**
