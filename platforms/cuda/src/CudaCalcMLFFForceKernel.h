@@ -47,6 +47,11 @@ private:
     void launchWith(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize,
                     unsigned int sharedBytes, int blocksPerCluster, const char* what);
     void launch(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize, const char* what);
+    /**
+     * A kernel built on matmul.cu's mlffMatmul<I, O, TN, TensorCoreRows>, over `rows` rows and
+     * `outputs` = O columns: columnsPerTile = 16 TN and tensorCoreRowsPerTile = TensorCoreRows, as
+     * the kernel instantiates it.
+     */
     void launchMatmul(CUfunction kernel, void** args, size_t rows, int outputs, int columnsPerTile,
                       int tensorCoreRowsPerTile, const char* what);
     /** A fused kernel: one block per atom, or a cluster of clusterSize blocks per atom (and one more cluster). */
