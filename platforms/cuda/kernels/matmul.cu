@@ -158,7 +158,8 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
 #ifdef MLFF_MATMUL_TENSOR_CORES
     extern __shared__ float4 mlffMatmulMemory[];
-    MlffMatmulShared<tileRows, columns>& tiles = *reinterpret_cast<MlffMatmulShared<tileRows, columns>*>(mlffMatmulMemory);
+    typedef MlffMatmulShared<tileRows, columns> Tiles;
+    Tiles& tiles = *reinterpret_cast<Tiles*>(mlffMatmulMemory);
 
     // A in 16-byte chunks of 4 inputs where I allows (a chunk then lies wholly inside or past I),
     // else element by element; B in 16-byte chunks of 4 columns.

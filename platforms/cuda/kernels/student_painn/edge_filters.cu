@@ -252,8 +252,8 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeBasisBackward(int layer, const real* REST
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffBasisBackwardEpilogue epilogue = {edgeGradBasis};
-    mlffMatmul<MLFF_H, MLFF_K_PADDED, 2, 128>(edgeGradHidden, block + MLFF_B_FILTER_W0_PADDED, filterStart[MLFF_NUM_ATOMS],
-                                         epilogue);
+    mlffMatmul<MLFF_H, MLFF_K_PADDED, 2, 128>(edgeGradHidden, block + MLFF_B_FILTER_W0_PADDED,
+                                              filterStart[MLFF_NUM_ATOMS], epilogue);
 }
 
 /**

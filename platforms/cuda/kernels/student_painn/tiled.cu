@@ -140,7 +140,7 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateOutputForward(int layer, const real* RE
                                                 updateOutput + (size_t) layer * MLFF_NUM_ATOMS * 3 * MLFF_H,
                                                 stateS, stateV};
     mlffMatmul<MLFF_H, 3 * MLFF_H, 6, 128>(updateActivation, block + MLFF_B_UPDATE_W2T_BY_CHANNEL, MLFF_NUM_ATOMS,
-                                      epilogue);
+                                           epilogue);
 }
 
 /** The last block's output: a alone, s_out = s' + a into stateS [L] (no v_out: it is dead). */
