@@ -16,7 +16,8 @@
  * Dynamic shared memory (the host sizes it: replicaRowsBytes an array), `real`, each (A, 4, H)
  * with A = MLFF_REPLICA_ATOMS and the 4 rows of an atom (s, v_x, v_y, v_z):
  *   forward:  input (the block's input features), sum (input plus the messages: s', v');
- *   backward: input, gradIn = dE/d(s', v'), gradOut = dE/d(s, v) (gradIn plus the gathered messages).
+ *   backward: input, gradIn = dE/d(s', v'), gradOut = dE/d(s, v) (gradIn plus the gathered messages);
+ *             after the pairs, input and gradIn hold the warps' sums of each batch of pairs.
  */
 #if defined(MLFF_TABULATED) && defined(MLFF_REPLICA_ATOMS)
 
@@ -25,6 +26,7 @@
 // sums together): the loads are what the kernels wait on. H200, 1,024 benzenes, step us: 4 pairs
 // 1,312, 8 pairs 1,245, 16 forward and 8 backward 1,250 (16 backward would take 244 registers).
 #define MLFF_PAIR_BATCH 8
+#define MLFF_PAIR_BATCHES ((MLFF_REPLICA_PAIRS + MLFF_PAIR_BATCH - 1) / MLFF_PAIR_BATCH)
 
 typedef real MlffReplicaRows[4][MLFF_H]; // one atom's (s, v_x, v_y, v_z), by channel
 
@@ -201,7 +203,7 @@ KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, 
 }
 
 /**
- * Warp 0's part of a batch of the messages' backward: sums the warps' totals of the batch from
+ * A warp's part of the end of the messages' backward: sums the warps' totals of the batch from
  * `base` (lane l holds value l of mlffWarpSum32: pair l / 4, component l % 4) and adds each
  * pair's force to its two atoms (lane 4b, pair b). forceRow: the replica's atoms' rows of
  * OpenMM's force buffer.
@@ -228,7 +230,8 @@ DEVICE inline void mlffAddBatchForces(const MlffReplicaPairs& pairs, int base, c
  * forces, then (layer > 0) block layer-1's direct update backward of each atom. Per pair, with
  * g = dE/d(s', v'): dE/d(s, v) gathers g_j w(ij) into i and g_i w(ij) into j; dE/dw sums both
  * edges' parts; dE/dn(ij) = (gv_i - gv_j) w_v2, since n(ji) = -n(ij); the pair's dE/du goes to
- * the forces of i and j once.
+ * the forces of i and j once. The warps walk the pairs with no barrier between batches (each
+ * keeps its sums of the batches' dE/dd, dE/dn), and sum them over the block at the end.
  */
 KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
         const real4* RESTRICT posq, const int* RESTRICT sortedIndexOfParticle, const int* RESTRICT mlParticle,
@@ -240,9 +243,6 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
     mlffStartAfterPreviousLaunch();
     __shared__ MlffReplicaPairs pairs;
     __shared__ int forceRow[MLFF_REPLICA_ATOMS]; // each atom's row of OpenMM's force buffer
-    // Each warp's sums of a batch's (dE/dd, dE/dn), lane l value l of mlffWarpSum32; two buffers,
-    // alternate batches, so that a batch's writes never meet warp 0's reads of the one before.
-    __shared__ real warpTotals[2][MLFF_BLOCK / 32][32];
     extern __shared__ real mlffReplicaMemory[];
     MlffReplicaRows* input = reinterpret_cast<MlffReplicaRows*>(mlffReplicaMemory); // (A, 4, H)
     MlffReplicaRows* gradIn = input + MLFF_REPLICA_ATOMS;                           // (A, 4, H)
@@ -265,6 +265,9 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
     mlffFindReplicaPairs(first, count, pos, boxA, boxB, boxC, invBoxSize, &pairs); // ends with a barrier
     const double forceScale = lambdaForceScale * replicaScale[replica];
     const real* blockTable = mlffBlockTable(filterTable, layer);
+    // This warp's sums of each batch's (dE/dd, dE/dn), lane l value l of mlffWarpSum32, kept until
+    // the end, so that no barrier holds the warps together batch by batch.
+    real batchTotal[MLFF_PAIR_BATCHES];
     for (int base = 0; base < pairs.count; base += MLFF_PAIR_BATCH) { // uniform across the block
         real w[MLFF_PAIR_BATCH][3], dwdd[MLFF_PAIR_BATCH][3];
         real partial[MLFF_PAIR_BATCH][4]; // (dE/dd, dE/dn) of each pair, this thread's channel
@@ -298,13 +301,24 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
             }
             partial[b][0] = gws * dwdd[b][0] + gwv1 * dwdd[b][1] + gwv2 * dwdd[b][2];
         }
-        // The batch's sums over the block: each warp's, then warp 0 sums the warps' and adds the
-        // forces while the other warps go on to the next batch.
-        real (*totals)[32] = warpTotals[(base / MLFF_PAIR_BATCH) % 2];
-        totals[warp][lane] = mlffWarpSum32(partial);
+        batchTotal[base / MLFF_PAIR_BATCH] = mlffWarpSum32(partial);
+    }
+    // The batches' sums over the block: the warps' totals where input and gradIn were (no longer
+    // read), as many batches at a time as fit (all of them unless H is small against the block),
+    // then the warps take the batches in turn and add their forces.
+    constexpr int warps = MLFF_BLOCK / 32, totalsRoom = 2 * MLFF_REPLICA_ATOMS * 4 * MLFF_H / MLFF_BLOCK;
+    static_assert(MLFF_REPLICA_ATOMS < 2 || totalsRoom > 0, "the room for one batch's totals (H >= 64 here)");
+    constexpr int batchesAtOnce = totalsRoom > 0 ? totalsRoom : 1; // 0 only for replicas of one atom: no pairs
+    real (*totals)[warps][32] = reinterpret_cast<real (*)[warps][32]>(mlffReplicaMemory);
+    const int batches = (pairs.count + MLFF_PAIR_BATCH - 1) / MLFF_PAIR_BATCH;
+    for (int from = 0; from < batches; from += batchesAtOnce) {
+        const int chunk = min(batchesAtOnce, batches - from);
+        __syncthreads(); // input and gradIn no longer read, or the previous chunk's totals summed
+        for (int k = 0; k < chunk; k++)
+            totals[k][warp][lane] = batchTotal[from + k];
         __syncthreads();
-        if (warp == 0)
-            mlffAddBatchForces(pairs, base, totals, forceRow, forceScale, forceBuffer);
+        for (int k = warp; k < chunk; k += warps)
+            mlffAddBatchForces(pairs, (from + k) * MLFF_PAIR_BATCH, totals[k], forceRow, forceScale, forceBuffer);
     }
     if (layer == 0 || !active)
         return;
