@@ -293,20 +293,35 @@ struct MlffInputBackwardEpilogue {
     real* gradMidV;   // (N, 3, H): likewise, except for the last block (no partial: written, not added to)
     bool lastBlock;
     DEVICE void operator()(int row, int column, const real* sums) const {
+        // The thread's 4 columns are (s, |v|) of channels c = column / 2 (even) and c + 1, whose
+        // features and gradients it reads and writes as vectors of two.
+        const int c = column / 2;
+        real gs[2];
+        mlffLoadRow<2>(gradMidS + (size_t) row * MLFF_H + c, gs);
+        gs[0] += sums[0];
+        gs[1] += sums[2];
+        mlffStoreRow<2>(gradMidS + (size_t) row * MLFF_H + c, gs);
+        real vMid[3][2], m[2];
 #pragma unroll
-        for (int q = 0; q < 2; q++) { // the thread's 4 columns are (s, |v|) of channels column/2 and column/2 + 1
-            const int c = column / 2 + q;
-            const real gs = sums[2 * q], gm = sums[2 * q + 1];
-            gradMidS[(size_t) row * MLFF_H + c] += gs;
-            real vMid[3];
-            for (int a = 0; a < 3; a++)
-                vMid[a] = midV[((size_t) row * 3 + a) * MLFF_H + c];
-            const real m = sqrt(vMid[0] * vMid[0] + vMid[1] * vMid[1] + vMid[2] * vMid[2]);
-            for (int a = 0; a < 3; a++) {
-                const real g = m > 0 ? gm * vMid[a] / m : 0; // the norm's gradient v/m, taken as 0 at v = 0
-                real* target = &gradMidV[((size_t) row * 3 + a) * MLFF_H + c];
-                *target = lastBlock ? g : *target + g;
+        for (int a = 0; a < 3; a++)
+            mlffLoadRow<2>(midV + ((size_t) row * 3 + a) * MLFF_H + c, vMid[a]);
+#pragma unroll
+        for (int q = 0; q < 2; q++)
+            m[q] = sqrt(vMid[0][q] * vMid[0][q] + vMid[1][q] * vMid[1][q] + vMid[2][q] * vMid[2][q]);
+#pragma unroll
+        for (int a = 0; a < 3; a++) {
+            real* target = gradMidV + ((size_t) row * 3 + a) * MLFF_H + c;
+            real g[2], before[2] = {0, 0};
+            if (!lastBlock)
+                mlffLoadRow<2>(target, before);
+#pragma unroll
+            for (int q = 0; q < 2; q++) {
+                const real gm = sums[2 * q + 1];
+                g[q] = m[q] > 0 ? gm * vMid[a][q] / m[q] : 0; // the norm's gradient v/m, taken as 0 at v = 0
+                if (!lastBlock)
+                    g[q] = before[q] + g[q];
             }
+            mlffStoreRow<2>(target, g);
         }
     }
 };
