@@ -72,6 +72,18 @@ DEVICE inline void mlffFindReplicaPairs(int first, int count, MlffSystemPosition
     __syncthreads();
 }
 
+/** Thread c's channel of atom a's four rows (s, v_x, v_y, v_z) to registers and back; a < 0: none. */
+DEVICE inline void mlffLoadRow(const MlffReplicaRows* rows, int a, real* x) {
+    for (int q = 0; q < 4; q++)
+        x[q] = rows[a][q][threadIdx.x];
+}
+
+DEVICE inline void mlffStoreRow(MlffReplicaRows* rows, int a, const real* x) {
+    if (a >= 0)
+        for (int q = 0; q < 4; q++)
+            rows[a][q][threadIdx.x] = x[q];
+}
+
 /** Thread c's rows of the block's input features of the replica's atoms (s, then v). */
 DEVICE inline void mlffLoadReplicaInput(int layer, int first, int count, const real* RESTRICT params,
         const int* RESTRICT mlZ, const real* RESTRICT stateS, const real* RESTRICT stateV, MlffReplicaRows* input) {
@@ -177,6 +189,10 @@ KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, 
     if (!active)
         return;
     const real* blockTable = mlffBlockTable(filterTable, layer);
+    // Atom i's rows stay in registers for its run of pairs (i, j), so that a pair reads and writes
+    // only j's in shared memory: no pair waits on the previous one's store to the same row.
+    int runAtom = -1; // the i of the run of pairs (i, j) being walked
+    real inputI[4], sumI[4];
     for (int base = 0; base < pairs.count; base += MLFF_PAIR_BATCH) {
         real w[MLFF_PAIR_BATCH][3];
         mlffPairFilters(blockTable, pairs, base, w, (real(*)[3]) 0);
@@ -184,18 +200,25 @@ KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, 
         for (int b = 0; b < MLFF_PAIR_BATCH; b++) {
             if (base + b >= pairs.count)
                 break;
-            const int2 ij = pairs.atoms[base + b];
+            const int i = pairs.atoms[base + b].x, j = pairs.atoms[base + b].y;
+            if (i != runAtom) {
+                mlffStoreRow(sum, runAtom, sumI);
+                runAtom = i;
+                mlffLoadRow(input, i, inputI);
+                mlffLoadRow(sum, i, sumI);
+            }
             real n[3];
             mlffPairNormal(pairs.geometry[base + b], n);
             const real ws = w[b][0], wv1 = w[b][1], wv2 = w[b][2];
-            sum[ij.x][0][c] += input[ij.y][0][c] * ws; // i <- j
-            sum[ij.y][0][c] += input[ij.x][0][c] * ws; // j <- i, with n(ji) = -n(ij)
+            sumI[0] += input[j][0][c] * ws; // i <- j
+            sum[j][0][c] += inputI[0] * ws; // j <- i, with n(ji) = -n(ij)
             for (int d = 0; d < 3; d++) {
-                sum[ij.x][1 + d][c] += input[ij.y][1 + d][c] * wv1 + n[d] * wv2;
-                sum[ij.y][1 + d][c] += input[ij.x][1 + d][c] * wv1 - n[d] * wv2;
+                sumI[1 + d] += input[j][1 + d][c] * wv1 + n[d] * wv2;
+                sum[j][1 + d][c] += inputI[1 + d] * wv1 - n[d] * wv2;
             }
         }
     }
+    mlffStoreRow(sum, runAtom, sumI);
     for (int a = 0; a < count; a++) {
         const real vMid[3] = {sum[a][1][c], sum[a][2][c], sum[a][3][c]};
         mlffStoreMessages(first + a, layer, sum[a][0][c], vMid, midS, midV, updateInput);
@@ -268,6 +291,9 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
     // This warp's sums of each batch's (dE/dd, dE/dn), lane l value l of mlffWarpSum32, kept until
     // the end, so that no barrier holds the warps together batch by batch.
     real batchTotal[MLFF_PAIR_BATCHES];
+    // Atom i's rows stay in registers for its run of pairs (i, j), as in the forward pass.
+    int runAtom = -1; // the i of the run of pairs (i, j) being walked
+    real inputI[4], gradInI[4], gradOutI[4];
     for (int base = 0; base < pairs.count; base += MLFF_PAIR_BATCH) { // uniform across the block
         real w[MLFF_PAIR_BATCH][3], dwdd[MLFF_PAIR_BATCH][3];
         real partial[MLFF_PAIR_BATCH][4]; // (dE/dd, dE/dn) of each pair, this thread's channel
@@ -279,23 +305,34 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
             if (!active || base + b >= pairs.count)
                 continue;
             const int i = pairs.atoms[base + b].x, j = pairs.atoms[base + b].y;
-            real n[3];
+            if (i != runAtom) {
+                if (layer > 0)
+                    mlffStoreRow(gradOut, runAtom, gradOutI);
+                runAtom = i;
+                mlffLoadRow(input, i, inputI);
+                mlffLoadRow(gradIn, i, gradInI);
+                if (layer > 0)
+                    mlffLoadRow(gradOut, i, gradOutI);
+            }
+            real n[3], gradInJ[4], inputJ[4];
             mlffPairNormal(pairs.geometry[base + b], n);
+            mlffLoadRow(gradIn, j, gradInJ);
+            mlffLoadRow(input, j, inputJ);
             const real ws = w[b][0], wv1 = w[b][1], wv2 = w[b][2];
             if (layer > 0) { // the embedding and v = 0 have no gradient to pass on
-                gradOut[i][0][c] += gradIn[j][0][c] * ws;
-                gradOut[j][0][c] += gradIn[i][0][c] * ws;
+                gradOutI[0] += gradInJ[0] * ws;
+                gradOut[j][0][c] += gradInI[0] * ws;
                 for (int d = 0; d < 3; d++) {
-                    gradOut[i][1 + d][c] += gradIn[j][1 + d][c] * wv1;
-                    gradOut[j][1 + d][c] += gradIn[i][1 + d][c] * wv1;
+                    gradOutI[1 + d] += gradInJ[1 + d] * wv1;
+                    gradOut[j][1 + d][c] += gradInI[1 + d] * wv1;
                 }
             }
-            const real gws = gradIn[i][0][c] * input[j][0][c] + gradIn[j][0][c] * input[i][0][c];
+            const real gws = gradInI[0] * inputJ[0] + gradInJ[0] * inputI[0];
             real gwv1 = 0, gwv2 = 0;
 #pragma unroll
             for (int d = 0; d < 3; d++) {
-                const real gvDifference = gradIn[i][1 + d][c] - gradIn[j][1 + d][c];
-                gwv1 += gradIn[i][1 + d][c] * input[j][1 + d][c] + gradIn[j][1 + d][c] * input[i][1 + d][c];
+                const real gvDifference = gradInI[1 + d] - gradInJ[1 + d];
+                gwv1 += gradInI[1 + d] * inputJ[1 + d] + gradInJ[1 + d] * inputI[1 + d];
                 gwv2 += gvDifference * n[d];
                 partial[b][1 + d] = gvDifference * wv2;
             }
@@ -303,6 +340,8 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
         }
         batchTotal[base / MLFF_PAIR_BATCH] = mlffWarpSum32(partial);
     }
+    if (active && layer > 0)
+        mlffStoreRow(gradOut, runAtom, gradOutI);
     // The batches' sums over the block: the warps' totals where input and gradIn were (no longer
     // read), as many batches at a time as fit (all of them unless H is small against the block),
     // then the warps take the batches in turn and add their forces.
