@@ -84,14 +84,49 @@ DEVICE inline void mlffStoreRow(MlffReplicaRows* rows, int a, const real* x) {
             rows[a][q][threadIdx.x] = x[q];
 }
 
+// Atoms whose rows a thread loads from global memory before it stores any (to shared memory or,
+// at the end of the backward pass, its results): one wait on memory for the group, not one an atom.
+#define MLFF_LOAD_GROUP (MLFF_REPLICA_ATOMS < 12 ? MLFF_REPLICA_ATOMS : 12)
+
 /** Thread c's rows of the block's input features of the replica's atoms (s, then v). */
 DEVICE inline void mlffLoadReplicaInput(int layer, int first, int count, const real* RESTRICT params,
         const int* RESTRICT mlZ, const real* RESTRICT stateS, const real* RESTRICT stateV, MlffReplicaRows* input) {
     const int c = threadIdx.x;
-    for (int a = 0; a < count; a++) {
-        input[a][0][c] = mlffBlockInputS(params, mlZ, stateS, layer, first + a, c);
-        for (int d = 0; d < 3; d++)
-            input[a][1 + d][c] = mlffBlockInputV(stateV, layer, first + a, d, c);
+    for (int group = 0; group < count; group += MLFF_LOAD_GROUP) {
+        real x[MLFF_LOAD_GROUP][4];
+#pragma unroll
+        for (int g = 0; g < MLFF_LOAD_GROUP; g++) {
+            const int a = first + min(group + g, count - 1); // past the last: the last again, unused
+            x[g][0] = mlffBlockInputS(params, mlZ, stateS, layer, a, c);
+            for (int d = 0; d < 3; d++)
+                x[g][1 + d] = mlffBlockInputV(stateV, layer, a, d, c);
+        }
+#pragma unroll
+        for (int g = 0; g < MLFF_LOAD_GROUP; g++)
+            if (group + g < count)
+                mlffStoreRow(input, group + g, x[g]);
+    }
+}
+
+/** Thread c's rows of dE/d(s', v') of the replica's atoms, into gradIn and gradOut alike. */
+DEVICE inline void mlffLoadReplicaGradient(int first, int count, const real* RESTRICT gradInS,
+        const real* RESTRICT gradInV, MlffReplicaRows* gradIn, MlffReplicaRows* gradOut) {
+    const int c = threadIdx.x;
+    for (int group = 0; group < count; group += MLFF_LOAD_GROUP) {
+        real g[MLFF_LOAD_GROUP][4];
+#pragma unroll
+        for (int k = 0; k < MLFF_LOAD_GROUP; k++) {
+            const int a = first + min(group + k, count - 1); // past the last: the last again, unused
+            g[k][0] = gradInS[(size_t) a * MLFF_H + c];
+            for (int d = 0; d < 3; d++)
+                g[k][1 + d] = gradInV[((size_t) a * 3 + d) * MLFF_H + c];
+        }
+#pragma unroll
+        for (int k = 0; k < MLFF_LOAD_GROUP; k++)
+            if (group + k < count) {
+                mlffStoreRow(gradIn, group + k, g[k]);
+                mlffStoreRow(gradOut, group + k, g[k]);
+            }
     }
 }
 
@@ -276,11 +311,7 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
     const bool active = c < MLFF_H;
     if (active) {
         mlffLoadReplicaInput(layer, first, count, params, mlZ, stateS, stateV, input);
-        for (int a = 0; a < count; a++) {
-            gradIn[a][0][c] = gradOut[a][0][c] = gradInS[(size_t) (first + a) * MLFF_H + c];
-            for (int d = 0; d < 3; d++)
-                gradIn[a][1 + d][c] = gradOut[a][1 + d][c] = gradInV[((size_t) (first + a) * 3 + d) * MLFF_H + c];
-        }
+        mlffLoadReplicaGradient(first, count, gradInS, gradInV, gradIn, gradOut);
     }
     for (int a = threadIdx.x; a < count; a += blockDim.x)
         forceRow[a] = sortedIndexOfParticle[mlParticle[first + a]];
@@ -361,10 +392,20 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
     }
     if (layer == 0 || !active)
         return;
-    for (int a = 0; a < count; a++) {
-        const real gvOut[3] = {gradOut[a][1][c], gradOut[a][2][c], gradOut[a][3][c]};
-        mlffUpdateBackwardDirect(first + a, layer, params, midV, updateOutput, gradOut[a][0][c], gvOut,
-                                 updateGradOutput, gradOutS, gradOutV);
+    for (int group = 0; group < count; group += MLFF_LOAD_GROUP) {
+        MlffUpdateDirectInputs in[MLFF_LOAD_GROUP];
+#pragma unroll
+        for (int g = 0; g < MLFF_LOAD_GROUP; g++) // past the last atom: the last again, unused
+            in[g] = mlffLoadUpdateDirectInputs(first + min(group + g, count - 1), layer, midV, updateOutput);
+#pragma unroll
+        for (int g = 0; g < MLFF_LOAD_GROUP; g++) {
+            const int a = group + g;
+            if (a >= count)
+                break;
+            const real gvOut[3] = {gradOut[a][1][c], gradOut[a][2][c], gradOut[a][3][c]};
+            mlffUpdateBackwardDirectFrom(in[g], first + a, layer, params, gradOut[a][0][c], gvOut, updateGradOutput,
+                                         gradOutS, gradOutV);
+        }
     }
 }
 

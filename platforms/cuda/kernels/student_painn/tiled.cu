@@ -335,21 +335,35 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateInputBackward(int layer, const real* RE
     mlffMatmul<MLFF_H, 2 * MLFF_H, 4, 64>(gradHidden, block + MLFF_B_UPDATE_W0_BY_CHANNEL, MLFF_NUM_ATOMS, epilogue);
 }
 
+/** What the direct part of block layer-1's update backward reads of thread c's channel of atom i. */
+struct MlffUpdateDirectInputs {
+    real vMid[3], g1, g2; // v' and the update's g1, g2 of block layer-1
+};
+
+DEVICE inline MlffUpdateDirectInputs mlffLoadUpdateDirectInputs(int i, int layer, const real* RESTRICT midV,
+                                                                const real* RESTRICT updateOutput) {
+    const int c = threadIdx.x;
+    MlffUpdateDirectInputs in;
+    for (int a = 0; a < 3; a++)
+        in.vMid[a] = midV[(((size_t) (layer - 1) * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c];
+    in.g1 = mlffUpdateOutput(updateOutput, layer - 1, i, c, 1);
+    in.g2 = mlffUpdateOutput(updateOutput, layer - 1, i, c, 2);
+    return in;
+}
+
 /**
- * The direct part of block layer-1's update backward for thread c's channel of atom i (layer > 0):
- * from gsIn, gvIn = dE/d(s_out, v_out) of block layer-1, its dE/d(a, g1, g2) into updateGradOutput
- * and the partial dE/d(s', v') into gradOutS, gradOutV.
+ * The direct part of block layer-1's update backward for thread c's channel of atom i (layer > 0),
+ * from its inputs `in` (mlffLoadUpdateDirectInputs) and gsIn, gvIn = dE/d(s_out, v_out) of block
+ * layer-1: its dE/d(a, g1, g2) into updateGradOutput and the partial dE/d(s', v') into gradOutS,
+ * gradOutV.
  */
-DEVICE inline void mlffUpdateBackwardDirect(int i, int layer, const real* RESTRICT params, const real* RESTRICT midV,
-        const real* RESTRICT updateOutput, real gsIn, const real* gvIn, real* RESTRICT updateGradOutput,
+DEVICE inline void mlffUpdateBackwardDirectFrom(const MlffUpdateDirectInputs& in, int i, int layer,
+        const real* RESTRICT params, real gsIn, const real* gvIn, real* RESTRICT updateGradOutput,
         real* RESTRICT gradOutS, real* RESTRICT gradOutV) {
     const int c = threadIdx.x;
     const real* previous = params + MLFF_P_BLOCKS + (size_t) (layer - 1) * MLFF_P_BLOCK_STRIDE;
-    real vMid[3], gradG1, gradG2, gvMid[3];
-    for (int a = 0; a < 3; a++)
-        vMid[a] = midV[(((size_t) (layer - 1) * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c];
-    const real g1 = mlffUpdateOutput(updateOutput, layer - 1, i, c, 1), g2 = mlffUpdateOutput(updateOutput, layer - 1, i, c, 2);
-    mlffUpdateVectorBackward(previous, vMid, g1, g2, gvIn, &gradG1, &gradG2, gvMid);
+    real gradG1, gradG2, gvMid[3];
+    mlffUpdateVectorBackward(previous, in.vMid, in.g1, in.g2, gvIn, &gradG1, &gradG2, gvMid);
     real* gradOutput = updateGradOutput + (size_t) i * 3 * MLFF_H;
     gradOutput[c] = gsIn;
     gradOutput[MLFF_H + c] = gradG1;
@@ -357,6 +371,14 @@ DEVICE inline void mlffUpdateBackwardDirect(int i, int layer, const real* RESTRI
     gradOutS[(size_t) i * MLFF_H + c] = gsIn;
     for (int a = 0; a < 3; a++)
         gradOutV[((size_t) i * 3 + a) * MLFF_H + c] = gvMid[a];
+}
+
+/** mlffUpdateBackwardDirectFrom, its inputs loaded here. */
+DEVICE inline void mlffUpdateBackwardDirect(int i, int layer, const real* RESTRICT params, const real* RESTRICT midV,
+        const real* RESTRICT updateOutput, real gsIn, const real* gvIn, real* RESTRICT updateGradOutput,
+        real* RESTRICT gradOutS, real* RESTRICT gradOutV) {
+    mlffUpdateBackwardDirectFrom(mlffLoadUpdateDirectInputs(i, layer, midV, updateOutput), i, layer, params, gsIn, gvIn,
+                                 updateGradOutput, gradOutS, gradOutV);
 }
 
 /**
