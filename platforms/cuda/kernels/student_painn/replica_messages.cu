@@ -72,7 +72,7 @@ DEVICE inline void mlffFindReplicaPairs(int first, int count, MlffSystemPosition
     __syncthreads();
 }
 
-/** Thread c's channel of atom a's four rows (s, v_x, v_y, v_z) to registers and back; a < 0: none. */
+/** Thread c's channel of atom a's four rows (s, v_x, v_y, v_z) to registers, and back (a < 0: nothing to store). */
 DEVICE inline void mlffLoadRow(const MlffReplicaRows* rows, int a, real* x) {
     for (int q = 0; q < 4; q++)
         x[q] = rows[a][q][threadIdx.x];
