@@ -9,6 +9,7 @@
 #pragma once
 
 #include <barrier>
+#include <bit>
 #include <cmath>
 #include <memory>
 #include <thread>
@@ -103,6 +104,14 @@ inline int __popc(unsigned int x) {
 
 inline int __ffs(unsigned int x) {
     return __builtin_ffs(x);
+}
+
+inline unsigned int __float_as_uint(float x) {
+    return std::bit_cast<unsigned int>(x);
+}
+
+inline float __uint_as_float(unsigned int x) {
+    return std::bit_cast<float>(x);
 }
 
 inline unsigned long long atomicAdd(unsigned long long* address, unsigned long long value) {
