@@ -312,6 +312,9 @@ def main():
                        "torch_over_step": torch_us / plugin["step_us"],
                        "flops_per_evaluation": flops, "tflops": rate / 1e12, "percent_of_ceiling": 100 * rate / ceiling,
                        "energy_kj_mol": plugin["energy_kj_mol"], "torch_energy_kj_mol": torch_energy,
+                       # where the run ended: a random model's forces move the atoms, and the edges
+                       # with them, so rows of small systems compare only at one --md-steps
+                       "energy_after_md_kj_mol": plugin["energy_after_md_kj_mol"],
                        "md_steps": plugin["md_steps"], "sizes": sizes}
                 results.append(row)
                 print(f"{model_name:24s} {row_name:28s} {label:16s} {len(z):6d} {edges:8d} {row['force_us']:10.1f} "
