@@ -279,13 +279,14 @@ TEST_P(CudaVsReference, TabulatedFilters) {
     }
 }
 
-// Many small replicas with tabulated filters: on the tiled path their messages take a thread
-// block per replica (replica_messages.cu), which finds its pairs itself. Replicas of 1 to 13
-// atoms with replica scales, without a box and in a periodic one where each molecule straddles
-// the box's corner, so that its pairs are found by minimum image.
-TEST_P(CudaVsReference, TabulatedReplicas) {
-    if (path() == "edges")
-        GTEST_SKIP() << "tabulated filters run the 'tiled' path's kernels (they read tables, not products)";
+// Many small replicas: on the tiled path their messages take a thread block per replica
+// (replica_messages.cu), which reads its pairs from mlffFindReplicaPairs, with tabulated filters
+// (path 'tiled'; the other paths run the same tabulated) or with exact filters from the edge
+// filters' rows, a row a pair (path 'edges'). Replicas of 1 to 13 atoms with replica scales,
+// without a box and in a periodic one where each molecule straddles the box's corner, so that its
+// pairs are found by minimum image.
+TEST_P(CudaVsReference, SmallReplicas) {
+    const bool tabulated = path() != "edges";
     const std::string bytes = mlff_test::random_model_bytes(modelSpec(64, 12, 3, 15));
     std::vector<mlff_test::Structure> molecules;
     for (int r = 0; r < 40; r++)
@@ -296,23 +297,25 @@ TEST_P(CudaVsReference, TabulatedReplicas) {
     periodic.box = {side, 0, 0, 0, side, 0, 0, 0, side};
     for (double& x : periodic.positions) // from [0, 4) to [-2, 2), then into the box
         x = std::fmod(x - 2.0 + side, side);
+    const std::string kind = tabulated ? "tabulated, " : "exact, ";
     for (const auto& named : {std::make_pair(std::string("40 replicas of 1 to 13 atoms"), open),
                               std::make_pair(std::string("the same across a periodic box's corner"), periodic)}) {
         auto s = makeSystem(bytes, named.second);
-        s->force->setUseTabulatedFilters(true);
+        s->force->setUseTabulatedFilters(tabulated);
         for (int r = 0; r < named.second.num_replicas; r++)
             s->force->setReplicaScale(r, 0.5 + 0.05 * r);
         const Evaluation reference = evaluateOn(*s, "reference");
         const Evaluation cuda = evaluateOn(*s, precision());
-        expectMatchesReference(cuda, reference, precision(), "tabulated, " + named.first);
+        expectMatchesReference(cuda, reference, precision(), kind + named.first);
     }
 }
 
 // Forcing a tiny first capacity makes every atom overflow; results must not change at all (with
 // edge filters: not once the list has grown, and the overflowed step still matches Reference).
+// 40 atoms: more than a block per replica takes (ReplicaMessagesMaxAtoms), which has no list.
 TEST_P(CudaVsReference, OverflowedListGivesTheSameBits) {
     const std::string bytes = mlff_test::random_model_bytes(modelSpec(64, 12, 2, 11));
-    mlff_test::Structure molecule = mlff_test::random_structure(30, 10, 7.0, 1.0, 61);
+    mlff_test::Structure molecule = mlff_test::random_structure(40, 10, 8.0, 1.0, 61);
     auto s = makeSystem(bytes, molecule);
     Evaluation normal = evaluateOn(*s, precision());
     setenv("MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY", "2", 1);

@@ -34,7 +34,7 @@ preamble() { # precision
 COMMON
 }
 
-defines() { # H K L batch block periodic tabulated precision
+defines() { # H K L batch block periodic tabulated precision replicas
     local H=$1 K=$2 L=$3
     echo "#define MLFF_H $H"
     echo "#define MLFF_K $K"
@@ -78,8 +78,9 @@ defines() { # H K L batch block periodic tabulated precision
         echo "#define MLFF_TABLE_NODES 1001"
         echo "#define MLFF_TABLE_SPACING 0.005"
         echo "#define MLFF_TABLE_INV_SPACING 200"
-        echo "#define MLFF_REPLICA_ATOMS 12" # replica_messages.cu, as for benzenes
     fi
+    # replica_messages.cu, as for benzenes: with the table, or with edge filters' rows
+    [ "$9" = 1 ] && echo "#define MLFF_REPLICA_ATOMS 12"
     local n=0
     for name in EMBEDDING RBF_CENTERS RBF_WIDTHS HEAD_W0 HEAD_W0T HEAD_B0 HEAD_W2 HEAD_W2T HEAD_B2 HEAD_W4 HEAD_B4 BLOCKS BLOCK_STRIDE; do
         echo "#define MLFF_P_$name $((n += 1000))"
@@ -109,20 +110,22 @@ for precision in single mixed double; do
     # The largest seed model (periodic, exact filters), the same with tabulated filters, the
     # trained defaults' size, all three with the tiled path, and the smallest test model (not
     # periodic; fused only: the tiled path needs H a multiple of 64); compiled to a cubin so that
-    # ptxas checks registers and the 48 KB of static shared memory too.
-    for model in "128 20 3 128 1 0 1" "128 20 3 128 0 1 1" "64 16 2 64 0 0 1" "8 6 2 32 0 0 0"; do
+    # ptxas checks registers and the 48 KB of static shared memory too. The last field: messages a
+    # block per replica (replica_messages.cu), from the table or from edge filters' rows.
+    for model in "128 20 3 128 1 0 1 0" "128 20 3 128 0 1 1 1" "64 16 2 64 0 0 1 1" "8 6 2 32 0 0 0 0"; do
         set -- $model
         src=$work/mlff_${precision}_H$1_p$5_t$6.cu
-        { preamble $precision; defines $1 $2 $3 $batch $4 $5 $6 $precision
+        { preamble $precision; defines $1 $2 $3 $batch $4 $5 $6 $precision $8
           cat "$kernels/dependent_launch.cu" "$kernels/geometry.cu" "$kernels/neighbors.cu" "$kernels/scan.cu" "$kernels/cell_list.cu" "$kernels/student_painn/layers.cu" \
               "$kernels/student_painn/forward.cu" "$kernels/student_painn/backward.cu" "$kernels/student_painn/cluster.cu"
           [ "$7" = 1 ] && cat "$kernels/matmul.cu" "$kernels/student_painn/tiled.cu" "$kernels/student_painn/edge_filters.cu" \
                                  "$kernels/student_painn/replica_messages.cu"; } > "$src"
         if "$nvcc" -cubin -arch=sm_90 $flags -Werror=all-warnings --keep --keep-dir "$work" -o "${src%.cu}.cubin" "$src" \
                2> "$work/err" && waits_first "${src%.cu}.ptx" > "$work/err"; then
-            echo "ok: $precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6 tiled=$7"
+            echo "ok: $precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6 tiled=$7 replicas=$8"
         else
-            echo "FAILED: $precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6 tiled=$7"; cat "$work/err"; status=1
+            echo "FAILED: $precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6 tiled=$7 replicas=$8"
+            cat "$work/err"; status=1
         fi
     done
 done

@@ -61,16 +61,17 @@ constexpr int CellListMinAtoms = 256;  // replicas this large use the cell list 
 // (265 against 533) or a 96-atom droplet (446 against 616).
 constexpr int TiledMinAtoms = 1024;
 constexpr int EdgeFiltersMinAtoms = 768;
-// Replicas this small, with tabulated filters on the tiled path, take a thread block each for
-// their messages (replica_messages.cu), so that each pair's table reads serve both its edges.
-// Bounded by the pair list's static shared memory, and by the features' dynamic shared memory
-// (three (A, 4, H) arrays in the backward pass) so that two blocks fit an SM's 228 KB. Only with
-// at least a replica per SM (unless MLFF_CUDA_KERNELS=tiled), since each block walks its pairs in
-// turn: H200, H=128, tabulated, step us against a block per atom: 1,024 benzenes 1,245 against
-// 1,539, 256 benzenes 542 against 579, but 64 benzenes 426 against 342 (with 16 pairs a batch
-// forward; between 64 and 256 not measured).
+// Replicas this small, on the tiled path with tabulated filters or edge filters, take a thread
+// block each for their messages (replica_messages.cu), so that each pair's table reads or filter
+// row serve both its edges. Bounded by the pair list's static shared memory, and by the features'
+// dynamic shared memory (three (A, 4, H) arrays in the backward pass) so that two blocks fit an
+// SM's 228 KB. Only with at least a replica per SM (unless MLFF_CUDA_KERNELS=tiled, tabulated, or
+// edges, exact), since each block walks its pairs in turn: H200, H=128, tabulated, step us against
+// a block per atom: 1,024 benzenes 1,245 against 1,539, 256 benzenes 542 against 579, but 64
+// benzenes 426 against 342 (with 16 pairs a batch forward; between 64 and 256 not measured).
 constexpr int ReplicaMessagesMaxAtoms = 32;
 constexpr size_t ReplicaMessagesMaxSharedBytes = 112 * 1024;
+constexpr int PairFinderReplicas = 4; // mlffFindReplicaPairs' warps (replicas) a block, MLFF_PAIR_FINDERS
 constexpr int EdgeThreads = 128;       // edge_filters.cu's warp-per-atom and thread-per-pair kernels
 // Blocks per atom on the fused path with clusters (cluster.cu): the portable limit of a cluster.
 // Clusters pay while every atom's blocks run at once, about two blocks an SM: measured (H100,
@@ -263,15 +264,27 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     }
     chooseKernelPath(force.getUseTabulatedFilters());
     replicaRowsBytes = (size_t) maxReplicaSize * 4 * h * realSize;
-    useReplicaMessages = useTiled && force.getUseTabulatedFilters() && maxReplicaSize <= ReplicaMessagesMaxAtoms &&
+    const bool tabulated = force.getUseTabulatedFilters();
+    useReplicaMessages = useTiled && (tabulated || useEdgeFilters) && maxReplicaSize <= ReplicaMessagesMaxAtoms &&
                          3 * replicaRowsBytes <= ReplicaMessagesMaxSharedBytes &&
-                         (requestedKernelPath() == "tiled" || numReplicas >= numMultiprocessors());
-    if (useReplicaMessages) // they find their own pairs: no neighbour search, and no count to grow the list by
+                         (requestedKernelPath() == (tabulated ? "tiled" : "edges") ||
+                          numReplicas >= numMultiprocessors());
+    if (useReplicaMessages) { // they find their own pairs: no neighbour search, and no count to grow the list by
         cu.clearBuffer(neighborCount);
+        pairsPerReplica = maxReplicaSize * (maxReplicaSize - 1) / 2 + 1; // MLFF_REPLICA_PAIRS
+        const size_t slots = (size_t) numReplicas * pairsPerReplica;
+        replicaPairCount.initialize<int>(cu, numReplicas, "mlffReplicaPairCount");
+        replicaPairAtoms.initialize(cu, slots, 2 * sizeof(int), "mlffReplicaPairAtoms");
+        replicaPairGeometry.initialize(cu, slots, 4 * realSize, "mlffReplicaPairGeometry");
+        if (useEdgeFilters)
+            pairRowStart.initialize<int>(cu, numReplicas + 1, "mlffPairRowStart");
+    }
     if (useEdgeFilters) {
-        edgeStart.initialize<int>(cu, n + 1, "mlffEdgeStart");
-        filterStart.initialize<int>(cu, n + 1, "mlffFilterStart");
-        filterCount.initialize<int>(cu, n, "mlffFilterCount");
+        if (!useReplicaMessages) {
+            edgeStart.initialize<int>(cu, n + 1, "mlffEdgeStart");
+            filterStart.initialize<int>(cu, n + 1, "mlffFilterStart");
+            filterCount.initialize<int>(cu, n, "mlffFilterCount");
+        }
         allocateEdgeRows();
     }
     if (useTiled) {
@@ -389,6 +402,13 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         messagesBackwardKernel =
             cu.getKernel(module, useReplicaMessages ? "mlffMessagesBackwardReplicas" : "mlffMessagesBackwardTiled");
     }
+    if (useReplicaMessages) {
+        findReplicaPairsKernel = cu.getKernel(module, "mlffFindReplicaPairs");
+        if (useEdgeFilters) {
+            scanReplicaPairsKernel = cu.getKernel(module, "mlffScanReplicaPairs");
+            linkReplicaPairRowsKernel = cu.getKernel(module, "mlffLinkReplicaPairRows");
+        }
+    }
     if (useEdgeFilters) {
         scanEdgesKernel = cu.getKernel(module, "mlffScanEdges");
         gatherEdgesKernel = cu.getKernel(module, "mlffGatherEdges");
@@ -478,7 +498,7 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
         // The rows keep every block's filters (L x 3H reals a pair): only where they fit well.
         size_t freeBytes = 0, totalBytes = 0;
         check(cuMemGetInfo(&freeBytes, &totalBytes), "querying the free memory");
-        useEdgeFilters = edgeRowBytes(2 * neighborCapacity) <= freeBytes / 2;
+        useEdgeFilters = edgeRowBytes((size_t) numAtoms * 2 * neighborCapacity) <= freeBytes / 2;
         useTiled = useEdgeFilters || numAtoms >= TiledMinAtoms; // without them, the tiled path's own threshold
     }
 }
@@ -530,16 +550,26 @@ std::vector<CudaCalcMLFFForceKernel::RowArray> CudaCalcMLFFForceKernel::edgeRowA
             {&edgeFilter, layers * 3 * h, realSize, "mlffEdgeFilter"}};
 }
 
-size_t CudaCalcMLFFForceKernel::edgeRowBytes(int capacity) {
+size_t CudaCalcMLFFForceKernel::edgeRowBytes(size_t rows) {
     size_t perRow = 0;
     for (const RowArray& row : edgeRowArrays())
         perRow += row.perRow * row.elementSize;
-    return perRow * numAtoms * capacity;
+    return perRow * rows;
+}
+
+size_t CudaCalcMLFFForceKernel::edgeRowsBound() const {
+    // Every listed edge and every pair: at most N x capacity each (edge_filters.cu); or a row a
+    // pair, at most A (A - 1) / 2 a replica (no fewer than N x capacity / 2: capacity < A).
+    return useReplicaMessages ? (size_t) numReplicas * pairsPerReplica : (size_t) numAtoms * neighborCapacity;
+}
+
+CUdeviceptr CudaCalcMLFFForceKernel::filterRowCount() {
+    return useReplicaMessages ? pairRowStart.getDevicePointer() + numReplicas * sizeof(int)
+                              : filterStart.getDevicePointer() + numAtoms * sizeof(int);
 }
 
 void CudaCalcMLFFForceKernel::allocateEdgeRows() {
-    // Rows for every listed edge and every pair: at most N x capacity each (edge_filters.cu).
-    const size_t rows = (size_t) numAtoms * neighborCapacity;
+    const size_t rows = edgeRowsBound();
     for (const RowArray& row : edgeRowArrays()) {
         if (row.array->isInitialized())
             row.array->resize(rows * row.perRow);
@@ -687,7 +717,7 @@ void CudaCalcMLFFForceKernel::checkNeighborCapacity() {
     // GPU is running the last one), so the host never waits on the step it has just issued.
     const int slot = (int) (numEvaluations % CountSlots); // the evaluation before last's, and this one's
     maxCountTarget = mappedMaxNeighborCount + slot * sizeof(int);
-    if (useEdgeFilters) {
+    if (useEdgeFilters && !useReplicaMessages) { // (a block per replica has no list, so no count to read)
         if (maxCountPending[slot]) {
             check(cuEventSynchronize(maxCountEvent[slot]), "waiting for the neighbour count");
             readNeighborCount(slot);
@@ -743,7 +773,9 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
     CUdeviceptr force = cu.getLongForceBuffer().getDevicePointer();
 
     findNeighbors(box);
-    if (useEdgeFilters)
+    if (useReplicaMessages)
+        prepareReplicaPairs(box);
+    else if (useEdgeFilters)
         prepareEdgeRows(box);
     if (useTiled)
         executeTiled(box, includeForces, force);
@@ -840,27 +872,83 @@ void CudaCalcMLFFForceKernel::prepareEdgeRows(void** box) {
     launch(linkFilterRowsKernel, args, atomWarpsGrid, EdgeThreads, "the pairs' basis");
 }
 
+void CudaCalcMLFFForceKernel::prepareReplicaPairs(void** box) {
+    CUdeviceptr posq = cu.getPosq().getDevicePointer();
+    {
+        void* args[] = {&posq, &sortedIndexOfParticle.getDevicePointer(), &mlParticle.getDevicePointer(),
+                        &replicaStart.getDevicePointer(), box[0], box[1], box[2], box[3],
+                        &replicaPairCount.getDevicePointer(), &replicaPairAtoms.getDevicePointer(),
+                        &replicaPairGeometry.getDevicePointer()};
+        const unsigned int grid = (unsigned int) ((numReplicas + PairFinderReplicas - 1) / PairFinderReplicas);
+        launch(findReplicaPairsKernel, args, grid, 32 * PairFinderReplicas, "the replicas' pairs");
+    }
+    if (!useEdgeFilters)
+        return;
+    {
+        void* args[] = {&replicaPairCount.getDevicePointer(), &pairRowStart.getDevicePointer()};
+        launch(scanReplicaPairsKernel, args, 1, ScanThreads, "numbering the pairs");
+    }
+    void* args[] = {&params.getDevicePointer(), &replicaStart.getDevicePointer(), &pairRowStart.getDevicePointer(),
+                    &replicaPairCount.getDevicePointer(), &replicaPairAtoms.getDevicePointer(),
+                    &replicaPairGeometry.getDevicePointer(), &edgeAtoms.getDevicePointer(),
+                    &edgeDelta.getDevicePointer(), &filterEdges.getDevicePointer(), &edgeBasis.getDevicePointer()};
+    const size_t slots = (size_t) numReplicas * pairsPerReplica;
+    launch(linkReplicaPairRowsKernel, args, (unsigned int) ((slots + EdgeThreads - 1) / EdgeThreads), EdgeThreads,
+           "the pairs' basis");
+}
+
 CUdeviceptr CudaCalcMLFFForceKernel::edgeFiltersOfBlock(int layer) {
-    const size_t rows = (size_t) numAtoms * neighborCapacity, realSize = cu.getUseDoublePrecision() ? 8 : 4;
-    return edgeFilter.getDevicePointer() + layer * rows * 3 * hidden * realSize;
+    const size_t realSize = cu.getUseDoublePrecision() ? 8 : 4;
+    return edgeFilter.getDevicePointer() + layer * edgeRowsBound() * 3 * hidden * realSize;
 }
 
 void CudaCalcMLFFForceKernel::filterHiddenOfEdges(int layer, bool activated) {
     int activatedFlag = activated ? 1 : 0;
-    void* args[] = {&layer, &activatedFlag, &params.getDevicePointer(), &filterStart.getDevicePointer(),
-                    &edgeBasis.getDevicePointer(), &edgeHidden.getDevicePointer()};
-    launchMatmul(edgeHiddenKernel, args, (size_t) numAtoms * neighborCapacity, hidden, 64, 128,
-                 "the filters' hidden layer");
+    CUdeviceptr rowCount = filterRowCount();
+    void* args[] = {&layer, &activatedFlag, &params.getDevicePointer(), &rowCount, &edgeBasis.getDevicePointer(),
+                    &edgeHidden.getDevicePointer()};
+    launchMatmul(edgeHiddenKernel, args, edgeRowsBound(), hidden, 64, 128, "the filters' hidden layer");
+}
+
+void CudaCalcMLFFForceKernel::edgeFiltersForward(int layer) {
+    filterHiddenOfEdges(layer, true);
+    CUdeviceptr filters = edgeFiltersOfBlock(layer), rowCount = filterRowCount();
+    void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeHidden.getDevicePointer(), &filters};
+    launchMatmul(edgeFilterKernel, args, edgeRowsBound(), 3 * hidden, 96, 128, "the filters' output");
+}
+
+void CudaCalcMLFFForceKernel::edgeFiltersBackward(int layer, double lambdaForceScale, CUdeviceptr force) {
+    CUdeviceptr rowCount = filterRowCount();
+    const size_t rows = edgeRowsBound();
+    {
+        void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeGradFilter.getDevicePointer(),
+                        &edgeHidden.getDevicePointer()};
+        launchMatmul(edgeHiddenBackwardKernel, args, rows, hidden, 64, 128, "the filters' backward");
+    }
+    {
+        void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeHidden.getDevicePointer(),
+                        &edgeGradBasis.getDevicePointer()};
+        launchMatmul(edgeBasisBackwardKernel, args, rows, kPadded, 32, 128, "the basis' backward");
+    }
+    void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &filterEdges.getDevicePointer(),
+                    &edgeAtoms.getDevicePointer(), &edgeDelta.getDevicePointer(), &edgeGradBasis.getDevicePointer(),
+                    &edgeGradN.getDevicePointer(), &mlReplica.getDevicePointer(), &replicaScale.getDevicePointer(),
+                    &lambdaForceScale, &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(),
+                    &force};
+    launch(edgeForcesKernel, args, (unsigned int) ((rows + EdgeThreads - 1) / EdgeThreads), EdgeThreads,
+           "the pairs' forces");
 }
 
 void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdeviceptr force) {
     CUdeviceptr table = filterTable.isInitialized() ? filterTable.getDevicePointer() : 0;
     const int h = hidden;
     int onlyOverflowed = useEdgeFilters ? 1 : 0; // the others' messages come from edge rows
-    const size_t n = numAtoms, rows = n * neighborCapacity; // rows: the edge products' bound (edge_filters.cu)
+    const size_t n = numAtoms;
     for (int layer = 0; layer < numBlocks; layer++) {
+        if (useEdgeFilters)
+            edgeFiltersForward(layer);
         if (useReplicaMessages)
-            replicaMessagesForward(layer, box);
+            replicaMessagesForward(layer);
         else {
             void* args[] = {&layer, &onlyOverflowed, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(),
                             &mlZ.getDevicePointer(), &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(),
@@ -869,14 +957,8 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
                             &midS.getDevicePointer(), &midV.getDevicePointer(), &updateInput.getDevicePointer()};
             launch(messagesForwardKernel, args, numAtoms, threadsPerAtom, "the messages");
         }
-        if (useEdgeFilters) {
-            filterHiddenOfEdges(layer, true);
+        if (useEdgeFilters && !useReplicaMessages) {
             CUdeviceptr filters = edgeFiltersOfBlock(layer);
-            {
-                void* args[] = {&layer, &params.getDevicePointer(), &filterStart.getDevicePointer(),
-                                &edgeHidden.getDevicePointer(), &filters};
-                launchMatmul(edgeFilterKernel, args, rows, 3 * h, 96, 128, "the filters' output");
-            }
             void* args[] = {&layer, &params.getDevicePointer(), &mlZ.getDevicePointer(),
                             &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
                             &edgeStart.getDevicePointer(), &edgeDelta.getDevicePointer(),
@@ -928,7 +1010,7 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
             launchMatmul(inputBackwardKernel, args, n, 2 * h, 64, 64, "the update's backward to its input");
         }
         if (useReplicaMessages)
-            replicaMessagesBackward(layer, in, lambdaForceScale, force, box);
+            replicaMessagesBackward(layer, in, lambdaForceScale, force);
         else {
             void* args[] = {&layer, &onlyOverflowed, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(),
                             &mlZ.getDevicePointer(), &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(),
@@ -944,7 +1026,7 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
         if (!useEdgeFilters)
             continue;
         filterHiddenOfEdges(layer, false); // recomputed (K inputs a pair) rather than kept for every block
-        {
+        if (!useReplicaMessages) {
             CUdeviceptr filters = edgeFiltersOfBlock(layer);
             void* args[] = {&layer, &params.getDevicePointer(), &mlZ.getDevicePointer(),
                             &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
@@ -958,49 +1040,35 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
                             &gradS[1 - in].getDevicePointer(), &gradV[1 - in].getDevicePointer()};
             launch(messagesBackwardRowsKernel, args, numAtoms, threadsPerAtom, "the messages' backward from rows");
         }
-        {
-            void* args[] = {&layer, &params.getDevicePointer(), &filterStart.getDevicePointer(),
-                            &edgeGradFilter.getDevicePointer(), &edgeHidden.getDevicePointer()};
-            launchMatmul(edgeHiddenBackwardKernel, args, rows, h, 64, 128, "the filters' backward");
-        }
-        {
-            void* args[] = {&layer, &params.getDevicePointer(), &filterStart.getDevicePointer(),
-                            &edgeHidden.getDevicePointer(), &edgeGradBasis.getDevicePointer()};
-            launchMatmul(edgeBasisBackwardKernel, args, rows, kPadded, 32, 128, "the basis' backward");
-        }
-        {
-            void* args[] = {&layer, &params.getDevicePointer(), &filterStart.getDevicePointer(),
-                            &filterEdges.getDevicePointer(), &edgeAtoms.getDevicePointer(),
-                            &edgeDelta.getDevicePointer(), &edgeGradBasis.getDevicePointer(),
-                            &edgeGradN.getDevicePointer(), &mlReplica.getDevicePointer(),
-                            &replicaScale.getDevicePointer(), &lambdaForceScale, &mlParticle.getDevicePointer(),
-                            &sortedIndexOfParticle.getDevicePointer(), &force};
-            launch(edgeForcesKernel, args, (unsigned int) ((rows + EdgeThreads - 1) / EdgeThreads), EdgeThreads,
-                   "the pairs' forces");
-        }
+        edgeFiltersBackward(layer, lambdaForceScale, force);
     }
 }
 
-void CudaCalcMLFFForceKernel::replicaMessagesForward(int layer, void** box) {
-    CUdeviceptr posq = cu.getPosq().getDevicePointer();
-    void* args[] = {&layer, &params.getDevicePointer(), &filterTable.getDevicePointer(), &posq,
-                    &sortedIndexOfParticle.getDevicePointer(), &mlParticle.getDevicePointer(), &mlZ.getDevicePointer(),
-                    &replicaStart.getDevicePointer(), box[0], box[1], box[2], box[3], &stateS.getDevicePointer(),
+void CudaCalcMLFFForceKernel::replicaMessagesForward(int layer) {
+    // The filters: the table, or this block's filter rows.
+    CUdeviceptr filters = useEdgeFilters ? edgeFiltersOfBlock(layer) : filterTable.getDevicePointer();
+    CUdeviceptr rowStart = useEdgeFilters ? pairRowStart.getDevicePointer() : 0;
+    void* args[] = {&layer, &params.getDevicePointer(), &filters, &rowStart, &replicaPairCount.getDevicePointer(),
+                    &replicaPairAtoms.getDevicePointer(), &replicaPairGeometry.getDevicePointer(),
+                    &mlZ.getDevicePointer(), &replicaStart.getDevicePointer(), &stateS.getDevicePointer(),
                     &stateV.getDevicePointer(), &midS.getDevicePointer(), &midV.getDevicePointer(),
                     &updateInput.getDevicePointer()};
     launchWith(messagesForwardKernel, args, numReplicas, threadsPerAtom, (unsigned int) (2 * replicaRowsBytes), 1,
                "the messages, a block per replica");
 }
 
-void CudaCalcMLFFForceKernel::replicaMessagesBackward(int layer, int in, double lambdaForceScale, CUdeviceptr force,
-                                                      void** box) {
-    CUdeviceptr posq = cu.getPosq().getDevicePointer();
-    void* args[] = {&layer, &params.getDevicePointer(), &filterTable.getDevicePointer(), &posq,
-                    &sortedIndexOfParticle.getDevicePointer(), &mlParticle.getDevicePointer(), &mlZ.getDevicePointer(),
-                    &replicaStart.getDevicePointer(), box[0], box[1], box[2], box[3], &stateS.getDevicePointer(),
+void CudaCalcMLFFForceKernel::replicaMessagesBackward(int layer, int in, double lambdaForceScale, CUdeviceptr force) {
+    CUdeviceptr filters = useEdgeFilters ? edgeFiltersOfBlock(layer) : filterTable.getDevicePointer();
+    CUdeviceptr rowStart = useEdgeFilters ? pairRowStart.getDevicePointer() : 0;
+    CUdeviceptr gradFilter = useEdgeFilters ? edgeGradFilter.getDevicePointer() : 0;
+    CUdeviceptr gradN = useEdgeFilters ? edgeGradN.getDevicePointer() : 0;
+    void* args[] = {&layer, &params.getDevicePointer(), &filters, &rowStart, &replicaPairCount.getDevicePointer(),
+                    &replicaPairAtoms.getDevicePointer(), &replicaPairGeometry.getDevicePointer(),
+                    &mlZ.getDevicePointer(), &replicaStart.getDevicePointer(), &stateS.getDevicePointer(),
                     &stateV.getDevicePointer(), &midV.getDevicePointer(), &updateOutput.getDevicePointer(),
                     &gradS[in].getDevicePointer(), &gradV[in].getDevicePointer(), &updateGradOutput.getDevicePointer(),
-                    &gradS[1 - in].getDevicePointer(), &gradV[1 - in].getDevicePointer(),
+                    &gradS[1 - in].getDevicePointer(), &gradV[1 - in].getDevicePointer(), &gradFilter, &gradN,
+                    &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(),
                     &replicaScale.getDevicePointer(), &lambdaForceScale, &force};
     launchWith(messagesBackwardKernel, args, numReplicas, threadsPerAtom, (unsigned int) (3 * replicaRowsBytes), 1,
                "the messages' backward, a block per replica");

@@ -77,14 +77,24 @@ private:
         const char* name;
     };
     std::vector<RowArray> edgeRowArrays();
-    size_t edgeRowBytes(int capacity);
-    void allocateEdgeRows(); // for N x capacity rows; throws if the memory is not there
+    size_t edgeRowBytes(size_t rows);
+    /** The edge and filter rows' bound: N x capacity, or with messages a block per replica R x its pairs. */
+    size_t edgeRowsBound() const;
+    void allocateEdgeRows(); // for edgeRowsBound() rows; throws if the memory is not there
     void prepareEdgeRows(void** box);
+    /** Each replica's pairs (replica_messages.cu), and with edge filters their rows. */
+    void prepareReplicaPairs(void** box);
+    /** The filter rows' count on the device (filterStart[N], or pairRowStart[R]), for the products. */
+    CUdeviceptr filterRowCount();
     void executeFused(void** box, bool includeForces, CUdeviceptr force);
     void executeTiled(void** box, bool includeForces, CUdeviceptr force);
     /** The tiled path's messages and their backward, a block per replica (replica_messages.cu). */
-    void replicaMessagesForward(int layer, void** box);
-    void replicaMessagesBackward(int layer, int in, double lambdaForceScale, CUdeviceptr force, void** box);
+    void replicaMessagesForward(int layer);
+    void replicaMessagesBackward(int layer, int in, double lambdaForceScale, CUdeviceptr force);
+    /** Block `layer`'s filters as products over pairs (edge_filters.cu): hidden layer, then output. */
+    void edgeFiltersForward(int layer);
+    /** Block `layer`'s filters' backward products over pairs, and the pairs' forces. */
+    void edgeFiltersBackward(int layer, double lambdaForceScale, CUdeviceptr force);
     /** Block `layer`'s part of edgeFilter (edge_filters.cu), and its filters' hidden layer. */
     CUdeviceptr edgeFiltersOfBlock(int layer);
     void filterHiddenOfEdges(int layer, bool activated);
@@ -112,7 +122,9 @@ private:
     bool clusterFindsNeighbors = false;   // its first forward launch, not a launch of its own, finds the neighbours
     unsigned int clusterSharedBytes = 0;  // its kernels' dynamic shared memory
     bool useEdgeFilters = false;          // with it, the filters as products over edges (edge_filters.cu)
-    bool useReplicaMessages = false;      // with it, its messages a block per replica (replica_messages.cu)
+    bool useReplicaMessages = false;      // with it, its messages a block per replica (replica_messages.cu),
+                                          // with exact filters from edge filters' rows, a row a pair
+    int pairsPerReplica = 0;              // their pair slots a replica (MLFF_REPLICA_PAIRS)
     size_t replicaRowsBytes = 0;          // their (A, 4, H) arrays of shared memory, each
     bool matmulTensorCores = false;       // matmul.cu sums on tensor cores (float, sm_80 and later)
     bool dependentLaunches = false;       // programmatic dependent launch (sm_90 and later; dependent_launch.cu)
@@ -143,6 +155,8 @@ private:
     OpenMM::CudaArray edgeStart, filterStart, filterCount; // edge_filters.cu: the rows' numbering
     OpenMM::CudaArray edgeAtoms, edgeDelta, edgeOwnedRank, edgePartner, edgeFilterRow, edgeGradFilter, edgeGradN,
         filterEdges, edgeBasis, edgeHidden, edgeGradBasis, edgeFilter; // edge_filters.cu: the rows (edgeRowArrays)
+    OpenMM::CudaArray replicaPairCount, replicaPairAtoms, replicaPairGeometry; // replica_messages.cu: the pairs
+    OpenMM::CudaArray pairRowStart;       // int (R + 1): with edge filters, each replica's first filter row
     OpenMM::CudaArray replicaScale, replicaEnergy; // double
 
     std::unique_ptr<CudaLaunchTimer> timer; // MLFF_CUDA_TIMING
@@ -168,6 +182,8 @@ private:
                edgeForcesKernel = nullptr,
                messagesForwardRowsKernel = nullptr, messagesBackwardRowsKernel = nullptr, scanFilterRowsKernel = nullptr,
                linkFilterRowsKernel = nullptr;
+    CUfunction findReplicaPairsKernel = nullptr, scanReplicaPairsKernel = nullptr,
+               linkReplicaPairRowsKernel = nullptr; // replica_messages.cu
     CUfunction assignCellsKernel = nullptr, scanCellsKernel = nullptr, fillCellsKernel = nullptr,
                cellNeighborKernel = nullptr;
 

@@ -73,6 +73,11 @@ inline void __syncthreads() {
     cudaOnHostBlock.block->arrive_and_wait();
 }
 
+/** A barrier of the warp (all 32 lanes must call). */
+inline void __syncwarp() {
+    cudaOnHostBlock.warps[threadIdx.x / 32]->arrive_and_wait();
+}
+
 /** Every lane of the warp publishes `value`, then reads lane `from(lane)`'s; all 32 lanes must call. */
 template <class From>
 inline double cudaOnHostExchange(double value, From from) {

@@ -1,6 +1,7 @@
-// The tiled path's messages a block per replica (replica_messages.cu) against the same messages a
-// block per atom (tiled.cu: mlffMessagesForwardTiled, mlffMessagesBackwardTiled), both run on the
-// CPU (CudaOnHost.h) on the same random features, table and replicas of 1 to 16 atoms, in double
+// The tiled path's messages a block per replica (replica_messages.cu: the pairs found by
+// mlffFindReplicaPairs, then the messages) against the same messages a block per atom (tiled.cu:
+// mlffMessagesForwardTiled, mlffMessagesBackwardTiled), both run on the CPU (CudaOnHost.h) on the
+// same random features, table and replicas of 1 to 16 atoms, in double
 // precision: the features and gradients must be equal bit for bit (each atom's messages are summed
 // in the same order), the forces equal to the fixed point's rounding (a pair adds its two edges'
 // forces as one). Built twice: without a box, and periodic (MLFF_PERIODIC) in a 10.5 Å cube.
@@ -98,6 +99,18 @@ TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
     const std::vector<real> table = randomReals(rng, (size_t) layers * 2 * MLFF_TABLE_NODES * 3 * h);
     const std::vector<real> stateS = randomReals(rng, (size_t) (layers + 1) * n * h);
     const std::vector<real> stateV = randomReals(rng, (size_t) (layers + 1) * n * 3 * h);
+    constexpr int slots = MLFF_NUM_REPLICAS * MLFF_REPLICA_PAIRS;
+    std::vector<int> pairCount(MLFF_NUM_REPLICAS, -1);
+    std::vector<int2> pairAtoms(slots, int2{-1, -1});
+    std::vector<real4> pairGeometry(slots, real4{});
+    cudaOnHostLaunch((MLFF_NUM_REPLICAS + MLFF_PAIR_FINDERS - 1) / MLFF_PAIR_FINDERS, 32 * MLFF_PAIR_FINDERS, [&] {
+        mlffFindReplicaPairs(s.posq.data(), s.sortedIndex.data(), s.particle.data(), s.start.data(), s.boxA, s.boxB,
+                             s.boxC, s.invBoxSize, pairCount.data(), pairAtoms.data(), pairGeometry.data());
+    });
+    long pairs = 0;
+    for (int count : pairCount)
+        pairs += count;
+    EXPECT_EQ(2 * pairs, s.edges); // each pair is both of its edges
     for (int layer = 0; layer < layers; layer++) {
         SCOPED_TRACE("block " + std::to_string(layer));
         // Forward: [0] a block per atom, [1] a block per replica; -7 where nothing is written.
@@ -114,9 +127,9 @@ TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
                                      updateInput[0].data());
         });
         cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_BLOCK, [&] {
-            mlffMessagesForwardReplicas(layer, params.data(), table.data(), s.posq.data(), s.sortedIndex.data(),
-                                        s.particle.data(), s.z.data(), s.start.data(), s.boxA, s.boxB, s.boxC,
-                                        s.invBoxSize, stateS.data(), stateV.data(), midS[1].data(), midV[1].data(),
+            mlffMessagesForwardReplicas(layer, params.data(), table.data(), nullptr, pairCount.data(),
+                                        pairAtoms.data(), pairGeometry.data(), s.z.data(), s.start.data(),
+                                        stateS.data(), stateV.data(), midS[1].data(), midV[1].data(),
                                         updateInput[1].data());
         });
         EXPECT_EQ(midS[0], midS[1]);
@@ -126,7 +139,8 @@ TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
         // Backward, from random gradients and kept values.
         const std::vector<real> midVKept = randomReals(rng, (size_t) layers * n * 3 * h);
         const std::vector<real> updateOutput = randomReals(rng, (size_t) layers * n * 3 * h);
-        const std::vector<real> gradInS = randomReals(rng, (size_t) n * h), gradInV = randomReals(rng, (size_t) n * 3 * h);
+        const std::vector<real> gradInS = randomReals(rng, (size_t) n * h);
+        const std::vector<real> gradInV = randomReals(rng, (size_t) n * 3 * h);
         std::vector<double> replicaScale;
         for (int r = 0; r < MLFF_NUM_REPLICAS; r++)
             replicaScale.push_back(0.5 + 0.125 * r);
@@ -148,12 +162,13 @@ TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
                                       s.sortedIndex.data(), forceBuffer[0].data());
         });
         cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_BLOCK, [&] {
-            mlffMessagesBackwardReplicas(layer, params.data(), table.data(), s.posq.data(), s.sortedIndex.data(),
-                                         s.particle.data(), s.z.data(), s.start.data(), s.boxA, s.boxB, s.boxC,
-                                         s.invBoxSize, stateS.data(), stateV.data(), midVKept.data(),
-                                         updateOutput.data(), gradInS.data(), gradInV.data(),
-                                         updateGradOutput[1].data(), gradOutS[1].data(), gradOutV[1].data(),
-                                         replicaScale.data(), lambdaForceScale, forceBuffer[1].data());
+            mlffMessagesBackwardReplicas(layer, params.data(), table.data(), nullptr, pairCount.data(),
+                                         pairAtoms.data(), pairGeometry.data(), s.z.data(), s.start.data(),
+                                         stateS.data(), stateV.data(), midVKept.data(), updateOutput.data(),
+                                         gradInS.data(), gradInV.data(), updateGradOutput[1].data(),
+                                         gradOutS[1].data(), gradOutV[1].data(), nullptr, nullptr, s.particle.data(),
+                                         s.sortedIndex.data(), replicaScale.data(), lambdaForceScale,
+                                         forceBuffer[1].data());
         });
         EXPECT_EQ(updateGradOutput[0], updateGradOutput[1]);
         EXPECT_EQ(gradOutS[0], gradOutS[1]);
@@ -170,5 +185,6 @@ TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
         EXPECT_LE(difference, 1e-13 * largest);
     }
 }
+
 
 } // namespace

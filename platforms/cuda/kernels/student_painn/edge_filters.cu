@@ -13,7 +13,11 @@
  * j -> i then shares the row), else by whichever edge has a row; filterEdges[r] = (owner, partner
  * or -1), edgeFilterRow[e] = the filter row of edge e. Counts live on the device only
  * (edgeStart[N], filterStart[N]); the products size their grids by N x capacity and let blocks past
- * the count return.
+ * the count (filterRowCount: &filterStart[N]) return.
+ * Replicas whose messages take a block each (replica_messages.cu) have no list: one edge row and one
+ * filter row per pair, replica by replica, written by mlffLinkReplicaPairRows (filterEdges = (r, -1)),
+ * counted in its pairRowStart[R], and no edgeStart, edgeOwnedRank, edgePartner or edgeFilterRow;
+ * the products and mlffEdgeForces below serve both.
  *
  * Per step, after the neighbour search:
  *   mlffScanEdges               one block   edgeStart
@@ -213,30 +217,30 @@ struct MlffEdgeFilterEpilogue : MlffBiasEpilogue {
 
 /** The filters' hidden layer of each pair: after the activation (activated, for the forward pass) or before it (for the backward pass's SiLU'). */
 KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHidden(int layer, int activated, const real* RESTRICT params,
-        const int* RESTRICT filterStart, const real* RESTRICT edgeBasis, real* RESTRICT edgeHidden) {
+        const int* RESTRICT filterRowCount, const real* RESTRICT edgeBasis, real* RESTRICT edgeHidden) {
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffEdgeHiddenEpilogue epilogue = {block + MLFF_B_FILTER_B0, edgeHidden, activated != 0};
-    mlffMatmul<MLFF_K, MLFF_H, 4, 128>(edgeBasis, block + MLFF_B_FILTER_W0T, filterStart[MLFF_NUM_ATOMS], epilogue);
+    mlffMatmul<MLFF_K, MLFF_H, 4, 128>(edgeBasis, block + MLFF_B_FILTER_W0T, *filterRowCount, epilogue);
 }
 
 KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterOutput(int layer, const real* RESTRICT params,
-        const int* RESTRICT filterStart, const real* RESTRICT edgeHidden, real* RESTRICT edgeFilter) {
+        const int* RESTRICT filterRowCount, const real* RESTRICT edgeHidden, real* RESTRICT edgeFilter) {
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     MlffEdgeFilterEpilogue epilogue;
     epilogue.bias = block + MLFF_B_FILTER_B2;
     epilogue.out = edgeFilter;
-    mlffMatmul<MLFF_H, 3 * MLFF_H, 6, 128>(edgeHidden, block + MLFF_B_FILTER_W2T, filterStart[MLFF_NUM_ATOMS], epilogue);
+    mlffMatmul<MLFF_H, 3 * MLFF_H, 6, 128>(edgeHidden, block + MLFF_B_FILTER_W2T, *filterRowCount, epilogue);
 }
 
 /** dE/dhidden = (dE/dw W2) SiLU'(hidden) of each pair, into edgeHidden in place (each element read, then written, by one thread). */
 KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHiddenBackward(int layer, const real* RESTRICT params,
-        const int* RESTRICT filterStart, const real* RESTRICT edgeGradFilter, real* edgeHidden) {
+        const int* RESTRICT filterRowCount, const real* RESTRICT edgeGradFilter, real* edgeHidden) {
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffHiddenBackwardEpilogue epilogue = {edgeHidden, edgeHidden};
-    mlffMatmul<3 * MLFF_H, MLFF_H, 4, 128>(edgeGradFilter, block + MLFF_B_FILTER_W2, filterStart[MLFF_NUM_ATOMS], epilogue);
+    mlffMatmul<3 * MLFF_H, MLFF_H, 4, 128>(edgeGradFilter, block + MLFF_B_FILTER_W2, *filterRowCount, epilogue);
 }
 
 struct MlffBasisBackwardEpilogue {
@@ -248,12 +252,12 @@ struct MlffBasisBackwardEpilogue {
 
 /** dE/de of each pair (zeros past K) = dE/dhidden W0, for the pairs' forces. */
 KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeBasisBackward(int layer, const real* RESTRICT params,
-        const int* RESTRICT filterStart, const real* RESTRICT edgeGradHidden, real* RESTRICT edgeGradBasis) {
+        const int* RESTRICT filterRowCount, const real* RESTRICT edgeGradHidden, real* RESTRICT edgeGradBasis) {
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffBasisBackwardEpilogue epilogue = {edgeGradBasis};
     mlffMatmul<MLFF_H, MLFF_K_PADDED, 2, 128>(edgeGradHidden, block + MLFF_B_FILTER_W0_PADDED,
-                                              filterStart[MLFF_NUM_ATOMS], epilogue);
+                                              *filterRowCount, epilogue);
 }
 
 /**
@@ -264,14 +268,14 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeBasisBackward(int layer, const real* REST
  * (fixed-point adds: order-independent), once a step rather than once a block. Launch: N x
  * capacity threads or more; threads past the pairs return.
  */
-KERNEL void mlffEdgeForces(int layer, const real* RESTRICT params, const int* RESTRICT filterStart,
+KERNEL void mlffEdgeForces(int layer, const real* RESTRICT params, const int* RESTRICT filterRowCount,
         const int2* RESTRICT filterEdges, const int2* RESTRICT edgeAtoms, const real4* RESTRICT edgeDelta,
         const real* RESTRICT edgeGradBasis, real4* RESTRICT edgeGradN, const int* RESTRICT mlReplica,
         const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
         const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
     mlffStartAfterPreviousLaunch();
     const int row = blockIdx.x * blockDim.x + threadIdx.x;
-    if (row >= filterStart[MLFF_NUM_ATOMS])
+    if (row >= *filterRowCount)
         return;
     const int2 edges = filterEdges[row];
     const real4 g = edgeDelta[edges.x];

@@ -1,25 +1,38 @@
 /*
  * student_painn/replica_messages.cu: the tiled path's messages, forward and backward, one thread
- * block per replica, for replicas of at most MLFF_REPLICA_ATOMS atoms with tabulated filters (the
- * host's choice: CudaCalcMLFFForceKernel::initialize). They replace mlffMessagesForwardTiled and
- * mlffMessagesBackwardTiled, one block per atom, which read every edge's filter from the table:
- * here each pair i < j within the cutoff reads it once for both of its edges (w(ij) = w(ji),
- * n(ji) = -n(ij)), and the replica's features sit in shared memory, not re-read from L2 for each
- * edge. Each atom still sums its messages in ascending neighbour order (the pairs are taken in
- * ascending (i, j): atom k's come from (0, k) .. (k - 1, k), then (k, k + 1) ..), as the list's.
+ * block per replica, for replicas of at most MLFF_REPLICA_ATOMS atoms (the host's choice:
+ * CudaCalcMLFFForceKernel::initialize). They replace the kernels a block per atom (tiled.cu's with
+ * tabulated filters, edge_filters.cu's from rows with exact ones): here each pair i < j within the
+ * cutoff reads its filter once for both of its edges (w(ij) = w(ji), n(ji) = -n(ij)), and the
+ * replica's features sit in shared memory, not re-read from L2 for each edge. Each atom still sums
+ * its messages in ascending neighbour order (the pairs are taken in ascending (i, j): atom k's come
+ * from (0, k) .. (k - 1, k), then (k, k + 1) ..), as the list's.
+ *
+ * The filters: with MLFF_TABULATED from the table, per pair and channel; else from the rows of
+ * edge_filters.cu's products, one row per pair (the replica's rows from pairRowStart[replica], in
+ * the order of its pairs), and the backward pass writes each pair's dE/dw (3H) for the filters'
+ * backward product and its dE/dn to edgeGradN (xyz, summed over the blocks, as
+ * mlffMessagesBackwardFromRows does), whose forces mlffEdgeForces adds.
+ *
+ * Per step, before the blocks: mlffFindReplicaPairs (a warp per replica) finds each replica's
+ * pairs from OpenMM's positions, so the path needs no neighbour search; with exact filters
+ * mlffScanReplicaPairs numbers their rows and mlffLinkReplicaPairRows writes each row's atoms,
+ * displacement and radial basis for the products.
  *
  * Thread c owns channel c of every atom of the replica (threads c >= MLFF_H only join the
  * barriers), so the features in shared memory need no barrier between pairs: only thread c
- * reads or writes column c. The pairs are found here, from OpenMM's positions, so the path needs
- * no neighbour search.
+ * reads or writes column c.
  *
  * Dynamic shared memory (the host sizes it: replicaRowsBytes an array), `real`, each (A, 4, H)
  * with A = MLFF_REPLICA_ATOMS and the 4 rows of an atom (s, v_x, v_y, v_z):
  *   forward:  input (the block's input features), sum (input plus the messages: s', v');
  *   backward: input, gradIn = dE/d(s', v'), gradOut = dE/d(s, v) (gradIn plus the gathered messages);
  *             after the pairs, input and gradIn hold the warps' sums of each batch of pairs.
+ *
+ * Global pair slots (MLFF_REPLICA_PAIRS a replica): replicaPairCount (R) int, replicaPairAtoms
+ * int2 (i, j local to the replica), replicaPairGeometry real4 (u = r_j - r_i, d).
  */
-#if defined(MLFF_TABULATED) && defined(MLFF_REPLICA_ATOMS)
+#ifdef MLFF_REPLICA_ATOMS
 
 #define MLFF_REPLICA_PAIRS (MLFF_REPLICA_ATOMS * (MLFF_REPLICA_ATOMS - 1) / 2 + 1) // + 1: never empty
 // Pairs whose table loads a thread issues together (backward: and whose dE/dd, dE/dn the block
@@ -30,45 +43,69 @@
 
 typedef real MlffReplicaRows[4][MLFF_H]; // one atom's (s, v_x, v_y, v_z), by channel
 
-/** The replica's pairs within the cutoff, (i, j) local with i < j, in ascending (i, j). */
+/** A replica's pairs within the cutoff, (i, j) local with i < j, in ascending (i, j). */
 struct MlffReplicaPairs {
     int count;
     int2 atoms[MLFF_REPLICA_PAIRS];
     real4 geometry[MLFF_REPLICA_PAIRS]; // (u, d), u = r_j - r_i
-    real4 position[MLFF_REPLICA_ATOMS];
 };
 
 /**
- * Finds the pairs of the `count` atoms from `first` on: positions from OpenMM's, then warp 0
- * tests 32 (i, j) at a time and keeps the pairs in order. Called by all threads; ends with a barrier.
+ * A warp per replica (the block's warp w, replica MLFF_PAIR_FINDERS blockIdx.x + w): its atoms'
+ * positions from OpenMM's, then 32 (i, j) at a time tested, the pairs kept in order, into the
+ * replica's slots.
  */
-DEVICE inline void mlffFindReplicaPairs(int first, int count, MlffSystemPositions pos, real4 boxA, real4 boxB,
-                                        real4 boxC, real4 invBoxSize, MlffReplicaPairs* pairs) {
-    for (int a = threadIdx.x; a < count; a += blockDim.x)
-        pairs->position[a] = pos[first + a];
-    __syncthreads();
-    if (threadIdx.x < 32) {
-        const int lane = threadIdx.x;
-        int have = 0;
-        for (int base = 0; base < count * count; base += 32) {
-            const int t = base + lane, i = t / count, j = t % count;
-            real ux = 0, uy = 0, uz = 0;
-            bool edge = false;
-            if (t < count * count && i < j) {
-                mlffPairDelta(pairs->position[i], pairs->position[j], boxA, boxB, boxC, invBoxSize, &ux, &uy, &uz);
-                edge = mlffIsEdge(ux, uy, uz);
-            }
-            const unsigned int mask = __ballot_sync(0xffffffffu, edge);
-            if (edge) {
-                const int slot = have + __popc(mask & ((1u << lane) - 1u));
-                pairs->atoms[slot] = make_int2(i, j);
-                pairs->geometry[slot] = make_real4(ux, uy, uz, sqrt(ux * ux + uy * uy + uz * uz));
-            }
-            have += __popc(mask);
+#define MLFF_PAIR_FINDERS 4
+KERNEL void mlffFindReplicaPairs(const real4* RESTRICT posq, const int* RESTRICT sortedIndexOfParticle,
+        const int* RESTRICT mlParticle, const int* RESTRICT replicaStart, real4 boxA, real4 boxB, real4 boxC,
+        real4 invBoxSize, int* RESTRICT replicaPairCount, int2* RESTRICT replicaPairAtoms,
+        real4* RESTRICT replicaPairGeometry) {
+    mlffStartAfterPreviousLaunch();
+    __shared__ real4 positions[MLFF_PAIR_FINDERS][MLFF_REPLICA_ATOMS];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int replica = blockIdx.x * MLFF_PAIR_FINDERS + warp;
+    if (replica >= MLFF_NUM_REPLICAS)
+        return; // the whole warp; no block barrier follows
+    const int first = replicaStart[replica], count = replicaStart[replica + 1] - first;
+    const MlffSystemPositions pos = {posq, sortedIndexOfParticle, mlParticle};
+    real4* position = positions[warp];
+    for (int a = lane; a < count; a += 32)
+        position[a] = pos[first + a];
+    __syncwarp();
+    int2* atoms = replicaPairAtoms + (size_t) replica * MLFF_REPLICA_PAIRS;
+    real4* geometry = replicaPairGeometry + (size_t) replica * MLFF_REPLICA_PAIRS;
+    int have = 0;
+    for (int base = 0; base < count * count; base += 32) {
+        const int t = base + lane, i = t / count, j = t % count;
+        real ux = 0, uy = 0, uz = 0;
+        bool edge = false;
+        if (t < count * count && i < j) {
+            mlffPairDelta(position[i], position[j], boxA, boxB, boxC, invBoxSize, &ux, &uy, &uz);
+            edge = mlffIsEdge(ux, uy, uz);
         }
-        if (lane == 0)
-            pairs->count = have;
+        const unsigned int mask = __ballot_sync(0xffffffffu, edge);
+        if (edge) {
+            const int slot = have + __popc(mask & ((1u << lane) - 1u));
+            atoms[slot] = make_int2(i, j);
+            geometry[slot] = make_real4(ux, uy, uz, sqrt(ux * ux + uy * uy + uz * uz));
+        }
+        have += __popc(mask);
     }
+    if (lane == 0)
+        replicaPairCount[replica] = have;
+}
+
+/** The replica's pairs from its slots into shared memory. Called by all threads; ends with a barrier. */
+DEVICE inline void mlffLoadReplicaPairs(int replica, const int* RESTRICT replicaPairCount,
+        const int2* RESTRICT replicaPairAtoms, const real4* RESTRICT replicaPairGeometry, MlffReplicaPairs* pairs) {
+    const int count = replicaPairCount[replica];
+    const size_t slots = (size_t) replica * MLFF_REPLICA_PAIRS;
+    for (int p = threadIdx.x; p < count; p += blockDim.x) {
+        pairs->atoms[p] = replicaPairAtoms[slots + p];
+        pairs->geometry[p] = replicaPairGeometry[slots + p];
+    }
+    if (threadIdx.x == 0)
+        pairs->count = count;
     __syncthreads();
 }
 
@@ -130,11 +167,12 @@ DEVICE inline void mlffLoadReplicaGradient(int first, int count, const real* RES
     }
 }
 
+#ifdef MLFF_TABULATED
 /**
  * The filters of pairs base .. base + MLFF_PAIR_BATCH - 1 for thread c's channel: w[b] = (w_s,
- * w_v1, w_v2) and, if dwdd is not null, dw/dd. All 12 table loads of every pair are issued before
- * any is used (a pair past the last reads the last pair's entries, unused), so that a thread keeps
- * them all in flight: the kernels wait on these loads.
+ * w_v1, w_v2) and, if dwdd is not null, dw/dd, from the block's table. All 12 table loads of
+ * every pair are issued before any is used (a pair past the last reads the last pair's entries,
+ * unused), so that a thread keeps them all in flight: the kernels wait on these loads.
  */
 DEVICE inline void mlffPairFilters(const real* RESTRICT blockTable, const MlffReplicaPairs& pairs, int base,
                                    real (*w)[3], real (*dwdd)[3]) {
@@ -154,6 +192,24 @@ DEVICE inline void mlffPairFilters(const real* RESTRICT blockTable, const MlffRe
         for (int t = 0; t < 3; t++)
             mlffHermiteSum(hw[b], entries[b][t], &w[b][t], dwdd == 0 ? (real*) 0 : &dwdd[b][t]);
 }
+#else
+/**
+ * The filters of pairs base .. base + MLFF_PAIR_BATCH - 1 for thread c's channel, w[b] = (w_s,
+ * w_v1, w_v2), from the replica's rows of the block's filters (3H a pair, from its first pair's),
+ * all loaded before any is used (a pair past the last reads the last pair's row, unused).
+ */
+DEVICE inline void mlffPairFilters(const real* RESTRICT replicaFilters, const MlffReplicaPairs& pairs, int base,
+                                   real (*w)[3]) {
+    const int c = threadIdx.x;
+#pragma unroll
+    for (int b = 0; b < MLFF_PAIR_BATCH; b++) {
+        const real* row = replicaFilters + (size_t) min(base + b, pairs.count - 1) * 3 * MLFF_H;
+#pragma unroll
+        for (int t = 0; t < 3; t++)
+            w[b][t] = row[t * MLFF_H + c];
+    }
+}
+#endif
 
 static_assert(MLFF_PAIR_BATCH * 4 == 32, "a batch's (dE/dd, dE/dn) are a warp's 32 lanes");
 
@@ -197,20 +253,38 @@ DEVICE inline void mlffPairNormal(real4 g, real* n) {
 }
 
 /**
- * The messages of block `layer`, a thread block per replica: midS, midV and the update's input of
- * each of its atoms, as mlffMessagesForwardTiled.
+ * The filters of block `layer` that the replica's pairs read: the block's table (tabulated), or the
+ * block's filter rows from the replica's first pair's (pairRowStart: edge_filters.cu's rows).
  */
-KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
-        const real4* RESTRICT posq, const int* RESTRICT sortedIndexOfParticle, const int* RESTRICT mlParticle,
-        const int* RESTRICT mlZ, const int* RESTRICT replicaStart, real4 boxA, real4 boxB, real4 boxC,
-        real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midS,
-        real* RESTRICT midV, real* RESTRICT updateInput) {
+DEVICE inline const real* mlffReplicaFilters(const real* RESTRICT filters, int layer, const int* RESTRICT pairRowStart,
+                                             int replica) {
+#ifdef MLFF_TABULATED
+    (void) pairRowStart;
+    (void) replica;
+    return mlffBlockTable(filters, layer);
+#else
+    (void) layer; // the host passes this block's rows
+    return filters + (size_t) pairRowStart[replica] * 3 * MLFF_H;
+#endif
+}
+
+/**
+ * The messages of block `layer`, a thread block per replica: midS, midV and the update's input of
+ * each of its atoms, as mlffMessagesForwardTiled. filters: the table (all blocks), or this block's
+ * filter rows (pairRowStart: each replica's first; unused with a table).
+ */
+KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, const real* RESTRICT filters,
+        const int* RESTRICT pairRowStart, const int* RESTRICT replicaPairCount, const int2* RESTRICT replicaPairAtoms,
+        const real4* RESTRICT replicaPairGeometry, const int* RESTRICT mlZ, const int* RESTRICT replicaStart,
+        const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midS, real* RESTRICT midV,
+        real* RESTRICT updateInput) {
     mlffStartAfterPreviousLaunch();
     __shared__ MlffReplicaPairs pairs;
     extern __shared__ real mlffReplicaMemory[];
     MlffReplicaRows* input = reinterpret_cast<MlffReplicaRows*>(mlffReplicaMemory); // (A, 4, H)
     MlffReplicaRows* sum = input + MLFF_REPLICA_ATOMS;                              // (A, 4, H)
-    const int first = replicaStart[blockIdx.x], count = replicaStart[blockIdx.x + 1] - first;
+    const int replica = blockIdx.x;
+    const int first = replicaStart[replica], count = replicaStart[replica + 1] - first;
     const int c = threadIdx.x;
     const bool active = c < MLFF_H;
     if (active) {
@@ -219,18 +293,21 @@ KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, 
             for (int q = 0; q < 4; q++)
                 sum[a][q][c] = input[a][q][c]; // the residual
     }
-    const MlffSystemPositions pos = {posq, sortedIndexOfParticle, mlParticle};
-    mlffFindReplicaPairs(first, count, pos, boxA, boxB, boxC, invBoxSize, &pairs);
+    mlffLoadReplicaPairs(replica, replicaPairCount, replicaPairAtoms, replicaPairGeometry, &pairs);
     if (!active)
         return;
-    const real* blockTable = mlffBlockTable(filterTable, layer);
+    const real* replicaFilters = mlffReplicaFilters(filters, layer, pairRowStart, replica);
     // Atom i's rows stay in registers for its run of pairs (i, j), so that a pair reads and writes
     // only j's in shared memory: no pair waits on the previous one's store to the same row.
     int runAtom = -1; // the i of the run of pairs (i, j) being walked
     real inputI[4], sumI[4];
     for (int base = 0; base < pairs.count; base += MLFF_PAIR_BATCH) {
         real w[MLFF_PAIR_BATCH][3];
-        mlffPairFilters(blockTable, pairs, base, w, (real(*)[3]) 0);
+#ifdef MLFF_TABULATED
+        mlffPairFilters(replicaFilters, pairs, base, w, (real(*)[3]) 0);
+#else
+        mlffPairFilters(replicaFilters, pairs, base, w);
+#endif
 #pragma unroll
         for (int b = 0; b < MLFF_PAIR_BATCH; b++) {
             if (base + b >= pairs.count)
@@ -262,12 +339,14 @@ KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, 
 
 /**
  * A warp's part of the end of the messages' backward: sums the warps' totals of the batch from
- * `base` (lane l holds value l of mlffWarpSum32: pair l / 4, component l % 4) and adds each
- * pair's force to its two atoms (lane 4b, pair b). forceRow: the replica's atoms' rows of
- * OpenMM's force buffer.
+ * `base` (lane l holds value l of mlffWarpSum32: pair l / 4, component l % 4), and for each pair
+ * (lane 4b, pair b) with a table adds its force to its two atoms (forceRow: the replica's atoms'
+ * rows of OpenMM's force buffer); with filter rows adds its dE/dn to its row of edgeGradN (xyz:
+ * summed over the blocks from the backward pass's first, whose w starts the dE/dd that
+ * mlffEdgeForces sums and turns into forces).
  */
-DEVICE inline void mlffAddBatchForces(const MlffReplicaPairs& pairs, int base, const real (*totals)[32],
-        const int* forceRow, double forceScale, unsigned long long* RESTRICT forceBuffer) {
+DEVICE inline void mlffBatchEnd(const MlffReplicaPairs& pairs, int base, const real (*totals)[32], int layer,
+        const int* forceRow, double forceScale, unsigned long long* RESTRICT forceBuffer, real4* RESTRICT pairGradN) {
     const int lane = threadIdx.x % 32;
     real total = 0;
     for (int w = 0; w < MLFF_BLOCK / 32; w++)
@@ -276,28 +355,46 @@ DEVICE inline void mlffAddBatchForces(const MlffReplicaPairs& pairs, int base, c
     const real gn1 = __shfl_xor_sync(0xffffffffu, total, 2);
     const real gn2 = __shfl_xor_sync(0xffffffffu, total, 3);
     const int b = lane / 4;
-    if (lane % 4 == 0 && base + b < pairs.count) {
-        const int2 ij = pairs.atoms[base + b];
-        mlffAddEdgeForces(pairs.geometry[base + b], total, gn0, gn1, gn2, forceScale, forceRow[ij.x],
-                          forceRow[ij.y], forceBuffer);
+    if (lane % 4 != 0 || base + b >= pairs.count)
+        return;
+#ifdef MLFF_TABULATED
+    (void) layer;
+    (void) pairGradN;
+    const int2 ij = pairs.atoms[base + b];
+    mlffAddEdgeForces(pairs.geometry[base + b], total, gn0, gn1, gn2, forceScale, forceRow[ij.x], forceRow[ij.y],
+                      forceBuffer);
+#else
+    (void) forceRow;
+    (void) forceScale;
+    (void) forceBuffer;
+    real4 gn = make_real4(gn0, gn1, gn2, 0);
+    if (layer < MLFF_L - 1) {
+        const real4 before = pairGradN[base + b];
+        gn = make_real4(before.x + gn.x, before.y + gn.y, before.z + gn.z, before.w);
     }
+    pairGradN[base + b] = gn;
+#endif
 }
 
 /**
- * The messages' backward of block `layer`, a thread block per replica, as mlffMessagesBackwardTiled:
- * forces, then (layer > 0) block layer-1's direct update backward of each atom. Per pair, with
- * g = dE/d(s', v'): dE/d(s, v) gathers g_j w(ij) into i and g_i w(ij) into j; dE/dw sums both
- * edges' parts; dE/dn(ij) = (gv_i - gv_j) w_v2, since n(ji) = -n(ij); the pair's dE/du goes to
- * the forces of i and j once. The warps walk the pairs with no barrier between batches (each
- * keeps its sums of the batches' dE/dd, dE/dn), and sum them over the block at the end.
+ * The messages' backward of block `layer`, a thread block per replica, as mlffMessagesBackwardTiled
+ * (or, from filter rows, mlffMessagesBackwardRows): forces (or the pairs' dE/dw and dE/dn), then
+ * (layer > 0) block layer-1's direct update backward of each atom. Per pair, with g = dE/d(s',
+ * v'): dE/d(s, v) gathers g_j w(ij) into i and g_i w(ij) into j; dE/dw sums both edges' parts;
+ * dE/dn(ij) = (gv_i - gv_j) w_v2, since n(ji) = -n(ij); the pair's dE/du goes to the forces of i
+ * and j once. The warps walk the pairs with no barrier between batches (each keeps its sums of the
+ * batches' dE/dd, dE/dn), and sum them over the block at the end. filters and pairRowStart as in
+ * mlffMessagesForwardReplicas; edgeGradFilter and edgeGradN: the filter rows' (unused with a table).
  */
-KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
-        const real4* RESTRICT posq, const int* RESTRICT sortedIndexOfParticle, const int* RESTRICT mlParticle,
-        const int* RESTRICT mlZ, const int* RESTRICT replicaStart, real4 boxA, real4 boxB, real4 boxC,
-        real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midV,
+KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params, const real* RESTRICT filters,
+        const int* RESTRICT pairRowStart, const int* RESTRICT replicaPairCount, const int2* RESTRICT replicaPairAtoms,
+        const real4* RESTRICT replicaPairGeometry, const int* RESTRICT mlZ, const int* RESTRICT replicaStart,
+        const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midV,
         const real* RESTRICT updateOutput, const real* RESTRICT gradInS, const real* RESTRICT gradInV,
         real* RESTRICT updateGradOutput, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
-        const double* RESTRICT replicaScale, double lambdaForceScale, unsigned long long* RESTRICT forceBuffer) {
+        real* RESTRICT edgeGradFilter, real4* RESTRICT edgeGradN, const int* RESTRICT mlParticle,
+        const int* RESTRICT sortedIndexOfParticle, const double* RESTRICT replicaScale, double lambdaForceScale,
+        unsigned long long* RESTRICT forceBuffer) {
     mlffStartAfterPreviousLaunch();
     __shared__ MlffReplicaPairs pairs;
     __shared__ int forceRow[MLFF_REPLICA_ATOMS]; // each atom's row of OpenMM's force buffer
@@ -315,10 +412,16 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
     }
     for (int a = threadIdx.x; a < count; a += blockDim.x)
         forceRow[a] = sortedIndexOfParticle[mlParticle[first + a]];
-    const MlffSystemPositions pos = {posq, sortedIndexOfParticle, mlParticle};
-    mlffFindReplicaPairs(first, count, pos, boxA, boxB, boxC, invBoxSize, &pairs); // ends with a barrier
+    // (ends with a barrier)
+    mlffLoadReplicaPairs(replica, replicaPairCount, replicaPairAtoms, replicaPairGeometry, &pairs);
     const double forceScale = lambdaForceScale * replicaScale[replica];
-    const real* blockTable = mlffBlockTable(filterTable, layer);
+    const real* replicaFilters = mlffReplicaFilters(filters, layer, pairRowStart, replica);
+#ifndef MLFF_TABULATED
+    real* replicaGradFilter = edgeGradFilter + (size_t) pairRowStart[replica] * 3 * MLFF_H; // (pairs, 3H)
+    real4* replicaGradN = edgeGradN + pairRowStart[replica];
+#else
+    real4* replicaGradN = edgeGradN; // unused
+#endif
     // This warp's sums of each batch's (dE/dd, dE/dn), lane l value l of mlffWarpSum32, kept until
     // the end, so that no barrier holds the warps together batch by batch.
     real batchTotal[MLFF_PAIR_BATCHES];
@@ -326,10 +429,16 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
     int runAtom = -1; // the i of the run of pairs (i, j) being walked
     real inputI[4], gradInI[4], gradOutI[4];
     for (int base = 0; base < pairs.count; base += MLFF_PAIR_BATCH) { // uniform across the block
-        real w[MLFF_PAIR_BATCH][3], dwdd[MLFF_PAIR_BATCH][3];
+        real w[MLFF_PAIR_BATCH][3];
         real partial[MLFF_PAIR_BATCH][4]; // (dE/dd, dE/dn) of each pair, this thread's channel
+#ifdef MLFF_TABULATED
+        real dwdd[MLFF_PAIR_BATCH][3];
         if (active)
-            mlffPairFilters(blockTable, pairs, base, w, dwdd);
+            mlffPairFilters(replicaFilters, pairs, base, w, dwdd);
+#else
+        if (active)
+            mlffPairFilters(replicaFilters, pairs, base, w);
+#endif
 #pragma unroll
         for (int b = 0; b < MLFF_PAIR_BATCH; b++) {
             partial[b][0] = partial[b][1] = partial[b][2] = partial[b][3] = 0;
@@ -367,7 +476,14 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
                 gwv2 += gvDifference * n[d];
                 partial[b][1 + d] = gvDifference * wv2;
             }
+#ifdef MLFF_TABULATED
             partial[b][0] = gws * dwdd[b][0] + gwv1 * dwdd[b][1] + gwv2 * dwdd[b][2];
+#else
+            real* gradW = replicaGradFilter + (size_t) (base + b) * 3 * MLFF_H; // dE/dd: the filters' backward
+            gradW[c] = gws;
+            gradW[MLFF_H + c] = gwv1;
+            gradW[2 * MLFF_H + c] = gwv2;
+#endif
         }
         batchTotal[base / MLFF_PAIR_BATCH] = mlffWarpSum32(partial);
     }
@@ -375,7 +491,7 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
         mlffStoreRow(gradOut, runAtom, gradOutI);
     // The batches' sums over the block: the warps' totals where input and gradIn were (no longer
     // read), as many batches at a time as fit (all of them unless H is small against the block),
-    // then the warps take the batches in turn and add their forces.
+    // then the warps take the batches in turn and finish them.
     constexpr int warps = MLFF_BLOCK / 32, totalsRoom = 2 * MLFF_REPLICA_ATOMS * 4 * MLFF_H / MLFF_BLOCK;
     static_assert(MLFF_REPLICA_ATOMS < 2 || totalsRoom > 0, "the room for one batch's totals (H >= 64 here)");
     constexpr int batchesAtOnce = totalsRoom > 0 ? totalsRoom : 1; // 0 only for replicas of one atom: no pairs
@@ -388,7 +504,8 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
             totals[k][warp][lane] = batchTotal[from + k];
         __syncthreads();
         for (int k = warp; k < chunk; k += warps)
-            mlffAddBatchForces(pairs, (from + k) * MLFF_PAIR_BATCH, totals[k], forceRow, forceScale, forceBuffer);
+            mlffBatchEnd(pairs, (from + k) * MLFF_PAIR_BATCH, totals[k], layer, forceRow, forceScale, forceBuffer,
+                         replicaGradN);
     }
     if (layer == 0 || !active)
         return;
@@ -408,5 +525,39 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
         }
     }
 }
+
+#ifndef MLFF_TABULATED
+/** One block of MLFF_SCAN_THREADS (scan.cu): pairRowStart, each replica's first filter row (and the total at R). */
+KERNEL void mlffScanReplicaPairs(const int* RESTRICT replicaPairCount, int* RESTRICT pairRowStart) {
+    mlffStartAfterPreviousLaunch();
+    const int rows = mlffExclusiveScan(MLFF_NUM_REPLICAS, MlffCounts{replicaPairCount}, MlffStarts{pairRowStart});
+    if (threadIdx.x == 0)
+        pairRowStart[MLFF_NUM_REPLICAS] = rows;
+}
+
+/**
+ * A thread per pair slot: each pair's filter row, as edge_filters.cu's products and mlffEdgeForces
+ * read it, one edge row per filter row (filterEdges = (row, -1): a pair's dE/dn and forces count
+ * once): the atoms (ML indices), u and d, and the radial basis.
+ */
+KERNEL void mlffLinkReplicaPairRows(const real* RESTRICT params, const int* RESTRICT replicaStart,
+        const int* RESTRICT pairRowStart, const int* RESTRICT replicaPairCount, const int2* RESTRICT replicaPairAtoms,
+        const real4* RESTRICT replicaPairGeometry, int2* RESTRICT edgeAtoms, real4* RESTRICT edgeDelta,
+        int2* RESTRICT filterEdges, real* RESTRICT edgeBasis) {
+    mlffStartAfterPreviousLaunch();
+    const size_t slot = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
+    const int replica = (int) (slot / MLFF_REPLICA_PAIRS), p = (int) (slot % MLFF_REPLICA_PAIRS);
+    if (replica >= MLFF_NUM_REPLICAS || p >= replicaPairCount[replica])
+        return;
+    const int row = pairRowStart[replica] + p, first = replicaStart[replica];
+    const int2 ij = replicaPairAtoms[slot];
+    const real4 g = replicaPairGeometry[slot];
+    edgeAtoms[row] = make_int2(first + ij.x, first + ij.y);
+    edgeDelta[row] = g;
+    filterEdges[row] = make_int2(row, -1);
+    for (int k = 0; k < MLFF_K; k++)
+        mlffRadialBasis(params, g.w, k, &edgeBasis[(size_t) row * MLFF_K + k], 0);
+}
+#endif
 
 #endif
