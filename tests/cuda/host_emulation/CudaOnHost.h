@@ -103,6 +103,12 @@ inline double __shfl_xor_sync(unsigned int, double value, int offset) {
     return cudaOnHostExchange(value, [offset](const double* slots, int lane) { return slots[lane ^ offset]; });
 }
 
+inline int __shfl_up_sync(unsigned int, int value, int offset) {
+    return (int) cudaOnHostExchange(value, [offset](const double* slots, int lane) {
+        return slots[lane >= offset ? lane - offset : lane];
+    });
+}
+
 inline int __popc(unsigned int x) {
     return __builtin_popcount(x);
 }

@@ -1,7 +1,8 @@
 /*
  * KernelsOnHost.h: the plugin's kernel sources compiled for the CPU (CudaOnHost.h), with the
  * compile-time constants CudaCalcMLFFForceKernel::initialize would define for a small system: H =
- * 64, L = 3, 54 atoms in 7 replicas, tabulated filters. The parameters' offsets are far apart
+ * 64, L = 3, 54 atoms in 7 replicas, tabulated filters (exact ones, as the edge filters' path
+ * has them, where the test defines MLFF_HOST_EXACT_FILTERS). The parameters' offsets are far apart
  * (MLFF_PARAMETER_SPAN), so that every matrix fits whatever it holds; a test fills them at
  * random, or as the layout (StudentPainnParameters.cpp) would where kernels must agree.
  * Include once per test executable.
@@ -28,10 +29,12 @@
 #define MLFF_PADDED_NUM_ATOMS 64
 #define MLFF_KJ_PER_MOL_PER_EV 96.48533212331002
 #define MLFF_READOUT_ATOMS 32 // as the host sets it for H = 64 in double
+#ifndef MLFF_HOST_EXACT_FILTERS
 #define MLFF_TABULATED 1
 #define MLFF_TABLE_NODES 1001
 #define MLFF_TABLE_SPACING 0.005
 #define MLFF_TABLE_INV_SPACING 200
+#endif
 #define MLFF_REPLICA_ATOMS 16
 #define MLFF_PARAMETER_SPAN 20000
 #define MLFF_P_EMBEDDING 0

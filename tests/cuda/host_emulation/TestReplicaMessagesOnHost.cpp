@@ -88,6 +88,7 @@ std::vector<double> forcesOf(const std::vector<unsigned long long>& buffer) {
     return forces;
 }
 
+#ifdef MLFF_TABULATED
 TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
     const int n = MLFF_NUM_ATOMS, h = MLFF_H, layers = MLFF_L;
     std::mt19937 rng(11);
@@ -186,5 +187,220 @@ TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
     }
 }
 
+#else
+/** Parameters at random, but with positive radial widths (a width near 0 makes the basis' dE/dd inf). */
+std::vector<real> randomParams(std::mt19937& rng) {
+    std::vector<real> params = randomReals(rng, MLFF_PARAMETERS_SIZE);
+    for (int k = 0; k < MLFF_K; k++)
+        params[MLFF_P_RBF_WIDTHS + k] = 0.3 + 0.05 * k;
+    return params;
+}
+
+/**
+ * The edge filters' rows of both paths: the list's (edge_filters.cu: mlffScanEdges, mlffGatherEdges,
+ * mlffScanFilterRows, mlffLinkFilterRows) and the replicas' (mlffFindReplicaPairs,
+ * mlffScanReplicaPairs, mlffLinkReplicaPairRows). The replicas are contiguous ranges of atoms and
+ * every list is complete, so both number the pairs in ascending (i, j): filter row r is the same pair.
+ */
+struct FilterRows {
+    int rows = 0;
+    std::vector<int> filterCount, rowStart;   // the list's: filterStart; the replicas': pairRowStart
+    std::vector<int> edgeStart, ownedRank, partner, filterRow; // the list's alone
+    std::vector<int2> edgeAtoms, filterEdges;
+    std::vector<real4> edgeDelta;
+    std::vector<real> basis;
+    std::vector<int> pairCount; // the replicas' alone: their pair slots
+    std::vector<int2> pairAtoms;
+    std::vector<real4> pairGeometry;
+};
+
+FilterRows listRows(const Replicas& s, const std::vector<real>& params) {
+    const size_t bound = (size_t) MLFF_NUM_ATOMS * s.capacity;
+    FilterRows f;
+    f.edgeStart.assign(MLFF_NUM_ATOMS + 1, -1);
+    f.rowStart.assign(MLFF_NUM_ATOMS + 1, -1);
+    f.filterCount.assign(MLFF_NUM_ATOMS, -1);
+    f.ownedRank.assign(bound, -2);
+    f.partner.assign(bound, -2);
+    f.filterRow.assign(bound, -1);
+    f.edgeAtoms.assign(bound, int2{-1, -1});
+    f.filterEdges.assign(bound, int2{-1, -1});
+    f.edgeDelta.assign(bound, real4{});
+    f.basis.assign(bound * MLFF_K, 0);
+    const int atomWarps = (MLFF_NUM_ATOMS * 32 + 127) / 128;
+    cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] { mlffScanEdges(s.count.data(), s.capacity, f.edgeStart.data()); });
+    cudaOnHostLaunch(atomWarps, 128, [&] {
+        mlffGatherEdges(s.pos.data(), s.count.data(), s.list.data(), s.capacity, f.edgeStart.data(), s.boxA, s.boxB,
+                        s.boxC, s.invBoxSize, f.edgeAtoms.data(), f.edgeDelta.data(), f.ownedRank.data(),
+                        f.partner.data(), f.filterCount.data());
+    });
+    cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] { mlffScanFilterRows(f.filterCount.data(), f.rowStart.data()); });
+    cudaOnHostLaunch(atomWarps, 128, [&] {
+        mlffLinkFilterRows(params.data(), s.count.data(), s.capacity, f.edgeStart.data(), f.rowStart.data(),
+                           f.edgeDelta.data(), f.ownedRank.data(), f.partner.data(), f.filterRow.data(),
+                           f.filterEdges.data(), f.basis.data());
+    });
+    f.rows = f.rowStart[MLFF_NUM_ATOMS];
+    return f;
+}
+
+FilterRows replicaRows(const Replicas& s, const std::vector<real>& params) {
+    const size_t slots = (size_t) MLFF_NUM_REPLICAS * MLFF_REPLICA_PAIRS;
+    FilterRows f;
+    f.pairCount.assign(MLFF_NUM_REPLICAS, -1);
+    f.pairAtoms.assign(slots, int2{-1, -1});
+    f.pairGeometry.assign(slots, real4{});
+    f.rowStart.assign(MLFF_NUM_REPLICAS + 1, -1);
+    f.edgeAtoms.assign(slots, int2{-1, -1});
+    f.filterEdges.assign(slots, int2{-1, -1});
+    f.edgeDelta.assign(slots, real4{});
+    f.basis.assign(slots * MLFF_K, 0);
+    cudaOnHostLaunch((MLFF_NUM_REPLICAS + MLFF_PAIR_FINDERS - 1) / MLFF_PAIR_FINDERS, 32 * MLFF_PAIR_FINDERS, [&] {
+        mlffFindReplicaPairs(s.posq.data(), s.sortedIndex.data(), s.particle.data(), s.start.data(), s.boxA, s.boxB,
+                             s.boxC, s.invBoxSize, f.pairCount.data(), f.pairAtoms.data(), f.pairGeometry.data());
+    });
+    cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] { mlffScanReplicaPairs(f.pairCount.data(), f.rowStart.data()); });
+    cudaOnHostLaunch((int) ((slots + 127) / 128), 128, [&] {
+        mlffLinkReplicaPairRows(params.data(), s.start.data(), f.rowStart.data(), f.pairCount.data(),
+                                f.pairAtoms.data(), f.pairGeometry.data(), f.edgeAtoms.data(), f.edgeDelta.data(),
+                                f.filterEdges.data(), f.basis.data());
+    });
+    f.rows = f.rowStart[MLFF_NUM_REPLICAS];
+    return f;
+}
+
+/** The largest difference of a and b over their first n elements, relative to the largest of a. */
+double relativeDifference(const std::vector<real>& a, const std::vector<real>& b, size_t n) {
+    double largest = 0, difference = 0;
+    for (size_t k = 0; k < n; k++) {
+        largest = std::max(largest, std::fabs(a[k]));
+        difference = std::max(difference, std::fabs(a[k] - b[k]));
+    }
+    return largest > 0 ? difference / largest : difference;
+}
+
+TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheBlockPerAtomKernels) {
+    const int n = MLFF_NUM_ATOMS, h = MLFF_H, layers = MLFF_L;
+    std::mt19937 rng(12);
+    Replicas s = makeReplicas(rng);
+    ASSERT_GT(s.edges, 200) << "too few edges to test anything";
+    std::printf("%d atoms in %d replicas, %ld edges, %s, exact filters\n", n, MLFF_NUM_REPLICAS, s.edges,
+                BoxSide > 0 ? "periodic" : "no box");
+    const std::vector<real> params = randomParams(rng);
+    const FilterRows list = listRows(s, params), replicas = replicaRows(s, params);
+
+    // The same pairs in the same rows, with the same displacement and basis.
+    ASSERT_EQ(2L * list.rows, s.edges);
+    ASSERT_EQ(replicas.rows, list.rows);
+    for (int r = 0; r < list.rows; r++) {
+        const int e = list.filterEdges[r].x;
+        ASSERT_EQ(replicas.filterEdges[r].x, r);
+        ASSERT_EQ(replicas.filterEdges[r].y, -1);
+        ASSERT_EQ(replicas.edgeAtoms[r].x, list.edgeAtoms[e].x) << "row " << r;
+        ASSERT_EQ(replicas.edgeAtoms[r].y, list.edgeAtoms[e].y) << "row " << r;
+        const real4 a = list.edgeDelta[e], b = replicas.edgeDelta[r];
+        ASSERT_TRUE(a.x == b.x && a.y == b.y && a.z == b.z && a.w == b.w) << "row " << r;
+        for (int k = 0; k < MLFF_K; k++)
+            ASSERT_EQ(replicas.basis[(size_t) r * MLFF_K + k], list.basis[(size_t) r * MLFF_K + k]) << "row " << r;
+    }
+
+    const std::vector<real> stateS = randomReals(rng, (size_t) (layers + 1) * n * h);
+    const std::vector<real> stateV = randomReals(rng, (size_t) (layers + 1) * n * 3 * h);
+    const std::vector<real> midVKept = randomReals(rng, (size_t) layers * n * 3 * h);
+    const std::vector<real> updateOutput = randomReals(rng, (size_t) layers * n * 3 * h);
+    std::vector<double> replicaScale;
+    for (int r = 0; r < MLFF_NUM_REPLICAS; r++)
+        replicaScale.push_back(0.5 + 0.125 * r);
+    const double lambdaForceScale = 0.7 * 964.8533212331002;
+    const size_t listBound = (size_t) n * s.capacity, replicaBound = (size_t) MLFF_NUM_REPLICAS * MLFF_REPLICA_PAIRS;
+    std::vector<real4> gradN[2] = {std::vector<real4>(listBound, real4{}), std::vector<real4>(replicaBound, real4{})};
+    std::vector<unsigned long long> forceBuffer[2];
+    for (int k = 0; k < 2; k++)
+        forceBuffer[k].assign(3 * MLFF_PADDED_NUM_ATOMS, 0);
+    // The backward pass's order, from block L-1 to 0: edgeGradN sums over the blocks, and block 0 adds the forces.
+    for (int layer = layers - 1; layer >= 0; layer--) {
+        SCOPED_TRACE("block " + std::to_string(layer));
+        const std::vector<real> filters = randomReals(rng, (size_t) list.rows * 3 * h); // this block's rows
+        std::vector<real> midS[2], midV[2], updateInput[2];
+        for (int k = 0; k < 2; k++) {
+            midS[k].assign((size_t) layers * n * h, -7);
+            midV[k].assign((size_t) layers * n * 3 * h, -7);
+            updateInput[k].assign((size_t) n * 2 * h, -7);
+        }
+        cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
+            mlffMessagesForwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
+                                    list.edgeStart.data(), list.edgeDelta.data(), list.filterRow.data(),
+                                    filters.data(), stateS.data(), stateV.data(), midS[0].data(), midV[0].data(),
+                                    updateInput[0].data());
+        });
+        cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_BLOCK, [&] {
+            mlffMessagesForwardReplicas(layer, params.data(), filters.data(), replicas.rowStart.data(),
+                                        replicas.pairCount.data(), replicas.pairAtoms.data(),
+                                        replicas.pairGeometry.data(), s.z.data(), s.start.data(), stateS.data(),
+                                        stateV.data(), midS[1].data(), midV[1].data(), updateInput[1].data());
+        });
+        EXPECT_EQ(midS[0], midS[1]);
+        EXPECT_EQ(midV[0], midV[1]);
+        EXPECT_EQ(updateInput[0], updateInput[1]);
+
+        const std::vector<real> gradInS = randomReals(rng, (size_t) n * h);
+        const std::vector<real> gradInV = randomReals(rng, (size_t) n * 3 * h);
+        std::vector<real> updateGradOutput[2], gradOutS[2], gradOutV[2], gradFilter[2];
+        for (int k = 0; k < 2; k++) {
+            updateGradOutput[k].assign((size_t) n * 3 * h, -7);
+            gradOutS[k].assign((size_t) n * h, -7);
+            gradOutV[k].assign((size_t) n * 3 * h, -7);
+            gradFilter[k].assign((size_t) list.rows * 3 * h, -7);
+        }
+        cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
+            mlffMessagesBackwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
+                                     list.edgeStart.data(), list.edgeDelta.data(), list.filterRow.data(),
+                                     list.ownedRank.data(), list.partner.data(), filters.data(),
+                                     gradFilter[0].data(), gradN[0].data(), stateS.data(), stateV.data(),
+                                     midVKept.data(), updateOutput.data(), gradInS.data(), gradInV.data(),
+                                     updateGradOutput[0].data(), gradOutS[0].data(), gradOutV[0].data());
+        });
+        cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_BLOCK, [&] {
+            mlffMessagesBackwardReplicas(layer, params.data(), filters.data(), replicas.rowStart.data(),
+                                         replicas.pairCount.data(), replicas.pairAtoms.data(),
+                                         replicas.pairGeometry.data(), s.z.data(), s.start.data(), stateS.data(),
+                                         stateV.data(), midVKept.data(), updateOutput.data(), gradInS.data(),
+                                         gradInV.data(), updateGradOutput[1].data(), gradOutS[1].data(),
+                                         gradOutV[1].data(), gradFilter[1].data(), gradN[1].data(), s.particle.data(),
+                                         s.sortedIndex.data(), replicaScale.data(), lambdaForceScale, nullptr);
+        });
+        if (layer > 0) { // block 0 passes on no gradient
+            EXPECT_EQ(updateGradOutput[0], updateGradOutput[1]);
+            EXPECT_EQ(gradOutS[0], gradOutS[1]);
+            EXPECT_EQ(gradOutV[0], gradOutV[1]);
+        }
+        // dE/dw of each pair: both edges' parts, summed in another order (the list's edge by edge).
+        EXPECT_LE(relativeDifference(gradFilter[0], gradFilter[1], gradFilter[0].size()), 1e-13);
+        EXPECT_NE(gradFilter[0][0], -7) << "no dE/dw written";
+
+        // The pairs' forces (mlffEdgeForces) from the same dE/de of each row.
+        const size_t basisRows = std::max(listBound, replicaBound);
+        const std::vector<real> gradBasis = randomReals(rng, basisRows * MLFF_K_PADDED);
+        const FilterRows* paths[2] = {&list, &replicas};
+        const int* rowCount[2] = {&list.rowStart[n], &replicas.rowStart[MLFF_NUM_REPLICAS]};
+        for (int k = 0; k < 2; k++)
+            cudaOnHostLaunch((list.rows + 127) / 128, 128, [&] {
+                mlffEdgeForces(layer, params.data(), rowCount[k], paths[k]->filterEdges.data(),
+                               paths[k]->edgeAtoms.data(), paths[k]->edgeDelta.data(), gradBasis.data(),
+                               gradN[k].data(), s.replica.data(), replicaScale.data(), lambdaForceScale,
+                               s.particle.data(), s.sortedIndex.data(), forceBuffer[k].data());
+            });
+    }
+    const std::vector<double> forces[2] = {forcesOf(forceBuffer[0]), forcesOf(forceBuffer[1])};
+    double largest = 0, difference = 0;
+    for (size_t k = 0; k < forces[0].size(); k++) {
+        largest = std::max(largest, std::fabs(forces[0][k]));
+        difference = std::max(difference, std::fabs(forces[0][k] - forces[1][k]));
+    }
+    EXPECT_GT(largest, 1.0) << "no forces to compare";
+    // A pair's dE/dn summed over channels once (gv_i - gv_j), not once an edge, then one force for both edges.
+    EXPECT_LE(difference, 1e-12 * largest);
+}
+#endif
 
 } // namespace
