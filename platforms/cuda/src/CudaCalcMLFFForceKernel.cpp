@@ -902,19 +902,17 @@ CUdeviceptr CudaCalcMLFFForceKernel::edgeFiltersOfBlock(int layer) {
     return edgeFilter.getDevicePointer() + layer * edgeRowsBound() * 3 * hidden * realSize;
 }
 
-void CudaCalcMLFFForceKernel::filterHiddenOfEdges(int layer, bool activated) {
-    int activatedFlag = activated ? 1 : 0;
-    CUdeviceptr rowCount = filterRowCount();
-    void* args[] = {&layer, &activatedFlag, &params.getDevicePointer(), &rowCount, &edgeBasis.getDevicePointer(),
-                    &edgeHidden.getDevicePointer()};
-    launchMatmul(edgeHiddenKernel, args, edgeRowsBound(), hidden, 64, 128, "the filters' hidden layer");
-}
-
 void CudaCalcMLFFForceKernel::edgeFiltersForward(int layer) {
-    filterHiddenOfEdges(layer, true);
-    CUdeviceptr filters = edgeFiltersOfBlock(layer), rowCount = filterRowCount();
+    CUdeviceptr rowCount = filterRowCount();
+    const size_t rows = edgeRowsBound();
+    {
+        void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeBasis.getDevicePointer(),
+                        &edgeHidden.getDevicePointer()};
+        launchMatmul(edgeHiddenKernel, args, rows, hidden, 64, 128, "the filters' hidden layer");
+    }
+    CUdeviceptr filters = edgeFiltersOfBlock(layer);
     void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeHidden.getDevicePointer(), &filters};
-    launchMatmul(edgeFilterKernel, args, edgeRowsBound(), 3 * hidden, 96, 128, "the filters' output");
+    launchMatmul(edgeFilterKernel, args, rows, 3 * hidden, 96, 128, "the filters' output");
 }
 
 void CudaCalcMLFFForceKernel::edgeFiltersBackward(int layer, double lambdaForceScale, CUdeviceptr force) {
@@ -922,7 +920,7 @@ void CudaCalcMLFFForceKernel::edgeFiltersBackward(int layer, double lambdaForceS
     const size_t rows = edgeRowsBound();
     {
         void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeGradFilter.getDevicePointer(),
-                        &edgeHidden.getDevicePointer()};
+                        &edgeBasis.getDevicePointer(), &edgeHidden.getDevicePointer()};
         launchMatmul(edgeHiddenBackwardKernel, args, rows, hidden, 64, 128, "the filters' backward");
     }
     {
@@ -1025,7 +1023,6 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
         }
         if (!useEdgeFilters)
             continue;
-        filterHiddenOfEdges(layer, false); // recomputed (K inputs a pair) rather than kept for every block
         if (!useReplicaMessages) {
             CUdeviceptr filters = edgeFiltersOfBlock(layer);
             void* args[] = {&layer, &params.getDevicePointer(), &mlZ.getDevicePointer(),

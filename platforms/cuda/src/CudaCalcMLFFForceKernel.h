@@ -95,9 +95,8 @@ private:
     void edgeFiltersForward(int layer);
     /** Block `layer`'s filters' backward products over pairs, and the pairs' forces. */
     void edgeFiltersBackward(int layer, double lambdaForceScale, CUdeviceptr force);
-    /** Block `layer`'s part of edgeFilter (edge_filters.cu), and its filters' hidden layer. */
+    /** Block `layer`'s part of edgeFilter (edge_filters.cu). */
     CUdeviceptr edgeFiltersOfBlock(int layer);
-    void filterHiddenOfEdges(int layer, bool activated);
     /** Reads earlier evaluations' largest neighbour counts (as they arrive) and grows the lists. */
     void checkNeighborCapacity();
     void readNeighborCount(int slot);

@@ -30,13 +30,12 @@
  *   mlffEdgeFilterOutput        matmul      edgeFilter[l] = edgeHidden W2^T + b2        (filter rows, 3H)
  *   mlffMessagesForwardRows     atoms       the messages, w(ij) from edgeFilter[l]
  * Per block l, backward:
- *   mlffEdgeFilterHidden        matmul      edgeHidden = edgeBasis W0^T + b0 again, before the
- *                                           activation (cheap: K inputs)
  *   mlffMessagesBackwardRows    atoms       dE/dw of each pair (both directions, by the owner's
  *                                           block) into edgeGradFilter; dE/dn of each edge into
  *                                           edgeGradN (xyz; summed over the blocks); and the update's
  *                                           direct backward as in tiled.cu
- *   mlffEdgeFilterHiddenBackward matmul     edgeHidden = (dE/dw W2) SiLU'(edgeHidden)
+ *   mlffEdgeFilterHiddenBackward matmul     edgeHidden = (dE/dw W2) SiLU'(edgeBasis W0^T + b0), the
+ *                                           hidden layer's input recomputed in the epilogue
  *   mlffEdgeBasisBackward       matmul      edgeGradBasis = edgeHidden W0              (filter rows, K padded)
  *   mlffEdgeForces              pairs       dE/dd = edgeGradBasis . de/dd, summed over the blocks in
  *                                           the owning edge's edgeGradN.w; at block 0 (the last of the
@@ -195,16 +194,12 @@ struct MlffBiasEpilogue {
 struct MlffEdgeHiddenEpilogue {
     const real* bias;
     real* out; // (rows, H)
-    bool activated;
     DEVICE void operator()(int row, int column, const real* sums) const {
         real h[4];
         mlffLoadRow<4>(bias + column, h);
 #pragma unroll
-        for (int t = 0; t < 4; t++) {
-            h[t] += sums[t];
-            if (activated)
-                h[t] = mlffSilu(h[t]);
-        }
+        for (int t = 0; t < 4; t++)
+            h[t] = mlffSilu(h[t] + sums[t]);
         mlffStoreRow<4>(out + (size_t) row * MLFF_H + column, h);
     }
 };
@@ -215,12 +210,12 @@ struct MlffEdgeFilterEpilogue : MlffBiasEpilogue {
     }
 };
 
-/** The filters' hidden layer of each pair: after the activation (activated, for the forward pass) or before it (for the backward pass's SiLU'). */
-KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHidden(int layer, int activated, const real* RESTRICT params,
+/** The filters' hidden layer of each pair, after its activation. */
+KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHidden(int layer, const real* RESTRICT params,
         const int* RESTRICT filterRowCount, const real* RESTRICT edgeBasis, real* RESTRICT edgeHidden) {
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
-    const MlffEdgeHiddenEpilogue epilogue = {block + MLFF_B_FILTER_B0, edgeHidden, activated != 0};
+    const MlffEdgeHiddenEpilogue epilogue = {block + MLFF_B_FILTER_B0, edgeHidden};
     mlffMatmul<MLFF_K, MLFF_H, 4, 128>(edgeBasis, block + MLFF_B_FILTER_W0T, *filterRowCount, epilogue);
 }
 
@@ -234,12 +229,45 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterOutput(int layer, const real* RESTR
     mlffMatmul<MLFF_H, 3 * MLFF_H, 6, 128>(edgeHidden, block + MLFF_B_FILTER_W2T, *filterRowCount, epilogue);
 }
 
-/** dE/dhidden = (dE/dw W2) SiLU'(hidden) of each pair, into edgeHidden in place (each element read, then written, by one thread). */
+/**
+ * dE/dhidden = sums SiLU'(x) of a pair, where x = e W0^T + b0 is the hidden layer's input,
+ * recomputed here from the pair's basis e (K multiply-adds an element, each element once: cheaper
+ * than a product of its own that writes x to memory for this one to read back). Its sums round
+ * otherwise than the forward product's, within float's precision.
+ */
+struct MlffEdgeHiddenBackwardEpilogue {
+    const real* basis; // (rows, K)
+    const real* w0t;   // (K, H)
+    const real* b0;    // (H)
+    real* gradHidden;  // (rows, H)
+    DEVICE void operator()(int row, int column, const real* sums) const {
+        real x[4] = {0, 0, 0, 0};
+        const real* e = basis + (size_t) row * MLFF_K;
+        for (int k = 0; k < MLFF_K; k++) {
+            real w[4];
+            mlffLoadRow<4>(w0t + (size_t) k * MLFF_H + column, w);
+            const real ek = e[k];
+#pragma unroll
+            for (int t = 0; t < 4; t++)
+                x[t] += ek * w[t];
+        }
+        real g[4];
+        mlffLoadRow<4>(b0 + column, g);
+#pragma unroll
+        for (int t = 0; t < 4; t++)
+            g[t] = sums[t] * mlffSiluGrad(g[t] + x[t]);
+        mlffStoreRow<4>(gradHidden + (size_t) row * MLFF_H + column, g);
+    }
+};
+
+/** dE/dhidden = (dE/dw W2) SiLU'(hidden's input) of each pair, into edgeGradHidden. */
 KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHiddenBackward(int layer, const real* RESTRICT params,
-        const int* RESTRICT filterRowCount, const real* RESTRICT edgeGradFilter, real* edgeHidden) {
+        const int* RESTRICT filterRowCount, const real* RESTRICT edgeGradFilter, const real* RESTRICT edgeBasis,
+        real* RESTRICT edgeGradHidden) {
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
-    const MlffHiddenBackwardEpilogue epilogue = {edgeHidden, edgeHidden};
+    const MlffEdgeHiddenBackwardEpilogue epilogue = {edgeBasis, block + MLFF_B_FILTER_W0T, block + MLFF_B_FILTER_B0,
+                                                     edgeGradHidden};
     mlffMatmul<3 * MLFF_H, MLFF_H, 4, 128>(edgeGradFilter, block + MLFF_B_FILTER_W2, *filterRowCount, epilogue);
 }
 
