@@ -416,7 +416,6 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         edgeFilterKernel = cu.getKernel(module, "mlffEdgeFilterOutput");
         edgeHiddenBackwardKernel = cu.getKernel(module, "mlffEdgeFilterHiddenBackward");
         edgeBasisBackwardKernel = cu.getKernel(module, "mlffEdgeBasisBackward");
-        edgeForcesKernel = cu.getKernel(module, "mlffEdgeForces");
         scanFilterRowsKernel = cu.getKernel(module, "mlffScanFilterRows");
         linkFilterRowsKernel = cu.getKernel(module, "mlffLinkFilterRows");
         messagesForwardRowsKernel = cu.getKernel(module, "mlffMessagesForwardRows");
@@ -493,7 +492,8 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
     // block's size is known).
     useClusters = !useTiled && (path.empty() || path == "cluster");
     // Tabulated filters read a table per edge; the products would compute the network instead.
-    useEdgeFilters = useTiled && !tabulated && path != "tiled";
+    // The basis' backward product keeps each pair's dE/de in one tile (edge_filters.cu): K <= 96.
+    useEdgeFilters = useTiled && !tabulated && path != "tiled" && kPadded <= MatmulMaxColumns;
     if (useEdgeFilters && path.empty()) {
         // The rows keep every block's filters (L x 3H reals a pair): only where they fit well.
         size_t freeBytes = 0, totalBytes = 0;
@@ -546,7 +546,6 @@ std::vector<CudaCalcMLFFForceKernel::RowArray> CudaCalcMLFFForceKernel::edgeRowA
             {&edgeGradFilter, 3 * h, realSize, "mlffEdgeGradFilter"},
             {&edgeBasis, k, realSize, "mlffEdgeBasis"},
             {&edgeHidden, h, realSize, "mlffEdgeHidden"},
-            {&edgeGradBasis, (size_t) kPadded, realSize, "mlffEdgeGradBasis"},
             {&edgeFilter, layers * 3 * h, realSize, "mlffEdgeFilter"}};
 }
 
@@ -923,18 +922,14 @@ void CudaCalcMLFFForceKernel::edgeFiltersBackward(int layer, double lambdaForceS
                         &edgeBasis.getDevicePointer(), &edgeHidden.getDevicePointer()};
         launchMatmul(edgeHiddenBackwardKernel, args, rows, hidden, 64, 128, "the filters' backward");
     }
-    {
-        void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeHidden.getDevicePointer(),
-                        &edgeGradBasis.getDevicePointer()};
-        launchMatmul(edgeBasisBackwardKernel, args, rows, kPadded, 32, 128, "the basis' backward");
-    }
-    void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &filterEdges.getDevicePointer(),
-                    &edgeAtoms.getDevicePointer(), &edgeDelta.getDevicePointer(), &edgeGradBasis.getDevicePointer(),
+    void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeHidden.getDevicePointer(),
+                    &filterEdges.getDevicePointer(), &edgeAtoms.getDevicePointer(), &edgeDelta.getDevicePointer(),
                     &edgeGradN.getDevicePointer(), &mlReplica.getDevicePointer(), &replicaScale.getDevicePointer(),
                     &lambdaForceScale, &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(),
                     &force};
-    launch(edgeForcesKernel, args, (unsigned int) ((rows + EdgeThreads - 1) / EdgeThreads), EdgeThreads,
-           "the pairs' forces");
+    // One column tile (16 TN = K padded, up to 96): each pair's dE/de whole in one half-warp.
+    launchMatmul(edgeBasisBackwardKernel, args, rows, kPadded, kPadded, 128,
+                 "the basis' backward and the pairs' forces");
 }
 
 void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdeviceptr force) {

@@ -378,18 +378,18 @@ TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheBlockPerAtomKernels) {
         EXPECT_LE(relativeDifference(gradFilter[0], gradFilter[1], gradFilter[0].size()), 1e-13);
         EXPECT_NE(gradFilter[0][0], -7) << "no dE/dw written";
 
-        // The pairs' forces (mlffEdgeForces) from the same dE/de of each row.
-        const size_t basisRows = std::max(listBound, replicaBound);
-        const std::vector<real> gradBasis = randomReals(rng, basisRows * MLFF_K_PADDED);
+        // The pairs' forces (mlffAddPairGradient, as the basis' backward product's epilogue calls
+        // it) from the same dE/dd of each row.
+        const std::vector<real> gradD = randomReals(rng, (size_t) list.rows);
         const FilterRows* paths[2] = {&list, &replicas};
-        const int* rowCount[2] = {&list.rowStart[n], &replicas.rowStart[MLFF_NUM_REPLICAS]};
-        for (int k = 0; k < 2; k++)
-            cudaOnHostLaunch((list.rows + 127) / 128, 128, [&] {
-                mlffEdgeForces(layer, params.data(), rowCount[k], paths[k]->filterEdges.data(),
-                               paths[k]->edgeAtoms.data(), paths[k]->edgeDelta.data(), gradBasis.data(),
-                               gradN[k].data(), s.replica.data(), replicaScale.data(), lambdaForceScale,
-                               s.particle.data(), s.sortedIndex.data(), forceBuffer[k].data());
-            });
+        for (int k = 0; k < 2; k++) {
+            const MlffPairGradientTargets to = {paths[k]->filterEdges.data(), paths[k]->edgeAtoms.data(),
+                                                paths[k]->edgeDelta.data(), gradN[k].data(), s.replica.data(),
+                                                replicaScale.data(), lambdaForceScale, s.particle.data(),
+                                                s.sortedIndex.data(), forceBuffer[k].data()};
+            for (int r = 0; r < list.rows; r++)
+                mlffAddPairGradient(layer, r, gradD[r], to);
+        }
     }
     const std::vector<double> forces[2] = {forcesOf(forceBuffer[0]), forcesOf(forceBuffer[1])};
     double largest = 0, difference = 0;

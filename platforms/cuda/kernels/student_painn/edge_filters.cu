@@ -17,7 +17,7 @@
  * Replicas whose messages take a block each (replica_messages.cu) have no list: one edge row and one
  * filter row per pair, replica by replica, written by mlffLinkReplicaPairRows (filterEdges = (r, -1)),
  * counted in its pairRowStart[R], and no edgeStart, edgeOwnedRank, edgePartner or edgeFilterRow;
- * the products and mlffEdgeForces below serve both.
+ * the products below serve both.
  *
  * Per step, after the neighbour search:
  *   mlffScanEdges               one block   edgeStart
@@ -36,16 +36,16 @@
  *                                           direct backward as in tiled.cu
  *   mlffEdgeFilterHiddenBackward matmul     edgeHidden = (dE/dw W2) SiLU'(edgeBasis W0^T + b0), the
  *                                           hidden layer's input recomputed in the epilogue
- *   mlffEdgeBasisBackward       matmul      edgeGradBasis = edgeHidden W0              (filter rows, K padded)
- *   mlffEdgeForces              pairs       dE/dd = edgeGradBasis . de/dd, summed over the blocks in
- *                                           the owning edge's edgeGradN.w; at block 0 (the last of the
- *                                           backward pass), the forces of both edges
+ *   mlffEdgeBasisBackward       matmul      dE/de = edgeHidden W0 (K padded), and in its epilogue
+ *                                           dE/dd = dE/de . de/dd, summed over the blocks in the owning
+ *                                           edge's edgeGradN.w; at block 0 (the last of the backward
+ *                                           pass), the forces of both edges
  *
  * Storage (global; rows allocated for N x capacity, edge and filter rows alike): edgeStart,
  * filterStart (N + 1) and filterCount (N) int; per edge row edgeAtoms int2, edgeDelta real4,
  * edgeOwnedRank, edgePartner, edgeFilterRow int, edgeGradN real4; per filter row filterEdges int2,
- * edgeBasis (K), edgeHidden (H), edgeGradFilter (3H), edgeGradBasis (K padded to a multiple of
- * 32), and edgeFilter (L, rows, 3H: w_s, w_v1, w_v2 of each block, kept for the backward pass).
+ * edgeBasis (K), edgeHidden (H), edgeGradFilter (3H), and edgeFilter (L, rows, 3H: w_s, w_v1, w_v2
+ * of each block, kept for the backward pass).
  */
 
 /** Listed edges of atom i: its count, or 0 if its list overflowed. */
@@ -271,65 +271,99 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHiddenBackward(int layer, const rea
     mlffMatmul<3 * MLFF_H, MLFF_H, 4, 128>(edgeGradFilter, block + MLFF_B_FILTER_W2, *filterRowCount, epilogue);
 }
 
-struct MlffBasisBackwardEpilogue {
-    real* out; // (rows, MLFF_K_PADDED)
+/** Where a pair's dE/dd goes (mlffAddPairGradient): its edges' rows, and OpenMM's force buffer. */
+struct MlffPairGradientTargets {
+    const int2* filterEdges;   // (rows): the owning edge, and its partner or -1
+    const int2* edgeAtoms;     // (edge rows): i, j (ML indices)
+    const real4* edgeDelta;    // (edge rows): u, d
+    real4* edgeGradN;          // (edge rows): dE/dn (xyz) and the owner's dE/dd (w), summed over the blocks
+    const int* mlReplica;
+    const double* replicaScale;
+    double lambdaForceScale;
+    const int* mlParticle;
+    const int* sortedIndexOfParticle;
+    unsigned long long* forceBuffer;
+};
+
+/**
+ * A pair's (filter row's) dE/dd of block `layer`, added to the owning edge's edgeGradN.w, where it
+ * sums over the blocks (as their dE/dn do in xyz). At block 0, the last of the backward pass, dE/du
+ * of the owning edge (dE/dd with its dE/dn) and of its partner (its dE/dn alone: the pair's dE/dd
+ * counts once) go to the forces of both atoms (fixed-point adds: order-independent), once a step
+ * rather than once a block.
+ */
+DEVICE inline void mlffAddPairGradient(int layer, int row, real gd, const MlffPairGradientTargets& to) {
+    const int2 edges = to.filterEdges[row];
+    real4 gn = to.edgeGradN[edges.x];
+    gn.w += gd;
+    if (layer > 0) {
+        to.edgeGradN[edges.x].w = gn.w;
+        return;
+    }
+    const int2 atoms = to.edgeAtoms[edges.x];
+    const double forceScale = to.lambdaForceScale * to.replicaScale[to.mlReplica[atoms.x]];
+    const int sortedI = to.sortedIndexOfParticle[to.mlParticle[atoms.x]];
+    const int sortedJ = to.sortedIndexOfParticle[to.mlParticle[atoms.y]];
+    mlffAddEdgeForces(to.edgeDelta[edges.x], gn.w, gn.x, gn.y, gn.z, forceScale, sortedI, sortedJ, to.forceBuffer);
+    if (edges.y >= 0) { // the partner j -> i: u = r_i - r_j
+        const real4 gnPartner = to.edgeGradN[edges.y];
+        mlffAddEdgeForces(to.edgeDelta[edges.y], 0, gnPartner.x, gnPartner.y, gnPartner.z, forceScale, sortedJ,
+                          sortedI, to.forceBuffer);
+    }
+}
+
+// A pair's dE/de in one tile of 16 threads, TN = K_PADDED / 16 columns each: K up to 96 (the
+// widest tile; the host uses edge filters only then).
+#define MLFF_PAIR_GRADIENT_TN (MLFF_K_PADDED / 16)
+#if MLFF_K_PADDED <= 96
+
+/**
+ * The product's dE/de of a pair (thread tx of the 16 that hold a row has its columns from TN tx)
+ * turned at once into dE/dd = dE/de . de/dd, summed over the half-warp, and passed on by its first
+ * thread (mlffAddPairGradient): dE/de is never stored.
+ */
+struct MlffPairGradientEpilogue {
+    int layer;
+    const real* params;
+    MlffPairGradientTargets to;
     DEVICE void operator()(int row, int column, const real* sums) const {
-        mlffStoreRow<2>(out + (size_t) row * MLFF_K_PADDED + column, sums);
+        const real d = to.edgeDelta[to.filterEdges[row].x].w;
+        real gd = 0;
+#pragma unroll
+        for (int q = 0; q < MLFF_PAIR_GRADIENT_TN; q++)
+            if (column + q < MLFF_K) {
+                real e, dedd;
+                mlffRadialBasis(params, d, column + q, &e, &dedd);
+                gd += sums[q] * dedd;
+            }
+        // The 16 lanes of this half-warp hold this row's 32 columns and call together (one row each
+        // time, the same for all 16), whatever the other half does.
+        const unsigned int halfWarp = 0xffffu << (threadIdx.x & 16);
+#pragma unroll
+        for (int offset = 8; offset > 0; offset /= 2)
+            gd += __shfl_xor_sync(halfWarp, gd, offset);
+        if (column == 0)
+            mlffAddPairGradient(layer, row, gd, to);
     }
 };
 
-/** dE/de of each pair (zeros past K) = dE/dhidden W0, for the pairs' forces. */
+/** dE/de of each pair = dE/dhidden W0, and from it each pair's dE/dd and (block 0) forces: MlffPairGradientEpilogue. */
 KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeBasisBackward(int layer, const real* RESTRICT params,
-        const int* RESTRICT filterRowCount, const real* RESTRICT edgeGradHidden, real* RESTRICT edgeGradBasis) {
+        const int* RESTRICT filterRowCount, const real* RESTRICT edgeGradHidden, const int2* RESTRICT filterEdges,
+        const int2* RESTRICT edgeAtoms, const real4* RESTRICT edgeDelta, real4* RESTRICT edgeGradN,
+        const int* RESTRICT mlReplica, const double* RESTRICT replicaScale, double lambdaForceScale,
+        const int* RESTRICT mlParticle, const int* RESTRICT sortedIndexOfParticle,
+        unsigned long long* RESTRICT forceBuffer) {
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
-    const MlffBasisBackwardEpilogue epilogue = {edgeGradBasis};
-    mlffMatmul<MLFF_H, MLFF_K_PADDED, 2, 128>(edgeGradHidden, block + MLFF_B_FILTER_W0_PADDED,
-                                              *filterRowCount, epilogue);
+    const MlffPairGradientEpilogue epilogue = {
+        layer, params,
+        {filterEdges, edgeAtoms, edgeDelta, edgeGradN, mlReplica, replicaScale, lambdaForceScale, mlParticle,
+         sortedIndexOfParticle, forceBuffer}};
+    mlffMatmul<MLFF_H, MLFF_K_PADDED, MLFF_PAIR_GRADIENT_TN, 128>(edgeGradHidden, block + MLFF_B_FILTER_W0_PADDED,
+                                                                  *filterRowCount, epilogue);
 }
-
-/**
- * One thread per pair (filter row): dE/dd = dE/de . de/dd, with de/dd from the radial basis, added
- * to the owning edge's edgeGradN.w, where it sums over the blocks (as their dE/dn do in xyz). At
- * block 0, the last of the backward pass, dE/du of the owning edge (dE/dd with its dE/dn) and of its
- * partner (its dE/dn alone: the pair's dE/dd counts once) go to the forces of both atoms
- * (fixed-point adds: order-independent), once a step rather than once a block. Launch: N x
- * capacity threads or more; threads past the pairs return.
- */
-KERNEL void mlffEdgeForces(int layer, const real* RESTRICT params, const int* RESTRICT filterRowCount,
-        const int2* RESTRICT filterEdges, const int2* RESTRICT edgeAtoms, const real4* RESTRICT edgeDelta,
-        const real* RESTRICT edgeGradBasis, real4* RESTRICT edgeGradN, const int* RESTRICT mlReplica,
-        const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
-        const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
-    mlffStartAfterPreviousLaunch();
-    const int row = blockIdx.x * blockDim.x + threadIdx.x;
-    if (row >= *filterRowCount)
-        return;
-    const int2 edges = filterEdges[row];
-    const real4 g = edgeDelta[edges.x];
-    const real* gradBasis = edgeGradBasis + (size_t) row * MLFF_K_PADDED;
-    real gd = 0;
-    for (int k = 0; k < MLFF_K; k++) {
-        real e, dedd;
-        mlffRadialBasis(params, g.w, k, &e, &dedd);
-        gd += gradBasis[k] * dedd;
-    }
-    real4 gn = edgeGradN[edges.x];
-    gn.w += gd;
-    if (layer > 0) {
-        edgeGradN[edges.x].w = gn.w;
-        return;
-    }
-    const int2 atoms = edgeAtoms[edges.x];
-    const double forceScale = lambdaForceScale * replicaScale[mlReplica[atoms.x]];
-    const int sortedI = sortedIndexOfParticle[mlParticle[atoms.x]], sortedJ = sortedIndexOfParticle[mlParticle[atoms.y]];
-    mlffAddEdgeForces(g, gn.w, gn.x, gn.y, gn.z, forceScale, sortedI, sortedJ, forceBuffer);
-    if (edges.y >= 0) { // the partner j -> i: u = r_i - r_j
-        const real4 gnPartner = edgeGradN[edges.y];
-        mlffAddEdgeForces(edgeDelta[edges.y], 0, gnPartner.x, gnPartner.y, gnPartner.z, forceScale, sortedJ,
-                          sortedI, forceBuffer);
-    }
-}
+#endif
 
 /**
  * The messages of block `layer` into each atom whose list holds all its edges (one thread block per

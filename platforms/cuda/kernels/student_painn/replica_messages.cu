@@ -12,7 +12,7 @@
  * edge_filters.cu's products, one row per pair (the replica's rows from pairRowStart[replica], in
  * the order of its pairs), and the backward pass writes each pair's dE/dw (3H) for the filters'
  * backward product and its dE/dn to edgeGradN (xyz, summed over the blocks, as
- * mlffMessagesBackwardFromRows does), whose forces mlffEdgeForces adds.
+ * mlffMessagesBackwardFromRows does), whose forces mlffAddPairGradient adds (edge_filters.cu).
  *
  * Per step, before the blocks: mlffFindReplicaPairs (a warp per replica) finds each replica's
  * pairs from OpenMM's positions, so the path needs no neighbour search; with exact filters
@@ -343,7 +343,7 @@ KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, 
  * (lane 4b, pair b) with a table adds its force to its two atoms (forceRow: the replica's atoms'
  * rows of OpenMM's force buffer); with filter rows adds its dE/dn to its row of edgeGradN (xyz:
  * summed over the blocks from the backward pass's first, whose w starts the dE/dd that
- * mlffEdgeForces sums and turns into forces).
+ * mlffAddPairGradient sums and turns into forces).
  */
 DEVICE inline void mlffBatchEnd(const MlffReplicaPairs& pairs, int base, const real (*totals)[32], int layer,
         const int* forceRow, double forceScale, unsigned long long* RESTRICT forceBuffer, real4* RESTRICT pairGradN) {
@@ -536,7 +536,7 @@ KERNEL void mlffScanReplicaPairs(const int* RESTRICT replicaPairCount, int* REST
 }
 
 /**
- * A thread per pair slot: each pair's filter row, as edge_filters.cu's products and mlffEdgeForces
+ * A thread per pair slot: each pair's filter row, as edge_filters.cu's products and mlffAddPairGradient
  * read it, one edge row per filter row (filterEdges = (row, -1): a pair's dE/dn and forces count
  * once): the atoms (ML indices), u and d, and the radial basis.
  */
