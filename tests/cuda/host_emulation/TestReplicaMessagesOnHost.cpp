@@ -80,22 +80,41 @@ Replicas makeReplicas(std::mt19937& rng) {
     return s;
 }
 
-/** The forces in OpenMM's fixed point (1/2^32), as reals. */
-std::vector<double> forcesOf(const std::vector<unsigned long long>& buffer) {
-    std::vector<double> forces;
-    for (unsigned long long value : buffer)
-        forces.push_back((double) (long long) value / 4294967296.0);
-    return forces;
+/** The largest force in OpenMM's fixed-point buffer a (1/2^32), and the largest difference of b's from a's. */
+struct ForceDifference {
+    double largest = 0, difference = 0;
+};
+ForceDifference compareForces(const std::vector<unsigned long long>& a, const std::vector<unsigned long long>& b) {
+    ForceDifference result;
+    for (size_t k = 0; k < a.size(); k++) {
+        const double x = (double) (long long) a[k] / 4294967296.0, y = (double) (long long) b[k] / 4294967296.0;
+        result.largest = std::max(result.largest, std::fabs(x));
+        result.difference = std::max(result.difference, std::fabs(x - y));
+    }
+    return result;
+}
+
+/** The messages' outputs, -7 where nothing is written. */
+struct MessagesOut {
+    std::vector<real> midS = std::vector<real>((size_t) MLFF_L * MLFF_NUM_ATOMS * MLFF_H, -7);
+    std::vector<real> midV = std::vector<real>((size_t) MLFF_L * MLFF_NUM_ATOMS * 3 * MLFF_H, -7);
+    std::vector<real> updateInput = std::vector<real>((size_t) MLFF_NUM_ATOMS * 2 * MLFF_H, -7);
+};
+
+/** makeReplicas, said; fails the test unless they have edges enough to test anything. */
+Replicas makeTestedReplicas(std::mt19937& rng, const char* filters) {
+    Replicas s = makeReplicas(rng);
+    EXPECT_GT(s.edges, 200) << "too few edges to test anything";
+    std::printf("%d atoms in %d replicas, %ld edges, %s, %s filters\n", MLFF_NUM_ATOMS, MLFF_NUM_REPLICAS, s.edges,
+                BoxSide > 0 ? "periodic" : "no box", filters);
+    return s;
 }
 
 #ifdef MLFF_TABULATED
 TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
     const int n = MLFF_NUM_ATOMS, h = MLFF_H, layers = MLFF_L;
     std::mt19937 rng(11);
-    Replicas s = makeReplicas(rng);
-    ASSERT_GT(s.edges, 200) << "too few edges to test anything";
-    std::printf("%d atoms in %d replicas, %ld edges, %s\n", n, MLFF_NUM_REPLICAS, s.edges,
-                BoxSide > 0 ? "periodic" : "no box");
+    const Replicas s = makeTestedReplicas(rng, "tabulated");
     const std::vector<real> params = randomReals(rng, MLFF_PARAMETERS_SIZE);
     const std::vector<real> table = randomReals(rng, (size_t) layers * 2 * MLFF_TABLE_NODES * 3 * h);
     const std::vector<real> stateS = randomReals(rng, (size_t) (layers + 1) * n * h);
@@ -114,28 +133,22 @@ TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
     EXPECT_EQ(2 * pairs, s.edges); // each pair is both of its edges
     for (int layer = 0; layer < layers; layer++) {
         SCOPED_TRACE("block " + std::to_string(layer));
-        // Forward: [0] a block per atom, [1] a block per replica; -7 where nothing is written.
-        std::vector<real> midS[2], midV[2], updateInput[2];
-        for (int k = 0; k < 2; k++) {
-            midS[k].assign((size_t) layers * n * h, -7);
-            midV[k].assign((size_t) layers * n * 3 * h, -7);
-            updateInput[k].assign((size_t) n * 2 * h, -7);
-        }
+        MessagesOut out[2]; // [0] a block per atom, [1] a block per replica
         cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
             mlffMessagesForwardTiled(layer, 0, params.data(), table.data(), s.pos.data(), s.z.data(), s.replica.data(),
                                      s.start.data(), s.count.data(), s.list.data(), s.capacity, s.boxA, s.boxB, s.boxC,
-                                     s.invBoxSize, stateS.data(), stateV.data(), midS[0].data(), midV[0].data(),
-                                     updateInput[0].data());
+                                     s.invBoxSize, stateS.data(), stateV.data(), out[0].midS.data(), out[0].midV.data(),
+                                     out[0].updateInput.data());
         });
         cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_BLOCK, [&] {
             mlffMessagesForwardReplicas(layer, params.data(), table.data(), nullptr, pairCount.data(),
                                         pairAtoms.data(), pairGeometry.data(), s.z.data(), s.start.data(),
-                                        stateS.data(), stateV.data(), midS[1].data(), midV[1].data(),
-                                        updateInput[1].data());
+                                        stateS.data(), stateV.data(), out[1].midS.data(), out[1].midV.data(),
+                                        out[1].updateInput.data());
         });
-        EXPECT_EQ(midS[0], midS[1]);
-        EXPECT_EQ(midV[0], midV[1]);
-        EXPECT_EQ(updateInput[0], updateInput[1]);
+        EXPECT_EQ(out[0].midS, out[1].midS);
+        EXPECT_EQ(out[0].midV, out[1].midV);
+        EXPECT_EQ(out[0].updateInput, out[1].updateInput);
 
         // Backward, from random gradients and kept values.
         const std::vector<real> midVKept = randomReals(rng, (size_t) layers * n * 3 * h);
@@ -174,16 +187,11 @@ TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
         EXPECT_EQ(updateGradOutput[0], updateGradOutput[1]);
         EXPECT_EQ(gradOutS[0], gradOutS[1]);
         EXPECT_EQ(gradOutV[0], gradOutV[1]);
-        const std::vector<double> forces[2] = {forcesOf(forceBuffer[0]), forcesOf(forceBuffer[1])};
-        double largest = 0, difference = 0;
-        for (size_t k = 0; k < forces[0].size(); k++) {
-            largest = std::max(largest, std::fabs(forces[0][k]));
-            difference = std::max(difference, std::fabs(forces[0][k] - forces[1][k]));
-        }
-        EXPECT_GT(largest, 1.0) << "no forces to compare";
+        const ForceDifference forces = compareForces(forceBuffer[0], forceBuffer[1]);
+        EXPECT_GT(forces.largest, 1.0) << "no forces to compare";
         // Summed in other groups: a pair's two edges before the reduction over channels and the
         // conversion to fixed point, not after.
-        EXPECT_LE(difference, 1e-13 * largest);
+        EXPECT_LE(forces.difference, 1e-13 * forces.largest);
     }
 }
 
@@ -282,10 +290,7 @@ double relativeDifference(const std::vector<real>& a, const std::vector<real>& b
 TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheBlockPerAtomKernels) {
     const int n = MLFF_NUM_ATOMS, h = MLFF_H, layers = MLFF_L;
     std::mt19937 rng(12);
-    Replicas s = makeReplicas(rng);
-    ASSERT_GT(s.edges, 200) << "too few edges to test anything";
-    std::printf("%d atoms in %d replicas, %ld edges, %s, exact filters\n", n, MLFF_NUM_REPLICAS, s.edges,
-                BoxSide > 0 ? "periodic" : "no box");
+    const Replicas s = makeTestedReplicas(rng, "exact");
     const std::vector<real> params = randomParams(rng);
     const FilterRows list = listRows(s, params), replicas = replicaRows(s, params);
 
@@ -321,27 +326,23 @@ TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheBlockPerAtomKernels) {
     for (int layer = layers - 1; layer >= 0; layer--) {
         SCOPED_TRACE("block " + std::to_string(layer));
         const std::vector<real> filters = randomReals(rng, (size_t) list.rows * 3 * h); // this block's rows
-        std::vector<real> midS[2], midV[2], updateInput[2];
-        for (int k = 0; k < 2; k++) {
-            midS[k].assign((size_t) layers * n * h, -7);
-            midV[k].assign((size_t) layers * n * 3 * h, -7);
-            updateInput[k].assign((size_t) n * 2 * h, -7);
-        }
+        MessagesOut out[2]; // [0] a block per atom, [1] a block per replica
         cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
             mlffMessagesForwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
                                     list.edgeStart.data(), list.edgeDelta.data(), list.filterRow.data(),
-                                    filters.data(), stateS.data(), stateV.data(), midS[0].data(), midV[0].data(),
-                                    updateInput[0].data());
+                                    filters.data(), stateS.data(), stateV.data(), out[0].midS.data(),
+                                    out[0].midV.data(), out[0].updateInput.data());
         });
         cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_BLOCK, [&] {
             mlffMessagesForwardReplicas(layer, params.data(), filters.data(), replicas.rowStart.data(),
                                         replicas.pairCount.data(), replicas.pairAtoms.data(),
                                         replicas.pairGeometry.data(), s.z.data(), s.start.data(), stateS.data(),
-                                        stateV.data(), midS[1].data(), midV[1].data(), updateInput[1].data());
+                                        stateV.data(), out[1].midS.data(), out[1].midV.data(),
+                                        out[1].updateInput.data());
         });
-        EXPECT_EQ(midS[0], midS[1]);
-        EXPECT_EQ(midV[0], midV[1]);
-        EXPECT_EQ(updateInput[0], updateInput[1]);
+        EXPECT_EQ(out[0].midS, out[1].midS);
+        EXPECT_EQ(out[0].midV, out[1].midV);
+        EXPECT_EQ(out[0].updateInput, out[1].updateInput);
 
         const std::vector<real> gradInS = randomReals(rng, (size_t) n * h);
         const std::vector<real> gradInV = randomReals(rng, (size_t) n * 3 * h);
@@ -391,15 +392,10 @@ TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheBlockPerAtomKernels) {
                 mlffAddPairGradient(layer, r, gradD[r], to);
         }
     }
-    const std::vector<double> forces[2] = {forcesOf(forceBuffer[0]), forcesOf(forceBuffer[1])};
-    double largest = 0, difference = 0;
-    for (size_t k = 0; k < forces[0].size(); k++) {
-        largest = std::max(largest, std::fabs(forces[0][k]));
-        difference = std::max(difference, std::fabs(forces[0][k] - forces[1][k]));
-    }
-    EXPECT_GT(largest, 1.0) << "no forces to compare";
+    const ForceDifference forces = compareForces(forceBuffer[0], forceBuffer[1]);
+    EXPECT_GT(forces.largest, 1.0) << "no forces to compare";
     // A pair's dE/dn summed over channels once (gv_i - gv_j), not once an edge, then one force for both edges.
-    EXPECT_LE(difference, 1e-12 * largest);
+    EXPECT_LE(forces.difference, 1e-12 * forces.largest);
 }
 #endif
 
