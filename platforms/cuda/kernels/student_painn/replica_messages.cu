@@ -479,7 +479,7 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
 #ifdef MLFF_TABULATED
             partial[b][0] = gws * dwdd[b][0] + gwv1 * dwdd[b][1] + gwv2 * dwdd[b][2];
 #else
-            real* gradW = replicaGradFilter + (size_t) (base + b) * 3 * MLFF_H; // dE/dd: the filters' backward
+            real* gradW = replicaGradFilter + (size_t) (base + b) * 3 * MLFF_H; // dE/dw, for the filters' backward
             gradW[c] = gws;
             gradW[MLFF_H + c] = gwv1;
             gradW[2 * MLFF_H + c] = gwv2;
