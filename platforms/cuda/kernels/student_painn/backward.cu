@@ -231,6 +231,20 @@ DEVICE inline void mlffMessagesBackward(int i, int layer, const real* RESTRICT p
 #define MLFF_ROW_BATCH 8
 
 /**
+ * A filter row's dE/dn of block `layer` into its edgeGradN (xyz), summed over the blocks: the
+ * backward pass's first block (the last layer) writes it, and w = 0, where mlffAddPairGradient
+ * then starts the pair's dE/dd; the other blocks add to xyz and keep w.
+ */
+DEVICE inline void mlffAddGradN(int layer, real4* gradN, real x, real y, real z) {
+    real4 gn = make_real4(x, y, z, 0);
+    if (layer < MLFF_L - 1) {
+        const real4 before = *gradN;
+        gn = make_real4(before.x + x, before.y + y, before.z + z, before.w);
+    }
+    *gradN = gn;
+}
+
+/**
  * mlffMessagesBackward for an atom whose edges have rows (student_painn/edge_filters.cu): the
  * gather into i in the same (list) order, from w(ij) read from its pair's row of edgeFilter;
  * dE/dn(ij) to edgeGradN (xyz, summed over the blocks; w keeps the pair's dE/dd, which
@@ -313,12 +327,7 @@ DEVICE inline void mlffMessagesBackwardFromRows(int i, int layer, const real* RE
         mlffBlockSum4(partial, warpTotals, edgeGrad);
         if (c < MLFF_ROW_BATCH && base + c < count) { // summed over the blocks, from the backward pass's first
             const real* total = edgeGrad[c];
-            real4 gn = make_real4(total[1], total[2], total[3], 0);
-            if (layer < MLFF_L - 1) {
-                const real4 before = edgeGradN[first + base + c];
-                gn = make_real4(before.x + gn.x, before.y + gn.y, before.z + gn.z, before.w);
-            }
-            edgeGradN[first + base + c] = gn;
+            mlffAddGradN(layer, &edgeGradN[first + base + c], total[1], total[2], total[3]);
         }
     }
 }

@@ -367,12 +367,7 @@ DEVICE inline void mlffBatchEnd(const MlffReplicaPairs& pairs, int base, const r
     (void) forceRow;
     (void) forceScale;
     (void) forceBuffer;
-    real4 gn = make_real4(gn0, gn1, gn2, 0);
-    if (layer < MLFF_L - 1) {
-        const real4 before = pairGradN[base + b];
-        gn = make_real4(before.x + gn.x, before.y + gn.y, before.z + gn.z, before.w);
-    }
-    pairGradN[base + b] = gn;
+    mlffAddGradN(layer, &pairGradN[base + b], gn0, gn1, gn2);
 #endif
 }
 
