@@ -410,12 +410,14 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         }
     }
     if (useEdgeFilters) {
-        scanEdgesKernel = cu.getKernel(module, "mlffScanEdges");
-        gatherEdgesKernel = cu.getKernel(module, "mlffGatherEdges");
         edgeHiddenKernel = cu.getKernel(module, "mlffEdgeFilterHidden");
         edgeFilterKernel = cu.getKernel(module, "mlffEdgeFilterOutput");
         edgeHiddenBackwardKernel = cu.getKernel(module, "mlffEdgeFilterHiddenBackward");
         edgeBasisBackwardKernel = cu.getKernel(module, "mlffEdgeBasisBackward");
+    }
+    if (useEdgeFilters && !useReplicaMessages) { // the list's edges and rows; the replicas link their own
+        scanEdgesKernel = cu.getKernel(module, "mlffScanEdges");
+        gatherEdgesKernel = cu.getKernel(module, "mlffGatherEdges");
         scanFilterRowsKernel = cu.getKernel(module, "mlffScanFilterRows");
         linkFilterRowsKernel = cu.getKernel(module, "mlffLinkFilterRows");
         messagesForwardRowsKernel = cu.getKernel(module, "mlffMessagesForwardRows");
