@@ -182,31 +182,7 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     numRbf = painn.num_rbf;
     cutoff = painn.cutoff;
     periodic = force.usesPeriodicBoundaryConditions();
-
-    // ML atoms ordered by (replica, index in the force): each replica a contiguous range.
-    numAtoms = force.getNumParticles();
-    numReplicas = std::max(force.getNumReplicas(), 1);
-    vector<int> order(numAtoms), particles(numAtoms), zs(numAtoms), replicas(numAtoms);
-    for (int index = 0; index < numAtoms; index++) {
-        force.getParticleParameters(index, particles[index], zs[index], replicas[index]);
-        initialParticles.push_back({particles[index], zs[index], replicas[index]});
-    }
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return replicas[a] < replicas[b]; });
-    vector<int> sortedParticles(numAtoms), sortedZ(numAtoms), sortedReplicas(numAtoms), starts(numReplicas + 1, 0);
-    for (int i = 0; i < numAtoms; i++) {
-        sortedParticles[i] = particles[order[i]];
-        sortedZ[i] = zs[order[i]];
-        sortedReplicas[i] = replicas[order[i]];
-        starts[sortedReplicas[i] + 1]++;
-    }
-    for (int r = 0; r < numReplicas; r++) {
-        maxReplicaSize = std::max(maxReplicaSize, starts[r + 1]);
-        starts[r + 1] += starts[r];
-    }
-    neighborCapacity = std::max(1, std::min(maxReplicaSize - 1, DefaultNeighborCapacity));
-    if (const char* initial = std::getenv("MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY")) // test hook: force list growth
-        neighborCapacity = std::max(1, std::atoi(initial));
+    const AtomOrder order = orderAtoms(force);
 
     replicaScales.resize(numReplicas);
     for (int r = 0; r < numReplicas; r++)
@@ -219,34 +195,83 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     if (numAtoms == 0)
         return;
 
-    // Device arrays, allocated once here (and the neighbour list again only when it must grow).
-    const bool useDouble = cu.getUseDoublePrecision();
-    const int realSize = useDouble ? sizeof(double) : sizeof(float);
-    const size_t n = numAtoms, h = hidden, layers = numBlocks;
-    StudentPainnLayout layout = layoutStudentPainn(painn);
+    const bool tabulated = force.getUseTabulatedFilters();
+    const StudentPainnLayout layout = layoutStudentPainn(painn);
     kPadded = std::stoi(layout.defines.at("MLFF_K_PADDED"));
-    params.initialize(cu, layout.values.size(), realSize, "mlffParams");
+    params.initialize(cu, layout.values.size(), realSize(), "mlffParams");
     params.upload(layout.values, true);
+    allocateAtomArrays(order);
+    chooseKernelPath(tabulated);
+    allocatePathArrays();
+    std::map<string, string> defines = layout.defines;
+    if (tabulated) {
+        const std::map<string, string> tableDefines = uploadFilterTable(*model);
+        defines.insert(tableDefines.begin(), tableDefines.end());
+    }
+    chooseBlockShapes(tabulated);
+    addKernelDefines(defines);
+    loadKernels(cu.createModule(kernelSource(), defines));
+    allowSharedMemory();
+}
+
+int CudaCalcMLFFForceKernel::realSize() const {
+    return cu.getUseDoublePrecision() ? sizeof(double) : sizeof(float);
+}
+
+CudaCalcMLFFForceKernel::AtomOrder CudaCalcMLFFForceKernel::orderAtoms(const MLFFForce& force) {
+    numAtoms = force.getNumParticles();
+    numReplicas = std::max(force.getNumReplicas(), 1);
+    vector<int> order(numAtoms), particles(numAtoms), zs(numAtoms), replicas(numAtoms);
+    for (int index = 0; index < numAtoms; index++) {
+        force.getParticleParameters(index, particles[index], zs[index], replicas[index]);
+        initialParticles.push_back({particles[index], zs[index], replicas[index]});
+    }
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return replicas[a] < replicas[b]; });
+    AtomOrder sorted;
+    sorted.particles.resize(numAtoms);
+    sorted.z.resize(numAtoms);
+    sorted.replicas.resize(numAtoms);
+    sorted.replicaStart.assign(numReplicas + 1, 0);
+    for (int i = 0; i < numAtoms; i++) {
+        sorted.particles[i] = particles[order[i]];
+        sorted.z[i] = zs[order[i]];
+        sorted.replicas[i] = replicas[order[i]];
+        sorted.replicaStart[sorted.replicas[i] + 1]++;
+    }
+    for (int r = 0; r < numReplicas; r++) {
+        maxReplicaSize = std::max(maxReplicaSize, sorted.replicaStart[r + 1]);
+        sorted.replicaStart[r + 1] += sorted.replicaStart[r];
+    }
+    neighborCapacity = std::max(1, std::min(maxReplicaSize - 1, DefaultNeighborCapacity));
+    if (const char* initial = std::getenv("MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY")) // test hook: force list growth
+        neighborCapacity = std::max(1, std::atoi(initial));
+    return sorted;
+}
+
+void CudaCalcMLFFForceKernel::allocateAtomArrays(const AtomOrder& order) {
+    const int real = realSize();
+    const size_t n = numAtoms, h = hidden, layers = numBlocks;
     mlParticle.initialize<int>(cu, n, "mlffParticle");
-    mlParticle.upload(sortedParticles);
+    mlParticle.upload(order.particles);
     mlZ.initialize<int>(cu, n, "mlffZ");
-    mlZ.upload(sortedZ);
+    mlZ.upload(order.z);
     mlReplica.initialize<int>(cu, n, "mlffReplica");
-    mlReplica.upload(sortedReplicas);
+    mlReplica.upload(order.replicas);
     replicaStart.initialize<int>(cu, numReplicas + 1, "mlffReplicaStart");
-    replicaStart.upload(starts);
+    replicaStart.upload(order.replicaStart);
     sortedIndexOfParticle.initialize<int>(cu, cu.getPaddedNumAtoms(), "mlffSortedIndexOfParticle");
-    mlPos.initialize(cu, n, 4 * realSize, "mlffPositions");
+    mlPos.initialize(cu, n, 4 * real, "mlffPositions");
     neighborCount.initialize<int>(cu, n, "mlffNeighborCount");
     neighborList.initialize<int>(cu, n * neighborCapacity, "mlffNeighborList");
-    stateS.initialize(cu, (layers + 1) * n * h, realSize, "mlffStateS");
-    stateV.initialize(cu, (layers + 1) * n * 3 * h, realSize, "mlffStateV");
-    midS.initialize(cu, layers * n * h, realSize, "mlffMidS");
-    midV.initialize(cu, layers * n * 3 * h, realSize, "mlffMidV");
-    atomEnergy.initialize(cu, n, realSize, "mlffAtomEnergy");
+    stateS.initialize(cu, (layers + 1) * n * h, real, "mlffStateS");
+    stateV.initialize(cu, (layers + 1) * n * 3 * h, real, "mlffStateV");
+    midS.initialize(cu, layers * n * h, real, "mlffMidS");
+    midV.initialize(cu, layers * n * 3 * h, real, "mlffMidV");
+    atomEnergy.initialize(cu, n, real, "mlffAtomEnergy");
     for (int k = 0; k < 2; k++) {
-        gradS[k].initialize(cu, n * h, realSize, "mlffGradS");
-        gradV[k].initialize(cu, n * 3 * h, realSize, "mlffGradV");
+        gradS[k].initialize(cu, n * h, real, "mlffGradS");
+        gradV[k].initialize(cu, n * 3 * h, real, "mlffGradV");
     }
     useCellList = maxReplicaSize >= CellListMinAtoms;
     if (useCellList) {
@@ -262,39 +287,6 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         neighborScratch.initialize<int>(cu, n * neighborCapacity, "mlffNeighborScratch");
         cellsInUse = numCells;
     }
-    chooseKernelPath(force.getUseTabulatedFilters());
-    replicaRowsBytes = (size_t) maxReplicaSize * 4 * h * realSize;
-    const bool tabulated = force.getUseTabulatedFilters();
-    useReplicaMessages = useTiled && (tabulated || useEdgeFilters) && maxReplicaSize <= ReplicaMessagesMaxAtoms &&
-                         3 * replicaRowsBytes <= ReplicaMessagesMaxSharedBytes &&
-                         (requestedKernelPath() == (tabulated ? "tiled" : "edges") ||
-                          numReplicas >= numMultiprocessors());
-    if (useReplicaMessages) { // they find their own pairs: no neighbour search, and no count to grow the list by
-        cu.clearBuffer(neighborCount);
-        pairsPerReplica = maxReplicaSize * (maxReplicaSize - 1) / 2 + 1; // MLFF_REPLICA_PAIRS
-        const size_t slots = (size_t) numReplicas * pairsPerReplica;
-        replicaPairCount.initialize<int>(cu, numReplicas, "mlffReplicaPairCount");
-        replicaPairAtoms.initialize(cu, slots, 2 * sizeof(int), "mlffReplicaPairAtoms");
-        replicaPairGeometry.initialize(cu, slots, 4 * realSize, "mlffReplicaPairGeometry");
-        if (useEdgeFilters)
-            pairRowStart.initialize<int>(cu, numReplicas + 1, "mlffPairRowStart");
-    }
-    if (useEdgeFilters) {
-        if (!useReplicaMessages) {
-            edgeStart.initialize<int>(cu, n + 1, "mlffEdgeStart");
-            filterStart.initialize<int>(cu, n + 1, "mlffFilterStart");
-            filterCount.initialize<int>(cu, n, "mlffFilterCount");
-        }
-        allocateEdgeRows();
-    }
-    if (useTiled) {
-        updateInput.initialize(cu, n * 2 * h, realSize, "mlffUpdateInput");
-        updateHidden.initialize(cu, layers * n * h, realSize, "mlffUpdateHidden");
-        updateActivation.initialize(cu, n * h, realSize, "mlffUpdateActivation");
-        // Not the last block's: its output is a alone, straight into stateS (mlffUpdateOutputForwardLast).
-        updateOutput.initialize(cu, std::max(layers - 1, (size_t) 1) * n * 3 * h, realSize, "mlffUpdateOutput");
-        updateGradOutput.initialize(cu, n * 3 * h, realSize, "mlffUpdateGradOutput");
-    }
     replicaScale.initialize<double>(cu, numReplicas, "mlffReplicaScale");
     replicaScale.upload(replicaScales);
     replicaEnergy.initialize<double>(cu, numReplicas, "mlffReplicaEnergy");
@@ -308,16 +300,45 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
           "mapping pinned memory");
     for (CUevent& event : maxCountEvent)
         check(cuEventCreate(&event, CU_EVENT_DISABLE_TIMING), "creating an event");
+}
 
-    std::map<string, string> tableDefines;
-    if (force.getUseTabulatedFilters())
-        tableDefines = uploadFilterTable(*model, realSize);
+void CudaCalcMLFFForceKernel::allocatePathArrays() {
+    const int real = realSize();
+    const size_t n = numAtoms, h = hidden, layers = numBlocks;
+    if (useReplicaMessages) { // they find their own pairs: no neighbour search, and no count to grow the list by
+        cu.clearBuffer(neighborCount);
+        pairsPerReplica = maxReplicaSize * (maxReplicaSize - 1) / 2 + 1; // MLFF_REPLICA_PAIRS
+        const size_t slots = (size_t) numReplicas * pairsPerReplica;
+        replicaPairCount.initialize<int>(cu, numReplicas, "mlffReplicaPairCount");
+        replicaPairAtoms.initialize(cu, slots, 2 * sizeof(int), "mlffReplicaPairAtoms");
+        replicaPairGeometry.initialize(cu, slots, 4 * real, "mlffReplicaPairGeometry");
+        if (useEdgeFilters)
+            pairRowStart.initialize<int>(cu, numReplicas + 1, "mlffPairRowStart");
+    }
+    if (useEdgeFilters) {
+        if (!useReplicaMessages) {
+            edgeStart.initialize<int>(cu, n + 1, "mlffEdgeStart");
+            filterStart.initialize<int>(cu, n + 1, "mlffFilterStart");
+            filterCount.initialize<int>(cu, n, "mlffFilterCount");
+        }
+        allocateEdgeRows();
+    }
+    if (useTiled) {
+        updateInput.initialize(cu, n * 2 * h, real, "mlffUpdateInput");
+        updateHidden.initialize(cu, layers * n * h, real, "mlffUpdateHidden");
+        updateActivation.initialize(cu, n * h, real, "mlffUpdateActivation");
+        // Not the last block's: its output is a alone, straight into stateS (mlffUpdateOutputForwardLast).
+        updateOutput.initialize(cu, std::max(layers - 1, (size_t) 1) * n * 3 * h, real, "mlffUpdateOutput");
+        updateGradOutput.initialize(cu, n * 3 * h, real, "mlffUpdateGradOutput");
+    }
+}
 
-    // The kernels, with the model's sizes and the system's as compile-time constants.
-    int edgeBatch = useDouble ? EdgeBatchDouble : EdgeBatchSingle;
-    if (!useDouble && force.getUseTabulatedFilters())
+void CudaCalcMLFFForceKernel::chooseBlockShapes(bool tabulated) {
+    const bool useDouble = cu.getUseDoublePrecision();
+    edgeBatch = useDouble ? EdgeBatchDouble : EdgeBatchSingle;
+    if (!useDouble && tabulated)
         edgeBatch = numAtoms >= TabulatedLargeAtoms ? EdgeBatchTabulatedLarge : EdgeBatchTabulatedSmall;
-    threadsPerAtom = std::max({hidden, painn.num_rbf, 4 * edgeBatch});
+    threadsPerAtom = std::max({hidden, numRbf, 4 * edgeBatch});
     threadsPerAtom = (threadsPerAtom + 31) / 32 * 32;
     if (useClusters) {
         clusterSize = clusterSizeFor(threadsPerAtom);
@@ -329,28 +350,18 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
                                   "channels (this GPU: " + std::to_string(cu.getComputeCapability()) +
                                   ", H = " + std::to_string(hidden) + ")");
     }
-    std::map<string, string> defines = layout.defines;
-    defines.insert(tableDefines.begin(), tableDefines.end());
-    defines["MLFF_BLOCK"] = std::to_string(threadsPerAtom);
-    defines["MLFF_EDGE_BATCH"] = std::to_string(edgeBatch);
-    defines["MLFF_NUM_ATOMS"] = std::to_string(numAtoms);
-    defines["MLFF_NUM_REPLICAS"] = std::to_string(numReplicas);
-    defines["MLFF_PADDED_NUM_ATOMS"] = std::to_string(cu.getPaddedNumAtoms());
-    defines["MLFF_CUTOFF_SQUARED"] = exactDouble(painn.cutoff * painn.cutoff);
-    defines["MLFF_KJ_PER_MOL_PER_EV"] = exactDouble(MLFFUnits::KJPerMolPerEV);
-    defines["MLFF_NUM_CELLS"] = std::to_string(std::max(numCells, 1));
-    defines["MLFF_CELL_SIZE"] = exactDouble(painn.cutoff * CellMargin);
-    if (periodic)
-        defines["MLFF_PERIODIC"] = "1";
-    if (useReplicaMessages)
-        defines["MLFF_REPLICA_ATOMS"] = std::to_string(maxReplicaSize);
+    if (useClusters) {
+        // The first forward launch finds the neighbours (a replica this small is scanned whole).
+        clusterFindsNeighbors = !useCellList;
+        // The filters' partial sums, (G, 3, S, batch) with G S = threadsPerAtom (cluster.cu).
+        clusterSharedBytes = tabulated ? 0 : (unsigned int) (threadsPerAtom * 3 * edgeBatch * realSize());
+        // Each block's update hidden layer, g1 and g2, for its backward.
+        updateKept.initialize(cu, (size_t) numBlocks * numAtoms * 3 * hidden, realSize(), "mlffUpdateKept");
+    }
     readoutAtomsPerBlock = ReadoutMaxAtomsPerBlock; // a multiple of 4 (tiled.cu's atom groups)
-    while (readoutAtomsPerBlock > 4 && (size_t) readoutAtomsPerBlock * 5 * hidden / 2 * realSize > StaticSharedBytes)
+    while (readoutAtomsPerBlock > 4 && (size_t) readoutAtomsPerBlock * 5 * hidden / 2 * realSize() > StaticSharedBytes)
         readoutAtomsPerBlock /= 2;
-    defines["MLFF_READOUT_ATOMS"] = std::to_string(readoutAtomsPerBlock);
     matmulTensorCores = !useDouble && cu.getComputeCapability() >= 8.0;
-    if (matmulTensorCores)
-        defines["MLFF_MATMUL_TENSOR_CORES"] = "1";
     reduceThreads = numReplicas >= ReduceByWarpMinReplicas ? ReduceThreadsByWarp : ReduceThreadsByBlock;
     // With clusters the first backward launch does the reduction in an extra cluster, in a block
     // of threadsPerAtom: its standalone launch (energy only) then sums in the same order.
@@ -358,30 +369,50 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     if (reduceInBackward)
         for (reduceThreads = 32; 2 * reduceThreads <= threadsPerAtom;)
             reduceThreads *= 2;
+    dependentLaunches = cu.getComputeCapability() >= 9.0;
+}
+
+void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines) const {
+    defines["MLFF_BLOCK"] = std::to_string(threadsPerAtom);
+    defines["MLFF_EDGE_BATCH"] = std::to_string(edgeBatch);
+    defines["MLFF_NUM_ATOMS"] = std::to_string(numAtoms);
+    defines["MLFF_NUM_REPLICAS"] = std::to_string(numReplicas);
+    defines["MLFF_PADDED_NUM_ATOMS"] = std::to_string(cu.getPaddedNumAtoms());
+    defines["MLFF_CUTOFF_SQUARED"] = exactDouble(cutoff * cutoff);
+    defines["MLFF_KJ_PER_MOL_PER_EV"] = exactDouble(MLFFUnits::KJPerMolPerEV);
+    defines["MLFF_NUM_CELLS"] = std::to_string(std::max(numCells, 1));
+    defines["MLFF_CELL_SIZE"] = exactDouble(cutoff * CellMargin);
+    if (periodic)
+        defines["MLFF_PERIODIC"] = "1";
+    if (useReplicaMessages)
+        defines["MLFF_REPLICA_ATOMS"] = std::to_string(maxReplicaSize);
+    defines["MLFF_READOUT_ATOMS"] = std::to_string(readoutAtomsPerBlock);
+    if (matmulTensorCores)
+        defines["MLFF_MATMUL_TENSOR_CORES"] = "1";
     if (numReplicas >= ReduceByWarpMinReplicas)
         defines["MLFF_REDUCE_BY_WARP"] = "1";
     defines["MLFF_REDUCE_THREADS"] = std::to_string(reduceThreads);
-    dependentLaunches = cu.getComputeCapability() >= 9.0;
+    if (useClusters) {
+        defines["MLFF_CLUSTER"] = std::to_string(clusterSize);
+        defines["MLFF_CLUSTER_FINDS_NEIGHBORS"] = clusterFindsNeighbors ? "1" : "0";
+    }
+}
+
+string CudaCalcMLFFForceKernel::kernelSource() const {
     string source = CudaMLFFKernelSources::dependent_launch + CudaMLFFKernelSources::geometry +
                     CudaMLFFKernelSources::neighbors + CudaMLFFKernelSources::scan + CudaMLFFKernelSources::cell_list +
                     CudaMLFFKernelSources::student_painn_layers + CudaMLFFKernelSources::student_painn_forward +
                     CudaMLFFKernelSources::student_painn_backward;
-    if (useClusters) { // only then: clusters need sm_90
-        defines["MLFF_CLUSTER"] = std::to_string(clusterSize);
-        // The first forward launch finds the neighbours (a replica this small is scanned whole).
-        clusterFindsNeighbors = !useCellList;
-        defines["MLFF_CLUSTER_FINDS_NEIGHBORS"] = clusterFindsNeighbors ? "1" : "0";
+    if (useClusters) // only then: clusters need sm_90
         source += CudaMLFFKernelSources::student_painn_cluster;
-        // The filters' partial sums, (G, 3, S, batch) with G S = threadsPerAtom (cluster.cu).
-        clusterSharedBytes = force.getUseTabulatedFilters() ? 0 : (unsigned int) (threadsPerAtom * 3 * edgeBatch * realSize);
-        // Each block's update hidden layer, g1 and g2, for its backward.
-        updateKept.initialize(cu, layers * n * 3 * h, realSize, "mlffUpdateKept");
-    }
     if (useTiled) // only then: its tiles need H to be a multiple of 64
         source += CudaMLFFKernelSources::matmul + CudaMLFFKernelSources::student_painn_tiled +
                   CudaMLFFKernelSources::student_painn_edge_filters +
                   CudaMLFFKernelSources::student_painn_replica_messages;
-    CUmodule module = cu.createModule(source, defines);
+    return source;
+}
+
+void CudaCalcMLFFForceKernel::loadKernels(CUmodule module) {
     invertKernel = cu.getKernel(module, "mlffInvertAtomIndex");
     neighborKernel = cu.getKernel(module, "mlffFindNeighborsInReplica");
     forwardKernel = cu.getKernel(module, useClusters ? "mlffStudentForwardCluster" : "mlffStudentForward");
@@ -423,6 +454,15 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         messagesForwardRowsKernel = cu.getKernel(module, "mlffMessagesForwardRows");
         messagesBackwardRowsKernel = cu.getKernel(module, "mlffMessagesBackwardRows");
     }
+    if (useCellList) {
+        assignCellsKernel = cu.getKernel(module, "mlffAssignCells");
+        scanCellsKernel = cu.getKernel(module, "mlffScanCells");
+        fillCellsKernel = cu.getKernel(module, "mlffFillCells");
+        cellNeighborKernel = cu.getKernel(module, "mlffFindNeighborsInCells");
+    }
+}
+
+void CudaCalcMLFFForceKernel::allowSharedMemory() {
     if (useClusters) // with the static, above the default 48 KB in float
         for (CUfunction kernel : {forwardKernel, backwardKernel})
             check(cuFuncSetAttribute(kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int) clusterSharedBytes),
@@ -443,15 +483,9 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
                                  (int) (3 * replicaRowsBytes)),
               "allowing the replicas' messages' backward its shared memory");
     }
-    if (useCellList) {
-        assignCellsKernel = cu.getKernel(module, "mlffAssignCells");
-        scanCellsKernel = cu.getKernel(module, "mlffScanCells");
-        fillCellsKernel = cu.getKernel(module, "mlffFillCells");
-        cellNeighborKernel = cu.getKernel(module, "mlffFindNeighborsInCells");
-    }
 }
 
-std::map<string, string> CudaCalcMLFFForceKernel::uploadFilterTable(const mlff_model& model, int realSize) {
+std::map<string, string> CudaCalcMLFFForceKernel::uploadFilterTable(const mlff_model& model) {
     mlff_filter_table* raw = nullptr;
     mlff_error error{};
     if (mlff_filter_table_create(&model, 0.0, &raw, &error) != MLFF_OK)
@@ -469,7 +503,7 @@ std::map<string, string> CudaCalcMLFFForceKernel::uploadFilterTable(const mlff_m
             values.push_back(d[k]);
         }
     }
-    filterTable.initialize(cu, values.size(), realSize, "mlffFilterTable");
+    filterTable.initialize(cu, values.size(), realSize(), "mlffFilterTable");
     filterTable.upload(values, true);
     return {{"MLFF_TABULATED", "1"},
             {"MLFF_TABLE_NODES", std::to_string(nodes)},
@@ -503,6 +537,10 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
         useEdgeFilters = edgeRowBytes((size_t) numAtoms * 2 * neighborCapacity) <= freeBytes / 2;
         useTiled = useEdgeFilters || numAtoms >= TiledMinAtoms; // without them, the tiled path's own threshold
     }
+    replicaRowsBytes = (size_t) maxReplicaSize * 4 * hidden * realSize();
+    useReplicaMessages = useTiled && (tabulated || useEdgeFilters) && maxReplicaSize <= ReplicaMessagesMaxAtoms &&
+                         3 * replicaRowsBytes <= ReplicaMessagesMaxSharedBytes &&
+                         (path == (tabulated ? "tiled" : "edges") || numReplicas >= numMultiprocessors());
 }
 
 string CudaCalcMLFFForceKernel::requestedKernelPath() {
@@ -536,19 +574,19 @@ int CudaCalcMLFFForceKernel::clusterSizeFor(int threads) const {
 }
 
 std::vector<CudaCalcMLFFForceKernel::RowArray> CudaCalcMLFFForceKernel::edgeRowArrays() {
-    const int realSize = cu.getUseDoublePrecision() ? sizeof(double) : sizeof(float), intSize = sizeof(int);
+    const int real = realSize(), intSize = sizeof(int);
     const size_t h = hidden, k = numRbf, layers = numBlocks;
     return {{&edgeAtoms, 1, 2 * intSize, "mlffEdgeAtoms"},
-            {&edgeDelta, 1, 4 * realSize, "mlffEdgeDelta"},
+            {&edgeDelta, 1, 4 * real, "mlffEdgeDelta"},
             {&edgeOwnedRank, 1, intSize, "mlffEdgeOwnedRank"},
             {&edgePartner, 1, intSize, "mlffEdgePartner"},
             {&edgeFilterRow, 1, intSize, "mlffEdgeFilterRow"},
-            {&edgeGradN, 1, 4 * realSize, "mlffEdgeGradN"},
+            {&edgeGradN, 1, 4 * real, "mlffEdgeGradN"},
             {&filterEdges, 1, 2 * intSize, "mlffFilterEdges"},
-            {&edgeGradFilter, 3 * h, realSize, "mlffEdgeGradFilter"},
-            {&edgeBasis, k, realSize, "mlffEdgeBasis"},
-            {&edgeHidden, h, realSize, "mlffEdgeHidden"},
-            {&edgeFilter, layers * 3 * h, realSize, "mlffEdgeFilter"}};
+            {&edgeGradFilter, 3 * h, real, "mlffEdgeGradFilter"},
+            {&edgeBasis, k, real, "mlffEdgeBasis"},
+            {&edgeHidden, h, real, "mlffEdgeHidden"},
+            {&edgeFilter, layers * 3 * h, real, "mlffEdgeFilter"}};
 }
 
 size_t CudaCalcMLFFForceKernel::edgeRowBytes(size_t rows) {
@@ -899,8 +937,7 @@ void CudaCalcMLFFForceKernel::prepareReplicaPairs(void** box) {
 }
 
 CUdeviceptr CudaCalcMLFFForceKernel::edgeFiltersOfBlock(int layer) {
-    const size_t realSize = cu.getUseDoublePrecision() ? 8 : 4;
-    return edgeFilter.getDevicePointer() + layer * edgeRowsBound() * 3 * hidden * realSize;
+    return edgeFilter.getDevicePointer() + layer * edgeRowsBound() * 3 * hidden * realSize();
 }
 
 void CudaCalcMLFFForceKernel::edgeFiltersForward(int layer) {

@@ -62,8 +62,31 @@ private:
         int paramDerivIndex = 0;
     };
     EnergyTargets energyTargets();
-    /** The kernel path, tiled and edge filters or not (MLFF_CUDA_KERNELS overrides the choice by size). */
+    // initialize's steps, in order.
+    /** The force's ML atoms by (replica, index in the force): each replica a contiguous range. */
+    struct AtomOrder {
+        std::vector<int> particles, z, replicas; // (N), in that order
+        std::vector<int> replicaStart;           // (R + 1)
+    };
+    AtomOrder orderAtoms(const MLFFForce& force);
+    /** The arrays every path uses, allocated once here (the neighbour list again only when it must grow). */
+    void allocateAtomArrays(const AtomOrder& order);
+    /**
+     * The kernel path: tiled or fused, edge filters, replica messages (MLFF_CUDA_KERNELS overrides
+     * the choice by size).
+     */
     void chooseKernelPath(bool tabulated);
+    void allocatePathArrays(); // the chosen path's own
+    /** Tabulates the model's filters (the core's table) into filterTable; returns the kernels' defines. */
+    std::map<std::string, std::string> uploadFilterTable(const mlff_model& model);
+    /** The fused kernels' block and edge batch, clusters, the readout's and reduction's blocks. */
+    void chooseBlockShapes(bool tabulated);
+    /** The system's sizes and the choices above, as the kernels' compile-time constants. */
+    void addKernelDefines(std::map<std::string, std::string>& defines) const;
+    std::string kernelSource() const; // the chosen path's .cu sources, in order
+    void loadKernels(CUmodule module);
+    void allowSharedMemory(); // the kernels' dynamic shared memory above the default 48 KB
+    int realSize() const;     // bytes of `real`: 4 or 8
     /** Blocks per atom on the fused path with clusters (cluster.cu), or 1 where the GPU or H rules them out. */
     int clusterSizeFor(int threads) const;
     static std::string requestedKernelPath(); // MLFF_CUDA_KERNELS, or "" (the plugin chooses)
@@ -102,8 +125,6 @@ private:
     void readNeighborCount(int slot);
     void setBox(OpenMM::ContextImpl& context);
     void findNeighbors(void* box[4]);
-    /** Tabulates the model's filters (the core's table) into filterTable; returns the kernels' defines. */
-    std::map<std::string, std::string> uploadFilterTable(const mlff_model& model, int realSize);
 
     OpenMM::CudaContext& cu;
     bool hasInitializedIndex = false;
@@ -113,6 +134,7 @@ private:
     int kPadded = 0;                      // K rounded up to 32 (MLFF_K_PADDED)
     int readoutAtomsPerBlock = 0;         // the tiled readout's atoms a block (MLFF_READOUT_ATOMS)
     int threadsPerAtom = 0;               // threads of a network kernel's block (one atom's)
+    int edgeBatch = 0;                    // the fused kernels' edges a batch (MLFF_EDGE_BATCH)
     int reduceThreads = 0;                // the energy reduction's block
     bool reduceInBackward = false;        // done by an extra cluster of the first backward launch (clusters only)
     bool useTiled = false;                // the tiled path (kernels/student_painn/tiled.cu)
