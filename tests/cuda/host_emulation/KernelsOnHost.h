@@ -1,6 +1,6 @@
 /*
  * KernelsOnHost.h: the plugin's kernel sources compiled for the CPU (CudaOnHost.h), with the
- * compile-time constants CudaCalcMLFFForceKernel::initialize would define for a small system: H =
+ * compile-time constants CudaCalcMLFFForceKernel::addKernelDefines would give a small system: H =
  * 64, L = 3, 54 atoms in 7 replicas, tabulated filters (exact ones, as the edge filters' path
  * has them, where the test defines MLFF_HOST_EXACT_FILTERS). The parameters' offsets are far apart
  * (MLFF_PARAMETER_SPAN), so that every matrix fits whatever it holds; a test fills them at
@@ -14,7 +14,7 @@
 #include <random>
 #include <vector>
 
-// The kernels' compile-time constants, as CudaCalcMLFFForceKernel::initialize defines them.
+// The kernels' compile-time constants, as CudaCalcMLFFForceKernel::addKernelDefines gives them.
 #define MLFF_H 64
 #define MLFF_K 12
 #define MLFF_K_PADDED 32

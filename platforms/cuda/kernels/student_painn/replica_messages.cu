@@ -1,7 +1,7 @@
 /*
  * student_painn/replica_messages.cu: the tiled path's messages, forward and backward, one thread
  * block per replica, for replicas of at most MLFF_REPLICA_ATOMS atoms (the host's choice:
- * CudaCalcMLFFForceKernel::initialize). They replace the kernels a block per atom (tiled.cu's with
+ * CudaCalcMLFFForceKernel::chooseKernelPath). They replace the kernels a block per atom (tiled.cu's with
  * tabulated filters, edge_filters.cu's from rows with exact ones): here each pair i < j within the
  * cutoff reads its filter once for both of its edges (w(ij) = w(ji), n(ji) = -n(ij)), and the
  * replica's features sit in shared memory, not re-read from L2 for each edge. Each atom still sums
