@@ -202,13 +202,13 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     params.upload(layout.values, true);
     allocateAtomArrays(order);
     chooseKernelPath(tabulated);
+    chooseBlockShapes(tabulated);
     allocatePathArrays();
     std::map<string, string> defines = layout.defines;
     if (tabulated) {
         const std::map<string, string> tableDefines = uploadFilterTable(*model);
         defines.insert(tableDefines.begin(), tableDefines.end());
     }
-    chooseBlockShapes(tabulated);
     addKernelDefines(defines);
     loadKernels(cu.createModule(kernelSource(), defines));
     allowSharedMemory();
@@ -331,6 +331,8 @@ void CudaCalcMLFFForceKernel::allocatePathArrays() {
         updateOutput.initialize(cu, std::max(layers - 1, (size_t) 1) * n * 3 * h, real, "mlffUpdateOutput");
         updateGradOutput.initialize(cu, n * 3 * h, real, "mlffUpdateGradOutput");
     }
+    if (useClusters) // each block's update hidden layer, g1 and g2, for its backward
+        updateKept.initialize(cu, layers * n * 3 * h, real, "mlffUpdateKept");
 }
 
 void CudaCalcMLFFForceKernel::chooseBlockShapes(bool tabulated) {
@@ -355,8 +357,6 @@ void CudaCalcMLFFForceKernel::chooseBlockShapes(bool tabulated) {
         clusterFindsNeighbors = !useCellList;
         // The filters' partial sums, (G, 3, S, batch) with G S = threadsPerAtom (cluster.cu).
         clusterSharedBytes = tabulated ? 0 : (unsigned int) (threadsPerAtom * 3 * edgeBatch * realSize());
-        // Each block's update hidden layer, g1 and g2, for its backward.
-        updateKept.initialize(cu, (size_t) numBlocks * numAtoms * 3 * hidden, realSize(), "mlffUpdateKept");
     }
     readoutAtomsPerBlock = ReadoutMaxAtomsPerBlock; // a multiple of 4 (tiled.cu's atom groups)
     while (readoutAtomsPerBlock > 4 && (size_t) readoutAtomsPerBlock * 5 * hidden / 2 * realSize() > StaticSharedBytes)

@@ -76,11 +76,11 @@ private:
      * the choice by size).
      */
     void chooseKernelPath(bool tabulated);
+    /** The fused kernels' block and edge batch, clusters, the readout's and reduction's blocks. */
+    void chooseBlockShapes(bool tabulated);
     void allocatePathArrays(); // the chosen path's own
     /** Tabulates the model's filters (the core's table) into filterTable; returns the kernels' defines. */
     std::map<std::string, std::string> uploadFilterTable(const mlff_model& model);
-    /** The fused kernels' block and edge batch, clusters, the readout's and reduction's blocks. */
-    void chooseBlockShapes(bool tabulated);
     /** The system's sizes and the choices above, as the kernels' compile-time constants. */
     void addKernelDefines(std::map<std::string, std::string>& defines) const;
     std::string kernelSource() const; // the chosen path's .cu sources, in order
