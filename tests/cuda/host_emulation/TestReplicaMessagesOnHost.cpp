@@ -101,7 +101,7 @@ struct MessagesOut {
     std::vector<real> updateInput = std::vector<real>((size_t) MLFF_NUM_ATOMS * 2 * MLFF_H, -7);
 };
 
-/** makeReplicas, said; fails the test unless they have edges enough to test anything. */
+/** makeReplicas, and a line saying what it made; fails the test unless they have edges enough to test anything. */
 Replicas makeTestedReplicas(std::mt19937& rng, const char* filters) {
     Replicas s = makeReplicas(rng);
     EXPECT_GT(s.edges, 200) << "too few edges to test anything";
