@@ -34,7 +34,7 @@ preamble() { # precision
 COMMON
 }
 
-defines() { # H K L batch block periodic tabulated precision replicas
+defines() { # H K L batch block periodic tabulated precision replicas warpgroup
     local H=$1 K=$2 L=$3
     echo "#define MLFF_H $H"
     echo "#define MLFF_K $K"
@@ -81,6 +81,12 @@ defines() { # H K L batch block periodic tabulated precision replicas
     fi
     # replica_messages.cu, as for benzenes: with the table, or with edge filters' rows
     [ "$9" = 1 ] && echo "#define MLFF_REPLICA_ATOMS 12"
+    # warpgroup_matmul.cu's product over pairs, as the host sets it on sm_90 in float
+    if [ "${10}" = 1 ]; then
+        echo "#define MLFF_WARPGROUP_FILTER_OUTPUT 1"
+        echo "#define MLFF_WARPGROUPS 4"
+        echo "#define MLFF_WARPGROUP_OUTPUT_COLUMNS $(( H % 128 == 0 ? 128 : 64 ))"
+    fi
     local n=0
     for name in EMBEDDING RBF_CENTERS RBF_WIDTHS HEAD_W0 HEAD_W0T HEAD_B0 HEAD_W2 HEAD_W2T HEAD_B2 HEAD_W4 HEAD_B4 BLOCKS BLOCK_STRIDE; do
         echo "#define MLFF_P_$name $((n += 1000))"
@@ -111,20 +117,30 @@ for precision in single mixed double; do
     # trained defaults' size, all three with the tiled path, and the smallest test model (not
     # periodic; fused only: the tiled path needs H a multiple of 64); compiled to a cubin so that
     # ptxas checks registers and the 48 KB of static shared memory too. The last field: messages a
-    # block per replica (replica_messages.cu), from the table or from edge filters' rows.
+    # block per replica (replica_messages.cu), from the table or from edge filters' rows. In
+    # single precision the exact tiled models take a warp-group product (warpgroup_matmul.cu) and
+    # compile for sm_90a, as on an H100; in mixed, mma.sync's.
     for model in "128 20 3 128 1 0 1 0" "128 20 3 128 0 1 1 1" "64 16 2 64 0 0 1 1" "8 6 2 32 0 0 0 0"; do
         set -- $model
         src=$work/mlff_${precision}_H$1_p$5_t$6.cu
-        { preamble $precision; defines $1 $2 $3 $batch $4 $5 $6 $precision $8
+        warpgroup=0; arch=sm_90
+        if [ $precision = single ] && [ "$6" = 0 ] && [ "$7" = 1 ]; then warpgroup=1; arch=sm_90a; fi
+        { preamble $precision; defines $1 $2 $3 $batch $4 $5 $6 $precision $8 $warpgroup
           cat "$kernels/dependent_launch.cu" "$kernels/geometry.cu" "$kernels/neighbors.cu" "$kernels/scan.cu" "$kernels/cell_list.cu" "$kernels/student_painn/layers.cu" \
               "$kernels/student_painn/forward.cu" "$kernels/student_painn/backward.cu" "$kernels/student_painn/cluster.cu"
-          [ "$7" = 1 ] && cat "$kernels/matmul.cu" "$kernels/student_painn/tiled.cu" "$kernels/student_painn/edge_filters.cu" \
-                                 "$kernels/student_painn/replica_messages.cu"; } > "$src"
-        if "$nvcc" -cubin -arch=sm_90 $flags -Werror=all-warnings --keep --keep-dir "$work" -o "${src%.cu}.cubin" "$src" \
-               2> "$work/err" && waits_first "${src%.cu}.ptx" > "$work/err"; then
-            echo "ok: $precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6 tiled=$7 replicas=$8"
+          if [ "$7" = 1 ]; then
+              cat "$kernels/matmul.cu"
+              [ $warpgroup = 1 ] && cat "$kernels/warpgroup_matmul.cu"
+              cat "$kernels/student_painn/tiled.cu" "$kernels/student_painn/edge_filters.cu" "$kernels/student_painn/replica_messages.cu"
+          fi; } > "$src"
+        label="$precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6 tiled=$7 replicas=$8 warpgroup=$warpgroup"
+        # ptxas reports warp-group products it had to serialize (C7520) as information, not as a
+        # warning: they would run, several times slower, so that fails here too.
+        if "$nvcc" -cubin -arch=$arch $flags -Werror=all-warnings --keep --keep-dir "$work" -o "${src%.cu}.cubin" "$src" \
+               2> "$work/err" && ! grep -q C7520 "$work/err" && waits_first "${src%.cu}.ptx" > "$work/err"; then
+            echo "ok: $label"
         else
-            echo "FAILED: $precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6 tiled=$7 replicas=$8"
+            echo "FAILED: $label"
             cat "$work/err"; status=1
         fi
     done

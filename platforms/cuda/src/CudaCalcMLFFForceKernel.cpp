@@ -87,6 +87,11 @@ constexpr int MatmulDepth = 32;
 constexpr int MatmulMaxRowsTensorCores = 128, MatmulStages = 3; // 64 or 128 rows: each kernel's choice
 constexpr int MatmulRowsFma = 64;
 constexpr int MatmulMaxColumns = 96;   // the widest tile the kernels use (16 TN, TN = 6)
+// warpgroup_matmul.cu's product (the filters' output, sm_90a): MLFF_WARPGROUPS warp groups of
+// MLFF_WARPGROUP_THREADS a block. 4 rather than 2 or 3 (H200, the product alone over 1,024
+// benzenes' 67,584 pairs: 93 µs, against 122 and 100; mma.sync's 164).
+constexpr int WarpgroupThreads = 128;
+constexpr int Warpgroups = 4;
 constexpr int ScanThreads = 1024;      // MLFF_SCAN_THREADS in scan.cu
 // Cells are this much wider than the cutoff, so that rounding in a cell's bounds can never put
 // the two atoms of an edge two cells apart.
@@ -97,6 +102,11 @@ unsigned int matmulSharedBytes(int rows, int columns) {
     const size_t stages = (size_t) MatmulStages * (rows * (MatmulDepth + 4) + MatmulDepth * (columns + 8));
     const size_t staging = (size_t) rows * (columns + 4);
     return (unsigned int) (std::max(stages, staging) * sizeof(float));
+}
+
+/** The dynamic shared memory of a warp-group product's block: B's column tile, split in two TF32 parts (floats). */
+unsigned int warpgroupSharedBytes(int inputs, int columns) {
+    return (unsigned int) (2 * (size_t) inputs * columns * sizeof(float));
 }
 
 void check(CUresult result, const char* what) {
@@ -203,6 +213,7 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     allocateAtomArrays(order);
     chooseKernelPath(tabulated);
     chooseBlockShapes(tabulated);
+    choosePairProducts();
     allocatePathArrays();
     std::map<string, string> defines = layout.defines;
     if (tabulated) {
@@ -210,7 +221,8 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         defines.insert(tableDefines.begin(), tableDefines.end());
     }
     addKernelDefines(defines);
-    loadKernels(cu.createModule(kernelSource(), defines));
+    // OpenMM's own flag, then an architecture that overrides its -arch (both compilers take the last).
+    loadKernels(cu.createModule(kernelSource(), defines, warpgroupFilterOutput ? "--use_fast_math -arch=compute_90a" : nullptr));
     allowSharedMemory();
 }
 
@@ -372,6 +384,27 @@ void CudaCalcMLFFForceKernel::chooseBlockShapes(bool tabulated) {
     dependentLaunches = cu.getComputeCapability() >= 9.0;
 }
 
+void CudaCalcMLFFForceKernel::choosePairProducts() {
+    // The filters' output product as a warp-group product where the GPU has them (wgmma: sm_90
+    // exactly, in a module built for sm_90a) and B's column tile fits a block's shared memory.
+    warpgroupOutputColumns = hidden % 128 == 0 ? 128 : 64;
+    const string products = requestedPairProducts();
+    if (!products.empty() && products != "mma" && products != "warpgroup")
+        throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_PAIR_PRODUCTS is '" + products + "'; expected 'mma' or 'warpgroup'");
+    multiprocessors = numMultiprocessors();
+    int sharedPerBlock = 0;
+    check(cuDeviceGetAttribute(&sharedPerBlock, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, cu.getDevice()),
+          "querying the shared memory a block may have");
+    warpgroupFilterOutput = useEdgeFilters && matmulTensorCores && cu.getComputeCapability() == 9.0 &&
+                            products != "mma" &&
+                            warpgroupSharedBytes(hidden, warpgroupOutputColumns) <= (unsigned int) sharedPerBlock;
+    if (products == "warpgroup" && useEdgeFilters && !warpgroupFilterOutput)
+        throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_PAIR_PRODUCTS is 'warpgroup', but warp-group products need "
+                              "compute capability 9.0 exactly, float, and shared memory for H x " +
+                              std::to_string(warpgroupOutputColumns) + " weights in two parts (this GPU: " +
+                              std::to_string(cu.getComputeCapability()) + ", H = " + std::to_string(hidden) + ")");
+}
+
 void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines) const {
     defines["MLFF_BLOCK"] = std::to_string(threadsPerAtom);
     defines["MLFF_EDGE_BATCH"] = std::to_string(edgeBatch);
@@ -389,6 +422,11 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
     defines["MLFF_READOUT_ATOMS"] = std::to_string(readoutAtomsPerBlock);
     if (matmulTensorCores)
         defines["MLFF_MATMUL_TENSOR_CORES"] = "1";
+    if (warpgroupFilterOutput) {
+        defines["MLFF_WARPGROUP_FILTER_OUTPUT"] = "1";
+        defines["MLFF_WARPGROUPS"] = std::to_string(Warpgroups);
+        defines["MLFF_WARPGROUP_OUTPUT_COLUMNS"] = std::to_string(warpgroupOutputColumns);
+    }
     if (numReplicas >= ReduceByWarpMinReplicas)
         defines["MLFF_REDUCE_BY_WARP"] = "1";
     defines["MLFF_REDUCE_THREADS"] = std::to_string(reduceThreads);
@@ -406,7 +444,8 @@ string CudaCalcMLFFForceKernel::kernelSource() const {
     if (useClusters) // only then: clusters need sm_90
         source += CudaMLFFKernelSources::student_painn_cluster;
     if (useTiled) // only then: its tiles need H to be a multiple of 64
-        source += CudaMLFFKernelSources::matmul + CudaMLFFKernelSources::student_painn_tiled +
+        source += CudaMLFFKernelSources::matmul + (warpgroupFilterOutput ? CudaMLFFKernelSources::warpgroup_matmul : "") +
+                  CudaMLFFKernelSources::student_painn_tiled +
                   CudaMLFFKernelSources::student_painn_edge_filters +
                   CudaMLFFKernelSources::student_painn_replica_messages;
     return source;
@@ -475,6 +514,10 @@ void CudaCalcMLFFForceKernel::allowSharedMemory() {
                 check(cuFuncSetAttribute(kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                          (int) matmulSharedBytes(MatmulMaxRowsTensorCores, MatmulMaxColumns)),
                       "allowing the matrix products their shared memory");
+    if (warpgroupFilterOutput) // after the loop above, which set the mma.sync tiles' size
+        check(cuFuncSetAttribute(edgeFilterKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                 (int) warpgroupSharedBytes(hidden, warpgroupOutputColumns)),
+              "allowing the filters' output product its shared memory");
     if (useReplicaMessages) { // above the default 48 KB in float from 8 atoms of H = 128
         check(cuFuncSetAttribute(messagesForwardKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                  (int) (2 * replicaRowsBytes)),
@@ -545,6 +588,11 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
 
 string CudaCalcMLFFForceKernel::requestedKernelPath() {
     const char* choice = std::getenv("MLFF_CUDA_KERNELS");
+    return choice == nullptr ? "" : choice;
+}
+
+string CudaCalcMLFFForceKernel::requestedPairProducts() {
+    const char* choice = std::getenv("MLFF_CUDA_PAIR_PRODUCTS");
     return choice == nullptr ? "" : choice;
 }
 
@@ -666,6 +714,13 @@ void CudaCalcMLFFForceKernel::launchMatmul(CUfunction kernel, void** args, size_
     const size_t tiles = (rows + rowsPerTile - 1) / rowsPerTile * (outputs / columnsPerTile);
     const unsigned int sharedBytes = matmulTensorCores ? matmulSharedBytes(rowsPerTile, columnsPerTile) : 0;
     launchWith(kernel, args, (unsigned int) tiles, MatmulThreads, sharedBytes, 1, what);
+}
+
+void CudaCalcMLFFForceKernel::launchWarpgroupMatmul(CUfunction kernel, void** args, int inputs, int outputs,
+                                                    int columns, const char* what) {
+    const int tiles = outputs / columns;
+    const unsigned int blocks = (unsigned int) (std::max(multiprocessors / tiles, 1) * tiles);
+    launchWith(kernel, args, blocks, WarpgroupThreads * Warpgroups, warpgroupSharedBytes(inputs, columns), 1, what);
 }
 
 void CudaCalcMLFFForceKernel::updateSortedIndex() {
@@ -950,7 +1005,10 @@ void CudaCalcMLFFForceKernel::edgeFiltersForward(int layer) {
     }
     CUdeviceptr filters = edgeFiltersOfBlock(layer);
     void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeHidden.getDevicePointer(), &filters};
-    launchMatmul(edgeFilterKernel, args, rows, 3 * hidden, 96, 128, "the filters' output");
+    if (warpgroupFilterOutput)
+        launchWarpgroupMatmul(edgeFilterKernel, args, hidden, 3 * hidden, warpgroupOutputColumns, "the filters' output");
+    else
+        launchMatmul(edgeFilterKernel, args, rows, 3 * hidden, 96, 128, "the filters' output");
 }
 
 void CudaCalcMLFFForceKernel::edgeFiltersBackward(int layer, double lambdaForceScale, CUdeviceptr force) {

@@ -54,6 +54,11 @@ private:
      */
     void launchMatmul(CUfunction kernel, void** args, size_t rows, int outputs, int columnsPerTile,
                       int tensorCoreRowsPerTile, const char* what);
+    /**
+     * A kernel built on warpgroup_matmul.cu's mlffWarpgroupMatmul<I = inputs, O = outputs, Columns>:
+     * a block an SM (B's column tile fills its shared memory), the grid a multiple of the tiles.
+     */
+    void launchWarpgroupMatmul(CUfunction kernel, void** args, int inputs, int outputs, int columns, const char* what);
     /** A fused kernel: one block per atom, or a cluster of clusterSize blocks per atom (and one more cluster). */
     void launchPerAtom(CUfunction kernel, void** args, const char* what, bool extraCluster = false);
     /** Where the energy reduction adds: OpenMM's energy buffer, and its derivative by the energy-scale parameter (or null). */
@@ -78,6 +83,8 @@ private:
     void chooseKernelPath(bool tabulated);
     /** The fused kernels' block and edge batch, clusters, the readout's and reduction's blocks. */
     void chooseBlockShapes(bool tabulated);
+    /** Whether the filters' output product runs on warp-group products (MLFF_CUDA_PAIR_PRODUCTS overrides). */
+    void choosePairProducts();
     void allocatePathArrays(); // the chosen path's own
     /** Tabulates the model's filters (the core's table) into filterTable; returns the kernels' defines. */
     std::map<std::string, std::string> uploadFilterTable(const mlff_model& model);
@@ -91,6 +98,7 @@ private:
     int clusterSizeFor(int threads) const;
     static std::string requestedKernelPath(); // MLFF_CUDA_KERNELS, or "" (the plugin chooses)
     static bool clusterPathRequested();       // MLFF_CUDA_KERNELS=cluster
+    static std::string requestedPairProducts(); // MLFF_CUDA_PAIR_PRODUCTS: "mma", "warpgroup", or "" (the plugin chooses)
     int numMultiprocessors() const;
     /** An array of edge or pair rows (edge_filters.cu): perRow elements of elementSize bytes a row. */
     struct RowArray {
@@ -148,6 +156,9 @@ private:
     int pairsPerReplica = 0;              // their pair slots a replica (MLFF_REPLICA_PAIRS)
     size_t replicaRowsBytes = 0;          // their (A, 4, H) arrays of shared memory, each
     bool matmulTensorCores = false;       // matmul.cu sums on tensor cores (float, sm_80 and later)
+    bool warpgroupFilterOutput = false;   // the filters' output product by warpgroup_matmul.cu (sm_90a)
+    int warpgroupOutputColumns = 0;       // its columns a block (MLFF_WARPGROUP_OUTPUT_COLUMNS)
+    int multiprocessors = 0;              // the GPU's SMs: a warp-group product's block each
     bool dependentLaunches = false;       // programmatic dependent launch (sm_90 and later; dependent_launch.cu)
     int maxReplicaSize = 0;
     int neighborCapacity = 0;

@@ -15,6 +15,7 @@ public:
     static const std::string dependent_launch;
     static const std::string geometry;
     static const std::string matmul;
+    static const std::string warpgroup_matmul;
     static const std::string neighbors;
     static const std::string scan;
     static const std::string student_painn_layers;

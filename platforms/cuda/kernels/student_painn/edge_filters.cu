@@ -2,8 +2,9 @@
  * student_painn/edge_filters.cu: the filter network as matrix products over pairs, for the tiled
  * path with exact filters. The filter w(ij) depends on the distance alone, so w(ij) = w(ji): each
  * pair's filter is computed once, and all of a step's pairs go through each block's filter network
- * together (matmul.cu: each weight read once per 128 pairs, on tensor cores in float), rather than
- * per atom in batches of 16 edges.
+ * together (matmul.cu: each weight read once per 128 pairs, on tensor cores in float; the output
+ * product on sm_90 by warpgroup_matmul.cu, each weight read once per block), rather than per atom
+ * in batches of 16 edges.
  *
  * Edge rows: the directed edges of every atom whose neighbour list holds them all (count <=
  * capacity), atom by atom in list order: atom i's edges are rows edgeStart[i] .. + count - 1. An
@@ -205,8 +206,12 @@ struct MlffEdgeHiddenEpilogue {
 };
 
 struct MlffEdgeFilterEpilogue : MlffBiasEpilogue {
+    template <int TN>
+    DEVICE void columns(int row, int column, const real* sums) const {
+        store<3 * MLFF_H, TN>(row, column, sums);
+    }
     DEVICE void operator()(int row, int column, const real* sums) const {
-        store<3 * MLFF_H, 6>(row, column, sums);
+        columns<6>(row, column, sums);
     }
 };
 
@@ -219,14 +224,28 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHidden(int layer, const real* RESTR
     mlffMatmul<MLFF_K, MLFF_H, 4, 128>(edgeBasis, block + MLFF_B_FILTER_W0T, *filterRowCount, epilogue);
 }
 
-KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterOutput(int layer, const real* RESTRICT params,
+#ifdef MLFF_WARPGROUP_FILTER_OUTPUT
+// As a warp-group product (sm_90a; the host sizes the grid and the shared memory:
+// warpgroup_matmul.cu). The backward product below stays on mma.sync: as a warp-group product it
+// was slower at 1,024 benzenes and 1 % faster for a 12,000-atom droplet (docs/performance.md).
+#define MLFF_FILTER_OUTPUT_BOUNDS __launch_bounds__(MLFF_WARPGROUP_THREADS * MLFF_WARPGROUPS, 1)
+#else
+#define MLFF_FILTER_OUTPUT_BOUNDS MLFF_MATMUL_BOUNDS
+#endif
+
+KERNEL void MLFF_FILTER_OUTPUT_BOUNDS mlffEdgeFilterOutput(int layer, const real* RESTRICT params,
         const int* RESTRICT filterRowCount, const real* RESTRICT edgeHidden, real* RESTRICT edgeFilter) {
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     MlffEdgeFilterEpilogue epilogue;
     epilogue.bias = block + MLFF_B_FILTER_B2;
     epilogue.out = edgeFilter;
+#ifdef MLFF_WARPGROUP_FILTER_OUTPUT
+    mlffWarpgroupMatmul<MLFF_H, 3 * MLFF_H, MLFF_WARPGROUP_OUTPUT_COLUMNS, MLFF_WARPGROUPS>(
+            edgeHidden, block + MLFF_B_FILTER_W2T, filterRowCount, epilogue);
+#else
     mlffMatmul<MLFF_H, 3 * MLFF_H, 6, 128>(edgeHidden, block + MLFF_B_FILTER_W2T, *filterRowCount, epilogue);
+#endif
 }
 
 /**
