@@ -64,7 +64,9 @@ double closestPairAngstrom(const std::vector<OpenMM::Vec3>& positions, size_t pe
  * Parameters: the precision, and the network's kernel path (MLFF_CUDA_KERNELS: "fused", a block
  * per atom; "cluster", a cluster of blocks per atom, on sm_90 and later; or, for every model whose
  * H is a multiple of 64, which most tests here use for that reason, "tiled" and "edges", the tiled
- * path with exact filters as products over edges).
+ * path with exact filters as products over edges). "edges_mma" is "edges" with the filters'
+ * products over 3H on mma.sync (MLFF_CUDA_PAIR_PRODUCTS=mma) where the GPU would take warp-group
+ * products (sm_90, float), so that both stay tested there.
  */
 class CudaVsReference : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
 protected:
@@ -73,10 +75,15 @@ protected:
             GTEST_SKIP() << "no CUDA platform here (no GPU driver)";
         if (path() == "cluster" && computeCapabilityMajor() < 9)
             GTEST_SKIP() << "thread block clusters need compute capability 9.0";
-        setenv("MLFF_CUDA_KERNELS", path().c_str(), 1);
+        setenv("MLFF_CUDA_KERNELS", kernels().c_str(), 1);
+        if (path() == "edges_mma" && (precision() == "double" || computeCapabilityMajor() != 9))
+            GTEST_SKIP() << "no warp-group products here: the same kernels as 'edges'";
+        if (path() == "edges_mma")
+            setenv("MLFF_CUDA_PAIR_PRODUCTS", "mma", 1);
     }
     void TearDown() override {
         unsetenv("MLFF_CUDA_KERNELS");
+        unsetenv("MLFF_CUDA_PAIR_PRODUCTS");
     }
     std::string precision() const {
         return std::get<0>(GetParam());
@@ -84,13 +91,17 @@ protected:
     std::string path() const {
         return std::get<1>(GetParam());
     }
+    /** MLFF_CUDA_KERNELS of the path. */
+    std::string kernels() const {
+        return path() == "edges_mma" ? "edges" : path();
+    }
     /**
      * Whether a step whose neighbour list overflowed gives the same bits as one whose list held
      * every edge: not with edge filters, where the overflowed atoms' filters come from their own
      * kernel rather than the products (the host then grows the list two evaluations on, always).
      */
     bool overflowKeepsBits() const {
-        return path() != "edges";
+        return kernels() != "edges";
     }
     /** Builds, evaluates on both platforms, compares. */
     void compare(const std::string& bytes, const mlff_test::Structure& structure, const std::string& what) {
@@ -254,7 +265,7 @@ TEST_P(CudaVsReference, CellList) {
 // tabulated path within the precision's bounds, and in double precision against the exact
 // filters within issue 7's bounds (energy 1e-6 relative, forces 1e-5 relative to their norm).
 TEST_P(CudaVsReference, TabulatedFilters) {
-    if (path() == "edges")
+    if (kernels() == "edges")
         GTEST_SKIP() << "tabulated filters run the 'tiled' path's kernels (they read tables, not products)";
     const std::string bytes = mlff_test::random_model_bytes(modelSpec(64, 12, 3, 14));
     mlff_test::Structure molecule = mlff_test::random_structure(40, 10, 9.0, 1.0, 80);
@@ -286,7 +297,7 @@ TEST_P(CudaVsReference, TabulatedFilters) {
 // without a box and in a periodic one where each molecule straddles the box's corner, so that its
 // pairs are found by minimum image.
 TEST_P(CudaVsReference, SmallReplicas) {
-    const bool tabulated = path() != "edges";
+    const bool tabulated = kernels() != "edges";
     const std::string bytes = mlff_test::random_model_bytes(modelSpec(64, 12, 3, 15));
     std::vector<mlff_test::Structure> molecules;
     for (int r = 0; r < 40; r++)
@@ -435,7 +446,7 @@ TEST_P(CudaVsReference, AfterThousandStepsWithReordering) {
 
 INSTANTIATE_TEST_SUITE_P(Cuda, CudaVsReference,
                          ::testing::Combine(::testing::Values("single", "mixed", "double"),
-                                            ::testing::Values("fused", "cluster", "tiled", "edges")),
+                                            ::testing::Values("fused", "cluster", "tiled", "edges", "edges_mma")),
                          [](const ::testing::TestParamInfo<std::tuple<std::string, std::string>>& param) {
                              return std::get<0>(param.param) + "_" + std::get<1>(param.param);
                          });
