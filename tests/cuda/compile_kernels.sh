@@ -81,11 +81,13 @@ defines() { # H K L batch block periodic tabulated precision replicas warpgroup
     fi
     # replica_messages.cu, as for benzenes: with the table, or with edge filters' rows
     [ "$9" = 1 ] && echo "#define MLFF_REPLICA_ATOMS 12"
-    # warpgroup_matmul.cu's product over pairs, as the host sets it on sm_90 in float
+    # warpgroup_matmul.cu's products over pairs, as the host sets them on sm_90 in float
     if [ "${10}" = 1 ]; then
-        echo "#define MLFF_WARPGROUP_FILTER_OUTPUT 1"
         echo "#define MLFF_WARPGROUPS 4"
+        echo "#define MLFF_WARPGROUP_FILTER_OUTPUT 1"
         echo "#define MLFF_WARPGROUP_OUTPUT_COLUMNS $(( H % 128 == 0 ? 128 : 64 ))"
+        echo "#define MLFF_WARPGROUP_FILTER_BACKWARD 1"
+        echo "#define MLFF_WARPGROUP_BACKWARD_COLUMNS 64"
     fi
     local n=0
     for name in EMBEDDING RBF_CENTERS RBF_WIDTHS HEAD_W0 HEAD_W0T HEAD_B0 HEAD_W2 HEAD_W2T HEAD_B2 HEAD_W4 HEAD_B4 BLOCKS BLOCK_STRIDE; do
@@ -118,7 +120,7 @@ for precision in single mixed double; do
     # periodic; fused only: the tiled path needs H a multiple of 64); compiled to a cubin so that
     # ptxas checks registers and the 48 KB of static shared memory too. The last field: messages a
     # block per replica (replica_messages.cu), from the table or from edge filters' rows. In
-    # single precision the exact tiled models take a warp-group product (warpgroup_matmul.cu) and
+    # single precision the exact tiled models take warp-group products (warpgroup_matmul.cu) and
     # compile for sm_90a, as on an H100; in mixed, mma.sync's.
     for model in "128 20 3 128 1 0 1 0" "128 20 3 128 0 1 1 1" "64 16 2 64 0 0 1 1" "8 6 2 32 0 0 0 0"; do
         set -- $model

@@ -16,7 +16,9 @@
  *
  * The epilogue receives two adjacent sums of a row at a time, as the accumulators hold them:
  * epilogue.template columns<2>(row, column, sums), for rows below the count only. It should store
- * them as one vector: 4-byte stores made the product 1.5 times slower (H200).
+ * them as one vector: 4-byte stores made the product 1.5 times slower (H200). A second, small
+ * product of other inputs onto the same columns (the side product) may run beside the main one,
+ * its sums handed to the epilogue with the main product's.
  */
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #error "warpgroup_matmul.cu needs a module built for sm_90a"
@@ -83,25 +85,134 @@ DEVICE inline void mlffWarpgroupTf32<128>(float* d, const unsigned int* a, unsig
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"((int) accumulate), "l"(b));
 }
 
-/** C = A B (the file's comment says how). */
-template <int I, int O, int Columns, int WarpGroups, class Epilogue>
-DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const real* RESTRICT b, const int* RESTRICT rowCount,
-                                       Epilogue epilogue) {
-    static_assert(I % 16 == 0 && (Columns == 64 || Columns == 128) && O % Columns == 0,
-                  "whole 16-input pairs of k-steps, a product of 64 or 128 columns");
-    constexpr int columnTiles = O / Columns;
-    extern __shared__ __align__(128) unsigned int mlffWarpgroupMemory[];
-    unsigned int* bBig = mlffWarpgroupMemory; // (I / 8, Columns, 8), the layout above
-    unsigned int* bSmall = mlffWarpgroupMemory + Columns * I;
-    const int firstColumn = blockIdx.x % columnTiles * Columns;
-
-    // Memory input m of A and B is k-step 2 p + q, input t + 4 hi of it, m = 16 p + 4 t + 2 q + hi,
-    // so that a thread's A fragments of two k-steps are one float4 (t: the thread in its quad).
-    for (int e = threadIdx.x; e < Columns * I; e += blockDim.x) {
+/**
+ * Memory input m of A (E) and B (F) is k-step 2 p + q, input t + 4 hi of it, m = 16 p + 4 t + 2 q + hi,
+ * so that a thread's A fragments of two k-steps are one float4 (t: the thread in its quad).
+ * B's column tile (B: (Inputs, O) row-major) into shared memory in the layout above, split into TF32
+ * parts (each Inputs rounded up to 16 by Columns), the inputs from Inputs on zero.
+ */
+template <int Inputs, int O, int Columns>
+DEVICE inline void mlffWarpgroupLoadB(const real* RESTRICT b, int firstColumn, unsigned int* big, unsigned int* small) {
+    constexpr int padded = (Inputs + 15) / 16 * 16;
+    for (int e = threadIdx.x; e < Columns * padded; e += blockDim.x) {
         const int m = e / Columns, n = e % Columns;
         const int p = m / 16, t = m % 16 / 4, q = m % 4 / 2, hi = m % 2;
         const int offset = mlffWarpgroupBOffset<Columns>(2 * p + q, n, t + 4 * hi);
-        mlffSplitTf32(b[(size_t) m * O + firstColumn + n], &bBig[offset], &bSmall[offset]);
+        mlffSplitTf32(m < Inputs ? b[(size_t) m * O + firstColumn + n] : 0.0f, &big[offset], &small[offset]);
+    }
+}
+
+/**
+ * Inputs first + k .. + 3 of a row of A (Inputs a row; first a multiple of 16, known once the
+ * loop over pairs is unrolled; k = 4 t), zero from Inputs on. Past the row's end the address is
+ * clamped and the value selected away, without a branch (see below).
+ */
+template <int Inputs>
+DEVICE inline float4 mlffWarpgroupLoadInputs(const real* RESTRICT row, int first, int k) {
+    k += first;
+    if (Inputs % 16 == 0)
+        return *reinterpret_cast<const float4*>(row + k);
+    float4 x;
+    if (Inputs % 4 == 0)
+        x = *reinterpret_cast<const float4*>(row + min(k, Inputs - 4));
+    else
+        x = make_float4(row[min(k, Inputs - 1)], row[min(k + 1, Inputs - 1)], row[min(k + 2, Inputs - 1)],
+                        row[min(k + 3, Inputs - 1)]);
+    x.x = k < Inputs ? x.x : 0.0f;
+    x.y = k + 1 < Inputs ? x.y : 0.0f;
+    x.z = k + 2 < Inputs ? x.z : 0.0f;
+    x.w = k + 3 < Inputs ? x.w : 0.0f;
+    return x;
+}
+
+/** A's fragments of two pairs of k-steps, split into TF32 parts: a pair's products run while the next pair's are split. */
+struct MlffWarpgroupFragments {
+    unsigned int big[2][2][4], small[2][2][4]; // [set][k-step of the pair][mma.sync's A fragment]
+};
+
+/**
+ * d (=) the 64-row tile's A (Inputs a row; this thread's rows a0 and a1) times B's column tile in
+ * shared memory. The products are left in flight: the caller waits for them (wgmma.wait_group 0)
+ * before it reads d. FirstSet is the fragment set of the first pair, the one a product issued just
+ * before did not use last.
+ */
+template <int Inputs, int Columns, int FirstSet>
+DEVICE inline void mlffWarpgroupTileProduct(const real* a0, const real* a1, const unsigned int* bBig,
+                                            const unsigned int* bSmall, float* d, MlffWarpgroupFragments& f) {
+    constexpr int pairs = (Inputs + 15) / 16;
+    const int k = 4 * (threadIdx.x % 4);
+    float4 x0 = mlffWarpgroupLoadInputs<Inputs>(a0, 0, k), x1 = mlffWarpgroupLoadInputs<Inputs>(a1, 0, k);
+#pragma unroll
+    for (int pair = 0; pair < pairs; pair++) {
+        const int set = (FirstSet + pair) % 2;
+        const float x[2][4] = {{x0.x, x1.x, x0.y, x1.y}, {x0.z, x1.z, x0.w, x1.w}};
+#pragma unroll
+        for (int q = 0; q < 2; q++)
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                mlffSplitTf32(x[q][i], &f.big[set][q][i], &f.small[set][q][i]);
+        if (pair + 1 < pairs) {
+            x0 = mlffWarpgroupLoadInputs<Inputs>(a0, 16 * (pair + 1), k);
+            x1 = mlffWarpgroupLoadInputs<Inputs>(a1, 16 * (pair + 1), k);
+        }
+        asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
+            const int step = 2 * pair + q;
+            const unsigned long long big = mlffWarpgroupDescriptor(bBig + mlffWarpgroupBOffset<Columns>(step, 0, 0));
+            const unsigned long long small = mlffWarpgroupDescriptor(bSmall + mlffWarpgroupBOffset<Columns>(step, 0, 0));
+            mlffWarpgroupTf32<Columns>(d, f.small[set][q], big, step > 0); // the small terms first
+            mlffWarpgroupTf32<Columns>(d, f.big[set][q], small, true);
+            mlffWarpgroupTf32<Columns>(d, f.big[set][q], big, true);
+        }
+        asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+        asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory"); // the set refilled next is free
+    }
+}
+
+/** Hands a row's two sums to the epilogue, with the side product's two where there is one. */
+template <bool Side>
+struct MlffWarpgroupSums {};
+
+template <class Epilogue>
+DEVICE inline void mlffWarpgroupStore(MlffWarpgroupSums<false>, const Epilogue& epilogue, int row, int column,
+                                      const float* sums, const float*) {
+    epilogue.template columns<2>(row, column, sums);
+}
+
+template <class Epilogue>
+DEVICE inline void mlffWarpgroupStore(MlffWarpgroupSums<true>, const Epilogue& epilogue, int row, int column,
+                                      const float* sums, const float* sideSums) {
+    epilogue.template columns<2>(row, column, sums, sideSums);
+}
+
+/**
+ * C = A B (the file's comment says how), and where J > 0 the side product S = E F + c on the same
+ * rows and columns: E (rows, J) row-major, F (J, O) row-major and c (O), F's column tile (J rounded
+ * up to 16) and c's in shared memory beside B's. The epilogue then receives S's sums too:
+ * epilogue.template columns<2>(row, column, sums, sideSums). It spares the epilogue a small product
+ * of its own at FMA speed. c is read from shared memory in each tile: read from global memory, its
+ * loads were hoisted out of the loop over tiles, into registers that made ptxas spill.
+ */
+template <int I, int O, int Columns, int WarpGroups, int J = 0, class Epilogue>
+DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const real* RESTRICT b, const int* RESTRICT rowCount,
+                                       Epilogue epilogue, const real* RESTRICT e = nullptr,
+                                       const real* RESTRICT f = nullptr, const real* RESTRICT c = nullptr) {
+    static_assert(I % 16 == 0 && (Columns == 64 || Columns == 128) && O % Columns == 0,
+                  "whole 16-input pairs of k-steps, a product of 64 or 128 columns");
+    constexpr int columnTiles = O / Columns, sideInputs = (J + 15) / 16 * 16;
+    extern __shared__ __align__(128) unsigned int mlffWarpgroupMemory[];
+    unsigned int* bBig = mlffWarpgroupMemory; // (I / 8, Columns, 8), the layout above
+    unsigned int* bSmall = bBig + Columns * I;
+    unsigned int* fBig = bSmall + Columns * I; // (sideInputs / 8, Columns, 8)
+    unsigned int* fSmall = fBig + Columns * sideInputs;
+    float* cTile = reinterpret_cast<float*>(fSmall + Columns * sideInputs); // (Columns)
+    const int firstColumn = blockIdx.x % columnTiles * Columns;
+    mlffWarpgroupLoadB<I, O, Columns>(b, firstColumn, bBig, bSmall);
+    if (J > 0) {
+        mlffWarpgroupLoadB<J, O, Columns>(f, firstColumn, fBig, fSmall);
+        for (int n = threadIdx.x; n < Columns; n += blockDim.x)
+            cTile[n] = c[firstColumn + n];
     }
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); // generic writes, seen by wgmma's reads
     __syncthreads();
@@ -114,47 +225,27 @@ DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const real* RESTR
         const int row0 = 64 * tile + 16 * warp + g, row1 = row0 + 8;
         // Rows past the last are clamped, not skipped: a branch between the products would make
         // ptxas serialize them (tests/cuda/compile_kernels.sh fails on that); their sums are dropped.
-        const real* a0 = a + (size_t) min(row0, rows - 1) * I + 4 * t;
-        const real* a1 = a + (size_t) min(row1, rows - 1) * I + 4 * t;
-        float d[Columns / 2];
-        float4 x0 = *reinterpret_cast<const float4*>(a0), x1 = *reinterpret_cast<const float4*>(a1);
-        // Two sets of A's parts: a pair of k-steps' products run while the next pair's are split.
-        unsigned int aBig[2][2][4], aSmall[2][2][4];
-#pragma unroll
-        for (int pair = 0; pair < I / 16; pair++) {
-            const int set = pair % 2;
-            const float x[2][4] = {{x0.x, x1.x, x0.y, x1.y}, {x0.z, x1.z, x0.w, x1.w}};
-#pragma unroll
-            for (int q = 0; q < 2; q++)
-#pragma unroll
-                for (int i = 0; i < 4; i++)
-                    mlffSplitTf32(x[q][i], &aBig[set][q][i], &aSmall[set][q][i]);
-            if (pair + 1 < I / 16) {
-                x0 = *reinterpret_cast<const float4*>(a0 + 16 * (pair + 1));
-                x1 = *reinterpret_cast<const float4*>(a1 + 16 * (pair + 1));
-            }
-            asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
-#pragma unroll
-            for (int q = 0; q < 2; q++) {
-                const int step = 2 * pair + q;
-                const unsigned long long big = mlffWarpgroupDescriptor(bBig + mlffWarpgroupBOffset<Columns>(step, 0, 0));
-                const unsigned long long small = mlffWarpgroupDescriptor(bSmall + mlffWarpgroupBOffset<Columns>(step, 0, 0));
-                mlffWarpgroupTf32<Columns>(d, aSmall[set][q], big, step > 0); // the small terms first
-                mlffWarpgroupTf32<Columns>(d, aBig[set][q], small, true);
-                mlffWarpgroupTf32<Columns>(d, aBig[set][q], big, true);
-            }
-            asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-            asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory"); // the set refilled next is free
-        }
+        const int r0 = min(row0, rows - 1), r1 = min(row1, rows - 1);
+        float d[Columns / 2], s[Columns / 2];
+        MlffWarpgroupFragments fragments;
+        if (J > 0)
+            mlffWarpgroupTileProduct<J, Columns, 0>(e + (size_t) r0 * J, e + (size_t) r1 * J, fBig, fSmall, s, fragments);
+        mlffWarpgroupTileProduct<I, Columns, sideInputs / 16 % 2>(a + (size_t) r0 * I, a + (size_t) r1 * I, bBig, bSmall,
+                                                                  d, fragments);
         asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
-        // d[4 j + 2 r + c]: row row0 + 8 r, column 8 j + 2 t + c of the tile.
+        // d[4 j + 2 r + c]: row row0 + 8 r, column 8 j + 2 t + c of the tile (s likewise).
 #pragma unroll
         for (int j = 0; j < Columns / 8; j++) {
             const int column = firstColumn + 8 * j + 2 * t;
+            if (J > 0) {
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    s[4 * j + i] += cTile[8 * j + 2 * t + i % 2];
+            }
             if (row0 < rows)
-                epilogue.template columns<2>(row0, column, &d[4 * j]);
+                mlffWarpgroupStore(MlffWarpgroupSums<(J > 0)>(), epilogue, row0, column, &d[4 * j], &s[4 * j]);
             if (row1 < rows)
-                epilogue.template columns<2>(row1, column, &d[4 * j + 2]);
+                mlffWarpgroupStore(MlffWarpgroupSums<(J > 0)>(), epilogue, row1, column, &d[4 * j + 2], &s[4 * j + 2]);
         }
     }
 }

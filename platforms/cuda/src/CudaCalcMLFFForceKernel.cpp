@@ -87,11 +87,14 @@ constexpr int MatmulDepth = 32;
 constexpr int MatmulMaxRowsTensorCores = 128, MatmulStages = 3; // 64 or 128 rows: each kernel's choice
 constexpr int MatmulRowsFma = 64;
 constexpr int MatmulMaxColumns = 96;   // the widest tile the kernels use (16 TN, TN = 6)
-// warpgroup_matmul.cu's product (the filters' output, sm_90a): MLFF_WARPGROUPS warp groups of
-// MLFF_WARPGROUP_THREADS a block. 4 rather than 2 or 3 (H200, the product alone over 1,024
-// benzenes' 67,584 pairs: 93 µs, against 122 and 100; mma.sync's 164).
+// warpgroup_matmul.cu's products (the filters' output and backward, sm_90a): MLFF_WARPGROUPS warp
+// groups of MLFF_WARPGROUP_THREADS a block. 4 rather than 2 or 3 (H200, the output product alone
+// over 1,024 benzenes' 67,584 pairs: 93 µs, against 122 and 100; mma.sync's 164).
 constexpr int WarpgroupThreads = 128;
 constexpr int Warpgroups = 4;
+// The backward product's columns a block (MLFF_WARPGROUP_BACKWARD_COLUMNS): 64, so that its 3H
+// inputs' tile and the side product's (K) fit a block's shared memory at H = 128 (208 KB).
+constexpr int WarpgroupBackwardColumns = 64;
 constexpr int ScanThreads = 1024;      // MLFF_SCAN_THREADS in scan.cu
 // Cells are this much wider than the cutoff, so that rounding in a cell's bounds can never put
 // the two atoms of an edge two cells apart.
@@ -104,9 +107,13 @@ unsigned int matmulSharedBytes(int rows, int columns) {
     return (unsigned int) (std::max(stages, staging) * sizeof(float));
 }
 
-/** The dynamic shared memory of a warp-group product's block: B's column tile, split in two TF32 parts (floats). */
-unsigned int warpgroupSharedBytes(int inputs, int columns) {
-    return (unsigned int) (2 * (size_t) inputs * columns * sizeof(float));
+/**
+ * The dynamic shared memory of a warp-group product's block: B's column tile, split in two TF32
+ * parts (floats); with a side product, `inputs` counts its inputs too (rounded up to 16), and its
+ * bias takes a float a column.
+ */
+unsigned int warpgroupSharedBytes(int inputs, int columns, bool sideProduct = false) {
+    return (unsigned int) ((2 * (size_t) inputs + (sideProduct ? 1 : 0)) * columns * sizeof(float));
 }
 
 void check(CUresult result, const char* what) {
@@ -222,7 +229,8 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     }
     addKernelDefines(defines);
     // OpenMM's own flag, then an architecture that overrides its -arch (both compilers take the last).
-    loadKernels(cu.createModule(kernelSource(), defines, warpgroupFilterOutput ? "--use_fast_math -arch=compute_90a" : nullptr));
+    const bool warpgroups = warpgroupFilterOutput || warpgroupFilterBackward;
+    loadKernels(cu.createModule(kernelSource(), defines, warpgroups ? "--use_fast_math -arch=compute_90a" : nullptr));
     allowSharedMemory();
 }
 
@@ -384,9 +392,14 @@ void CudaCalcMLFFForceKernel::chooseBlockShapes(bool tabulated) {
     dependentLaunches = cu.getComputeCapability() >= 9.0;
 }
 
+int CudaCalcMLFFForceKernel::warpgroupBackwardInputs() const {
+    return 3 * hidden + (numRbf + 15) / 16 * 16; // W2's, and W0^T's of the side product
+}
+
 void CudaCalcMLFFForceKernel::choosePairProducts() {
-    // The filters' output product as a warp-group product where the GPU has them (wgmma: sm_90
-    // exactly, in a module built for sm_90a) and B's column tile fits a block's shared memory.
+    // The filters' output and backward products as warp-group products where the GPU has them
+    // (wgmma: sm_90 exactly, in a module built for sm_90a) and each one's column tiles fit a
+    // block's shared memory.
     warpgroupOutputColumns = hidden % 128 == 0 ? 128 : 64;
     const string products = requestedPairProducts();
     if (!products.empty() && products != "mma" && products != "warpgroup")
@@ -395,9 +408,10 @@ void CudaCalcMLFFForceKernel::choosePairProducts() {
     int sharedPerBlock = 0;
     check(cuDeviceGetAttribute(&sharedPerBlock, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, cu.getDevice()),
           "querying the shared memory a block may have");
-    warpgroupFilterOutput = useEdgeFilters && matmulTensorCores && cu.getComputeCapability() == 9.0 &&
-                            products != "mma" &&
-                            warpgroupSharedBytes(hidden, warpgroupOutputColumns) <= (unsigned int) sharedPerBlock;
+    const bool warpgroups = useEdgeFilters && matmulTensorCores && cu.getComputeCapability() == 9.0 && products != "mma";
+    warpgroupFilterOutput = warpgroups && warpgroupSharedBytes(hidden, warpgroupOutputColumns) <= (unsigned int) sharedPerBlock;
+    warpgroupFilterBackward = warpgroups && warpgroupSharedBytes(warpgroupBackwardInputs(), WarpgroupBackwardColumns, true) <=
+                                                    (unsigned int) sharedPerBlock;
     if (products == "warpgroup" && useEdgeFilters && !warpgroupFilterOutput)
         throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_PAIR_PRODUCTS is 'warpgroup', but warp-group products need "
                               "compute capability 9.0 exactly, float, and shared memory for H x " +
@@ -422,10 +436,15 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
     defines["MLFF_READOUT_ATOMS"] = std::to_string(readoutAtomsPerBlock);
     if (matmulTensorCores)
         defines["MLFF_MATMUL_TENSOR_CORES"] = "1";
+    if (warpgroupFilterOutput || warpgroupFilterBackward)
+        defines["MLFF_WARPGROUPS"] = std::to_string(Warpgroups);
     if (warpgroupFilterOutput) {
         defines["MLFF_WARPGROUP_FILTER_OUTPUT"] = "1";
-        defines["MLFF_WARPGROUPS"] = std::to_string(Warpgroups);
         defines["MLFF_WARPGROUP_OUTPUT_COLUMNS"] = std::to_string(warpgroupOutputColumns);
+    }
+    if (warpgroupFilterBackward) {
+        defines["MLFF_WARPGROUP_FILTER_BACKWARD"] = "1";
+        defines["MLFF_WARPGROUP_BACKWARD_COLUMNS"] = std::to_string(WarpgroupBackwardColumns);
     }
     if (numReplicas >= ReduceByWarpMinReplicas)
         defines["MLFF_REDUCE_BY_WARP"] = "1";
@@ -444,7 +463,8 @@ string CudaCalcMLFFForceKernel::kernelSource() const {
     if (useClusters) // only then: clusters need sm_90
         source += CudaMLFFKernelSources::student_painn_cluster;
     if (useTiled) // only then: its tiles need H to be a multiple of 64
-        source += CudaMLFFKernelSources::matmul + (warpgroupFilterOutput ? CudaMLFFKernelSources::warpgroup_matmul : "") +
+        source += CudaMLFFKernelSources::matmul +
+                  (warpgroupFilterOutput || warpgroupFilterBackward ? CudaMLFFKernelSources::warpgroup_matmul : "") +
                   CudaMLFFKernelSources::student_painn_tiled +
                   CudaMLFFKernelSources::student_painn_edge_filters +
                   CudaMLFFKernelSources::student_painn_replica_messages;
@@ -514,10 +534,15 @@ void CudaCalcMLFFForceKernel::allowSharedMemory() {
                 check(cuFuncSetAttribute(kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                          (int) matmulSharedBytes(MatmulMaxRowsTensorCores, MatmulMaxColumns)),
                       "allowing the matrix products their shared memory");
-    if (warpgroupFilterOutput) // after the loop above, which set the mma.sync tiles' size
+    // After the loop above, which set the mma.sync tiles' size:
+    if (warpgroupFilterOutput)
         check(cuFuncSetAttribute(edgeFilterKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                  (int) warpgroupSharedBytes(hidden, warpgroupOutputColumns)),
               "allowing the filters' output product its shared memory");
+    if (warpgroupFilterBackward)
+        check(cuFuncSetAttribute(edgeHiddenBackwardKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                 (int) warpgroupSharedBytes(warpgroupBackwardInputs(), WarpgroupBackwardColumns, true)),
+              "allowing the filters' backward product its shared memory");
     if (useReplicaMessages) { // above the default 48 KB in float from 8 atoms of H = 128
         check(cuFuncSetAttribute(messagesForwardKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                  (int) (2 * replicaRowsBytes)),
@@ -717,10 +742,11 @@ void CudaCalcMLFFForceKernel::launchMatmul(CUfunction kernel, void** args, size_
 }
 
 void CudaCalcMLFFForceKernel::launchWarpgroupMatmul(CUfunction kernel, void** args, int inputs, int outputs,
-                                                    int columns, const char* what) {
+                                                    int columns, bool sideProduct, const char* what) {
     const int tiles = outputs / columns;
     const unsigned int blocks = (unsigned int) (std::max(multiprocessors / tiles, 1) * tiles);
-    launchWith(kernel, args, blocks, WarpgroupThreads * Warpgroups, warpgroupSharedBytes(inputs, columns), 1, what);
+    launchWith(kernel, args, blocks, WarpgroupThreads * Warpgroups, warpgroupSharedBytes(inputs, columns, sideProduct), 1,
+               what);
 }
 
 void CudaCalcMLFFForceKernel::updateSortedIndex() {
@@ -1006,7 +1032,8 @@ void CudaCalcMLFFForceKernel::edgeFiltersForward(int layer) {
     CUdeviceptr filters = edgeFiltersOfBlock(layer);
     void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeHidden.getDevicePointer(), &filters};
     if (warpgroupFilterOutput)
-        launchWarpgroupMatmul(edgeFilterKernel, args, hidden, 3 * hidden, warpgroupOutputColumns, "the filters' output");
+        launchWarpgroupMatmul(edgeFilterKernel, args, hidden, 3 * hidden, warpgroupOutputColumns, false,
+                              "the filters' output");
     else
         launchMatmul(edgeFilterKernel, args, rows, 3 * hidden, 96, 128, "the filters' output");
 }
@@ -1017,7 +1044,11 @@ void CudaCalcMLFFForceKernel::edgeFiltersBackward(int layer, double lambdaForceS
     {
         void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeGradFilter.getDevicePointer(),
                         &edgeBasis.getDevicePointer(), &edgeHidden.getDevicePointer()};
-        launchMatmul(edgeHiddenBackwardKernel, args, rows, hidden, 64, 128, "the filters' backward");
+        if (warpgroupFilterBackward)
+            launchWarpgroupMatmul(edgeHiddenBackwardKernel, args, warpgroupBackwardInputs(), hidden,
+                                  WarpgroupBackwardColumns, true, "the filters' backward");
+        else
+            launchMatmul(edgeHiddenBackwardKernel, args, rows, hidden, 64, 128, "the filters' backward");
     }
     void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeHidden.getDevicePointer(),
                     &filterEdges.getDevicePointer(), &edgeAtoms.getDevicePointer(), &edgeDelta.getDevicePointer(),

@@ -55,10 +55,12 @@ private:
     void launchMatmul(CUfunction kernel, void** args, size_t rows, int outputs, int columnsPerTile,
                       int tensorCoreRowsPerTile, const char* what);
     /**
-     * A kernel built on warpgroup_matmul.cu's mlffWarpgroupMatmul<I = inputs, O = outputs, Columns>:
-     * a block an SM (B's column tile fills its shared memory), the grid a multiple of the tiles.
+     * A kernel built on warpgroup_matmul.cu's mlffWarpgroupMatmul<I, O = outputs, Columns, J>:
+     * inputs = I, and J rounded up to 16 where it has a side product. A block an SM (B's column
+     * tile fills its shared memory), the grid a multiple of the tiles.
      */
-    void launchWarpgroupMatmul(CUfunction kernel, void** args, int inputs, int outputs, int columns, const char* what);
+    void launchWarpgroupMatmul(CUfunction kernel, void** args, int inputs, int outputs, int columns, bool sideProduct,
+                               const char* what);
     /** A fused kernel: one block per atom, or a cluster of clusterSize blocks per atom (and one more cluster). */
     void launchPerAtom(CUfunction kernel, void** args, const char* what, bool extraCluster = false);
     /** Where the energy reduction adds: OpenMM's energy buffer, and its derivative by the energy-scale parameter (or null). */
@@ -83,8 +85,10 @@ private:
     void chooseKernelPath(bool tabulated);
     /** The fused kernels' block and edge batch, clusters, the readout's and reduction's blocks. */
     void chooseBlockShapes(bool tabulated);
-    /** Whether the filters' output product runs on warp-group products (MLFF_CUDA_PAIR_PRODUCTS overrides). */
+    /** Whether the filters' output and backward products run on warp-group products (MLFF_CUDA_PAIR_PRODUCTS overrides). */
     void choosePairProducts();
+    /** The filters' backward product's inputs as a warp-group product: 3H, and its side product's K rounded up to 16. */
+    int warpgroupBackwardInputs() const;
     void allocatePathArrays(); // the chosen path's own
     /** Tabulates the model's filters (the core's table) into filterTable; returns the kernels' defines. */
     std::map<std::string, std::string> uploadFilterTable(const mlff_model& model);
@@ -158,6 +162,7 @@ private:
     bool matmulTensorCores = false;       // matmul.cu sums on tensor cores (float, sm_80 and later)
     bool warpgroupFilterOutput = false;   // the filters' output product by warpgroup_matmul.cu (sm_90a)
     int warpgroupOutputColumns = 0;       // its columns a block (MLFF_WARPGROUP_OUTPUT_COLUMNS)
+    bool warpgroupFilterBackward = false; // and their backward product, with W0^T's as its side product
     int multiprocessors = 0;              // the GPU's SMs: a warp-group product's block each
     bool dependentLaunches = false;       // programmatic dependent launch (sm_90 and later; dependent_launch.cu)
     int maxReplicaSize = 0;

@@ -3,8 +3,8 @@
  * path with exact filters. The filter w(ij) depends on the distance alone, so w(ij) = w(ji): each
  * pair's filter is computed once, and all of a step's pairs go through each block's filter network
  * together (matmul.cu: each weight read once per 128 pairs, on tensor cores in float; the output
- * product on sm_90 by warpgroup_matmul.cu, each weight read once per block), rather than per atom
- * in batches of 16 edges.
+ * product and the backward one on sm_90 by warpgroup_matmul.cu, each weight read once per block),
+ * rather than per atom in batches of 16 edges.
  *
  * Edge rows: the directed edges of every atom whose neighbour list holds them all (count <=
  * capacity), atom by atom in list order: atom i's edges are rows edgeStart[i] .. + count - 1. An
@@ -36,7 +36,8 @@
  *                                           edgeGradN (xyz; summed over the blocks); and the update's
  *                                           direct backward as in tiled.cu
  *   mlffEdgeFilterHiddenBackward matmul     edgeHidden = (dE/dw W2) SiLU'(edgeBasis W0^T + b0), the
- *                                           hidden layer's input recomputed in the epilogue
+ *                                           hidden layer's input recomputed (in the epilogue, or on
+ *                                           sm_90 as a second warp-group product)
  *   mlffEdgeBasisBackward       matmul      dE/de = edgeHidden W0 (K padded), and in its epilogue
  *                                           dE/dd = dE/de . de/dd, summed over the blocks in the owning
  *                                           edge's edgeGradN.w; at block 0 (the last of the backward
@@ -226,8 +227,7 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHidden(int layer, const real* RESTR
 
 #ifdef MLFF_WARPGROUP_FILTER_OUTPUT
 // As a warp-group product (sm_90a; the host sizes the grid and the shared memory:
-// warpgroup_matmul.cu). The backward product below stays on mma.sync: as a warp-group product it
-// was slower at 1,024 benzenes and 1 % faster for a 12,000-atom droplet (docs/performance.md).
+// warpgroup_matmul.cu).
 #define MLFF_FILTER_OUTPUT_BOUNDS __launch_bounds__(MLFF_WARPGROUP_THREADS * MLFF_WARPGROUPS, 1)
 #else
 #define MLFF_FILTER_OUTPUT_BOUNDS MLFF_MATMUL_BOUNDS
@@ -249,18 +249,29 @@ KERNEL void MLFF_FILTER_OUTPUT_BOUNDS mlffEdgeFilterOutput(int layer, const real
 }
 
 /**
- * dE/dhidden = sums SiLU'(x) of a pair, where x = e W0^T + b0 is the hidden layer's input,
- * recomputed here from the pair's basis e (K multiply-adds an element, each element once: cheaper
- * than a product of its own that writes x to memory for this one to read back). Its sums round
- * otherwise than the forward product's, within float's precision.
+ * dE/dhidden = sums SiLU'(x) of a pair, where x = e W0^T + b0 is the hidden layer's input. On
+ * mma.sync (operator()) x is recomputed here from the pair's basis e (K multiply-adds an element,
+ * each element once: cheaper than a product of its own that writes x to memory for this one to read
+ * back); as a warp-group product, x comes from the side product beside the main one
+ * (warpgroup_matmul.cu), on the tensor cores. Either way its sums round otherwise than the forward
+ * product's, within float's precision.
  */
 struct MlffEdgeHiddenBackwardEpilogue {
     const real* basis; // (rows, K)
     const real* w0t;   // (K, H)
     const real* b0;    // (H)
     real* gradHidden;  // (rows, H)
+    template <int TN>
+    DEVICE void columns(int row, int column, const real* sums, const real* inputs) const {
+        real g[TN];
+#pragma unroll
+        for (int t = 0; t < TN; t++)
+            g[t] = sums[t] * mlffSiluGrad(inputs[t]);
+        mlffStoreRow<TN>(gradHidden + (size_t) row * MLFF_H + column, g);
+    }
     DEVICE void operator()(int row, int column, const real* sums) const {
-        real x[4] = {0, 0, 0, 0};
+        real x[4];
+        mlffLoadRow<4>(b0 + column, x);
         const real* e = basis + (size_t) row * MLFF_K;
         for (int k = 0; k < MLFF_K; k++) {
             real w[4];
@@ -270,24 +281,31 @@ struct MlffEdgeHiddenBackwardEpilogue {
             for (int t = 0; t < 4; t++)
                 x[t] += ek * w[t];
         }
-        real g[4];
-        mlffLoadRow<4>(b0 + column, g);
-#pragma unroll
-        for (int t = 0; t < 4; t++)
-            g[t] = sums[t] * mlffSiluGrad(g[t] + x[t]);
-        mlffStoreRow<4>(gradHidden + (size_t) row * MLFF_H + column, g);
+        columns<4>(row, column, sums, x);
     }
 };
 
+#ifdef MLFF_WARPGROUP_FILTER_BACKWARD
+#define MLFF_FILTER_BACKWARD_BOUNDS __launch_bounds__(MLFF_WARPGROUP_THREADS * MLFF_WARPGROUPS, 1)
+#else
+#define MLFF_FILTER_BACKWARD_BOUNDS MLFF_MATMUL_BOUNDS
+#endif
+
 /** dE/dhidden = (dE/dw W2) SiLU'(hidden's input) of each pair, into edgeGradHidden. */
-KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHiddenBackward(int layer, const real* RESTRICT params,
+KERNEL void MLFF_FILTER_BACKWARD_BOUNDS mlffEdgeFilterHiddenBackward(int layer, const real* RESTRICT params,
         const int* RESTRICT filterRowCount, const real* RESTRICT edgeGradFilter, const real* RESTRICT edgeBasis,
         real* RESTRICT edgeGradHidden) {
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffEdgeHiddenBackwardEpilogue epilogue = {edgeBasis, block + MLFF_B_FILTER_W0T, block + MLFF_B_FILTER_B0,
                                                      edgeGradHidden};
+#ifdef MLFF_WARPGROUP_FILTER_BACKWARD
+    mlffWarpgroupMatmul<3 * MLFF_H, MLFF_H, MLFF_WARPGROUP_BACKWARD_COLUMNS, MLFF_WARPGROUPS, MLFF_K>(
+            edgeGradFilter, block + MLFF_B_FILTER_W2, filterRowCount, epilogue, edgeBasis, block + MLFF_B_FILTER_W0T,
+            block + MLFF_B_FILTER_B0);
+#else
     mlffMatmul<3 * MLFF_H, MLFF_H, 4, 128>(edgeGradFilter, block + MLFF_B_FILTER_W2, *filterRowCount, epilogue);
+#endif
 }
 
 /** Where a pair's dE/dd goes (mlffAddPairGradient): its edges' rows, and OpenMM's force buffer. */
