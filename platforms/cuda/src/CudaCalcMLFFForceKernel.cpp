@@ -89,7 +89,8 @@ constexpr int MatmulRowsFma = 64;
 constexpr int MatmulMaxColumns = 96;   // the widest tile the kernels use (16 TN, TN = 6)
 // warpgroup_matmul.cu's products (the filters' output and backward, sm_90a): MLFF_WARPGROUPS warp
 // groups of MLFF_WARPGROUP_THREADS a block. 4 rather than 2 or 3 (H200, the output product alone
-// over 1,024 benzenes' 67,584 pairs: 93 µs, against 122 and 100; mma.sync's 164).
+// over 1,024 benzenes' 67,584 pairs: 93 µs, against 122 and 100; mma.sync's 164; the backward one
+// with its side product 135 against 3's 171; mma.sync's 166).
 constexpr int WarpgroupThreads = 128;
 constexpr int Warpgroups = 4;
 // The backward product's columns a block (MLFF_WARPGROUP_BACKWARD_COLUMNS): 64, so that its 3H
