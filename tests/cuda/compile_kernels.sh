@@ -84,8 +84,8 @@ defines() { # H K L batch block periodic tabulated precision replicas warpgroup
     # warpgroup_matmul.cu's products over pairs, as the host sets them on sm_90 in float
     if [ "${10}" = 1 ]; then
         echo "#define MLFF_WARPGROUPS 4"
-        echo "#define MLFF_WARPGROUP_FILTER_OUTPUT 1"
-        echo "#define MLFF_WARPGROUP_OUTPUT_COLUMNS $(( H % 128 == 0 ? 128 : 64 ))"
+        echo "#define MLFF_WARPGROUP_FILTER_FORWARD 1"
+        echo "#define MLFF_WARPGROUP_FORWARD_COLUMNS $(( H % 128 == 0 ? 128 : 64 ))"
         echo "#define MLFF_WARPGROUP_FILTER_BACKWARD 1"
         echo "#define MLFF_WARPGROUP_BACKWARD_COLUMNS 64"
     fi

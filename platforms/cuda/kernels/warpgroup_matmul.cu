@@ -3,7 +3,8 @@
  * warp-group products (wgmma), which give a 64-row tile's product to the tensor cores in one
  * instruction where mma.sync (matmul.cu) takes a warp's 16 rows by 8 columns. The contract is
  * mlffMatmul's on tensor cores, in float:
- *   A (rows, I) row-major, rows 16-byte aligned, I a multiple of 16;
+ *   A (rows, I) row-major, rows 16-byte aligned where I is a multiple of 4 (I rounded up to 16,
+ *   zeros past I: a pair of k-steps);
  *   B (I, O) row-major: the weights, input-major;
  *   3xTF32 (matmul.cu says why), the small terms first, as mma.sync's path sums.
  * It needs a module built for sm_90a (the host adds "-arch=compute_90a" to OpenMM's flags).
@@ -24,6 +25,8 @@
 #error "warpgroup_matmul.cu needs a module built for sm_90a"
 #endif
 #define MLFF_WARPGROUP_THREADS 128
+// A kernel's launch bounds: MLFF_WARPGROUPS (the host's) warp groups a block, one block an SM.
+#define MLFF_WARPGROUP_BOUNDS __launch_bounds__(MLFF_WARPGROUP_THREADS * MLFF_WARPGROUPS, 1)
 
 /**
  * Shared memory of B's column tile as wgmma reads it without swizzling: K-major core matrices of
@@ -198,13 +201,12 @@ template <int I, int O, int Columns, int WarpGroups, int J = 0, class Epilogue>
 DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const real* RESTRICT b, const int* RESTRICT rowCount,
                                        Epilogue epilogue, const real* RESTRICT e = nullptr,
                                        const real* RESTRICT f = nullptr, const real* RESTRICT c = nullptr) {
-    static_assert(I % 16 == 0 && (Columns == 64 || Columns == 128) && O % Columns == 0,
-                  "whole 16-input pairs of k-steps, a product of 64 or 128 columns");
-    constexpr int columnTiles = O / Columns, sideInputs = (J + 15) / 16 * 16;
+    static_assert((Columns == 64 || Columns == 128) && O % Columns == 0, "a product of 64 or 128 columns");
+    constexpr int columnTiles = O / Columns, inputs = (I + 15) / 16 * 16, sideInputs = (J + 15) / 16 * 16;
     extern __shared__ __align__(128) unsigned int mlffWarpgroupMemory[];
-    unsigned int* bBig = mlffWarpgroupMemory; // (I / 8, Columns, 8), the layout above
-    unsigned int* bSmall = bBig + Columns * I;
-    unsigned int* fBig = bSmall + Columns * I; // (sideInputs / 8, Columns, 8)
+    unsigned int* bBig = mlffWarpgroupMemory; // (inputs / 8, Columns, 8), the layout above
+    unsigned int* bSmall = bBig + Columns * inputs;
+    unsigned int* fBig = bSmall + Columns * inputs; // (sideInputs / 8, Columns, 8)
     unsigned int* fSmall = fBig + Columns * sideInputs;
     float* cTile = reinterpret_cast<float*>(fSmall + Columns * sideInputs); // (Columns)
     const int firstColumn = blockIdx.x % columnTiles * Columns;

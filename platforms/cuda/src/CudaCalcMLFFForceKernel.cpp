@@ -230,7 +230,7 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     }
     addKernelDefines(defines);
     // OpenMM's own flag, then an architecture that overrides its -arch (both compilers take the last).
-    const bool warpgroups = warpgroupFilterOutput || warpgroupFilterBackward;
+    const bool warpgroups = warpgroupFilterForward || warpgroupFilterBackward;
     loadKernels(cu.createModule(kernelSource(), defines, warpgroups ? "--use_fast_math -arch=compute_90a" : nullptr));
     allowSharedMemory();
 }
@@ -393,15 +393,19 @@ void CudaCalcMLFFForceKernel::chooseBlockShapes(bool tabulated) {
     dependentLaunches = cu.getComputeCapability() >= 9.0;
 }
 
+int CudaCalcMLFFForceKernel::basisInputs() const {
+    return (numRbf + 15) / 16 * 16;
+}
+
 int CudaCalcMLFFForceKernel::warpgroupBackwardInputs() const {
-    return 3 * hidden + (numRbf + 15) / 16 * 16; // W2's, and W0^T's of the side product
+    return 3 * hidden + basisInputs(); // W2's, and W0^T's of the side product
 }
 
 void CudaCalcMLFFForceKernel::choosePairProducts() {
-    // The filters' output and backward products as warp-group products where the GPU has them
-    // (wgmma: sm_90 exactly, in a module built for sm_90a) and each one's column tiles fit a
-    // block's shared memory.
-    warpgroupOutputColumns = hidden % 128 == 0 ? 128 : 64;
+    // The filters' products as warp-group products where the GPU has them (wgmma: sm_90 exactly,
+    // in a module built for sm_90a) and their column tiles fit a block's shared memory: the
+    // forward ones (the hidden layer and the output), and the backward.
+    warpgroupForwardColumns = hidden % 128 == 0 ? 128 : 64;
     const string products = requestedPairProducts();
     if (!products.empty() && products != "mma" && products != "warpgroup")
         throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_PAIR_PRODUCTS is '" + products + "'; expected 'mma' or 'warpgroup'");
@@ -410,13 +414,14 @@ void CudaCalcMLFFForceKernel::choosePairProducts() {
     check(cuDeviceGetAttribute(&sharedPerBlock, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, cu.getDevice()),
           "querying the shared memory a block may have");
     const bool warpgroups = useEdgeFilters && matmulTensorCores && cu.getComputeCapability() == 9.0 && products != "mma";
-    warpgroupFilterOutput = warpgroups && warpgroupSharedBytes(hidden, warpgroupOutputColumns) <= (unsigned int) sharedPerBlock;
+    warpgroupFilterForward = warpgroups && warpgroupSharedBytes(std::max(hidden, basisInputs()), warpgroupForwardColumns) <=
+                                                   (unsigned int) sharedPerBlock;
     warpgroupFilterBackward = warpgroups && warpgroupSharedBytes(warpgroupBackwardInputs(), WarpgroupBackwardColumns, true) <=
                                                     (unsigned int) sharedPerBlock;
-    if (products == "warpgroup" && useEdgeFilters && !warpgroupFilterOutput)
+    if (products == "warpgroup" && useEdgeFilters && !warpgroupFilterForward)
         throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_PAIR_PRODUCTS is 'warpgroup', but warp-group products need "
                               "compute capability 9.0 exactly, float, and shared memory for H x " +
-                              std::to_string(warpgroupOutputColumns) + " weights in two parts (this GPU: " +
+                              std::to_string(warpgroupForwardColumns) + " weights in two parts (this GPU: " +
                               std::to_string(cu.getComputeCapability()) + ", H = " + std::to_string(hidden) + ")");
 }
 
@@ -437,11 +442,11 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
     defines["MLFF_READOUT_ATOMS"] = std::to_string(readoutAtomsPerBlock);
     if (matmulTensorCores)
         defines["MLFF_MATMUL_TENSOR_CORES"] = "1";
-    if (warpgroupFilterOutput || warpgroupFilterBackward)
+    if (warpgroupFilterForward || warpgroupFilterBackward)
         defines["MLFF_WARPGROUPS"] = std::to_string(Warpgroups);
-    if (warpgroupFilterOutput) {
-        defines["MLFF_WARPGROUP_FILTER_OUTPUT"] = "1";
-        defines["MLFF_WARPGROUP_OUTPUT_COLUMNS"] = std::to_string(warpgroupOutputColumns);
+    if (warpgroupFilterForward) {
+        defines["MLFF_WARPGROUP_FILTER_FORWARD"] = "1";
+        defines["MLFF_WARPGROUP_FORWARD_COLUMNS"] = std::to_string(warpgroupForwardColumns);
     }
     if (warpgroupFilterBackward) {
         defines["MLFF_WARPGROUP_FILTER_BACKWARD"] = "1";
@@ -465,7 +470,7 @@ string CudaCalcMLFFForceKernel::kernelSource() const {
         source += CudaMLFFKernelSources::student_painn_cluster;
     if (useTiled) // only then: its tiles need H to be a multiple of 64
         source += CudaMLFFKernelSources::matmul +
-                  (warpgroupFilterOutput || warpgroupFilterBackward ? CudaMLFFKernelSources::warpgroup_matmul : "") +
+                  (warpgroupFilterForward || warpgroupFilterBackward ? CudaMLFFKernelSources::warpgroup_matmul : "") +
                   CudaMLFFKernelSources::student_painn_tiled +
                   CudaMLFFKernelSources::student_painn_edge_filters +
                   CudaMLFFKernelSources::student_painn_replica_messages;
@@ -536,10 +541,14 @@ void CudaCalcMLFFForceKernel::allowSharedMemory() {
                                          (int) matmulSharedBytes(MatmulMaxRowsTensorCores, MatmulMaxColumns)),
                       "allowing the matrix products their shared memory");
     // After the loop above, which set the mma.sync tiles' size:
-    if (warpgroupFilterOutput)
+    if (warpgroupFilterForward) {
+        check(cuFuncSetAttribute(edgeHiddenKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                 (int) warpgroupSharedBytes(basisInputs(), warpgroupForwardColumns)),
+              "allowing the filters' hidden product its shared memory");
         check(cuFuncSetAttribute(edgeFilterKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                 (int) warpgroupSharedBytes(hidden, warpgroupOutputColumns)),
+                                 (int) warpgroupSharedBytes(hidden, warpgroupForwardColumns)),
               "allowing the filters' output product its shared memory");
+    }
     if (warpgroupFilterBackward)
         check(cuFuncSetAttribute(edgeHiddenBackwardKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                  (int) warpgroupSharedBytes(warpgroupBackwardInputs(), WarpgroupBackwardColumns, true)),
@@ -1028,12 +1037,16 @@ void CudaCalcMLFFForceKernel::edgeFiltersForward(int layer) {
     {
         void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeBasis.getDevicePointer(),
                         &edgeHidden.getDevicePointer()};
-        launchMatmul(edgeHiddenKernel, args, rows, hidden, 64, 128, "the filters' hidden layer");
+        if (warpgroupFilterForward)
+            launchWarpgroupMatmul(edgeHiddenKernel, args, basisInputs(), hidden, warpgroupForwardColumns, false,
+                                  "the filters' hidden layer");
+        else
+            launchMatmul(edgeHiddenKernel, args, rows, hidden, 64, 128, "the filters' hidden layer");
     }
     CUdeviceptr filters = edgeFiltersOfBlock(layer);
     void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeHidden.getDevicePointer(), &filters};
-    if (warpgroupFilterOutput)
-        launchWarpgroupMatmul(edgeFilterKernel, args, hidden, 3 * hidden, warpgroupOutputColumns, false,
+    if (warpgroupFilterForward)
+        launchWarpgroupMatmul(edgeFilterKernel, args, hidden, 3 * hidden, warpgroupForwardColumns, false,
                               "the filters' output");
     else
         launchMatmul(edgeFilterKernel, args, rows, 3 * hidden, 96, 128, "the filters' output");

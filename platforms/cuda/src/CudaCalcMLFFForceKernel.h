@@ -85,8 +85,10 @@ private:
     void chooseKernelPath(bool tabulated);
     /** The fused kernels' block and edge batch, clusters, the readout's and reduction's blocks. */
     void chooseBlockShapes(bool tabulated);
-    /** Whether the filters' output and backward products run on warp-group products (MLFF_CUDA_PAIR_PRODUCTS overrides). */
+    /** Whether the filters' products run on warp-group products (MLFF_CUDA_PAIR_PRODUCTS overrides). */
     void choosePairProducts();
+    /** The filters' basis inputs as a warp-group product's: K rounded up to 16. */
+    int basisInputs() const;
     /** The filters' backward product's inputs as a warp-group product: 3H, and its side product's K rounded up to 16. */
     int warpgroupBackwardInputs() const;
     void allocatePathArrays(); // the chosen path's own
@@ -160,8 +162,8 @@ private:
     int pairsPerReplica = 0;              // their pair slots a replica (MLFF_REPLICA_PAIRS)
     size_t replicaRowsBytes = 0;          // their (A, 4, H) arrays of shared memory, each
     bool matmulTensorCores = false;       // matmul.cu sums on tensor cores (float, sm_80 and later)
-    bool warpgroupFilterOutput = false;   // the filters' output product by warpgroup_matmul.cu (sm_90a)
-    int warpgroupOutputColumns = 0;       // its columns a block (MLFF_WARPGROUP_OUTPUT_COLUMNS)
+    bool warpgroupFilterForward = false;  // the filters' hidden and output products by warpgroup_matmul.cu (sm_90a)
+    int warpgroupForwardColumns = 0;      // their columns a block (MLFF_WARPGROUP_FORWARD_COLUMNS)
     bool warpgroupFilterBackward = false; // and their backward product, with W0^T's as its side product
     int multiprocessors = 0;              // the GPU's SMs: a warp-group product's block each
     bool dependentLaunches = false;       // programmatic dependent launch (sm_90 and later; dependent_launch.cu)

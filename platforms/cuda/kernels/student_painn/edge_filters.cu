@@ -2,9 +2,9 @@
  * student_painn/edge_filters.cu: the filter network as matrix products over pairs, for the tiled
  * path with exact filters. The filter w(ij) depends on the distance alone, so w(ij) = w(ji): each
  * pair's filter is computed once, and all of a step's pairs go through each block's filter network
- * together (matmul.cu: each weight read once per 128 pairs, on tensor cores in float; the output
- * product and the backward one on sm_90 by warpgroup_matmul.cu, each weight read once per block),
- * rather than per atom in batches of 16 edges.
+ * together (matmul.cu: each weight read once per 128 pairs, on tensor cores in float; on sm_90
+ * by warpgroup_matmul.cu, each weight read once per block), rather than per atom in batches of 16
+ * edges.
  *
  * Edge rows: the directed edges of every atom whose neighbour list holds them all (count <=
  * capacity), atom by atom in list order: atom i's edges are rows edgeStart[i] .. + count - 1. An
@@ -196,13 +196,17 @@ struct MlffBiasEpilogue {
 struct MlffEdgeHiddenEpilogue {
     const real* bias;
     real* out; // (rows, H)
-    DEVICE void operator()(int row, int column, const real* sums) const {
-        real h[4];
-        mlffLoadRow<4>(bias + column, h);
+    template <int TN>
+    DEVICE void columns(int row, int column, const real* sums) const {
+        real h[TN];
+        mlffLoadRow<TN>(bias + column, h);
 #pragma unroll
-        for (int t = 0; t < 4; t++)
+        for (int t = 0; t < TN; t++)
             h[t] = mlffSilu(h[t] + sums[t]);
-        mlffStoreRow<4>(out + (size_t) row * MLFF_H + column, h);
+        mlffStoreRow<TN>(out + (size_t) row * MLFF_H + column, h);
+    }
+    DEVICE void operator()(int row, int column, const real* sums) const {
+        columns<4>(row, column, sums);
     }
 };
 
@@ -216,32 +220,42 @@ struct MlffEdgeFilterEpilogue : MlffBiasEpilogue {
     }
 };
 
+// On sm_90 the filters' products are warp-group products (the host sizes their grids and shared
+// memory: warpgroup_matmul.cu).
+#ifdef MLFF_WARPGROUP_FILTER_FORWARD
+#define MLFF_FILTER_FORWARD_BOUNDS MLFF_WARPGROUP_BOUNDS
+#else
+#define MLFF_FILTER_FORWARD_BOUNDS MLFF_MATMUL_BOUNDS
+#endif
+#ifdef MLFF_WARPGROUP_FILTER_BACKWARD
+#define MLFF_FILTER_BACKWARD_BOUNDS MLFF_WARPGROUP_BOUNDS
+#else
+#define MLFF_FILTER_BACKWARD_BOUNDS MLFF_MATMUL_BOUNDS
+#endif
+
 /** The filters' hidden layer of each pair, after its activation. */
-KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHidden(int layer, const real* RESTRICT params,
+KERNEL void MLFF_FILTER_FORWARD_BOUNDS mlffEdgeFilterHidden(int layer, const real* RESTRICT params,
         const int* RESTRICT filterRowCount, const real* RESTRICT edgeBasis, real* RESTRICT edgeHidden) {
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffEdgeHiddenEpilogue epilogue = {block + MLFF_B_FILTER_B0, edgeHidden};
+#ifdef MLFF_WARPGROUP_FILTER_FORWARD
+    mlffWarpgroupMatmul<MLFF_K, MLFF_H, MLFF_WARPGROUP_FORWARD_COLUMNS, MLFF_WARPGROUPS>(
+            edgeBasis, block + MLFF_B_FILTER_W0T, filterRowCount, epilogue);
+#else
     mlffMatmul<MLFF_K, MLFF_H, 4, 128>(edgeBasis, block + MLFF_B_FILTER_W0T, *filterRowCount, epilogue);
+#endif
 }
 
-#ifdef MLFF_WARPGROUP_FILTER_OUTPUT
-// As a warp-group product (sm_90a; the host sizes the grid and the shared memory:
-// warpgroup_matmul.cu).
-#define MLFF_FILTER_OUTPUT_BOUNDS __launch_bounds__(MLFF_WARPGROUP_THREADS * MLFF_WARPGROUPS, 1)
-#else
-#define MLFF_FILTER_OUTPUT_BOUNDS MLFF_MATMUL_BOUNDS
-#endif
-
-KERNEL void MLFF_FILTER_OUTPUT_BOUNDS mlffEdgeFilterOutput(int layer, const real* RESTRICT params,
+KERNEL void MLFF_FILTER_FORWARD_BOUNDS mlffEdgeFilterOutput(int layer, const real* RESTRICT params,
         const int* RESTRICT filterRowCount, const real* RESTRICT edgeHidden, real* RESTRICT edgeFilter) {
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     MlffEdgeFilterEpilogue epilogue;
     epilogue.bias = block + MLFF_B_FILTER_B2;
     epilogue.out = edgeFilter;
-#ifdef MLFF_WARPGROUP_FILTER_OUTPUT
-    mlffWarpgroupMatmul<MLFF_H, 3 * MLFF_H, MLFF_WARPGROUP_OUTPUT_COLUMNS, MLFF_WARPGROUPS>(
+#ifdef MLFF_WARPGROUP_FILTER_FORWARD
+    mlffWarpgroupMatmul<MLFF_H, 3 * MLFF_H, MLFF_WARPGROUP_FORWARD_COLUMNS, MLFF_WARPGROUPS>(
             edgeHidden, block + MLFF_B_FILTER_W2T, filterRowCount, epilogue);
 #else
     mlffMatmul<MLFF_H, 3 * MLFF_H, 6, 128>(edgeHidden, block + MLFF_B_FILTER_W2T, *filterRowCount, epilogue);
@@ -284,12 +298,6 @@ struct MlffEdgeHiddenBackwardEpilogue {
         columns<4>(row, column, sums, x);
     }
 };
-
-#ifdef MLFF_WARPGROUP_FILTER_BACKWARD
-#define MLFF_FILTER_BACKWARD_BOUNDS __launch_bounds__(MLFF_WARPGROUP_THREADS * MLFF_WARPGROUPS, 1)
-#else
-#define MLFF_FILTER_BACKWARD_BOUNDS MLFF_MATMUL_BOUNDS
-#endif
 
 /** dE/dhidden = (dE/dw W2) SiLU'(hidden's input) of each pair, into edgeGradHidden. */
 KERNEL void MLFF_FILTER_BACKWARD_BOUNDS mlffEdgeFilterHiddenBackward(int layer, const real* RESTRICT params,
