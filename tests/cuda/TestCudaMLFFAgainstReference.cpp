@@ -65,7 +65,7 @@ double closestPairAngstrom(const std::vector<OpenMM::Vec3>& positions, size_t pe
  * per atom; "cluster", a cluster of blocks per atom, on sm_90 and later; or, for every model whose
  * H is a multiple of 64, which most tests here use for that reason, "tiled" and "edges", the tiled
  * path with exact filters as products over edges). "edges_mma" is "edges" with the filters'
- * output and backward products on mma.sync (MLFF_CUDA_PAIR_PRODUCTS=mma) where the GPU would take
+ * products on mma.sync (MLFF_CUDA_PAIR_PRODUCTS=mma) where the GPU would take
  * warp-group products (sm_90, float), so that both stay tested there.
  */
 class CudaVsReference : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
