@@ -87,7 +87,7 @@ constexpr int MatmulDepth = 32;
 constexpr int MatmulMaxRowsTensorCores = 128, MatmulStages = 3; // 64 or 128 rows: each kernel's choice
 constexpr int MatmulRowsFma = 64;
 constexpr int MatmulMaxColumns = 96;   // the widest tile the kernels use (16 TN, TN = 6)
-// warpgroup_matmul.cu's products (the filters' output and backward, sm_90a): MLFF_WARPGROUPS warp
+// warpgroup_matmul.cu's products (the filters' three over pairs, sm_90a): MLFF_WARPGROUPS warp
 // groups of MLFF_WARPGROUP_THREADS a block. 4 rather than 2 or 3 (H200, the output product alone
 // over 1,024 benzenes' 67,584 pairs: 93 µs, against 122 and 100; mma.sync's 164; the backward one
 // with its side product 135 against 3's 171; mma.sync's 166).
