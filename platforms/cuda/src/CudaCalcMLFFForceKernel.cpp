@@ -219,6 +219,7 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     params.initialize(cu, layout.values.size(), realSize(), "mlffParams");
     params.upload(layout.values, true);
     allocateAtomArrays(order);
+    multiprocessors = numMultiprocessors();
     chooseKernelPath(tabulated);
     chooseBlockShapes(tabulated);
     choosePairProducts();
@@ -230,8 +231,8 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     }
     addKernelDefines(defines);
     // OpenMM's own flag, then an architecture that overrides its -arch (both compilers take the last).
-    const bool warpgroups = warpgroupFilterForward || warpgroupFilterBackward;
-    loadKernels(cu.createModule(kernelSource(), defines, warpgroups ? "--use_fast_math -arch=compute_90a" : nullptr));
+    loadKernels(cu.createModule(kernelSource(), defines,
+                                warpgroupProducts() ? "--use_fast_math -arch=compute_90a" : nullptr));
     allowSharedMemory();
 }
 
@@ -365,7 +366,7 @@ void CudaCalcMLFFForceKernel::chooseBlockShapes(bool tabulated) {
     threadsPerAtom = (threadsPerAtom + 31) / 32 * 32;
     if (useClusters) {
         clusterSize = clusterSizeFor(threadsPerAtom);
-        const bool small = numAtoms * clusterSize <= ClusterMaxBlocksPerSM * numMultiprocessors();
+        const bool small = numAtoms * clusterSize <= ClusterMaxBlocksPerSM * multiprocessors;
         useClusters = clusterSize > 1 && (clusterPathRequested() || small);
         if (clusterSize == 1 && clusterPathRequested())
             throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_KERNELS is 'cluster', but the cluster kernels need "
@@ -409,7 +410,6 @@ void CudaCalcMLFFForceKernel::choosePairProducts() {
     const string products = requestedPairProducts();
     if (!products.empty() && products != "mma" && products != "warpgroup")
         throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_PAIR_PRODUCTS is '" + products + "'; expected 'mma' or 'warpgroup'");
-    multiprocessors = numMultiprocessors();
     int sharedPerBlock = 0;
     check(cuDeviceGetAttribute(&sharedPerBlock, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, cu.getDevice()),
           "querying the shared memory a block may have");
@@ -442,7 +442,7 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
     defines["MLFF_READOUT_ATOMS"] = std::to_string(readoutAtomsPerBlock);
     if (matmulTensorCores)
         defines["MLFF_MATMUL_TENSOR_CORES"] = "1";
-    if (warpgroupFilterForward || warpgroupFilterBackward)
+    if (warpgroupProducts())
         defines["MLFF_WARPGROUPS"] = std::to_string(Warpgroups);
     if (warpgroupFilterForward) {
         defines["MLFF_WARPGROUP_FILTER_FORWARD"] = "1";
@@ -470,7 +470,7 @@ string CudaCalcMLFFForceKernel::kernelSource() const {
         source += CudaMLFFKernelSources::student_painn_cluster;
     if (useTiled) // only then: its tiles need H to be a multiple of 64
         source += CudaMLFFKernelSources::matmul +
-                  (warpgroupFilterForward || warpgroupFilterBackward ? CudaMLFFKernelSources::warpgroup_matmul : "") +
+                  (warpgroupProducts() ? CudaMLFFKernelSources::warpgroup_matmul : "") +
                   CudaMLFFKernelSources::student_painn_tiled +
                   CudaMLFFKernelSources::student_painn_edge_filters +
                   CudaMLFFKernelSources::student_painn_replica_messages;
@@ -618,7 +618,7 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
     replicaRowsBytes = (size_t) maxReplicaSize * 4 * hidden * realSize();
     useReplicaMessages = useTiled && (tabulated || useEdgeFilters) && maxReplicaSize <= ReplicaMessagesMaxAtoms &&
                          3 * replicaRowsBytes <= ReplicaMessagesMaxSharedBytes &&
-                         (path == (tabulated ? "tiled" : "edges") || numReplicas >= numMultiprocessors());
+                         (path == (tabulated ? "tiled" : "edges") || numReplicas >= multiprocessors);
 }
 
 string CudaCalcMLFFForceKernel::requestedKernelPath() {

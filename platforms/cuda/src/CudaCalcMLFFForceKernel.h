@@ -87,6 +87,10 @@ private:
     void chooseBlockShapes(bool tabulated);
     /** Whether the filters' products run on warp-group products (MLFF_CUDA_PAIR_PRODUCTS overrides). */
     void choosePairProducts();
+    /** Whether any of the filters' products is a warp-group product (the module is then built for sm_90a). */
+    bool warpgroupProducts() const {
+        return warpgroupFilterForward || warpgroupFilterBackward;
+    }
     /** The filters' basis inputs as a warp-group product's: K rounded up to 16. */
     int basisInputs() const;
     /** The filters' backward product's inputs as a warp-group product: 3H, and its side product's K rounded up to 16. */
@@ -165,7 +169,7 @@ private:
     bool warpgroupFilterForward = false;  // the filters' hidden and output products by warpgroup_matmul.cu (sm_90a)
     int warpgroupForwardColumns = 0;      // their columns a block (MLFF_WARPGROUP_FORWARD_COLUMNS)
     bool warpgroupFilterBackward = false; // and their backward product, with W0^T's as its side product
-    int multiprocessors = 0;              // the GPU's SMs: a warp-group product's block each
+    int multiprocessors = 0;              // the GPU's SMs (queried once): a warp-group product's block each
     bool dependentLaunches = false;       // programmatic dependent launch (sm_90 and later; dependent_launch.cu)
     int maxReplicaSize = 0;
     int neighborCapacity = 0;
