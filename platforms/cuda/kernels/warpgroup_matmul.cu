@@ -92,16 +92,29 @@ DEVICE inline void mlffWarpgroupTf32<128>(float* d, const unsigned int* a, unsig
  * Memory input m of A (E) and B (F) is k-step 2 p + q, input t + 4 hi of it, m = 16 p + 4 t + 2 q + hi,
  * so that a thread's A fragments of two k-steps are one float4 (t: the thread in its quad).
  * B's column tile (B: (Inputs, O) row-major) into shared memory in the layout above, split into TF32
- * parts (each Inputs rounded up to 16 by Columns), the inputs from Inputs on zero.
+ * parts (each Inputs rounded up to 16 by Columns), the inputs from Inputs on zero, by a block of
+ * Threads. Each thread issues its loads 16 at a time, then splits and stores them: one at a time,
+ * a block of 512 threads waited on 32 to 96 loads from L2 in turn before its first product.
  */
-template <int Inputs, int O, int Columns>
+template <int Inputs, int O, int Columns, int Threads>
 DEVICE inline void mlffWarpgroupLoadB(const real* RESTRICT b, int firstColumn, unsigned int* big, unsigned int* small) {
-    constexpr int padded = (Inputs + 15) / 16 * 16;
-    for (int e = threadIdx.x; e < Columns * padded; e += blockDim.x) {
-        const int m = e / Columns, n = e % Columns;
-        const int p = m / 16, t = m % 16 / 4, q = m % 4 / 2, hi = m % 2;
-        const int offset = mlffWarpgroupBOffset<Columns>(2 * p + q, n, t + 4 * hi);
-        mlffSplitTf32(m < Inputs ? b[(size_t) m * O + firstColumn + n] : 0.0f, &big[offset], &small[offset]);
+    constexpr int padded = (Inputs + 15) / 16 * 16, count = Columns * padded, chunk = 16;
+#pragma unroll 1
+    for (int first = threadIdx.x; first < count; first += chunk * Threads) {
+        float x[chunk];
+#pragma unroll
+        for (int i = 0; i < chunk; i++) {
+            const int e = first + i * Threads, m = e / Columns, n = e % Columns;
+            x[i] = e < count && m < Inputs ? b[(size_t) m * O + firstColumn + n] : 0.0f;
+        }
+#pragma unroll
+        for (int i = 0; i < chunk; i++) {
+            const int e = first + i * Threads, m = e / Columns, n = e % Columns;
+            const int p = m / 16, t = m % 16 / 4, q = m % 4 / 2, hi = m % 2;
+            const int offset = mlffWarpgroupBOffset<Columns>(2 * p + q, n, t + 4 * hi);
+            if (e < count)
+                mlffSplitTf32(x[i], &big[offset], &small[offset]);
+        }
     }
 }
 
@@ -210,9 +223,10 @@ DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const real* RESTR
     unsigned int* fSmall = fBig + Columns * sideInputs;
     float* cTile = reinterpret_cast<float*>(fSmall + Columns * sideInputs); // (Columns)
     const int firstColumn = blockIdx.x % columnTiles * Columns;
-    mlffWarpgroupLoadB<I, O, Columns>(b, firstColumn, bBig, bSmall);
+    constexpr int threads = MLFF_WARPGROUP_THREADS * WarpGroups;
+    mlffWarpgroupLoadB<I, O, Columns, threads>(b, firstColumn, bBig, bSmall);
     if (J > 0) {
-        mlffWarpgroupLoadB<J, O, Columns>(f, firstColumn, fBig, fSmall);
+        mlffWarpgroupLoadB<J, O, Columns, threads>(f, firstColumn, fBig, fSmall);
         for (int n = threadIdx.x; n < Columns; n += blockDim.x)
             cTile[n] = c[firstColumn + n];
     }
