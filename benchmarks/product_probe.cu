@@ -1,0 +1,209 @@
+// mlff-product-probe: the plugin's matrix products alone, on random matrices of the network's
+// shapes, timed side by side: matmul.cu's mlffMatmul (mma.sync, 3xTF32) against
+// warpgroup_matmul.cu's mlffWarpgroupMatmul (wgmma, 3xTF32), each with a plain epilogue that
+// stores C. A product's cost here, without the plugin around it, says whether a new shape of it
+// is worth putting in the plugin, before the plugin is changed (docs/performance.md).
+//
+//   mlff-product-probe ROWS [REPEATS]
+//
+// For each shape (the filters' products over pairs and the update's over atoms, H = 128, K = 20):
+// both products' largest error against a double-precision product on the host, over a sample of
+// rows, relative to the largest |C|; then their medians over REPEATS alternating launches (default
+// 30), between CUDA events. Needs an sm_90 GPU (H100, H200): it is built for sm_90a.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+// What OpenMM's CudaContext and layers.cu define before the kernel sources (MlffRealVector as
+// student_painn/layers.cu has it: the sources below use it, and layers.cu needs a model's sizes).
+typedef float real;
+#define DEVICE __device__
+#define RESTRICT __restrict__
+template <int W>
+struct alignas(W * sizeof(real)) MlffRealVector {
+    real v[W];
+};
+#define MLFF_MATMUL_TENSOR_CORES 1
+#define MLFF_WARPGROUPS 4 // CudaCalcMLFFForceKernel's Warpgroups
+#include "../platforms/cuda/kernels/matmul.cu"
+#include "../platforms/cuda/kernels/warpgroup_matmul.cu"
+
+namespace {
+
+/** C's TN adjacent columns of a row, stored as they come (C: (rows, O) row-major). */
+template <int O, int TN>
+struct StoreEpilogue {
+    float* c;
+    template <int N>
+    __device__ void columns(int row, int column, const float* sums) const {
+        mlffStoreRow<N>(c + (size_t) row * O + column, sums);
+    }
+    __device__ void operator()(int row, int column, const float* sums) const {
+        columns<TN>(row, column, sums);
+    }
+};
+
+template <int I, int O, int TN, int Rows>
+__global__ void MLFF_MATMUL_BOUNDS mmaProduct(const float* a, const float* b, int rows, float* c) {
+    mlffMatmul<I, O, TN, Rows>(a, b, rows, StoreEpilogue<O, TN>{c});
+}
+
+template <int I, int O, int Columns>
+__global__ void MLFF_WARPGROUP_BOUNDS warpgroupProduct(const float* a, const float* b, const int* rows, float* c) {
+    mlffWarpgroupMatmul<I, O, Columns, MLFF_WARPGROUPS>(a, b, rows, StoreEpilogue<O, 2>{c});
+}
+
+void check(cudaError_t result, const char* what) {
+    if (result != cudaSuccess) {
+        std::fprintf(stderr, "mlff-product-probe: %s: %s\n", what, cudaGetErrorString(result));
+        std::exit(1);
+    }
+}
+
+/** A launch of one product: its kernel, grid, block and dynamic shared memory. */
+struct Launch {
+    const void* kernel;
+    unsigned int grid, block, sharedBytes;
+    void** args;
+};
+
+float timeLaunch(const Launch& launch, cudaEvent_t start, cudaEvent_t stop) {
+    check(cudaEventRecord(start), "recording");
+    check(cudaLaunchKernel(launch.kernel, launch.grid, launch.block, launch.args, launch.sharedBytes, 0), "launching");
+    check(cudaEventRecord(stop), "recording");
+    check(cudaEventSynchronize(stop), "running");
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, start, stop), "timing");
+    return 1000 * ms;
+}
+
+float median(std::vector<float> values) {
+    std::sort(values.begin(), values.end());
+    return values[values.size() / 2];
+}
+
+/** The largest |C - A B| over every 97th row, against double sums on the host, over the largest |A B|. */
+template <int I, int O>
+double relativeError(const std::vector<float>& a, const std::vector<float>& b, const std::vector<float>& c,
+                     int rows) {
+    double largestError = 0, largest = 0;
+    for (int row = 0; row < rows; row += 97)
+        for (int o = 0; o < O; o++) {
+            double sum = 0;
+            for (int k = 0; k < I; k++)
+                sum += (double) a[(size_t) row * I + k] * b[(size_t) k * O + o];
+            largestError = std::max(largestError, std::fabs(sum - c[(size_t) row * O + o]));
+            largest = std::max(largest, std::fabs(sum));
+        }
+    return largestError / largest;
+}
+
+/**
+ * Both products of one shape: mlffMatmul in tiles of Rows by 16 TN, as the plugin launches it
+ * (launchMatmul), and mlffWarpgroupMatmul with Columns a block, a block an SM (launchWarpgroupMatmul).
+ */
+template <int I, int O, int TN, int Rows, int Columns>
+void probe(const char* name, int rows, int repeats, int multiprocessors) {
+    std::mt19937 random(7);
+    std::uniform_real_distribution<float> uniform(-1, 1);
+    std::vector<float> a((size_t) rows * I), b((size_t) I * O), c((size_t) rows * O);
+    for (float& x : a)
+        x = uniform(random);
+    for (float& x : b)
+        x = uniform(random) / std::sqrt((float) I);
+    float *aDevice, *bDevice, *cDevice;
+    int* rowsDevice;
+    check(cudaMalloc(&aDevice, a.size() * sizeof(float)), "allocating A");
+    check(cudaMalloc(&bDevice, b.size() * sizeof(float)), "allocating B");
+    check(cudaMalloc(&cDevice, c.size() * sizeof(float)), "allocating C");
+    check(cudaMalloc(&rowsDevice, sizeof(int)), "allocating the row count");
+    check(cudaMemcpy(aDevice, a.data(), a.size() * sizeof(float), cudaMemcpyHostToDevice), "copying A");
+    check(cudaMemcpy(bDevice, b.data(), b.size() * sizeof(float), cudaMemcpyHostToDevice), "copying B");
+    check(cudaMemcpy(rowsDevice, &rows, sizeof(int), cudaMemcpyHostToDevice), "copying the row count");
+
+    // The plugin's sizes: CudaCalcMLFFForceKernel's matmulSharedBytes and warpgroupSharedBytes.
+    constexpr int columns = 16 * TN, stages = 3, depth = 32;
+    const unsigned int mmaShared = (unsigned int) std::max(stages * (Rows * (depth + 4) + depth * (columns + 8)),
+                                                            Rows * (columns + 4)) * sizeof(float);
+    const unsigned int warpgroupShared = 2 * ((I + 15) / 16 * 16) * Columns * sizeof(float);
+    auto mma = mmaProduct<I, O, TN, Rows>;
+    auto warpgroup = warpgroupProduct<I, O, Columns>;
+    check(cudaFuncSetAttribute(mma, cudaFuncAttributeMaxDynamicSharedMemorySize, mmaShared), "mma.sync's shared memory");
+    check(cudaFuncSetAttribute(warpgroup, cudaFuncAttributeMaxDynamicSharedMemorySize, warpgroupShared),
+          "wgmma's shared memory");
+    void* mmaArgs[] = {&aDevice, &bDevice, &rows, &cDevice};
+    void* warpgroupArgs[] = {&aDevice, &bDevice, &rowsDevice, &cDevice};
+    const int columnTiles = O / Columns;
+    const Launch launches[2] = {
+        {(const void*) mma, (unsigned int) ((rows + Rows - 1) / Rows * (O / columns)), MLFF_MATMUL_THREADS, mmaShared,
+         mmaArgs},
+        {(const void*) warpgroup, (unsigned int) (std::max(multiprocessors / columnTiles, 1) * columnTiles),
+         MLFF_WARPGROUP_THREADS * MLFF_WARPGROUPS, warpgroupShared, warpgroupArgs}};
+
+    double errors[2];
+    for (int v = 0; v < 2; v++) {
+        check(cudaMemset(cDevice, 0, c.size() * sizeof(float)), "clearing C");
+        check(cudaLaunchKernel(launches[v].kernel, launches[v].grid, launches[v].block, launches[v].args,
+                               launches[v].sharedBytes, 0),
+              "launching");
+        check(cudaDeviceSynchronize(), "running");
+        check(cudaMemcpy(c.data(), cDevice, c.size() * sizeof(float), cudaMemcpyDeviceToHost), "copying C");
+        errors[v] = relativeError<I, O>(a, b, c, rows);
+    }
+    cudaEvent_t start, stop;
+    check(cudaEventCreate(&start), "creating an event");
+    check(cudaEventCreate(&stop), "creating an event");
+    std::vector<float> times[2];
+    for (int r = 0; r < repeats; r++)
+        for (int v = 0; v < 2; v++)
+            times[v].push_back(timeLaunch(launches[v], start, stop));
+    const double flops = 2.0 * 3 * rows * I * O; // 3xTF32: three products
+    for (int v = 0; v < 2; v++) {
+        const float us = median(times[v]);
+        std::printf("%-18s %8d %5d %5d  %-8s %9.1f %9.1f %10.1e\n", name, rows, I, O, v == 0 ? "mma" : "wgmma", us,
+                    flops / us * 1e-6, errors[v]);
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    cudaFree(aDevice);
+    cudaFree(bDevice);
+    cudaFree(cDevice);
+    cudaFree(rowsDevice);
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2) {
+        std::fprintf(stderr, "usage: mlff-product-probe ROWS [REPEATS]\n");
+        return 2;
+    }
+    const int rows = std::atoi(argv[1]), repeats = argc > 2 ? std::atoi(argv[2]) : 30;
+    if (rows < 1 || repeats < 1) {
+        std::fprintf(stderr, "mlff-product-probe: ROWS and REPEATS must be positive\n");
+        return 2;
+    }
+    int device = 0, major = 0, multiprocessors = 0;
+    check(cudaGetDevice(&device), "finding the GPU");
+    check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "its compute capability");
+    check(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device), "its SMs");
+    if (major != 9) {
+        std::fprintf(stderr, "mlff-product-probe: needs compute capability 9.0 (wgmma); this GPU has %d.x\n", major);
+        return 1;
+    }
+    std::printf("%-18s %8s %5s %5s  %-8s %9s %9s %10s\n", "product", "rows", "I", "O", "kernel", "us", "TFLOP/s",
+                "rel. error");
+    // H = 128, K = 20; mma.sync's tiles as the plugin's kernels take them, wgmma's columns likewise
+    // (the filters' backward here without its side product).
+    probe<20, 128, 4, 128, 128>("filters' hidden", rows, repeats, multiprocessors);
+    probe<128, 384, 6, 128, 128>("filters' output", rows, repeats, multiprocessors);
+    probe<384, 128, 4, 128, 64>("filters' backward", rows, repeats, multiprocessors);
+    probe<256, 128, 4, 64, 64>("update's hidden", rows, repeats, multiprocessors);
+    probe<384, 128, 4, 64, 64>("update's backward", rows, repeats, multiprocessors);
+    return 0;
+}
