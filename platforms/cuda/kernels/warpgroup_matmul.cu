@@ -94,7 +94,7 @@ DEVICE inline void mlffWarpgroupTf32<128>(float* d, const unsigned int* a, unsig
  * B's column tile (B: (Inputs, O) row-major) into shared memory in the layout above, split into TF32
  * parts (each Inputs rounded up to 16 by Columns), the inputs from Inputs on zero, by a block of
  * Threads. Each thread issues its loads 16 at a time, then splits and stores them: one at a time,
- * a block of 512 threads waited on 32 to 96 loads from L2 in turn before its first product.
+ * each of a block's 512 threads waited on up to 48 loads from L2 in turn before its first product.
  */
 template <int Inputs, int O, int Columns, int Threads>
 DEVICE inline void mlffWarpgroupLoadB(const real* RESTRICT b, int firstColumn, unsigned int* big, unsigned int* small) {
