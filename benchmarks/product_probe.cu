@@ -30,6 +30,7 @@ struct alignas(W * sizeof(real)) MlffRealVector {
 };
 #define MLFF_MATMUL_TENSOR_CORES 1
 #define MLFF_WARPGROUPS 4 // CudaCalcMLFFForceKernel's Warpgroups
+#include "../platforms/cuda/kernels/dependent_launch.cu"
 #include "../platforms/cuda/kernels/matmul.cu"
 #include "../platforms/cuda/kernels/warpgroup_matmul.cu"
 

@@ -105,7 +105,7 @@ DEVICE inline void mlffWarpgroupLoadB(const real* RESTRICT b, int firstColumn, u
 #pragma unroll
         for (int i = 0; i < chunk; i++) {
             const int e = first + i * Threads, m = e / Columns, n = e % Columns;
-            x[i] = e < count && m < Inputs ? b[(size_t) m * O + firstColumn + n] : 0.0f;
+            x[i] = e < count && m < Inputs ? __ldg(&b[(size_t) m * O + firstColumn + n]) : 0.0f;
         }
 #pragma unroll
         for (int i = 0; i < chunk; i++) {
@@ -228,9 +228,13 @@ DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const real* RESTR
     if (J > 0) {
         mlffWarpgroupLoadB<J, O, Columns, threads>(f, firstColumn, fBig, fSmall);
         for (int n = threadIdx.x; n < Columns; n += blockDim.x)
-            cTile[n] = c[firstColumn + n];
+            cTile[n] = __ldg(&c[firstColumn + n]);
     }
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); // generic writes, seen by wgmma's reads
+    // The weights depend on no launch, so they are loaded while the launch before may still run
+    // (read-only loads, ld.global.nc: the only ones tests/cuda/compile_kernels.sh allows before the
+    // wait, in these kernels); everything else waits for it.
+    mlffStartAfterPreviousLaunch();
     __syncthreads();
 
     const int rows = *rowCount;

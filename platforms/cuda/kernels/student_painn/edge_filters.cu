@@ -236,28 +236,28 @@ struct MlffEdgeFilterEpilogue : MlffBiasEpilogue {
 /** The filters' hidden layer of each pair, after its activation. */
 KERNEL void MLFF_FILTER_FORWARD_BOUNDS mlffEdgeFilterHidden(int layer, const real* RESTRICT params,
         const int* RESTRICT filterRowCount, const real* RESTRICT edgeBasis, real* RESTRICT edgeHidden) {
-    mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffEdgeHiddenEpilogue epilogue = {block + MLFF_B_FILTER_B0, edgeHidden};
 #ifdef MLFF_WARPGROUP_FILTER_FORWARD
     mlffWarpgroupMatmul<MLFF_K, MLFF_H, MLFF_WARPGROUP_FORWARD_COLUMNS, MLFF_WARPGROUPS>(
-            edgeBasis, block + MLFF_B_FILTER_W0T, filterRowCount, epilogue);
+            edgeBasis, block + MLFF_B_FILTER_W0T, filterRowCount, epilogue); // waits once its weights are in
 #else
+    mlffStartAfterPreviousLaunch();
     mlffMatmul<MLFF_K, MLFF_H, 4, 128>(edgeBasis, block + MLFF_B_FILTER_W0T, *filterRowCount, epilogue);
 #endif
 }
 
 KERNEL void MLFF_FILTER_FORWARD_BOUNDS mlffEdgeFilterOutput(int layer, const real* RESTRICT params,
         const int* RESTRICT filterRowCount, const real* RESTRICT edgeHidden, real* RESTRICT edgeFilter) {
-    mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     MlffEdgeFilterEpilogue epilogue;
     epilogue.bias = block + MLFF_B_FILTER_B2;
     epilogue.out = edgeFilter;
 #ifdef MLFF_WARPGROUP_FILTER_FORWARD
     mlffWarpgroupMatmul<MLFF_H, 3 * MLFF_H, MLFF_WARPGROUP_FORWARD_COLUMNS, MLFF_WARPGROUPS>(
-            edgeHidden, block + MLFF_B_FILTER_W2T, filterRowCount, epilogue);
+            edgeHidden, block + MLFF_B_FILTER_W2T, filterRowCount, epilogue); // waits once its weights are in
 #else
+    mlffStartAfterPreviousLaunch();
     mlffMatmul<MLFF_H, 3 * MLFF_H, 6, 128>(edgeHidden, block + MLFF_B_FILTER_W2T, *filterRowCount, epilogue);
 #endif
 }
@@ -303,15 +303,15 @@ struct MlffEdgeHiddenBackwardEpilogue {
 KERNEL void MLFF_FILTER_BACKWARD_BOUNDS mlffEdgeFilterHiddenBackward(int layer, const real* RESTRICT params,
         const int* RESTRICT filterRowCount, const real* RESTRICT edgeGradFilter, const real* RESTRICT edgeBasis,
         real* RESTRICT edgeGradHidden) {
-    mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffEdgeHiddenBackwardEpilogue epilogue = {edgeBasis, block + MLFF_B_FILTER_W0T, block + MLFF_B_FILTER_B0,
                                                      edgeGradHidden};
 #ifdef MLFF_WARPGROUP_FILTER_BACKWARD
     mlffWarpgroupMatmul<3 * MLFF_H, MLFF_H, MLFF_WARPGROUP_BACKWARD_COLUMNS, MLFF_WARPGROUPS, MLFF_K>(
             edgeGradFilter, block + MLFF_B_FILTER_W2, filterRowCount, epilogue, edgeBasis, block + MLFF_B_FILTER_W0T,
-            block + MLFF_B_FILTER_B0);
+            block + MLFF_B_FILTER_B0); // waits once its weights are in
 #else
+    mlffStartAfterPreviousLaunch();
     mlffMatmul<3 * MLFF_H, MLFF_H, 4, 128>(edgeGradFilter, block + MLFF_B_FILTER_W2, *filterRowCount, epilogue);
 #endif
 }
