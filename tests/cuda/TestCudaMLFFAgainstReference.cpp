@@ -64,9 +64,9 @@ double closestPairAngstrom(const std::vector<OpenMM::Vec3>& positions, size_t pe
  * Parameters: the precision, and the network's kernel path (MLFF_CUDA_KERNELS: "fused", a block
  * per atom; "cluster", a cluster of blocks per atom, on sm_90 and later; or, for every model whose
  * H is a multiple of 64, which most tests here use for that reason, "tiled" and "edges", the tiled
- * path with exact filters as products over edges). "edges_mma" is "edges" with the filters'
- * products on mma.sync (MLFF_CUDA_PAIR_PRODUCTS=mma) where the GPU would take
- * warp-group products (sm_90, float), so that both stay tested there.
+ * path with exact filters as products over edges). "edges_mma" is "edges" with the filters' and
+ * the update's products on mma.sync (MLFF_CUDA_PRODUCTS=mma) where the GPU would take warp-group
+ * products (sm_90, float), so that both stay tested there.
  */
 class CudaVsReference : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
 protected:
@@ -79,11 +79,11 @@ protected:
         if (path() == "edges_mma" && (precision() == "double" || computeCapabilityMajor() != 9))
             GTEST_SKIP() << "no warp-group products here: the same kernels as 'edges'";
         if (path() == "edges_mma")
-            setenv("MLFF_CUDA_PAIR_PRODUCTS", "mma", 1);
+            setenv("MLFF_CUDA_PRODUCTS", "mma", 1);
     }
     void TearDown() override {
         unsetenv("MLFF_CUDA_KERNELS");
-        unsetenv("MLFF_CUDA_PAIR_PRODUCTS");
+        unsetenv("MLFF_CUDA_PRODUCTS");
     }
     std::string precision() const {
         return std::get<0>(GetParam());

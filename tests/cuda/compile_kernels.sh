@@ -81,9 +81,14 @@ defines() { # H K L batch block periodic tabulated precision replicas warpgroup
     fi
     # replica_messages.cu, as for benzenes: with the table, or with edge filters' rows
     [ "$9" = 1 ] && echo "#define MLFF_REPLICA_ATOMS 12"
-    # warpgroup_matmul.cu's products over pairs, as the host sets them on sm_90 in float
-    if [ "${10}" = 1 ]; then
+    # warpgroup_matmul.cu's products, as the host sets them on sm_90 in float: the update's
+    # (${10} = update or all), and the filters' over pairs (all)
+    if [ "${10}" != none ]; then
         echo "#define MLFF_WARPGROUPS 4"
+        echo "#define MLFF_WARPGROUP_UPDATE 1"
+        echo "#define MLFF_WARPGROUP_UPDATE_COLUMNS 64"
+    fi
+    if [ "${10}" = all ]; then
         echo "#define MLFF_WARPGROUP_FILTER_FORWARD 1"
         echo "#define MLFF_WARPGROUP_FORWARD_COLUMNS $(( H % 128 == 0 ? 128 : 64 ))"
         echo "#define MLFF_WARPGROUP_FILTER_BACKWARD 1"
@@ -115,6 +120,14 @@ waits_first() { # file.ptx [kernels that load weights first]
                if (bad != "") { print "kernels that touch global memory before griddepcontrol.wait, or never wait:" bad; exit 1 } }' "$1"
 }
 
+# The kernels that load their weights before the wait (warp-group products) where $1 = update or all.
+weights_first() {
+    local kernels=""
+    [ "$1" != none ] && kernels="mlffUpdateHiddenForward mlffUpdateOutputForwardLast mlffUpdateHiddenBackward mlffUpdateHiddenBackwardLast"
+    [ "$1" = all ] && kernels="$kernels mlffEdgeFilterHidden mlffEdgeFilterOutput mlffEdgeFilterHiddenBackward"
+    echo "$kernels"
+}
+
 status=0
 for precision in single mixed double; do
     batch=16; [ $precision = double ] && batch=4
@@ -124,19 +137,22 @@ for precision in single mixed double; do
     # periodic; fused only: the tiled path needs H a multiple of 64); compiled to a cubin so that
     # ptxas checks registers and the 48 KB of static shared memory too. The last field: messages a
     # block per replica (replica_messages.cu), from the table or from edge filters' rows. In
-    # single precision the exact tiled models take warp-group products (warpgroup_matmul.cu) and
-    # compile for sm_90a, as on an H100; in mixed, mma.sync's.
+    # single precision the tiled models take warp-group products (warpgroup_matmul.cu: the
+    # update's, and the exact ones' filters too) and compile for sm_90a, as on an H100; in mixed,
+    # mma.sync's.
     for model in "128 20 3 128 1 0 1 0" "128 20 3 128 0 1 1 1" "64 16 2 64 0 0 1 1" "8 6 2 32 0 0 0 0"; do
         set -- $model
         src=$work/mlff_${precision}_H$1_p$5_t$6.cu
-        warpgroup=0; arch=sm_90
-        if [ $precision = single ] && [ "$6" = 0 ] && [ "$7" = 1 ]; then warpgroup=1; arch=sm_90a; fi
+        warpgroup=none; arch=sm_90
+        if [ $precision = single ] && [ "$7" = 1 ]; then
+            arch=sm_90a; warpgroup=$([ "$6" = 0 ] && echo all || echo update)
+        fi
         { preamble $precision; defines $1 $2 $3 $batch $4 $5 $6 $precision $8 $warpgroup
           cat "$kernels/dependent_launch.cu" "$kernels/geometry.cu" "$kernels/neighbors.cu" "$kernels/scan.cu" "$kernels/cell_list.cu" "$kernels/student_painn/layers.cu" \
               "$kernels/student_painn/forward.cu" "$kernels/student_painn/backward.cu" "$kernels/student_painn/cluster.cu"
           if [ "$7" = 1 ]; then
               cat "$kernels/matmul.cu"
-              [ $warpgroup = 1 ] && cat "$kernels/warpgroup_matmul.cu"
+              [ $warpgroup != none ] && cat "$kernels/warpgroup_matmul.cu"
               cat "$kernels/student_painn/tiled.cu" "$kernels/student_painn/edge_filters.cu" "$kernels/student_painn/replica_messages.cu"
           fi; } > "$src"
         label="$precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6 tiled=$7 replicas=$8 warpgroup=$warpgroup"
@@ -145,7 +161,7 @@ for precision in single mixed double; do
         # slower, so that fails here too.
         if "$nvcc" -cubin -arch=$arch $flags -Werror=all-warnings --keep --keep-dir "$work" -o "${src%.cu}.cubin" "$src" \
                2> "$work/err" && ! grep -q "wgmma.* serialized" "$work/err" &&
-               waits_first "${src%.cu}.ptx" "$([ $warpgroup = 1 ] && echo mlffEdgeFilterHidden mlffEdgeFilterOutput mlffEdgeFilterHiddenBackward)" \
+               waits_first "${src%.cu}.ptx" "$(weights_first $warpgroup)" \
                    > "$work/err"; then
             echo "ok: $label"
         else

@@ -13,7 +13,8 @@
  * the whole launch, split once into TF32 big and small parts (2 Columns I floats). Its warp groups
  * then take 64-row tiles of A in turn, each thread loading its rows' fragments straight from global
  * memory into registers. The grid is a multiple of the O / Columns column tiles: blocks c,
- * c + O / Columns, ... share column tile c. The row count is read on the device (*rowCount).
+ * c + O / Columns, ... share column tile c. The row count is a number (the atoms) or a pointer to
+ * one on the device (the pairs, counted by an earlier launch), read once B's tile is loaded.
  *
  * The epilogue receives two adjacent sums of a row at a time, as the accumulators hold them:
  * epilogue.template columns<2>(row, column, sums), for rows below the count only. It should store
@@ -202,6 +203,15 @@ DEVICE inline void mlffWarpgroupStore(MlffWarpgroupSums<true>, const Epilogue& e
     epilogue.template columns<2>(row, column, sums, sideSums);
 }
 
+/** The row count, given or read on the device. */
+DEVICE inline int mlffWarpgroupRows(int rows) {
+    return rows;
+}
+
+DEVICE inline int mlffWarpgroupRows(const int* RESTRICT rows) {
+    return *rows;
+}
+
 /**
  * C = A B (the file's comment says how), and where J > 0 the side product S = E F + c on the same
  * rows and columns: E (rows, J) row-major, F (J, O) row-major and c (O), F's column tile (J rounded
@@ -210,8 +220,8 @@ DEVICE inline void mlffWarpgroupStore(MlffWarpgroupSums<true>, const Epilogue& e
  * of its own at FMA speed. c is read from shared memory in each tile: read from global memory, its
  * loads were hoisted out of the loop over tiles, into registers that made ptxas spill.
  */
-template <int I, int O, int Columns, int WarpGroups, int J = 0, class Epilogue>
-DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const real* RESTRICT b, const int* RESTRICT rowCount,
+template <int I, int O, int Columns, int WarpGroups, int J = 0, class Epilogue, class RowCount>
+DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const real* RESTRICT b, RowCount rowCount,
                                        Epilogue epilogue, const real* RESTRICT e = nullptr,
                                        const real* RESTRICT f = nullptr, const real* RESTRICT c = nullptr) {
     static_assert((Columns == 64 || Columns == 128) && O % Columns == 0, "a product of 64 or 128 columns");
@@ -237,7 +247,7 @@ DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const real* RESTR
     mlffStartAfterPreviousLaunch();
     __syncthreads();
 
-    const int rows = *rowCount;
+    const int rows = mlffWarpgroupRows(rowCount);
     const int group = threadIdx.x / MLFF_WARPGROUP_THREADS, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4;
     const int rowTiles = (rows + 63) / 64, blocksPerColumn = gridDim.x / columnTiles;

@@ -87,7 +87,8 @@ constexpr int MatmulDepth = 32;
 constexpr int MatmulMaxRowsTensorCores = 128, MatmulStages = 3; // 64 or 128 rows: each kernel's choice
 constexpr int MatmulRowsFma = 64;
 constexpr int MatmulMaxColumns = 96;   // the widest tile the kernels use (16 TN, TN = 6)
-// warpgroup_matmul.cu's products (the filters' three over pairs, sm_90a): MLFF_WARPGROUPS warp
+// warpgroup_matmul.cu's products (the filters' three over pairs, and the update's over atoms but
+// its output's, sm_90a): MLFF_WARPGROUPS warp
 // groups of MLFF_WARPGROUP_THREADS a block. 4 rather than 2 or 3 (H200, the output product alone
 // over 1,024 benzenes' 67,584 pairs: 93 µs, against 122 and 100; mma.sync's 164; the backward one
 // with its side product 135 against 3's 171; mma.sync's 166).
@@ -96,6 +97,9 @@ constexpr int Warpgroups = 4;
 // The backward product's columns a block (MLFF_WARPGROUP_BACKWARD_COLUMNS): 64, so that its 3H
 // inputs' tile and the side product's (K) fit a block's shared memory at H = 128 (208 KB).
 constexpr int WarpgroupBackwardColumns = 64;
+// The update's products' columns a block (MLFF_WARPGROUP_UPDATE_COLUMNS): 64, so that its widest
+// input (3H) fits at H = 128 (192 KB), and so that its few rows spread over more SMs.
+constexpr int WarpgroupUpdateColumns = 64;
 constexpr int ScanThreads = 1024;      // MLFF_SCAN_THREADS in scan.cu
 // Cells are this much wider than the cutoff, so that rounding in a cell's bounds can never put
 // the two atoms of an edge two cells apart.
@@ -222,7 +226,7 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     multiprocessors = numMultiprocessors();
     chooseKernelPath(tabulated);
     chooseBlockShapes(tabulated);
-    choosePairProducts();
+    chooseWarpgroupProducts();
     allocatePathArrays();
     std::map<string, string> defines = layout.defines;
     if (tabulated) {
@@ -402,26 +406,29 @@ int CudaCalcMLFFForceKernel::warpgroupBackwardInputs() const {
     return 3 * hidden + basisInputs(); // W2's, and W0^T's of the side product
 }
 
-void CudaCalcMLFFForceKernel::choosePairProducts() {
-    // The filters' products as warp-group products where the GPU has them (wgmma: sm_90 exactly,
-    // in a module built for sm_90a) and their column tiles fit a block's shared memory: the
-    // forward ones (the hidden layer and the output), and the backward.
+void CudaCalcMLFFForceKernel::chooseWarpgroupProducts() {
+    // The tiled path's products as warp-group products where the GPU has them (wgmma: sm_90
+    // exactly, in a module built for sm_90a) and their column tiles fit a block's shared memory:
+    // the filters' forward ones (the hidden layer and the output) and their backward, and the
+    // update's.
     warpgroupForwardColumns = hidden % 128 == 0 ? 128 : 64;
-    const string products = requestedPairProducts();
+    const string products = requestedProducts();
     if (!products.empty() && products != "mma" && products != "warpgroup")
-        throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_PAIR_PRODUCTS is '" + products + "'; expected 'mma' or 'warpgroup'");
+        throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_PRODUCTS is '" + products + "'; expected 'mma' or 'warpgroup'");
     int sharedPerBlock = 0;
     check(cuDeviceGetAttribute(&sharedPerBlock, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, cu.getDevice()),
           "querying the shared memory a block may have");
-    const bool warpgroups = useEdgeFilters && matmulTensorCores && cu.getComputeCapability() == 9.0 && products != "mma";
-    warpgroupFilterForward = warpgroups && warpgroupSharedBytes(std::max(hidden, basisInputs()), warpgroupForwardColumns) <=
-                                                   (unsigned int) sharedPerBlock;
-    warpgroupFilterBackward = warpgroups && warpgroupSharedBytes(warpgroupBackwardInputs(), WarpgroupBackwardColumns, true) <=
-                                                    (unsigned int) sharedPerBlock;
-    if (products == "warpgroup" && useEdgeFilters && !warpgroupFilterForward)
-        throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_PAIR_PRODUCTS is 'warpgroup', but warp-group products need "
-                              "compute capability 9.0 exactly, float, and shared memory for H x " +
-                              std::to_string(warpgroupForwardColumns) + " weights in two parts (this GPU: " +
+    const auto fits = [&](unsigned int bytes) { return bytes <= (unsigned int) sharedPerBlock; };
+    const bool warpgroups = useTiled && matmulTensorCores && cu.getComputeCapability() == 9.0 && products != "mma";
+    warpgroupFilterForward = warpgroups && useEdgeFilters &&
+                             fits(warpgroupSharedBytes(std::max(hidden, basisInputs()), warpgroupForwardColumns));
+    warpgroupFilterBackward = warpgroups && useEdgeFilters &&
+                              fits(warpgroupSharedBytes(warpgroupBackwardInputs(), WarpgroupBackwardColumns, true));
+    warpgroupUpdate = warpgroups && fits(warpgroupSharedBytes(3 * hidden, WarpgroupUpdateColumns));
+    if (products == "warpgroup" && useTiled && !(warpgroupUpdate && (warpgroupFilterForward || !useEdgeFilters)))
+        throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_PRODUCTS is 'warpgroup', but warp-group products need "
+                              "compute capability 9.0 exactly, float, and shared memory for 3H x " +
+                              std::to_string(WarpgroupUpdateColumns) + " weights in two parts (this GPU: " +
                               std::to_string(cu.getComputeCapability()) + ", H = " + std::to_string(hidden) + ")");
 }
 
@@ -451,6 +458,10 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
     if (warpgroupFilterBackward) {
         defines["MLFF_WARPGROUP_FILTER_BACKWARD"] = "1";
         defines["MLFF_WARPGROUP_BACKWARD_COLUMNS"] = std::to_string(WarpgroupBackwardColumns);
+    }
+    if (warpgroupUpdate) {
+        defines["MLFF_WARPGROUP_UPDATE"] = "1";
+        defines["MLFF_WARPGROUP_UPDATE_COLUMNS"] = std::to_string(WarpgroupUpdateColumns);
     }
     if (numReplicas >= ReduceByWarpMinReplicas)
         defines["MLFF_REDUCE_BY_WARP"] = "1";
@@ -553,6 +564,11 @@ void CudaCalcMLFFForceKernel::allowSharedMemory() {
         check(cuFuncSetAttribute(edgeHiddenBackwardKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                  (int) warpgroupSharedBytes(warpgroupBackwardInputs(), WarpgroupBackwardColumns, true)),
               "allowing the filters' backward product its shared memory");
+    if (warpgroupUpdate)
+        for (const UpdateProduct& product : updateProducts())
+            check(cuFuncSetAttribute(product.kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                     (int) warpgroupSharedBytes(product.inputs, WarpgroupUpdateColumns)),
+                  "allowing the update's products their shared memory");
     if (useReplicaMessages) { // above the default 48 KB in float from 8 atoms of H = 128
         check(cuFuncSetAttribute(messagesForwardKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                  (int) (2 * replicaRowsBytes)),
@@ -626,8 +642,8 @@ string CudaCalcMLFFForceKernel::requestedKernelPath() {
     return choice == nullptr ? "" : choice;
 }
 
-string CudaCalcMLFFForceKernel::requestedPairProducts() {
-    const char* choice = std::getenv("MLFF_CUDA_PAIR_PRODUCTS");
+string CudaCalcMLFFForceKernel::requestedProducts() {
+    const char* choice = std::getenv("MLFF_CUDA_PRODUCTS");
     return choice == nullptr ? "" : choice;
 }
 
@@ -751,12 +767,35 @@ void CudaCalcMLFFForceKernel::launchMatmul(CUfunction kernel, void** args, size_
     launchWith(kernel, args, (unsigned int) tiles, MatmulThreads, sharedBytes, 1, what);
 }
 
-void CudaCalcMLFFForceKernel::launchWarpgroupMatmul(CUfunction kernel, void** args, int inputs, int outputs,
-                                                    int columns, bool sideProduct, const char* what) {
+void CudaCalcMLFFForceKernel::launchWarpgroupMatmul(CUfunction kernel, void** args, size_t rows, int inputs,
+                                                    int outputs, int columns, bool sideProduct, const char* what) {
+    // A block an SM, or fewer where the rows' tiles leave some without any.
     const int tiles = outputs / columns;
-    const unsigned int blocks = (unsigned int) (std::max(multiprocessors / tiles, 1) * tiles);
+    const size_t rowTilesPerBlock = ((rows + 63) / 64 + Warpgroups - 1) / Warpgroups;
+    const unsigned int blocks = (unsigned int) (std::max<size_t>(std::min<size_t>(multiprocessors / tiles, rowTilesPerBlock), 1) * tiles);
     launchWith(kernel, args, blocks, WarpgroupThreads * Warpgroups, warpgroupSharedBytes(inputs, columns, sideProduct), 1,
                what);
+}
+
+std::vector<CudaCalcMLFFForceKernel::UpdateProduct> CudaCalcMLFFForceKernel::updateProducts() const {
+    const int h = hidden;
+    return {{hiddenForwardKernel, 2 * h, h, "the update's hidden layer"},
+            {lastOutputForwardKernel, h, h, "the last update's output"},
+            {lastHiddenBackwardKernel, h, h, "the last update's backward to its hidden layer"},
+            {hiddenBackwardKernel, 3 * h, h, "the update's backward to its hidden layer"}};
+}
+
+void CudaCalcMLFFForceKernel::launchUpdateProduct(CUfunction kernel, void** args) {
+    for (const UpdateProduct& product : updateProducts())
+        if (product.kernel == kernel) {
+            if (warpgroupUpdate)
+                launchWarpgroupMatmul(kernel, args, numAtoms, product.inputs, product.outputs, WarpgroupUpdateColumns,
+                                      false, product.what);
+            else
+                launchMatmul(kernel, args, numAtoms, product.outputs, 64, 64, product.what);
+            return;
+        }
+    throw OpenMMException("MLFFForce (CUDA): internal error: no such update product");
 }
 
 void CudaCalcMLFFForceKernel::updateSortedIndex() {
@@ -1038,7 +1077,7 @@ void CudaCalcMLFFForceKernel::edgeFiltersForward(int layer) {
         void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeBasis.getDevicePointer(),
                         &edgeHidden.getDevicePointer()};
         if (warpgroupFilterForward)
-            launchWarpgroupMatmul(edgeHiddenKernel, args, basisInputs(), hidden, warpgroupForwardColumns, false,
+            launchWarpgroupMatmul(edgeHiddenKernel, args, rows, basisInputs(), hidden, warpgroupForwardColumns, false,
                                   "the filters' hidden layer");
         else
             launchMatmul(edgeHiddenKernel, args, rows, hidden, 64, 128, "the filters' hidden layer");
@@ -1046,7 +1085,7 @@ void CudaCalcMLFFForceKernel::edgeFiltersForward(int layer) {
     CUdeviceptr filters = edgeFiltersOfBlock(layer);
     void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeHidden.getDevicePointer(), &filters};
     if (warpgroupFilterForward)
-        launchWarpgroupMatmul(edgeFilterKernel, args, hidden, 3 * hidden, warpgroupForwardColumns, false,
+        launchWarpgroupMatmul(edgeFilterKernel, args, rows, hidden, 3 * hidden, warpgroupForwardColumns, false,
                               "the filters' output");
     else
         launchMatmul(edgeFilterKernel, args, rows, 3 * hidden, 96, 128, "the filters' output");
@@ -1059,7 +1098,7 @@ void CudaCalcMLFFForceKernel::edgeFiltersBackward(int layer, double lambdaForceS
         void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeGradFilter.getDevicePointer(),
                         &edgeBasis.getDevicePointer(), &edgeHidden.getDevicePointer()};
         if (warpgroupFilterBackward)
-            launchWarpgroupMatmul(edgeHiddenBackwardKernel, args, warpgroupBackwardInputs(), hidden,
+            launchWarpgroupMatmul(edgeHiddenBackwardKernel, args, rows, warpgroupBackwardInputs(), hidden,
                                   WarpgroupBackwardColumns, true, "the filters' backward");
         else
             launchMatmul(edgeHiddenBackwardKernel, args, rows, hidden, 64, 128, "the filters' backward");
@@ -1105,12 +1144,12 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
         {
             void* args[] = {&layer, &params.getDevicePointer(), &updateInput.getDevicePointer(),
                             &updateHidden.getDevicePointer(), &updateActivation.getDevicePointer()};
-            launchMatmul(hiddenForwardKernel, args, n, h, 64, 64, "the update's hidden layer");
+            launchUpdateProduct(hiddenForwardKernel, args);
         }
         if (layer == numBlocks - 1) { // its vector output is dead: a alone
             void* args[] = {&params.getDevicePointer(), &updateActivation.getDevicePointer(), &midS.getDevicePointer(),
                             &stateS.getDevicePointer()};
-            launchMatmul(lastOutputForwardKernel, args, n, h, 64, 64, "the last update's output");
+            launchUpdateProduct(lastOutputForwardKernel, args);
         }
         else {
             void* args[] = {&layer, &params.getDevicePointer(), &updateActivation.getDevicePointer(),
@@ -1132,12 +1171,12 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
         if (layer == numBlocks - 1) { // dE/da alone, from the readout
             void* args[] = {&params.getDevicePointer(), &gradS[in].getDevicePointer(), &updateHidden.getDevicePointer(),
                             &updateActivation.getDevicePointer()};
-            launchMatmul(lastHiddenBackwardKernel, args, n, h, 64, 64, "the last update's backward to its hidden layer");
+            launchUpdateProduct(lastHiddenBackwardKernel, args);
         }
         else {
             void* args[] = {&layer, &params.getDevicePointer(), &updateGradOutput.getDevicePointer(),
                             &updateHidden.getDevicePointer(), &updateActivation.getDevicePointer()};
-            launchMatmul(hiddenBackwardKernel, args, n, h, 64, 64, "the update's backward to its hidden layer");
+            launchUpdateProduct(hiddenBackwardKernel, args);
         }
         {
             void* args[] = {&layer, &params.getDevicePointer(), &updateActivation.getDevicePointer(),

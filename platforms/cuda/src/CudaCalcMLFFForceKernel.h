@@ -55,12 +55,21 @@ private:
     void launchMatmul(CUfunction kernel, void** args, size_t rows, int outputs, int columnsPerTile,
                       int tensorCoreRowsPerTile, const char* what);
     /**
-     * A kernel built on warpgroup_matmul.cu's mlffWarpgroupMatmul<I, O = outputs, Columns, J>:
-     * inputs = I, and J rounded up to 16 where it has a side product. A block an SM (B's column
-     * tile fills its shared memory), the grid a multiple of the tiles.
+     * A kernel built on warpgroup_matmul.cu's mlffWarpgroupMatmul<I, O = outputs, Columns, J>, over
+     * at most `rows` rows: inputs = I, and J rounded up to 16 where it has a side product. A block
+     * an SM (B's column tile fills its shared memory), the grid a multiple of the tiles.
      */
-    void launchWarpgroupMatmul(CUfunction kernel, void** args, int inputs, int outputs, int columns, bool sideProduct,
-                               const char* what);
+    void launchWarpgroupMatmul(CUfunction kernel, void** args, size_t rows, int inputs, int outputs, int columns,
+                               bool sideProduct, const char* what);
+    /** The tiled path's update products that may run as warp-group products (tiled.cu's MLFF_UPDATE_PRODUCT). */
+    struct UpdateProduct {
+        CUfunction kernel;
+        int inputs, outputs;
+        const char* what;
+    };
+    std::vector<UpdateProduct> updateProducts() const;
+    /** One of updateProducts(), over the ML atoms, as a warp-group product or by mlffMatmul's 64-row tiles. */
+    void launchUpdateProduct(CUfunction kernel, void** args);
     /** A fused kernel: one block per atom, or a cluster of clusterSize blocks per atom (and one more cluster). */
     void launchPerAtom(CUfunction kernel, void** args, const char* what, bool extraCluster = false);
     /** Where the energy reduction adds: OpenMM's energy buffer, and its derivative by the energy-scale parameter (or null). */
@@ -85,11 +94,11 @@ private:
     void chooseKernelPath(bool tabulated);
     /** The fused kernels' block and edge batch, clusters, the readout's and reduction's blocks. */
     void chooseBlockShapes(bool tabulated);
-    /** Whether the filters' products run on warp-group products (MLFF_CUDA_PAIR_PRODUCTS overrides). */
-    void choosePairProducts();
-    /** Whether any of the filters' products is a warp-group product (the module is then built for sm_90a). */
+    /** Which of the tiled path's products run on warp-group products (MLFF_CUDA_PRODUCTS overrides). */
+    void chooseWarpgroupProducts();
+    /** Whether any product is a warp-group product (the module is then built for sm_90a). */
     bool warpgroupProducts() const {
-        return warpgroupFilterForward || warpgroupFilterBackward;
+        return warpgroupFilterForward || warpgroupFilterBackward || warpgroupUpdate;
     }
     /** The filters' basis inputs as a warp-group product's: K rounded up to 16. */
     int basisInputs() const;
@@ -108,7 +117,7 @@ private:
     int clusterSizeFor(int threads) const;
     static std::string requestedKernelPath(); // MLFF_CUDA_KERNELS, or "" (the plugin chooses)
     static bool clusterPathRequested();       // MLFF_CUDA_KERNELS=cluster
-    static std::string requestedPairProducts(); // MLFF_CUDA_PAIR_PRODUCTS: "mma", "warpgroup", or "" (the plugin chooses)
+    static std::string requestedProducts(); // MLFF_CUDA_PRODUCTS: "mma", "warpgroup", or "" (the plugin chooses)
     int numMultiprocessors() const;
     /** An array of edge or pair rows (edge_filters.cu): perRow elements of elementSize bytes a row. */
     struct RowArray {
@@ -169,6 +178,7 @@ private:
     bool warpgroupFilterForward = false;  // the filters' hidden and output products by warpgroup_matmul.cu (sm_90a)
     int warpgroupForwardColumns = 0;      // their columns a block (MLFF_WARPGROUP_FORWARD_COLUMNS)
     bool warpgroupFilterBackward = false; // and their backward product, with W0^T's as its side product
+    bool warpgroupUpdate = false;         // the update's products but its output's (updateProducts) likewise
     int multiprocessors = 0;              // the GPU's SMs (queried once): a warp-group product's block each
     bool dependentLaunches = false;       // programmatic dependent launch (sm_90 and later; dependent_launch.cu)
     int maxReplicaSize = 0;

@@ -70,31 +70,56 @@ KERNEL void mlffMessagesForwardTiled(int layer, int onlyOverflowed, const real* 
         mlffStoreMessages(i, layer, sMid, vMid, midS, midV, updateInput);
 }
 
+/*
+ * On sm_90 the update's products to and from its hidden layer are warp-group products, 64
+ * columns a block (the host sizes their grids and shared memory: warpgroup_matmul.cu); elsewhere
+ * mma.sync's or the FMA pipes' (matmul.cu). Their epilogues take TN adjacent columns of a row: 2
+ * from a warp-group product, 4 from mlffMatmul. The output's and the input backward's stay on
+ * mlffMatmul: their epilogues take a channel's outputs together (a, g1, g2; or s and |v|), and
+ * move more bytes than the others', which two columns a thread would read and write scattered.
+ */
+// The kernel waits for the launch before here: a warp-group product does once its weights are in.
+#ifdef MLFF_WARPGROUP_UPDATE
+#define MLFF_UPDATE_BOUNDS MLFF_WARPGROUP_BOUNDS
+#define MLFF_UPDATE_PRODUCT(I, O, a, b, epilogue) \
+    mlffWarpgroupMatmul<I, O, MLFF_WARPGROUP_UPDATE_COLUMNS, MLFF_WARPGROUPS>(a, b, MLFF_NUM_ATOMS, epilogue)
+#else
+#define MLFF_UPDATE_BOUNDS MLFF_MATMUL_BOUNDS
+#define MLFF_UPDATE_PRODUCT(I, O, a, b, epilogue) \
+    do { \
+        mlffStartAfterPreviousLaunch(); \
+        mlffMatmul<I, O, 4, 64>(a, b, MLFF_NUM_ATOMS, epilogue); \
+    } while (0)
+#endif
+
 struct MlffHiddenForwardEpilogue {
     const real* bias;
     real* hidden;     // (N, H) of this block
     real* activation; // (N, H)
-    DEVICE void operator()(int row, int column, const real* sums) const {
-        real h[4], silu[4];
-        mlffLoadRow<4>(bias + column, h);
+    template <int TN>
+    DEVICE void columns(int row, int column, const real* sums) const {
+        real h[TN], silu[TN];
+        mlffLoadRow<TN>(bias + column, h);
 #pragma unroll
-        for (int t = 0; t < 4; t++) {
+        for (int t = 0; t < TN; t++) {
             h[t] += sums[t];
             silu[t] = mlffSilu(h[t]);
         }
-        mlffStoreRow<4>(hidden + (size_t) row * MLFF_H + column, h);
-        mlffStoreRow<4>(activation + (size_t) row * MLFF_H + column, silu);
+        mlffStoreRow<TN>(hidden + (size_t) row * MLFF_H + column, h);
+        mlffStoreRow<TN>(activation + (size_t) row * MLFF_H + column, silu);
+    }
+    DEVICE void operator()(int row, int column, const real* sums) const {
+        columns<4>(row, column, sums);
     }
 };
 
-KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateHiddenForward(int layer, const real* RESTRICT params, const real* RESTRICT updateInput,
+KERNEL void MLFF_UPDATE_BOUNDS mlffUpdateHiddenForward(int layer, const real* RESTRICT params, const real* RESTRICT updateInput,
         real* RESTRICT updateHidden, real* RESTRICT updateActivation) {
-    mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffHiddenForwardEpilogue epilogue = {block + MLFF_B_UPDATE_B0,
                                                 updateHidden + (size_t) layer * MLFF_NUM_ATOMS * MLFF_H,
                                                 updateActivation};
-    mlffMatmul<2 * MLFF_H, MLFF_H, 4, 64>(updateInput, block + MLFF_B_UPDATE_W0T, MLFF_NUM_ATOMS, epilogue);
+    MLFF_UPDATE_PRODUCT(2 * MLFF_H, MLFF_H, updateInput, block + MLFF_B_UPDATE_W0T, epilogue);
 }
 
 struct MlffOutputForwardEpilogue {
@@ -148,27 +173,30 @@ struct MlffLastOutputForwardEpilogue {
     const real* bias;   // b2's a part (H)
     const real* midS;   // (N, H) of block L-1
     real* stateS;       // (N, H) of block L
-    DEVICE void operator()(int row, int column, const real* sums) const {
-        real a[4], s[4];
-        mlffLoadRow<4>(bias + column, a);
-        mlffLoadRow<4>(midS + (size_t) row * MLFF_H + column, s);
+    template <int TN>
+    DEVICE void columns(int row, int column, const real* sums) const {
+        real a[TN], s[TN];
+        mlffLoadRow<TN>(bias + column, a);
+        mlffLoadRow<TN>(midS + (size_t) row * MLFF_H + column, s);
 #pragma unroll
-        for (int t = 0; t < 4; t++) {
+        for (int t = 0; t < TN; t++) {
             a[t] += sums[t];
             s[t] += a[t];
         }
-        mlffStoreRow<4>(stateS + (size_t) row * MLFF_H + column, s);
+        mlffStoreRow<TN>(stateS + (size_t) row * MLFF_H + column, s);
+    }
+    DEVICE void operator()(int row, int column, const real* sums) const {
+        columns<4>(row, column, sums);
     }
 };
 
-KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateOutputForwardLast(const real* RESTRICT params,
+KERNEL void MLFF_UPDATE_BOUNDS mlffUpdateOutputForwardLast(const real* RESTRICT params,
         const real* RESTRICT updateActivation, const real* RESTRICT midS, real* RESTRICT stateS) {
-    mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) (MLFF_L - 1) * MLFF_P_BLOCK_STRIDE;
     const MlffLastOutputForwardEpilogue epilogue = {block + MLFF_B_UPDATE_B2,
                                                     midS + (size_t) (MLFF_L - 1) * MLFF_NUM_ATOMS * MLFF_H,
                                                     stateS + (size_t) MLFF_L * MLFF_NUM_ATOMS * MLFF_H};
-    mlffMatmul<MLFF_H, MLFF_H, 4, 64>(updateActivation, block + MLFF_B_UPDATE_W2T_SCALAR, MLFF_NUM_ATOMS, epilogue);
+    MLFF_UPDATE_PRODUCT(MLFF_H, MLFF_H, updateActivation, block + MLFF_B_UPDATE_W2T_SCALAR, epilogue);
 }
 
 /**
@@ -259,32 +287,34 @@ KERNEL void mlffReadoutTiled(const real* RESTRICT params, const real* RESTRICT s
 struct MlffHiddenBackwardEpilogue {
     const real* hidden; // (N, H) of this block
     real* gradHidden;   // (N, H)
-    DEVICE void operator()(int row, int column, const real* sums) const {
-        real g[4];
-        mlffLoadRow<4>(hidden + (size_t) row * MLFF_H + column, g);
+    template <int TN>
+    DEVICE void columns(int row, int column, const real* sums) const {
+        real g[TN];
+        mlffLoadRow<TN>(hidden + (size_t) row * MLFF_H + column, g);
 #pragma unroll
-        for (int t = 0; t < 4; t++)
+        for (int t = 0; t < TN; t++)
             g[t] = sums[t] * mlffSiluGrad(g[t]);
-        mlffStoreRow<4>(gradHidden + (size_t) row * MLFF_H + column, g);
+        mlffStoreRow<TN>(gradHidden + (size_t) row * MLFF_H + column, g);
+    }
+    DEVICE void operator()(int row, int column, const real* sums) const {
+        columns<4>(row, column, sums);
     }
 };
 
-KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateHiddenBackward(int layer, const real* RESTRICT params, const real* RESTRICT updateGradOutput,
+KERNEL void MLFF_UPDATE_BOUNDS mlffUpdateHiddenBackward(int layer, const real* RESTRICT params, const real* RESTRICT updateGradOutput,
         const real* RESTRICT updateHidden, real* RESTRICT gradHidden) {
-    mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffHiddenBackwardEpilogue epilogue = {updateHidden + (size_t) layer * MLFF_NUM_ATOMS * MLFF_H, gradHidden};
-    mlffMatmul<3 * MLFF_H, MLFF_H, 4, 64>(updateGradOutput, block + MLFF_B_UPDATE_W2, MLFF_NUM_ATOMS, epilogue);
+    MLFF_UPDATE_PRODUCT(3 * MLFF_H, MLFF_H, updateGradOutput, block + MLFF_B_UPDATE_W2, epilogue);
 }
 
 /** The last block's: dE/da alone (the readout's gradMidS), against U2's a rows (the first H of W2). */
-KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateHiddenBackwardLast(const real* RESTRICT params, const real* RESTRICT gradMidS,
+KERNEL void MLFF_UPDATE_BOUNDS mlffUpdateHiddenBackwardLast(const real* RESTRICT params, const real* RESTRICT gradMidS,
         const real* RESTRICT updateHidden, real* RESTRICT gradHidden) {
-    mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) (MLFF_L - 1) * MLFF_P_BLOCK_STRIDE;
     const MlffHiddenBackwardEpilogue epilogue = {updateHidden + (size_t) (MLFF_L - 1) * MLFF_NUM_ATOMS * MLFF_H,
                                                  gradHidden};
-    mlffMatmul<MLFF_H, MLFF_H, 4, 64>(gradMidS, block + MLFF_B_UPDATE_W2, MLFF_NUM_ATOMS, epilogue);
+    MLFF_UPDATE_PRODUCT(MLFF_H, MLFF_H, gradMidS, block + MLFF_B_UPDATE_W2, epilogue);
 }
 
 struct MlffInputBackwardEpilogue {
