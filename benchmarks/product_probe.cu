@@ -28,11 +28,18 @@ template <int W>
 struct alignas(W * sizeof(real)) MlffRealVector {
     real v[W];
 };
+#include "../platforms/cuda/src/ProductShapes.h"
+using namespace MLFFPlugin::ProductShapes;
 #define MLFF_MATMUL_TENSOR_CORES 1
-#define MLFF_WARPGROUPS 4 // CudaCalcMLFFForceKernel's Warpgroups
+#define MLFF_WARPGROUPS 4 // ProductShapes.h's Warpgroups, checked below
 #include "../platforms/cuda/kernels/dependent_launch.cu"
 #include "../platforms/cuda/kernels/matmul.cu"
 #include "../platforms/cuda/kernels/warpgroup_matmul.cu"
+
+static_assert(MLFF_WARPGROUPS == Warpgroups && MLFF_WARPGROUP_THREADS == WarpgroupThreads &&
+                      MLFF_MATMUL_THREADS == MatmulThreads && MLFF_MATMUL_DEPTH == MatmulDepth &&
+                      MLFF_MATMUL_STAGES == MatmulStages,
+              "the kernels' sizes as ProductShapes.h has them");
 
 namespace {
 
@@ -127,11 +134,10 @@ void probe(const char* name, int rows, int repeats, int multiprocessors) {
     check(cudaMemcpy(bDevice, b.data(), b.size() * sizeof(float), cudaMemcpyHostToDevice), "copying B");
     check(cudaMemcpy(rowsDevice, &rows, sizeof(int), cudaMemcpyHostToDevice), "copying the row count");
 
-    // The plugin's sizes: CudaCalcMLFFForceKernel's matmulSharedBytes and warpgroupSharedBytes.
-    constexpr int columns = 16 * TN, stages = 3, depth = 32;
-    const unsigned int mmaShared = (unsigned int) std::max(stages * (Rows * (depth + 4) + depth * (columns + 8)),
-                                                            Rows * (columns + 4)) * sizeof(float);
-    const unsigned int warpgroupShared = 2 * ((I + 15) / 16 * 16) * Columns * sizeof(float);
+    // The plugin's shapes (ProductShapes.h).
+    constexpr int columns = 16 * TN;
+    const unsigned int mmaShared = matmulSharedBytes(Rows, columns);
+    const unsigned int warpgroupShared = warpgroupSharedBytes((I + 15) / 16 * 16, Columns);
     auto mma = mmaProduct<I, O, TN, Rows>;
     auto warpgroup = warpgroupProduct<I, O, Columns>;
     check(cudaFuncSetAttribute(mma, cudaFuncAttributeMaxDynamicSharedMemorySize, mmaShared), "mma.sync's shared memory");
@@ -139,12 +145,10 @@ void probe(const char* name, int rows, int repeats, int multiprocessors) {
           "wgmma's shared memory");
     void* mmaArgs[] = {&aDevice, &bDevice, &rows, &cDevice};
     void* warpgroupArgs[] = {&aDevice, &bDevice, &rowsDevice, &cDevice};
-    const int columnTiles = O / Columns;
     const Launch launches[2] = {
-        {(const void*) mma, (unsigned int) ((rows + Rows - 1) / Rows * (O / columns)), MLFF_MATMUL_THREADS, mmaShared,
-         mmaArgs},
-        {(const void*) warpgroup, (unsigned int) (std::max(multiprocessors / columnTiles, 1) * columnTiles),
-         MLFF_WARPGROUP_THREADS * MLFF_WARPGROUPS, warpgroupShared, warpgroupArgs}};
+        {(const void*) mma, matmulBlocks(rows, O, Rows, columns), MatmulThreads, mmaShared, mmaArgs},
+        {(const void*) warpgroup, warpgroupBlocks(rows, O, Columns, multiprocessors), WarpgroupThreads * Warpgroups,
+         warpgroupShared, warpgroupArgs}};
 
     double errors[2];
     for (int v = 0; v < 2; v++) {

@@ -1,6 +1,7 @@
 #include "CudaCalcMLFFForceKernel.h"
 
 #include "CudaMLFFKernelSources.h"
+#include "ProductShapes.h"
 #include "internal/MLFFCoreModel.h"
 #include "internal/MLFFUnits.h"
 #include "student_painn/StudentPainnParameters.h"
@@ -19,6 +20,7 @@
 #include <numeric>
 
 using namespace MLFFPlugin;
+using namespace MLFFPlugin::ProductShapes;
 using namespace OpenMM;
 using std::string;
 using std::vector;
@@ -80,21 +82,8 @@ constexpr int EdgeThreads = 128;       // edge_filters.cu's warp-per-atom and th
 // (208 against 312; 192 atoms 268 against 624).
 constexpr int MaxClusterSize = 8;
 constexpr int ClusterMaxBlocksPerSM = 2;
-// matmul.cu's tiles: MLFF_MATMUL_THREADS, MLFF_MATMUL_DEPTH, and MLFF_MATMUL_ROWS and
-// MLFF_MATMUL_STAGES of each way of summing (tensor cores or FMA pipes).
-constexpr int MatmulThreads = 256;
-constexpr int MatmulDepth = 32;
-constexpr int MatmulMaxRowsTensorCores = 128, MatmulStages = 3; // 64 or 128 rows: each kernel's choice
-constexpr int MatmulRowsFma = 64;
-constexpr int MatmulMaxColumns = 96;   // the widest tile the kernels use (16 TN, TN = 6)
-// warpgroup_matmul.cu's products (the filters' three over pairs, and the update's over atoms but
-// its output's, sm_90a): MLFF_WARPGROUPS warp
-// groups of MLFF_WARPGROUP_THREADS a block. 4 rather than 2 or 3 (H200, the output product alone
-// over 1,024 benzenes' 67,584 pairs: 93 µs, against 122 and 100; mma.sync's 164; the backward one
-// with its side product 135 against 3's 171; mma.sync's 166).
-constexpr int WarpgroupThreads = 128;
-constexpr int Warpgroups = 4;
-// The backward product's columns a block (MLFF_WARPGROUP_BACKWARD_COLUMNS): 64, so that its 3H
+// The matrix products' blocks, grids and shared memory are ProductShapes.h's. The filters'
+// backward warp-group product's columns a block (MLFF_WARPGROUP_BACKWARD_COLUMNS): 64, so that its 3H
 // inputs' tile and the side product's (K) fit a block's shared memory at H = 128 (208 KB).
 constexpr int WarpgroupBackwardColumns = 64;
 // The update's products' columns a block (MLFF_WARPGROUP_UPDATE_COLUMNS): 64, so that its widest
@@ -104,22 +93,6 @@ constexpr int ScanThreads = 1024;      // MLFF_SCAN_THREADS in scan.cu
 // Cells are this much wider than the cutoff, so that rounding in a cell's bounds can never put
 // the two atoms of an edge two cells apart.
 constexpr double CellMargin = 1.0001;
-
-/** The dynamic shared memory of a tensor-core tile of `rows` by `columns`: MlffMatmulShared in matmul.cu (floats). */
-unsigned int matmulSharedBytes(int rows, int columns) {
-    const size_t stages = (size_t) MatmulStages * (rows * (MatmulDepth + 4) + MatmulDepth * (columns + 8));
-    const size_t staging = (size_t) rows * (columns + 4);
-    return (unsigned int) (std::max(stages, staging) * sizeof(float));
-}
-
-/**
- * The dynamic shared memory of a warp-group product's block: B's column tile, split in two TF32
- * parts (floats); with a side product, `inputs` counts its inputs too (rounded up to 16), and its
- * bias takes a float a column.
- */
-unsigned int warpgroupSharedBytes(int inputs, int columns, bool sideProduct = false) {
-    return (unsigned int) ((2 * (size_t) inputs + (sideProduct ? 1 : 0)) * columns * sizeof(float));
-}
 
 void check(CUresult result, const char* what) {
     if (result != CUDA_SUCCESS)
@@ -762,19 +735,15 @@ void CudaCalcMLFFForceKernel::launchPerAtom(CUfunction kernel, void** args, cons
 void CudaCalcMLFFForceKernel::launchMatmul(CUfunction kernel, void** args, size_t rows, int outputs,
                                            int columnsPerTile, int tensorCoreRowsPerTile, const char* what) {
     const int rowsPerTile = matmulTensorCores ? tensorCoreRowsPerTile : MatmulRowsFma;
-    const size_t tiles = (rows + rowsPerTile - 1) / rowsPerTile * (outputs / columnsPerTile);
     const unsigned int sharedBytes = matmulTensorCores ? matmulSharedBytes(rowsPerTile, columnsPerTile) : 0;
-    launchWith(kernel, args, (unsigned int) tiles, MatmulThreads, sharedBytes, 1, what);
+    launchWith(kernel, args, matmulBlocks(rows, outputs, rowsPerTile, columnsPerTile), MatmulThreads, sharedBytes, 1,
+               what);
 }
 
 void CudaCalcMLFFForceKernel::launchWarpgroupMatmul(CUfunction kernel, void** args, size_t rows, int inputs,
                                                     int outputs, int columns, bool sideProduct, const char* what) {
-    // A block an SM, or fewer where the rows' tiles leave some without any.
-    const int tiles = outputs / columns;
-    const size_t rowTilesPerBlock = ((rows + 63) / 64 + Warpgroups - 1) / Warpgroups;
-    const unsigned int blocks = (unsigned int) (std::max<size_t>(std::min<size_t>(multiprocessors / tiles, rowTilesPerBlock), 1) * tiles);
-    launchWith(kernel, args, blocks, WarpgroupThreads * Warpgroups, warpgroupSharedBytes(inputs, columns, sideProduct), 1,
-               what);
+    launchWith(kernel, args, warpgroupBlocks(rows, outputs, columns, multiprocessors), WarpgroupThreads * Warpgroups,
+               warpgroupSharedBytes(inputs, columns, sideProduct), 1, what);
 }
 
 std::vector<CudaCalcMLFFForceKernel::UpdateProduct> CudaCalcMLFFForceKernel::updateProducts() const {
