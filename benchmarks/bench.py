@@ -6,7 +6,8 @@
 (or directly: python3 benchmarks/bench.py --bench BUILD/benchmarks/mlff-bench ...). For each row it
 writes the structure, runs mlff-bench (the MLFFForce on OpenMM's CUDA platform, CUDA events) and
 times tools/torch_painn (float32, energy + autograd forces, neighbour search included, one batched
-call over all replicas), then prints a table with the ratio in every row and writes it as JSON.
+call over all replicas), then prints a table with the ratio in every row and writes it as JSON
+(after every row, with "complete": false until the last, so that a run cut short keeps its rows).
 Beside the plugin's step, each row has OpenMM's own step for the same particles with no force at
 all (mlff-bench --without-force): what the force adds is the difference.
 
@@ -276,6 +277,17 @@ def main():
               f"{'step us':>10s} {'OpenMM us':>10s} {'torch us':>10s} {'torch/force':>11s} {'torch/step':>10s} {'TFLOP/s':>8s} {'% ceil':>6s}")
     print(header, flush=True)
     results = []
+
+    def write_results(complete):
+        """The table so far as JSON (args.out), rewritten after each row: a run cut short keeps its rows."""
+        if not args.out:
+            return
+        with open(args.out + ".partial", "w") as f:
+            json.dump({"device": device, "float32_ceiling_flops": ceiling, "torch": torch.__version__,
+                       "date": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}", "md_steps": args.md_steps,
+                       "repeats": args.repeats, "complete": complete, "rows": results}, f, indent=1)
+        os.replace(args.out + ".partial", args.out)
+
     for model_name, model_path in models:
         sizes = model_sizes(model_path)
         selected = args.rows.split(",") if model_path == seed_model else ["benzene", "droplet"]
@@ -302,6 +314,7 @@ def main():
                     print(f"{model_name:24s} {row_name:28s} {label:16s} FAILED: {run.stderr.strip()}", flush=True)
                     results.append({"model": model_name, "row": row_name, "variant": variant, "kernels": kernels,
                                     "error": run.stderr.strip()})
+                    write_results(complete=False)
                     continue
                 plugin = json.loads(run.stdout)
                 rate = flops / (plugin["force_us"] * 1e-6)
@@ -317,14 +330,12 @@ def main():
                        "energy_after_md_kj_mol": plugin["energy_after_md_kj_mol"],
                        "md_steps": plugin["md_steps"], "sizes": sizes}
                 results.append(row)
+                write_results(complete=False)
                 print(f"{model_name:24s} {row_name:28s} {label:16s} {len(z):6d} {edges:8d} {row['force_us']:10.1f} "
                       f"{row['step_us']:10.1f} {openmm_step_us:10.1f} {torch_us:10.1f} {row['torch_over_force']:11.1f} "
                       f"{row['torch_over_step']:10.1f} {row['tflops']:8.2f} {row['percent_of_ceiling']:6.1f}", flush=True)
+    write_results(complete=True)
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"device": device, "float32_ceiling_flops": ceiling, "torch": torch.__version__,
-                       "date": f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d}", "md_steps": args.md_steps,
-                       "repeats": args.repeats, "rows": results}, f, indent=1)
         print(f"wrote {args.out}")
     return 0
 
