@@ -53,14 +53,15 @@ inline unsigned int warpgroupSharedBytes(int inputs, int columns, bool sideProdu
 }
 
 /**
- * mlffWarpgroupMatmul's grid over at most `rows` rows: a block an SM (B's column tile fills its
- * shared memory), a multiple of the outputs' column tiles, or fewer where the rows' tiles would
- * leave some blocks without any.
+ * mlffWarpgroupMatmul's grid over at most `rows` rows: a multiple of the outputs' column tiles, a
+ * block an SM (B's column tile fills its shared memory), or fewer where a row tile a warp group
+ * takes every row.
  */
 inline unsigned int warpgroupBlocks(size_t rows, int outputs, int columns, int multiprocessors) {
     const size_t columnTiles = outputs / columns;
-    const size_t rowTilesPerBlock = ((rows + WarpgroupRows - 1) / WarpgroupRows + Warpgroups - 1) / Warpgroups;
-    return (unsigned int) (std::max<size_t>(std::min<size_t>(multiprocessors / columnTiles, rowTilesPerBlock), 1) *
+    const size_t rowTiles = (rows + WarpgroupRows - 1) / WarpgroupRows;
+    const size_t blocksForEveryRowTile = (rowTiles + Warpgroups - 1) / Warpgroups; // a row tile a warp group
+    return (unsigned int) (std::max<size_t>(std::min<size_t>(multiprocessors / columnTiles, blocksForEveryRowTile), 1) *
                            columnTiles);
 }
 
