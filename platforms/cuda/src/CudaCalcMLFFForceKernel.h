@@ -178,7 +178,7 @@ private:
     bool warpgroupFilterForward = false;  // the filters' hidden and output products by warpgroup_matmul.cu (sm_90a)
     int warpgroupForwardColumns = 0;      // their columns a block (MLFF_WARPGROUP_FORWARD_COLUMNS)
     bool warpgroupFilterBackward = false; // and their backward product, with W0^T's as its side product
-    bool warpgroupUpdate = false;         // the update's products but its output's (updateProducts) likewise
+    bool warpgroupUpdate = false;         // the update's products (updateProducts) likewise
     int multiprocessors = 0;              // the GPU's SMs (queried once): a warp-group product's block each
     bool dependentLaunches = false;       // programmatic dependent launch (sm_90 and later; dependent_launch.cu)
     int maxReplicaSize = 0;
