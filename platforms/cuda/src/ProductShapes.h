@@ -23,8 +23,8 @@ constexpr int MatmulRowsFma = 64;
 constexpr int MatmulMaxColumns = 96; // the widest tile the kernels use (16 TN, TN = 6)
 
 // warpgroup_matmul.cu's products (sm_90a: the filters' three over pairs, and the update's over
-// atoms that CudaCalcMLFFForceKernel::updateProducts lists): MLFF_WARPGROUPS warp groups of MLFF_WARPGROUP_THREADS a block,
-// each taking 64-row tiles of A in turn. 4 groups rather than 2 or 3 (H200, the filters' output
+// atoms that CudaCalcMLFFForceKernel::updateProducts lists): MLFF_WARPGROUPS warp groups of
+// MLFF_WARPGROUP_THREADS a block, each taking 64-row tiles of A in turn. 4 groups rather than 2 or 3 (H200, the filters' output
 // product alone over 1,024 benzenes' 67,584 pairs: 93 µs, against 122 and 100; mma.sync's 164;
 // their backward one with its side product 135 against 3's 171; mma.sync's 166).
 constexpr int WarpgroupThreads = 128;
