@@ -6,6 +6,9 @@
 #
 #   scripts/gpu-tests.sh exec bash benchmarks/side_by_side.sh [OPTIONS] LIBRARY...
 #
+# A LIBRARY may carry environment settings for its runs after commas, so that one build's
+# switches go side by side as builds do: .device/main.so,MLFF_CUDA_PRODUCTS=mma
+#
 #   --rows R            benchmarks/write_structures.py's rows (default benzene)
 #   --structures S,...  which of the structures written to time (default benzene_x1024,benzene_x256)
 #   --exact             exact filters (default: tabulated)
@@ -29,7 +32,7 @@ while [ $# -gt 0 ]; do
         --repeats) repeats=$2; shift 2 ;;
         --timing) timing=$2; shift 2 ;;
         -*) echo "side_by_side: unknown option $1" >&2; exit 2 ;;
-        *) libraries+=("$(realpath "$1")"); shift ;;
+        *) libraries+=("$1"); shift ;;
     esac
 done
 [ ${#libraries[@]} -gt 0 ] || { echo "side_by_side: no LIBRARY given" >&2; exit 2; }
@@ -41,28 +44,35 @@ cp "$plugin" "$folder/own.so"
 trap 'cp "$folder/own.so" "$plugin"; rm -rf "$folder"' EXIT
 python3 "$(dirname "$0")/write_structures.py" "$folder" --rows "$rows" > /dev/null
 
-bench() { # STRUCTURE [mlff-bench options]
-    local structure=$1; shift
-    "$MLFF_BUILD/benchmarks/mlff-bench" "$folder/model.mlff.safetensors" "$folder/$structure.txt" $tabulated "$@"
+library_path() { realpath "${1%%,*}"; }
+library_settings() { [[ $1 == *,* ]] && tr , '\n' <<< "${1#*,}" || true; } # one VAR=VALUE a line
+library_name() { basename "$1"; }
+
+bench() { # LIBRARY STRUCTURE [mlff-bench options]: the library must be in place
+    local library=$1 structure=$2; shift 2
+    local settings
+    mapfile -t settings < <(library_settings "$library")
+    env "${settings[@]}" "$MLFF_BUILD/benchmarks/mlff-bench" "$folder/model.mlff.safetensors" \
+        "$folder/$structure.txt" $tabulated "$@"
 }
 
 if [ -n "$timing" ]; then
     for library in "${libraries[@]}"; do
-        cp "$library" "$plugin"
-        echo "== $(basename "$library"), $timing, per launch"
-        MLFF_CUDA_TIMING=1 bench "$timing" --md-steps 100 --repeats 2 2>&1 >/dev/null # the table is on stderr
+        cp "$(library_path "$library")" "$plugin"
+        echo "== $(library_name "$library"), $timing, per launch"
+        MLFF_CUDA_TIMING=1 bench "$library" "$timing" --md-steps 100 --repeats 2 2>&1 >/dev/null # the table is on stderr
     done
 fi
-printf '%-6s %-24s %-28s %10s %10s %16s\n' round library structure step_us force_us energy_kj_mol
+printf '%-6s %-36s %-28s %10s %10s %16s\n' round library structure step_us force_us energy_kj_mol
 for round in $(seq "$rounds"); do
     for library in "${libraries[@]}"; do
-        cp "$library" "$plugin"
+        cp "$(library_path "$library")" "$plugin"
         for structure in ${structures//,/ }; do
-            bench "$structure" --md-steps "$steps" --repeats "$repeats" | python3 -c '
+            bench "$library" "$structure" --md-steps "$steps" --repeats "$repeats" | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
-print("%-6s %-24s %-28s %10.1f %10.1f %16.4f" % (sys.argv[1], sys.argv[2], sys.argv[3], r["step_us"], r["force_us"], r["energy_kj_mol"]))' \
-                "$round" "$(basename "$library")" "$structure"
+print("%-6s %-36s %-28s %10.1f %10.1f %16.4f" % (sys.argv[1], sys.argv[2], sys.argv[3], r["step_us"], r["force_us"], r["energy_kj_mol"]))' \
+                "$round" "$(library_name "$library")" "$structure"
         done
     done
 done
