@@ -64,9 +64,10 @@ double closestPairAngstrom(const std::vector<OpenMM::Vec3>& positions, size_t pe
  * Parameters: the precision, and the network's kernel path (MLFF_CUDA_KERNELS: "fused", a block
  * per atom; "cluster", a cluster of blocks per atom, on sm_90 and later; or, for every model whose
  * H is a multiple of 64, which most tests here use for that reason, "tiled" and "edges", the tiled
- * path with exact filters as products over edges). "edges_mma" is "edges" with the filters' and
- * the update's products on mma.sync (MLFF_CUDA_PRODUCTS=mma) where the GPU would take warp-group
- * products (sm_90, float), so that both stay tested there.
+ * path with exact filters as products over edges). Where the GPU has warp-group products (sm_90,
+ * float), "edges" takes them for every product (MLFF_CUDA_PRODUCTS=warpgroup: the plugin would
+ * leave the filters' products of these small systems on mma.sync), and "edges_mma" is "edges" with
+ * every product on mma.sync (MLFF_CUDA_PRODUCTS=mma), so that both stay tested there.
  */
 class CudaVsReference : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
 protected:
@@ -76,10 +77,13 @@ protected:
         if (path() == "cluster" && computeCapabilityMajor() < 9)
             GTEST_SKIP() << "thread block clusters need compute capability 9.0";
         setenv("MLFF_CUDA_KERNELS", kernels().c_str(), 1);
-        if (path() == "edges_mma" && (precision() == "double" || computeCapabilityMajor() != 9))
+        const bool warpgroupProducts = precision() != "double" && computeCapabilityMajor() == 9;
+        if (path() == "edges_mma" && !warpgroupProducts)
             GTEST_SKIP() << "no warp-group products here: the same kernels as 'edges'";
         if (path() == "edges_mma")
             setenv("MLFF_CUDA_PRODUCTS", "mma", 1);
+        if (path() == "edges" && warpgroupProducts)
+            setenv("MLFF_CUDA_PRODUCTS", "warpgroup", 1);
     }
     void TearDown() override {
         unsetenv("MLFF_CUDA_KERNELS");

@@ -89,6 +89,13 @@ constexpr int WarpgroupBackwardColumns = 64;
 // The update's products' columns a block (MLFF_WARPGROUP_UPDATE_COLUMNS): 64, so that its widest
 // input (3H) fits at H = 128 (192 KB), and so that its few rows spread over more SMs.
 constexpr int WarpgroupUpdateColumns = 64;
+// The update's products over atoms are warp-group products only from this many atoms: below, they
+// lose (presumably since each block loads its whole column tile of weights, up to 192 KB, for a
+// few row tiles). Measured (H200, H = 128, step us, the update's products on wgmma
+// against mma.sync, every other product alike): 64 benzenes (768 atoms) exact 443 against 415;
+// 256 benzenes (3,072) exact 618 against 654, tabulated 367 against 368; a 3,000-atom droplet,
+// exact, 1,894 and 1,967 against 1,894 and 1,909. Between 768 and 3,000 atoms not measured.
+constexpr int WarpgroupUpdateMinAtoms = 2048;
 constexpr int ScanThreads = 1024;      // MLFF_SCAN_THREADS in scan.cu
 // Cells are this much wider than the cutoff, so that rounding in a cell's bounds can never put
 // the two atoms of an edge two cells apart.
@@ -383,7 +390,7 @@ void CudaCalcMLFFForceKernel::chooseWarpgroupProducts() {
     // The tiled path's products as warp-group products where the GPU has them (wgmma: sm_90
     // exactly, in a module built for sm_90a) and their column tiles fit a block's shared memory:
     // the filters' forward ones (the hidden layer and the output) and their backward, and the
-    // update's.
+    // update's, given enough atoms (or MLFF_CUDA_PRODUCTS=warpgroup).
     warpgroupForwardColumns = hidden % 128 == 0 ? 128 : 64;
     const string products = requestedProducts();
     if (!products.empty() && products != "mma" && products != "warpgroup")
@@ -397,11 +404,16 @@ void CudaCalcMLFFForceKernel::chooseWarpgroupProducts() {
                              fits(warpgroupSharedBytes(std::max(hidden, basisInputs()), warpgroupForwardColumns));
     warpgroupFilterBackward = warpgroups && useEdgeFilters &&
                               fits(warpgroupSharedBytes(warpgroupBackwardInputs(), WarpgroupBackwardColumns, true));
-    warpgroupUpdate = warpgroups && fits(warpgroupSharedBytes(3 * hidden, WarpgroupUpdateColumns));
+    int widestUpdate = 0; // the update product with the most inputs (its kernels are not loaded yet: unused here)
+    for (const UpdateProduct& product : updateProducts())
+        widestUpdate = std::max(widestUpdate, product.inputs);
+    const bool manyAtoms = products == "warpgroup" || numAtoms >= WarpgroupUpdateMinAtoms;
+    warpgroupUpdate = warpgroups && manyAtoms && fits(warpgroupSharedBytes(widestUpdate, WarpgroupUpdateColumns));
     if (products == "warpgroup" && useTiled && !(warpgroupUpdate && (warpgroupFilterForward || !useEdgeFilters)))
         throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_PRODUCTS is 'warpgroup', but warp-group products need "
-                              "compute capability 9.0 exactly, float, and shared memory for 3H x " +
-                              std::to_string(WarpgroupUpdateColumns) + " weights in two parts (this GPU: " +
+                              "compute capability 9.0 exactly, float, and shared memory for " +
+                              std::to_string(widestUpdate) + " x " + std::to_string(WarpgroupUpdateColumns) +
+                              " weights in two parts (this GPU: " +
                               std::to_string(cu.getComputeCapability()) + ", H = " + std::to_string(hidden) + ")");
 }
 
@@ -746,12 +758,12 @@ void CudaCalcMLFFForceKernel::launchWarpgroupMatmul(CUfunction kernel, void** ar
                warpgroupSharedBytes(inputs, columns, sideProduct), 1, what);
 }
 
-std::vector<CudaCalcMLFFForceKernel::UpdateProduct> CudaCalcMLFFForceKernel::updateProducts() const {
+std::array<CudaCalcMLFFForceKernel::UpdateProduct, 4> CudaCalcMLFFForceKernel::updateProducts() const {
     const int h = hidden;
-    return {{hiddenForwardKernel, 2 * h, h, "the update's hidden layer"},
-            {lastOutputForwardKernel, h, h, "the last update's output"},
-            {lastHiddenBackwardKernel, h, h, "the last update's backward to its hidden layer"},
-            {hiddenBackwardKernel, 3 * h, h, "the update's backward to its hidden layer"}};
+    return {{{hiddenForwardKernel, 2 * h, h, "the update's hidden layer"},
+             {lastOutputForwardKernel, h, h, "the last update's output"},
+             {lastHiddenBackwardKernel, h, h, "the last update's backward to its hidden layer"},
+             {hiddenBackwardKernel, 3 * h, h, "the update's backward to its hidden layer"}}};
 }
 
 void CudaCalcMLFFForceKernel::launchUpdateProduct(CUfunction kernel, void** args) {

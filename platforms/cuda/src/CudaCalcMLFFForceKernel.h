@@ -8,6 +8,7 @@
 
 #include <cuda.h>
 
+#include <array>
 #include <map>
 #include <memory>
 #include <string>
@@ -67,7 +68,7 @@ private:
         int inputs, outputs;
         const char* what;
     };
-    std::vector<UpdateProduct> updateProducts() const;
+    std::array<UpdateProduct, 4> updateProducts() const; // an array: nothing allocated at each launch
     /** One of updateProducts(), over the ML atoms, as a warp-group product or by mlffMatmul's 64-row tiles. */
     void launchUpdateProduct(CUfunction kernel, void** args);
     /** A fused kernel: one block per atom, or a cluster of clusterSize blocks per atom (and one more cluster). */
