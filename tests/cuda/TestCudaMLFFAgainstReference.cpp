@@ -66,7 +66,7 @@ double closestPairAngstrom(const std::vector<OpenMM::Vec3>& positions, size_t pe
  * H is a multiple of 64, which most tests here use for that reason, "tiled" and "edges", the tiled
  * path with exact filters as products over edges). Where the GPU has warp-group products (sm_90,
  * float), "edges" takes them for every product (MLFF_CUDA_PRODUCTS=warpgroup: the plugin would
- * leave the filters' products of these small systems on mma.sync), and "edges_mma" is "edges" with
+ * leave the update's products of these small systems on mma.sync), and "edges_mma" is "edges" with
  * every product on mma.sync (MLFF_CUDA_PRODUCTS=mma), so that both stay tested there.
  */
 class CudaVsReference : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
