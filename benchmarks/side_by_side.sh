@@ -17,7 +17,8 @@
 #   --timing S          first, each library's MLFF_CUDA_TIMING table (µs a launch kind) on S
 #
 # Prints one line per round, library and structure: step_us, force_us and the energy (which
-# variants that compute the same sums in the same order must print alike).
+# variants that compute the same sums in the same order must print alike); then each library's
+# median step_us over the rounds, structure by structure, and its difference from the first's.
 set -euo pipefail
 
 rows=benzene structures=benzene_x1024,benzene_x256 tabulated=--tabulated rounds=2 steps=500 repeats=3 timing=
@@ -75,4 +76,19 @@ print("%-6s %-36s %-28s %10.1f %10.1f %16.4f" % (sys.argv[1], sys.argv[2], sys.a
                 "$round" "$(library_name "$library")" "$structure"
         done
     done
-done
+done | tee "$folder/rounds.txt"
+
+# Each library's median step over the rounds, and how far from the first library's.
+python3 - "$folder/rounds.txt" <<'SUMMARY'
+import statistics, sys
+steps = {}  # (structure, library) -> step_us of each round, libraries in the order given
+for line in open(sys.argv[1]).read().splitlines():
+    _, library, structure, step_us = line.split()[:4]
+    steps.setdefault((structure, library), []).append(float(step_us))
+print("\nmedian step_us over the rounds, and against the first library:")
+structures = list(dict.fromkeys(structure for structure, _ in steps))
+for structure in structures:
+    medians = [(library, statistics.median(values)) for (s, library), values in steps.items() if s == structure]
+    for library, median in medians:
+        print("%-28s %-36s %10.1f %+7.1f %%" % (structure, library, median, 100 * (median / medians[0][1] - 1)))
+SUMMARY
