@@ -71,9 +71,10 @@ KERNEL void mlffMessagesForwardTiled(int layer, int onlyOverflowed, const real* 
 }
 
 /*
- * On sm_90 the update's products to and from its hidden layer are warp-group products, 64
- * columns a block (the host sizes their grids and shared memory: warpgroup_matmul.cu); elsewhere
- * mma.sync's or the FMA pipes' (matmul.cu). Their epilogues take TN adjacent columns of a row: 2
+ * On sm_90, from WarpgroupUpdateMinAtoms ML atoms (the host's choice, CudaCalcMLFFForceKernel.cpp),
+ * the update's products to and from its hidden layer are warp-group products, 64 columns a block
+ * (the host sizes their grids and shared memory: warpgroup_matmul.cu); elsewhere mma.sync's or the
+ * FMA pipes' (matmul.cu). Their epilogues take TN adjacent columns of a row: 2
  * from a warp-group product, 4 from mlffMatmul. The output's and the input backward's stay on
  * mlffMatmul: their epilogues take a channel's outputs together (a, g1, g2; or s and |v|), and
  * move more bytes than the others', which two columns a thread would read and write scattered.
