@@ -124,7 +124,7 @@ waits_first() { # file.ptx [kernels that load weights first]
 weights_first() {
     local kernels=""
     [ "$1" != none ] && kernels="mlffUpdateHiddenForward mlffUpdateOutputForwardLast mlffUpdateHiddenBackward mlffUpdateHiddenBackwardLast"
-    [ "$1" = all ] && kernels="$kernels mlffEdgeFilterHidden mlffEdgeFilterOutput mlffEdgeFilterHiddenBackward"
+    [ "$1" = all ] && kernels="$kernels mlffEdgeFilterHidden mlffEdgeFilterOutput mlffEdgeFilterBackwardToDistance"
     echo "$kernels"
 }
 

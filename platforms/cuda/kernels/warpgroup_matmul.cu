@@ -142,23 +142,33 @@ DEVICE inline float4 mlffWarpgroupLoadInputs(const real* RESTRICT row, int first
     return x;
 }
 
+/** A row of A in global memory, as the products read it (mlffWarpgroupLoadInputs). */
+struct MlffWarpgroupMemoryRow {
+    const real* row;
+    template <int Inputs>
+    DEVICE float4 inputs(int first, int k) const {
+        return mlffWarpgroupLoadInputs<Inputs>(row, first, k);
+    }
+};
+
 /** A's fragments of two pairs of k-steps, split into TF32 parts: a pair's products run while the next pair's are split. */
 struct MlffWarpgroupFragments {
     unsigned int big[2][2][4], small[2][2][4]; // [set][k-step of the pair][mma.sync's A fragment]
 };
 
 /**
- * d (=) the 64-row tile's A (Inputs a row; this thread's rows a0 and a1) times B's column tile in
- * shared memory. The products are left in flight: the caller waits for them (wgmma.wait_group 0)
- * before it reads d. FirstSet is the fragment set of the first pair, the one a product issued just
- * before did not use last.
+ * d (=) the 64-row tile's A (Inputs a row; this thread's rows a0 and a1: MlffWarpgroupMemoryRow, or
+ * any Row whose inputs<Inputs>(first, k) gives the same four inputs without a branch) times B's
+ * column tile in shared memory. The products are left in flight: the caller waits for them
+ * (wgmma.wait_group 0) before it reads d. FirstSet is the fragment set of the first pair, the one a
+ * product issued just before did not use last.
  */
-template <int Inputs, int Columns, int FirstSet>
-DEVICE inline void mlffWarpgroupTileProduct(const real* a0, const real* a1, const unsigned int* bBig,
+template <int Inputs, int Columns, int FirstSet, class Row>
+DEVICE inline void mlffWarpgroupTileProduct(const Row& a0, const Row& a1, const unsigned int* bBig,
                                             const unsigned int* bSmall, float* d, MlffWarpgroupFragments& f) {
     constexpr int pairs = (Inputs + 15) / 16;
     const int k = 4 * (threadIdx.x % 4);
-    float4 x0 = mlffWarpgroupLoadInputs<Inputs>(a0, 0, k), x1 = mlffWarpgroupLoadInputs<Inputs>(a1, 0, k);
+    float4 x0 = a0.template inputs<Inputs>(0, k), x1 = a1.template inputs<Inputs>(0, k);
 #pragma unroll
     for (int pair = 0; pair < pairs; pair++) {
         const int set = (FirstSet + pair) % 2;
@@ -169,8 +179,8 @@ DEVICE inline void mlffWarpgroupTileProduct(const real* a0, const real* a1, cons
             for (int i = 0; i < 4; i++)
                 mlffSplitTf32(x[q][i], &f.big[set][q][i], &f.small[set][q][i]);
         if (pair + 1 < pairs) {
-            x0 = mlffWarpgroupLoadInputs<Inputs>(a0, 16 * (pair + 1), k);
-            x1 = mlffWarpgroupLoadInputs<Inputs>(a1, 16 * (pair + 1), k);
+            x0 = a0.template inputs<Inputs>(16 * (pair + 1), k);
+            x1 = a1.template inputs<Inputs>(16 * (pair + 1), k);
         }
         asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
 #pragma unroll
@@ -212,6 +222,46 @@ DEVICE inline int mlffWarpgroupRows(const int* RESTRICT rows) {
     return *rows;
 }
 
+/** A block's column tile of the weights in shared memory: B's, and the side product's F and c (J > 0). */
+struct MlffWarpgroupTiles {
+    const unsigned int *bBig, *bSmall; // (inputs / 8, Columns, 8), the layout above
+    const unsigned int *fBig, *fSmall; // (sideInputs / 8, Columns, 8)
+    const float* c;                    // (Columns)
+    int firstColumn;                   // of the block's tile in O
+};
+
+/**
+ * The block's column tile (blockIdx.x % (O / Columns)) of B, and where J > 0 of F and c, into
+ * dynamic shared memory, split into TF32 parts; then the wait for the launch before. The weights
+ * depend on no launch, so they are loaded while the launch before may still run (read-only loads,
+ * ld.global.nc: the only ones tests/cuda/compile_kernels.sh allows before the wait, in these
+ * kernels); everything else waits for it. Called by all the block's threads.
+ */
+template <int I, int O, int Columns, int WarpGroups, int J>
+DEVICE inline MlffWarpgroupTiles mlffWarpgroupLoadTiles(const real* RESTRICT b, const real* RESTRICT f,
+                                                        const real* RESTRICT c) {
+    static_assert((Columns == 64 || Columns == 128) && O % Columns == 0, "a product of 64 or 128 columns");
+    constexpr int columnTiles = O / Columns, inputs = (I + 15) / 16 * 16, sideInputs = (J + 15) / 16 * 16;
+    extern __shared__ __align__(128) unsigned int mlffWarpgroupMemory[];
+    unsigned int* bBig = mlffWarpgroupMemory;
+    unsigned int* bSmall = bBig + Columns * inputs;
+    unsigned int* fBig = bSmall + Columns * inputs;
+    unsigned int* fSmall = fBig + Columns * sideInputs;
+    float* cTile = reinterpret_cast<float*>(fSmall + Columns * sideInputs);
+    const int firstColumn = blockIdx.x % columnTiles * Columns;
+    constexpr int threads = MLFF_WARPGROUP_THREADS * WarpGroups;
+    mlffWarpgroupLoadB<I, O, Columns, threads>(b, firstColumn, bBig, bSmall);
+    if (J > 0) {
+        mlffWarpgroupLoadB<J, O, Columns, threads>(f, firstColumn, fBig, fSmall);
+        for (int n = threadIdx.x; n < Columns; n += blockDim.x)
+            cTile[n] = __ldg(&c[firstColumn + n]);
+    }
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); // generic writes, seen by wgmma's reads
+    mlffStartAfterPreviousLaunch();
+    __syncthreads();
+    return {bBig, bSmall, fBig, fSmall, cTile, firstColumn};
+}
+
 /**
  * C = A B (the file's comment says how), and where J > 0 the side product S = E F + c on the same
  * rows and columns: E (rows, J) row-major, F (J, O) row-major and c (O), F's column tile (J rounded
@@ -224,28 +274,11 @@ template <int I, int O, int Columns, int WarpGroups, int J = 0, class Epilogue, 
 DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const real* RESTRICT b, RowCount rowCount,
                                        Epilogue epilogue, const real* RESTRICT e = nullptr,
                                        const real* RESTRICT f = nullptr, const real* RESTRICT c = nullptr) {
-    static_assert((Columns == 64 || Columns == 128) && O % Columns == 0, "a product of 64 or 128 columns");
-    constexpr int columnTiles = O / Columns, inputs = (I + 15) / 16 * 16, sideInputs = (J + 15) / 16 * 16;
-    extern __shared__ __align__(128) unsigned int mlffWarpgroupMemory[];
-    unsigned int* bBig = mlffWarpgroupMemory; // (inputs / 8, Columns, 8), the layout above
-    unsigned int* bSmall = bBig + Columns * inputs;
-    unsigned int* fBig = bSmall + Columns * inputs; // (sideInputs / 8, Columns, 8)
-    unsigned int* fSmall = fBig + Columns * sideInputs;
-    float* cTile = reinterpret_cast<float*>(fSmall + Columns * sideInputs); // (Columns)
-    const int firstColumn = blockIdx.x % columnTiles * Columns;
-    constexpr int threads = MLFF_WARPGROUP_THREADS * WarpGroups;
-    mlffWarpgroupLoadB<I, O, Columns, threads>(b, firstColumn, bBig, bSmall);
-    if (J > 0) {
-        mlffWarpgroupLoadB<J, O, Columns, threads>(f, firstColumn, fBig, fSmall);
-        for (int n = threadIdx.x; n < Columns; n += blockDim.x)
-            cTile[n] = __ldg(&c[firstColumn + n]);
-    }
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); // generic writes, seen by wgmma's reads
-    // The weights depend on no launch, so they are loaded while the launch before may still run
-    // (read-only loads, ld.global.nc: the only ones tests/cuda/compile_kernels.sh allows before the
-    // wait, in these kernels); everything else waits for it.
-    mlffStartAfterPreviousLaunch();
-    __syncthreads();
+    constexpr int columnTiles = O / Columns, sideInputs = (J + 15) / 16 * 16;
+    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, WarpGroups, J>(b, f, c);
+    const unsigned int *bBig = tiles.bBig, *bSmall = tiles.bSmall, *fBig = tiles.fBig, *fSmall = tiles.fSmall;
+    const float* cTile = tiles.c;
+    const int firstColumn = tiles.firstColumn;
 
     const int rows = mlffWarpgroupRows(rowCount);
     const int group = threadIdx.x / MLFF_WARPGROUP_THREADS, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
@@ -259,9 +292,11 @@ DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const real* RESTR
         float d[Columns / 2], s[Columns / 2];
         MlffWarpgroupFragments fragments;
         if (J > 0)
-            mlffWarpgroupTileProduct<J, Columns, 0>(e + (size_t) r0 * J, e + (size_t) r1 * J, fBig, fSmall, s, fragments);
-        mlffWarpgroupTileProduct<I, Columns, sideInputs / 16 % 2>(a + (size_t) r0 * I, a + (size_t) r1 * I, bBig, bSmall,
-                                                                  d, fragments);
+            mlffWarpgroupTileProduct<J, Columns, 0>(MlffWarpgroupMemoryRow{e + (size_t) r0 * J},
+                                                    MlffWarpgroupMemoryRow{e + (size_t) r1 * J}, fBig, fSmall, s, fragments);
+        mlffWarpgroupTileProduct<I, Columns, sideInputs / 16 % 2>(MlffWarpgroupMemoryRow{a + (size_t) r0 * I},
+                                                                  MlffWarpgroupMemoryRow{a + (size_t) r1 * I}, bBig,
+                                                                  bSmall, d, fragments);
         asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
         // d[4 j + 2 r + c]: row row0 + 8 r, column 8 j + 2 t + c of the tile (s likewise).
 #pragma unroll

@@ -504,8 +504,11 @@ void CudaCalcMLFFForceKernel::loadKernels(CUmodule module) {
     if (useEdgeFilters) {
         edgeHiddenKernel = cu.getKernel(module, "mlffEdgeFilterHidden");
         edgeFilterKernel = cu.getKernel(module, "mlffEdgeFilterOutput");
-        edgeHiddenBackwardKernel = cu.getKernel(module, "mlffEdgeFilterHiddenBackward");
-        edgeBasisBackwardKernel = cu.getKernel(module, "mlffEdgeBasisBackward");
+        // On sm_90 the filters' backward goes on to each pair's dE/dd, in parts that the second sums.
+        filterBackwardKernel = cu.getKernel(module, warpgroupFilterBackward ? "mlffEdgeFilterBackwardToDistance"
+                                                                           : "mlffEdgeFilterHiddenBackward");
+        pairGradientKernel =
+                cu.getKernel(module, warpgroupFilterBackward ? "mlffAddPairGradientParts" : "mlffEdgeBasisBackward");
     }
     if (useEdgeFilters && !useReplicaMessages) { // the list's edges and rows; the replicas link their own
         scanEdgesKernel = cu.getKernel(module, "mlffScanEdges");
@@ -531,7 +534,7 @@ void CudaCalcMLFFForceKernel::allowSharedMemory() {
     if (matmulTensorCores) // their tiles' shared memory is dynamic and above the default 48 KB
         for (CUfunction kernel : {hiddenForwardKernel, outputForwardKernel, lastOutputForwardKernel, hiddenBackwardKernel,
                                   lastHiddenBackwardKernel, inputBackwardKernel, edgeHiddenKernel, edgeFilterKernel,
-                                  edgeHiddenBackwardKernel, edgeBasisBackwardKernel})
+                                  filterBackwardKernel, pairGradientKernel})
             if (kernel != nullptr)
                 check(cuFuncSetAttribute(kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                          (int) matmulSharedBytes(MatmulMaxRowsTensorCores, MatmulMaxColumns)),
@@ -546,7 +549,7 @@ void CudaCalcMLFFForceKernel::allowSharedMemory() {
               "allowing the filters' output product its shared memory");
     }
     if (warpgroupFilterBackward)
-        check(cuFuncSetAttribute(edgeHiddenBackwardKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        check(cuFuncSetAttribute(filterBackwardKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                  (int) warpgroupSharedBytes(warpgroupBackwardInputs(), WarpgroupBackwardColumns, true)),
               "allowing the filters' backward product its shared memory");
     if (warpgroupUpdate)
@@ -670,7 +673,9 @@ std::vector<CudaCalcMLFFForceKernel::RowArray> CudaCalcMLFFForceKernel::edgeRowA
             {&edgeGradFilter, 3 * h, real, "mlffEdgeGradFilter"},
             {&edgeBasis, k, real, "mlffEdgeBasis"},
             {&edgeHidden, h, real, "mlffEdgeHidden"},
-            {&edgeFilter, layers * 3 * h, real, "mlffEdgeFilter"}};
+            {&edgeFilter, layers * 3 * h, real, "mlffEdgeFilter"},
+            // dE/dd's parts, a column tile of the filters' warp-group backward each (H a multiple of 64 there)
+            {&pairGradDistance, std::max<size_t>(1, h / WarpgroupBackwardColumns), real, "mlffPairGradDistance"}};
 }
 
 size_t CudaCalcMLFFForceKernel::edgeRowBytes(size_t rows) {
@@ -1075,23 +1080,27 @@ void CudaCalcMLFFForceKernel::edgeFiltersForward(int layer) {
 void CudaCalcMLFFForceKernel::edgeFiltersBackward(int layer, double lambdaForceScale, CUdeviceptr force) {
     CUdeviceptr rowCount = filterRowCount();
     const size_t rows = edgeRowsBound();
-    {
+    if (warpgroupFilterBackward) { // dE/dhidden never stored: each pair's dE/dd in parts, then summed
+        void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeGradFilter.getDevicePointer(),
+                        &edgeBasis.getDevicePointer(), &filterEdges.getDevicePointer(), &edgeDelta.getDevicePointer(),
+                        &pairGradDistance.getDevicePointer()};
+        launchWarpgroupMatmul(filterBackwardKernel, args, rows, warpgroupBackwardInputs(), hidden,
+                              WarpgroupBackwardColumns, true, "the filters' backward to the pairs' distances");
+    } else {
         void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeGradFilter.getDevicePointer(),
                         &edgeBasis.getDevicePointer(), &edgeHidden.getDevicePointer()};
-        if (warpgroupFilterBackward)
-            launchWarpgroupMatmul(edgeHiddenBackwardKernel, args, rows, warpgroupBackwardInputs(), hidden,
-                                  WarpgroupBackwardColumns, true, "the filters' backward");
-        else
-            launchMatmul(edgeHiddenBackwardKernel, args, rows, hidden, 64, 128, "the filters' backward");
+        launchMatmul(filterBackwardKernel, args, rows, hidden, 64, 128, "the filters' backward");
     }
-    void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeHidden.getDevicePointer(),
-                    &filterEdges.getDevicePointer(), &edgeAtoms.getDevicePointer(), &edgeDelta.getDevicePointer(),
-                    &edgeGradN.getDevicePointer(), &mlReplica.getDevicePointer(), &replicaScale.getDevicePointer(),
-                    &lambdaForceScale, &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(),
-                    &force};
-    // One column tile (16 TN = K padded, up to 96): each pair's dE/de whole in one half-warp.
-    launchMatmul(edgeBasisBackwardKernel, args, rows, kPadded, kPadded, 128,
-                 "the basis' backward and the pairs' forces");
+    CUdeviceptr gradient = warpgroupFilterBackward ? pairGradDistance.getDevicePointer() : edgeHidden.getDevicePointer();
+    void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &gradient, &filterEdges.getDevicePointer(),
+                    &edgeAtoms.getDevicePointer(), &edgeDelta.getDevicePointer(), &edgeGradN.getDevicePointer(),
+                    &mlReplica.getDevicePointer(), &replicaScale.getDevicePointer(), &lambdaForceScale,
+                    &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(), &force};
+    if (warpgroupFilterBackward)
+        launch(pairGradientKernel, args, (unsigned int) ((rows + EdgeThreads - 1) / EdgeThreads), EdgeThreads,
+               "the pairs' forces");
+    else // one column tile (16 TN = K padded, up to 96): each pair's dE/de whole in one half-warp
+        launchMatmul(pairGradientKernel, args, rows, kPadded, kPadded, 128, "the basis' backward and the pairs' forces");
 }
 
 void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdeviceptr force) {

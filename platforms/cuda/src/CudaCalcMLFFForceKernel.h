@@ -208,7 +208,7 @@ private:
     OpenMM::CudaArray updateKept;         // real (L, N, 3, H), the fused path with clusters
     OpenMM::CudaArray edgeStart, filterStart, filterCount; // edge_filters.cu: the rows' numbering
     OpenMM::CudaArray edgeAtoms, edgeDelta, edgeOwnedRank, edgePartner, edgeFilterRow, edgeGradFilter, edgeGradN,
-        filterEdges, edgeBasis, edgeHidden, edgeFilter; // edge_filters.cu: the rows (edgeRowArrays)
+        filterEdges, edgeBasis, edgeHidden, edgeFilter, pairGradDistance; // edge_filters.cu: the rows (edgeRowArrays)
     OpenMM::CudaArray replicaPairCount, replicaPairAtoms, replicaPairGeometry; // replica_messages.cu: the pairs
     OpenMM::CudaArray pairRowStart;       // int (R + 1): with edge filters, each replica's first filter row
     OpenMM::CudaArray replicaScale, replicaEnergy; // double
@@ -232,7 +232,7 @@ private:
                lastHiddenBackwardKernel = nullptr, inputBackwardKernel = nullptr,
                messagesBackwardKernel = nullptr; // tiled path
     CUfunction scanEdgesKernel = nullptr, gatherEdgesKernel = nullptr, edgeHiddenKernel = nullptr,
-               edgeFilterKernel = nullptr, edgeHiddenBackwardKernel = nullptr, edgeBasisBackwardKernel = nullptr,
+               edgeFilterKernel = nullptr, filterBackwardKernel = nullptr, pairGradientKernel = nullptr,
                messagesForwardRowsKernel = nullptr, messagesBackwardRowsKernel = nullptr, scanFilterRowsKernel = nullptr,
                linkFilterRowsKernel = nullptr;
     CUfunction findReplicaPairsKernel = nullptr, scanReplicaPairsKernel = nullptr,

@@ -227,11 +227,6 @@ struct MlffEdgeFilterEpilogue : MlffBiasEpilogue {
 #else
 #define MLFF_FILTER_FORWARD_BOUNDS MLFF_MATMUL_BOUNDS
 #endif
-#ifdef MLFF_WARPGROUP_FILTER_BACKWARD
-#define MLFF_FILTER_BACKWARD_BOUNDS MLFF_WARPGROUP_BOUNDS
-#else
-#define MLFF_FILTER_BACKWARD_BOUNDS MLFF_MATMUL_BOUNDS
-#endif
 
 /** The filters' hidden layer of each pair, after its activation. */
 KERNEL void MLFF_FILTER_FORWARD_BOUNDS mlffEdgeFilterHidden(int layer, const real* RESTRICT params,
@@ -262,13 +257,12 @@ KERNEL void MLFF_FILTER_FORWARD_BOUNDS mlffEdgeFilterOutput(int layer, const rea
 #endif
 }
 
+#ifndef MLFF_WARPGROUP_FILTER_BACKWARD
 /**
- * dE/dhidden = sums SiLU'(x) of a pair, where x = e W0^T + b0 is the hidden layer's input. On
- * mma.sync (operator()) x is recomputed here from the pair's basis e (K multiply-adds an element,
- * each element once: cheaper than a product of its own that writes x to memory for this one to read
- * back); as a warp-group product, x comes from the side product beside the main one
- * (warpgroup_matmul.cu), on the tensor cores. Either way its sums round otherwise than the forward
- * product's, within float's precision.
+ * dE/dhidden = sums SiLU'(x) of a pair, where x = e W0^T + b0 is the hidden layer's input,
+ * recomputed here from the pair's basis e (K multiply-adds an element, each element once: cheaper
+ * than a product of its own that writes x to memory for this one to read back). Its sums round
+ * otherwise than the forward product's, within float's precision.
  */
 struct MlffEdgeHiddenBackwardEpilogue {
     const real* basis; // (rows, K)
@@ -299,22 +293,20 @@ struct MlffEdgeHiddenBackwardEpilogue {
     }
 };
 
-/** dE/dhidden = (dE/dw W2) SiLU'(hidden's input) of each pair, into edgeGradHidden. */
-KERNEL void MLFF_FILTER_BACKWARD_BOUNDS mlffEdgeFilterHiddenBackward(int layer, const real* RESTRICT params,
+/**
+ * dE/dhidden = (dE/dw W2) SiLU'(hidden's input) of each pair, into edgeGradHidden, for
+ * mlffEdgeBasisBackward (on sm_90, mlffEdgeFilterBackwardToDistance does both at once).
+ */
+KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHiddenBackward(int layer, const real* RESTRICT params,
         const int* RESTRICT filterRowCount, const real* RESTRICT edgeGradFilter, const real* RESTRICT edgeBasis,
         real* RESTRICT edgeGradHidden) {
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffEdgeHiddenBackwardEpilogue epilogue = {edgeBasis, block + MLFF_B_FILTER_W0T, block + MLFF_B_FILTER_B0,
                                                      edgeGradHidden};
-#ifdef MLFF_WARPGROUP_FILTER_BACKWARD
-    mlffWarpgroupMatmul<3 * MLFF_H, MLFF_H, MLFF_WARPGROUP_BACKWARD_COLUMNS, MLFF_WARPGROUPS, MLFF_K>(
-            edgeGradFilter, block + MLFF_B_FILTER_W2, filterRowCount, epilogue, edgeBasis, block + MLFF_B_FILTER_W0T,
-            block + MLFF_B_FILTER_B0); // waits once its weights are in
-#else
     mlffStartAfterPreviousLaunch();
     mlffMatmul<3 * MLFF_H, MLFF_H, 4, 128>(edgeGradFilter, block + MLFF_B_FILTER_W2, *filterRowCount, epilogue);
-#endif
 }
+#endif
 
 /** Where a pair's dE/dd goes (mlffAddPairGradient): its edges' rows, and OpenMM's force buffer. */
 struct MlffPairGradientTargets {
@@ -357,10 +349,121 @@ DEVICE inline void mlffAddPairGradient(int layer, int row, real gd, const MlffPa
     }
 }
 
+#ifdef MLFF_WARPGROUP_FILTER_BACKWARD
+/**
+ * A pair's de/dd, the radial basis' derivatives at its distance d, as a row of a warp-group
+ * product's A (mlffWarpgroupTileProduct's Row): computed, not loaded, zero from K on.
+ */
+struct MlffBasisDerivativeRow {
+    const real* params;
+    real d;
+    template <int Inputs>
+    DEVICE float4 inputs(int first, int k) const {
+        real x[4];
+#pragma unroll
+        for (int q = 0; q < 4; q++) {
+            const int n = first + k + q;
+            real e, dedd;
+            mlffRadialBasis(params, d, min(n, MLFF_K - 1), &e, &dedd); // without a branch: see the products
+            x[q] = n < MLFF_K ? dedd : 0;
+        }
+        return make_float4(x[0], x[1], x[2], x[3]);
+    }
+};
+
+#define MLFF_BACKWARD_COLUMN_TILES (MLFF_H / MLFF_WARPGROUP_BACKWARD_COLUMNS)
+
+/**
+ * The filters' backward carried on to each pair's dE/dd, on warp-group products, so that dE/dhidden
+ * is never stored nor read back by a product of its own (mlffEdgeBasisBackward, on mma.sync). With
+ * x = e W0^T + b0 the hidden layer's input and g = dE/dhidden = (dE/dw W2) SiLU'(x),
+ *   dE/dd = sum_h g_h dx_h/dd,   dx/dd = (de/dd) W0^T,
+ * so each 64-row tile takes three products on a block's column tile of H: x by the side product (the
+ * pairs' basis rows, W0^T's tile and b0 in shared memory), the main one (dE/dw by W2's tile), then
+ * dx/dd by the same W0^T tile from the basis' derivatives, which the threads compute. Each
+ * thread's sum over its columns, summed over the four threads of a row, is the column tile's part
+ * of the row's dE/dd: pairGradDistance (rows, MLFF_BACKWARD_COLUMN_TILES), which
+ * mlffAddPairGradientParts sums in order.
+ */
+KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterBackwardToDistance(int layer, const real* RESTRICT params,
+        const int* RESTRICT filterRowCount, const real* RESTRICT edgeGradFilter, const real* RESTRICT edgeBasis,
+        const int2* RESTRICT filterEdges, const real4* RESTRICT edgeDelta, real* RESTRICT pairGradDistance) {
+    constexpr int I = 3 * MLFF_H, J = MLFF_K, Columns = MLFF_WARPGROUP_BACKWARD_COLUMNS;
+    constexpr int columnTiles = MLFF_BACKWARD_COLUMN_TILES, sideInputs = (J + 15) / 16 * 16;
+    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
+    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, MLFF_H, Columns, MLFF_WARPGROUPS, J>(
+            block + MLFF_B_FILTER_W2, block + MLFF_B_FILTER_W0T, block + MLFF_B_FILTER_B0); // then waits
+    const int rows = *filterRowCount, columnTile = blockIdx.x % columnTiles;
+    const int group = threadIdx.x / MLFF_WARPGROUP_THREADS, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
+    const int t = lane % 4;
+    const int rowTiles = (rows + 63) / 64, blocksPerColumn = gridDim.x / columnTiles;
+    for (int tile = blockIdx.x / columnTiles * MLFF_WARPGROUPS + group; tile < rowTiles;
+         tile += blocksPerColumn * MLFF_WARPGROUPS) {
+        const int row0 = 64 * tile + 16 * warp + lane / 4, row1 = row0 + 8;
+        const int r0 = min(row0, rows - 1), r1 = min(row1, rows - 1); // clamped, as mlffWarpgroupMatmul's
+        const real d0 = edgeDelta[filterEdges[r0].x].w, d1 = edgeDelta[filterEdges[r1].x].w;
+        // grad[4 j + 2 r + c], side[...]: row row0 + 8 r, column 8 j + 2 t + c of the tile.
+        float grad[Columns / 2], side[Columns / 2];
+        MlffWarpgroupFragments fragments;
+        mlffWarpgroupTileProduct<J, Columns, 0>(MlffWarpgroupMemoryRow{edgeBasis + (size_t) r0 * J},
+                                                MlffWarpgroupMemoryRow{edgeBasis + (size_t) r1 * J}, tiles.fBig,
+                                                tiles.fSmall, side, fragments);
+        mlffWarpgroupTileProduct<I, Columns, sideInputs / 16 % 2>(MlffWarpgroupMemoryRow{edgeGradFilter + (size_t) r0 * I},
+                                                                  MlffWarpgroupMemoryRow{edgeGradFilter + (size_t) r1 * I},
+                                                                  tiles.bBig, tiles.bSmall, grad, fragments);
+        asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+#pragma unroll
+        for (int i = 0; i < Columns / 2; i++)
+            grad[i] *= mlffSiluGrad(side[i] + tiles.c[8 * (i / 4) + 2 * t + i % 2]); // g
+        // dx/dd into side (every product before has ended: either fragment set is free).
+        mlffWarpgroupTileProduct<J, Columns, 0>(MlffBasisDerivativeRow{params, d0}, MlffBasisDerivativeRow{params, d1},
+                                                tiles.fBig, tiles.fSmall, side, fragments);
+        asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+        real sum0 = 0, sum1 = 0;
+#pragma unroll
+        for (int j = 0; j < Columns / 8; j++) {
+            sum0 += grad[4 * j] * side[4 * j] + grad[4 * j + 1] * side[4 * j + 1];
+            sum1 += grad[4 * j + 2] * side[4 * j + 2] + grad[4 * j + 3] * side[4 * j + 3];
+        }
+        for (int offset = 1; offset < 4; offset *= 2) { // the row's other columns, in the quad's threads
+            sum0 += __shfl_xor_sync(0xffffffffu, sum0, offset);
+            sum1 += __shfl_xor_sync(0xffffffffu, sum1, offset);
+        }
+        if (t == 0 && row0 < rows)
+            pairGradDistance[(size_t) row0 * columnTiles + columnTile] = sum0;
+        if (t == 0 && row1 < rows)
+            pairGradDistance[(size_t) row1 * columnTiles + columnTile] = sum1;
+    }
+}
+
+/**
+ * Each pair's dE/dd of block `layer`: the column tiles' parts that mlffEdgeFilterBackwardToDistance
+ * wrote, summed in order (so that every run sums alike), passed on by mlffAddPairGradient. A thread
+ * a pair. Its arguments are mlffEdgeBasisBackward's (params unused), which it stands for.
+ */
+KERNEL void mlffAddPairGradientParts(int layer, const real* RESTRICT params, const int* RESTRICT filterRowCount,
+        const real* RESTRICT pairGradDistance, const int2* RESTRICT filterEdges, const int2* RESTRICT edgeAtoms,
+        const real4* RESTRICT edgeDelta, real4* RESTRICT edgeGradN, const int* RESTRICT mlReplica,
+        const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
+        const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
+    (void) params;
+    mlffStartAfterPreviousLaunch();
+    const int row = blockIdx.x * blockDim.x + threadIdx.x;
+    if (row >= *filterRowCount)
+        return;
+    real gd = 0;
+    for (int part = 0; part < MLFF_BACKWARD_COLUMN_TILES; part++)
+        gd += pairGradDistance[(size_t) row * MLFF_BACKWARD_COLUMN_TILES + part];
+    const MlffPairGradientTargets to = {filterEdges, edgeAtoms, edgeDelta, edgeGradN, mlReplica, replicaScale,
+                                        lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer};
+    mlffAddPairGradient(layer, row, gd, to);
+}
+#endif
+
 // A pair's dE/de in one tile of 16 threads, TN = K_PADDED / 16 columns each: K up to 96 (the
 // widest tile; the host uses edge filters only then).
 #define MLFF_PAIR_GRADIENT_TN (MLFF_K_PADDED / 16)
-#if MLFF_K_PADDED <= 96
+#if MLFF_K_PADDED <= 96 && !defined(MLFF_WARPGROUP_FILTER_BACKWARD)
 
 /**
  * The product's dE/de of a pair (thread tx of the 16 that hold a row has its columns from TN tx)

@@ -65,11 +65,11 @@ DEVICE inline void mlffRadialBasis(const real* RESTRICT params, real d, int k, r
     const real width = params[MLFF_P_RBF_WIDTHS + k];
     const real x = (d - params[MLFF_P_RBF_CENTERS + k]) / width;
     const real gauss = exp(-x * x);
-    real fc = 0, dfc = 0;
-    if (d < (real) MLFF_CUTOFF) {
-        fc = (real) 0.5 * (cos((real) MLFF_PI * d / (real) MLFF_CUTOFF) + 1);
-        dfc = -(real) 0.5 * (real) MLFF_PI / (real) MLFF_CUTOFF * sin((real) MLFF_PI * d / (real) MLFF_CUTOFF);
-    }
+    // Selected, not branched on, so that a warp-group product's rows may call it between its
+    // products (edge_filters.cu's MlffBasisDerivativeRow).
+    const bool inside = d < (real) MLFF_CUTOFF;
+    const real fc = inside ? (real) 0.5 * (cos((real) MLFF_PI * d / (real) MLFF_CUTOFF) + 1) : 0;
+    const real dfc = inside ? -(real) 0.5 * (real) MLFF_PI / (real) MLFF_CUTOFF * sin((real) MLFF_PI * d / (real) MLFF_CUTOFF) : 0;
     *e = gauss * fc;
     if (dedd != 0)
         *dedd = gauss * (dfc - 2 * x / width * fc);
