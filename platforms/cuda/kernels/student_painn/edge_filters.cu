@@ -36,18 +36,23 @@
  *                                           edgeGradN (xyz; summed over the blocks); and the update's
  *                                           direct backward as in tiled.cu
  *   mlffEdgeFilterHiddenBackward matmul     edgeHidden = (dE/dw W2) SiLU'(edgeBasis W0^T + b0), the
- *                                           hidden layer's input recomputed (in the epilogue, or on
- *                                           sm_90 as a second warp-group product)
+ *                                           hidden layer's input recomputed in the epilogue
  *   mlffEdgeBasisBackward       matmul      dE/de = edgeHidden W0 (K padded), and in its epilogue
  *                                           dE/dd = dE/de . de/dd, summed over the blocks in the owning
  *                                           edge's edgeGradN.w; at block 0 (the last of the backward
  *                                           pass), the forces of both edges
+ *   or on sm_90, in their place:
+ *   mlffEdgeFilterBackwardToDistance wgmma  each column tile's part of dE/dd (pairGradDistance), from
+ *                                           dE/dw, the hidden layer's input and dx/dd, three
+ *                                           warp-group products on its tile; dE/dhidden not stored
+ *   mlffAddPairGradientParts    filter rows the parts summed in order, then as mlffEdgeBasisBackward's
+ *                                           epilogue: edgeGradN.w, and the forces at block 0
  *
  * Storage (global; rows allocated for N x capacity, edge and filter rows alike): edgeStart,
  * filterStart (N + 1) and filterCount (N) int; per edge row edgeAtoms int2, edgeDelta real4,
  * edgeOwnedRank, edgePartner, edgeFilterRow int, edgeGradN real4; per filter row filterEdges int2,
- * edgeBasis (K), edgeHidden (H), edgeGradFilter (3H), and edgeFilter (L, rows, 3H: w_s, w_v1, w_v2
- * of each block, kept for the backward pass).
+ * edgeBasis (K), edgeHidden (H), edgeGradFilter (3H), pairGradDistance (H / 64, sm_90), and
+ * edgeFilter (L, rows, 3H: w_s, w_v1, w_v2 of each block, kept for the backward pass).
  */
 
 /** Listed edges of atom i: its count, or 0 if its list overflowed. */
