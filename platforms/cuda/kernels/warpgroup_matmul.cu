@@ -18,9 +18,10 @@
  *
  * The epilogue receives two adjacent sums of a row at a time, as the accumulators hold them:
  * epilogue.template columns<2>(row, column, sums), for rows below the count only. It should store
- * them as one vector: 4-byte stores made the product 1.5 times slower (H200). A second, small
- * product of other inputs onto the same columns (the side product) may run beside the main one,
- * its sums handed to the epilogue with the main product's.
+ * them as one vector: 4-byte stores made the product 1.5 times slower (H200). A kernel that takes
+ * more than one product on a tile (edge_filters.cu's filters' backward) builds on the parts:
+ * mlffWarpgroupLoadTiles, which can hold a second, small product's weights (the side product)
+ * beside B's, and mlffWarpgroupTileProduct.
  */
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #error "warpgroup_matmul.cu needs a module built for sm_90a"
@@ -197,22 +198,6 @@ DEVICE inline void mlffWarpgroupTileProduct(const Row& a0, const Row& a1, const 
     }
 }
 
-/** Hands a row's two sums to the epilogue, with the side product's two where there is one. */
-template <bool Side>
-struct MlffWarpgroupSums {};
-
-template <class Epilogue>
-DEVICE inline void mlffWarpgroupStore(MlffWarpgroupSums<false>, const Epilogue& epilogue, int row, int column,
-                                      const float* sums, const float*) {
-    epilogue.template columns<2>(row, column, sums);
-}
-
-template <class Epilogue>
-DEVICE inline void mlffWarpgroupStore(MlffWarpgroupSums<true>, const Epilogue& epilogue, int row, int column,
-                                      const float* sums, const float* sideSums) {
-    epilogue.template columns<2>(row, column, sums, sideSums);
-}
-
 /** The row count, given or read on the device. */
 DEVICE inline int mlffWarpgroupRows(int rows) {
     return rows;
@@ -262,24 +247,12 @@ DEVICE inline MlffWarpgroupTiles mlffWarpgroupLoadTiles(const real* RESTRICT b, 
     return {bBig, bSmall, fBig, fSmall, cTile, firstColumn};
 }
 
-/**
- * C = A B (the file's comment says how), and where J > 0 the side product S = E F + c on the same
- * rows and columns: E (rows, J) row-major, F (J, O) row-major and c (O), F's column tile (J rounded
- * up to 16) and c's in shared memory beside B's. The epilogue then receives S's sums too:
- * epilogue.template columns<2>(row, column, sums, sideSums). It spares the epilogue a small product
- * of its own at FMA speed. c is read from shared memory in each tile: read from global memory, its
- * loads were hoisted out of the loop over tiles, into registers that made ptxas spill.
- */
-template <int I, int O, int Columns, int WarpGroups, int J = 0, class Epilogue, class RowCount>
+/** C = A B, the file's comment says how. */
+template <int I, int O, int Columns, int WarpGroups, class Epilogue, class RowCount>
 DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const real* RESTRICT b, RowCount rowCount,
-                                       Epilogue epilogue, const real* RESTRICT e = nullptr,
-                                       const real* RESTRICT f = nullptr, const real* RESTRICT c = nullptr) {
-    constexpr int columnTiles = O / Columns, sideInputs = (J + 15) / 16 * 16;
-    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, WarpGroups, J>(b, f, c);
-    const unsigned int *bBig = tiles.bBig, *bSmall = tiles.bSmall, *fBig = tiles.fBig, *fSmall = tiles.fSmall;
-    const float* cTile = tiles.c;
-    const int firstColumn = tiles.firstColumn;
-
+                                       Epilogue epilogue) {
+    constexpr int columnTiles = O / Columns;
+    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, WarpGroups, 0>(b, nullptr, nullptr);
     const int rows = mlffWarpgroupRows(rowCount);
     const int group = threadIdx.x / MLFF_WARPGROUP_THREADS, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4;
@@ -289,28 +262,20 @@ DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const real* RESTR
         // Rows past the last are clamped, not skipped: a branch between the products would make
         // ptxas serialize them (tests/cuda/compile_kernels.sh fails on that); their sums are dropped.
         const int r0 = min(row0, rows - 1), r1 = min(row1, rows - 1);
-        float d[Columns / 2], s[Columns / 2];
+        float d[Columns / 2];
         MlffWarpgroupFragments fragments;
-        if (J > 0)
-            mlffWarpgroupTileProduct<J, Columns, 0>(MlffWarpgroupMemoryRow{e + (size_t) r0 * J},
-                                                    MlffWarpgroupMemoryRow{e + (size_t) r1 * J}, fBig, fSmall, s, fragments);
-        mlffWarpgroupTileProduct<I, Columns, sideInputs / 16 % 2>(MlffWarpgroupMemoryRow{a + (size_t) r0 * I},
-                                                                  MlffWarpgroupMemoryRow{a + (size_t) r1 * I}, bBig,
-                                                                  bSmall, d, fragments);
+        mlffWarpgroupTileProduct<I, Columns, 0>(MlffWarpgroupMemoryRow{a + (size_t) r0 * I},
+                                                MlffWarpgroupMemoryRow{a + (size_t) r1 * I}, tiles.bBig, tiles.bSmall,
+                                                d, fragments);
         asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
-        // d[4 j + 2 r + c]: row row0 + 8 r, column 8 j + 2 t + c of the tile (s likewise).
+        // d[4 j + 2 r + c]: row row0 + 8 r, column 8 j + 2 t + c of the tile.
 #pragma unroll
         for (int j = 0; j < Columns / 8; j++) {
-            const int column = firstColumn + 8 * j + 2 * t;
-            if (J > 0) {
-#pragma unroll
-                for (int i = 0; i < 4; i++)
-                    s[4 * j + i] += cTile[8 * j + 2 * t + i % 2];
-            }
+            const int column = tiles.firstColumn + 8 * j + 2 * t;
             if (row0 < rows)
-                mlffWarpgroupStore(MlffWarpgroupSums<(J > 0)>(), epilogue, row0, column, &d[4 * j], &s[4 * j]);
+                epilogue.template columns<2>(row0, column, &d[4 * j]);
             if (row1 < rows)
-                mlffWarpgroupStore(MlffWarpgroupSums<(J > 0)>(), epilogue, row1, column, &d[4 * j + 2], &s[4 * j + 2]);
+                epilogue.template columns<2>(row1, column, &d[4 * j + 2]);
         }
     }
 }
