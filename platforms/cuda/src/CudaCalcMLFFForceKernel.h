@@ -56,9 +56,10 @@ private:
     void launchMatmul(CUfunction kernel, void** args, size_t rows, int outputs, int columnsPerTile,
                       int tensorCoreRowsPerTile, const char* what);
     /**
-     * A kernel built on warpgroup_matmul.cu's mlffWarpgroupMatmul<I, O = outputs, Columns, J>, over
-     * at most `rows` rows: inputs = I, and J rounded up to 16 where it has a side product. A block
-     * an SM (B's column tile fills its shared memory), the grid a multiple of the tiles.
+     * A kernel built on warpgroup_matmul.cu's mlffWarpgroupMatmul<I, O = outputs, Columns>, or on its
+     * parts with a side product of J inputs (mlffWarpgroupLoadTiles<I, O, Columns, WarpGroups, J>),
+     * over at most `rows` rows: inputs = I, and J rounded up to 16 where it has a side product. A
+     * block an SM (B's column tile fills its shared memory), the grid a multiple of the tiles.
      */
     void launchWarpgroupMatmul(CUfunction kernel, void** args, size_t rows, int inputs, int outputs, int columns,
                                bool sideProduct, const char* what);
