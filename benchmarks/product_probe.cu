@@ -9,7 +9,9 @@
 // For each shape (the filters' products over pairs and the update's over atoms, H = 128, K = 20):
 // both products' largest error against a double-precision product on the host, over a sample of
 // rows, relative to the largest |C|; then their medians over REPEATS alternating launches (default
-// 30), between CUDA events. Needs an sm_90 GPU (H100, H200): it is built for sm_90a.
+// 30), between CUDA events; and the warp-group product's launch alone (wgmma:0: its grid, blocks
+// and shared memory, no work) and its load of B alone (wgmma:B). Needs an sm_90 GPU (H100, H200):
+// it is built for sm_90a.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -66,6 +68,19 @@ __global__ void MLFF_WARPGROUP_BOUNDS warpgroupProduct(const float* a, const flo
     mlffWarpgroupMatmul<I, O, Columns, MLFF_WARPGROUPS>(a, b, rows, StoreEpilogue<O, 2>{c});
 }
 
+// The warp-group product's parts, launched as it is: nothing (what a launch of its blocks and
+// shared memory costs), and its blocks' load of B's tile alone. C is not written.
+template <int I, int O, int Columns>
+__global__ void MLFF_WARPGROUP_BOUNDS warpgroupLaunchOnly(const float*, const float*, const int*, float*) {
+}
+
+template <int I, int O, int Columns>
+__global__ void MLFF_WARPGROUP_BOUNDS warpgroupLoadOnly(const float*, const float* b, const int* rows, float* c) {
+    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, MLFF_WARPGROUPS, 0>(b, nullptr, nullptr);
+    if (rows == nullptr) // never: keeps the tile's loads and stores
+        c[threadIdx.x] = (float) tiles.bBig[threadIdx.x];
+}
+
 void check(cudaError_t result, const char* what) {
     if (result != cudaSuccess) {
         std::fprintf(stderr, "mlff-product-probe: %s: %s\n", what, cudaGetErrorString(result));
@@ -113,7 +128,9 @@ double relativeError(const std::vector<float>& a, const std::vector<float>& b, c
 
 /**
  * Both products of one shape: mlffMatmul in tiles of Rows by 16 TN, as the plugin launches it
- * (launchMatmul), and mlffWarpgroupMatmul with Columns a block, a block an SM (launchWarpgroupMatmul).
+ * (launchMatmul), and mlffWarpgroupMatmul with Columns a block, a block an SM (launchWarpgroupMatmul);
+ * then the warp-group product's launch alone and its load of B alone (wgmma:0, wgmma:B), whose
+ * times say how much of the product's is neither its rows' products nor their stores.
  */
 template <int I, int O, int TN, int Rows, int Columns>
 void probe(const char* name, int rows, int repeats, int multiprocessors) {
@@ -139,19 +156,26 @@ void probe(const char* name, int rows, int repeats, int multiprocessors) {
     const unsigned int mmaShared = matmulSharedBytes(Rows, columns);
     const unsigned int warpgroupShared = warpgroupSharedBytes((I + 15) / 16 * 16, Columns);
     auto mma = mmaProduct<I, O, TN, Rows>;
-    auto warpgroup = warpgroupProduct<I, O, Columns>;
     check(cudaFuncSetAttribute(mma, cudaFuncAttributeMaxDynamicSharedMemorySize, mmaShared), "mma.sync's shared memory");
-    check(cudaFuncSetAttribute(warpgroup, cudaFuncAttributeMaxDynamicSharedMemorySize, warpgroupShared),
-          "wgmma's shared memory");
+    const void* warpgroupKernels[3] = {(const void*) warpgroupProduct<I, O, Columns>,
+                                       (const void*) warpgroupLaunchOnly<I, O, Columns>,
+                                       (const void*) warpgroupLoadOnly<I, O, Columns>};
+    for (const void* kernel : warpgroupKernels)
+        check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, warpgroupShared),
+              "wgmma's shared memory");
     void* mmaArgs[] = {&aDevice, &bDevice, &rows, &cDevice};
     void* warpgroupArgs[] = {&aDevice, &bDevice, &rowsDevice, &cDevice};
-    const Launch launches[2] = {
+    const unsigned int warpgroupGrid = warpgroupBlocks(rows, O, Columns, multiprocessors);
+    constexpr int variants = 4, products = 2; // the last two compute nothing
+    const char* labels[variants] = {"mma", "wgmma", "wgmma:0", "wgmma:B"};
+    const Launch launches[variants] = {
         {(const void*) mma, matmulBlocks(rows, O, Rows, columns), MatmulThreads, mmaShared, mmaArgs},
-        {(const void*) warpgroup, warpgroupBlocks(rows, O, Columns, multiprocessors), WarpgroupThreads * Warpgroups,
-         warpgroupShared, warpgroupArgs}};
+        {warpgroupKernels[0], warpgroupGrid, WarpgroupThreads * Warpgroups, warpgroupShared, warpgroupArgs},
+        {warpgroupKernels[1], warpgroupGrid, WarpgroupThreads * Warpgroups, warpgroupShared, warpgroupArgs},
+        {warpgroupKernels[2], warpgroupGrid, WarpgroupThreads * Warpgroups, warpgroupShared, warpgroupArgs}};
 
-    double errors[2];
-    for (int v = 0; v < 2; v++) {
+    double errors[products];
+    for (int v = 0; v < products; v++) {
         check(cudaMemset(cDevice, 0, c.size() * sizeof(float)), "clearing C");
         check(cudaLaunchKernel(launches[v].kernel, launches[v].grid, launches[v].block, launches[v].args,
                                launches[v].sharedBytes, 0),
@@ -163,15 +187,18 @@ void probe(const char* name, int rows, int repeats, int multiprocessors) {
     cudaEvent_t start, stop;
     check(cudaEventCreate(&start), "creating an event");
     check(cudaEventCreate(&stop), "creating an event");
-    std::vector<float> times[2];
+    std::vector<float> times[variants];
     for (int r = 0; r < repeats; r++)
-        for (int v = 0; v < 2; v++)
+        for (int v = 0; v < variants; v++)
             times[v].push_back(timeLaunch(launches[v], start, stop));
     const double flops = 2.0 * 3 * rows * I * O; // 3xTF32: three products
-    for (int v = 0; v < 2; v++) {
+    for (int v = 0; v < variants; v++) {
         const float us = median(times[v]);
-        std::printf("%-18s %8d %5d %5d  %-8s %9.1f %9.1f %10.1e\n", name, rows, I, O, v == 0 ? "mma" : "wgmma", us,
-                    flops / us * 1e-6, errors[v]);
+        if (v < products)
+            std::printf("%-18s %8d %5d %5d  %-8s %9.1f %9.1f %10.1e\n", name, rows, I, O, labels[v], us,
+                        flops / us * 1e-6, errors[v]);
+        else
+            std::printf("%-18s %8d %5d %5d  %-8s %9.1f %9s %10s\n", name, rows, I, O, labels[v], us, "-", "-");
     }
     cudaEventDestroy(start);
     cudaEventDestroy(stop);
