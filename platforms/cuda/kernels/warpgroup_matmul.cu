@@ -211,7 +211,8 @@ DEVICE inline int mlffWarpgroupRows(const int* RESTRICT rows) {
 struct MlffWarpgroupTiles {
     const unsigned int *bBig, *bSmall; // (inputs / 8, Columns, 8), the layout above
     const unsigned int *fBig, *fSmall; // (sideInputs / 8, Columns, 8)
-    const float* c;                    // (Columns)
+    const float* c;                    // (Columns): read from global memory in each tile instead, its loads
+                                       // were hoisted out of the loop over tiles, into registers that spilled
     int firstColumn;                   // of the block's tile in O
 };
 
