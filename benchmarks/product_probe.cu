@@ -7,11 +7,12 @@
 //   mlff-product-probe ROWS [REPEATS]
 //
 // For each shape (the filters' products over pairs and the update's over atoms, H = 128, K = 20):
-// both products' largest error against a double-precision product on the host, over a sample of
+// each product's largest error against a double-precision product on the host, over a sample of
 // rows, relative to the largest |C|; then their medians over REPEATS alternating launches (default
-// 30), between CUDA events; and the warp-group product's launch alone (wgmma:0: its grid, blocks
-// and shared memory, no work) and its load of B alone (wgmma:B). Needs an sm_90 GPU (H100, H200):
-// it is built for sm_90a.
+// 30), between CUDA events; then the warp-group product in parts: its launch alone (wgmma:0: its
+// grid, blocks and shared memory, no work), its copy of B's tile alone (wgmma:B), and its products
+// and stores without A's loads (wgmma:-A: each row's first inputs at every k-step). Needs an sm_90
+// GPU (H100, H200): it is built for sm_90a.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -25,6 +26,7 @@
 // student_painn/layers.cu has it: the sources below use it, and layers.cu needs a model's sizes).
 typedef float real;
 #define DEVICE __device__
+#define KERNEL extern "C" __global__
 #define RESTRICT __restrict__
 template <int W>
 struct alignas(W * sizeof(real)) MlffRealVector {
@@ -64,19 +66,62 @@ __global__ void MLFF_MATMUL_BOUNDS mmaProduct(const float* a, const float* b, in
 }
 
 template <int I, int O, int Columns>
-__global__ void MLFF_WARPGROUP_BOUNDS warpgroupProduct(const float* a, const float* b, const int* rows, float* c) {
-    mlffWarpgroupMatmul<I, O, Columns, MLFF_WARPGROUPS>(a, b, rows, StoreEpilogue<O, 2>{c});
+__global__ void MLFF_WARPGROUP_BOUNDS warpgroupProduct(const float* a, const unsigned int* bImages, const int* rows,
+                                                       float* c) {
+    mlffWarpgroupMatmul<I, O, Columns, MLFF_WARPGROUPS>(a, bImages, rows, StoreEpilogue<O, 2>{c});
+}
+
+/** A row of A whose inputs are the same four registers at every k-step. */
+struct RegisterRow {
+    float4 x;
+    template <int Inputs>
+    __device__ float4 inputs(int, int) const {
+        return x;
+    }
+};
+
+// The warp-group product's loop with A's first inputs of each row reused at every k-step: its
+// products and stores without A's loads (C is not A B).
+template <int I, int O, int Columns>
+__global__ void MLFF_WARPGROUP_BOUNDS warpgroupWithoutLoads(const float* a, const unsigned int* bImages,
+                                                            const int* rowCount, float* c) {
+    constexpr int columnTiles = O / Columns;
+    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, MLFF_WARPGROUPS, 0>(bImages);
+    const int rows = *rowCount, group = threadIdx.x / MLFF_WARPGROUP_THREADS, warp = threadIdx.x / 32 % 4;
+    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+    const int rowTiles = (rows + 63) / 64, blocksPerColumn = gridDim.x / columnTiles;
+    for (int tile = blockIdx.x / columnTiles * MLFF_WARPGROUPS + group; tile < rowTiles;
+         tile += blocksPerColumn * MLFF_WARPGROUPS) {
+        const int row0 = 64 * tile + 16 * warp + g, row1 = row0 + 8;
+        const int r0 = min(row0, rows - 1), r1 = min(row1, rows - 1);
+        float d[Columns / 2];
+        MlffWarpgroupFragments fragments;
+        const RegisterRow a0{reinterpret_cast<const float4*>(a + (size_t) r0 * I)[t]};
+        const RegisterRow a1{reinterpret_cast<const float4*>(a + (size_t) r1 * I)[t]};
+        mlffWarpgroupTileProduct<I, Columns, 0>(a0, a1, tiles.bBig, tiles.bSmall, d, fragments);
+        asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+        StoreEpilogue<O, 2> epilogue{c};
+#pragma unroll
+        for (int j = 0; j < Columns / 8; j++) {
+            const int column = tiles.firstColumn + 8 * j + 2 * t;
+            if (row0 < rows)
+                epilogue.template columns<2>(row0, column, &d[4 * j]);
+            if (row1 < rows)
+                epilogue.template columns<2>(row1, column, &d[4 * j + 2]);
+        }
+    }
 }
 
 // The warp-group product's parts, launched as it is: nothing (what a launch of its blocks and
-// shared memory costs), and its blocks' load of B's tile alone. C is not written.
+// shared memory costs), and its blocks' copy of B's tile alone. C is not written.
 template <int I, int O, int Columns>
-__global__ void MLFF_WARPGROUP_BOUNDS warpgroupLaunchOnly(const float*, const float*, const int*, float*) {
+__global__ void MLFF_WARPGROUP_BOUNDS warpgroupLaunchOnly(const float*, const unsigned int*, const int*, float*) {
 }
 
 template <int I, int O, int Columns>
-__global__ void MLFF_WARPGROUP_BOUNDS warpgroupLoadOnly(const float*, const float* b, const int* rows, float* c) {
-    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, MLFF_WARPGROUPS, 0>(b, nullptr, nullptr);
+__global__ void MLFF_WARPGROUP_BOUNDS warpgroupLoadOnly(const float*, const unsigned int* bImages, const int* rows,
+                                                        float* c) {
+    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, MLFF_WARPGROUPS, 0>(bImages);
     if (rows == nullptr) // never: keeps the tile's loads and stores
         c[threadIdx.x] = (float) tiles.bBig[threadIdx.x];
 }
@@ -129,8 +174,8 @@ double relativeError(const std::vector<float>& a, const std::vector<float>& b, c
 /**
  * Both products of one shape: mlffMatmul in tiles of Rows by 16 TN, as the plugin launches it
  * (launchMatmul), and mlffWarpgroupMatmul with Columns a block, a block an SM (launchWarpgroupMatmul);
- * then the warp-group product's launch alone and its load of B alone (wgmma:0, wgmma:B), whose
- * times say how much of the product's is neither its rows' products nor their stores.
+ * then the warp-group product's parts (wgmma:0, wgmma:B, wgmma:-A), whose times say where the
+ * product's goes.
  */
 template <int I, int O, int TN, int Rows, int Columns>
 void probe(const char* name, int rows, int repeats, int multiprocessors) {
@@ -150,6 +195,13 @@ void probe(const char* name, int rows, int repeats, int multiprocessors) {
     check(cudaMemcpy(aDevice, a.data(), a.size() * sizeof(float), cudaMemcpyHostToDevice), "copying A");
     check(cudaMemcpy(bDevice, b.data(), b.size() * sizeof(float), cudaMemcpyHostToDevice), "copying B");
     check(cudaMemcpy(rowsDevice, &rows, sizeof(int), cudaMemcpyHostToDevice), "copying the row count");
+    // B's images, split once, as the plugin makes them (prepareWarpgroupImages).
+    unsigned int* bImages;
+    constexpr int columnTiles = O / Columns;
+    check(cudaMalloc(&bImages, columnTiles * MlffWarpgroupTileWords<I, Columns, 0>::value * sizeof(unsigned int)),
+          "allocating B's images");
+    mlffPrepareWarpgroupTiles<<<columnTiles, 256>>>(bDevice, I, O, Columns, nullptr, 0, nullptr, bImages);
+    check(cudaDeviceSynchronize(), "splitting B");
 
     // The plugin's shapes (ProductShapes.h).
     constexpr int columns = 16 * TN;
@@ -157,22 +209,23 @@ void probe(const char* name, int rows, int repeats, int multiprocessors) {
     const unsigned int warpgroupShared = warpgroupSharedBytes((I + 15) / 16 * 16, Columns);
     auto mma = mmaProduct<I, O, TN, Rows>;
     check(cudaFuncSetAttribute(mma, cudaFuncAttributeMaxDynamicSharedMemorySize, mmaShared), "mma.sync's shared memory");
-    const void* warpgroupKernels[3] = {(const void*) warpgroupProduct<I, O, Columns>,
-                                       (const void*) warpgroupLaunchOnly<I, O, Columns>,
-                                       (const void*) warpgroupLoadOnly<I, O, Columns>};
+    constexpr int variants = 5, products = 2; // the last three do not compute A B
+    const void* warpgroupKernels[variants - 1] = {(const void*) warpgroupProduct<I, O, Columns>,
+                                                  (const void*) warpgroupLaunchOnly<I, O, Columns>,
+                                                  (const void*) warpgroupLoadOnly<I, O, Columns>,
+                                                  (const void*) warpgroupWithoutLoads<I, O, Columns>};
     for (const void* kernel : warpgroupKernels)
         check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, warpgroupShared),
               "wgmma's shared memory");
     void* mmaArgs[] = {&aDevice, &bDevice, &rows, &cDevice};
-    void* warpgroupArgs[] = {&aDevice, &bDevice, &rowsDevice, &cDevice};
+    void* warpgroupArgs[] = {&aDevice, &bImages, &rowsDevice, &cDevice};
     const unsigned int warpgroupGrid = warpgroupBlocks(rows, O, Columns, multiprocessors);
-    constexpr int variants = 4, products = 2; // the last two compute nothing
-    const char* labels[variants] = {"mma", "wgmma", "wgmma:0", "wgmma:B"};
-    const Launch launches[variants] = {
-        {(const void*) mma, matmulBlocks(rows, O, Rows, columns), MatmulThreads, mmaShared, mmaArgs},
-        {warpgroupKernels[0], warpgroupGrid, WarpgroupThreads * Warpgroups, warpgroupShared, warpgroupArgs},
-        {warpgroupKernels[1], warpgroupGrid, WarpgroupThreads * Warpgroups, warpgroupShared, warpgroupArgs},
-        {warpgroupKernels[2], warpgroupGrid, WarpgroupThreads * Warpgroups, warpgroupShared, warpgroupArgs}};
+    const char* labels[variants] = {"mma", "wgmma", "wgmma:0", "wgmma:B", "wgmma:-A"};
+    Launch launches[variants] = {
+        {(const void*) mma, matmulBlocks(rows, O, Rows, columns), MatmulThreads, mmaShared, mmaArgs}};
+    for (int v = 1; v < variants; v++)
+        launches[v] = {warpgroupKernels[v - 1], warpgroupGrid, WarpgroupThreads * Warpgroups, warpgroupShared,
+                       warpgroupArgs};
 
     double errors[products];
     for (int v = 0; v < products; v++) {
@@ -204,6 +257,7 @@ void probe(const char* name, int rows, int repeats, int multiprocessors) {
     cudaEventDestroy(stop);
     cudaFree(aDevice);
     cudaFree(bDevice);
+    cudaFree(bImages);
     cudaFree(cDevice);
     cudaFree(rowsDevice);
 }

@@ -108,19 +108,19 @@ defines() { # H K L batch block periodic tabulated precision replicas warpgroup
 # Every kernel may start before the launch ahead of it has finished (dependent_launch.cu), so
 # each must wait for it (griddepcontrol.wait) before its first access to global memory: fails,
 # naming the kernel, where a .entry of the PTX has none, or a global load, store or atomic first.
-# The kernels named in the second argument may load their weights first, by read-only loads
-# (ld.global.nc; warpgroup_matmul.cu): the weights depend on no launch.
+# The kernels named in the second argument may copy their weights in first, by bulk copies
+# (cp.async.bulk; warpgroup_matmul.cu): the weights' images depend on no launch of a step.
 waits_first() { # file.ptx [kernels that load weights first]
     awk -v weightsFirst=" ${2:-} " \
         '/^\.(visible )?\.entry/ { if (name != "" && !waited) bad = bad " " name; name = $NF; sub(/\(.*/, "", name); waited = 0; next }
          name != "" && !waited && /griddepcontrol\.wait/ { waited = 1; next }
-         name != "" && !waited && /ld\.global\.nc/ && index(weightsFirst, " " name " ") { next }
+         name != "" && !waited && /cp\.async\.bulk\.shared/ && index(weightsFirst, " " name " ") { next }
          name != "" && !waited && /(ld|st|atom|red)\.global|cp\.async/ { bad = bad " " name; name = ""; next }
          END { if (name != "" && !waited) bad = bad " " name
                if (bad != "") { print "kernels that touch global memory before griddepcontrol.wait, or never wait:" bad; exit 1 } }' "$1"
 }
 
-# The kernels that load their weights before the wait (warp-group products) where $1 = update or all.
+# The kernels that copy their weights in before the wait (warp-group products) where $1 = update or all.
 weights_first() {
     local kernels=""
     [ "$1" != none ] && kernels="mlffUpdateHiddenForward mlffUpdateOutputForwardLast mlffUpdateHiddenBackward mlffUpdateHiddenBackwardLast"

@@ -5,14 +5,15 @@
  * mlffMatmul's on tensor cores, in float:
  *   A (rows, I) row-major, rows 16-byte aligned where I is a multiple of 4 (I rounded up to 16,
  *   zeros past I: a pair of k-steps);
- *   B (I, O) row-major: the weights, input-major;
+ *   B (I, O) row-major: the weights, input-major, given as their images (below);
  *   3xTF32 (matmul.cu says why), the small terms first, as mma.sync's path sums.
  * It needs a module built for sm_90a (the host adds "-arch=compute_90a" to OpenMM's flags).
  *
  * A block of 128 WarpGroups threads, one an SM, holds Columns of B's columns in shared memory for
- * the whole launch, split once into TF32 big and small parts (2 Columns I floats). Its warp groups
- * then take 64-row tiles of A in turn, each thread loading its rows' fragments straight from global
- * memory into registers. The grid is a multiple of the O / Columns column tiles: blocks c,
+ * the whole launch, split into TF32 big and small parts (2 Columns I floats). They were split once,
+ * when the context was made, into an image of that shared memory (mlffPrepareWarpgroupTiles), which
+ * the block copies in with bulk copies. Its warp groups then take 64-row tiles of A in turn, each
+ * thread loading its rows' fragments straight from global memory into registers. The grid is a multiple of the O / Columns column tiles: blocks c,
  * c + O / Columns, ... share column tile c. The row count is a number (the atoms) or a pointer to
  * one on the device (the pairs, counted by an earlier launch), read once B's tile is loaded.
  *
@@ -92,32 +93,68 @@ DEVICE inline void mlffWarpgroupTf32<128>(float* d, const unsigned int* a, unsig
 
 /**
  * Memory input m of A (E) and B (F) is k-step 2 p + q, input t + 4 hi of it, m = 16 p + 4 t + 2 q + hi,
- * so that a thread's A fragments of two k-steps are one float4 (t: the thread in its quad).
- * B's column tile (B: (Inputs, O) row-major) into shared memory in the layout above, split into TF32
- * parts (each Inputs rounded up to 16 by Columns), the inputs from Inputs on zero, by a block of
- * Threads. Each thread issues its loads 16 at a time, then splits and stores them: one at a time,
- * each of a block's 512 threads waited on up to 48 loads from L2 in turn before its first product.
+ * so that a thread's A fragments of two k-steps are one float4 (t: the thread in its quad). Where
+ * input m, column n of a column tile of B goes in the layout above (in each TF32 part).
  */
-template <int Inputs, int O, int Columns, int Threads>
-DEVICE inline void mlffWarpgroupLoadB(const real* RESTRICT b, int firstColumn, unsigned int* big, unsigned int* small) {
-    constexpr int padded = (Inputs + 15) / 16 * 16, count = Columns * padded, chunk = 16;
-#pragma unroll 1
-    for (int first = threadIdx.x; first < count; first += chunk * Threads) {
-        float x[chunk];
-#pragma unroll
-        for (int i = 0; i < chunk; i++) {
-            const int e = first + i * Threads, m = e / Columns, n = e % Columns;
-            x[i] = e < count && m < Inputs ? __ldg(&b[(size_t) m * O + firstColumn + n]) : 0.0f;
-        }
-#pragma unroll
-        for (int i = 0; i < chunk; i++) {
-            const int e = first + i * Threads, m = e / Columns, n = e % Columns;
-            const int p = m / 16, t = m % 16 / 4, q = m % 4 / 2, hi = m % 2;
-            const int offset = mlffWarpgroupBOffset<Columns>(2 * p + q, n, t + 4 * hi);
-            if (e < count)
-                mlffSplitTf32(x[i], &big[offset], &small[offset]);
-        }
+template <int Columns>
+DEVICE inline int mlffWarpgroupBIndex(int m, int n) {
+    const int p = m / 16, t = m % 16 / 4, q = m % 4 / 2, hi = m % 2;
+    return mlffWarpgroupBOffset<Columns>(2 * p + q, n, t + 4 * hi);
+}
+
+/** The words of a column tile's image (MlffWarpgroupTiles): B's two parts, F's two, and c where J > 0. */
+template <int I, int Columns, int J>
+struct MlffWarpgroupTileWords {
+    static constexpr int value = Columns * (2 * ((I + 15) / 16 * 16) + 2 * ((J + 15) / 16 * 16) + (J > 0 ? 1 : 0));
+};
+
+/** Block `layer`'s images among those of every block, side by side (mlffPrepareWarpgroupTiles). */
+template <int I, int O, int Columns, int J>
+DEVICE inline const unsigned int* mlffWarpgroupImagesOf(const unsigned int* images, int layer) {
+    return images + (size_t) layer * (O / Columns) * MlffWarpgroupTileWords<I, Columns, J>::value;
+}
+
+/**
+ * B's Columns columns from firstColumn on (B: (inputs, outputs) row-major), split into TF32 parts in
+ * the layout above (inputs rounded up to 16, zeros past them), by the block's threads.
+ */
+template <int Columns>
+DEVICE inline void mlffWarpgroupSplitColumns(const real* RESTRICT b, int inputs, int outputs, int firstColumn,
+                                             unsigned int* RESTRICT big, unsigned int* RESTRICT small) {
+    const int count = Columns * ((inputs + 15) / 16 * 16);
+    for (int e = threadIdx.x; e < count; e += blockDim.x) {
+        const int m = e / Columns, n = e % Columns, offset = mlffWarpgroupBIndex<Columns>(m, n);
+        mlffSplitTf32(m < inputs ? b[(size_t) m * outputs + firstColumn + n] : 0.0f, &big[offset], &small[offset]);
     }
+}
+
+/**
+ * The weights of one warp-group product as its blocks hold them in shared memory: for each of the
+ * outputs / columns column tiles (a block each), its image, as mlffWarpgroupLoadTiles copies it in
+ * with no more work: B (inputs, outputs) split into TF32 parts, then, where sideInputs > 0, the side
+ * product's F (sideInputs, outputs) likewise and c (outputs), each tile's columns of them.
+ * Launched once, when the context is made: the weights do not change after it.
+ */
+KERNEL void mlffPrepareWarpgroupTiles(const real* RESTRICT b, int inputs, int outputs, int columns,
+                                      const real* RESTRICT f, int sideInputs, const real* RESTRICT c,
+                                      unsigned int* RESTRICT image) {
+    mlffStartAfterPreviousLaunch();
+    const int padded = (inputs + 15) / 16 * 16, sidePadded = (sideInputs + 15) / 16 * 16;
+    const int firstColumn = blockIdx.x * columns;
+    unsigned int* bBig = image + (size_t) blockIdx.x * columns * (2 * padded + 2 * sidePadded + (sideInputs > 0));
+    unsigned int* bSmall = bBig + columns * padded;
+    unsigned int* fBig = bSmall + columns * padded;
+    unsigned int* fSmall = fBig + columns * sidePadded;
+    if (columns == 64) {
+        mlffWarpgroupSplitColumns<64>(b, inputs, outputs, firstColumn, bBig, bSmall);
+        mlffWarpgroupSplitColumns<64>(f, sideInputs, outputs, firstColumn, fBig, fSmall);
+    } else {
+        mlffWarpgroupSplitColumns<128>(b, inputs, outputs, firstColumn, bBig, bSmall);
+        mlffWarpgroupSplitColumns<128>(f, sideInputs, outputs, firstColumn, fBig, fSmall);
+    }
+    if (sideInputs > 0)
+        for (int n = threadIdx.x; n < columns; n += blockDim.x)
+            reinterpret_cast<float*>(fSmall + columns * sidePadded)[n] = c[firstColumn + n];
 }
 
 /**
@@ -217,43 +254,58 @@ struct MlffWarpgroupTiles {
 };
 
 /**
- * The block's column tile (blockIdx.x % (O / Columns)) of B, and where J > 0 of F and c, into
- * dynamic shared memory, split into TF32 parts; then the wait for the launch before. The weights
- * depend on no launch, so they are loaded while the launch before may still run (read-only loads,
- * ld.global.nc: the only ones tests/cuda/compile_kernels.sh allows before the wait, in these
- * kernels); everything else waits for it. Called by all the block's threads.
+ * The block's column tile (blockIdx.x % (O / Columns)) of the weights, copied from its image
+ * (mlffPrepareWarpgroupTiles: `images` holds every tile's) into dynamic shared memory by bulk copies
+ * that complete on an mbarrier; then the wait for the launch before. The images depend on no launch
+ * of a step, so the copies start while the launch before may still run (cp.async.bulk: the only
+ * global access tests/cuda/compile_kernels.sh allows before the wait, in these kernels); everything
+ * else waits for it. Called by all the block's threads.
  */
 template <int I, int O, int Columns, int WarpGroups, int J>
-DEVICE inline MlffWarpgroupTiles mlffWarpgroupLoadTiles(const real* RESTRICT b, const real* RESTRICT f,
-                                                        const real* RESTRICT c) {
+DEVICE inline MlffWarpgroupTiles mlffWarpgroupLoadTiles(const unsigned int* RESTRICT images) {
     static_assert((Columns == 64 || Columns == 128) && O % Columns == 0, "a product of 64 or 128 columns");
     constexpr int columnTiles = O / Columns, inputs = (I + 15) / 16 * 16, sideInputs = (J + 15) / 16 * 16;
+    constexpr unsigned int words = MlffWarpgroupTileWords<I, Columns, J>::value, chunkBytes = 16384;
+    static_assert(4 * words % 16 == 0 && 4 * words < (1u << 20), "bulk copies of 16-byte units, one mbarrier's count");
     extern __shared__ __align__(128) unsigned int mlffWarpgroupMemory[];
+    __shared__ __align__(8) unsigned long long tileCopied; // the mbarrier the copies complete on
     unsigned int* bBig = mlffWarpgroupMemory;
     unsigned int* bSmall = bBig + Columns * inputs;
     unsigned int* fBig = bSmall + Columns * inputs;
     unsigned int* fSmall = fBig + Columns * sideInputs;
     float* cTile = reinterpret_cast<float*>(fSmall + Columns * sideInputs);
-    const int firstColumn = blockIdx.x % columnTiles * Columns;
-    constexpr int threads = MLFF_WARPGROUP_THREADS * WarpGroups;
-    mlffWarpgroupLoadB<I, O, Columns, threads>(b, firstColumn, bBig, bSmall);
-    if (J > 0) {
-        mlffWarpgroupLoadB<J, O, Columns, threads>(f, firstColumn, fBig, fSmall);
-        for (int n = threadIdx.x; n < Columns; n += blockDim.x)
-            cTile[n] = __ldg(&c[firstColumn + n]);
+    const int columnTile = blockIdx.x % columnTiles;
+    const unsigned int barrier = (unsigned int) __cvta_generic_to_shared(&tileCopied);
+    if (threadIdx.x == 0) {
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(barrier) : "memory");
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); // seen by the copies' completion
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(barrier), "r"(4 * words)
+                     : "memory");
+        const unsigned int destination = (unsigned int) __cvta_generic_to_shared(mlffWarpgroupMemory);
+        const unsigned int* source = images + (size_t) columnTile * words;
+        for (unsigned int offset = 0; offset < 4 * words; offset += chunkBytes)
+            asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                                 destination + offset),
+                         "l"(source + offset / 4), "r"(min(chunkBytes, 4 * words - offset)), "r"(barrier)
+                         : "memory");
     }
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); // generic writes, seen by wgmma's reads
     mlffStartAfterPreviousLaunch();
-    __syncthreads();
-    return {bBig, bSmall, fBig, fSmall, cTile, firstColumn};
+    __syncthreads(); // the mbarrier initialised
+    unsigned int copied = 0;
+    while (!copied)
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], 0;\nselp.u32 %0, 1, 0, p;\n}"
+                     : "=r"(copied)
+                     : "r"(barrier)
+                     : "memory");
+    return {bBig, bSmall, fBig, fSmall, cTile, Columns * columnTile};
 }
 
 /** C = A B, the file's comment says how. */
 template <int I, int O, int Columns, int WarpGroups, class Epilogue, class RowCount>
-DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const real* RESTRICT b, RowCount rowCount,
-                                       Epilogue epilogue) {
+DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const unsigned int* RESTRICT bImages,
+                                       RowCount rowCount, Epilogue epilogue) {
     constexpr int columnTiles = O / Columns;
-    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, WarpGroups, 0>(b, nullptr, nullptr);
+    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, WarpGroups, 0>(bImages);
     const int rows = mlffWarpgroupRows(rowCount);
     const int group = threadIdx.x / MLFF_WARPGROUP_THREADS, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4;

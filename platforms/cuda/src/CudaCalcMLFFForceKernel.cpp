@@ -218,6 +218,7 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     loadKernels(cu.createModule(kernelSource(), defines,
                                 warpgroupProducts() ? "--use_fast_math -arch=compute_90a" : nullptr));
     allowSharedMemory();
+    prepareWarpgroupImages(layout.defines);
 }
 
 int CudaCalcMLFFForceKernel::realSize() const {
@@ -494,6 +495,8 @@ void CudaCalcMLFFForceKernel::loadKernels(CUmodule module) {
         messagesBackwardKernel =
             cu.getKernel(module, useReplicaMessages ? "mlffMessagesBackwardReplicas" : "mlffMessagesBackwardTiled");
     }
+    if (warpgroupProducts())
+        prepareWarpgroupTilesKernel = cu.getKernel(module, "mlffPrepareWarpgroupTiles");
     if (useReplicaMessages) {
         findReplicaPairsKernel = cu.getKernel(module, "mlffFindReplicaPairs");
         if (useEdgeFilters) {
@@ -565,6 +568,63 @@ void CudaCalcMLFFForceKernel::allowSharedMemory() {
                                  (int) (3 * replicaRowsBytes)),
               "allowing the replicas' messages' backward its shared memory");
     }
+}
+
+void CudaCalcMLFFForceKernel::prepareWarpgroupImages(const std::map<string, string>& layoutDefines) {
+    if (!warpgroupProducts())
+        return;
+    // Each product's B, and where it has one its side product's F and c (offsets in a block of params).
+    struct Product {
+        CUfunction kernel;
+        const char* b;
+        int inputs, outputs, columns;
+        const char *f, *c;
+        int sideInputs;
+    };
+    vector<Product> products;
+    const int h = hidden;
+    if (warpgroupFilterForward) {
+        products.push_back({edgeHiddenKernel, "MLFF_B_FILTER_W0T", numRbf, h, warpgroupForwardColumns, nullptr, nullptr, 0});
+        products.push_back({edgeFilterKernel, "MLFF_B_FILTER_W2T", h, 3 * h, warpgroupForwardColumns, nullptr, nullptr, 0});
+    }
+    if (warpgroupFilterBackward)
+        products.push_back({filterBackwardKernel, "MLFF_B_FILTER_W2", 3 * h, h, WarpgroupBackwardColumns,
+                            "MLFF_B_FILTER_W0T", "MLFF_B_FILTER_B0", numRbf});
+    if (warpgroupUpdate)
+        for (const UpdateProduct& product : updateProducts())
+            products.push_back({product.kernel, product.weights, product.inputs, product.outputs,
+                                WarpgroupUpdateColumns, nullptr, nullptr, 0});
+    const auto offsetOf = [&](const char* define) { return (size_t) std::stoll(layoutDefines.at(define)); };
+    const auto padded = [](int inputs) { return (inputs + 15) / 16 * 16; };
+    const auto imageBytes = [&](const Product& p) { // a block's: one image a column tile
+        return (size_t) (p.outputs / p.columns) *
+               warpgroupSharedBytes(padded(p.inputs) + padded(p.sideInputs), p.columns, p.sideInputs > 0);
+    };
+    size_t bytes = 0;
+    for (const Product& product : products) {
+        warpgroupImageOffset[product.kernel] = bytes;
+        bytes += numBlocks * imageBytes(product);
+    }
+    warpgroupImages.initialize(cu, bytes / sizeof(unsigned int), sizeof(unsigned int), "mlffWarpgroupImages");
+    const size_t blocks = offsetOf("MLFF_P_BLOCKS"), blockStride = offsetOf("MLFF_P_BLOCK_STRIDE");
+    for (Product& product : products)
+        for (int layer = 0; layer < numBlocks; layer++) {
+            const auto weights = [&](const char* define) -> CUdeviceptr {
+                return define == nullptr ? 0
+                                       : params.getDevicePointer() +
+                                                 (blocks + layer * blockStride + offsetOf(define)) * realSize();
+            };
+            CUdeviceptr b = weights(product.b), f = weights(product.f), c = weights(product.c);
+            CUdeviceptr image = warpgroupImagesOf(product.kernel) + layer * imageBytes(product);
+            void* args[] = {&b, &product.inputs, &product.outputs, &product.columns, &f, &product.sideInputs, &c, &image};
+            launch(prepareWarpgroupTilesKernel, args, (unsigned int) (product.outputs / product.columns), 256,
+                   "splitting the warp-group products' weights (once)");
+        }
+}
+
+CUdeviceptr CudaCalcMLFFForceKernel::warpgroupImagesOf(CUfunction kernel) {
+    const auto found = warpgroupImageOffset.find(kernel);
+    return found == warpgroupImageOffset.end() ? 0 : warpgroupImages.getDevicePointer() + found->second;
 }
 
 std::map<string, string> CudaCalcMLFFForceKernel::uploadFilterTable(const mlff_model& model) {
@@ -765,10 +825,10 @@ void CudaCalcMLFFForceKernel::launchWarpgroupMatmul(CUfunction kernel, void** ar
 
 std::array<CudaCalcMLFFForceKernel::UpdateProduct, 4> CudaCalcMLFFForceKernel::updateProducts() const {
     const int h = hidden;
-    return {{{hiddenForwardKernel, 2 * h, h, "the update's hidden layer"},
-             {lastOutputForwardKernel, h, h, "the last update's output"},
-             {lastHiddenBackwardKernel, h, h, "the last update's backward to its hidden layer"},
-             {hiddenBackwardKernel, 3 * h, h, "the update's backward to its hidden layer"}}};
+    return {{{hiddenForwardKernel, 2 * h, h, "MLFF_B_UPDATE_W0T", "the update's hidden layer"},
+             {lastOutputForwardKernel, h, h, "MLFF_B_UPDATE_W2T_SCALAR", "the last update's output"},
+             {lastHiddenBackwardKernel, h, h, "MLFF_B_UPDATE_W2", "the last update's backward to its hidden layer"},
+             {hiddenBackwardKernel, 3 * h, h, "MLFF_B_UPDATE_W2", "the update's backward to its hidden layer"}}};
 }
 
 void CudaCalcMLFFForceKernel::launchUpdateProduct(CUfunction kernel, void** args) {
@@ -1060,16 +1120,17 @@ void CudaCalcMLFFForceKernel::edgeFiltersForward(int layer) {
     CUdeviceptr rowCount = filterRowCount();
     const size_t rows = edgeRowsBound();
     {
+        CUdeviceptr images = warpgroupImagesOf(edgeHiddenKernel);
         void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeBasis.getDevicePointer(),
-                        &edgeHidden.getDevicePointer()};
+                        &edgeHidden.getDevicePointer(), &images};
         if (warpgroupFilterForward)
             launchWarpgroupMatmul(edgeHiddenKernel, args, rows, basisInputs(), hidden, warpgroupForwardColumns, false,
                                   "the filters' hidden layer");
         else
             launchMatmul(edgeHiddenKernel, args, rows, hidden, 64, 128, "the filters' hidden layer");
     }
-    CUdeviceptr filters = edgeFiltersOfBlock(layer);
-    void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeHidden.getDevicePointer(), &filters};
+    CUdeviceptr filters = edgeFiltersOfBlock(layer), images = warpgroupImagesOf(edgeFilterKernel);
+    void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeHidden.getDevicePointer(), &filters, &images};
     if (warpgroupFilterForward)
         launchWarpgroupMatmul(edgeFilterKernel, args, rows, hidden, 3 * hidden, warpgroupForwardColumns, false,
                               "the filters' output");
@@ -1081,9 +1142,10 @@ void CudaCalcMLFFForceKernel::edgeFiltersBackward(int layer, double lambdaForceS
     CUdeviceptr rowCount = filterRowCount();
     const size_t rows = edgeRowsBound();
     if (warpgroupFilterBackward) { // dE/dhidden never stored: each pair's dE/dd in parts, then summed
+        CUdeviceptr images = warpgroupImagesOf(filterBackwardKernel);
         void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeGradFilter.getDevicePointer(),
                         &edgeBasis.getDevicePointer(), &filterEdges.getDevicePointer(), &edgeDelta.getDevicePointer(),
-                        &pairGradDistance.getDevicePointer()};
+                        &pairGradDistance.getDevicePointer(), &images};
         launchWarpgroupMatmul(filterBackwardKernel, args, rows, warpgroupBackwardInputs(), hidden,
                               WarpgroupBackwardColumns, true, "the filters' backward to the pairs' distances");
     } else {
@@ -1132,13 +1194,15 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
             launch(messagesForwardRowsKernel, args, numAtoms, threadsPerAtom, "the messages from rows");
         }
         {
+            CUdeviceptr images = warpgroupImagesOf(hiddenForwardKernel);
             void* args[] = {&layer, &params.getDevicePointer(), &updateInput.getDevicePointer(),
-                            &updateHidden.getDevicePointer(), &updateActivation.getDevicePointer()};
+                            &updateHidden.getDevicePointer(), &updateActivation.getDevicePointer(), &images};
             launchUpdateProduct(hiddenForwardKernel, args);
         }
         if (layer == numBlocks - 1) { // its vector output is dead: a alone
+            CUdeviceptr images = warpgroupImagesOf(lastOutputForwardKernel);
             void* args[] = {&params.getDevicePointer(), &updateActivation.getDevicePointer(), &midS.getDevicePointer(),
-                            &stateS.getDevicePointer()};
+                            &stateS.getDevicePointer(), &images};
             launchUpdateProduct(lastOutputForwardKernel, args);
         }
         else {
@@ -1159,13 +1223,15 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
     int in = 0;
     for (int layer = numBlocks - 1; layer >= 0; layer--, in = 1 - in) {
         if (layer == numBlocks - 1) { // dE/da alone, from the readout
+            CUdeviceptr images = warpgroupImagesOf(lastHiddenBackwardKernel);
             void* args[] = {&params.getDevicePointer(), &gradS[in].getDevicePointer(), &updateHidden.getDevicePointer(),
-                            &updateActivation.getDevicePointer()};
+                            &updateActivation.getDevicePointer(), &images};
             launchUpdateProduct(lastHiddenBackwardKernel, args);
         }
         else {
+            CUdeviceptr images = warpgroupImagesOf(hiddenBackwardKernel);
             void* args[] = {&layer, &params.getDevicePointer(), &updateGradOutput.getDevicePointer(),
-                            &updateHidden.getDevicePointer(), &updateActivation.getDevicePointer()};
+                            &updateHidden.getDevicePointer(), &updateActivation.getDevicePointer(), &images};
             launchUpdateProduct(hiddenBackwardKernel, args);
         }
         {

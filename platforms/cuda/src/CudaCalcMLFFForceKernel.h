@@ -67,6 +67,7 @@ private:
     struct UpdateProduct {
         CUfunction kernel;
         int inputs, outputs;
+        const char* weights; // B's offset in a block of params, as a define (MLFF_B_*)
         const char* what;
     };
     std::array<UpdateProduct, 4> updateProducts() const; // an array: nothing allocated at each launch
@@ -114,6 +115,14 @@ private:
     std::string kernelSource() const; // the chosen path's .cu sources, in order
     void loadKernels(CUmodule module);
     void allowSharedMemory(); // the kernels' dynamic shared memory above the default 48 KB
+    /**
+     * The warp-group products' weights as their blocks hold them in shared memory, made from params
+     * once (warpgroup_matmul.cu's mlffPrepareWarpgroupTiles): each product kernel's images, every
+     * block's side by side, in warpgroupImages. layoutDefines: the MLFF_P_* and MLFF_B_* offsets.
+     */
+    void prepareWarpgroupImages(const std::map<std::string, std::string>& layoutDefines);
+    /** A product kernel's images (prepareWarpgroupImages), or 0 where it takes mma.sync's products. */
+    CUdeviceptr warpgroupImagesOf(CUfunction kernel);
     int realSize() const;     // bytes of `real`: 4 or 8
     /** Blocks per atom on the fused path with clusters (cluster.cu), or 1 where the GPU or H rules them out. */
     int clusterSizeFor(int threads) const;
@@ -198,6 +207,8 @@ private:
     std::vector<ParticleParameters> initialParticles; // as the force had them at initialize, by force index
 
     OpenMM::CudaArray params;             // real: the model (StudentPainnParameters)
+    OpenMM::CudaArray warpgroupImages;    // uint: the warp-group products' weights, split (prepareWarpgroupImages)
+    std::map<CUfunction, size_t> warpgroupImageOffset; // a product kernel's images in warpgroupImages, bytes
     OpenMM::CudaArray filterTable;        // real: the tabulated filters (L, nodes, 3H, 2), if used
     OpenMM::CudaArray mlParticle, mlZ, mlReplica, replicaStart, sortedIndexOfParticle; // int
     OpenMM::CudaArray mlPos;              // real4, Å
@@ -232,6 +243,7 @@ private:
                lastOutputForwardKernel = nullptr, readoutKernel = nullptr, hiddenBackwardKernel = nullptr,
                lastHiddenBackwardKernel = nullptr, inputBackwardKernel = nullptr,
                messagesBackwardKernel = nullptr; // tiled path
+    CUfunction prepareWarpgroupTilesKernel = nullptr;
     CUfunction scanEdgesKernel = nullptr, gatherEdgesKernel = nullptr, edgeHiddenKernel = nullptr,
                edgeFilterKernel = nullptr, filterBackwardKernel = nullptr, pairGradientKernel = nullptr,
                messagesForwardRowsKernel = nullptr, messagesBackwardRowsKernel = nullptr, scanFilterRowsKernel = nullptr,

@@ -87,7 +87,9 @@ TEST(LastBlockOnHost, OutputEqualsTheFullProducts) {
         mlffUpdateOutputForward(Last, params.data(), activation.data(), midS.data(), midV.data(), updateOutput.data(),
                                 stateS[0].data(), stateV.data());
     });
-    launchMatmul(H, 4, [&] { mlffUpdateOutputForwardLast(params.data(), activation.data(), midS.data(), stateS[1].data()); });
+    launchMatmul(H, 4, [&] {
+        mlffUpdateOutputForwardLast(params.data(), activation.data(), midS.data(), stateS[1].data(), nullptr);
+    });
     for (size_t k = (size_t) MLFF_L * N * H; k < stateS[1].size(); k++)
         ASSERT_NE(stateS[1][k], -7) << "s_out " << k << " not written";
     EXPECT_EQ(stateS[0], stateS[1]);
@@ -105,10 +107,11 @@ TEST(LastBlockOnHost, HiddenGradientEqualsTheFullProduct) {
     for (std::vector<real>& g : gradHidden)
         g.assign((size_t) N * H, -7);
     launchMatmul(H, 4, [&] {
-        mlffUpdateHiddenBackward(Last, params.data(), gradOutput.data(), updateHidden.data(), gradHidden[0].data());
+        mlffUpdateHiddenBackward(Last, params.data(), gradOutput.data(), updateHidden.data(), gradHidden[0].data(),
+                                 nullptr);
     });
     launchMatmul(H, 4, [&] {
-        mlffUpdateHiddenBackwardLast(params.data(), gradA.data(), updateHidden.data(), gradHidden[1].data());
+        mlffUpdateHiddenBackwardLast(params.data(), gradA.data(), updateHidden.data(), gradHidden[1].data(), nullptr);
     });
     for (real g : gradHidden[1])
         ASSERT_NE(g, -7);

@@ -235,12 +235,15 @@ struct MlffEdgeFilterEpilogue : MlffBiasEpilogue {
 
 /** The filters' hidden layer of each pair, after its activation. */
 KERNEL void MLFF_FILTER_FORWARD_BOUNDS mlffEdgeFilterHidden(int layer, const real* RESTRICT params,
-        const int* RESTRICT filterRowCount, const real* RESTRICT edgeBasis, real* RESTRICT edgeHidden) {
+        const int* RESTRICT filterRowCount, const real* RESTRICT edgeBasis, real* RESTRICT edgeHidden,
+        const unsigned int* RESTRICT weightImages) {
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffEdgeHiddenEpilogue epilogue = {block + MLFF_B_FILTER_B0, edgeHidden};
 #ifdef MLFF_WARPGROUP_FILTER_FORWARD
-    mlffWarpgroupMatmul<MLFF_K, MLFF_H, MLFF_WARPGROUP_FORWARD_COLUMNS, MLFF_WARPGROUPS>(
-            edgeBasis, block + MLFF_B_FILTER_W0T, filterRowCount, epilogue); // waits once its weights are in
+    constexpr int Columns = MLFF_WARPGROUP_FORWARD_COLUMNS;
+    mlffWarpgroupMatmul<MLFF_K, MLFF_H, Columns, MLFF_WARPGROUPS>(
+            edgeBasis, mlffWarpgroupImagesOf<MLFF_K, MLFF_H, Columns, 0>(weightImages, layer), filterRowCount,
+            epilogue); // waits once its weights are in
 #else
     mlffStartAfterPreviousLaunch();
     mlffMatmul<MLFF_K, MLFF_H, 4, 128>(edgeBasis, block + MLFF_B_FILTER_W0T, *filterRowCount, epilogue);
@@ -248,14 +251,17 @@ KERNEL void MLFF_FILTER_FORWARD_BOUNDS mlffEdgeFilterHidden(int layer, const rea
 }
 
 KERNEL void MLFF_FILTER_FORWARD_BOUNDS mlffEdgeFilterOutput(int layer, const real* RESTRICT params,
-        const int* RESTRICT filterRowCount, const real* RESTRICT edgeHidden, real* RESTRICT edgeFilter) {
+        const int* RESTRICT filterRowCount, const real* RESTRICT edgeHidden, real* RESTRICT edgeFilter,
+        const unsigned int* RESTRICT weightImages) {
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     MlffEdgeFilterEpilogue epilogue;
     epilogue.bias = block + MLFF_B_FILTER_B2;
     epilogue.out = edgeFilter;
 #ifdef MLFF_WARPGROUP_FILTER_FORWARD
-    mlffWarpgroupMatmul<MLFF_H, 3 * MLFF_H, MLFF_WARPGROUP_FORWARD_COLUMNS, MLFF_WARPGROUPS>(
-            edgeHidden, block + MLFF_B_FILTER_W2T, filterRowCount, epilogue); // waits once its weights are in
+    constexpr int Columns = MLFF_WARPGROUP_FORWARD_COLUMNS;
+    mlffWarpgroupMatmul<MLFF_H, 3 * MLFF_H, Columns, MLFF_WARPGROUPS>(
+            edgeHidden, mlffWarpgroupImagesOf<MLFF_H, 3 * MLFF_H, Columns, 0>(weightImages, layer), filterRowCount,
+            epilogue); // waits once its weights are in
 #else
     mlffStartAfterPreviousLaunch();
     mlffMatmul<MLFF_H, 3 * MLFF_H, 6, 128>(edgeHidden, block + MLFF_B_FILTER_W2T, *filterRowCount, epilogue);
@@ -392,12 +398,12 @@ struct MlffBasisDerivativeRow {
  */
 KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterBackwardToDistance(int layer, const real* RESTRICT params,
         const int* RESTRICT filterRowCount, const real* RESTRICT edgeGradFilter, const real* RESTRICT edgeBasis,
-        const int2* RESTRICT filterEdges, const real4* RESTRICT edgeDelta, real* RESTRICT pairGradDistance) {
+        const int2* RESTRICT filterEdges, const real4* RESTRICT edgeDelta, real* RESTRICT pairGradDistance,
+        const unsigned int* RESTRICT weightImages) {
     constexpr int I = 3 * MLFF_H, J = MLFF_K, Columns = MLFF_WARPGROUP_BACKWARD_COLUMNS;
     constexpr int columnTiles = MLFF_BACKWARD_COLUMN_TILES, sideInputs = (J + 15) / 16 * 16;
-    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, MLFF_H, Columns, MLFF_WARPGROUPS, J>(
-            block + MLFF_B_FILTER_W2, block + MLFF_B_FILTER_W0T, block + MLFF_B_FILTER_B0); // then waits
+            mlffWarpgroupImagesOf<I, MLFF_H, Columns, J>(weightImages, layer)); // W2, W0^T and b0; then waits
     const int rows = *filterRowCount, columnTile = blockIdx.x % columnTiles;
     const int group = threadIdx.x / MLFF_WARPGROUP_THREADS, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
     const int t = lane % 4;

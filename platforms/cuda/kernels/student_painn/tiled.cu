@@ -80,16 +80,21 @@ KERNEL void mlffMessagesForwardTiled(int layer, int onlyOverflowed, const real* 
  * move more bytes than the others', which two columns a thread would read and write scattered.
  */
 // The kernel waits for the launch before here: a warp-group product does once its weights are in.
+// MLFF_UPDATE_PRODUCT(I, O, a, params, layer, weights, images, epilogue): block `layer`'s product
+// by B = its weights at offset `weights` (MLFF_B_*) in params on mma.sync, by their images
+// (mlffPrepareWarpgroupTiles, every block's in `images`) as a warp-group product.
 #ifdef MLFF_WARPGROUP_UPDATE
 #define MLFF_UPDATE_BOUNDS MLFF_WARPGROUP_BOUNDS
-#define MLFF_UPDATE_PRODUCT(I, O, a, b, epilogue) \
-    mlffWarpgroupMatmul<I, O, MLFF_WARPGROUP_UPDATE_COLUMNS, MLFF_WARPGROUPS>(a, b, MLFF_NUM_ATOMS, epilogue)
+#define MLFF_UPDATE_PRODUCT(I, O, a, params, layer, weights, images, epilogue) \
+    mlffWarpgroupMatmul<I, O, MLFF_WARPGROUP_UPDATE_COLUMNS, MLFF_WARPGROUPS>( \
+            a, mlffWarpgroupImagesOf<I, O, MLFF_WARPGROUP_UPDATE_COLUMNS, 0>(images, layer), MLFF_NUM_ATOMS, epilogue)
 #else
 #define MLFF_UPDATE_BOUNDS MLFF_MATMUL_BOUNDS
-#define MLFF_UPDATE_PRODUCT(I, O, a, b, epilogue) \
+#define MLFF_UPDATE_PRODUCT(I, O, a, params, layer, weights, images, epilogue) \
     do { \
         mlffStartAfterPreviousLaunch(); \
-        mlffMatmul<I, O, 4, 64>(a, b, MLFF_NUM_ATOMS, epilogue); \
+        mlffMatmul<I, O, 4, 64>(a, params + MLFF_P_BLOCKS + (size_t) (layer) * MLFF_P_BLOCK_STRIDE + weights, \
+                                MLFF_NUM_ATOMS, epilogue); \
     } while (0)
 #endif
 
@@ -115,12 +120,12 @@ struct MlffHiddenForwardEpilogue {
 };
 
 KERNEL void MLFF_UPDATE_BOUNDS mlffUpdateHiddenForward(int layer, const real* RESTRICT params, const real* RESTRICT updateInput,
-        real* RESTRICT updateHidden, real* RESTRICT updateActivation) {
+        real* RESTRICT updateHidden, real* RESTRICT updateActivation, const unsigned int* RESTRICT weightImages) {
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffHiddenForwardEpilogue epilogue = {block + MLFF_B_UPDATE_B0,
                                                 updateHidden + (size_t) layer * MLFF_NUM_ATOMS * MLFF_H,
                                                 updateActivation};
-    MLFF_UPDATE_PRODUCT(2 * MLFF_H, MLFF_H, updateInput, block + MLFF_B_UPDATE_W0T, epilogue);
+    MLFF_UPDATE_PRODUCT(2 * MLFF_H, MLFF_H, updateInput, params, layer, MLFF_B_UPDATE_W0T, weightImages, epilogue);
 }
 
 struct MlffOutputForwardEpilogue {
@@ -192,12 +197,14 @@ struct MlffLastOutputForwardEpilogue {
 };
 
 KERNEL void MLFF_UPDATE_BOUNDS mlffUpdateOutputForwardLast(const real* RESTRICT params,
-        const real* RESTRICT updateActivation, const real* RESTRICT midS, real* RESTRICT stateS) {
+        const real* RESTRICT updateActivation, const real* RESTRICT midS, real* RESTRICT stateS,
+        const unsigned int* RESTRICT weightImages) {
     const real* block = params + MLFF_P_BLOCKS + (size_t) (MLFF_L - 1) * MLFF_P_BLOCK_STRIDE;
     const MlffLastOutputForwardEpilogue epilogue = {block + MLFF_B_UPDATE_B2,
                                                     midS + (size_t) (MLFF_L - 1) * MLFF_NUM_ATOMS * MLFF_H,
                                                     stateS + (size_t) MLFF_L * MLFF_NUM_ATOMS * MLFF_H};
-    MLFF_UPDATE_PRODUCT(MLFF_H, MLFF_H, updateActivation, block + MLFF_B_UPDATE_W2T_SCALAR, epilogue);
+    MLFF_UPDATE_PRODUCT(MLFF_H, MLFF_H, updateActivation, params, MLFF_L - 1, MLFF_B_UPDATE_W2T_SCALAR, weightImages,
+                        epilogue);
 }
 
 /**
@@ -303,19 +310,17 @@ struct MlffHiddenBackwardEpilogue {
 };
 
 KERNEL void MLFF_UPDATE_BOUNDS mlffUpdateHiddenBackward(int layer, const real* RESTRICT params, const real* RESTRICT updateGradOutput,
-        const real* RESTRICT updateHidden, real* RESTRICT gradHidden) {
-    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
+        const real* RESTRICT updateHidden, real* RESTRICT gradHidden, const unsigned int* RESTRICT weightImages) {
     const MlffHiddenBackwardEpilogue epilogue = {updateHidden + (size_t) layer * MLFF_NUM_ATOMS * MLFF_H, gradHidden};
-    MLFF_UPDATE_PRODUCT(3 * MLFF_H, MLFF_H, updateGradOutput, block + MLFF_B_UPDATE_W2, epilogue);
+    MLFF_UPDATE_PRODUCT(3 * MLFF_H, MLFF_H, updateGradOutput, params, layer, MLFF_B_UPDATE_W2, weightImages, epilogue);
 }
 
 /** The last block's: dE/da alone (the readout's gradMidS), against U2's a rows (the first H of W2). */
 KERNEL void MLFF_UPDATE_BOUNDS mlffUpdateHiddenBackwardLast(const real* RESTRICT params, const real* RESTRICT gradMidS,
-        const real* RESTRICT updateHidden, real* RESTRICT gradHidden) {
-    const real* block = params + MLFF_P_BLOCKS + (size_t) (MLFF_L - 1) * MLFF_P_BLOCK_STRIDE;
+        const real* RESTRICT updateHidden, real* RESTRICT gradHidden, const unsigned int* RESTRICT weightImages) {
     const MlffHiddenBackwardEpilogue epilogue = {updateHidden + (size_t) (MLFF_L - 1) * MLFF_NUM_ATOMS * MLFF_H,
                                                  gradHidden};
-    MLFF_UPDATE_PRODUCT(MLFF_H, MLFF_H, gradMidS, block + MLFF_B_UPDATE_W2, epilogue);
+    MLFF_UPDATE_PRODUCT(MLFF_H, MLFF_H, gradMidS, params, MLFF_L - 1, MLFF_B_UPDATE_W2, weightImages, epilogue);
 }
 
 struct MlffInputBackwardEpilogue {
