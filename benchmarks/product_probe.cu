@@ -86,7 +86,7 @@ template <int I, int O, int Columns>
 __global__ void MLFF_WARPGROUP_BOUNDS warpgroupWithoutLoads(const float* a, const unsigned int* bImages,
                                                             const int* rowCount, float* c) {
     constexpr int columnTiles = O / Columns;
-    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, MLFF_WARPGROUPS, 0>(bImages);
+    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, 0>(bImages);
     const int rows = *rowCount, group = threadIdx.x / MLFF_WARPGROUP_THREADS, warp = threadIdx.x / 32 % 4;
     const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
     const int rowTiles = (rows + 63) / 64, blocksPerColumn = gridDim.x / columnTiles;
@@ -121,7 +121,7 @@ __global__ void MLFF_WARPGROUP_BOUNDS warpgroupLaunchOnly(const float*, const un
 template <int I, int O, int Columns>
 __global__ void MLFF_WARPGROUP_BOUNDS warpgroupLoadOnly(const float*, const unsigned int* bImages, const int* rows,
                                                         float* c) {
-    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, MLFF_WARPGROUPS, 0>(bImages);
+    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, 0>(bImages);
     if (rows == nullptr) // never: keeps the tile's loads and stores
         c[threadIdx.x] = (float) tiles.bBig[threadIdx.x];
 }

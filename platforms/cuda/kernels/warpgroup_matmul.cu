@@ -261,7 +261,7 @@ struct MlffWarpgroupTiles {
  * global access tests/cuda/compile_kernels.sh allows before the wait, in these kernels); everything
  * else waits for it. Called by all the block's threads.
  */
-template <int I, int O, int Columns, int WarpGroups, int J>
+template <int I, int O, int Columns, int J>
 DEVICE inline MlffWarpgroupTiles mlffWarpgroupLoadTiles(const unsigned int* RESTRICT images) {
     static_assert((Columns == 64 || Columns == 128) && O % Columns == 0, "a product of 64 or 128 columns");
     constexpr int columnTiles = O / Columns, inputs = (I + 15) / 16 * 16, sideInputs = (J + 15) / 16 * 16;
@@ -305,7 +305,7 @@ template <int I, int O, int Columns, int WarpGroups, class Epilogue, class RowCo
 DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const unsigned int* RESTRICT bImages,
                                        RowCount rowCount, Epilogue epilogue) {
     constexpr int columnTiles = O / Columns;
-    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, WarpGroups, 0>(bImages);
+    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, 0>(bImages);
     const int rows = mlffWarpgroupRows(rowCount);
     const int group = threadIdx.x / MLFF_WARPGROUP_THREADS, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4;

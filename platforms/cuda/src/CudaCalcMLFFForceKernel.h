@@ -57,7 +57,7 @@ private:
                       int tensorCoreRowsPerTile, const char* what);
     /**
      * A kernel built on warpgroup_matmul.cu's mlffWarpgroupMatmul<I, O = outputs, Columns>, or on its
-     * parts with a side product of J inputs (mlffWarpgroupLoadTiles<I, O, Columns, WarpGroups, J>),
+     * parts with a side product of J inputs (mlffWarpgroupLoadTiles<I, O, Columns, J>),
      * over at most `rows` rows: inputs = I, and J rounded up to 16 where it has a side product. A
      * block an SM (B's column tile fills its shared memory), the grid a multiple of the tiles.
      */

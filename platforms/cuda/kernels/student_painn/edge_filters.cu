@@ -402,7 +402,7 @@ KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterBackwardToDistance(int layer, co
         const unsigned int* RESTRICT weightImages) {
     constexpr int I = 3 * MLFF_H, J = MLFF_K, Columns = MLFF_WARPGROUP_BACKWARD_COLUMNS;
     constexpr int columnTiles = MLFF_BACKWARD_COLUMN_TILES, sideInputs = (J + 15) / 16 * 16;
-    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, MLFF_H, Columns, MLFF_WARPGROUPS, J>(
+    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, MLFF_H, Columns, J>(
             mlffWarpgroupImagesOf<I, MLFF_H, Columns, J>(weightImages, layer)); // W2, W0^T and b0; then waits
     const int rows = *filterRowCount, columnTile = blockIdx.x % columnTiles;
     const int group = threadIdx.x / MLFF_WARPGROUP_THREADS, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
