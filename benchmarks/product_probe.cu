@@ -101,14 +101,7 @@ __global__ void MLFF_WARPGROUP_BOUNDS warpgroupWithoutLoads(const float* a, cons
         mlffWarpgroupTileProduct<I, Columns, 0>(a0, a1, tiles.bBig, tiles.bSmall, d, fragments);
         asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
         StoreEpilogue<O, 2> epilogue{c};
-#pragma unroll
-        for (int j = 0; j < Columns / 8; j++) {
-            const int column = tiles.firstColumn + 8 * j + 2 * t;
-            if (row0 < rows)
-                epilogue.template columns<2>(row0, column, &d[4 * j]);
-            if (row1 < rows)
-                epilogue.template columns<2>(row1, column, &d[4 * j + 2]);
-        }
+        mlffWarpgroupTileEpilogue<Columns>(epilogue, d, row0, row1, rows, tiles.firstColumn, t);
     }
 }
 

@@ -300,6 +300,24 @@ DEVICE inline MlffWarpgroupTiles mlffWarpgroupLoadTiles(const unsigned int* REST
     return {bBig, bSmall, fBig, fSmall, cTile, Columns * columnTile};
 }
 
+/**
+ * A tile's sums, d as mlffWarpgroupTileProduct leaves them, to the epilogue: d[4 j + 2 r + c] is
+ * row row0 + 8 r (row1 = row0 + 8), column 8 j + 2 t + c of the column tile from firstColumn (t:
+ * the thread in its quad); rows from `rows` on are dropped.
+ */
+template <int Columns, class Epilogue>
+DEVICE inline void mlffWarpgroupTileEpilogue(Epilogue& epilogue, const float* d, int row0, int row1, int rows,
+                                             int firstColumn, int t) {
+#pragma unroll
+    for (int j = 0; j < Columns / 8; j++) {
+        const int column = firstColumn + 8 * j + 2 * t;
+        if (row0 < rows)
+            epilogue.template columns<2>(row0, column, &d[4 * j]);
+        if (row1 < rows)
+            epilogue.template columns<2>(row1, column, &d[4 * j + 2]);
+    }
+}
+
 /** C = A B, the file's comment says how. */
 template <int I, int O, int Columns, int WarpGroups, class Epilogue, class RowCount>
 DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const unsigned int* RESTRICT bImages,
@@ -321,14 +339,6 @@ DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const unsigned in
                                                 MlffWarpgroupMemoryRow{a + (size_t) r1 * I}, tiles.bBig, tiles.bSmall,
                                                 d, fragments);
         asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
-        // d[4 j + 2 r + c]: row row0 + 8 r, column 8 j + 2 t + c of the tile.
-#pragma unroll
-        for (int j = 0; j < Columns / 8; j++) {
-            const int column = tiles.firstColumn + 8 * j + 2 * t;
-            if (row0 < rows)
-                epilogue.template columns<2>(row0, column, &d[4 * j]);
-            if (row1 < rows)
-                epilogue.template columns<2>(row1, column, &d[4 * j + 2]);
-        }
+        mlffWarpgroupTileEpilogue<Columns>(epilogue, d, row0, row1, rows, tiles.firstColumn, t);
     }
 }
