@@ -9,10 +9,12 @@
 // For each shape (the filters' products over pairs and the update's over atoms, H = 128, K = 20):
 // each product's largest error against a double-precision product on the host, over a sample of
 // rows, relative to the largest |C|; then their medians over REPEATS alternating launches (default
-// 30), between CUDA events; then the warp-group product in parts: its launch alone (wgmma:0: its
-// grid, blocks and shared memory, no work), its copy of B's tile alone (wgmma:B), and its products
-// and stores without A's loads (wgmma:-A: each row's first inputs at every k-step). Needs an sm_90
-// GPU (H100, H200): it is built for sm_90a.
+// 30), between CUDA events. The warp-group product runs twice: as the update's products over atoms
+// run (wgmma), and with A's inputs prefetched into the L2 as the products over pairs run (wgmma:P,
+// MLFF_WARPGROUP_PREFETCH_AHEAD pairs of k-steps ahead). Then it runs in parts: its launch alone
+// (wgmma:0: its grid, blocks and shared memory, no work), its copy of B's tile alone (wgmma:B), and
+// its products and stores without A's loads (wgmma:-A: each row's first inputs at every k-step).
+// Needs an sm_90 GPU (H100, H200): it is built for sm_90a.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -65,10 +67,10 @@ __global__ void MLFF_MATMUL_BOUNDS mmaProduct(const float* a, const float* b, in
     mlffMatmul<I, O, TN, Rows>(a, b, rows, StoreEpilogue<O, TN>{c});
 }
 
-template <int I, int O, int Columns>
+template <int I, int O, int Columns, int PrefetchAhead>
 __global__ void MLFF_WARPGROUP_BOUNDS warpgroupProduct(const float* a, const unsigned int* bImages, const int* rows,
                                                        float* c) {
-    mlffWarpgroupMatmul<I, O, Columns, MLFF_WARPGROUPS>(a, bImages, rows, StoreEpilogue<O, 2>{c});
+    mlffWarpgroupMatmul<I, O, Columns, MLFF_WARPGROUPS, PrefetchAhead>(a, bImages, rows, StoreEpilogue<O, 2>{c});
 }
 
 /** A row of A whose inputs are the same four registers at every k-step. */
@@ -77,6 +79,8 @@ struct RegisterRow {
     template <int Inputs>
     __device__ float4 inputs(int, int) const {
         return x;
+    }
+    __device__ void prefetch(int) const {
     }
 };
 
@@ -202,8 +206,9 @@ void probe(const char* name, int rows, int repeats, int multiprocessors) {
     const unsigned int warpgroupShared = warpgroupSharedBytes((I + 15) / 16 * 16, Columns);
     auto mma = mmaProduct<I, O, TN, Rows>;
     check(cudaFuncSetAttribute(mma, cudaFuncAttributeMaxDynamicSharedMemorySize, mmaShared), "mma.sync's shared memory");
-    constexpr int variants = 5, products = 2; // the last three do not compute A B
-    const void* warpgroupKernels[variants - 1] = {(const void*) warpgroupProduct<I, O, Columns>,
+    constexpr int variants = 6, products = 3; // the last three do not compute A B
+    const void* warpgroupKernels[variants - 1] = {(const void*) warpgroupProduct<I, O, Columns, 0>,
+                                                  (const void*) warpgroupProduct<I, O, Columns, MLFF_WARPGROUP_PREFETCH_AHEAD>,
                                                   (const void*) warpgroupLaunchOnly<I, O, Columns>,
                                                   (const void*) warpgroupLoadOnly<I, O, Columns>,
                                                   (const void*) warpgroupWithoutLoads<I, O, Columns>};
@@ -213,7 +218,7 @@ void probe(const char* name, int rows, int repeats, int multiprocessors) {
     void* mmaArgs[] = {&aDevice, &bDevice, &rows, &cDevice};
     void* warpgroupArgs[] = {&aDevice, &bImages, &rowsDevice, &cDevice};
     const unsigned int warpgroupGrid = warpgroupBlocks(rows, O, Columns, multiprocessors);
-    const char* labels[variants] = {"mma", "wgmma", "wgmma:0", "wgmma:B", "wgmma:-A"};
+    const char* labels[variants] = {"mma", "wgmma", "wgmma:P", "wgmma:0", "wgmma:B", "wgmma:-A"};
     Launch launches[variants] = {
         {(const void*) mma, matmulBlocks(rows, O, Rows, columns), MatmulThreads, mmaShared, mmaArgs}};
     for (int v = 1; v < variants; v++)

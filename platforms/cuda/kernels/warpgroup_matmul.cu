@@ -13,9 +13,11 @@
  * the whole launch, split into TF32 big and small parts (2 Columns I floats). They were split once,
  * when the context was made, into an image of that shared memory (mlffPrepareWarpgroupTiles), which
  * the block copies in with bulk copies. Its warp groups then take 64-row tiles of A in turn, each
- * thread loading its rows' fragments straight from global memory into registers. The grid is a multiple of the O / Columns column tiles: blocks c,
- * c + O / Columns, ... share column tile c. The row count is a number (the atoms) or a pointer to
- * one on the device (the pairs, counted by an earlier launch), read once B's tile is loaded.
+ * thread loading its rows' fragments straight from global memory into registers (products over
+ * pairs prefetch them into the L2 first: MLFF_WARPGROUP_PREFETCH_AHEAD). The grid is a multiple of
+ * the O / Columns column tiles: blocks c, c + O / Columns, ... share column tile c. The row count
+ * is a number (the atoms) or a pointer to one on the device (the pairs, counted by an earlier
+ * launch), read once B's tile is loaded.
  *
  * The epilogue receives two adjacent sums of a row at a time, as the accumulators hold them:
  * epilogue.template columns<2>(row, column, sums), for rows below the count only. It should store
@@ -180,12 +182,25 @@ DEVICE inline float4 mlffWarpgroupLoadInputs(const real* RESTRICT row, int first
     return x;
 }
 
+/**
+ * How many pairs of k-steps ahead a product over pairs prefetches its rows' inputs into the L2
+ * (mlffWarpgroupTileProduct's PrefetchAhead). Their A is tens to hundreds of MB, read from DRAM,
+ * and a thread's load of the next pair, issued with this pair's products, waits for DRAM once they
+ * are issued. Loads written further ahead do not help: ptxas moves them back to one pair ahead
+ * (docs/performance.md, "A's rows prefetched into the L2").
+ */
+#define MLFF_WARPGROUP_PREFETCH_AHEAD 2
+
 /** A row of A in global memory, as the products read it (mlffWarpgroupLoadInputs). */
 struct MlffWarpgroupMemoryRow {
     const real* row;
     template <int Inputs>
     DEVICE float4 inputs(int first, int k) const {
         return mlffWarpgroupLoadInputs<Inputs>(row, first, k);
+    }
+    /** Brings the cache line of input `first` (a multiple of 32, below Inputs) into the L2, for later loads. */
+    DEVICE void prefetch(int first) const {
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(row + first));
     }
 };
 
@@ -196,12 +211,14 @@ struct MlffWarpgroupFragments {
 
 /**
  * d (=) the 64-row tile's A (Inputs a row; this thread's rows a0 and a1: MlffWarpgroupMemoryRow, or
- * any Row whose inputs<Inputs>(first, k) gives the same four inputs without a branch) times B's
- * column tile in shared memory. The products are left in flight: the caller waits for them
- * (wgmma.wait_group 0) before it reads d. FirstSet is the fragment set of the first pair, the one a
- * product issued just before did not use last.
+ * any Row whose inputs<Inputs>(first, k) gives the same four inputs without a branch, and whose
+ * prefetch(first) readies a pair and the next, or does nothing) times B's column tile in shared
+ * memory. The products are left in flight: the caller waits for them (wgmma.wait_group 0) before it
+ * reads d. FirstSet is the fragment set of the first pair, the one a product issued just before did
+ * not use last. With PrefetchAhead > 0 the inputs that many pairs ahead are prefetched as each pair
+ * is split (MLFF_WARPGROUP_PREFETCH_AHEAD says when).
  */
-template <int Inputs, int Columns, int FirstSet, class Row>
+template <int Inputs, int Columns, int FirstSet, int PrefetchAhead = 0, class Row>
 DEVICE inline void mlffWarpgroupTileProduct(const Row& a0, const Row& a1, const unsigned int* bBig,
                                             const unsigned int* bSmall, float* d, MlffWarpgroupFragments& f) {
     constexpr int pairs = (Inputs + 15) / 16;
@@ -216,6 +233,10 @@ DEVICE inline void mlffWarpgroupTileProduct(const Row& a0, const Row& a1, const 
 #pragma unroll
             for (int i = 0; i < 4; i++)
                 mlffSplitTf32(x[q][i], &f.big[set][q][i], &f.small[set][q][i]);
+        if (PrefetchAhead > 0 && pair + PrefetchAhead < pairs && (pair + PrefetchAhead) % 2 == 0) {
+            a0.prefetch(16 * (pair + PrefetchAhead)); // two pairs' 128 bytes a line
+            a1.prefetch(16 * (pair + PrefetchAhead));
+        }
         if (pair + 1 < pairs) {
             x0 = a0.template inputs<Inputs>(16 * (pair + 1), k);
             x1 = a1.template inputs<Inputs>(16 * (pair + 1), k);
@@ -318,8 +339,8 @@ DEVICE inline void mlffWarpgroupTileEpilogue(Epilogue& epilogue, const float* d,
     }
 }
 
-/** C = A B, the file's comment says how. */
-template <int I, int O, int Columns, int WarpGroups, class Epilogue, class RowCount>
+/** C = A B, the file's comment says how; A's inputs prefetched PrefetchAhead pairs of k-steps ahead (0: not). */
+template <int I, int O, int Columns, int WarpGroups, int PrefetchAhead, class Epilogue, class RowCount>
 DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const unsigned int* RESTRICT bImages,
                                        RowCount rowCount, Epilogue epilogue) {
     constexpr int columnTiles = O / Columns;
@@ -335,9 +356,9 @@ DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const unsigned in
         const int r0 = min(row0, rows - 1), r1 = min(row1, rows - 1);
         float d[Columns / 2];
         MlffWarpgroupFragments fragments;
-        mlffWarpgroupTileProduct<I, Columns, 0>(MlffWarpgroupMemoryRow{a + (size_t) r0 * I},
-                                                MlffWarpgroupMemoryRow{a + (size_t) r1 * I}, tiles.bBig, tiles.bSmall,
-                                                d, fragments);
+        mlffWarpgroupTileProduct<I, Columns, 0, PrefetchAhead>(MlffWarpgroupMemoryRow{a + (size_t) r0 * I},
+                                                               MlffWarpgroupMemoryRow{a + (size_t) r1 * I}, tiles.bBig,
+                                                               tiles.bSmall, d, fragments);
         asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
         mlffWarpgroupTileEpilogue<Columns>(epilogue, d, row0, row1, rows, tiles.firstColumn, t);
     }

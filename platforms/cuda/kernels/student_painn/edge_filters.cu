@@ -241,7 +241,7 @@ KERNEL void MLFF_FILTER_FORWARD_BOUNDS mlffEdgeFilterHidden(int layer, const rea
     const MlffEdgeHiddenEpilogue epilogue = {block + MLFF_B_FILTER_B0, edgeHidden};
 #ifdef MLFF_WARPGROUP_FILTER_FORWARD
     constexpr int Columns = MLFF_WARPGROUP_FORWARD_COLUMNS;
-    mlffWarpgroupMatmul<MLFF_K, MLFF_H, Columns, MLFF_WARPGROUPS>(
+    mlffWarpgroupMatmul<MLFF_K, MLFF_H, Columns, MLFF_WARPGROUPS, MLFF_WARPGROUP_PREFETCH_AHEAD>(
             edgeBasis, mlffWarpgroupImagesOf<MLFF_K, MLFF_H, Columns, 0>(weightImages, layer), filterRowCount,
             epilogue); // waits once its weights are in
 #else
@@ -259,7 +259,7 @@ KERNEL void MLFF_FILTER_FORWARD_BOUNDS mlffEdgeFilterOutput(int layer, const rea
     epilogue.out = edgeFilter;
 #ifdef MLFF_WARPGROUP_FILTER_FORWARD
     constexpr int Columns = MLFF_WARPGROUP_FORWARD_COLUMNS;
-    mlffWarpgroupMatmul<MLFF_H, 3 * MLFF_H, Columns, MLFF_WARPGROUPS>(
+    mlffWarpgroupMatmul<MLFF_H, 3 * MLFF_H, Columns, MLFF_WARPGROUPS, MLFF_WARPGROUP_PREFETCH_AHEAD>(
             edgeHidden, mlffWarpgroupImagesOf<MLFF_H, 3 * MLFF_H, Columns, 0>(weightImages, layer), filterRowCount,
             epilogue); // waits once its weights are in
 #else
@@ -380,6 +380,8 @@ struct MlffBasisDerivativeRow {
         }
         return make_float4(x[0], x[1], x[2], x[3]);
     }
+    DEVICE void prefetch(int) const {
+    }
 };
 
 #define MLFF_BACKWARD_COLUMN_TILES (MLFF_H / MLFF_WARPGROUP_BACKWARD_COLUMNS)
@@ -419,9 +421,9 @@ KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterBackwardToDistance(int layer, co
         mlffWarpgroupTileProduct<J, Columns, 0>(MlffWarpgroupMemoryRow{edgeBasis + (size_t) r0 * J},
                                                 MlffWarpgroupMemoryRow{edgeBasis + (size_t) r1 * J}, tiles.fBig,
                                                 tiles.fSmall, side, fragments);
-        mlffWarpgroupTileProduct<I, Columns, sideInputs / 16 % 2>(MlffWarpgroupMemoryRow{edgeGradFilter + (size_t) r0 * I},
-                                                                  MlffWarpgroupMemoryRow{edgeGradFilter + (size_t) r1 * I},
-                                                                  tiles.bBig, tiles.bSmall, grad, fragments);
+        mlffWarpgroupTileProduct<I, Columns, sideInputs / 16 % 2, MLFF_WARPGROUP_PREFETCH_AHEAD>(
+                MlffWarpgroupMemoryRow{edgeGradFilter + (size_t) r0 * I},
+                MlffWarpgroupMemoryRow{edgeGradFilter + (size_t) r1 * I}, tiles.bBig, tiles.bSmall, grad, fragments);
         asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
 #pragma unroll
         for (int i = 0; i < Columns / 2; i++)
