@@ -207,8 +207,9 @@ void probe(const char* name, int rows, int repeats, int multiprocessors) {
     auto mma = mmaProduct<I, O, TN, Rows>;
     check(cudaFuncSetAttribute(mma, cudaFuncAttributeMaxDynamicSharedMemorySize, mmaShared), "mma.sync's shared memory");
     constexpr int variants = 6, products = 3; // the last three do not compute A B
+    constexpr int prefetch = MLFF_WARPGROUP_PREFETCH_AHEAD; // wgmma:P, as the products over pairs run
     const void* warpgroupKernels[variants - 1] = {(const void*) warpgroupProduct<I, O, Columns, 0>,
-                                                  (const void*) warpgroupProduct<I, O, Columns, MLFF_WARPGROUP_PREFETCH_AHEAD>,
+                                                  (const void*) warpgroupProduct<I, O, Columns, prefetch>,
                                                   (const void*) warpgroupLaunchOnly<I, O, Columns>,
                                                   (const void*) warpgroupLoadOnly<I, O, Columns>,
                                                   (const void*) warpgroupWithoutLoads<I, O, Columns>};
