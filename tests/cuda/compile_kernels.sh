@@ -153,7 +153,8 @@ for precision in single mixed double; do
           if [ "$7" = 1 ]; then
               cat "$kernels/matmul.cu"
               [ $warpgroup != none ] && cat "$kernels/warpgroup_matmul.cu"
-              cat "$kernels/student_painn/tiled.cu" "$kernels/student_painn/edge_filters.cu" "$kernels/student_painn/replica_messages.cu"
+              cat "$kernels/student_painn/tiled.cu" "$kernels/student_painn/edge_filters.cu" \
+                  "$kernels/student_painn/row_messages.cu" "$kernels/student_painn/replica_messages.cu"
           fi; } > "$src"
         label="$precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6 tiled=$7 replicas=$8 warpgroup=$warpgroup"
         # ptxas reports warp-group products it had to serialize (C7520 for a divergent path, C7512

@@ -74,7 +74,7 @@ constexpr int EdgeFiltersMinAtoms = 768;
 constexpr int ReplicaMessagesMaxAtoms = 32;
 constexpr size_t ReplicaMessagesMaxSharedBytes = 112 * 1024;
 constexpr int PairFinderReplicas = 4; // mlffFindReplicaPairs' warps (replicas) a block, MLFF_PAIR_FINDERS
-constexpr int EdgeThreads = 128;       // edge_filters.cu's warp-per-atom and thread-per-pair kernels
+constexpr int EdgeThreads = 128; // edge_filters.cu's and row_messages.cu's warp-per-atom and thread-per-pair kernels
 // Blocks per atom on the fused path with clusters (cluster.cu): the portable limit of a cluster.
 // Clusters pay while every atom's blocks run at once, about two blocks an SM: measured (H100,
 // H=128, exact filters, step us, fused against clusters) faster for 12 and 24 atoms (200 against
@@ -470,6 +470,7 @@ string CudaCalcMLFFForceKernel::kernelSource() const {
                   (warpgroupProducts() ? CudaMLFFKernelSources::warpgroup_matmul : "") +
                   CudaMLFFKernelSources::student_painn_tiled +
                   CudaMLFFKernelSources::student_painn_edge_filters +
+                  CudaMLFFKernelSources::student_painn_row_messages +
                   CudaMLFFKernelSources::student_painn_replica_messages;
     return source;
 }
@@ -887,7 +888,7 @@ void CudaCalcMLFFForceKernel::findNeighbors(void* box[4]) {
     if (clusterFindsNeighbors || useReplicaMessages)
         return; // the first forward launch does it (cluster.cu), or the messages need no list (replica_messages.cu)
     CUdeviceptr posq = cu.getPosq().getDevicePointer();
-    const unsigned int atomWarpsGrid = (unsigned int) (((size_t) numAtoms * 32 + NeighborThreads - 1) / NeighborThreads);
+    const unsigned int atomWarpsGrid = warpPerAtomGrid(NeighborThreads);
     if (!useCellList) {
         void* args[] = {&posq, &sortedIndexOfParticle.getDevicePointer(), &mlParticle.getDevicePointer(),
                         &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(), box[0], box[1], box[2], box[3],
@@ -1063,8 +1064,12 @@ void CudaCalcMLFFForceKernel::executeFused(void** box, bool includeForces, CUdev
     }
 }
 
+unsigned int CudaCalcMLFFForceKernel::warpPerAtomGrid(int threads) const {
+    return (unsigned int) (((size_t) numAtoms * 32 + threads - 1) / threads);
+}
+
 void CudaCalcMLFFForceKernel::prepareEdgeRows(void** box) {
-    const unsigned int atomWarpsGrid = (unsigned int) (((size_t) numAtoms * 32 + EdgeThreads - 1) / EdgeThreads);
+    const unsigned int atomWarpsGrid = warpPerAtomGrid(EdgeThreads);
     {
         void* args[] = {&neighborCount.getDevicePointer(), &neighborCapacity, &edgeStart.getDevicePointer()};
         launch(scanEdgesKernel, args, 1, ScanThreads, "numbering the edges");
@@ -1267,7 +1272,8 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
                             &updateOutput.getDevicePointer(), &gradS[in].getDevicePointer(),
                             &gradV[in].getDevicePointer(), &updateGradOutput.getDevicePointer(),
                             &gradS[1 - in].getDevicePointer(), &gradV[1 - in].getDevicePointer()};
-            launch(messagesBackwardRowsKernel, args, numAtoms, threadsPerAtom, "the messages' backward from rows");
+            launch(messagesBackwardRowsKernel, args, warpPerAtomGrid(EdgeThreads), EdgeThreads,
+                   "the messages' backward from rows");
         }
         edgeFiltersBackward(layer, lambdaForceScale, force);
     }

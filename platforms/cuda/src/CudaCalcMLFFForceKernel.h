@@ -143,6 +143,7 @@ private:
     size_t edgeRowsBound() const;
     void allocateEdgeRows(); // for edgeRowsBound() rows; throws if the memory is not there
     void prepareEdgeRows(void** box);
+    unsigned int warpPerAtomGrid(int threads) const; // blocks of `threads` for a warp per ML atom
     /** Each replica's pairs (replica_messages.cu), and with edge filters their rows. */
     void prepareReplicaPairs(void** box);
     /** The filter rows' count on the device (filterStart[N], or pairRowStart[R]), for the products. */

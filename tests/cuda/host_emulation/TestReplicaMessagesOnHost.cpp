@@ -4,7 +4,9 @@
 // same random features, table and replicas of 1 to 16 atoms, in double
 // precision: the features and gradients must be equal bit for bit (each atom's messages are summed
 // in the same order), the forces equal to the fixed point's rounding (a pair adds its two edges'
-// forces as one). Built twice: without a box, and periodic (MLFF_PERIODIC) in a 10.5 Å cube.
+// forces as one). Built twice: without a box, and periodic (MLFF_PERIODIC) in a 10.5 Å cube; and
+// twice more with exact filters (MLFF_HOST_EXACT_FILTERS), where the replica kernels read each
+// pair's filter from its row, against the list's kernels on the same rows (row_messages.cu).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -22,6 +24,7 @@ constexpr double BoxSide = 0;
 constexpr double Spread = 0.6;
 #endif
 constexpr int ReplicaSizes[MLFF_NUM_REPLICAS] = {1, 2, 3, 7, 12, 13, 16};
+constexpr int AtomWarpBlocks = (MLFF_NUM_ATOMS * 32 + 127) / 128; // a warp per atom, 128 threads a block
 
 /** The system: replicas, positions (OpenMM's, in nm, and the kernels', in Å) and neighbour lists. */
 struct Replicas {
@@ -235,15 +238,14 @@ FilterRows listRows(const Replicas& s, const std::vector<real>& params) {
     f.filterEdges.assign(bound, int2{-1, -1});
     f.edgeDelta.assign(bound, real4{});
     f.basis.assign(bound * MLFF_K, 0);
-    const int atomWarps = (MLFF_NUM_ATOMS * 32 + 127) / 128;
     cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] { mlffScanEdges(s.count.data(), s.capacity, f.edgeStart.data()); });
-    cudaOnHostLaunch(atomWarps, 128, [&] {
+    cudaOnHostLaunch(AtomWarpBlocks, 128, [&] {
         mlffGatherEdges(s.pos.data(), s.count.data(), s.list.data(), s.capacity, f.edgeStart.data(), s.boxA, s.boxB,
                         s.boxC, s.invBoxSize, f.edgeAtoms.data(), f.edgeDelta.data(), f.ownedRank.data(),
                         f.partner.data(), f.filterCount.data());
     });
     cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] { mlffScanFilterRows(f.filterCount.data(), f.rowStart.data()); });
-    cudaOnHostLaunch(atomWarps, 128, [&] {
+    cudaOnHostLaunch(AtomWarpBlocks, 128, [&] {
         mlffLinkFilterRows(params.data(), s.count.data(), s.capacity, f.edgeStart.data(), f.rowStart.data(),
                            f.edgeDelta.data(), f.ownedRank.data(), f.partner.data(), f.filterRow.data(),
                            f.filterEdges.data(), f.basis.data());
@@ -287,7 +289,7 @@ double relativeDifference(const std::vector<real>& a, const std::vector<real>& b
     return largest > 0 ? difference / largest : difference;
 }
 
-TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheBlockPerAtomKernels) {
+TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheListKernels) {
     const int n = MLFF_NUM_ATOMS, h = MLFF_H, layers = MLFF_L;
     std::mt19937 rng(12);
     const Replicas s = makeTestedReplicas(rng, "exact");
@@ -326,7 +328,7 @@ TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheBlockPerAtomKernels) {
     for (int layer = layers - 1; layer >= 0; layer--) {
         SCOPED_TRACE("block " + std::to_string(layer));
         const std::vector<real> filters = randomReals(rng, (size_t) list.rows * 3 * h); // this block's rows
-        MessagesOut out[2]; // [0] a block per atom, [1] a block per replica
+        MessagesOut out[2]; // [0] the list's kernels (row_messages.cu), [1] a block per replica
         cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
             mlffMessagesForwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
                                     list.edgeStart.data(), list.edgeDelta.data(), list.filterRow.data(),
@@ -353,7 +355,7 @@ TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheBlockPerAtomKernels) {
             gradOutV[k].assign((size_t) n * 3 * h, -7);
             gradFilter[k].assign((size_t) list.rows * 3 * h, -7);
         }
-        cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
+        cudaOnHostLaunch(AtomWarpBlocks, 128, [&] {
             mlffMessagesBackwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
                                      list.edgeStart.data(), list.edgeDelta.data(), list.filterRow.data(),
                                      list.ownedRank.data(), list.partner.data(), filters.data(),

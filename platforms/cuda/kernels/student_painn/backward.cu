@@ -225,11 +225,6 @@ DEVICE inline void mlffMessagesBackward(int i, int layer, const real* RESTRICT p
     }
 }
 
-// Edges a batch in mlffMessagesBackwardFromRows: fewer than the fused kernels' 16, since here a batch
-// shares no weight loads and smaller ones leave room for more blocks. H100, 12,000-atom droplet,
-// force µs: 16 -> 10,152, 8 -> 9,390, 4 -> 9,321 (but its step no faster than 8's).
-#define MLFF_ROW_BATCH 8
-
 /**
  * A filter row's dE/dn of block `layer` into its edgeGradN (xyz), summed over the blocks: the
  * backward pass's first block (the last layer) writes it, and w = 0, where mlffAddPairGradient
@@ -242,94 +237,6 @@ DEVICE inline void mlffAddGradN(int layer, real4* gradN, real x, real y, real z)
         gn = make_real4(before.x + x, before.y + y, before.z + z, before.w);
     }
     *gradN = gn;
-}
-
-/**
- * mlffMessagesBackward for an atom whose edges have rows (student_painn/edge_filters.cu): the
- * gather into i in the same (list) order, from w(ij) read from its pair's row of edgeFilter;
- * dE/dn(ij) to edgeGradN (xyz, summed over the blocks; w keeps the pair's dE/dd, which
- * edge_filters.cu sums); and, for each edge that owns its pair, the pair's dE/dw (3H: w_s, w_v1,
- * w_v2) into the pair's row of edgeGradFilter: this edge's part plus, when its partner j -> i has
- * a row, the partner's, from dE/d(s'_j, v'_j), i's block inputs and n(ji) = -n(ij). So the
- * filters' backward product reads plain rows. The filter network's backward and the forces follow
- * in edge_filters.cu. Called by all threads; warpTotals and edgeGrad are shared scratch
- * (mlffBlockSum4).
- */
-DEVICE inline void mlffMessagesBackwardFromRows(int i, int layer, const real* RESTRICT params,
-        const int* RESTRICT mlZ, const int* RESTRICT neighborCount, const int* RESTRICT neighborList,
-        int neighborCapacity, const int* RESTRICT edgeStart, const real4* RESTRICT edgeDelta,
-        const int* RESTRICT edgeFilterRow, const int* RESTRICT edgeOwnedRank, const int* RESTRICT edgePartner,
-        const real* RESTRICT edgeFilter, real* RESTRICT edgeGradFilter, real4* RESTRICT edgeGradN,
-        const real* RESTRICT stateS, const real* RESTRICT stateV,
-        const real* RESTRICT gradInS, const real* RESTRICT gradInV, real gsI, const real* gvI, real (*warpTotals)[MLFF_ROW_BATCH][4],
-        real (*edgeGrad)[4], real* gsIn, real* gvIn) {
-    const int c = threadIdx.x;
-    const bool active = c < MLFF_H;
-    *gsIn = gsI;
-    for (int a = 0; a < 3; a++)
-        gvIn[a] = gvI[a];
-    const int first = edgeStart[i], count = neighborCount[i];
-    const int* neighbors = neighborList + (size_t) i * neighborCapacity;
-    real sI = 0, vI[3] = {0, 0, 0}; // i's block inputs, for its partners' dE/dw
-    if (active) {
-        sI = mlffBlockInputS(params, mlZ, stateS, layer, i, c);
-        for (int a = 0; a < 3; a++)
-            vI[a] = mlffBlockInputV(stateV, layer, i, a, c);
-    }
-    for (int base = 0; base < count; base += MLFF_ROW_BATCH) {
-        real partial[MLFF_ROW_BATCH][4]; // (0, dE/dn) of each edge, this thread's channel
-#pragma unroll
-        for (int b = 0; b < MLFF_ROW_BATCH; b++) {
-            const int slot = base + b;
-            partial[b][0] = partial[b][1] = partial[b][2] = partial[b][3] = 0;
-            if (!active || slot >= count)
-                continue;
-            const int j = neighbors[slot];
-            const real4 g = edgeDelta[first + slot];
-            const real inv = 1 / (g.w + (real) MLFF_NORMAL_EPSILON);
-            const real n[3] = {g.x * inv, g.y * inv, g.z * inv};
-            const int pair = edgeFilterRow[first + slot];
-            const real* w = edgeFilter + (size_t) pair * 3 * MLFF_H;
-            const real ws = w[c], wv1 = w[MLFF_H + c], wv2 = w[2 * MLFF_H + c];
-            if (layer > 0) {
-                *gsIn += gradInS[(size_t) j * MLFF_H + c] * ws;
-                for (int a = 0; a < 3; a++)
-                    gvIn[a] += gradInV[((size_t) j * 3 + a) * MLFF_H + c] * wv1;
-            }
-            real gwv1 = 0, gwv2 = 0;
-#pragma unroll
-            for (int a = 0; a < 3; a++) {
-                gwv1 += gvI[a] * mlffBlockInputV(stateV, layer, j, a, c);
-                gwv2 += gvI[a] * n[a];
-                partial[b][1 + a] = gvI[a] * wv2;
-            }
-            if (edgeOwnedRank[first + slot] < 0)
-                continue; // the partner's block writes the pair's dE/dw
-            real gws = gsI * mlffBlockInputS(params, mlZ, stateS, layer, j, c);
-            if (edgePartner[first + slot] >= 0) { // j -> i: u(ji) = -u(ij)
-                real gsJ, gvJ[3];
-                mlffLoadAtomGradient(gradInS, gradInV, j, &gsJ, gvJ);
-                gws += gsJ * sI;
-                real partnerV1 = 0, partnerV2 = 0;
-#pragma unroll
-                for (int a = 0; a < 3; a++) {
-                    partnerV1 += gvJ[a] * vI[a];
-                    partnerV2 -= gvJ[a] * n[a];
-                }
-                gwv1 += partnerV1;
-                gwv2 += partnerV2;
-            }
-            real* gradW = edgeGradFilter + (size_t) pair * 3 * MLFF_H;
-            gradW[c] = gws;
-            gradW[MLFF_H + c] = gwv1;
-            gradW[2 * MLFF_H + c] = gwv2;
-        }
-        mlffBlockSum4(partial, warpTotals, edgeGrad);
-        if (c < MLFF_ROW_BATCH && base + c < count) { // summed over the blocks, from the backward pass's first
-            const real* total = edgeGrad[c];
-            mlffAddGradN(layer, &edgeGradN[first + base + c], total[1], total[2], total[3]);
-        }
-    }
 }
 
 KERNEL void mlffStudentBackward(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,

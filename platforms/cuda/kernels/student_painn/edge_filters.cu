@@ -29,12 +29,12 @@
  * Per block l, forward:
  *   mlffEdgeFilterHidden        matmul      edgeHidden = SiLU(edgeBasis W0^T + b0)      (filter rows, H)
  *   mlffEdgeFilterOutput        matmul      edgeFilter[l] = edgeHidden W2^T + b2        (filter rows, 3H)
- *   mlffMessagesForwardRows     atoms       the messages, w(ij) from edgeFilter[l]
+ *   mlffMessagesForwardRows     atoms       the messages, w(ij) from edgeFilter[l] (row_messages.cu)
  * Per block l, backward:
  *   mlffMessagesBackwardRows    atoms       dE/dw of each pair (both directions, by the owner's
- *                                           block) into edgeGradFilter; dE/dn of each edge into
+ *                                           warp) into edgeGradFilter; dE/dn of each edge into
  *                                           edgeGradN (xyz; summed over the blocks); and the update's
- *                                           direct backward as in tiled.cu
+ *                                           direct backward as in tiled.cu (row_messages.cu)
  *   mlffEdgeFilterHiddenBackward matmul     edgeHidden = (dE/dw W2) SiLU'(edgeBasis W0^T + b0), the
  *                                           hidden layer's input recomputed in the epilogue
  *   mlffEdgeBasisBackward       matmul      dE/de = edgeHidden W0 (K padded), and in its epilogue
@@ -525,51 +525,3 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeBasisBackward(int layer, const real* REST
                                                                   *filterRowCount, epilogue);
 }
 #endif
-
-/**
- * The messages of block `layer` into each atom whose list holds all its edges (one thread block per
- * atom, thread c = channel c), from its pairs' rows of edgeFilter (this block's). Light: no shared memory,
- * so many blocks fit an SM while the rows stream in.
- */
-KERNEL void mlffMessagesForwardRows(int layer, const real* RESTRICT params, const int* RESTRICT mlZ,
-        const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
-        const int* RESTRICT edgeStart, const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow,
-        const real* RESTRICT edgeFilter, const real* RESTRICT stateS, const real* RESTRICT stateV,
-        real* RESTRICT midS, real* RESTRICT midV, real* RESTRICT updateInput) {
-    mlffStartAfterPreviousLaunch();
-    const int i = blockIdx.x;
-    if (neighborCount[i] > neighborCapacity || threadIdx.x >= MLFF_H)
-        return; // no rows (tiled.cu's kernel), or no channel
-    real sMid, vMid[3];
-    mlffMessagesFromRows(i, layer, params, mlZ, neighborCount, neighborList, neighborCapacity, edgeStart, edgeDelta,
-                         edgeFilterRow, edgeFilter, stateS, stateV, &sMid, vMid);
-    mlffStoreMessages(i, layer, sMid, vMid, midS, midV, updateInput);
-}
-
-/** The messages' backward of block `layer` from the rows, then the update's direct backward (tiled.cu). */
-KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params, const int* RESTRICT mlZ,
-        const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
-        const int* RESTRICT edgeStart, const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow,
-        const int* RESTRICT edgeOwnedRank, const int* RESTRICT edgePartner, const real* RESTRICT edgeFilter,
-        real* RESTRICT edgeGradFilter, real4* RESTRICT edgeGradN, const real* RESTRICT stateS,
-        const real* RESTRICT stateV, const real* RESTRICT midV, const real* RESTRICT updateOutput,
-        const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT updateGradOutput,
-        real* RESTRICT gradOutS, real* RESTRICT gradOutV) {
-    mlffStartAfterPreviousLaunch();
-    __shared__ real warpTotals[MLFF_BLOCK / 32][MLFF_ROW_BATCH][4];
-    __shared__ real edgeGrad[MLFF_ROW_BATCH][4];
-    const int i = blockIdx.x;
-    if (neighborCount[i] > neighborCapacity)
-        return; // the whole block: no rows (tiled.cu's kernel)
-    real gsI, gvI[3]; // dE/d(s'_i, v'_i) of this block
-    mlffLoadAtomGradient(gradInS, gradInV, i, &gsI, gvI);
-    real gsIn, gvIn[3]; // dE/d(s_out, v_out) of block layer-1
-    mlffMessagesBackwardFromRows(i, layer, params, mlZ, neighborCount, neighborList, neighborCapacity, edgeStart,
-                                 edgeDelta, edgeFilterRow, edgeOwnedRank, edgePartner, edgeFilter, edgeGradFilter,
-                                 edgeGradN, stateS, stateV,
-                                 gradInS, gradInV,
-                                 gsI, gvI, warpTotals, edgeGrad, &gsIn, gvIn);
-    if (layer > 0 && threadIdx.x < MLFF_H)
-        mlffUpdateBackwardDirect(i, layer, params, midV, updateOutput, gsIn, gvIn, updateGradOutput, gradOutS,
-                                 gradOutV);
-}

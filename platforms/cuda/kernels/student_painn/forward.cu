@@ -119,40 +119,6 @@ DEVICE inline void mlffMessagesInto(int i, int layer, const real* RESTRICT param
     }
 }
 
-/**
- * mlffMessagesInto for an atom whose edges have rows (student_painn/edge_filters.cu): the same
- * sums in the same (list) order, with each edge's filter w(ij) read from its pair's row of
- * edgeFilter (3H: w_s, w_v1, w_v2; row edgeFilterRow[e]) and u, d from edgeDelta instead of
- * computed here. No shared memory and no barrier; threads c >= MLFF_H get zeros.
- */
-DEVICE inline void mlffMessagesFromRows(int i, int layer, const real* RESTRICT params, const int* RESTRICT mlZ,
-        const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
-        const int* RESTRICT edgeStart, const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow,
-        const real* RESTRICT edgeFilter, const real* RESTRICT stateS, const real* RESTRICT stateV, real* sMid,
-        real* vMid) {
-    const int c = threadIdx.x;
-    *sMid = 0;
-    vMid[0] = vMid[1] = vMid[2] = 0;
-    if (c >= MLFF_H)
-        return;
-    *sMid = mlffBlockInputS(params, mlZ, stateS, layer, i, c);
-    for (int a = 0; a < 3; a++)
-        vMid[a] = mlffBlockInputV(stateV, layer, i, a, c);
-    const int first = edgeStart[i], count = neighborCount[i];
-    const int* neighbors = neighborList + (size_t) i * neighborCapacity;
-#pragma unroll 4
-    for (int slot = 0; slot < count; slot++) {
-        const int j = neighbors[slot];
-        const real4 g = edgeDelta[first + slot];
-        const real* w = edgeFilter + (size_t) edgeFilterRow[first + slot] * 3 * MLFF_H;
-        const real inv = 1 / (g.w + (real) MLFF_NORMAL_EPSILON);
-        const real n[3] = {g.x * inv, g.y * inv, g.z * inv};
-        *sMid += mlffBlockInputS(params, mlZ, stateS, layer, j, c) * w[c];
-        for (int a = 0; a < 3; a++)
-            vMid[a] += mlffBlockInputV(stateV, layer, j, a, c) * w[MLFF_H + c] + n[a] * w[2 * MLFF_H + c];
-    }
-}
-
 KERNEL void mlffStudentForward(int layer, const real* RESTRICT params, const real* RESTRICT filterTable,
         const real4* RESTRICT pos,
         const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,

@@ -12,7 +12,8 @@
  * edge_filters.cu's products, one row per pair (the replica's rows from pairRowStart[replica], in
  * the order of its pairs), and the backward pass writes each pair's dE/dw (3H) for the filters'
  * backward product and its dE/dn to edgeGradN (xyz, summed over the blocks, as
- * mlffMessagesBackwardFromRows does), whose forces mlffAddPairGradient adds (edge_filters.cu).
+ * row_messages.cu's mlffMessagesBackwardRows does), whose forces mlffAddPairGradient adds
+ * (edge_filters.cu).
  *
  * Per step, before the blocks: mlffFindReplicaPairs (a warp per replica) finds each replica's
  * pairs from OpenMM's positions, so the path needs no neighbour search; with exact filters
@@ -333,7 +334,7 @@ KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, 
     mlffStoreRow(sum, runAtom, sumI);
     for (int a = 0; a < count; a++) {
         const real vMid[3] = {sum[a][1][c], sum[a][2][c], sum[a][3][c]};
-        mlffStoreMessages(first + a, layer, sum[a][0][c], vMid, midS, midV, updateInput);
+        mlffStoreMessages(first + a, layer, sum[a][0][c], vMid, midS, midV, updateInput, c);
     }
 }
 
@@ -508,7 +509,7 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
         MlffUpdateDirectInputs in[MLFF_LOAD_GROUP];
 #pragma unroll
         for (int g = 0; g < MLFF_LOAD_GROUP; g++) // past the last atom: the last again, unused
-            in[g] = mlffLoadUpdateDirectInputs(first + min(group + g, count - 1), layer, midV, updateOutput);
+            in[g] = mlffLoadUpdateDirectInputs(first + min(group + g, count - 1), layer, midV, updateOutput, c);
 #pragma unroll
         for (int g = 0; g < MLFF_LOAD_GROUP; g++) {
             const int a = group + g;
@@ -516,7 +517,7 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
                 break;
             const real gvOut[3] = {gradOut[a][1][c], gradOut[a][2][c], gradOut[a][3][c]};
             mlffUpdateBackwardDirectFrom(in[g], first + a, layer, params, gradOut[a][0][c], gvOut, updateGradOutput,
-                                         gradOutS, gradOutV);
+                                         gradOutS, gradOutV, c);
         }
     }
 }

@@ -37,10 +37,9 @@ DEVICE inline real mlffUpdateOutput(const real* RESTRICT updateOutput, int layer
     return updateOutput[((size_t) layer * MLFF_NUM_ATOMS + i) * 3 * MLFF_H + 3 * c + t];
 }
 
-/** Thread c's post-message features of atom i in block `layer`: midS, midV and the update's input. */
+/** Channel c's post-message features of atom i in block `layer`: midS, midV and the update's input. */
 DEVICE inline void mlffStoreMessages(int i, int layer, real sMid, const real* vMid, real* RESTRICT midS,
-        real* RESTRICT midV, real* RESTRICT updateInput) {
-    const int c = threadIdx.x;
+        real* RESTRICT midV, real* RESTRICT updateInput, int c) {
     midS[((size_t) layer * MLFF_NUM_ATOMS + i) * MLFF_H + c] = sMid;
     for (int a = 0; a < 3; a++)
         midV[(((size_t) layer * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c] = vMid[a];
@@ -67,7 +66,7 @@ KERNEL void mlffMessagesForwardTiled(int layer, int onlyOverflowed, const real* 
     mlffMessagesInto(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount, neighborList,
                      neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, &scratch, &sMid, vMid);
     if (threadIdx.x < MLFF_H)
-        mlffStoreMessages(i, layer, sMid, vMid, midS, midV, updateInput);
+        mlffStoreMessages(i, layer, sMid, vMid, midS, midV, updateInput, threadIdx.x);
 }
 
 /*
@@ -373,14 +372,13 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateInputBackward(int layer, const real* RE
     mlffMatmul<MLFF_H, 2 * MLFF_H, 4, 64>(gradHidden, block + MLFF_B_UPDATE_W0_BY_CHANNEL, MLFF_NUM_ATOMS, epilogue);
 }
 
-/** What the direct part of block layer-1's update backward reads of thread c's channel of atom i. */
+/** What the direct part of block layer-1's update backward reads of channel c of atom i. */
 struct MlffUpdateDirectInputs {
     real vMid[3], g1, g2; // v' and the update's g1, g2 of block layer-1
 };
 
 DEVICE inline MlffUpdateDirectInputs mlffLoadUpdateDirectInputs(int i, int layer, const real* RESTRICT midV,
-                                                                const real* RESTRICT updateOutput) {
-    const int c = threadIdx.x;
+                                                                const real* RESTRICT updateOutput, int c) {
     MlffUpdateDirectInputs in;
     for (int a = 0; a < 3; a++)
         in.vMid[a] = midV[(((size_t) (layer - 1) * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c];
@@ -390,15 +388,14 @@ DEVICE inline MlffUpdateDirectInputs mlffLoadUpdateDirectInputs(int i, int layer
 }
 
 /**
- * The direct part of block layer-1's update backward for thread c's channel of atom i (layer > 0),
+ * The direct part of block layer-1's update backward for channel c of atom i (layer > 0),
  * from its inputs `in` (mlffLoadUpdateDirectInputs) and gsIn, gvIn = dE/d(s_out, v_out) of block
  * layer-1: its dE/d(a, g1, g2) into updateGradOutput and the partial dE/d(s', v') into gradOutS,
  * gradOutV.
  */
 DEVICE inline void mlffUpdateBackwardDirectFrom(const MlffUpdateDirectInputs& in, int i, int layer,
         const real* RESTRICT params, real gsIn, const real* gvIn, real* RESTRICT updateGradOutput,
-        real* RESTRICT gradOutS, real* RESTRICT gradOutV) {
-    const int c = threadIdx.x;
+        real* RESTRICT gradOutS, real* RESTRICT gradOutV, int c) {
     const real* previous = params + MLFF_P_BLOCKS + (size_t) (layer - 1) * MLFF_P_BLOCK_STRIDE;
     real gradG1, gradG2, gvMid[3];
     mlffUpdateVectorBackward(previous, in.vMid, in.g1, in.g2, gvIn, &gradG1, &gradG2, gvMid);
@@ -414,9 +411,9 @@ DEVICE inline void mlffUpdateBackwardDirectFrom(const MlffUpdateDirectInputs& in
 /** mlffUpdateBackwardDirectFrom, its inputs loaded here. */
 DEVICE inline void mlffUpdateBackwardDirect(int i, int layer, const real* RESTRICT params, const real* RESTRICT midV,
         const real* RESTRICT updateOutput, real gsIn, const real* gvIn, real* RESTRICT updateGradOutput,
-        real* RESTRICT gradOutS, real* RESTRICT gradOutV) {
-    mlffUpdateBackwardDirectFrom(mlffLoadUpdateDirectInputs(i, layer, midV, updateOutput), i, layer, params, gsIn, gvIn,
-                                 updateGradOutput, gradOutS, gradOutV);
+        real* RESTRICT gradOutS, real* RESTRICT gradOutV, int c) {
+    mlffUpdateBackwardDirectFrom(mlffLoadUpdateDirectInputs(i, layer, midV, updateOutput, c), i, layer, params, gsIn,
+                                 gvIn, updateGradOutput, gradOutS, gradOutV, c);
 }
 
 /**
@@ -446,5 +443,5 @@ KERNEL void mlffMessagesBackwardTiled(int layer, int onlyOverflowed, const real*
                          &gsIn, gvIn);
     if (layer > 0 && threadIdx.x < MLFF_H) // the embedding and v = 0 have no gradient to pass on
         mlffUpdateBackwardDirect(i, layer, params, midV, updateOutput, gsIn, gvIn, updateGradOutput, gradOutS,
-                                 gradOutV);
+                                 gradOutV, threadIdx.x);
 }

@@ -1,0 +1,270 @@
+/*
+ * student_painn/row_messages.cu: the messages of block `layer`, forward and backward, into each
+ * atom whose edges have filter rows (edge_filters.cu: its list holds all its edges), from its
+ * pairs' rows of edgeFilter (this block's; 3H: w_s, w_v1, w_v2, row edgeFilterRow[e]) and u, d
+ * from edgeDelta. Each channel's sums (the gather into i, and in the backward dE/dw) are those of
+ * the kernels without rows (tiled.cu) and of the replica kernels (replica_messages.cu), term by term
+ * in list order, so the paths agree to the bit where their filters do.
+ *
+ * The forward: a block per atom, thread c channel c (MLFF_BLOCK threads): few registers, so many
+ * blocks an SM keep the rows streaming in at the L2's rate. The backward: a warp per atom
+ * (EdgeThreads threads a block, CudaCalcMLFFForceKernel.cpp; warp w of the grid atom w), lane l
+ * owning the MLFF_LANE_CHANNELS adjacent channels from l * MLFF_LANE_CHANNELS (H is a multiple of
+ * 64 on the tiled path): a lane loads its part of a row as a few vectors where a block would load
+ * a real a thread, and a sum over channels (dE/dn) is the warp's shuffles, with no barrier. A block
+ * per atom was bound by issuing instructions there (Nsight Compute: 2.4 a cycle an SM, many of
+ * them addresses and the block's sums of dE/dn, with 64 registers a thread holding it to half the
+ * warps an SM); a warp per atom took the 12,000-atom droplet's launches from 1,943 to 1,611 µs an
+ * evaluation (H200). The forward as a warp per atom was slower (900 µs against 856): a lane keeps
+ * four channels' sums, and an SM fewer rows in flight.
+ */
+
+/**
+ * The messages of block `layer` into atom i (one thread block per atom, thread c = channel c),
+ * then midS, midV and the update's input (an atom without rows has its messages from tiled.cu's
+ * kernel). No shared memory and no barrier.
+ */
+KERNEL void mlffMessagesForwardRows(int layer, const real* RESTRICT params, const int* RESTRICT mlZ,
+        const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
+        const int* RESTRICT edgeStart, const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow,
+        const real* RESTRICT edgeFilter, const real* RESTRICT stateS, const real* RESTRICT stateV,
+        real* RESTRICT midS, real* RESTRICT midV, real* RESTRICT updateInput) {
+    mlffStartAfterPreviousLaunch();
+    const int i = blockIdx.x, c = threadIdx.x;
+    if (neighborCount[i] > neighborCapacity || c >= MLFF_H)
+        return; // no rows (tiled.cu's kernel), or no channel
+    real sMid = mlffBlockInputS(params, mlZ, stateS, layer, i, c), vMid[3];
+    for (int a = 0; a < 3; a++)
+        vMid[a] = mlffBlockInputV(stateV, layer, i, a, c);
+    const int first = edgeStart[i], count = neighborCount[i];
+    const int* neighbors = neighborList + (size_t) i * neighborCapacity;
+#pragma unroll 4
+    for (int slot = 0; slot < count; slot++) {
+        const int j = neighbors[slot];
+        const real4 g = edgeDelta[first + slot];
+        const real* w = edgeFilter + (size_t) edgeFilterRow[first + slot] * 3 * MLFF_H;
+        const real inv = 1 / (g.w + (real) MLFF_NORMAL_EPSILON);
+        const real n[3] = {g.x * inv, g.y * inv, g.z * inv};
+        sMid += mlffBlockInputS(params, mlZ, stateS, layer, j, c) * w[c];
+        for (int a = 0; a < 3; a++)
+            vMid[a] += mlffBlockInputV(stateV, layer, j, a, c) * w[MLFF_H + c] + n[a] * w[2 * MLFF_H + c];
+    }
+    mlffStoreMessages(i, layer, sMid, vMid, midS, midV, updateInput, c);
+}
+
+// The backward, a warp per atom.
+
+#define MLFF_LANE_CHANNELS (MLFF_H / 32)
+// A lane's loads: vectors of four reals where its channels come in fours, else of two.
+#define MLFF_LANE_VECTOR (MLFF_LANE_CHANNELS % 4 == 0 ? 4 : 2)
+
+/** A lane's channels of one row of H reals (s, a component of v, or one kind of filter). */
+struct MlffLaneSlice {
+    real v[MLFF_LANE_CHANNELS];
+};
+
+/** Lane `lane`'s channels of `row` (H reals, aligned to MLFF_LANE_VECTOR reals, as all rows here are). */
+DEVICE inline MlffLaneSlice mlffLoadLaneSlice(const real* RESTRICT row, int lane) {
+    typedef MlffRealVector<MLFF_LANE_VECTOR> Vector;
+    const Vector* from = reinterpret_cast<const Vector*>(row + lane * MLFF_LANE_CHANNELS);
+    MlffLaneSlice slice;
+#pragma unroll
+    for (int q = 0; q < MLFF_LANE_CHANNELS / MLFF_LANE_VECTOR; q++) {
+        const Vector v = from[q];
+#pragma unroll
+        for (int k = 0; k < MLFF_LANE_VECTOR; k++)
+            slice.v[q * MLFF_LANE_VECTOR + k] = v.v[k];
+    }
+    return slice;
+}
+
+DEVICE inline void mlffStoreLaneSlice(real* RESTRICT row, int lane, const MlffLaneSlice& slice) {
+    typedef MlffRealVector<MLFF_LANE_VECTOR> Vector;
+    Vector* to = reinterpret_cast<Vector*>(row + lane * MLFF_LANE_CHANNELS);
+#pragma unroll
+    for (int q = 0; q < MLFF_LANE_CHANNELS / MLFF_LANE_VECTOR; q++) {
+        Vector v;
+#pragma unroll
+        for (int k = 0; k < MLFF_LANE_VECTOR; k++)
+            v.v[k] = slice.v[q * MLFF_LANE_VECTOR + k];
+        to[q] = v;
+    }
+}
+
+DEVICE inline MlffLaneSlice mlffZeroLaneSlice() {
+    MlffLaneSlice slice;
+#pragma unroll
+    for (int q = 0; q < MLFF_LANE_CHANNELS; q++)
+        slice.v[q] = 0;
+    return slice;
+}
+
+/** The lane's channels of s_j at the start of block `layer` (the embedding in the first block). */
+DEVICE inline MlffLaneSlice mlffLaneInputS(const real* RESTRICT params, const int* RESTRICT mlZ,
+                                           const real* RESTRICT stateS, int layer, int j, int lane) {
+    if (layer == 0)
+        return mlffLoadLaneSlice(params + MLFF_P_EMBEDDING + (size_t) mlZ[j] * MLFF_H, lane);
+    return mlffLoadLaneSlice(stateS + ((size_t) layer * MLFF_NUM_ATOMS + j) * MLFF_H, lane);
+}
+
+/** The lane's channels of v_j (3 components) at the start of block `layer` (0 in the first block). */
+DEVICE inline void mlffLaneInputV(const real* RESTRICT stateV, int layer, int j, int lane, MlffLaneSlice* v) {
+#pragma unroll
+    for (int a = 0; a < 3; a++)
+        v[a] = layer == 0 ? mlffZeroLaneSlice()
+                          : mlffLoadLaneSlice(stateV + (((size_t) layer * MLFF_NUM_ATOMS + j) * 3 + a) * MLFF_H, lane);
+}
+
+/** The lane's channels of dE/d(s'_j, v'_j) (gradS (N, H), gradV (N, 3, H)). */
+DEVICE inline void mlffLaneAtomGradient(const real* RESTRICT gradS, const real* RESTRICT gradV, int j, int lane,
+                                        MlffLaneSlice* gs, MlffLaneSlice* gv) {
+    *gs = mlffLoadLaneSlice(gradS + (size_t) j * MLFF_H, lane);
+#pragma unroll
+    for (int a = 0; a < 3; a++)
+        gv[a] = mlffLoadLaneSlice(gradV + ((size_t) j * 3 + a) * MLFF_H, lane);
+}
+
+/**
+ * What an edge's loads need first: its neighbour j, its pair's filter row, u and d, and whether it
+ * owns its pair and has a partner. The loop over edges loads the next edge's while the current
+ * one's rows stream in, so that an edge waits on one round of loads, not two.
+ */
+struct MlffRowEdge {
+    int j, pair;
+    bool owner, partner;
+    real4 g;
+};
+
+DEVICE inline MlffRowEdge mlffLoadRowEdge(const int* RESTRICT neighbors, int first, int slot,
+        const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow, const int* RESTRICT edgeOwnedRank,
+        const int* RESTRICT edgePartner) {
+    MlffRowEdge edge;
+    edge.j = neighbors[slot];
+    edge.pair = edgeFilterRow[first + slot];
+    edge.g = edgeDelta[first + slot];
+    edge.owner = edgeOwnedRank[first + slot] >= 0;
+    edge.partner = edgePartner[first + slot] >= 0;
+    return edge;
+}
+
+/** This warp's atom, or -1 where it has none (past the last atom) or its atom has no rows. */
+DEVICE inline int mlffRowAtom(const int* RESTRICT neighborCount, int neighborCapacity) {
+    const int i = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    return i < MLFF_NUM_ATOMS && neighborCount[i] <= neighborCapacity ? i : -1;
+}
+
+/**
+ * The messages' backward of block `layer` into atom i, from its pairs' rows of edgeFilter, and
+ * from gradIn = dE/d(s'_k, v'_k) of every atom k of this block:
+ *   - the gather into i (layer > 0; the embedding and v = 0 need no gradient): dE/ds_i +=
+ *     gs'_j w_s(ij), dE/dv_i += gv'_j w_v1(ij), from the residual gradIn of i;
+ *   - dE/dn(ij) = sum over channels of gv'_i w_v2(ij), into the edge's edgeGradN (xyz, summed over
+ *     the blocks; w keeps the pair's dE/dd, which edge_filters.cu sums) by mlffAddGradN;
+ *   - for each edge that owns its pair, the pair's dE/dw (3H: w_s, w_v1, w_v2) into its row of
+ *     edgeGradFilter: this edge's part plus, when its partner j -> i has a row, the partner's, from
+ *     dE/d(s'_j, v'_j), i's block inputs and n(ji) = -n(ij); so the filters' backward product reads
+ *     plain rows.
+ * Then (layer > 0) the direct part of block layer-1's update backward (tiled.cu). The filter
+ * network's backward and the forces follow in edge_filters.cu. No shared memory and no barrier.
+ */
+KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params, const int* RESTRICT mlZ,
+        const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
+        const int* RESTRICT edgeStart, const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow,
+        const int* RESTRICT edgeOwnedRank, const int* RESTRICT edgePartner, const real* RESTRICT edgeFilter,
+        real* RESTRICT edgeGradFilter, real4* RESTRICT edgeGradN, const real* RESTRICT stateS,
+        const real* RESTRICT stateV, const real* RESTRICT midV, const real* RESTRICT updateOutput,
+        const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT updateGradOutput,
+        real* RESTRICT gradOutS, real* RESTRICT gradOutV) {
+    mlffStartAfterPreviousLaunch();
+    const int i = mlffRowAtom(neighborCount, neighborCapacity), lane = threadIdx.x % 32;
+    if (i < 0)
+        return; // the whole warp
+    MlffLaneSlice gsI, gvI[3]; // dE/d(s'_i, v'_i) of this block
+    mlffLaneAtomGradient(gradInS, gradInV, i, lane, &gsI, gvI);
+    const MlffLaneSlice sI = mlffLaneInputS(params, mlZ, stateS, layer, i, lane); // for its partners' dE/dw
+    MlffLaneSlice vI[3];
+    mlffLaneInputV(stateV, layer, i, lane, vI);
+    MlffLaneSlice gsIn = gsI, gvIn[3] = {gvI[0], gvI[1], gvI[2]}; // the residual, then the gather
+    const int first = edgeStart[i], count = neighborCount[i];
+    const int* neighbors = neighborList + (size_t) i * neighborCapacity;
+    MlffRowEdge next = count > 0 ? mlffLoadRowEdge(neighbors, first, 0, edgeDelta, edgeFilterRow, edgeOwnedRank,
+                                                   edgePartner)
+                                 : MlffRowEdge{};
+#pragma unroll 2 // a little faster than 1 (1,641 µs against 1,655)
+    for (int slot = 0; slot < count; slot++) {
+        const MlffRowEdge edge = next;
+        if (slot + 1 < count)
+            next = mlffLoadRowEdge(neighbors, first, slot + 1, edgeDelta, edgeFilterRow, edgeOwnedRank, edgePartner);
+        const real* w = edgeFilter + (size_t) edge.pair * 3 * MLFF_H;
+        const MlffLaneSlice ws = mlffLoadLaneSlice(w, lane), wv1 = mlffLoadLaneSlice(w + MLFF_H, lane),
+                            wv2 = mlffLoadLaneSlice(w + 2 * MLFF_H, lane);
+        const real inv = 1 / (edge.g.w + (real) MLFF_NORMAL_EPSILON);
+        const real n[3] = {edge.g.x * inv, edge.g.y * inv, edge.g.z * inv};
+        MlffLaneSlice gsJ, gvJ[3]; // j's gradients: for the gather, and the partner's dE/dw
+        const bool partnerOwned = edge.owner && edge.partner;
+        if (layer > 0 || partnerOwned)
+            mlffLaneAtomGradient(gradInS, gradInV, edge.j, lane, &gsJ, gvJ);
+        if (layer > 0) {
+#pragma unroll
+            for (int q = 0; q < MLFF_LANE_CHANNELS; q++) {
+                gsIn.v[q] += gsJ.v[q] * ws.v[q];
+                for (int a = 0; a < 3; a++)
+                    gvIn[a].v[q] += gvJ[a].v[q] * wv1.v[q];
+            }
+        }
+
+        // dE/dn(ij): the lane's channels in order, then the warp's lanes.
+        real gn[3] = {0, 0, 0};
+#pragma unroll
+        for (int q = 0; q < MLFF_LANE_CHANNELS; q++)
+            for (int a = 0; a < 3; a++)
+                gn[a] += gvI[a].v[q] * wv2.v[q];
+#pragma unroll
+        for (int a = 0; a < 3; a++)
+            for (int offset = 16; offset > 0; offset /= 2)
+                gn[a] += __shfl_xor_sync(0xffffffffu, gn[a], offset);
+        if (lane == 0) // summed over the blocks, from the backward pass's first
+            mlffAddGradN(layer, &edgeGradN[first + slot], gn[0], gn[1], gn[2]);
+        if (!edge.owner)
+            continue; // the partner's warp writes the pair's dE/dw
+
+        const MlffLaneSlice sJ = mlffLaneInputS(params, mlZ, stateS, layer, edge.j, lane);
+        MlffLaneSlice vJ[3];
+        mlffLaneInputV(stateV, layer, edge.j, lane, vJ);
+        MlffLaneSlice gws, gwv1, gwv2;
+#pragma unroll
+        for (int q = 0; q < MLFF_LANE_CHANNELS; q++) {
+            real v1 = 0, v2 = 0;
+            for (int a = 0; a < 3; a++) {
+                v1 += gvI[a].v[q] * vJ[a].v[q];
+                v2 += gvI[a].v[q] * n[a];
+            }
+            real s = gsI.v[q] * sJ.v[q];
+            if (edge.partner) { // j -> i: u(ji) = -u(ij)
+                s += gsJ.v[q] * sI.v[q];
+                real partnerV1 = 0, partnerV2 = 0;
+                for (int a = 0; a < 3; a++) {
+                    partnerV1 += gvJ[a].v[q] * vI[a].v[q];
+                    partnerV2 -= gvJ[a].v[q] * n[a];
+                }
+                v1 += partnerV1;
+                v2 += partnerV2;
+            }
+            gws.v[q] = s;
+            gwv1.v[q] = v1;
+            gwv2.v[q] = v2;
+        }
+        real* gradW = edgeGradFilter + (size_t) edge.pair * 3 * MLFF_H;
+        mlffStoreLaneSlice(gradW, lane, gws);
+        mlffStoreLaneSlice(gradW + MLFF_H, lane, gwv1);
+        mlffStoreLaneSlice(gradW + 2 * MLFF_H, lane, gwv2);
+    }
+    if (layer == 0)
+        return; // the embedding and v = 0 have no gradient to pass on
+#pragma unroll
+    for (int q = 0; q < MLFF_LANE_CHANNELS; q++) {
+        const real gv[3] = {gvIn[0].v[q], gvIn[1].v[q], gvIn[2].v[q]};
+        mlffUpdateBackwardDirect(i, layer, params, midV, updateOutput, gsIn.v[q], gv, updateGradOutput, gradOutS,
+                                 gradOutV, lane * MLFF_LANE_CHANNELS + q);
+    }
+}
