@@ -1,7 +1,7 @@
 /*
  * KernelsOnHost.h: the plugin's kernel sources compiled for the CPU (CudaOnHost.h), with the
  * compile-time constants CudaCalcMLFFForceKernel::addKernelDefines would give a small system: H =
- * 64, L = 3, 54 atoms in 7 replicas, tabulated filters (exact ones, as the edge filters' path
+ * 64 (or MLFF_HOST_H, where the test defines it), L = 3, 54 atoms in 7 replicas, tabulated filters (exact ones, as the edge filters' path
  * has them, where the test defines MLFF_HOST_EXACT_FILTERS). The parameters' offsets are far apart
  * (MLFF_PARAMETER_SPAN), so that every matrix fits whatever it holds; a test fills them at
  * random, or as the layout (StudentPainnParameters.cpp) would where kernels must agree.
@@ -15,7 +15,10 @@
 #include <vector>
 
 // The kernels' compile-time constants, as CudaCalcMLFFForceKernel::addKernelDefines gives them.
-#define MLFF_H 64
+#ifndef MLFF_HOST_H
+#define MLFF_HOST_H 64
+#endif
+#define MLFF_H MLFF_HOST_H
 #define MLFF_K 12
 #define MLFF_K_PADDED 32
 #define MLFF_L 3
@@ -23,7 +26,7 @@
 #define MLFF_CUTOFF 5
 #define MLFF_CUTOFF_SQUARED 25
 #define MLFF_EDGE_BATCH 4
-#define MLFF_BLOCK 64
+#define MLFF_BLOCK MLFF_H
 #define MLFF_NUM_ATOMS 54
 #define MLFF_NUM_REPLICAS 7
 #define MLFF_PADDED_NUM_ATOMS 64
@@ -36,7 +39,7 @@
 #define MLFF_TABLE_INV_SPACING 200
 #endif
 #define MLFF_REPLICA_ATOMS 16
-#define MLFF_PARAMETER_SPAN 20000
+#define MLFF_PARAMETER_SPAN (5 * MLFF_H * MLFF_H) // past the largest matrix (3H x H)
 #define MLFF_P_EMBEDDING 0
 #define MLFF_P_RBF_CENTERS (1 * MLFF_PARAMETER_SPAN)
 #define MLFF_P_RBF_WIDTHS (2 * MLFF_PARAMETER_SPAN)
