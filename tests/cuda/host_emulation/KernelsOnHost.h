@@ -1,10 +1,11 @@
 /*
  * KernelsOnHost.h: the plugin's kernel sources compiled for the CPU (CudaOnHost.h), with the
  * compile-time constants CudaCalcMLFFForceKernel::addKernelDefines would give a small system: H =
- * 64 (or MLFF_HOST_H, where the test defines it), L = 3, 54 atoms in 7 replicas, tabulated filters (exact ones, as the edge filters' path
- * has them, where the test defines MLFF_HOST_EXACT_FILTERS). The parameters' offsets are far apart
- * (MLFF_PARAMETER_SPAN), so that every matrix fits whatever it holds; a test fills them at
- * random, or as the layout (StudentPainnParameters.cpp) would where kernels must agree.
+ * 64 (or MLFF_HOST_H, where the test defines it), L = 3, 54 atoms in 7 replicas, tabulated
+ * filters (exact ones, as the edge filters' path has them, where the test defines
+ * MLFF_HOST_EXACT_FILTERS). The parameters' offsets are far apart (MLFF_PARAMETER_SPAN), so that
+ * every matrix fits whatever it holds; a test fills them at random, or as the layout
+ * (StudentPainnParameters.cpp) would where kernels must agree.
  * Include once per test executable.
  */
 #pragma once
