@@ -327,6 +327,7 @@ void CudaCalcMLFFForceKernel::allocatePathArrays() {
             edgeStart.initialize<int>(cu, n + 1, "mlffEdgeStart");
             filterStart.initialize<int>(cu, n + 1, "mlffFilterStart");
             filterCount.initialize<int>(cu, n, "mlffFilterCount");
+            overflowedAtoms.initialize<int>(cu, n + 1, "mlffOverflowedAtoms");
         }
         allocateEdgeRows();
     }
@@ -484,8 +485,10 @@ void CudaCalcMLFFForceKernel::loadKernels(CUmodule module) {
     if (numReplicas >= ReduceByWarpMinReplicas)
         replicaEnergiesKernel = cu.getKernel(module, "mlffReplicaEnergies");
     if (useTiled) {
-        messagesForwardKernel =
-            cu.getKernel(module, useReplicaMessages ? "mlffMessagesForwardReplicas" : "mlffMessagesForwardTiled");
+        // With edge rows, the tiled message kernels take only the atoms without (tiled.cu).
+        const char* atomsKind = useEdgeFilters ? "Overflowed" : "Tiled";
+        messagesForwardKernel = cu.getKernel(module, useReplicaMessages ? std::string("mlffMessagesForwardReplicas")
+                                                                        : std::string("mlffMessagesForward") + atomsKind);
         hiddenForwardKernel = cu.getKernel(module, "mlffUpdateHiddenForward");
         outputForwardKernel = cu.getKernel(module, "mlffUpdateOutputForward");
         lastOutputForwardKernel = cu.getKernel(module, "mlffUpdateOutputForwardLast");
@@ -493,8 +496,8 @@ void CudaCalcMLFFForceKernel::loadKernels(CUmodule module) {
         hiddenBackwardKernel = cu.getKernel(module, "mlffUpdateHiddenBackward");
         lastHiddenBackwardKernel = cu.getKernel(module, "mlffUpdateHiddenBackwardLast");
         inputBackwardKernel = cu.getKernel(module, "mlffUpdateInputBackward");
-        messagesBackwardKernel =
-            cu.getKernel(module, useReplicaMessages ? "mlffMessagesBackwardReplicas" : "mlffMessagesBackwardTiled");
+        messagesBackwardKernel = cu.getKernel(module, useReplicaMessages ? std::string("mlffMessagesBackwardReplicas")
+                                                                         : std::string("mlffMessagesBackward") + atomsKind);
     }
     if (warpgroupProducts())
         prepareWarpgroupTilesKernel = cu.getKernel(module, "mlffPrepareWarpgroupTiles");
@@ -1071,14 +1074,16 @@ unsigned int CudaCalcMLFFForceKernel::warpPerAtomGrid(int threads) const {
 void CudaCalcMLFFForceKernel::prepareEdgeRows(void** box) {
     const unsigned int atomWarpsGrid = warpPerAtomGrid(EdgeThreads);
     {
-        void* args[] = {&neighborCount.getDevicePointer(), &neighborCapacity, &edgeStart.getDevicePointer()};
+        void* args[] = {&neighborCount.getDevicePointer(), &neighborCapacity, &edgeStart.getDevicePointer(),
+                        &overflowedAtoms.getDevicePointer()};
         launch(scanEdgesKernel, args, 1, ScanThreads, "numbering the edges");
     }
     {
         void* args[] = {&mlPos.getDevicePointer(), &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(),
                         &neighborCapacity, &edgeStart.getDevicePointer(), box[0], box[1], box[2], box[3],
                         &edgeAtoms.getDevicePointer(), &edgeDelta.getDevicePointer(), &edgeOwnedRank.getDevicePointer(),
-                        &edgePartner.getDevicePointer(), &filterCount.getDevicePointer()};
+                        &edgePartner.getDevicePointer(), &filterCount.getDevicePointer(),
+                        &overflowedAtoms.getDevicePointer()};
         launch(gatherEdgesKernel, args, atomWarpsGrid, EdgeThreads, "the edges and their pairs");
     }
     {
@@ -1173,7 +1178,11 @@ void CudaCalcMLFFForceKernel::edgeFiltersBackward(int layer, double lambdaForceS
 void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdeviceptr force) {
     CUdeviceptr table = filterTable.isInitialized() ? filterTable.getDevicePointer() : 0;
     const int h = hidden;
-    int onlyOverflowed = useEdgeFilters ? 1 : 0; // the others' messages come from edge rows
+    // The tiled message kernels' atoms: with edge rows only those without, listed on the device
+    // (most steps none), over a grid of OpenMM's size for loops; else a block per atom (tiled.cu).
+    CUdeviceptr overflowed = useEdgeFilters ? overflowedAtoms.getDevicePointer() : 0;
+    const unsigned int messagesGrid =
+            useEdgeFilters ? (unsigned int) std::min(numAtoms, cu.getNumThreadBlocks()) : (unsigned int) numAtoms;
     const size_t n = numAtoms;
     for (int layer = 0; layer < numBlocks; layer++) {
         if (useEdgeFilters)
@@ -1181,12 +1190,12 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
         if (useReplicaMessages)
             replicaMessagesForward(layer);
         else {
-            void* args[] = {&layer, &onlyOverflowed, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(),
+            void* args[] = {&layer, &overflowed, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(),
                             &mlZ.getDevicePointer(), &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(),
                             &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
                             box[0], box[1], box[2], box[3], &stateS.getDevicePointer(), &stateV.getDevicePointer(),
                             &midS.getDevicePointer(), &midV.getDevicePointer(), &updateInput.getDevicePointer()};
-            launch(messagesForwardKernel, args, numAtoms, threadsPerAtom, "the messages");
+            launch(messagesForwardKernel, args, messagesGrid, threadsPerAtom, "the messages");
         }
         if (useEdgeFilters && !useReplicaMessages) {
             CUdeviceptr filters = edgeFiltersOfBlock(layer);
@@ -1247,7 +1256,7 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
         if (useReplicaMessages)
             replicaMessagesBackward(layer, in, lambdaForceScale, force);
         else {
-            void* args[] = {&layer, &onlyOverflowed, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(),
+            void* args[] = {&layer, &overflowed, &params.getDevicePointer(), &table, &mlPos.getDevicePointer(),
                             &mlZ.getDevicePointer(), &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(),
                             &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
                             box[0], box[1], box[2], box[3], &stateS.getDevicePointer(), &stateV.getDevicePointer(),
@@ -1256,7 +1265,7 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
                             &gradS[1 - in].getDevicePointer(), &gradV[1 - in].getDevicePointer(),
                             &replicaScale.getDevicePointer(), &lambdaForceScale, &mlParticle.getDevicePointer(),
                             &sortedIndexOfParticle.getDevicePointer(), &force};
-            launch(messagesBackwardKernel, args, numAtoms, threadsPerAtom, "the messages' backward");
+            launch(messagesBackwardKernel, args, messagesGrid, threadsPerAtom, "the messages' backward");
         }
         if (!useEdgeFilters)
             continue;

@@ -220,6 +220,7 @@ private:
     OpenMM::CudaArray updateInput, updateHidden, updateActivation, updateOutput, updateGradOutput; // real, tiled path
     OpenMM::CudaArray updateKept;         // real (L, N, 3, H), the fused path with clusters
     OpenMM::CudaArray edgeStart, filterStart, filterCount; // edge_filters.cu: the rows' numbering
+    OpenMM::CudaArray overflowedAtoms;    // int (N + 1), edge_filters.cu: the atoms without rows
     OpenMM::CudaArray edgeAtoms, edgeDelta, edgeOwnedRank, edgePartner, edgeFilterRow, edgeGradFilter, edgeGradN,
         filterEdges, edgeBasis, edgeHidden, edgeFilter, pairGradDistance; // edge_filters.cu: the rows (edgeRowArrays)
     OpenMM::CudaArray replicaPairCount, replicaPairAtoms, replicaPairGeometry; // replica_messages.cu: the pairs

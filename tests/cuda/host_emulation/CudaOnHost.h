@@ -59,7 +59,7 @@ struct CudaOnHostIndex {
     int x = 0;
 };
 inline thread_local CudaOnHostIndex threadIdx, blockIdx;
-inline CudaOnHostIndex blockDim;
+inline CudaOnHostIndex blockDim, gridDim;
 
 /** The barriers and exchange slots of the block that is running. */
 struct CudaOnHostBlock {
@@ -129,10 +129,15 @@ inline unsigned long long atomicAdd(unsigned long long* address, unsigned long l
     return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
 }
 
+inline int atomicAdd(int* address, int value) {
+    return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
+}
+
 /** Runs `kernel` (a callable, arguments bound) over `grid` blocks of `threads` (a multiple of 32). */
 template <class Kernel>
 void cudaOnHostLaunch(int grid, int threads, Kernel kernel) {
     blockDim.x = threads;
+    gridDim.x = grid;
     for (int b = 0; b < grid; b++) {
         cudaOnHostBlock.block = std::make_unique<std::barrier<>>(threads);
         cudaOnHostBlock.warps.clear();

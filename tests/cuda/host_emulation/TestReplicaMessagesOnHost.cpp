@@ -138,7 +138,7 @@ TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
         SCOPED_TRACE("block " + std::to_string(layer));
         MessagesOut out[2]; // [0] a block per atom, [1] a block per replica
         cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
-            mlffMessagesForwardTiled(layer, 0, params.data(), table.data(), s.pos.data(), s.z.data(), s.replica.data(),
+            mlffMessagesForwardTiled(layer, nullptr, params.data(), table.data(), s.pos.data(), s.z.data(), s.replica.data(),
                                      s.start.data(), s.count.data(), s.list.data(), s.capacity, s.boxA, s.boxB, s.boxC,
                                      s.invBoxSize, stateS.data(), stateV.data(), out[0].midS.data(), out[0].midV.data(),
                                      out[0].updateInput.data());
@@ -171,7 +171,7 @@ TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
             forceBuffer[k].assign(3 * MLFF_PADDED_NUM_ATOMS, 0);
         }
         cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
-            mlffMessagesBackwardTiled(layer, 0, params.data(), table.data(), s.pos.data(), s.z.data(), s.replica.data(),
+            mlffMessagesBackwardTiled(layer, nullptr, params.data(), table.data(), s.pos.data(), s.z.data(), s.replica.data(),
                                       s.start.data(), s.count.data(), s.list.data(), s.capacity, s.boxA, s.boxB, s.boxC,
                                       s.invBoxSize, stateS.data(), stateV.data(), midVKept.data(), updateOutput.data(),
                                       gradInS.data(), gradInV.data(), updateGradOutput[0].data(), gradOutS[0].data(),
@@ -198,6 +198,72 @@ TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
     }
 }
 
+// The tiled kernels for the atoms without edge rows (...Overflowed), given a list of atoms
+// (edge_filters.cu's overflowedAtoms: [0] the count, then the atoms, in any order) over a grid of
+// fewer blocks than atoms: each listed atom's outputs are those of a block per atom (...Tiled, which
+// ignores the list), and no other atom's are written.
+TEST(ReplicaMessagesOnHost, TiledKernelsTakeTheListedAtomsAlone) {
+    const int n = MLFF_NUM_ATOMS, h = MLFF_H, layers = MLFF_L, layer = 1;
+    std::mt19937 rng(13);
+    const Replicas s = makeTestedReplicas(rng, "tabulated");
+    const std::vector<real> params = randomReals(rng, MLFF_PARAMETERS_SIZE);
+    const std::vector<real> table = randomReals(rng, (size_t) layers * 2 * MLFF_TABLE_NODES * 3 * h);
+    const std::vector<real> stateS = randomReals(rng, (size_t) (layers + 1) * n * h);
+    const std::vector<real> stateV = randomReals(rng, (size_t) (layers + 1) * n * 3 * h);
+    const std::vector<int> listed = {n - 1, 5, 0, 17, 9}; // descending and not: the order is the atomics'
+    std::vector<int> list = {(int) listed.size()};
+    list.insert(list.end(), listed.begin(), listed.end());
+    std::vector<bool> isListed(n, false);
+    for (int i : listed)
+        isListed[i] = true;
+    // Row i of a (N, width) array: equal to the block per atom's where listed, else never written (-7).
+    const auto expectListedRows = [&](const std::vector<real>& all, const std::vector<real>& some, size_t offset,
+                                      int width, const char* name) {
+        for (int i = 0; i < n; i++)
+            for (int k = 0; k < width; k++) {
+                const size_t at = offset + (size_t) i * width + k;
+                ASSERT_EQ(some[at], isListed[i] ? all[at] : (real) -7) << name << ", atom " << i << ", entry " << k;
+            }
+    };
+
+    MessagesOut out[2]; // [0] a block per atom, [1] the listed atoms over 2 blocks
+    for (int k = 0; k < 2; k++)
+        cudaOnHostLaunch(k == 0 ? n : 2, MLFF_BLOCK, [&] {
+            (k == 0 ? mlffMessagesForwardTiled : mlffMessagesForwardOverflowed)(
+                    layer, list.data(), params.data(), table.data(), s.pos.data(), s.z.data(), s.replica.data(),
+                    s.start.data(), s.count.data(), s.list.data(), s.capacity, s.boxA, s.boxB, s.boxC, s.invBoxSize,
+                    stateS.data(), stateV.data(), out[k].midS.data(), out[k].midV.data(), out[k].updateInput.data());
+        });
+    const size_t layerRows = (size_t) layer * n;
+    expectListedRows(out[0].midS, out[1].midS, layerRows * h, h, "midS");
+    expectListedRows(out[0].midV, out[1].midV, layerRows * 3 * h, 3 * h, "midV");
+    expectListedRows(out[0].updateInput, out[1].updateInput, 0, 2 * h, "updateInput");
+
+    const std::vector<real> midVKept = randomReals(rng, (size_t) layers * n * 3 * h);
+    const std::vector<real> updateOutput = randomReals(rng, (size_t) layers * n * 3 * h);
+    const std::vector<real> gradInS = randomReals(rng, (size_t) n * h);
+    const std::vector<real> gradInV = randomReals(rng, (size_t) n * 3 * h);
+    const std::vector<double> replicaScale(MLFF_NUM_REPLICAS, 1.0);
+    std::vector<real> updateGradOutput[2], gradOutS[2], gradOutV[2];
+    std::vector<unsigned long long> forceBuffer(3 * MLFF_PADDED_NUM_ATOMS, 0);
+    for (int k = 0; k < 2; k++) {
+        updateGradOutput[k].assign((size_t) n * 3 * h, -7);
+        gradOutS[k].assign((size_t) n * h, -7);
+        gradOutV[k].assign((size_t) n * 3 * h, -7);
+        cudaOnHostLaunch(k == 0 ? n : 2, MLFF_BLOCK, [&] {
+            (k == 0 ? mlffMessagesBackwardTiled : mlffMessagesBackwardOverflowed)(
+                    layer, list.data(), params.data(), table.data(), s.pos.data(), s.z.data(), s.replica.data(),
+                    s.start.data(), s.count.data(), s.list.data(), s.capacity, s.boxA, s.boxB, s.boxC, s.invBoxSize,
+                    stateS.data(), stateV.data(), midVKept.data(), updateOutput.data(), gradInS.data(),
+                    gradInV.data(), updateGradOutput[k].data(), gradOutS[k].data(), gradOutV[k].data(),
+                    replicaScale.data(), 1.0, s.particle.data(), s.sortedIndex.data(), forceBuffer.data());
+        });
+    }
+    expectListedRows(updateGradOutput[0], updateGradOutput[1], 0, 3 * h, "updateGradOutput");
+    expectListedRows(gradOutS[0], gradOutS[1], 0, h, "gradOutS");
+    expectListedRows(gradOutV[0], gradOutV[1], 0, 3 * h, "gradOutV");
+}
+
 #else
 /** Parameters at random, but with positive radial widths (a width near 0 makes the basis' dE/dd inf). */
 std::vector<real> randomParams(std::mt19937& rng) {
@@ -217,6 +283,7 @@ struct FilterRows {
     int rows = 0;
     std::vector<int> filterCount, rowStart;   // the list's: filterStart; the replicas': pairRowStart
     std::vector<int> edgeStart, ownedRank, partner, filterRow; // the list's alone
+    std::vector<int> overflowed;                               // the list's: [0] the count, then the atoms
     std::vector<int2> edgeAtoms, filterEdges;
     std::vector<real4> edgeDelta;
     std::vector<real> basis;
@@ -229,6 +296,7 @@ FilterRows listRows(const Replicas& s, const std::vector<real>& params) {
     const size_t bound = (size_t) MLFF_NUM_ATOMS * s.capacity;
     FilterRows f;
     f.edgeStart.assign(MLFF_NUM_ATOMS + 1, -1);
+    f.overflowed.assign(MLFF_NUM_ATOMS + 1, -1);
     f.rowStart.assign(MLFF_NUM_ATOMS + 1, -1);
     f.filterCount.assign(MLFF_NUM_ATOMS, -1);
     f.ownedRank.assign(bound, -2);
@@ -238,11 +306,13 @@ FilterRows listRows(const Replicas& s, const std::vector<real>& params) {
     f.filterEdges.assign(bound, int2{-1, -1});
     f.edgeDelta.assign(bound, real4{});
     f.basis.assign(bound * MLFF_K, 0);
-    cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] { mlffScanEdges(s.count.data(), s.capacity, f.edgeStart.data()); });
+    cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] {
+        mlffScanEdges(s.count.data(), s.capacity, f.edgeStart.data(), f.overflowed.data());
+    });
     cudaOnHostLaunch(AtomWarpBlocks, 128, [&] {
         mlffGatherEdges(s.pos.data(), s.count.data(), s.list.data(), s.capacity, f.edgeStart.data(), s.boxA, s.boxB,
                         s.boxC, s.invBoxSize, f.edgeAtoms.data(), f.edgeDelta.data(), f.ownedRank.data(),
-                        f.partner.data(), f.filterCount.data());
+                        f.partner.data(), f.filterCount.data(), f.overflowed.data());
     });
     cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] { mlffScanFilterRows(f.filterCount.data(), f.rowStart.data()); });
     cudaOnHostLaunch(AtomWarpBlocks, 128, [&] {
@@ -289,6 +359,24 @@ double relativeDifference(const std::vector<real>& a, const std::vector<real>& b
     return largest > 0 ? difference / largest : difference;
 }
 
+// Atoms whose count exceeds the capacity get no edge rows and are listed in overflowedAtoms, each
+// once (tiled.cu's kernels take them).
+TEST(ReplicaMessagesOnHost, AtomsWithoutRowsAreListed) {
+    std::mt19937 rng(14);
+    Replicas s = makeTestedReplicas(rng, "exact");
+    const std::vector<real> params = randomParams(rng);
+    std::vector<int> expected = {0, 6, MLFF_NUM_ATOMS - 1};
+    for (int i : expected)
+        s.count[i] = s.capacity + 1; // as the neighbour search leaves an overflowed atom
+    FilterRows list = listRows(s, params);
+    ASSERT_EQ(list.overflowed[0], (int) expected.size());
+    std::vector<int> listed(list.overflowed.begin() + 1, list.overflowed.begin() + 1 + list.overflowed[0]);
+    std::sort(listed.begin(), listed.end());
+    EXPECT_EQ(listed, expected);
+    for (int i : expected)
+        EXPECT_EQ(list.edgeStart[i + 1], list.edgeStart[i]) << "atom " << i << " has rows";
+}
+
 TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheListKernels) {
     const int n = MLFF_NUM_ATOMS, h = MLFF_H, layers = MLFF_L;
     std::mt19937 rng(12);
@@ -297,6 +385,7 @@ TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheListKernels) {
     const FilterRows list = listRows(s, params), replicas = replicaRows(s, params);
 
     // The same pairs in the same rows, with the same displacement and basis.
+    ASSERT_EQ(list.overflowed[0], 0); // every list complete
     ASSERT_EQ(2L * list.rows, s.edges);
     ASSERT_EQ(replicas.rows, list.rows);
     for (int r = 0; r < list.rows; r++) {

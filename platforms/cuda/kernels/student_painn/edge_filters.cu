@@ -8,8 +8,8 @@
  *
  * Edge rows: the directed edges of every atom whose neighbour list holds them all (count <=
  * capacity), atom by atom in list order: atom i's edges are rows edgeStart[i] .. + count - 1. An
- * atom whose list overflowed has no rows: its messages compute their filters themselves
- * (tiled.cu's kernels with onlyOverflowed), exact.
+ * atom whose list overflowed has no rows: it is listed in overflowedAtoms, and tiled.cu's kernels
+ * take it, computing its filters themselves, exact.
  * Filter rows: one per pair, owned by the edge i -> j with i < j when j lists i too (its partner
  * j -> i then shares the row), else by whichever edge has a row; filterEdges[r] = (owner, partner
  * or -1), edgeFilterRow[e] = the filter row of edge e. Counts live on the device only
@@ -21,9 +21,10 @@
  * the products below serve both.
  *
  * Per step, after the neighbour search:
- *   mlffScanEdges               one block   edgeStart
+ *   mlffScanEdges               one block   edgeStart; overflowedAtoms emptied
  *   mlffGatherEdges             atoms       edgeAtoms (i, j), edgeDelta (u, d); which edges own their
- *                                           pair (edgeOwnedRank) and their partners; filterCount
+ *                                           pair (edgeOwnedRank) and their partners; filterCount; the
+ *                                           atoms without rows into overflowedAtoms
  *   mlffScanFilterRows          one block   filterStart
  *   mlffLinkFilterRows          atoms       edgeFilterRow, filterEdges, edgeBasis e(d) (filter rows, K)
  * Per block l, forward:
@@ -49,7 +50,8 @@
  *                                           epilogue: edgeGradN.w, and the forces at block 0
  *
  * Storage (global; rows allocated for N x capacity, edge and filter rows alike): edgeStart,
- * filterStart (N + 1) and filterCount (N) int; per edge row edgeAtoms int2, edgeDelta real4,
+ * filterStart (N + 1) and filterCount (N) int; overflowedAtoms (N + 1) int, [0] their count, then
+ * the atoms in the order of the atomics that appended them; per edge row edgeAtoms int2, edgeDelta real4,
  * edgeOwnedRank, edgePartner, edgeFilterRow int, edgeGradN real4; per filter row filterEdges int2,
  * edgeBasis (K), edgeHidden (H), edgeGradFilter (3H), pairGradDistance (H / 64, sm_90), and
  * edgeFilter (L, rows, 3H: w_s, w_v1, w_v2 of each block, kept for the backward pass).
@@ -72,12 +74,15 @@ struct MlffStarts {
 };
 
 /** One block of MLFF_SCAN_THREADS (scan.cu): edgeStart. */
-KERNEL void mlffScanEdges(const int* RESTRICT neighborCount, int neighborCapacity, int* RESTRICT edgeStart) {
+KERNEL void mlffScanEdges(const int* RESTRICT neighborCount, int neighborCapacity, int* RESTRICT edgeStart,
+                          int* RESTRICT overflowedAtoms) {
     mlffStartAfterPreviousLaunch();
     const int rows = mlffExclusiveScan(MLFF_NUM_ATOMS, MlffListedEdges{neighborCount, neighborCapacity},
                                        MlffStarts{edgeStart});
-    if (threadIdx.x == 0)
+    if (threadIdx.x == 0) {
         edgeStart[MLFF_NUM_ATOMS] = rows;
+        overflowedAtoms[0] = 0; // mlffGatherEdges appends
+    }
 }
 
 /** One block of MLFF_SCAN_THREADS: filterStart. */
@@ -107,12 +112,13 @@ DEVICE inline int mlffFindInList(const int* RESTRICT list, int count, int i) {
  * One warp per ML atom i with rows: each edge's atoms, displacement u = r_j - r_i and distance (the
  * arithmetic of mlffLoadEdgeBatch, so that d is the same as on the other paths); whether it owns
  * its pair's filter row (rank among i's owning edges, or -1) and its partner's edge row (or -1);
- * and filterCount[i], the number of pairs i owns.
+ * and filterCount[i], the number of pairs i owns. An atom without rows goes into overflowedAtoms.
  */
 KERNEL void mlffGatherEdges(const real4* RESTRICT pos, const int* RESTRICT neighborCount,
         const int* RESTRICT neighborList, int neighborCapacity, const int* RESTRICT edgeStart, real4 boxA,
         real4 boxB, real4 boxC, real4 invBoxSize, int2* RESTRICT edgeAtoms, real4* RESTRICT edgeDelta,
-        int* RESTRICT edgeOwnedRank, int* RESTRICT edgePartner, int* RESTRICT filterCount) {
+        int* RESTRICT edgeOwnedRank, int* RESTRICT edgePartner, int* RESTRICT filterCount,
+        int* RESTRICT overflowedAtoms) {
     mlffStartAfterPreviousLaunch();
     const int i = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x % 32;
@@ -148,6 +154,8 @@ KERNEL void mlffGatherEdges(const real4* RESTRICT pos, const int* RESTRICT neigh
             owned += __popc(mask);
         }
     }
+    else if (lane == 0) // in any order: tiled.cu's kernels take each listed atom on its own
+        overflowedAtoms[1 + atomicAdd(&overflowedAtoms[0], 1)] = i;
     if (lane == 0)
         filterCount[i] = owned;
 }

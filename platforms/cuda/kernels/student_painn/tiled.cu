@@ -18,8 +18,8 @@
  *   mlffMessagesBackwardTiled  atoms           forces; dE/d(a, g1, g2) and the partial dE/d(s', v') of block l-1
  *
  * With exact filters the filters may run as products over edges instead (edge_filters.cu): the
- * message kernels here then take only the atoms whose list overflowed (onlyOverflowed), and
- * edge_filters.cu's take the rest.
+ * message kernels here then take only the atoms whose list overflowed (the ...Overflowed kernels),
+ * and row_messages.cu's take the rest.
  *
  * Storage (global, `real`, as in forward.cu where shared): updateInput (N, 2H), updateHidden
  * (L, N, H), updateActivation (N, H; also gradHidden), updateOutput (L - 1, N, 3H) with the outputs of
@@ -47,26 +47,62 @@ DEVICE inline void mlffStoreMessages(int i, int layer, real sMid, const real* vM
     updateInput[(size_t) i * 2 * MLFF_H + MLFF_H + c] = sqrt(vMid[0] * vMid[0] + vMid[1] * vMid[1] + vMid[2] * vMid[2]);
 }
 
-/**
- * The messages of block `layer`, one thread block per atom. With onlyOverflowed, only for the
- * atoms whose list overflowed: the others have edge rows (edge_filters.cu, mlffMessagesForwardRows).
+/** The messages of block `layer` into atom i (a thread block): the body of the kernels below. */
+DEVICE inline void mlffMessagesForwardOfAtom(int i, int layer, const real* RESTRICT params,
+        const real* RESTRICT filterTable, const real4* RESTRICT pos, const int* RESTRICT mlZ,
+        const int* RESTRICT mlReplica, const int* RESTRICT replicaStart, const int* RESTRICT neighborCount,
+        const int* RESTRICT neighborList, int neighborCapacity, real4 boxA, real4 boxB, real4 boxC,
+        real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midS,
+        real* RESTRICT midV, real* RESTRICT updateInput, MlffMessageScratch* scratch) {
+    real sMid, vMid[3];
+    mlffMessagesInto(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount, neighborList,
+                     neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, scratch, &sMid, vMid);
+    if (threadIdx.x < MLFF_H)
+        mlffStoreMessages(i, layer, sMid, vMid, midS, midV, updateInput, threadIdx.x);
+}
+
+/*
+ * The message kernels come in two kinds with the same arguments, so that the host launches either
+ * alike: ...Tiled, a thread block per atom (overflowedAtoms unused); and ...Overflowed, where edge
+ * rows (edge_filters.cu) serve the other atoms, only those listed in overflowedAtoms ([0] their
+ * count, then the atoms: those whose list overflowed), the grid's blocks taking them in turn, the
+ * loop's test the block's alone so that its barriers stay uniform. A small grid costs a few µs
+ * where a block per atom, each finding it had nothing to do, cost 20 to 30 (the 12,000-atom
+ * droplet, H200). One kernel for both took 96 registers a thread rather than 76 in the forward,
+ * and the tabulated droplet's step 10 % longer.
  */
-KERNEL void mlffMessagesForwardTiled(int layer, int onlyOverflowed, const real* RESTRICT params,
+
+/** The messages of block `layer`, a thread block per atom. */
+KERNEL void mlffMessagesForwardTiled(int layer, const int* RESTRICT overflowedAtoms, const real* RESTRICT params,
         const real* RESTRICT filterTable, const real4* RESTRICT pos, const int* RESTRICT mlZ,
         const int* RESTRICT mlReplica, const int* RESTRICT replicaStart, const int* RESTRICT neighborCount,
         const int* RESTRICT neighborList, int neighborCapacity, real4 boxA, real4 boxB, real4 boxC,
         real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midS,
         real* RESTRICT midV, real* RESTRICT updateInput) {
+    (void) overflowedAtoms;
     mlffStartAfterPreviousLaunch();
     __shared__ MlffMessageScratch scratch;
-    const int i = blockIdx.x;
-    if (onlyOverflowed && neighborCount[i] <= neighborCapacity)
-        return; // the whole block
-    real sMid, vMid[3];
-    mlffMessagesInto(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount, neighborList,
-                     neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, &scratch, &sMid, vMid);
-    if (threadIdx.x < MLFF_H)
-        mlffStoreMessages(i, layer, sMid, vMid, midS, midV, updateInput, threadIdx.x);
+    mlffMessagesForwardOfAtom(blockIdx.x, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount,
+                              neighborList, neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midS, midV,
+                              updateInput, &scratch);
+}
+
+/** The messages of block `layer` into the atoms without edge rows. */
+KERNEL void mlffMessagesForwardOverflowed(int layer, const int* RESTRICT overflowedAtoms,
+        const real* RESTRICT params, const real* RESTRICT filterTable, const real4* RESTRICT pos,
+        const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
+        const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity, real4 boxA,
+        real4 boxB, real4 boxC, real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV,
+        real* RESTRICT midS, real* RESTRICT midV, real* RESTRICT updateInput) {
+    mlffStartAfterPreviousLaunch();
+    __shared__ MlffMessageScratch scratch;
+    for (int k = blockIdx.x; k < overflowedAtoms[0]; k += gridDim.x) {
+        if (k != blockIdx.x)
+            __syncthreads(); // the previous atom's scratch read
+        mlffMessagesForwardOfAtom(overflowedAtoms[1 + k], layer, params, filterTable, pos, mlZ, mlReplica,
+                                  replicaStart, neighborCount, neighborList, neighborCapacity, boxA, boxB, boxC,
+                                  invBoxSize, stateS, stateV, midS, midV, updateInput, &scratch);
+    }
 }
 
 /*
@@ -416,11 +452,34 @@ DEVICE inline void mlffUpdateBackwardDirect(int i, int layer, const real* RESTRI
                                  gvIn, updateGradOutput, gradOutS, gradOutV, c);
 }
 
+/** The messages' backward of block `layer` into atom i (a thread block): the body of the kernels below. */
+DEVICE inline void mlffMessagesBackwardOfAtom(int i, int layer, const real* RESTRICT params,
+        const real* RESTRICT filterTable, const real4* RESTRICT pos, const int* RESTRICT mlZ,
+        const int* RESTRICT mlReplica, const int* RESTRICT replicaStart, const int* RESTRICT neighborCount,
+        const int* RESTRICT neighborList, int neighborCapacity, real4 boxA, real4 boxB, real4 boxC,
+        real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midV,
+        const real* RESTRICT updateOutput, const real* RESTRICT gradInS, const real* RESTRICT gradInV,
+        real* RESTRICT updateGradOutput, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
+        const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
+        const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer,
+        MlffMessageBackwardScratch* scratch) {
+    real gsI, gvI[3]; // dE/d(s'_i, v'_i) of this block
+    mlffLoadAtomGradient(gradInS, gradInV, i, &gsI, gvI);
+    real gsIn, gvIn[3]; // dE/d(s_out, v_out) of block layer-1
+    mlffMessagesBackward(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount, neighborList,
+                         neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, gradInS, gradInV, gsI, gvI,
+                         replicaScale, lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer, scratch,
+                         &gsIn, gvIn);
+    if (layer > 0 && threadIdx.x < MLFF_H) // the embedding and v = 0 have no gradient to pass on
+        mlffUpdateBackwardDirect(i, layer, params, midV, updateOutput, gsIn, gvIn, updateGradOutput, gradOutS,
+                                 gradOutV, threadIdx.x);
+}
+
 /**
  * The messages' backward of block `layer` (forces), then, for layer > 0, the direct part of block
- * layer-1's update backward (mlffUpdateBackwardDirect). onlyOverflowed as in mlffMessagesForwardTiled.
+ * layer-1's update backward (mlffUpdateBackwardDirect); a thread block per atom.
  */
-KERNEL void mlffMessagesBackwardTiled(int layer, int onlyOverflowed, const real* RESTRICT params,
+KERNEL void mlffMessagesBackwardTiled(int layer, const int* RESTRICT overflowedAtoms, const real* RESTRICT params,
         const real* RESTRICT filterTable, const real4* RESTRICT pos, const int* RESTRICT mlZ,
         const int* RESTRICT mlReplica, const int* RESTRICT replicaStart, const int* RESTRICT neighborCount,
         const int* RESTRICT neighborList, int neighborCapacity, real4 boxA, real4 boxB, real4 boxC,
@@ -429,19 +488,35 @@ KERNEL void mlffMessagesBackwardTiled(int layer, int onlyOverflowed, const real*
         real* RESTRICT updateGradOutput, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
         const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
         const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
+    (void) overflowedAtoms;
     mlffStartAfterPreviousLaunch();
     __shared__ MlffMessageBackwardScratch scratch;
-    const int i = blockIdx.x;
-    if (onlyOverflowed && neighborCount[i] <= neighborCapacity)
-        return; // the whole block
-    real gsI, gvI[3]; // dE/d(s'_i, v'_i) of this block
-    mlffLoadAtomGradient(gradInS, gradInV, i, &gsI, gvI);
-    real gsIn, gvIn[3]; // dE/d(s_out, v_out) of block layer-1
-    mlffMessagesBackward(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount, neighborList,
-                         neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, gradInS, gradInV, gsI, gvI,
-                         replicaScale, lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer, &scratch,
-                         &gsIn, gvIn);
-    if (layer > 0 && threadIdx.x < MLFF_H) // the embedding and v = 0 have no gradient to pass on
-        mlffUpdateBackwardDirect(i, layer, params, midV, updateOutput, gsIn, gvIn, updateGradOutput, gradOutS,
-                                 gradOutV, threadIdx.x);
+    mlffMessagesBackwardOfAtom(blockIdx.x, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount,
+                               neighborList, neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midV,
+                               updateOutput, gradInS, gradInV, updateGradOutput, gradOutS, gradOutV, replicaScale,
+                               lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer, &scratch);
+}
+
+/** The same for the atoms without edge rows. */
+KERNEL void mlffMessagesBackwardOverflowed(int layer, const int* RESTRICT overflowedAtoms,
+        const real* RESTRICT params, const real* RESTRICT filterTable, const real4* RESTRICT pos,
+        const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
+        const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity, real4 boxA,
+        real4 boxB, real4 boxC, real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV,
+        const real* RESTRICT midV, const real* RESTRICT updateOutput, const real* RESTRICT gradInS,
+        const real* RESTRICT gradInV, real* RESTRICT updateGradOutput, real* RESTRICT gradOutS,
+        real* RESTRICT gradOutV, const double* RESTRICT replicaScale, double lambdaForceScale,
+        const int* RESTRICT mlParticle, const int* RESTRICT sortedIndexOfParticle,
+        unsigned long long* RESTRICT forceBuffer) {
+    mlffStartAfterPreviousLaunch();
+    __shared__ MlffMessageBackwardScratch scratch;
+    for (int k = blockIdx.x; k < overflowedAtoms[0]; k += gridDim.x) {
+        if (k != blockIdx.x)
+            __syncthreads(); // the previous atom's scratch read
+        mlffMessagesBackwardOfAtom(overflowedAtoms[1 + k], layer, params, filterTable, pos, mlZ, mlReplica,
+                                   replicaStart, neighborCount, neighborList, neighborCapacity, boxA, boxB, boxC,
+                                   invBoxSize, stateS, stateV, midV, updateOutput, gradInS, gradInV, updateGradOutput,
+                                   gradOutS, gradOutV, replicaScale, lambdaForceScale, mlParticle,
+                                   sortedIndexOfParticle, forceBuffer, &scratch);
+    }
 }
