@@ -162,7 +162,9 @@ KERNEL void mlffGatherEdges(const real4* RESTRICT pos, const int* RESTRICT neigh
 
 /**
  * One warp per ML atom i with rows: for each edge that owns its pair, the filter row r, in
- * edgeFilterRow of both edges, filterEdges[r] = (edge, partner) and the radial basis of r.
+ * edgeFilterRow of both edges, and filterEdges[r] = (edge, partner); then the radial basis of i's
+ * rows, K values a row, a value a lane in storage order (a lane a row, K values each, wrote a line
+ * of 32 rows apart at each step, and left the lanes of unowned edges idle).
  */
 KERNEL void mlffLinkFilterRows(const real* RESTRICT params, const int* RESTRICT neighborCount, int neighborCapacity,
         const int* RESTRICT edgeStart, const int* RESTRICT filterStart, const real4* RESTRICT edgeDelta,
@@ -186,9 +188,12 @@ KERNEL void mlffLinkFilterRows(const real* RESTRICT params, const int* RESTRICT 
         if (partner >= 0)
             edgeFilterRow[partner] = r;
         filterEdges[r] = make_int2(e, partner);
-        const real d = edgeDelta[e].w;
-        for (int k = 0; k < MLFF_K; k++)
-            mlffRadialBasis(params, d, k, &edgeBasis[(size_t) r * MLFF_K + k], 0);
+    }
+    __syncwarp(); // filterEdges of i's rows written
+    const int basisValues = (filterStart[i + 1] - firstFilter) * MLFF_K;
+    for (int t = lane; t < basisValues; t += 32) {
+        const real d = edgeDelta[filterEdges[firstFilter + t / MLFF_K].x].w;
+        mlffRadialBasis(params, d, t % MLFF_K, &edgeBasis[(size_t) firstFilter * MLFF_K + t], 0);
     }
 }
 
