@@ -15,8 +15,10 @@
  * per atom was bound by issuing instructions there (Nsight Compute: 2.4 a cycle an SM, many of
  * them addresses and the block's sums of dE/dn, with 64 registers a thread holding it to half the
  * warps an SM); a warp per atom took the 12,000-atom droplet's launches from 1,943 to 1,611 µs an
- * evaluation (H200). The forward as a warp per atom was slower (900 µs against 856): a lane keeps
- * four channels' sums, and an SM fewer rows in flight.
+ * evaluation (H200). Then bound by its loads' latency, it asks the L2 for each edge's rows an edge
+ * ahead (prefetch: 1,625 -> 1,454 µs; two edges ahead, with a queue of edges one longer, 1,750).
+ * The forward as a warp per atom was slower (900 µs against 856): a lane keeps four channels'
+ * sums, and an SM fewer rows in flight.
  */
 
 /**
@@ -126,8 +128,9 @@ DEVICE inline void mlffLaneAtomGradient(const real* RESTRICT gradS, const real* 
 
 /**
  * What an edge's loads need first: its neighbour j, its pair's filter row, u and d, and whether it
- * owns its pair and has a partner. The loop over edges loads the next edge's while the current
- * one's rows stream in, so that an edge waits on one round of loads, not two.
+ * owns its pair and has a partner. The loop over edges loads these MLFF_ROWS_AHEAD + 1 edges ahead
+ * and asks for the edge's rows MLFF_ROWS_AHEAD edges ahead (mlffPrefetchRowEdge), so that an edge
+ * finds its rows on the way when it loads them.
  */
 struct MlffRowEdge {
     int j, pair;
@@ -145,6 +148,45 @@ DEVICE inline MlffRowEdge mlffLoadRowEdge(const int* RESTRICT neighbors, int fir
     edge.owner = edgeOwnedRank[first + slot] >= 0;
     edge.partner = edgePartner[first + slot] >= 0;
     return edge;
+}
+
+// How many edges ahead the messages' backward asks for an edge's rows (1 or more): 1 took the
+// 12,000-atom droplet's launches from 1,625 to 1,454 µs an evaluation (H200).
+#ifndef MLFF_ROWS_AHEAD
+#define MLFF_ROWS_AHEAD 1
+#endif
+
+/** Asks the L2 for the lane's part of `row` (prefetch: no register waits for it). */
+DEVICE inline void mlffPrefetchLaneSlice(const real* row, int lane) {
+#ifdef __CUDA_ARCH__
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(row + lane * MLFF_LANE_CHANNELS));
+#else
+    (void) row, (void) lane;
+#endif
+}
+
+/**
+ * Asks for the lane's parts of the rows that the messages' backward will load for `edge`: its
+ * pair's filter row, and j's gradients and inputs where it needs them. The backward is bound by its
+ * loads' latency, with a quarter of the warps an SM (120 registers a thread); asking ahead keeps
+ * more rows in flight with no register to hold them. Into the L1 instead of the L2: the same time.
+ */
+DEVICE inline void mlffPrefetchRowEdge(const MlffRowEdge& edge, int layer, const real* RESTRICT edgeFilter,
+        const real* RESTRICT gradS, const real* RESTRICT gradV, const real* RESTRICT stateS,
+        const real* RESTRICT stateV, int lane) {
+    const real* w = edgeFilter + (size_t) edge.pair * 3 * MLFF_H;
+    for (int k = 0; k < 3; k++)
+        mlffPrefetchLaneSlice(w + k * MLFF_H, lane);
+    if (layer > 0 || (edge.owner && edge.partner)) {
+        mlffPrefetchLaneSlice(gradS + (size_t) edge.j * MLFF_H, lane);
+        for (int a = 0; a < 3; a++)
+            mlffPrefetchLaneSlice(gradV + ((size_t) edge.j * 3 + a) * MLFF_H, lane);
+    }
+    if (edge.owner && layer > 0) { // the first block's inputs: the embedding (few rows, cached) and v = 0
+        mlffPrefetchLaneSlice(stateS + ((size_t) layer * MLFF_NUM_ATOMS + edge.j) * MLFF_H, lane);
+        for (int a = 0; a < 3; a++)
+            mlffPrefetchLaneSlice(stateV + (((size_t) layer * MLFF_NUM_ATOMS + edge.j) * 3 + a) * MLFF_H, lane);
+    }
 }
 
 /** This warp's atom, or -1 where it has none (past the last atom) or its atom has no rows. */
@@ -187,14 +229,28 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params, con
     MlffLaneSlice gsIn = gsI, gvIn[3] = {gvI[0], gvI[1], gvI[2]}; // the residual, then the gather
     const int first = edgeStart[i], count = neighborCount[i];
     const int* neighbors = neighborList + (size_t) i * neighborCapacity;
-    MlffRowEdge next = count > 0 ? mlffLoadRowEdge(neighbors, first, 0, edgeDelta, edgeFilterRow, edgeOwnedRank,
-                                                   edgePartner)
-                                 : MlffRowEdge{};
+    // At edge slot, ahead[q] holds edge slot + q's first loads; the rows of edges slot .. slot +
+    // MLFF_ROWS_AHEAD - 1 have been asked for.
+    MlffRowEdge ahead[MLFF_ROWS_AHEAD + 1];
+#pragma unroll
+    for (int q = 0; q <= MLFF_ROWS_AHEAD; q++) {
+        ahead[q] = q < count ? mlffLoadRowEdge(neighbors, first, q, edgeDelta, edgeFilterRow, edgeOwnedRank, edgePartner)
+                             : MlffRowEdge{};
+        if (q < MLFF_ROWS_AHEAD && q < count)
+            mlffPrefetchRowEdge(ahead[q], layer, edgeFilter, gradInS, gradInV, stateS, stateV, lane);
+    }
 #pragma unroll 2 // a little faster than 1 (1,641 µs against 1,655)
     for (int slot = 0; slot < count; slot++) {
-        const MlffRowEdge edge = next;
-        if (slot + 1 < count)
-            next = mlffLoadRowEdge(neighbors, first, slot + 1, edgeDelta, edgeFilterRow, edgeOwnedRank, edgePartner);
+        const MlffRowEdge edge = ahead[0];
+#pragma unroll
+        for (int q = 0; q < MLFF_ROWS_AHEAD; q++)
+            ahead[q] = ahead[q + 1];
+        if (slot + MLFF_ROWS_AHEAD < count)
+            mlffPrefetchRowEdge(ahead[MLFF_ROWS_AHEAD - 1], layer, edgeFilter, gradInS, gradInV, stateS, stateV,
+                                lane);
+        if (slot + MLFF_ROWS_AHEAD + 1 < count)
+            ahead[MLFF_ROWS_AHEAD] = mlffLoadRowEdge(neighbors, first, slot + MLFF_ROWS_AHEAD + 1, edgeDelta,
+                                                     edgeFilterRow, edgeOwnedRank, edgePartner);
         const real* w = edgeFilter + (size_t) edge.pair * 3 * MLFF_H;
         const MlffLaneSlice ws = mlffLoadLaneSlice(w, lane), wv1 = mlffLoadLaneSlice(w + MLFF_H, lane),
                             wv2 = mlffLoadLaneSlice(w + 2 * MLFF_H, lane);
