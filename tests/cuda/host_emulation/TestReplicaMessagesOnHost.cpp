@@ -114,14 +114,25 @@ Replicas makeTestedReplicas(std::mt19937& rng, const char* filters) {
 }
 
 #ifdef MLFF_TABULATED
+/** The messages' inputs at random: the parameters, the filters' table and each block's features. */
+struct TabulatedInputs {
+    std::vector<real> params, table, stateS, stateV;
+};
+TabulatedInputs randomTabulatedInputs(std::mt19937& rng) {
+    const int n = MLFF_NUM_ATOMS, h = MLFF_H, layers = MLFF_L;
+    TabulatedInputs in;
+    in.params = randomReals(rng, MLFF_PARAMETERS_SIZE);
+    in.table = randomReals(rng, (size_t) layers * 2 * MLFF_TABLE_NODES * 3 * h);
+    in.stateS = randomReals(rng, (size_t) (layers + 1) * n * h);
+    in.stateV = randomReals(rng, (size_t) (layers + 1) * n * 3 * h);
+    return in;
+}
+
 TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
     const int n = MLFF_NUM_ATOMS, h = MLFF_H, layers = MLFF_L;
     std::mt19937 rng(11);
     const Replicas s = makeTestedReplicas(rng, "tabulated");
-    const std::vector<real> params = randomReals(rng, MLFF_PARAMETERS_SIZE);
-    const std::vector<real> table = randomReals(rng, (size_t) layers * 2 * MLFF_TABLE_NODES * 3 * h);
-    const std::vector<real> stateS = randomReals(rng, (size_t) (layers + 1) * n * h);
-    const std::vector<real> stateV = randomReals(rng, (size_t) (layers + 1) * n * 3 * h);
+    const auto [params, table, stateS, stateV] = randomTabulatedInputs(rng);
     constexpr int slots = MLFF_NUM_REPLICAS * MLFF_REPLICA_PAIRS;
     std::vector<int> pairCount(MLFF_NUM_REPLICAS, -1);
     std::vector<int2> pairAtoms(slots, int2{-1, -1});
@@ -206,10 +217,7 @@ TEST(ReplicaMessagesOnHost, TiledKernelsTakeTheListedAtomsAlone) {
     const int n = MLFF_NUM_ATOMS, h = MLFF_H, layers = MLFF_L, layer = 1;
     std::mt19937 rng(13);
     const Replicas s = makeTestedReplicas(rng, "tabulated");
-    const std::vector<real> params = randomReals(rng, MLFF_PARAMETERS_SIZE);
-    const std::vector<real> table = randomReals(rng, (size_t) layers * 2 * MLFF_TABLE_NODES * 3 * h);
-    const std::vector<real> stateS = randomReals(rng, (size_t) (layers + 1) * n * h);
-    const std::vector<real> stateV = randomReals(rng, (size_t) (layers + 1) * n * 3 * h);
+    const auto [params, table, stateS, stateV] = randomTabulatedInputs(rng);
     const std::vector<int> listed = {n - 1, 5, 0, 17, 9}; // descending and not: the order is the atomics'
     std::vector<int> list = {(int) listed.size()};
     list.insert(list.end(), listed.begin(), listed.end());

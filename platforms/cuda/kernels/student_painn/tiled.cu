@@ -72,6 +72,19 @@ DEVICE inline void mlffMessagesForwardOfAtom(int i, int layer, const real* RESTR
  * and the tabulated droplet's step 10 % longer.
  */
 
+/**
+ * body(i) for each atom i listed in overflowedAtoms, the grid's blocks taking them in turn, with a
+ * barrier between a block's atoms for the scratch they share.
+ */
+template <class AtomBody>
+DEVICE inline void mlffForOverflowedAtoms(const int* RESTRICT overflowedAtoms, AtomBody body) {
+    for (int k = blockIdx.x; k < overflowedAtoms[0]; k += gridDim.x) {
+        if (k != blockIdx.x)
+            __syncthreads(); // the previous atom's scratch read
+        body(overflowedAtoms[1 + k]);
+    }
+}
+
 /** The messages of block `layer`, a thread block per atom. */
 KERNEL void mlffMessagesForwardTiled(int layer, const int* RESTRICT overflowedAtoms, const real* RESTRICT params,
         const real* RESTRICT filterTable, const real4* RESTRICT pos, const int* RESTRICT mlZ,
@@ -96,13 +109,11 @@ KERNEL void mlffMessagesForwardOverflowed(int layer, const int* RESTRICT overflo
         real* RESTRICT midS, real* RESTRICT midV, real* RESTRICT updateInput) {
     mlffStartAfterPreviousLaunch();
     __shared__ MlffMessageScratch scratch;
-    for (int k = blockIdx.x; k < overflowedAtoms[0]; k += gridDim.x) {
-        if (k != blockIdx.x)
-            __syncthreads(); // the previous atom's scratch read
-        mlffMessagesForwardOfAtom(overflowedAtoms[1 + k], layer, params, filterTable, pos, mlZ, mlReplica,
-                                  replicaStart, neighborCount, neighborList, neighborCapacity, boxA, boxB, boxC,
-                                  invBoxSize, stateS, stateV, midS, midV, updateInput, &scratch);
-    }
+    mlffForOverflowedAtoms(overflowedAtoms, [&](int i) {
+        mlffMessagesForwardOfAtom(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount,
+                                  neighborList, neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midS,
+                                  midV, updateInput, &scratch);
+    });
 }
 
 /*
@@ -510,13 +521,10 @@ KERNEL void mlffMessagesBackwardOverflowed(int layer, const int* RESTRICT overfl
         unsigned long long* RESTRICT forceBuffer) {
     mlffStartAfterPreviousLaunch();
     __shared__ MlffMessageBackwardScratch scratch;
-    for (int k = blockIdx.x; k < overflowedAtoms[0]; k += gridDim.x) {
-        if (k != blockIdx.x)
-            __syncthreads(); // the previous atom's scratch read
-        mlffMessagesBackwardOfAtom(overflowedAtoms[1 + k], layer, params, filterTable, pos, mlZ, mlReplica,
-                                   replicaStart, neighborCount, neighborList, neighborCapacity, boxA, boxB, boxC,
-                                   invBoxSize, stateS, stateV, midV, updateOutput, gradInS, gradInV, updateGradOutput,
-                                   gradOutS, gradOutV, replicaScale, lambdaForceScale, mlParticle,
-                                   sortedIndexOfParticle, forceBuffer, &scratch);
-    }
+    mlffForOverflowedAtoms(overflowedAtoms, [&](int i) {
+        mlffMessagesBackwardOfAtom(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount,
+                                   neighborList, neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midV,
+                                   updateOutput, gradInS, gradInV, updateGradOutput, gradOutS, gradOutV, replicaScale,
+                                   lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer, &scratch);
+    });
 }
