@@ -16,7 +16,7 @@
  * them addresses and the block's sums of dE/dn, with 64 registers a thread holding it to half the
  * warps an SM); a warp per atom took the 12,000-atom droplet's launches from 1,943 to 1,611 µs an
  * evaluation (H200). Then bound by its loads' latency, it asks the L2 for each edge's rows an edge
- * ahead (prefetch: 1,625 -> 1,454 µs; two edges ahead, with a queue of edges one longer, 1,750).
+ * ahead (prefetch: 1,632 -> 1,489 µs; two edges ahead, with a queue of edges one longer, 1,750).
  * The forward as a warp per atom was slower (900 µs against 856): a lane keeps four channels'
  * sums, and an SM fewer rows in flight.
  */
@@ -151,7 +151,7 @@ DEVICE inline MlffRowEdge mlffLoadRowEdge(const int* RESTRICT neighbors, int fir
 }
 
 // How many edges ahead the messages' backward asks for an edge's rows (1 or more): 1 took the
-// 12,000-atom droplet's launches from 1,625 to 1,454 µs an evaluation (H200).
+// 12,000-atom droplet's launches from 1,632 to 1,489 µs an evaluation (H200; 2: 1,750).
 #ifndef MLFF_ROWS_AHEAD
 #define MLFF_ROWS_AHEAD 1
 #endif
