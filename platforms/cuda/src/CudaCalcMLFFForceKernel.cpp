@@ -485,10 +485,10 @@ void CudaCalcMLFFForceKernel::loadKernels(CUmodule module) {
     if (numReplicas >= ReduceByWarpMinReplicas)
         replicaEnergiesKernel = cu.getKernel(module, "mlffReplicaEnergies");
     if (useTiled) {
-        // With edge rows, the tiled message kernels take only the atoms without (tiled.cu).
-        const char* atomsKind = useEdgeFilters ? "Overflowed" : "Tiled";
-        messagesForwardKernel = cu.getKernel(module, useReplicaMessages ? std::string("mlffMessagesForwardReplicas")
-                                                                        : std::string("mlffMessagesForward") + atomsKind);
+        // The message kernels: a block per replica, or per atom; with edge rows, only for the atoms
+        // without (tiled.cu).
+        const std::string atoms = useReplicaMessages ? "Replicas" : useEdgeFilters ? "Overflowed" : "Tiled";
+        messagesForwardKernel = cu.getKernel(module, "mlffMessagesForward" + atoms);
         hiddenForwardKernel = cu.getKernel(module, "mlffUpdateHiddenForward");
         outputForwardKernel = cu.getKernel(module, "mlffUpdateOutputForward");
         lastOutputForwardKernel = cu.getKernel(module, "mlffUpdateOutputForwardLast");
@@ -496,8 +496,7 @@ void CudaCalcMLFFForceKernel::loadKernels(CUmodule module) {
         hiddenBackwardKernel = cu.getKernel(module, "mlffUpdateHiddenBackward");
         lastHiddenBackwardKernel = cu.getKernel(module, "mlffUpdateHiddenBackwardLast");
         inputBackwardKernel = cu.getKernel(module, "mlffUpdateInputBackward");
-        messagesBackwardKernel = cu.getKernel(module, useReplicaMessages ? std::string("mlffMessagesBackwardReplicas")
-                                                                         : std::string("mlffMessagesBackward") + atomsKind);
+        messagesBackwardKernel = cu.getKernel(module, "mlffMessagesBackward" + atoms);
     }
     if (warpgroupProducts())
         prepareWarpgroupTilesKernel = cu.getKernel(module, "mlffPrepareWarpgroupTiles");

@@ -234,8 +234,9 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params, con
     MlffRowEdge ahead[MLFF_ROWS_AHEAD + 1];
 #pragma unroll
     for (int q = 0; q <= MLFF_ROWS_AHEAD; q++) {
-        ahead[q] = q < count ? mlffLoadRowEdge(neighbors, first, q, edgeDelta, edgeFilterRow, edgeOwnedRank, edgePartner)
-                             : MlffRowEdge{};
+        ahead[q] = q < count
+                           ? mlffLoadRowEdge(neighbors, first, q, edgeDelta, edgeFilterRow, edgeOwnedRank, edgePartner)
+                           : MlffRowEdge{};
         if (q < MLFF_ROWS_AHEAD && q < count)
             mlffPrefetchRowEdge(ahead[q], layer, edgeFilter, gradInS, gradInV, stateS, stateV, lane);
     }
