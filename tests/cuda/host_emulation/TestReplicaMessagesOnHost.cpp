@@ -224,7 +224,7 @@ TEST(ReplicaMessagesOnHost, TiledKernelsTakeTheListedAtomsAlone) {
     std::vector<bool> isListed(n, false);
     for (int i : listed)
         isListed[i] = true;
-    // Row i of a (N, width) array: equal to the block per atom's where listed, else never written (-7).
+    // Row i of a (N, width) array: the block per atom's where listed, else never written (-7).
     const auto expectListedRows = [&](const std::vector<real>& all, const std::vector<real>& some, size_t offset,
                                       int width, const char* name) {
         for (int i = 0; i < n; i++)

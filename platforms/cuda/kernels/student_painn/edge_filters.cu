@@ -51,9 +51,9 @@
  *
  * Storage (global; rows allocated for N x capacity, edge and filter rows alike): edgeStart,
  * filterStart (N + 1) and filterCount (N) int; overflowedAtoms (N + 1) int, [0] their count, then
- * the atoms in the order of the atomics that appended them; per edge row edgeAtoms int2, edgeDelta real4,
- * edgeOwnedRank, edgePartner, edgeFilterRow int, edgeGradN real4; per filter row filterEdges int2,
- * edgeBasis (K), edgeHidden (H), edgeGradFilter (3H), pairGradDistance (H / 64, sm_90), and
+ * the atoms in the order of the atomics that appended them; per edge row edgeAtoms int2, edgeDelta
+ * real4, edgeOwnedRank, edgePartner, edgeFilterRow int, edgeGradN real4; per filter row filterEdges
+ * int2, edgeBasis (K), edgeHidden (H), edgeGradFilter (3H), pairGradDistance (H / 64, sm_90), and
  * edgeFilter (L, rows, 3H: w_s, w_v1, w_v2 of each block, kept for the backward pass).
  */
 
