@@ -1,10 +1,13 @@
 /*
  * scan.cu: an exclusive prefix sum over n integers by one thread block of MLFF_SCAN_THREADS, for
  * the cell list (cell_list.cu) and the edges' rows (student_painn/edge_filters.cu). The values go
- * in tiles of MLFF_SCAN_THREADS, one per thread (coalesced), scanned by warp shuffles and a scan
- * of the warp totals; the next tile's values are loaded while this one is scanned.
+ * in tiles of MLFF_SCAN_VALUES a thread: each thread loads its run of consecutive values at once
+ * (their loads all in flight: a tile of a value a thread, waiting on each tile's loads, took 17 us
+ * for the 32,768 cells of the 12,000-atom droplet), sums them, and the runs' totals are scanned by
+ * warp shuffles and a scan of the warp totals.
  */
 #define MLFF_SCAN_THREADS 1024
+#define MLFF_SCAN_VALUES 8
 
 /** The values of an array, for mlffExclusiveScan. */
 struct MlffCounts {
@@ -24,11 +27,16 @@ DEVICE inline int mlffExclusiveScan(int n, Value value, Store store) {
     __shared__ int tileTotal;
     const int t = threadIdx.x, lane = t % 32, warp = t / 32;
     int carry = 0; // the values before this tile
-    int next = t < n ? value(t) : 0;
-    for (int tile = 0; tile < n; tile += MLFF_SCAN_THREADS) {
-        const int k = tile + t, count = next;
-        next = k + MLFF_SCAN_THREADS < n ? value(k + MLFF_SCAN_THREADS) : 0;
-        int inclusive = count;
+    for (int tile = 0; tile < n; tile += MLFF_SCAN_THREADS * MLFF_SCAN_VALUES) {
+        const int first = tile + t * MLFF_SCAN_VALUES; // this thread's run
+        int values[MLFF_SCAN_VALUES], run = 0;
+#pragma unroll
+        for (int q = 0; q < MLFF_SCAN_VALUES; q++)
+            values[q] = first + q < n ? value(first + q) : 0;
+#pragma unroll
+        for (int q = 0; q < MLFF_SCAN_VALUES; q++)
+            run += values[q];
+        int inclusive = run;
         for (int offset = 1; offset < 32; offset *= 2) {
             const int add = __shfl_up_sync(0xffffffffu, inclusive, offset);
             if (lane >= offset)
@@ -50,8 +58,13 @@ DEVICE inline int mlffExclusiveScan(int n, Value value, Store store) {
                 tileTotal = total;
         }
         __syncthreads();
-        if (k < n)
-            store(k, carry + (warp > 0 ? warpTotals[warp - 1] : 0) + inclusive - count, count);
+        int before = carry + (warp > 0 ? warpTotals[warp - 1] : 0) + inclusive - run;
+#pragma unroll
+        for (int q = 0; q < MLFF_SCAN_VALUES; q++)
+            if (first + q < n) {
+                store(first + q, before, values[q]);
+                before += values[q];
+            }
         carry += tileTotal;
         __syncthreads(); // warpTotals and tileTotal are rewritten by the next tile
     }
