@@ -82,22 +82,52 @@ KERNEL void mlffReplicaEnergies(const real* RESTRICT atomEnergy, const int* REST
 #endif
 
 /**
- * One block of MLFF_REDUCE_THREADS (set by the host: 1024 with MLFF_REDUCE_BY_WARP, else 256, or
- * with clusters the largest power of two in MLFF_BLOCK): E_r = sum of the atom energies of
- * replica r, in double and in a fixed order (the whole block sums each replica in turn; with
- * MLFF_REDUCE_BY_WARP mlffReplicaEnergies did this), then OpenMM's energy
- * lambda * sum_r scale_r E_r and its derivative by lambda, both converted to kJ/mol, and the
- * largest neighbour count of this step (for the host's overflow check).
- * energyParamDerivs is null when the force names no energy-scale parameter. The body may also run
- * in a larger block (mlffStudentBackwardCluster's extra cluster): its first MLFF_REDUCE_THREADS
- * threads then do the same sums in the same order, and the rest only join the barriers.
+ * combine() of the x of the block's first MLFF_REDUCE_THREADS threads (a multiple of 32) in a fixed
+ * order: each warp's by a shuffle tree, then the warps' in turn. Every thread gets the result;
+ * all threads of the block call (those past MLFF_REDUCE_THREADS only join the barriers).
+ */
+template <class T, class Combine>
+DEVICE inline T mlffReduceInBlock(T x, Combine combine) {
+    __shared__ T warpResults[MLFF_REDUCE_THREADS / 32];
+    for (int offset = 16; offset > 0; offset /= 2)
+        x = combine(x, __shfl_down_sync(0xffffffffu, x, offset));
+    if (threadIdx.x % 32 == 0 && threadIdx.x < MLFF_REDUCE_THREADS)
+        warpResults[threadIdx.x / 32] = x;
+    __syncthreads();
+    T result = warpResults[0];
+    for (int w = 1; w < MLFF_REDUCE_THREADS / 32; w++)
+        result = combine(result, warpResults[w]);
+    __syncthreads(); // warpResults is rewritten by the next call
+    return result;
+}
+
+struct MlffSum {
+    DEVICE double operator()(double a, double b) const {
+        return a + b;
+    }
+};
+
+struct MlffMax {
+    DEVICE int operator()(int a, int b) const {
+        return max(a, b);
+    }
+};
+
+/**
+ * One block of MLFF_REDUCE_THREADS (set by the host: 1024, or with clusters the largest power of
+ * two in MLFF_BLOCK): E_r = sum of the atom energies of replica r, in double and in a fixed order
+ * (the whole block sums each replica in turn; with MLFF_REDUCE_BY_WARP mlffReplicaEnergies did
+ * this), then OpenMM's energy lambda * sum_r scale_r E_r and its derivative by lambda, both
+ * converted to kJ/mol, and the largest neighbour count of this step (for the host's overflow
+ * check). energyParamDerivs is null when the force names no energy-scale parameter. The body may
+ * also run in a larger block (mlffStudentBackwardCluster's extra cluster): its first
+ * MLFF_REDUCE_THREADS threads then do the same sums in the same order, and the rest only join the
+ * barriers.
  */
 DEVICE inline void mlffReduceEnergiesInBlock(const real* RESTRICT atomEnergy, const int* RESTRICT replicaStart,
         const double* RESTRICT replicaScale, double lambda, double* RESTRICT replicaEnergy,
         mixed* RESTRICT energyBuffer, mixed* RESTRICT energyParamDerivs, int energyParamDerivIndex,
         const int* RESTRICT neighborCount, int* RESTRICT maxNeighborCount) {
-    __shared__ double partial[MLFF_REDUCE_THREADS];
-    __shared__ int partialMax[MLFF_REDUCE_THREADS];
     const int t = threadIdx.x;
     const bool summing = t < MLFF_REDUCE_THREADS;
 #ifndef MLFF_REDUCE_BY_WARP
@@ -105,45 +135,22 @@ DEVICE inline void mlffReduceEnergiesInBlock(const real* RESTRICT atomEnergy, co
         double sum = 0;
         for (int i = replicaStart[r] + t; summing && i < replicaStart[r + 1]; i += MLFF_REDUCE_THREADS)
             sum += (double) atomEnergy[i];
-        if (summing)
-            partial[t] = sum;
-        __syncthreads();
-        for (int stride = MLFF_REDUCE_THREADS / 2; stride > 0; stride /= 2) {
-            if (t < stride)
-                partial[t] += partial[t + stride];
-            __syncthreads();
-        }
+        sum = mlffReduceInBlock(sum, MlffSum());
         if (t == 0)
-            replicaEnergy[r] = partial[0];
-        __syncthreads();
+            replicaEnergy[r] = sum;
     }
 #endif
     __syncthreads(); // every replica's energy written (by this block, or by the launch before)
     double scaled = 0;
     for (int r = t; summing && r < MLFF_NUM_REPLICAS; r += MLFF_REDUCE_THREADS)
         scaled += replicaScale[r] * replicaEnergy[r];
-    if (summing)
-        partial[t] = scaled;
-    __syncthreads();
-    for (int stride = MLFF_REDUCE_THREADS / 2; stride > 0; stride /= 2) {
-        if (t < stride)
-            partial[t] += partial[t + stride];
-        __syncthreads();
-    }
-    const double scaledSum = partial[0]; // sum_r scale_r E_r
+    const double scaledSum = mlffReduceInBlock(scaled, MlffSum()); // sum_r scale_r E_r
     int maxCount = 0;
     for (int i = t; summing && i < MLFF_NUM_ATOMS; i += MLFF_REDUCE_THREADS)
         maxCount = max(maxCount, neighborCount[i]);
-    if (summing)
-        partialMax[t] = maxCount;
-    __syncthreads();
-    for (int stride = MLFF_REDUCE_THREADS / 2; stride > 0; stride /= 2) {
-        if (t < stride)
-            partialMax[t] = max(partialMax[t], partialMax[t + stride]);
-        __syncthreads();
-    }
+    maxCount = mlffReduceInBlock(maxCount, MlffMax());
     if (t == 0) {
-        *maxNeighborCount = partialMax[0];
+        *maxNeighborCount = maxCount;
         energyBuffer[0] += (mixed) (lambda * scaledSum * MLFF_KJ_PER_MOL_PER_EV);
         if (energyParamDerivs != 0)
             energyParamDerivs[energyParamDerivIndex] += (mixed) (scaledSum * MLFF_KJ_PER_MOL_PER_EV);

@@ -42,11 +42,11 @@ constexpr int EdgeBatchTabulatedLarge = 4;
 constexpr int TabulatedLargeAtoms = 256;
 constexpr int NeighborThreads = 128; // 4 warps, one atom each
 // The energy reduction (neighbors.cu): with many replicas a warp per replica across the GPU
-// (mlffReplicaEnergies), then a block of 1,024 sums the replicas; with few, one block sums each
-// replica in turn, and a smaller block has a shorter barrier tree.
+// (mlffReplicaEnergies), then a block sums the replicas; with few, the block sums each replica in
+// turn. Its reductions are warp shuffles and two barriers, whatever its size, so it takes the
+// largest: 256 threads took 17 us for the 12,000-atom droplet's atoms, each thread loading 47.
 constexpr int ReduceByWarpMinReplicas = 32;
-constexpr int ReduceThreadsByWarp = 1024;
-constexpr int ReduceThreadsByBlock = 256;
+constexpr int ReduceThreads = 1024;
 constexpr int DefaultNeighborCapacity = 64;
 // The tiled path's readout (tiled.cu): each weight load serves up to this many atoms, as many as
 // its static shared memory (A x 2.5H reals) allows. H200, H = 128, float, 1,024 benzenes, the
@@ -370,7 +370,7 @@ void CudaCalcMLFFForceKernel::chooseBlockShapes(bool tabulated) {
     while (readoutAtomsPerBlock > 4 && (size_t) readoutAtomsPerBlock * 5 * hidden / 2 * realSize() > StaticSharedBytes)
         readoutAtomsPerBlock /= 2;
     matmulTensorCores = !useDouble && cu.getComputeCapability() >= 8.0;
-    reduceThreads = numReplicas >= ReduceByWarpMinReplicas ? ReduceThreadsByWarp : ReduceThreadsByBlock;
+    reduceThreads = ReduceThreads;
     // With clusters the first backward launch does the reduction in an extra cluster, in a block
     // of threadsPerAtom: its standalone launch (energy only) then sums in the same order.
     reduceInBackward = useClusters && numReplicas < ReduceByWarpMinReplicas;
