@@ -1,7 +1,7 @@
-// scan.cu's block-wide exclusive prefix sum, run on the CPU (CudaOnHost.h): for lengths around its
-// tiles' edges (a run of MLFF_SCAN_VALUES a thread, MLFF_SCAN_THREADS threads), every value's
-// store must get the sum of the values before it and the value itself, once, and the call must
-// return the total.
+// scan.cu's block-wide exclusive prefix sum, run on the CPU (CudaOnHost.h): for lengths around the
+// edges of its rows (MLFF_SCAN_THREADS values) and tiles (MLFF_SCAN_ROWS rows), every value's store
+// must get the sum of the values before it and the value itself, once, and the call must return
+// the total.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -10,7 +10,7 @@
 
 namespace {
 
-constexpr int Tile = MLFF_SCAN_THREADS * MLFF_SCAN_VALUES;
+constexpr int Tile = MLFF_SCAN_THREADS * MLFF_SCAN_ROWS;
 
 /** What mlffExclusiveScan passes to its store: the sum before k and k's value, and how often. */
 struct RecordedStores {
@@ -27,7 +27,8 @@ struct RecordedStores {
 TEST(ScanOnHost, ExclusiveSumsAcrossTiles) {
     std::mt19937 rng(11);
     std::uniform_int_distribution<int> counts(0, 40);
-    for (int n : {0, 1, 7, 9, MLFF_SCAN_THREADS, Tile - 1, Tile, Tile + 1, 3 * Tile + 100}) {
+    for (int n : {0, 1, 33, MLFF_SCAN_THREADS, MLFF_SCAN_THREADS + 1, 2 * MLFF_SCAN_THREADS + 31, Tile - 1, Tile,
+                  Tile + 1, 3 * Tile + 100}) {
         SCOPED_TRACE("n = " + std::to_string(n));
         std::vector<int> values(n), before(n, -1), stored(n, -1), calls(n, 0), totals(MLFF_SCAN_THREADS, -1);
         for (int& v : values)
