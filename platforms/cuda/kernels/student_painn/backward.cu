@@ -52,19 +52,22 @@ DEVICE inline void mlffAddForce(unsigned long long* RESTRICT forceBuffer, int so
     atomicAdd(&forceBuffer[sortedAtom + 2 * MLFF_PADDED_NUM_ATOMS], (unsigned long long) ((long long) (fz * 0x100000000)));
 }
 
-/**
- * An edge's dE/du = dE/dd u/d + (dn/du)^T dE/dn (g = (u, d), u = r_j - r_i, n = u / (d + eps)) to
- * the forces: F_i += dE/du, F_j -= dE/du, times forceScale.
- */
-DEVICE inline void mlffAddEdgeForces(real4 g, real gd, real gnx, real gny, real gnz, double forceScale, int sortedI,
-        int sortedJ, unsigned long long* RESTRICT forceBuffer) {
+/** An edge's dE/du = dE/dd u/d + (dn/du)^T dE/dn (g = (u, d), u = r_j - r_i, n = u / (d + eps)): gu. */
+DEVICE inline void mlffEdgeGradU(real4 g, real gd, real gnx, real gny, real gnz, real gu[3]) {
     const real d = g.w, dEps = d + (real) MLFF_NORMAL_EPSILON;
     const real uDotGn = g.x * gnx + g.y * gny + g.z * gnz;
     const real radial = gd / d - uDotGn / (d * dEps * dEps);
-    const real gux = radial * g.x + gnx / dEps;
-    const real guy = radial * g.y + gny / dEps;
-    const real guz = radial * g.z + gnz / dEps;
-    const double fx = forceScale * (double) gux, fy = forceScale * (double) guy, fz = forceScale * (double) guz;
+    gu[0] = radial * g.x + gnx / dEps;
+    gu[1] = radial * g.y + gny / dEps;
+    gu[2] = radial * g.z + gnz / dEps;
+}
+
+/** An edge's dE/du (mlffEdgeGradU) to the forces: F_i += dE/du, F_j -= dE/du, times forceScale. */
+DEVICE inline void mlffAddEdgeForces(real4 g, real gd, real gnx, real gny, real gnz, double forceScale, int sortedI,
+        int sortedJ, unsigned long long* RESTRICT forceBuffer) {
+    real gu[3];
+    mlffEdgeGradU(g, gd, gnx, gny, gnz, gu);
+    const double fx = forceScale * (double) gu[0], fy = forceScale * (double) gu[1], fz = forceScale * (double) gu[2];
     mlffAddForce(forceBuffer, sortedI, fx, fy, fz);
     mlffAddForce(forceBuffer, sortedJ, -fx, -fy, -fz);
 }

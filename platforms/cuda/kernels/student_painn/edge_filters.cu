@@ -351,7 +351,8 @@ struct MlffPairGradientTargets {
  * sums over the blocks (as their dE/dn do in xyz). At block 0, the last of the backward pass, dE/du
  * of the owning edge (dE/dd with its dE/dn) and of its partner (its dE/dn alone: the pair's dE/dd
  * counts once) go to the forces of both atoms (fixed-point adds: order-independent), once a step
- * rather than once a block.
+ * rather than once a block, and as one sum: F_i += dE/du(ij) - dE/du(ji), F_j -= the same, six
+ * atomics a pair rather than twelve.
  */
 DEVICE inline void mlffAddPairGradient(int layer, int row, real gd, const MlffPairGradientTargets& to) {
     const int2 edges = to.filterEdges[row];
@@ -363,14 +364,19 @@ DEVICE inline void mlffAddPairGradient(int layer, int row, real gd, const MlffPa
     }
     const int2 atoms = to.edgeAtoms[edges.x];
     const double forceScale = to.lambdaForceScale * to.replicaScale[to.mlReplica[atoms.x]];
-    const int sortedI = to.sortedIndexOfParticle[to.mlParticle[atoms.x]];
-    const int sortedJ = to.sortedIndexOfParticle[to.mlParticle[atoms.y]];
-    mlffAddEdgeForces(to.edgeDelta[edges.x], gn.w, gn.x, gn.y, gn.z, forceScale, sortedI, sortedJ, to.forceBuffer);
-    if (edges.y >= 0) { // the partner j -> i: u = r_i - r_j
+    real gu[3];
+    mlffEdgeGradU(to.edgeDelta[edges.x], gn.w, gn.x, gn.y, gn.z, gu);
+    double f[3] = {gu[0], gu[1], gu[2]};
+    if (edges.y >= 0) { // the partner j -> i, u = r_i - r_j
         const real4 gnPartner = to.edgeGradN[edges.y];
-        mlffAddEdgeForces(to.edgeDelta[edges.y], 0, gnPartner.x, gnPartner.y, gnPartner.z, forceScale, sortedJ,
-                          sortedI, to.forceBuffer);
+        mlffEdgeGradU(to.edgeDelta[edges.y], 0, gnPartner.x, gnPartner.y, gnPartner.z, gu);
+        for (int a = 0; a < 3; a++)
+            f[a] -= gu[a];
     }
+    for (int a = 0; a < 3; a++)
+        f[a] *= forceScale;
+    mlffAddForce(to.forceBuffer, to.sortedIndexOfParticle[to.mlParticle[atoms.x]], f[0], f[1], f[2]);
+    mlffAddForce(to.forceBuffer, to.sortedIndexOfParticle[to.mlParticle[atoms.y]], -f[0], -f[1], -f[2]);
 }
 
 #ifdef MLFF_WARPGROUP_FILTER_BACKWARD
