@@ -737,8 +737,10 @@ std::vector<CudaCalcMLFFForceKernel::RowArray> CudaCalcMLFFForceKernel::edgeRowA
             {&edgeBasis, k, real, "mlffEdgeBasis"},
             {&edgeHidden, h, real, "mlffEdgeHidden"},
             {&edgeFilter, layers * 3 * h, real, "mlffEdgeFilter"},
-            // dE/dd's parts, a column tile of the filters' warp-group backward each (H a multiple of 64 there)
-            {&pairGradDistance, std::max<size_t>(1, h / WarpgroupBackwardColumns), real, "mlffPairGradDistance"}};
+            // dE/dd's parts of every block, a column tile of the filters' warp-group backward each (H a
+            // multiple of 64 there)
+            {&pairGradDistance, layers * std::max<size_t>(1, h / WarpgroupBackwardColumns), real,
+             "mlffPairGradDistance"}};
 }
 
 size_t CudaCalcMLFFForceKernel::edgeRowBytes(size_t rows) {
@@ -1150,7 +1152,7 @@ void CudaCalcMLFFForceKernel::edgeFiltersForward(int layer) {
 void CudaCalcMLFFForceKernel::edgeFiltersBackward(int layer, double lambdaForceScale, CUdeviceptr force) {
     CUdeviceptr rowCount = filterRowCount();
     const size_t rows = edgeRowsBound();
-    if (warpgroupFilterBackward) { // dE/dhidden never stored: each pair's dE/dd in parts, then summed
+    if (warpgroupFilterBackward) { // dE/dhidden never stored: each pair's dE/dd in parts, summed after block 0
         CUdeviceptr images = warpgroupImagesOf(filterBackwardKernel);
         void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeGradFilter.getDevicePointer(),
                         &edgeBasis.getDevicePointer(), &filterEdges.getDevicePointer(), &edgeDelta.getDevicePointer(),
@@ -1167,11 +1169,11 @@ void CudaCalcMLFFForceKernel::edgeFiltersBackward(int layer, double lambdaForceS
                     &edgeAtoms.getDevicePointer(), &edgeDelta.getDevicePointer(), &edgeGradN.getDevicePointer(),
                     &mlReplica.getDevicePointer(), &replicaScale.getDevicePointer(), &lambdaForceScale,
                     &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(), &force};
-    if (warpgroupFilterBackward)
+    if (!warpgroupFilterBackward) // one column tile (16 TN = K padded, up to 96): a pair's dE/de in a half-warp
+        launchMatmul(pairGradientKernel, args, rows, kPadded, kPadded, 128, "the basis' backward and the pairs' forces");
+    else if (layer == 0) // every block's parts at once
         launch(pairGradientKernel, args, (unsigned int) ((rows + EdgeThreads - 1) / EdgeThreads), EdgeThreads,
                "the pairs' forces");
-    else // one column tile (16 TN = K padded, up to 96): each pair's dE/de whole in one half-warp
-        launchMatmul(pairGradientKernel, args, rows, kPadded, kPadded, 128, "the basis' backward and the pairs' forces");
 }
 
 void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdeviceptr force) {

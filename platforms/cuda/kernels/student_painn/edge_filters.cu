@@ -43,17 +43,18 @@
  *                                           edge's edgeGradN.w; at block 0 (the last of the backward
  *                                           pass), the forces of both edges
  *   or on sm_90, in their place:
- *   mlffEdgeFilterBackwardToDistance wgmma  each column tile's part of dE/dd (pairGradDistance), from
- *                                           dE/dw, the hidden layer's input and dx/dd, three
- *                                           warp-group products on its tile; dE/dhidden not stored
- *   mlffAddPairGradientParts    filter rows the parts summed in order, then as mlffEdgeBasisBackward's
- *                                           epilogue: edgeGradN.w, and the forces at block 0
+ *   mlffEdgeFilterBackwardToDistance wgmma  each column tile's part of dE/dd (pairGradDistance, kept
+ *                                           for every block), from dE/dw, the hidden layer's input and
+ *                                           dx/dd, three warp-group products on its tile; dE/dhidden
+ *                                           not stored
+ *   mlffAddPairGradientParts    filter rows at block 0 only: every block's parts summed in order, then
+ *                                           as mlffEdgeBasisBackward's epilogue at block 0, the forces
  *
  * Storage (global; rows allocated for N x capacity, edge and filter rows alike): edgeStart,
  * filterStart (N + 1) and filterCount (N) int; overflowedAtoms (N + 1) int, [0] their count, then
  * the atoms in the order of the atomics that appended them; per edge row edgeAtoms int2, edgeDelta
  * real4, edgeOwnedRank, edgePartner, edgeFilterRow int, edgeGradN real4; per filter row filterEdges
- * int2, edgeBasis (K), edgeHidden (H), edgeGradFilter (3H), pairGradDistance (H / 64, sm_90), and
+ * int2, edgeBasis (K), edgeHidden (H), edgeGradFilter (3H), pairGradDistance (L, H / 64: sm_90), and
  * edgeFilter (L, rows, 3H: w_s, w_v1, w_v2 of each block, kept for the backward pass).
  */
 
@@ -414,8 +415,8 @@ struct MlffBasisDerivativeRow {
  * pairs' basis rows, W0^T's tile and b0 in shared memory), the main one (dE/dw by W2's tile), then
  * dx/dd by the same W0^T tile from the basis' derivatives, which the threads compute. Each
  * thread's sum over its columns, summed over the four threads of a row, is the column tile's part
- * of the row's dE/dd: pairGradDistance (rows, MLFF_BACKWARD_COLUMN_TILES), which
- * mlffAddPairGradientParts sums in order.
+ * of the row's dE/dd of block `layer`: pairGradDistance (rows, L, MLFF_BACKWARD_COLUMN_TILES), which
+ * mlffAddPairGradientParts sums once, after block 0.
  */
 KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterBackwardToDistance(int layer, const real* RESTRICT params,
         const int* RESTRICT filterRowCount, const real* RESTRICT edgeGradFilter, const real* RESTRICT edgeBasis,
@@ -462,16 +463,18 @@ KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterBackwardToDistance(int layer, co
             sum1 += __shfl_xor_sync(0xffffffffu, sum1, offset);
         }
         if (t == 0 && row0 < rows)
-            pairGradDistance[(size_t) row0 * columnTiles + columnTile] = sum0;
+            pairGradDistance[((size_t) row0 * MLFF_L + layer) * columnTiles + columnTile] = sum0;
         if (t == 0 && row1 < rows)
-            pairGradDistance[(size_t) row1 * columnTiles + columnTile] = sum1;
+            pairGradDistance[((size_t) row1 * MLFF_L + layer) * columnTiles + columnTile] = sum1;
     }
 }
 
 /**
- * Each pair's dE/dd of block `layer`: the column tiles' parts that mlffEdgeFilterBackwardToDistance
- * wrote, summed in order (so that every run sums alike), passed on by mlffAddPairGradient. A thread
- * a pair. Its arguments are mlffEdgeBasisBackward's (params unused), which it stands for.
+ * Each pair's dE/dd, once, after block 0 (`layer` 0): the column tiles' parts that
+ * mlffEdgeFilterBackwardToDistance kept for every block, each block's parts summed in order, then
+ * the blocks' from the last, the order in which edgeGradN.w summed them when this ran after every
+ * block (the same bits, one launch in place of L), passed on by mlffAddPairGradient. A thread a
+ * pair. Its arguments are mlffEdgeBasisBackward's (params unused), which it stands for.
  */
 KERNEL void mlffAddPairGradientParts(int layer, const real* RESTRICT params, const int* RESTRICT filterRowCount,
         const real* RESTRICT pairGradDistance, const int2* RESTRICT filterEdges, const int2* RESTRICT edgeAtoms,
@@ -483,9 +486,14 @@ KERNEL void mlffAddPairGradientParts(int layer, const real* RESTRICT params, con
     const int row = blockIdx.x * blockDim.x + threadIdx.x;
     if (row >= *filterRowCount)
         return;
+    const real* parts = pairGradDistance + (size_t) row * MLFF_L * MLFF_BACKWARD_COLUMN_TILES;
     real gd = 0;
-    for (int part = 0; part < MLFF_BACKWARD_COLUMN_TILES; part++)
-        gd += pairGradDistance[(size_t) row * MLFF_BACKWARD_COLUMN_TILES + part];
+    for (int block = MLFF_L - 1; block >= 0; block--) {
+        real gdOfBlock = 0;
+        for (int part = 0; part < MLFF_BACKWARD_COLUMN_TILES; part++)
+            gdOfBlock += parts[block * MLFF_BACKWARD_COLUMN_TILES + part];
+        gd += gdOfBlock;
+    }
     const MlffPairGradientTargets to = {filterEdges, edgeAtoms, edgeDelta, edgeGradN, mlReplica, replicaScale,
                                         lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer};
     mlffAddPairGradient(layer, row, gd, to);
