@@ -39,6 +39,7 @@ using namespace MLFFPlugin::ProductShapes;
 #define MLFF_MATMUL_TENSOR_CORES 1
 #define MLFF_WARPGROUPS 4 // ProductShapes.h's Warpgroups, checked below
 #include "../platforms/cuda/kernels/dependent_launch.cu"
+#include "../platforms/cuda/kernels/async_copy.cu"
 #include "../platforms/cuda/kernels/matmul.cu"
 #include "../platforms/cuda/kernels/warpgroup_matmul.cu"
 

@@ -148,7 +148,8 @@ for precision in single mixed double; do
             arch=sm_90a; warpgroup=$([ "$6" = 0 ] && echo all || echo update)
         fi
         { preamble $precision; defines $1 $2 $3 $batch $4 $5 $6 $precision $8 $warpgroup
-          cat "$kernels/dependent_launch.cu" "$kernels/geometry.cu" "$kernels/neighbors.cu" "$kernels/scan.cu" "$kernels/cell_list.cu" "$kernels/student_painn/layers.cu" \
+          cat "$kernels/dependent_launch.cu" "$kernels/async_copy.cu" "$kernels/geometry.cu" "$kernels/neighbors.cu" \
+              "$kernels/scan.cu" "$kernels/cell_list.cu" "$kernels/student_painn/layers.cu" \
               "$kernels/student_painn/forward.cu" "$kernels/student_painn/backward.cu" "$kernels/student_painn/cluster.cu"
           if [ "$7" = 1 ]; then
               cat "$kernels/matmul.cu"

@@ -70,26 +70,6 @@ DEVICE inline void mlffMmaTf32(float* d, const unsigned int* a, const unsigned i
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
-/** Copies Bytes (4 or 16) from global to shared memory asynchronously; zeros instead where !valid. */
-template <int Bytes>
-DEVICE inline void mlffCopyAsync(void* shared, const void* global, bool valid) {
-    const unsigned int to = (unsigned int) __cvta_generic_to_shared(shared);
-    if (Bytes == 16)
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(to), "l"(global), "r"(valid ? 16 : 0));
-    else
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(to), "l"(global), "r"(valid ? 4 : 0));
-}
-
-DEVICE inline void mlffCommitCopies() {
-    asm volatile("cp.async.commit_group;");
-}
-
-/** Waits until at most Pending of this thread's committed groups of copies are still in flight. */
-template <int Pending>
-DEVICE inline void mlffWaitCopies() {
-    asm volatile("cp.async.wait_group %0;" ::"n"(Pending));
-}
-
 /**
  * Dynamic shared memory of one tile: the stages' A (row by row, each row padded by 4) and B
  * (input by input, padded by 8), so that a fragment's 32 reads fall in 32 banks; the output

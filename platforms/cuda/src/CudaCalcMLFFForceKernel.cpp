@@ -75,6 +75,10 @@ constexpr int ReplicaMessagesMaxAtoms = 32;
 constexpr size_t ReplicaMessagesMaxSharedBytes = 112 * 1024;
 constexpr int PairFinderReplicas = 4; // mlffFindReplicaPairs' warps (replicas) a block, MLFF_PAIR_FINDERS
 constexpr int EdgeThreads = 128; // edge_filters.cu's and row_messages.cu's warp-per-atom and thread-per-pair kernels
+// Edges whose rows each warp of the messages' backward from rows stages in shared memory at once
+// (MLFF_ROW_STAGES, row_messages.cu): the one it works on and those whose copies are in flight.
+constexpr int RowStages = 2;
+constexpr int RowStageRows = 11; // MLFF_STAGE_ROWS: an edge's filter row (3), j's gradients (4) and inputs (4)
 // Blocks per atom on the fused path with clusters (cluster.cu): the portable limit of a cluster.
 // Clusters pay while every atom's blocks run at once, about two blocks an SM: measured (H100,
 // H=128, exact filters, step us, fused against clusters) faster for 12 and 24 atoms (200 against
@@ -431,6 +435,7 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
     defines["MLFF_CELL_SIZE"] = exactDouble(cutoff * CellMargin);
     if (periodic)
         defines["MLFF_PERIODIC"] = "1";
+    defines["MLFF_ROW_STAGES"] = std::to_string(RowStages);
     if (useReplicaMessages)
         defines["MLFF_REPLICA_ATOMS"] = std::to_string(maxReplicaSize);
     defines["MLFF_READOUT_ATOMS"] = std::to_string(readoutAtomsPerBlock);
@@ -460,8 +465,9 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
 }
 
 string CudaCalcMLFFForceKernel::kernelSource() const {
-    string source = CudaMLFFKernelSources::dependent_launch + CudaMLFFKernelSources::geometry +
-                    CudaMLFFKernelSources::neighbors + CudaMLFFKernelSources::scan + CudaMLFFKernelSources::cell_list +
+    string source = CudaMLFFKernelSources::dependent_launch + CudaMLFFKernelSources::async_copy +
+                    CudaMLFFKernelSources::geometry + CudaMLFFKernelSources::neighbors + CudaMLFFKernelSources::scan +
+                    CudaMLFFKernelSources::cell_list +
                     CudaMLFFKernelSources::student_painn_layers + CudaMLFFKernelSources::student_painn_forward +
                     CudaMLFFKernelSources::student_painn_backward;
     if (useClusters) // only then: clusters need sm_90
@@ -563,6 +569,10 @@ void CudaCalcMLFFForceKernel::allowSharedMemory() {
             check(cuFuncSetAttribute(product.kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                      (int) warpgroupSharedBytes(product.inputs, WarpgroupUpdateColumns)),
                   "allowing the update's products their shared memory");
+    if (messagesBackwardRowsKernel != nullptr)
+        check(cuFuncSetAttribute(messagesBackwardRowsKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                 (int) rowStagesBytes()),
+              "allowing the messages' backward from rows its shared memory");
     if (useReplicaMessages) { // above the default 48 KB in float from 8 atoms of H = 128
         check(cuFuncSetAttribute(messagesForwardKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                  (int) (2 * replicaRowsBytes)),
@@ -799,6 +809,10 @@ void CudaCalcMLFFForceKernel::launchWith(CUfunction kernel, void** args, unsigne
     timer->before(what, cu.getCurrentStream());
     check(cuLaunchKernelEx(&config, kernel, args, nullptr), what);
     timer->after(cu.getCurrentStream());
+}
+
+size_t CudaCalcMLFFForceKernel::rowStagesBytes() const {
+    return (size_t) (EdgeThreads / 32) * RowStages * RowStageRows * hidden * realSize();
 }
 
 void CudaCalcMLFFForceKernel::launch(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize,
@@ -1282,8 +1296,8 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
                             &updateOutput.getDevicePointer(), &gradS[in].getDevicePointer(),
                             &gradV[in].getDevicePointer(), &updateGradOutput.getDevicePointer(),
                             &gradS[1 - in].getDevicePointer(), &gradV[1 - in].getDevicePointer()};
-            launch(messagesBackwardRowsKernel, args, warpPerAtomGrid(EdgeThreads), EdgeThreads,
-                   "the messages' backward from rows");
+            launchWith(messagesBackwardRowsKernel, args, warpPerAtomGrid(EdgeThreads), EdgeThreads,
+                       (unsigned int) rowStagesBytes(), 1, "the messages' backward from rows");
         }
         edgeFiltersBackward(layer, lambdaForceScale, force);
     }

@@ -124,6 +124,7 @@ private:
     /** A product kernel's images (prepareWarpgroupImages), or 0 where it takes mma.sync's products. */
     CUdeviceptr warpgroupImagesOf(CUfunction kernel);
     int realSize() const;     // bytes of `real`: 4 or 8
+    size_t rowStagesBytes() const; // the messages' backward from rows: its block's staged rows (row_messages.cu)
     /** Blocks per atom on the fused path with clusters (cluster.cu), or 1 where the GPU or H rules them out. */
     int clusterSizeFor(int threads) const;
     static std::string requestedKernelPath(); // MLFF_CUDA_KERNELS, or "" (the plugin chooses)

@@ -11,6 +11,7 @@ namespace MLFFPlugin {
  */
 class CudaMLFFKernelSources {
 public:
+    static const std::string async_copy;
     static const std::string cell_list;
     static const std::string dependent_launch;
     static const std::string geometry;

@@ -82,6 +82,9 @@ real mlffReplicaMemory[3 * MLFF_REPLICA_ATOMS * 4 * MLFF_H];
 
 #include "kernels_on_host.inc"
 
+// The dynamic shared memory of the messages' backward from rows: each of a block's four warps' staged rows.
+real mlffRowStages[4 * MLFF_ROW_STAGES * MLFF_STAGE_ROWS * MLFF_H];
+
 /** n values from a normal distribution (mean 0, deviation 0.5): inputs and parameters. */
 inline std::vector<real> randomReals(std::mt19937& rng, size_t n) {
     std::normal_distribution<double> normal(0, 0.5);

@@ -15,8 +15,12 @@
  * per atom was bound by issuing instructions there (Nsight Compute: 2.4 a cycle an SM, many of
  * them addresses and the block's sums of dE/dn, with 64 registers a thread holding it to half the
  * warps an SM); a warp per atom took the 12,000-atom droplet's launches from 1,943 to 1,611 µs an
- * evaluation (H200). Then bound by its loads' latency, it asks the L2 for each edge's rows an edge
- * ahead (prefetch: 1,632 -> 1,489 µs; two edges ahead, with a queue of edges one longer, 1,750).
+ * evaluation (H200). Then bound by its loads' latency, it asked the L2 for each edge's rows an edge
+ * ahead (prefetch: 1,632 -> 1,489 µs); now each lane copies its parts of the next edge's rows into
+ * shared memory while the warp works on this edge (cp.async, MLFF_ROW_STAGES: 1,504 -> 1,346 µs,
+ * and 128 registers a thread -> 118). Three edges' stages (two in flight) took 1,452 µs, fewer
+ * warps fitting an SM's shared memory; capping the registers at 96 for five blocks an SM spilled
+ * (1,858); copies through the L1 (cp.async.ca) 1,708, or for j's rows alone 1,540.
  * The forward as a warp per atom was slower (900 µs against 856): a lane keeps four channels'
  * sums, and an SM fewer rows in flight.
  */
@@ -128,9 +132,8 @@ DEVICE inline void mlffLaneAtomGradient(const real* RESTRICT gradS, const real* 
 
 /**
  * What an edge's loads need first: its neighbour j, its pair's filter row, u and d, and whether it
- * owns its pair and has a partner. The loop over edges loads these MLFF_ROWS_AHEAD + 1 edges ahead
- * and asks for the edge's rows MLFF_ROWS_AHEAD edges ahead (mlffPrefetchRowEdge), so that an edge
- * finds its rows on the way when it loads them.
+ * owns its pair and has a partner. The loop over edges loads these an edge before it stages the
+ * edge's rows (mlffStageRowEdge), so that the copies' addresses do not wait on them.
  */
 struct MlffRowEdge {
     int j, pair;
@@ -150,42 +153,56 @@ DEVICE inline MlffRowEdge mlffLoadRowEdge(const int* RESTRICT neighbors, int fir
     return edge;
 }
 
-// How many edges ahead the messages' backward asks for an edge's rows (1 or more): 1 took the
-// 12,000-atom droplet's launches from 1,632 to 1,489 µs an evaluation (H200; 2: 1,750).
-#ifndef MLFF_ROWS_AHEAD
-#define MLFF_ROWS_AHEAD 1
+// An edge's rows, staged in shared memory (rows of H reals, each lane's channels where they are in
+// a row in global memory): its pair's filter row w_s, w_v1, w_v2; j's gradients dE/d(s'_j, v'_j);
+// j's inputs s_j, v_j.
+#define MLFF_STAGE_FILTER 0
+#define MLFF_STAGE_GRADIENT 3
+#define MLFF_STAGE_INPUT 7
+#define MLFF_STAGE_ROWS 11
+// Edges whose rows a warp stages at once (the host sizes the shared memory from it): the one it
+// works on and MLFF_ROW_STAGES - 1 whose copies are in flight.
+#ifndef MLFF_ROW_STAGES
+#define MLFF_ROW_STAGES 2
 #endif
+// A lane's copies: 16 bytes each where its channels come in 16 bytes, else 4.
+#define MLFF_LANE_BYTES (MLFF_LANE_CHANNELS * (int) sizeof(real))
+#define MLFF_LANE_COPY_BYTES (MLFF_LANE_BYTES % 16 == 0 ? 16 : 4)
 
-/** Asks the L2 for the lane's part of `row` (prefetch: no register waits for it). */
-DEVICE inline void mlffPrefetchLaneSlice(const real* row, int lane) {
-#ifdef __CUDA_ARCH__
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(row + lane * MLFF_LANE_CHANNELS));
-#else
-    (void) row, (void) lane;
-#endif
+/** Starts the copy of lane `lane`'s channels of `row` (H reals) into the same place of `staged`. */
+DEVICE inline void mlffStageLaneSlice(real* staged, const real* RESTRICT row, int lane) {
+    char* to = reinterpret_cast<char*>(staged + lane * MLFF_LANE_CHANNELS);
+    const char* from = reinterpret_cast<const char*>(row + lane * MLFF_LANE_CHANNELS);
+#pragma unroll
+    for (int b = 0; b < MLFF_LANE_BYTES; b += MLFF_LANE_COPY_BYTES)
+        mlffCopyAsync<MLFF_LANE_COPY_BYTES>(to + b, from + b, true);
 }
 
 /**
- * Asks for the lane's parts of the rows that the messages' backward will load for `edge`: its
- * pair's filter row, and j's gradients and inputs where it needs them. The backward is bound by its
- * loads' latency, with a quarter of the warps an SM (120 registers a thread); asking ahead keeps
- * more rows in flight with no register to hold them. Into the L1 instead of the L2: the same time.
+ * Starts the copies of the lane's parts of the rows that the messages' backward reads for `edge`
+ * into `stage` (MLFF_STAGE_ROWS x H), as one group of copies: its pair's filter row, and j's
+ * gradients and inputs where it needs them. The backward is bound by its loads' latency; copies
+ * into shared memory keep an edge's rows in flight while the warp works on the edge before, with
+ * no register to hold them.
  */
-DEVICE inline void mlffPrefetchRowEdge(const MlffRowEdge& edge, int layer, const real* RESTRICT edgeFilter,
+DEVICE inline void mlffStageRowEdge(const MlffRowEdge& edge, int layer, const real* RESTRICT edgeFilter,
         const real* RESTRICT gradS, const real* RESTRICT gradV, const real* RESTRICT stateS,
-        const real* RESTRICT stateV, int lane) {
+        const real* RESTRICT stateV, real* stage, int lane) {
     const real* w = edgeFilter + (size_t) edge.pair * 3 * MLFF_H;
     for (int k = 0; k < 3; k++)
-        mlffPrefetchLaneSlice(w + k * MLFF_H, lane);
+        mlffStageLaneSlice(stage + (MLFF_STAGE_FILTER + k) * MLFF_H, w + k * MLFF_H, lane);
     if (layer > 0 || (edge.owner && edge.partner)) {
-        mlffPrefetchLaneSlice(gradS + (size_t) edge.j * MLFF_H, lane);
+        mlffStageLaneSlice(stage + MLFF_STAGE_GRADIENT * MLFF_H, gradS + (size_t) edge.j * MLFF_H, lane);
         for (int a = 0; a < 3; a++)
-            mlffPrefetchLaneSlice(gradV + ((size_t) edge.j * 3 + a) * MLFF_H, lane);
+            mlffStageLaneSlice(stage + (MLFF_STAGE_GRADIENT + 1 + a) * MLFF_H,
+                               gradV + ((size_t) edge.j * 3 + a) * MLFF_H, lane);
     }
     if (edge.owner && layer > 0) { // the first block's inputs: the embedding (few rows, cached) and v = 0
-        mlffPrefetchLaneSlice(stateS + ((size_t) layer * MLFF_NUM_ATOMS + edge.j) * MLFF_H, lane);
+        mlffStageLaneSlice(stage + MLFF_STAGE_INPUT * MLFF_H,
+                           stateS + ((size_t) layer * MLFF_NUM_ATOMS + edge.j) * MLFF_H, lane);
         for (int a = 0; a < 3; a++)
-            mlffPrefetchLaneSlice(stateV + (((size_t) layer * MLFF_NUM_ATOMS + edge.j) * 3 + a) * MLFF_H, lane);
+            mlffStageLaneSlice(stage + (MLFF_STAGE_INPUT + 1 + a) * MLFF_H,
+                               stateV + (((size_t) layer * MLFF_NUM_ATOMS + edge.j) * 3 + a) * MLFF_H, lane);
     }
 }
 
@@ -229,38 +246,51 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params, con
     MlffLaneSlice gsIn = gsI, gvIn[3] = {gvI[0], gvI[1], gvI[2]}; // the residual, then the gather
     const int first = edgeStart[i], count = neighborCount[i];
     const int* neighbors = neighborList + (size_t) i * neighborCapacity;
-    // At edge slot, ahead[q] holds edge slot + q's first loads; the rows of edges slot .. slot +
-    // MLFF_ROWS_AHEAD - 1 have been asked for.
-    MlffRowEdge ahead[MLFF_ROWS_AHEAD + 1];
+    extern __shared__ real mlffRowStages[]; // (warps, MLFF_ROW_STAGES, MLFF_STAGE_ROWS, H)
+    real* stages = mlffRowStages + (size_t) (threadIdx.x / 32) * MLFF_ROW_STAGES * MLFF_STAGE_ROWS * MLFF_H;
+    // At edge slot, ahead[q] holds edge slot + q's first loads (q < MLFF_ROW_STAGES), and the rows of
+    // edges slot .. slot + MLFF_ROW_STAGES - 2 are staged or on their way, edge e's in stage e %
+    // MLFF_ROW_STAGES; each edge's copies are one group, empty past the last edge.
+    MlffRowEdge ahead[MLFF_ROW_STAGES];
 #pragma unroll
-    for (int q = 0; q <= MLFF_ROWS_AHEAD; q++) {
+    for (int q = 0; q < MLFF_ROW_STAGES; q++) {
         ahead[q] = q < count
                            ? mlffLoadRowEdge(neighbors, first, q, edgeDelta, edgeFilterRow, edgeOwnedRank, edgePartner)
                            : MlffRowEdge{};
-        if (q < MLFF_ROWS_AHEAD && q < count)
-            mlffPrefetchRowEdge(ahead[q], layer, edgeFilter, gradInS, gradInV, stateS, stateV, lane);
+        if (q < MLFF_ROW_STAGES - 1) {
+            if (q < count)
+                mlffStageRowEdge(ahead[q], layer, edgeFilter, gradInS, gradInV, stateS, stateV,
+                                 stages + q * MLFF_STAGE_ROWS * MLFF_H, lane);
+            mlffCommitCopies();
+        }
     }
-#pragma unroll 2 // a little faster than 1 (1,641 µs against 1,655)
     for (int slot = 0; slot < count; slot++) {
+        // The last edge's stage is free again once its reads are done (the warp's barrier orders them).
+        __syncwarp();
+        const int next = slot + MLFF_ROW_STAGES - 1;
+        if (next < count)
+            mlffStageRowEdge(ahead[MLFF_ROW_STAGES - 1], layer, edgeFilter, gradInS, gradInV, stateS, stateV,
+                             stages + (next % MLFF_ROW_STAGES) * MLFF_STAGE_ROWS * MLFF_H, lane);
+        mlffCommitCopies();
         const MlffRowEdge edge = ahead[0];
 #pragma unroll
-        for (int q = 0; q < MLFF_ROWS_AHEAD; q++)
+        for (int q = 0; q < MLFF_ROW_STAGES - 1; q++)
             ahead[q] = ahead[q + 1];
-        if (slot + MLFF_ROWS_AHEAD < count)
-            mlffPrefetchRowEdge(ahead[MLFF_ROWS_AHEAD - 1], layer, edgeFilter, gradInS, gradInV, stateS, stateV,
-                                lane);
-        if (slot + MLFF_ROWS_AHEAD + 1 < count)
-            ahead[MLFF_ROWS_AHEAD] = mlffLoadRowEdge(neighbors, first, slot + MLFF_ROWS_AHEAD + 1, edgeDelta,
-                                                     edgeFilterRow, edgeOwnedRank, edgePartner);
-        const real* w = edgeFilter + (size_t) edge.pair * 3 * MLFF_H;
-        const MlffLaneSlice ws = mlffLoadLaneSlice(w, lane), wv1 = mlffLoadLaneSlice(w + MLFF_H, lane),
-                            wv2 = mlffLoadLaneSlice(w + 2 * MLFF_H, lane);
+        if (next + 1 < count)
+            ahead[MLFF_ROW_STAGES - 1] = mlffLoadRowEdge(neighbors, first, next + 1, edgeDelta, edgeFilterRow,
+                                                         edgeOwnedRank, edgePartner);
+        const real* stage = stages + (slot % MLFF_ROW_STAGES) * MLFF_STAGE_ROWS * MLFF_H;
+        mlffWaitCopies<MLFF_ROW_STAGES - 1>(); // this edge's rows have landed
+        const MlffLaneSlice ws = mlffLoadLaneSlice(stage + MLFF_STAGE_FILTER * MLFF_H, lane),
+                            wv1 = mlffLoadLaneSlice(stage + (MLFF_STAGE_FILTER + 1) * MLFF_H, lane),
+                            wv2 = mlffLoadLaneSlice(stage + (MLFF_STAGE_FILTER + 2) * MLFF_H, lane);
         const real inv = 1 / (edge.g.w + (real) MLFF_NORMAL_EPSILON);
         const real n[3] = {edge.g.x * inv, edge.g.y * inv, edge.g.z * inv};
         MlffLaneSlice gsJ, gvJ[3]; // j's gradients: for the gather, and the partner's dE/dw
         const bool partnerOwned = edge.owner && edge.partner;
         if (layer > 0 || partnerOwned)
-            mlffLaneAtomGradient(gradInS, gradInV, edge.j, lane, &gsJ, gvJ);
+            mlffLaneAtomGradient(stage + MLFF_STAGE_GRADIENT * MLFF_H, stage + (MLFF_STAGE_GRADIENT + 1) * MLFF_H, 0,
+                                 lane, &gsJ, gvJ);
         if (layer > 0) {
 #pragma unroll
             for (int q = 0; q < MLFF_LANE_CHANNELS; q++) {
@@ -285,9 +315,14 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params, con
         if (!edge.owner)
             continue; // the partner's warp writes the pair's dE/dw
 
-        const MlffLaneSlice sJ = mlffLaneInputS(params, mlZ, stateS, layer, edge.j, lane);
+        // j's inputs: staged from the second block on; the embedding and v = 0 in the first.
+        const MlffLaneSlice sJ = layer == 0 ? mlffLaneInputS(params, mlZ, stateS, layer, edge.j, lane)
+                                            : mlffLoadLaneSlice(stage + MLFF_STAGE_INPUT * MLFF_H, lane);
         MlffLaneSlice vJ[3];
-        mlffLaneInputV(stateV, layer, edge.j, lane, vJ);
+#pragma unroll
+        for (int a = 0; a < 3; a++)
+            vJ[a] = layer == 0 ? mlffZeroLaneSlice()
+                               : mlffLoadLaneSlice(stage + (MLFF_STAGE_INPUT + 1 + a) * MLFF_H, lane);
         MlffLaneSlice gws, gwv1, gwv2;
 #pragma unroll
         for (int q = 0; q < MLFF_LANE_CHANNELS; q++) {
