@@ -467,9 +467,8 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
 string CudaCalcMLFFForceKernel::kernelSource() const {
     string source = CudaMLFFKernelSources::dependent_launch + CudaMLFFKernelSources::async_copy +
                     CudaMLFFKernelSources::geometry + CudaMLFFKernelSources::neighbors + CudaMLFFKernelSources::scan +
-                    CudaMLFFKernelSources::cell_list +
-                    CudaMLFFKernelSources::student_painn_layers + CudaMLFFKernelSources::student_painn_forward +
-                    CudaMLFFKernelSources::student_painn_backward;
+                    CudaMLFFKernelSources::cell_list + CudaMLFFKernelSources::student_painn_layers +
+                    CudaMLFFKernelSources::student_painn_forward + CudaMLFFKernelSources::student_painn_backward;
     if (useClusters) // only then: clusters need sm_90
         source += CudaMLFFKernelSources::student_painn_cluster;
     if (useTiled) // only then: its tiles need H to be a multiple of 64

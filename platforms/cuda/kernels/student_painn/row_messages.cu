@@ -159,9 +159,9 @@ DEVICE inline MlffRowEdge mlffLoadRowEdge(const int* RESTRICT neighbors, int fir
 #define MLFF_STAGE_FILTER 0
 #define MLFF_STAGE_GRADIENT 3
 #define MLFF_STAGE_INPUT 7
-#define MLFF_STAGE_ROWS 11
-// Edges whose rows a warp stages at once (the host sizes the shared memory from it): the one it
-// works on and MLFF_ROW_STAGES - 1 whose copies are in flight.
+#define MLFF_STAGE_ROWS 11 // the host's RowStageRows
+// Edges whose rows a warp stages at once: the one it works on and MLFF_ROW_STAGES - 1 whose copies
+// are in flight. The host defines it (RowStages) and sizes the shared memory from it.
 #ifndef MLFF_ROW_STAGES
 #define MLFF_ROW_STAGES 2
 #endif
