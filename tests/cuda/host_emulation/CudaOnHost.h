@@ -3,6 +3,7 @@
  * machines without a GPU. Each CUDA thread of a block is a std::thread; __syncthreads is a
  * barrier of the block, and ballots and shuffles exchange through a barrier of the warp. Blocks
  * run one after another, so a kernel's __shared__ variables (static here) are its block's.
+ * Asynchronous copies into shared memory (async_copy.cu) land as late as the thread's waits allow.
  * Precision: double (`real`). Not a simulator of timing or of memory ordering beyond barriers:
  * it checks what a kernel computes, given that its barriers are where they must be.
  */
@@ -11,6 +12,8 @@
 #include <barrier>
 #include <bit>
 #include <cmath>
+#include <cstring>
+#include <deque>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -131,6 +134,45 @@ inline unsigned long long atomicAdd(unsigned long long* address, unsigned long l
 
 inline int atomicAdd(int* address, int value) {
     return __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
+}
+
+// async_copy.cu's copies (cp.async on the GPU). Each thread's copies gather into a group until it
+// commits them; a group lands only when a wait leaves fewer groups in flight than there are, so a
+// kernel that reads a copy's destination before waiting for it, or waits for too few groups, reads
+// what was there before, and one that reuses a destination still in flight finds it overwritten.
+#define MLFF_COPIES_ON_HOST 1
+struct CudaOnHostCopy {
+    void* to;
+    const void* from;
+    int bytes;
+    bool valid; // else zeros
+};
+struct CudaOnHostCopies {
+    std::vector<CudaOnHostCopy> open;                 // not committed yet
+    std::deque<std::vector<CudaOnHostCopy>> inFlight; // committed, oldest first
+};
+inline thread_local CudaOnHostCopies cudaOnHostCopies;
+
+inline void cudaOnHostCopyAsync(void* to, const void* from, int bytes, bool valid) {
+    cudaOnHostCopies.open.push_back({to, from, bytes, valid});
+}
+
+inline void cudaOnHostCommitCopies() {
+    cudaOnHostCopies.inFlight.push_back(std::move(cudaOnHostCopies.open));
+    cudaOnHostCopies.open.clear();
+}
+
+/** Lands the oldest groups until at most `pending` are in flight. */
+inline void cudaOnHostWaitCopies(int pending) {
+    while ((int) cudaOnHostCopies.inFlight.size() > pending) {
+        for (const CudaOnHostCopy& copy : cudaOnHostCopies.inFlight.front()) {
+            if (copy.valid)
+                std::memcpy(copy.to, copy.from, copy.bytes);
+            else
+                std::memset(copy.to, 0, copy.bytes);
+        }
+        cudaOnHostCopies.inFlight.pop_front();
+    }
 }
 
 /** Runs `kernel` (a callable, arguments bound) over `grid` blocks of `threads` (a multiple of 32). */
