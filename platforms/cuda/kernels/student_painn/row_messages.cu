@@ -180,8 +180,8 @@ DEVICE inline void mlffStageLaneSlice(real* staged, const real* RESTRICT row, in
 
 /**
  * Starts the copies of the lane's parts of the rows that the messages' backward reads for `edge`
- * into `stage` (MLFF_STAGE_ROWS x H), as one group of copies: its pair's filter row, and j's
- * gradients and inputs where it needs them. The backward is bound by its loads' latency; copies
+ * into `stage` (MLFF_STAGE_ROWS x H), which the caller then commits as one group: its pair's filter
+ * row, and j's gradients and inputs where it needs them. The backward is bound by its loads' latency; copies
  * into shared memory keep an edge's rows in flight while the warp works on the edge before, with
  * no register to hold them.
  */
