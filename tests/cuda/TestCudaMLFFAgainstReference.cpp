@@ -62,9 +62,7 @@ double closestPairAngstrom(const std::vector<OpenMM::Vec3>& positions, size_t pe
 
 /**
  * Parameters: the precision, and the network's kernel path (MLFF_CUDA_KERNELS: "fused", a block
- * per atom; "cluster", a cluster of blocks per atom, on sm_90 and later; "replica_cluster", a
- * cluster per replica running the whole evaluation in one launch, on sm_90 and later where a
- * replica fits its shared memory (elsewhere the plugin's own choice); or, for every model whose
+ * per atom; "cluster", a cluster of blocks per atom, on sm_90 and later; or, for every model whose
  * H is a multiple of 64, which most tests here use for that reason, "tiled" and "edges", the tiled
  * path with exact filters as products over edges). Where the GPU has warp-group products (sm_90,
  * float), "edges" takes them for every product (MLFF_CUDA_PRODUCTS=warpgroup: the plugin would
@@ -76,7 +74,7 @@ protected:
     void SetUp() override {
         if (!loadCudaPlugins())
             GTEST_SKIP() << "no CUDA platform here (no GPU driver)";
-        if ((path() == "cluster" || path() == "replica_cluster") && computeCapabilityMajor() < 9)
+        if (path() == "cluster" && computeCapabilityMajor() < 9)
             GTEST_SKIP() << "thread block clusters need compute capability 9.0";
         setenv("MLFF_CUDA_KERNELS", kernels().c_str(), 1);
         const bool warpgroupProducts = precision() != "double" && computeCapabilityMajor() == 9;
@@ -99,7 +97,7 @@ protected:
     }
     /** MLFF_CUDA_KERNELS of the path. */
     std::string kernels() const {
-        return path() == "edges_mma" ? "edges" : path() == "replica_cluster" ? "replica-cluster" : path();
+        return path() == "edges_mma" ? "edges" : path();
     }
     /**
      * Whether a step whose neighbour list overflowed gives the same bits as one whose list held
@@ -452,8 +450,7 @@ TEST_P(CudaVsReference, AfterThousandStepsWithReordering) {
 
 INSTANTIATE_TEST_SUITE_P(Cuda, CudaVsReference,
                          ::testing::Combine(::testing::Values("single", "mixed", "double"),
-                                            ::testing::Values("fused", "cluster", "replica_cluster", "tiled", "edges",
-                                                              "edges_mma")),
+                                            ::testing::Values("fused", "cluster", "tiled", "edges", "edges_mma")),
                          [](const ::testing::TestParamInfo<std::tuple<std::string, std::string>>& param) {
                              return std::get<0>(param.param) + "_" + std::get<1>(param.param);
                          });

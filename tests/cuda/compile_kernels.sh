@@ -79,11 +79,8 @@ defines() { # H K L batch block periodic tabulated precision replicas warpgroup
         echo "#define MLFF_TABLE_SPACING 0.005"
         echo "#define MLFF_TABLE_INV_SPACING 200"
     fi
-    # replica_messages.cu (where $9 = 1; with the table, or with edge filters' rows) and
-    # replica_cluster.cu, as for benzenes; the latter's shared memory is bounded by the host (only
-    # the code is checked here: these defines are not a configuration the host would choose).
-    echo "#define MLFF_REPLICA_ATOMS 12"
-    echo "#define MLFF_REPLICA_CLUSTER_SHARED_BYTES 1048576"
+    # replica_messages.cu, as for benzenes: with the table, or with edge filters' rows
+    [ "$9" = 1 ] && echo "#define MLFF_REPLICA_ATOMS 12"
     # warpgroup_matmul.cu's products, as the host sets them on sm_90 in float: the update's
     # (${10} = update or all), and the filters' over pairs (all)
     if [ "${10}" != none ]; then
@@ -102,7 +99,6 @@ defines() { # H K L batch block periodic tabulated precision replicas warpgroup
         echo "#define MLFF_P_$name $((n += 1000))"
     done
     for name in FILTER_W0T FILTER_B0 FILTER_W0_PADDED FILTER_W2 FILTER_W2T FILTER_B2 UPDATE_W0T UPDATE_B0 UPDATE_W2 UPDATE_B2 MIXING \
-                UPDATE_W0 UPDATE_W2T \
                 UPDATE_W2T_BY_CHANNEL UPDATE_B2_BY_CHANNEL UPDATE_W0_BY_CHANNEL UPDATE_W2T_SCALAR \
                 FILTER_W2T_BY_FOURS FILTER_W2_BY_FOURS UPDATE_W0T_BY_FOURS UPDATE_W2T_BY_FOURS UPDATE_W2_BY_FOURS UPDATE_W0_BY_FOURS; do
         echo "#define MLFF_B_$name $((n += 1000))"
@@ -154,8 +150,7 @@ for precision in single mixed double; do
         { preamble $precision; defines $1 $2 $3 $batch $4 $5 $6 $precision $8 $warpgroup
           cat "$kernels/dependent_launch.cu" "$kernels/async_copy.cu" "$kernels/geometry.cu" "$kernels/neighbors.cu" \
               "$kernels/scan.cu" "$kernels/cell_list.cu" "$kernels/student_painn/layers.cu" \
-              "$kernels/student_painn/forward.cu" "$kernels/student_painn/backward.cu" "$kernels/cluster_exchange.cu" \
-              "$kernels/student_painn/cluster.cu" "$kernels/student_painn/replica_cluster.cu"
+              "$kernels/student_painn/forward.cu" "$kernels/student_painn/backward.cu" "$kernels/student_painn/cluster.cu"
           if [ "$7" = 1 ]; then
               cat "$kernels/matmul.cu"
               [ $warpgroup != none ] && cat "$kernels/warpgroup_matmul.cu"

@@ -122,8 +122,7 @@ struct MlffMax {
  * check). energyParamDerivs is null when the force names no energy-scale parameter. The body may
  * also run in a larger block (mlffStudentBackwardCluster's extra cluster): its first
  * MLFF_REDUCE_THREADS threads then do the same sums in the same order, and the rest only join the
- * barriers. Or in the last block of mlffStudentReplicaCluster to finish, after the others' energies
- * (hence their loads from the L2).
+ * barriers.
  */
 DEVICE inline void mlffReduceEnergiesInBlock(const real* RESTRICT atomEnergy, const int* RESTRICT replicaStart,
         const double* RESTRICT replicaScale, double lambda, double* RESTRICT replicaEnergy,
@@ -135,7 +134,7 @@ DEVICE inline void mlffReduceEnergiesInBlock(const real* RESTRICT atomEnergy, co
     for (int r = 0; r < MLFF_NUM_REPLICAS; r++) {
         double sum = 0;
         for (int i = replicaStart[r] + t; summing && i < replicaStart[r + 1]; i += MLFF_REDUCE_THREADS)
-            sum += (double) __ldcg(&atomEnergy[i]); // from the L2: other blocks of this launch may have written it
+            sum += (double) atomEnergy[i];
         sum = mlffReduceInBlock(sum, MlffSum());
         if (t == 0)
             replicaEnergy[r] = sum;

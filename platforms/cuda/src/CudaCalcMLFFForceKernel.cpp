@@ -86,13 +86,6 @@ constexpr int RowStageRows = 11; // MLFF_STAGE_ROWS: an edge's filter row (3), j
 // (208 against 312; 192 atoms 268 against 624).
 constexpr int MaxClusterSize = 8;
 constexpr int ClusterMaxBlocksPerSM = 2;
-// A cluster per replica running the whole evaluation in one launch (replica_cluster.cu), where
-// every replica's cluster runs at once, a block an SM (its shared memory holds the replica's
-// features of its channels): the largest cluster the H100 and H200 allow (16 blocks, beyond the
-// portable 8), and 256 threads a block, whose products take a warp an output.
-constexpr int ReplicaClusterMaxSize = 16;
-constexpr int ReplicaClusterThreads = 256;
-constexpr int ReplicaClusterMaxAtoms = 32; // a warp's lanes sum for every atom at once (mlffWarpSumsByLane)
 // The matrix products' blocks, grids and shared memory are ProductShapes.h's. The filters'
 // backward warp-group product's columns a block (MLFF_WARPGROUP_BACKWARD_COLUMNS): 64, so that its 3H
 // inputs' tile and the side product's (K) fit a block's shared memory at H = 128 (208 KB).
@@ -352,11 +345,6 @@ void CudaCalcMLFFForceKernel::allocatePathArrays() {
     }
     if (useClusters) // each block's update hidden layer, g1 and g2, for its backward
         updateKept.initialize(cu, layers * n * 3 * h, real, "mlffUpdateKept");
-    if (useReplicaCluster) { // they find their own pairs: no list, and no count to grow it by
-        cu.clearBuffer(neighborCount);
-        finishedReplicas.initialize<unsigned int>(cu, 1, "mlffFinishedReplicas");
-        cu.clearBuffer(finishedReplicas);
-    }
 }
 
 void CudaCalcMLFFForceKernel::chooseBlockShapes(bool tabulated) {
@@ -366,11 +354,6 @@ void CudaCalcMLFFForceKernel::chooseBlockShapes(bool tabulated) {
         edgeBatch = numAtoms >= TabulatedLargeAtoms ? EdgeBatchTabulatedLarge : EdgeBatchTabulatedSmall;
     threadsPerAtom = std::max({hidden, numRbf, 4 * edgeBatch});
     threadsPerAtom = (threadsPerAtom + 31) / 32 * 32;
-    if (useReplicaCluster) {
-        threadsPerAtom = ReplicaClusterThreads; // replicaClusterSizeFor checked it against H
-        clusterSize = replicaClusterSize;
-        replicaClusterBytes = (unsigned int) replicaClusterSharedBytes(tabulated);
-    }
     if (useClusters) {
         clusterSize = clusterSizeFor(threadsPerAtom);
         const bool small = numAtoms * clusterSize <= ClusterMaxBlocksPerSM * multiprocessors;
@@ -395,7 +378,7 @@ void CudaCalcMLFFForceKernel::chooseBlockShapes(bool tabulated) {
     // With clusters the first backward launch does the reduction in an extra cluster, in a block
     // of threadsPerAtom: its standalone launch (energy only) then sums in the same order.
     reduceInBackward = useClusters && numReplicas < ReduceByWarpMinReplicas;
-    if (reduceInBackward || useReplicaCluster) // (the replicas' clusters reduce in their last block)
+    if (reduceInBackward)
         for (reduceThreads = 32; 2 * reduceThreads <= threadsPerAtom;)
             reduceThreads *= 2;
     dependentLaunches = cu.getComputeCapability() >= 9.0;
@@ -418,7 +401,9 @@ void CudaCalcMLFFForceKernel::chooseWarpgroupProducts() {
     const string products = requestedProducts();
     if (!products.empty() && products != "mma" && products != "warpgroup")
         throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_PRODUCTS is '" + products + "'; expected 'mma' or 'warpgroup'");
-    const int sharedPerBlock = sharedMemoryPerBlock();
+    int sharedPerBlock = 0;
+    check(cuDeviceGetAttribute(&sharedPerBlock, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, cu.getDevice()),
+          "querying the shared memory a block may have");
     const auto fits = [&](unsigned int bytes) { return bytes <= (unsigned int) sharedPerBlock; };
     const bool warpgroups = useTiled && matmulTensorCores && cu.getComputeCapability() == 9.0 && products != "mma";
     warpgroupFilterForward = warpgroups && useEdgeFilters &&
@@ -473,13 +458,9 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
     if (numReplicas >= ReduceByWarpMinReplicas)
         defines["MLFF_REDUCE_BY_WARP"] = "1";
     defines["MLFF_REDUCE_THREADS"] = std::to_string(reduceThreads);
-    if (useClusters || useReplicaCluster)
+    if (useClusters) {
         defines["MLFF_CLUSTER"] = std::to_string(clusterSize);
-    if (useClusters)
         defines["MLFF_CLUSTER_FINDS_NEIGHBORS"] = clusterFindsNeighbors ? "1" : "0";
-    if (useReplicaCluster) {
-        defines["MLFF_REPLICA_ATOMS"] = std::to_string(maxReplicaSize);
-        defines["MLFF_REPLICA_CLUSTER_SHARED_BYTES"] = std::to_string(replicaClusterBytes);
     }
 }
 
@@ -488,12 +469,8 @@ string CudaCalcMLFFForceKernel::kernelSource() const {
                     CudaMLFFKernelSources::geometry + CudaMLFFKernelSources::neighbors + CudaMLFFKernelSources::scan +
                     CudaMLFFKernelSources::cell_list + CudaMLFFKernelSources::student_painn_layers +
                     CudaMLFFKernelSources::student_painn_forward + CudaMLFFKernelSources::student_painn_backward;
-    if (useClusters || useReplicaCluster) // only then: clusters need sm_90
-        source += CudaMLFFKernelSources::cluster_exchange;
-    if (useClusters)
+    if (useClusters) // only then: clusters need sm_90
         source += CudaMLFFKernelSources::student_painn_cluster;
-    if (useReplicaCluster)
-        source += CudaMLFFKernelSources::student_painn_replica_cluster;
     if (useTiled) // only then: its tiles need H to be a multiple of 64
         source += CudaMLFFKernelSources::matmul +
                   (warpgroupProducts() ? CudaMLFFKernelSources::warpgroup_matmul : "") +
@@ -526,8 +503,6 @@ void CudaCalcMLFFForceKernel::loadKernels(CUmodule module) {
         inputBackwardKernel = cu.getKernel(module, "mlffUpdateInputBackward");
         messagesBackwardKernel = cu.getKernel(module, "mlffMessagesBackward" + atoms);
     }
-    if (useReplicaCluster)
-        replicaClusterKernel = cu.getKernel(module, "mlffStudentReplicaCluster");
     if (warpgroupProducts())
         prepareWarpgroupTilesKernel = cu.getKernel(module, "mlffPrepareWarpgroupTiles");
     if (useReplicaMessages) {
@@ -567,32 +542,6 @@ void CudaCalcMLFFForceKernel::allowSharedMemory() {
         for (CUfunction kernel : {forwardKernel, backwardKernel})
             check(cuFuncSetAttribute(kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int) clusterSharedBytes),
                   "allowing the cluster kernels their shared memory");
-    if (useReplicaCluster) {
-        check(cuFuncSetAttribute(replicaClusterKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                 (int) replicaClusterBytes),
-              "allowing the replicas' clusters their shared memory");
-        if (clusterSize > 8)
-            check(cuFuncSetAttribute(replicaClusterKernel, CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED, 1),
-                  "allowing the replicas' clusters more than 8 blocks");
-        CUlaunchAttribute cluster = {};
-        cluster.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
-        cluster.value.clusterDim.x = (unsigned int) clusterSize;
-        cluster.value.clusterDim.y = cluster.value.clusterDim.z = 1;
-        CUlaunchConfig config = {};
-        config.gridDimX = (unsigned int) (numReplicas * clusterSize);
-        config.gridDimY = config.gridDimZ = config.blockDimY = config.blockDimZ = 1;
-        config.blockDimX = (unsigned int) threadsPerAtom;
-        config.sharedMemBytes = replicaClusterBytes;
-        config.attrs = &cluster;
-        config.numAttrs = 1;
-        int clusters = 0;
-        check(cuOccupancyMaxActiveClusters(&clusters, replicaClusterKernel, &config),
-              "querying how many of the replicas' clusters fit the GPU");
-        if (clusters < 1)
-            throw OpenMMException("MLFFForce (CUDA): this GPU cannot run a cluster of " + std::to_string(clusterSize) +
-                                  " blocks with " + std::to_string(replicaClusterBytes) +
-                                  " bytes of shared memory each (MLFF_CUDA_KERNELS=fused or cluster avoids it)");
-    }
     if (matmulTensorCores) // their tiles' shared memory is dynamic and above the default 48 KB
         for (CUfunction kernel : {hiddenForwardKernel, outputForwardKernel, lastOutputForwardKernel, hiddenBackwardKernel,
                                   lastHiddenBackwardKernel, inputBackwardKernel, edgeHiddenKernel, edgeFilterKernel,
@@ -721,32 +670,21 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
     // A developer's override, for benchmarks and tests: "fused" (a block per atom); "cluster" (a
     // cluster of blocks per atom); "tiled" (filters per atom); or "edges" (tiled, and exact filters
     // as products over edges). The last two apply wherever the tiles fit.
-    // "replica-cluster" (a cluster per replica, one launch) applies wherever a replica fits its
-    // cluster's shared memory; elsewhere the plugin chooses, as without MLFF_CUDA_KERNELS.
     const string path = requestedKernelPath();
-    if (!path.empty() && path != "fused" && path != "cluster" && path != "replica-cluster" && path != "tiled" &&
-        path != "edges")
-        throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_KERNELS is '" + path +
-                              "'; expected 'fused', 'cluster', 'replica-cluster', 'tiled' or 'edges'");
-    replicaClusterSize = replicaClusterSizeFor();
-    const bool replicaClusterFits = replicaClusterSize > 1 && numReplicas < ReduceByWarpMinReplicas &&
-                                    maxReplicaSize <= ReplicaClusterMaxAtoms &&
-                                    replicaClusterSharedBytes(tabulated) <= (size_t) sharedMemoryPerBlock();
-    const bool automatic = path.empty() || (path == "replica-cluster" && !replicaClusterFits);
-    if (automatic)
+    if (path.empty())
         useTiled = tilesFit && numAtoms >= (tabulated ? TiledMinAtoms : EdgeFiltersMinAtoms);
-    else
+    else if (path == "fused" || path == "cluster" || path == "tiled" || path == "edges")
         useTiled = tilesFit && (path == "tiled" || path == "edges");
-    // A cluster per replica only when asked for: measured slower than a cluster per atom for one
-    // benzene and than the fused path for 16 (docs/performance.md).
-    useReplicaCluster = !useTiled && replicaClusterFits && path == "replica-cluster";
-    // Else clusters per atom where the GPU has them and the system is small (initialize decides,
-    // once the block's size is known).
-    useClusters = !useTiled && !useReplicaCluster && (automatic || path == "cluster");
+    else
+        throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_KERNELS is '" + path +
+                              "'; expected 'fused', 'cluster', 'tiled' or 'edges'");
+    // Clusters where the GPU has them and the system is small (initialize decides, once the
+    // block's size is known).
+    useClusters = !useTiled && (path.empty() || path == "cluster");
     // Tabulated filters read a table per edge; the products would compute the network instead.
     // The basis' backward product keeps each pair's dE/de in one tile (edge_filters.cu): K <= 96.
     useEdgeFilters = useTiled && !tabulated && path != "tiled" && kPadded <= MatmulMaxColumns;
-    if (useEdgeFilters && automatic) {
+    if (useEdgeFilters && path.empty()) {
         // The rows keep every block's filters (L x 3H reals a pair): only where they fit well.
         size_t freeBytes = 0, totalBytes = 0;
         check(cuMemGetInfo(&freeBytes, &totalBytes), "querying the free memory");
@@ -792,43 +730,6 @@ int CudaCalcMLFFForceKernel::clusterSizeFor(int threads) const {
             return size;
     }
     return 1;
-}
-
-int CudaCalcMLFFForceKernel::replicaClusterSizeFor() const {
-    // replica_cluster.cu gives each block a power of two of channels, at most 32 (a pair's sums
-    // over them are a warp's shuffles), and each thread one channel of the filters' hidden layer.
-    if (cu.getComputeCapability() < 9.0 || ReplicaClusterThreads % hidden != 0)
-        return 1;
-    for (int size = ReplicaClusterMaxSize; size > 1; size /= 2) {
-        const int slice = hidden / size;
-        if (hidden % size == 0 && slice >= 1 && slice <= 32 && (slice & (slice - 1)) == 0)
-            return size;
-    }
-    return 1;
-}
-
-size_t CudaCalcMLFFForceKernel::replicaClusterSharedBytes(bool tabulated) const {
-    // MlffReplicaClusterShared, array by array in its order, and room for its alignment: the
-    // kernel asserts at compile time that it needs no more (MLFF_REPLICA_CLUSTER_SHARED_BYTES).
-    const size_t h = hidden, k = numRbf, l = numBlocks, a = maxReplicaSize, s = hidden / replicaClusterSize;
-    const size_t pairs = a * (a - 1) / 2, slots = pairs > 0 ? (pairs + 3) / 4 * 4 : 4;
-    size_t reals = a * 3 * h + a * h + a * h;                                  // exchanged
-    reals += (l + 1) * a * s + l * a * 3 * s + a * s + l * a * 3 * s + l * 3 * a * s + 3 * a * s + 8 * a * s; // own
-    reals += l * 2 * 3 * s * slots;                                            // filters
-    reals += a * h / 2 * 2 + a * h / 4 * 2;                                    // readout
-    if (!tabulated)
-        reals += 2 * k * slots + 2 * h * slots + h * 3 * s;                    // exact filters' scratch
-    reals += slots * 8 + a * 4;                                                // pairs' geometry and gradients, positions
-    const size_t ints = slots * 2 + a * a + a + ReplicaClusterThreads / 32 + 2; // pairs, atoms' pairs, counts
-    const size_t mbarriers = 8 * 8;
-    return reals * realSize() + ints * sizeof(int) + mbarriers + 256;
-}
-
-int CudaCalcMLFFForceKernel::sharedMemoryPerBlock() const {
-    int bytes = 0;
-    check(cuDeviceGetAttribute(&bytes, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, cu.getDevice()),
-          "querying the shared memory a block may have");
-    return bytes;
 }
 
 std::vector<CudaCalcMLFFForceKernel::RowArray> CudaCalcMLFFForceKernel::edgeRowArrays() {
@@ -1001,8 +902,8 @@ void CudaCalcMLFFForceKernel::setBox(ContextImpl& context) {
 }
 
 void CudaCalcMLFFForceKernel::findNeighbors(void* box[4]) {
-    if (clusterFindsNeighbors || useReplicaMessages || useReplicaCluster)
-        return; // the first forward launch does it (cluster.cu), or the kernels find pairs (replica_messages.cu, replica_cluster.cu)
+    if (clusterFindsNeighbors || useReplicaMessages)
+        return; // the first forward launch does it (cluster.cu), or the messages need no list (replica_messages.cu)
     CUdeviceptr posq = cu.getPosq().getDevicePointer();
     const unsigned int atomWarpsGrid = warpPerAtomGrid(NeighborThreads);
     if (!useCellList) {
@@ -1111,11 +1012,9 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
         prepareEdgeRows(box);
     if (useTiled)
         executeTiled(box, includeForces, force);
-    else if (useReplicaCluster)
-        executeReplicaCluster(box, includeForces, force);
     else
         executeFused(box, includeForces, force);
-    if (!(includeForces && reduceInBackward) && !useReplicaCluster) { // else a network launch did it
+    if (!(includeForces && reduceInBackward)) { // else the first backward launch did it
         if (replicaEnergiesKernel != nullptr) { // a warp per replica, then one block sums the replicas
             void* args[] = {&atomEnergy.getDevicePointer(), &replicaStart.getDevicePointer(),
                             &replicaEnergy.getDevicePointer()};
@@ -1180,22 +1079,6 @@ void CudaCalcMLFFForceKernel::executeFused(void** box, bool includeForces, CUdev
                           withReduction);
         }
     }
-}
-
-void CudaCalcMLFFForceKernel::executeReplicaCluster(void** box, bool includeForces, CUdeviceptr force) {
-    CUdeviceptr table = filterTable.isInitialized() ? filterTable.getDevicePointer() : 0;
-    CUdeviceptr posq = cu.getPosq().getDevicePointer();
-    int forces = includeForces ? 1 : 0;
-    double lambdaForceScale = lastLambda * MLFFUnits::ForceToOpenMM;
-    EnergyTargets energy = energyTargets();
-    void* args[] = {&params.getDevicePointer(), &table, &posq, &sortedIndexOfParticle.getDevicePointer(),
-                    &mlParticle.getDevicePointer(), &mlZ.getDevicePointer(), &replicaStart.getDevicePointer(),
-                    box[0], box[1], box[2], box[3], &forces, &replicaScale.getDevicePointer(), &lambdaForceScale,
-                    &force, &atomEnergy.getDevicePointer(), &lastLambda, &replicaEnergy.getDevicePointer(),
-                    &energy.buffer, &energy.paramDerivs, &energy.paramDerivIndex, &neighborCount.getDevicePointer(),
-                    &maxCountTarget, &finishedReplicas.getDevicePointer()};
-    launchWith(replicaClusterKernel, args, (unsigned int) (numReplicas * clusterSize), threadsPerAtom,
-               replicaClusterBytes, clusterSize, includeForces ? "the whole evaluation" : "the energy");
 }
 
 unsigned int CudaCalcMLFFForceKernel::warpPerAtomGrid(int threads) const {

@@ -23,9 +23,7 @@ namespace MLFFPlugin {
  * allocation and no host synchronisation: the neighbour search, the network's forward pass, its
  * backward pass (when forces are wanted) and one energy reduction. The network runs on one of two
  * paths: fused (one thread block per atom runs a whole block of the network: 2L launches; on
- * sm_90 and later a cluster of blocks per atom, cluster.cu, or for a few small replicas a
- * cluster per replica running the whole evaluation in one launch, replica_cluster.cu) for small
- * systems, or tiled (the
+ * sm_90 and later a cluster of blocks per atom, cluster.cu) for small systems, or tiled (the
  * update MLPs as matrix products over atoms: 7L launches) for large,
  * where with exact filters the filter network also runs as matrix products over pairs of atoms
  * (edge_filters.cu: 7L + 4 launches more).
@@ -129,11 +127,6 @@ private:
     size_t rowStagesBytes() const; // the messages' backward from rows: its block's staged rows (row_messages.cu)
     /** Blocks per atom on the fused path with clusters (cluster.cu), or 1 where the GPU or H rules them out. */
     int clusterSizeFor(int threads) const;
-    /** Blocks per replica with a cluster per replica (replica_cluster.cu), or 1 where the GPU or H rules it out. */
-    int replicaClusterSizeFor() const;
-    /** A bound on replica_cluster.cu's shared memory a block (MlffReplicaClusterShared), for replicaClusterSize. */
-    size_t replicaClusterSharedBytes(bool tabulated) const;
-    int sharedMemoryPerBlock() const; // the most a block may opt in to, bytes
     static std::string requestedKernelPath(); // MLFF_CUDA_KERNELS, or "" (the plugin chooses)
     static bool clusterPathRequested();       // MLFF_CUDA_KERNELS=cluster
     static std::string requestedProducts(); // MLFF_CUDA_PRODUCTS: "mma", "warpgroup", or "" (the plugin chooses)
@@ -157,7 +150,6 @@ private:
     /** The filter rows' count on the device (filterStart[N], or pairRowStart[R]), for the products. */
     CUdeviceptr filterRowCount();
     void executeFused(void** box, bool includeForces, CUdeviceptr force);
-    void executeReplicaCluster(void** box, bool includeForces, CUdeviceptr force);
     void executeTiled(void** box, bool includeForces, CUdeviceptr force);
     /** The tiled path's messages and their backward, a block per replica (replica_messages.cu). */
     void replicaMessagesForward(int layer);
@@ -190,9 +182,6 @@ private:
     int clusterSize = 1;                  // its blocks per atom (MLFF_CLUSTER)
     bool clusterFindsNeighbors = false;   // its first forward launch, not a launch of its own, finds the neighbours
     unsigned int clusterSharedBytes = 0;  // its kernels' dynamic shared memory
-    bool useReplicaCluster = false;       // else a cluster per replica, one launch (replica_cluster.cu)
-    int replicaClusterSize = 1;           // its blocks a replica (MLFF_CLUSTER)
-    unsigned int replicaClusterBytes = 0; // its dynamic shared memory a block
     bool useEdgeFilters = false;          // with it, the filters as products over edges (edge_filters.cu)
     bool useReplicaMessages = false;      // with it, its messages a block per replica (replica_messages.cu),
                                           // with exact filters from edge filters' rows, a row a pair
@@ -231,7 +220,6 @@ private:
     OpenMM::CudaArray gradS[2], gradV[2]; // real, ping-pong between backward launches
     OpenMM::CudaArray updateInput, updateHidden, updateActivation, updateOutput, updateGradOutput; // real, tiled path
     OpenMM::CudaArray updateKept;         // real (L, N, 3, H), the fused path with clusters
-    OpenMM::CudaArray finishedReplicas;   // uint (1): replica_cluster.cu's count of replicas done, reset by the last
     OpenMM::CudaArray edgeStart, filterStart, filterCount; // edge_filters.cu: the rows' numbering
     OpenMM::CudaArray overflowedAtoms;    // int (N + 1), edge_filters.cu: the atoms without rows
     OpenMM::CudaArray edgeAtoms, edgeDelta, edgeOwnedRank, edgePartner, edgeFilterRow, edgeGradFilter, edgeGradN,
@@ -265,7 +253,6 @@ private:
                linkFilterRowsKernel = nullptr;
     CUfunction findReplicaPairsKernel = nullptr, scanReplicaPairsKernel = nullptr,
                linkReplicaPairRowsKernel = nullptr; // replica_messages.cu
-    CUfunction replicaClusterKernel = nullptr; // replica_cluster.cu
     CUfunction assignCellsKernel = nullptr, scanCellsKernel = nullptr, fillCellsKernel = nullptr,
                cellNeighborKernel = nullptr;
 

@@ -13,7 +13,6 @@ class CudaMLFFKernelSources {
 public:
     static const std::string async_copy;
     static const std::string cell_list;
-    static const std::string cluster_exchange;
     static const std::string dependent_launch;
     static const std::string geometry;
     static const std::string matmul;
@@ -24,7 +23,6 @@ public:
     static const std::string student_painn_forward;
     static const std::string student_painn_backward;
     static const std::string student_painn_cluster;
-    static const std::string student_painn_replica_cluster;
     static const std::string student_painn_tiled;
     static const std::string student_painn_edge_filters;
     static const std::string student_painn_row_messages;

@@ -40,10 +40,83 @@
 static_assert(MLFF_H % MLFF_CLUSTER == 0 && MLFF_SLICE % 4 == 0, "a block's slice is whole fours of channels");
 static_assert(MLFF_BLOCK % MLFF_SLICE == 0 && 4 * MLFF_SLICE <= MLFF_BLOCK, "threads cover (slot, group) and (slot, part)");
 
-/* The exchanges of the update MLP and the readout (cluster_exchange.cu): each array is exchanged
- * at most once a launch, so each mbarrier completes one phase (parity 0). */
+/** This block's rank in its atom's cluster (1-D clusters of consecutive blocks). */
+DEVICE inline int mlffClusterRank() {
+    return blockIdx.x % MLFF_CLUSTER;
+}
+
+/**
+ * The two halves of the cluster's one barrier, which only says that every block of the cluster
+ * has started and set up its mbarriers (no block may write into another's shared memory before):
+ * arrive on entry, wait before the first write, so that the wait overlaps the messages.
+ */
+DEVICE inline void mlffClusterArrive() {
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+}
+
+DEVICE inline void mlffClusterWait() {
+    asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+}
+
+/*
+ * The exchanges of the update MLP: each block writes its slice of an array into every block of the
+ * cluster with st.async, which counts the bytes on the receiving block's mbarrier for that array;
+ * a block waits on its own mbarrier until the whole array has arrived. No cluster-wide barrier,
+ * so no block waits for the others' global stores or for a block that is not sending to it. Each
+ * array is exchanged at most once a launch, so each mbarrier completes one phase (parity 0).
+ */
 enum MlffExchange { MLFF_EXCHANGE_INPUT, MLFF_EXCHANGE_ACTIVATION, MLFF_EXCHANGE_OUTPUT, MLFF_EXCHANGE_GRAD_OUTPUT,
                     MLFF_EXCHANGE_GRAD_HIDDEN, MLFF_EXCHANGES };
+
+/** The 32-bit shared-memory address of a pointer into this block's shared memory. */
+DEVICE inline unsigned int mlffSharedAddress(const void* pointer) {
+    unsigned int address;
+    asm volatile("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }"
+                 : "=r"(address) : "l"((unsigned long long) pointer));
+    return address;
+}
+
+/**
+ * By thread 0 at the kernel's start, before the cluster's first barrier (arrive then wait) that
+ * precedes every exchange: each mbarrier expects its array's reals, realsOf[exchange] of them.
+ */
+DEVICE inline void mlffInitExchanges(unsigned long long* arrived, const int* realsOf) {
+    for (int x = 0; x < MLFF_EXCHANGES; x++) {
+        const unsigned int bar = mlffSharedAddress(&arrived[x]);
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar) : "memory");
+        asm volatile("{ .reg .b64 state; mbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1; }"
+                     ::"r"(bar), "r"((unsigned int) (realsOf[x] * sizeof(real))) : "memory");
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+
+/** array[index] = value in every block of the cluster, this one included, counted on their mbarrier `arrived`. */
+DEVICE inline void mlffClusterSend(real* array, int index, real value, unsigned long long* arrived) {
+    const unsigned int local = mlffSharedAddress(&array[index]), bar = mlffSharedAddress(arrived);
+#pragma unroll
+    for (int rank = 0; rank < MLFF_CLUSTER; rank++) {
+        unsigned int remote, remoteBar;
+        asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
+        asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remoteBar) : "r"(bar), "r"(rank));
+#ifdef USE_DOUBLE_PRECISION
+        asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b64 [%0], %1, [%2];"
+                     ::"r"(remote), "l"(__double_as_longlong(value)), "r"(remoteBar) : "memory");
+#else
+        asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];"
+                     ::"r"(remote), "r"(__float_as_uint(value)), "r"(remoteBar) : "memory");
+#endif
+    }
+}
+
+/** Waits until this block's copy of an exchanged array is complete; then a block barrier (the callers reuse partial). */
+DEVICE inline void mlffClusterReceive(unsigned long long* arrived) {
+    const unsigned int bar = mlffSharedAddress(arrived);
+    asm volatile("{\n\t.reg .pred done;\n"
+                 "MLFF_WAIT:\n\t"
+                 "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], 0;\n\t"
+                 "@!done bra MLFF_WAIT;\n}" ::"r"(bar) : "memory");
+    __syncthreads();
+}
 
 /*
  * The products split a dimension of I inputs (or outputs) over the groups by fours: group g takes
@@ -112,13 +185,11 @@ struct MlffClusterUpdateScratch {
     unsigned long long arrived[MLFF_EXCHANGES]; // the exchanges' mbarriers
 };
 
-/** The exchanges' mbarriers, by thread 0, before the cluster's first barrier (arrive then wait). */
+/** mlffInitExchanges for this file's arrays, by thread 0. */
 DEVICE inline void mlffInitUpdateExchanges(MlffClusterUpdateScratch* update) {
     if (threadIdx.x == 0) {
         const int realsOf[MLFF_EXCHANGES] = {2 * MLFF_H, MLFF_H, MLFF_H, 3 * MLFF_H, MLFF_H};
-        for (int x = 0; x < MLFF_EXCHANGES; x++)
-            mlffInitExchange(&update->arrived[x], (unsigned int) (realsOf[x] * sizeof(real)));
-        mlffPublishExchanges();
+        mlffInitExchanges(update->arrived, realsOf);
     }
 }
 
@@ -305,6 +376,12 @@ DEVICE inline void mlffClusterUpdateBackward(const real* RESTRICT block, const r
         }
     }
     __syncthreads(); // partial is free again
+}
+
+/** Component `axis` (0 to 2) of n(ij) for an edge's geometry (u, d). */
+DEVICE inline real mlffEdgeNormal(real4 g, int axis) {
+    const real u = axis == 0 ? g.x : axis == 1 ? g.y : g.z;
+    return u * (1 / (g.w + (real) MLFF_NORMAL_EPSILON));
 }
 
 /**

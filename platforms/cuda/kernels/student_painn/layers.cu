@@ -75,12 +75,6 @@ DEVICE inline void mlffRadialBasis(const real* RESTRICT params, real d, int k, r
         *dedd = gauss * (dfc - 2 * x / width * fc);
 }
 
-/** Component `axis` (0 to 2) of n(ij) for an edge's geometry (u, d). */
-DEVICE inline real mlffEdgeNormal(real4 g, int axis) {
-    const real u = axis == 0 ? g.x : axis == 1 ? g.y : g.z;
-    return u * (1 / (g.w + (real) MLFF_NORMAL_EPSILON));
-}
-
 /**
  * Where atom i's scan of its edge candidates has got to, in shared memory. Two slots, used in
  * turn: batch n reads slot n % 2 and writes slot (n + 1) % 2, so that the block's test of whether

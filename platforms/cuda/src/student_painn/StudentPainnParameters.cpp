@@ -130,9 +130,6 @@ StudentPainnLayout layoutStudentPainn(const mlff_student_painn& model) {
         offsets["MLFF_B_UPDATE_W0_BY_CHANNEL"] = pack.channelMajor(block.update_w0, H, 2, H) - base;
         // And U2^T's a columns alone (H, H): the last block's output, whose g1, g2 are dead.
         offsets["MLFF_B_UPDATE_W2T_SCALAR"] = pack.transposed(block.update_w2, H, H) - base;
-        // The replicas' clusters (replica_cluster.cu): a warp an output, its lanes along the row.
-        offsets["MLFF_B_UPDATE_W0"] = pack.matrix(block.update_w0, H, 2 * H) - base;
-        offsets["MLFF_B_UPDATE_W2T"] = pack.transposed(block.update_w2, 3 * H, H) - base;
         // The fused path (forward.cu, backward.cu): the matrices its threads stream, by fours.
         offsets["MLFF_B_FILTER_W2T_BY_FOURS"] = pack.byFours(Packer::transpose(block.filter_w2, 3 * H, H).data(), H, 3 * H) - base;
         offsets["MLFF_B_FILTER_W2_BY_FOURS"] = pack.byFours(block.filter_w2, 3 * H, H) - base;
