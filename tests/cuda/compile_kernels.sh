@@ -1,15 +1,20 @@
 #!/bin/bash
-# Compiles platforms/cuda/kernels/*.cu to PTX with nvcc the way OpenMM's CudaContext::createModule
-# assembles a module (its typedefs of real/mixed for the precision, its KERNEL/DEVICE macros, then
-# our defines, then the sources), in single, mixed and double precision and for a few model sizes,
-# so that syntax and type errors show without a GPU (NVRTC would otherwise report them only on the
-# device), and that every kernel waits for the launch ahead of it before it touches global memory
-# (dependent_launch.cu). The parameter offsets are placeholders: only the code's validity is checked here.
+# Compiles platforms/cuda/kernels/*.cu the way OpenMM's CudaContext::createModule assembles a module
+# (its typedefs of real/mixed for the precision, its KERNEL/DEVICE macros, then our defines, then the
+# sources), in single, mixed and double precision and for a few model sizes, so that errors show
+# without a GPU: with nvcc to a cubin (ptxas checks registers and shared memory too), and with
+# NVRTC, OpenMM's runtime compiler, which rejects some code nvcc takes (a function without DEVICE,
+# even one no kernel calls; a host header); and checks that every kernel waits for the launch ahead
+# of it before it touches global memory (dependent_launch.cu). The parameter offsets are
+# placeholders: only the code's validity is checked here.
 #
-# Usage: compile_kernels.sh KERNEL_DIR [NVCC]
+# Usage: compile_kernels.sh KERNEL_DIR [NVCC]   (NVRTC: the libnvrtc.so of NVCC's toolkit)
 set -euo pipefail
 kernels=${1:?kernel directory}
 nvcc=${2:-nvcc}
+toolkit=$(dirname "$(dirname "$(command -v "$nvcc")")")
+nvrtc=$(ls "$toolkit"/lib64/libnvrtc.so "$toolkit"/targets/*/lib/libnvrtc.so 2>/dev/null | head -1 || true)
+[ -n "$nvrtc" ] || { echo "compile_kernels: no libnvrtc.so in $toolkit (NVCC's toolkit)" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -161,10 +166,14 @@ for precision in single mixed double; do
         # ptxas reports warp-group products it had to serialize (C7520 for a divergent path, C7512
         # for too few registers, ...) as information, not as a warning: they would run, much
         # slower, so that fails here too.
+        # NVRTC with the options the plugin's modules get: OpenMM's -arch and --use_fast_math, then
+        # the plugin's own -arch for warp-group products (CudaCalcMLFFForceKernel::initialize).
+        nvrtc_options="-arch=compute_90 --use_fast_math"
+        [ $arch = sm_90a ] && nvrtc_options="$nvrtc_options -arch=compute_90a"
         if "$nvcc" -cubin -arch=$arch $flags -Werror=all-warnings --keep --keep-dir "$work" -o "${src%.cu}.cubin" "$src" \
                2> "$work/err" && ! grep -q "wgmma.* serialized" "$work/err" &&
-               waits_first "${src%.cu}.ptx" "$(weights_first $warpgroup)" \
-                   > "$work/err"; then
+               waits_first "${src%.cu}.ptx" "$(weights_first $warpgroup)" > "$work/err" &&
+               python3 "$(dirname "$0")/nvrtc_compile.py" "$nvrtc" "$src" $nvrtc_options > "$work/err" 2>&1; then
             echo "ok: $label"
         else
             echo "FAILED: $label"

@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Compiles a CUDA source to PTX with NVRTC, the runtime compiler that OpenMM's CUDA platform uses
+for the plugin's kernels (CudaContext::createModule passes it "-arch=compute_<cc>", then the
+optimisation flags). NVRTC rejects some code that nvcc accepts (a function without __device__ is a
+host function to it, even a constexpr one), so tests/cuda/compile_kernels.sh runs both.
+
+Usage: nvrtc_compile.py LIBNVRTC SOURCE OPTION...   (exit 1 and NVRTC's log if it fails)
+"""
+import ctypes
+import sys
+
+
+def main():
+    if len(sys.argv) < 3:
+        sys.exit(__doc__)
+    library, source_path, options = sys.argv[1], sys.argv[2], sys.argv[3:]
+    nvrtc = ctypes.CDLL(library)
+    nvrtc.nvrtcGetErrorString.restype = ctypes.c_char_p
+    with open(source_path, "rb") as f:
+        source = f.read()
+    program = ctypes.c_void_p()
+
+    def check(result, what):
+        if result != 0:
+            sys.exit(f"nvrtc_compile: {what}: {nvrtc.nvrtcGetErrorString(result).decode()}")
+
+    check(nvrtc.nvrtcCreateProgram(ctypes.byref(program), source, source_path.encode(), 0, None, None),
+          "creating the program")
+    encoded = [option.encode() for option in options]
+    array = (ctypes.c_char_p * len(encoded))(*encoded)
+    compiled = nvrtc.nvrtcCompileProgram(program, len(encoded), array)
+    size = ctypes.c_size_t()
+    check(nvrtc.nvrtcGetProgramLogSize(program, ctypes.byref(size)), "reading the log's size")
+    log = ctypes.create_string_buffer(size.value)
+    check(nvrtc.nvrtcGetProgramLog(program, log), "reading the log")
+    nvrtc.nvrtcDestroyProgram(ctypes.byref(program))
+    if compiled != 0:
+        print(log.value.decode(errors="replace"))
+        sys.exit(f"nvrtc_compile: {source_path}: {nvrtc.nvrtcGetErrorString(compiled).decode()}")
+
+
+if __name__ == "__main__":
+    main()
