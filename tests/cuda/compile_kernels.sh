@@ -163,13 +163,13 @@ for precision in single mixed double; do
                   "$kernels/student_painn/row_messages.cu" "$kernels/student_painn/replica_messages.cu"
           fi; } > "$src"
         label="$precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6 tiled=$7 replicas=$8 warpgroup=$warpgroup"
-        # ptxas reports warp-group products it had to serialize (C7520 for a divergent path, C7512
-        # for too few registers, ...) as information, not as a warning: they would run, much
-        # slower, so that fails here too.
         # NVRTC with the options the plugin's modules get: OpenMM's -arch and --use_fast_math, then
         # the plugin's own -arch for warp-group products (CudaCalcMLFFForceKernel::initialize).
         nvrtc_options="-arch=compute_90 --use_fast_math"
         [ $arch = sm_90a ] && nvrtc_options="$nvrtc_options -arch=compute_90a"
+        # ptxas reports warp-group products it had to serialize (C7520 for a divergent path, C7512
+        # for too few registers, ...) as information, not as a warning: they would run, much
+        # slower, so that fails here too.
         if "$nvcc" -cubin -arch=$arch $flags -Werror=all-warnings --keep --keep-dir "$work" -o "${src%.cu}.cubin" "$src" \
                2> "$work/err" && ! grep -q "wgmma.* serialized" "$work/err" &&
                waits_first "${src%.cu}.ptx" "$(weights_first $warpgroup)" > "$work/err" &&

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Compiles a CUDA source to PTX with NVRTC, the runtime compiler that OpenMM's CUDA platform uses
 for the plugin's kernels (CudaContext::createModule passes it "-arch=compute_<cc>", then the
-optimisation flags). NVRTC rejects some code that nvcc accepts (a function without __device__ is a
-host function to it, even a constexpr one), so tests/cuda/compile_kernels.sh runs both.
+optimisation flags). NVRTC rejects some code that nvcc accepts (a function without __device__,
+even one that no kernel calls, and a host header), so tests/cuda/compile_kernels.sh runs both.
 
 Usage: nvrtc_compile.py LIBNVRTC SOURCE OPTION...   (exit 1 and NVRTC's log if it fails)
 """
