@@ -8,13 +8,19 @@
 # of it before it touches global memory (dependent_launch.cu). The parameter offsets are
 # placeholders: only the code's validity is checked here.
 #
-# Usage: compile_kernels.sh KERNEL_DIR [NVCC]   (NVRTC: the libnvrtc.so of NVCC's toolkit)
+# Usage: compile_kernels.sh KERNEL_DIR [NVCC [LIBNVRTC]]
+#   LIBNVRTC defaults to the libnvrtc.so beside NVCC; CMake passes the toolkit's own, since the nvcc
+#   on PATH may be a wrapper script outside the toolkit (as /usr/local/bin/nvcc is on CI).
 set -euo pipefail
 kernels=${1:?kernel directory}
 nvcc=${2:-nvcc}
-toolkit=$(dirname "$(dirname "$(command -v "$nvcc")")")
-nvrtc=$(ls "$toolkit"/lib64/libnvrtc.so "$toolkit"/targets/*/lib/libnvrtc.so 2>/dev/null | head -1 || true)
-[ -n "$nvrtc" ] || { echo "compile_kernels: no libnvrtc.so in $toolkit (NVCC's toolkit)" >&2; exit 1; }
+nvrtc=${3:-}
+if [ -z "$nvrtc" ]; then
+    toolkit=$(dirname "$(dirname "$(command -v "$nvcc")")")
+    nvrtc=$(ls "$toolkit"/lib64/libnvrtc.so "$toolkit"/targets/*/lib/libnvrtc.so 2>/dev/null | head -1 || true)
+    [ -n "$nvrtc" ] || { echo "compile_kernels: no libnvrtc.so in $toolkit (beside $nvcc); pass LIBNVRTC" >&2; exit 1; }
+fi
+[ -f "$nvrtc" ] || { echo "compile_kernels: LIBNVRTC $nvrtc is not a file" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
