@@ -3,7 +3,7 @@
  * every kernel of this plugin so that its blocks may start before the launch ahead of it in the
  * stream has finished, and run what needs no result of it (shared memory set up, the cluster's
  * first barrier) while it does: a small system's step is a chain of short launches, and each
- * boundary costs about 2 us (docs/performance.md).
+ * boundary costs about 2 us (docs/performance-log.md, "Exchanges by mbarrier").
  *
  * The rule that keeps this correct: every kernel calls mlffStartAfterPreviousLaunch() in every
  * block before it reads or writes global memory (tests/cuda/compile_kernels.sh checks each

@@ -187,7 +187,7 @@ DEVICE inline float4 mlffWarpgroupLoadInputs(const real* RESTRICT row, int first
  * (mlffWarpgroupTileProduct's PrefetchAhead). Their A is tens to hundreds of MB, read from DRAM,
  * and a thread's load of the next pair, issued with this pair's products, waits for DRAM once they
  * are issued. Loads written further ahead do not help: ptxas moves them back to one pair ahead
- * (docs/performance.md, "A's rows prefetched into the L2").
+ * (docs/performance-log.md, "A's rows prefetched into the L2").
  */
 #define MLFF_WARPGROUP_PREFETCH_AHEAD 2
 

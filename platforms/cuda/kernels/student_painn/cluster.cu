@@ -4,7 +4,7 @@
  * memory; the host compiles this file, and defines MLFF_CLUSTER, only there). For a small
  * system the fused kernels run one block per atom, on as many SMs as there are atoms, each
  * streaming every weight of the block; here MLFF_CLUSTER SMs share an atom, each streaming
- * 1 / MLFF_CLUSTER of the weights (docs/performance.md).
+ * 1 / MLFF_CLUSTER of the weights (docs/performance-log.md).
  *
  * Block r of atom i's cluster owns the MLFF_SLICE = H / MLFF_CLUSTER channels c = r S + slot,
  * slot < S, and the filter and update outputs c, H + c, 2H + c of those channels:
