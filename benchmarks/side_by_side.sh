@@ -14,7 +14,8 @@
 #   --exact             exact filters (default: tabulated)
 #   --rounds N          rounds (default 2)
 #   --md-steps N, --repeats N   mlff-bench's (default 500 and 3)
-#   --timing S          first, each library's MLFF_CUDA_TIMING table (µs a launch kind) on S
+#   --timing S          first, the libraries' MLFF_CUDA_TIMING tables on S as one (µs a launch kind,
+#                       a column a library)
 #
 # Prints one line per round, library and structure: step_us, force_us and the energy (which
 # variants that compute the same sums in the same order must print alike); then each library's
@@ -58,11 +59,37 @@ bench() { # LIBRARY STRUCTURE [mlff-bench options]: the library must be in place
 }
 
 if [ -n "$timing" ]; then
+    tables=()
     for library in "${libraries[@]}"; do
         cp "$(library_path "$library")" "$plugin"
-        echo "== $(library_name "$library"), $timing, per launch"
-        MLFF_CUDA_TIMING=1 bench "$library" "$timing" --md-steps 100 --repeats 2 2>&1 >/dev/null # the table is on stderr
+        tables+=("$folder/timing.$((${#tables[@]} + 1)).txt")
+        # the table is on stderr; anything else there (an error) is shown whole by the merge below
+        MLFF_CUDA_TIMING=1 bench "$library" "$timing" --md-steps 100 --repeats 2 2> "${tables[-1]}" > /dev/null || true
     done
+    names=()
+    for library in "${libraries[@]}"; do names+=("$(library_name "$library")"); done
+    # One table: a row per launch kind (in the order they first appear), a column per library.
+    python3 - "$timing" "${#libraries[@]}" "${names[@]}" "${tables[@]}" <<'MERGE'
+import re, sys
+structure, count = sys.argv[1], int(sys.argv[2])
+names, files = sys.argv[3:3 + count], sys.argv[3 + count:]
+row = re.compile(r"^\s*([0-9.]+)\s+(.*?)(?: \(\d+ evaluations\))?$")
+columns, order = [], []
+for name, path in zip(names, files):
+    text = open(path).read()
+    times = {m.group(2): float(m.group(1)) for m in map(row.match, text.splitlines()) if m}
+    if not times:
+        print(f"== {name}: no MLFF_CUDA_TIMING table; it printed:\n{text}")
+    columns.append(times)
+    order += [launch for launch in times if launch not in order and launch != "sum of the medians"]
+order.append("sum of the medians")
+width, cells = max(len(launch) for launch in order), [max(10, len(name)) for name in names]
+print(f"== per launch on {structure}, µs an evaluation (MLFF_CUDA_TIMING; the events break overlaps)")
+print(" " * width + "".join(f"  {name:>{cell}s}" for name, cell in zip(names, cells)))
+for launch in order:
+    print(launch.ljust(width) + "".join(f"  {times[launch]:{cell}.1f}" if launch in times else f"  {'-':>{cell}s}"
+                                        for times, cell in zip(columns, cells)))
+MERGE
 fi
 printf '%-6s %-36s %-28s %10s %10s %16s\n' round library structure step_us force_us energy_kj_mol
 for round in $(seq "$rounds"); do
