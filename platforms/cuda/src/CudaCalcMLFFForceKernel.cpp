@@ -78,7 +78,9 @@ constexpr int EdgeThreads = 128; // edge_filters.cu's and row_messages.cu's warp
 // Edges whose rows each warp of the messages' backward from rows stages in shared memory at once
 // (MLFF_ROW_STAGES, row_messages.cu): the one it works on and those whose copies are in flight.
 constexpr int RowStages = 2;
-constexpr int RowStageRows = 11; // MLFF_STAGE_ROWS: an edge's filter row (3), j's gradients (4) and inputs (4)
+// The rows of H reals each of those edges stages, MLFF_STAGE_ROWS (the kernel checks it): its filter
+// row (3), j's gradients (4) and inputs (4).
+constexpr int RowStageRows = 11;
 // Blocks per atom on the fused path with clusters (cluster.cu): the portable limit of a cluster.
 // Clusters pay while every atom's blocks run at once, about two blocks an SM: measured (H100,
 // H=128, exact filters, step us, fused against clusters) faster for 12 and 24 atoms (200 against
@@ -436,6 +438,7 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
     if (periodic)
         defines["MLFF_PERIODIC"] = "1";
     defines["MLFF_ROW_STAGES"] = std::to_string(RowStages);
+    defines["MLFF_STAGE_ROWS"] = std::to_string(RowStageRows);
     if (useReplicaMessages)
         defines["MLFF_REPLICA_ATOMS"] = std::to_string(maxReplicaSize);
     defines["MLFF_READOUT_ATOMS"] = std::to_string(readoutAtomsPerBlock);

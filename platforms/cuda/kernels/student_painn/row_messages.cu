@@ -159,7 +159,12 @@ DEVICE inline MlffRowEdge mlffLoadRowEdge(const int* RESTRICT neighbors, int fir
 #define MLFF_STAGE_FILTER 0
 #define MLFF_STAGE_GRADIENT 3
 #define MLFF_STAGE_INPUT 7
-#define MLFF_STAGE_ROWS 11 // the host's RowStageRows
+// The rows in all: the host defines MLFF_STAGE_ROWS from its own count (RowStageRows), by which it
+// sizes the shared memory, and this checks it (the build check and the host's tests take the rows').
+#ifndef MLFF_STAGE_ROWS
+#define MLFF_STAGE_ROWS (MLFF_STAGE_INPUT + 4)
+#endif
+static_assert(MLFF_STAGE_ROWS == MLFF_STAGE_INPUT + 4, "MLFF_STAGE_ROWS (the host's RowStageRows): an edge's rows");
 // Edges whose rows a warp stages at once: the one it works on and MLFF_ROW_STAGES - 1 whose copies
 // are in flight. The host defines it (RowStages) and sizes the shared memory from it.
 #ifndef MLFF_ROW_STAGES
