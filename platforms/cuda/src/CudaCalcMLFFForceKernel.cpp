@@ -509,8 +509,6 @@ void CudaCalcMLFFForceKernel::loadKernels(CUmodule module) {
     if (warpgroupProducts())
         prepareWarpgroupTilesKernel = cu.getKernel(module, "mlffPrepareWarpgroupTiles");
     if (useReplicaMessages) {
-        firstBlockMessagesForwardKernel = cu.getKernel(module, "mlffMessagesForwardReplicasFirstBlock");
-        firstBlockMessagesBackwardKernel = cu.getKernel(module, "mlffMessagesBackwardReplicasFirstBlock");
         findReplicaPairsKernel = cu.getKernel(module, "mlffFindReplicaPairs");
         if (useEdgeFilters) {
             scanReplicaPairsKernel = cu.getKernel(module, "mlffScanReplicaPairs");
@@ -577,13 +575,14 @@ void CudaCalcMLFFForceKernel::allowSharedMemory() {
         check(cuFuncSetAttribute(messagesBackwardRowsKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                  (int) rowStagesBytes()),
               "allowing the messages' backward from rows its shared memory");
-    if (useReplicaMessages) // above the default 48 KB in float from 8 atoms of H = 128
-        for (int layer : {0, 1}) // the first block's kernels, and the later blocks'
-            for (bool backward : {false, true})
-                check(cuFuncSetAttribute(replicaMessagesKernel(layer, backward),
-                                         CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                         (int) replicaMessagesSharedBytes(layer, backward)),
-                      "allowing the replicas' messages their shared memory");
+    if (useReplicaMessages) { // above the default 48 KB in float from 8 atoms of H = 128
+        check(cuFuncSetAttribute(messagesForwardKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                 (int) (2 * replicaRowsBytes)),
+              "allowing the replicas' messages their shared memory");
+        check(cuFuncSetAttribute(messagesBackwardKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                 (int) (3 * replicaRowsBytes)),
+              "allowing the replicas' messages' backward its shared memory");
+    }
 }
 
 void CudaCalcMLFFForceKernel::prepareWarpgroupImages(const std::map<string, string>& layoutDefines) {
@@ -697,7 +696,7 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
     }
     replicaRowsBytes = (size_t) maxReplicaSize * 4 * hidden * realSize();
     useReplicaMessages = useTiled && (tabulated || useEdgeFilters) && maxReplicaSize <= ReplicaMessagesMaxAtoms &&
-                         replicaMessagesSharedBytes(1, true) <= ReplicaMessagesMaxSharedBytes &&
+                         3 * replicaRowsBytes <= ReplicaMessagesMaxSharedBytes &&
                          (path == (tabulated ? "tiled" : "edges") || numReplicas >= multiprocessors);
 }
 
@@ -812,20 +811,6 @@ void CudaCalcMLFFForceKernel::launchWith(CUfunction kernel, void** args, unsigne
     timer->before(what, cu.getCurrentStream());
     check(cuLaunchKernelEx(&config, kernel, args, nullptr), what);
     timer->after(cu.getCurrentStream());
-}
-
-CUfunction CudaCalcMLFFForceKernel::replicaMessagesKernel(int layer, bool backward) const {
-    if (layer == 0)
-        return backward ? firstBlockMessagesBackwardKernel : firstBlockMessagesForwardKernel;
-    return backward ? messagesBackwardKernel : messagesForwardKernel;
-}
-
-size_t CudaCalcMLFFForceKernel::replicaMessagesSharedBytes(int layer, bool backward) const {
-    // replica_messages.cu: the input rows, (A, 4, H) or in the first block (A, 1, H) (v = 0); then
-    // forward sum, backward gradIn and, past the first block, gradOut, each (A, 4, H).
-    const size_t input = layer == 0 ? replicaRowsBytes / 4 : replicaRowsBytes;
-    const int moreArrays = backward && layer > 0 ? 2 : 1;
-    return input + moreArrays * replicaRowsBytes;
 }
 
 size_t CudaCalcMLFFForceKernel::rowStagesBytes() const {
@@ -1329,8 +1314,7 @@ void CudaCalcMLFFForceKernel::replicaMessagesForward(int layer) {
                     &mlZ.getDevicePointer(), &replicaStart.getDevicePointer(), &stateS.getDevicePointer(),
                     &stateV.getDevicePointer(), &midS.getDevicePointer(), &midV.getDevicePointer(),
                     &updateInput.getDevicePointer()};
-    launchWith(replicaMessagesKernel(layer, false), args, numReplicas, threadsPerAtom,
-               (unsigned int) replicaMessagesSharedBytes(layer, false), 1,
+    launchWith(messagesForwardKernel, args, numReplicas, threadsPerAtom, (unsigned int) (2 * replicaRowsBytes), 1,
                "the messages, a block per replica");
 }
 
@@ -1347,8 +1331,7 @@ void CudaCalcMLFFForceKernel::replicaMessagesBackward(int layer, int in, double 
                     &gradS[1 - in].getDevicePointer(), &gradV[1 - in].getDevicePointer(), &gradFilter, &gradN,
                     &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(),
                     &replicaScale.getDevicePointer(), &lambdaForceScale, &force};
-    launchWith(replicaMessagesKernel(layer, true), args, numReplicas, threadsPerAtom,
-               (unsigned int) replicaMessagesSharedBytes(layer, true), 1,
+    launchWith(messagesBackwardKernel, args, numReplicas, threadsPerAtom, (unsigned int) (3 * replicaRowsBytes), 1,
                "the messages' backward, a block per replica");
 }
 

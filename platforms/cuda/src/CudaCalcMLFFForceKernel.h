@@ -124,9 +124,6 @@ private:
     /** A product kernel's images (prepareWarpgroupImages), or 0 where it takes mma.sync's products. */
     CUdeviceptr warpgroupImagesOf(CUfunction kernel);
     int realSize() const;     // bytes of `real`: 4 or 8
-    // The replicas' messages' kernel of block `layer`, forward or backward, and its dynamic shared memory.
-    CUfunction replicaMessagesKernel(int layer, bool backward) const;
-    size_t replicaMessagesSharedBytes(int layer, bool backward) const;
     size_t rowStagesBytes() const; // the messages' backward from rows: its block's staged rows (row_messages.cu)
     /** Blocks per atom on the fused path with clusters (cluster.cu), or 1 where the GPU or H rules them out. */
     int clusterSizeFor(int threads) const;
@@ -249,9 +246,6 @@ private:
                lastOutputForwardKernel = nullptr, readoutKernel = nullptr, hiddenBackwardKernel = nullptr,
                lastHiddenBackwardKernel = nullptr, inputBackwardKernel = nullptr,
                messagesBackwardKernel = nullptr; // tiled path
-    // The replicas' messages of the first block, whose input has v = 0 (replica_messages.cu); the
-    // later blocks' are messagesForwardKernel and messagesBackwardKernel.
-    CUfunction firstBlockMessagesForwardKernel = nullptr, firstBlockMessagesBackwardKernel = nullptr;
     CUfunction prepareWarpgroupTilesKernel = nullptr;
     CUfunction scanEdgesKernel = nullptr, gatherEdgesKernel = nullptr, edgeHiddenKernel = nullptr,
                edgeFilterKernel = nullptr, filterBackwardKernel = nullptr, pairGradientKernel = nullptr,

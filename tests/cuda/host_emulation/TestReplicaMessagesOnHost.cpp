@@ -113,15 +113,6 @@ Replicas makeTestedReplicas(std::mt19937& rng, const char* filters) {
     return s;
 }
 
-/** The replicas' message kernels of block `layer`, as the host picks them: the first block's own. */
-auto replicaMessagesForward(int layer) {
-    return layer == 0 ? mlffMessagesForwardReplicasFirstBlock : mlffMessagesForwardReplicas;
-}
-
-auto replicaMessagesBackward(int layer) {
-    return layer == 0 ? mlffMessagesBackwardReplicasFirstBlock : mlffMessagesBackwardReplicas;
-}
-
 #ifdef MLFF_TABULATED
 /** The messages' inputs at random: the parameters, the filters' table and each block's features. */
 struct TabulatedInputs {
@@ -164,10 +155,10 @@ TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
                                      out[0].updateInput.data());
         });
         cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_BLOCK, [&] {
-            replicaMessagesForward(layer)(layer, params.data(), table.data(), nullptr, pairCount.data(),
-                                          pairAtoms.data(), pairGeometry.data(), s.z.data(), s.start.data(),
-                                          stateS.data(), stateV.data(), out[1].midS.data(), out[1].midV.data(),
-                                          out[1].updateInput.data());
+            mlffMessagesForwardReplicas(layer, params.data(), table.data(), nullptr, pairCount.data(),
+                                        pairAtoms.data(), pairGeometry.data(), s.z.data(), s.start.data(),
+                                        stateS.data(), stateV.data(), out[1].midS.data(), out[1].midV.data(),
+                                        out[1].updateInput.data());
         });
         EXPECT_EQ(out[0].midS, out[1].midS);
         EXPECT_EQ(out[0].midV, out[1].midV);
@@ -199,13 +190,13 @@ TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
                                       s.sortedIndex.data(), forceBuffer[0].data());
         });
         cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_BLOCK, [&] {
-            replicaMessagesBackward(layer)(layer, params.data(), table.data(), nullptr, pairCount.data(),
-                                           pairAtoms.data(), pairGeometry.data(), s.z.data(), s.start.data(),
-                                           stateS.data(), stateV.data(), midVKept.data(), updateOutput.data(),
-                                           gradInS.data(), gradInV.data(), updateGradOutput[1].data(),
-                                           gradOutS[1].data(), gradOutV[1].data(), nullptr, nullptr, s.particle.data(),
-                                           s.sortedIndex.data(), replicaScale.data(), lambdaForceScale,
-                                           forceBuffer[1].data());
+            mlffMessagesBackwardReplicas(layer, params.data(), table.data(), nullptr, pairCount.data(),
+                                         pairAtoms.data(), pairGeometry.data(), s.z.data(), s.start.data(),
+                                         stateS.data(), stateV.data(), midVKept.data(), updateOutput.data(),
+                                         gradInS.data(), gradInV.data(), updateGradOutput[1].data(),
+                                         gradOutS[1].data(), gradOutV[1].data(), nullptr, nullptr, s.particle.data(),
+                                         s.sortedIndex.data(), replicaScale.data(), lambdaForceScale,
+                                         forceBuffer[1].data());
         });
         EXPECT_EQ(updateGradOutput[0], updateGradOutput[1]);
         EXPECT_EQ(gradOutS[0], gradOutS[1]);
@@ -442,11 +433,11 @@ TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheListKernels) {
                                     out[0].midV.data(), out[0].updateInput.data());
         });
         cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_BLOCK, [&] {
-            replicaMessagesForward(layer)(layer, params.data(), filters.data(), replicas.rowStart.data(),
-                                          replicas.pairCount.data(), replicas.pairAtoms.data(),
-                                          replicas.pairGeometry.data(), s.z.data(), s.start.data(), stateS.data(),
-                                          stateV.data(), out[1].midS.data(), out[1].midV.data(),
-                                          out[1].updateInput.data());
+            mlffMessagesForwardReplicas(layer, params.data(), filters.data(), replicas.rowStart.data(),
+                                        replicas.pairCount.data(), replicas.pairAtoms.data(),
+                                        replicas.pairGeometry.data(), s.z.data(), s.start.data(), stateS.data(),
+                                        stateV.data(), out[1].midS.data(), out[1].midV.data(),
+                                        out[1].updateInput.data());
         });
         EXPECT_EQ(out[0].midS, out[1].midS);
         EXPECT_EQ(out[0].midV, out[1].midV);
@@ -470,13 +461,13 @@ TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheListKernels) {
                                      updateGradOutput[0].data(), gradOutS[0].data(), gradOutV[0].data());
         });
         cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_BLOCK, [&] {
-            replicaMessagesBackward(layer)(layer, params.data(), filters.data(), replicas.rowStart.data(),
-                                           replicas.pairCount.data(), replicas.pairAtoms.data(),
-                                           replicas.pairGeometry.data(), s.z.data(), s.start.data(), stateS.data(),
-                                           stateV.data(), midVKept.data(), updateOutput.data(), gradInS.data(),
-                                           gradInV.data(), updateGradOutput[1].data(), gradOutS[1].data(),
-                                           gradOutV[1].data(), gradFilter[1].data(), gradN[1].data(), s.particle.data(),
-                                           s.sortedIndex.data(), replicaScale.data(), lambdaForceScale, nullptr);
+            mlffMessagesBackwardReplicas(layer, params.data(), filters.data(), replicas.rowStart.data(),
+                                         replicas.pairCount.data(), replicas.pairAtoms.data(),
+                                         replicas.pairGeometry.data(), s.z.data(), s.start.data(), stateS.data(),
+                                         stateV.data(), midVKept.data(), updateOutput.data(), gradInS.data(),
+                                         gradInV.data(), updateGradOutput[1].data(), gradOutS[1].data(),
+                                         gradOutV[1].data(), gradFilter[1].data(), gradN[1].data(), s.particle.data(),
+                                         s.sortedIndex.data(), replicaScale.data(), lambdaForceScale, nullptr);
         });
         if (layer > 0) { // block 0 passes on no gradient
             EXPECT_EQ(updateGradOutput[0], updateGradOutput[1]);

@@ -24,14 +24,11 @@
  * barriers), so the features in shared memory need no barrier between pairs: only thread c
  * reads or writes column c.
  *
- * Dynamic shared memory (the host sizes it: replicaMessagesSharedBytes), `real`, arrays (A, 4, H)
+ * Dynamic shared memory (the host sizes it: replicaRowsBytes an array), `real`, each (A, 4, H)
  * with A = MLFF_REPLICA_ATOMS and the 4 rows of an atom (s, v_x, v_y, v_z):
  *   forward:  input (the block's input features), sum (input plus the messages: s', v');
  *   backward: input, gradIn = dE/d(s', v'), gradOut = dE/d(s, v) (gradIn plus the gathered messages);
  *             after the pairs, input and gradIn hold the warps' sums of each batch of pairs.
- * The first block's input is the embedding with v = 0, so its input is (A, 1, H), s alone, and its
- * backward has no gradOut (nothing before it takes a gradient): 5 AH rather than 8 AH forward and
- * 12 AH backward, so that more blocks share an SM, for more table loads in flight.
  *
  * Global pair slots (MLFF_REPLICA_PAIRS a replica): replicaPairCount (R) int, replicaPairAtoms
  * int2 (i, j local to the replica), replicaPairGeometry real4 (u = r_j - r_i, d).
@@ -129,39 +126,9 @@ DEVICE inline void mlffStoreRow(MlffReplicaRows* rows, int a, const real* x) {
 // at the end of the backward pass, its results): one wait on memory for the group, not one an atom.
 #define MLFF_LOAD_GROUP (MLFF_REPLICA_ATOMS < 12 ? MLFF_REPLICA_ATOMS : 12)
 
-/**
- * The block's input features of the replica's atoms in shared memory, thread c's channel of each:
- * (A, 4, H), or with VIsZero (the first block) (A, 1, H), s alone, v read as 0.
- */
-template <bool VIsZero>
-struct MlffReplicaInput {
-    enum { RowsAnAtom = VIsZero ? 1 : 4 };
-    real* rows; // (A, RowsAnAtom, H)
-
-    /** Thread c's row q of atom a (q: s, v_x, v_y, v_z). */
-    DEVICE inline real at(int a, int q) const {
-        return q < RowsAnAtom ? rows[(a * RowsAnAtom + q) * MLFF_H + threadIdx.x] : 0;
-    }
-
-    /** Thread c's four rows of atom a. */
-    DEVICE inline void load(int a, real* x) const {
-#pragma unroll
-        for (int q = 0; q < 4; q++)
-            x[q] = at(a, q);
-    }
-
-    DEVICE inline void store(int a, const real* x) const {
-#pragma unroll
-        for (int q = 0; q < RowsAnAtom; q++)
-            rows[(a * RowsAnAtom + q) * MLFF_H + threadIdx.x] = x[q];
-    }
-};
-
 /** Thread c's rows of the block's input features of the replica's atoms (s, then v). */
-template <bool VIsZero>
 DEVICE inline void mlffLoadReplicaInput(int layer, int first, int count, const real* RESTRICT params,
-        const int* RESTRICT mlZ, const real* RESTRICT stateS, const real* RESTRICT stateV,
-        MlffReplicaInput<VIsZero> input) {
+        const int* RESTRICT mlZ, const real* RESTRICT stateS, const real* RESTRICT stateV, MlffReplicaRows* input) {
     const int c = threadIdx.x;
     for (int group = 0; group < count; group += MLFF_LOAD_GROUP) {
         real x[MLFF_LOAD_GROUP][4];
@@ -170,16 +137,16 @@ DEVICE inline void mlffLoadReplicaInput(int layer, int first, int count, const r
             const int a = first + min(group + g, count - 1); // past the last: the last again, unused
             x[g][0] = mlffBlockInputS(params, mlZ, stateS, layer, a, c);
             for (int d = 0; d < 3; d++)
-                x[g][1 + d] = VIsZero ? 0 : mlffBlockInputV(stateV, layer, a, d, c);
+                x[g][1 + d] = mlffBlockInputV(stateV, layer, a, d, c);
         }
 #pragma unroll
         for (int g = 0; g < MLFF_LOAD_GROUP; g++)
             if (group + g < count)
-                input.store(group + g, x[g]);
+                mlffStoreRow(input, group + g, x[g]);
     }
 }
 
-/** Thread c's rows of dE/d(s', v') of the replica's atoms, into gradIn and (unless null) gradOut alike. */
+/** Thread c's rows of dE/d(s', v') of the replica's atoms, into gradIn and gradOut alike. */
 DEVICE inline void mlffLoadReplicaGradient(int first, int count, const real* RESTRICT gradInS,
         const real* RESTRICT gradInV, MlffReplicaRows* gradIn, MlffReplicaRows* gradOut) {
     const int c = threadIdx.x;
@@ -196,8 +163,7 @@ DEVICE inline void mlffLoadReplicaGradient(int first, int count, const real* RES
         for (int k = 0; k < MLFF_LOAD_GROUP; k++)
             if (group + k < count) {
                 mlffStoreRow(gradIn, group + k, g[k]);
-                if (gradOut != 0)
-                    mlffStoreRow(gradOut, group + k, g[k]);
+                mlffStoreRow(gradOut, group + k, g[k]);
             }
     }
 }
@@ -304,28 +270,29 @@ DEVICE inline const real* mlffReplicaFilters(const real* RESTRICT filters, int l
 }
 
 /**
- * mlffMessagesForwardReplicas' work, with VIsZero for the first block (its input from the embedding,
- * v = 0): the input rows from shared memory's start, then sum (A, 4, H).
+ * The messages of block `layer`, a thread block per replica: midS, midV and the update's input of
+ * each of its atoms, as mlffMessagesForwardTiled. filters: the table (all blocks), or this block's
+ * filter rows (pairRowStart: each replica's first; unused with a table).
  */
-template <bool VIsZero>
-DEVICE inline void mlffMessagesForwardReplica(int layer, MlffReplicaPairs& pairs, const real* RESTRICT params,
-        const real* RESTRICT filters, const int* RESTRICT pairRowStart, const int* RESTRICT replicaPairCount,
-        const int2* RESTRICT replicaPairAtoms, const real4* RESTRICT replicaPairGeometry, const int* RESTRICT mlZ,
-        const int* RESTRICT replicaStart, const real* RESTRICT stateS, const real* RESTRICT stateV,
-        real* RESTRICT midS, real* RESTRICT midV, real* RESTRICT updateInput, real* memory) {
-    const MlffReplicaInput<VIsZero> input = {memory};
-    MlffReplicaRows* sum = reinterpret_cast<MlffReplicaRows*>(memory + MLFF_REPLICA_ATOMS * input.RowsAnAtom * MLFF_H);
+KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, const real* RESTRICT filters,
+        const int* RESTRICT pairRowStart, const int* RESTRICT replicaPairCount, const int2* RESTRICT replicaPairAtoms,
+        const real4* RESTRICT replicaPairGeometry, const int* RESTRICT mlZ, const int* RESTRICT replicaStart,
+        const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midS, real* RESTRICT midV,
+        real* RESTRICT updateInput) {
+    mlffStartAfterPreviousLaunch();
+    __shared__ MlffReplicaPairs pairs;
+    extern __shared__ real mlffReplicaMemory[];
+    MlffReplicaRows* input = reinterpret_cast<MlffReplicaRows*>(mlffReplicaMemory); // (A, 4, H)
+    MlffReplicaRows* sum = input + MLFF_REPLICA_ATOMS;                              // (A, 4, H)
     const int replica = blockIdx.x;
     const int first = replicaStart[replica], count = replicaStart[replica + 1] - first;
     const int c = threadIdx.x;
     const bool active = c < MLFF_H;
     if (active) {
         mlffLoadReplicaInput(layer, first, count, params, mlZ, stateS, stateV, input);
-        for (int a = 0; a < count; a++) {
-            real x[4];
-            input.load(a, x);
-            mlffStoreRow(sum, a, x); // the residual
-        }
+        for (int a = 0; a < count; a++)
+            for (int q = 0; q < 4; q++)
+                sum[a][q][c] = input[a][q][c]; // the residual
     }
     mlffLoadReplicaPairs(replica, replicaPairCount, replicaPairAtoms, replicaPairGeometry, &pairs);
     if (!active)
@@ -350,16 +317,16 @@ DEVICE inline void mlffMessagesForwardReplica(int layer, MlffReplicaPairs& pairs
             if (i != runAtom) {
                 mlffStoreRow(sum, runAtom, sumI);
                 runAtom = i;
-                input.load(i, inputI);
+                mlffLoadRow(input, i, inputI);
                 mlffLoadRow(sum, i, sumI);
             }
             real n[3];
             mlffPairNormal(pairs.geometry[base + b], n);
             const real ws = w[b][0], wv1 = w[b][1], wv2 = w[b][2];
-            sumI[0] += input.at(j, 0) * ws; // i <- j
+            sumI[0] += input[j][0][c] * ws; // i <- j
             sum[j][0][c] += inputI[0] * ws; // j <- i, with n(ji) = -n(ij)
             for (int d = 0; d < 3; d++) {
-                sumI[1 + d] += input.at(j, 1 + d) * wv1 + n[d] * wv2;
+                sumI[1 + d] += input[j][1 + d][c] * wv1 + n[d] * wv2;
                 sum[j][1 + d][c] += inputI[1 + d] * wv1 - n[d] * wv2;
             }
         }
@@ -370,30 +337,6 @@ DEVICE inline void mlffMessagesForwardReplica(int layer, MlffReplicaPairs& pairs
         mlffStoreMessages(first + a, layer, sum[a][0][c], vMid, midS, midV, updateInput, c);
     }
 }
-
-/**
- * The messages of block `layer`, a thread block per replica: midS, midV and the update's input of
- * each of its atoms, as mlffMessagesForwardTiled. filters: the table (all blocks), or this block's
- * filter rows (pairRowStart: each replica's first; unused with a table). This kernel for blocks
- * past the first, ...FirstBlock for the first: kernels of their own, so that each has its own
- * registers (as one kernel, both took 72 a thread, not 80, and the later blocks' loads waited
- * longer: H200, 1,024 benzenes, 57 -> 62 µs a launch).
- */
-#define MLFF_REPLICA_MESSAGES_FORWARD(name, vIsZero)                                                                   \
-    KERNEL void name(int layer, const real* RESTRICT params, const real* RESTRICT filters,                             \
-            const int* RESTRICT pairRowStart, const int* RESTRICT replicaPairCount,                                    \
-            const int2* RESTRICT replicaPairAtoms, const real4* RESTRICT replicaPairGeometry, const int* RESTRICT mlZ, \
-            const int* RESTRICT replicaStart, const real* RESTRICT stateS, const real* RESTRICT stateV,                \
-            real* RESTRICT midS, real* RESTRICT midV, real* RESTRICT updateInput) {                                    \
-        mlffStartAfterPreviousLaunch();                                                                                \
-        __shared__ MlffReplicaPairs pairs;                                                                             \
-        extern __shared__ real mlffReplicaMemory[];                                                                    \
-        mlffMessagesForwardReplica<vIsZero>(layer, pairs, params, filters, pairRowStart, replicaPairCount,             \
-                replicaPairAtoms, replicaPairGeometry, mlZ, replicaStart, stateS, stateV, midS, midV, updateInput,     \
-                mlffReplicaMemory);                                                                                    \
-    }
-MLFF_REPLICA_MESSAGES_FORWARD(mlffMessagesForwardReplicas, false)
-MLFF_REPLICA_MESSAGES_FORWARD(mlffMessagesForwardReplicasFirstBlock, true)
 
 /**
  * A warp's part of the end of the messages' backward: sums the warps' totals of the batch from
@@ -430,51 +373,31 @@ DEVICE inline void mlffBatchEnd(const MlffReplicaPairs& pairs, int base, const r
 }
 
 /**
- * Block layer-1's direct update backward of the replica's atoms, thread c's channel, from gradOut =
- * dE/d(s, v) of block `layer`'s input (the messages' backward's).
+ * The messages' backward of block `layer`, a thread block per replica, as mlffMessagesBackwardTiled
+ * (or, from filter rows, mlffMessagesBackwardRows): forces (or the pairs' dE/dw and dE/dn), then
+ * (layer > 0) block layer-1's direct update backward of each atom. Per pair, with g = dE/d(s',
+ * v'): dE/d(s, v) gathers g_j w(ij) into i and g_i w(ij) into j; dE/dw sums both edges' parts;
+ * dE/dn(ij) = (gv_i - gv_j) w_v2, since n(ji) = -n(ij); the pair's dE/du goes to the forces of i
+ * and j once. The warps walk the pairs with no barrier between batches (each keeps its sums of the
+ * batches' dE/dd, dE/dn), and sum them over the block at the end. filters and pairRowStart as in
+ * mlffMessagesForwardReplicas; edgeGradFilter and edgeGradN: the filter rows' (unused with a table).
  */
-DEVICE inline void mlffReplicaUpdateBackward(int layer, int first, int count, const real* RESTRICT params,
-        const real* RESTRICT midV, const real* RESTRICT updateOutput, const MlffReplicaRows* gradOut,
-        real* RESTRICT updateGradOutput, real* RESTRICT gradOutS, real* RESTRICT gradOutV) {
-    const int c = threadIdx.x;
-    for (int group = 0; group < count; group += MLFF_LOAD_GROUP) {
-        MlffUpdateDirectInputs in[MLFF_LOAD_GROUP];
-#pragma unroll
-        for (int g = 0; g < MLFF_LOAD_GROUP; g++) // past the last atom: the last again, unused
-            in[g] = mlffLoadUpdateDirectInputs(first + min(group + g, count - 1), layer, midV, updateOutput, c);
-#pragma unroll
-        for (int g = 0; g < MLFF_LOAD_GROUP; g++) {
-            const int a = group + g;
-            if (a >= count)
-                break;
-            const real gvOut[3] = {gradOut[a][1][c], gradOut[a][2][c], gradOut[a][3][c]};
-            mlffUpdateBackwardDirectFrom(in[g], first + a, layer, params, gradOut[a][0][c], gvOut, updateGradOutput,
-                                         gradOutS, gradOutV, c);
-        }
-    }
-}
-
-/**
- * mlffMessagesBackwardReplicas' work, with VIsZero for the first block (its input from the
- * embedding, v = 0; no gradOut, since nothing before it takes a gradient): from shared memory's
- * start the input rows, then gradIn (A, 4, H), then (unless VIsZero) gradOut (A, 4, H).
- */
-template <bool VIsZero>
-DEVICE inline void mlffMessagesBackwardReplica(int layer, MlffReplicaPairs& pairs, int* forceRow,
-        const real* RESTRICT params, const real* RESTRICT filters, const int* RESTRICT pairRowStart,
-        const int* RESTRICT replicaPairCount, const int2* RESTRICT replicaPairAtoms,
+KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params, const real* RESTRICT filters,
+        const int* RESTRICT pairRowStart, const int* RESTRICT replicaPairCount, const int2* RESTRICT replicaPairAtoms,
         const real4* RESTRICT replicaPairGeometry, const int* RESTRICT mlZ, const int* RESTRICT replicaStart,
         const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midV,
         const real* RESTRICT updateOutput, const real* RESTRICT gradInS, const real* RESTRICT gradInV,
         real* RESTRICT updateGradOutput, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
         real* RESTRICT edgeGradFilter, real4* RESTRICT edgeGradN, const int* RESTRICT mlParticle,
         const int* RESTRICT sortedIndexOfParticle, const double* RESTRICT replicaScale, double lambdaForceScale,
-        unsigned long long* RESTRICT forceBuffer, real* memory) {
-    const bool passGradient = !VIsZero; // dE/d(s, v) of the block's input, for block layer - 1
-    const MlffReplicaInput<VIsZero> input = {memory};
-    MlffReplicaRows* gradIn =
-            reinterpret_cast<MlffReplicaRows*>(memory + MLFF_REPLICA_ATOMS * input.RowsAnAtom * MLFF_H);
-    MlffReplicaRows* gradOut = passGradient ? gradIn + MLFF_REPLICA_ATOMS : (MlffReplicaRows*) 0;
+        unsigned long long* RESTRICT forceBuffer) {
+    mlffStartAfterPreviousLaunch();
+    __shared__ MlffReplicaPairs pairs;
+    __shared__ int forceRow[MLFF_REPLICA_ATOMS]; // each atom's row of OpenMM's force buffer
+    extern __shared__ real mlffReplicaMemory[];
+    MlffReplicaRows* input = reinterpret_cast<MlffReplicaRows*>(mlffReplicaMemory); // (A, 4, H)
+    MlffReplicaRows* gradIn = input + MLFF_REPLICA_ATOMS;                           // (A, 4, H)
+    MlffReplicaRows* gradOut = gradIn + MLFF_REPLICA_ATOMS;                         // (A, 4, H)
     const int replica = blockIdx.x;
     const int first = replicaStart[replica], count = replicaStart[replica + 1] - first;
     const int c = threadIdx.x, lane = c % 32, warp = c / 32;
@@ -519,20 +442,20 @@ DEVICE inline void mlffMessagesBackwardReplica(int layer, MlffReplicaPairs& pair
                 continue;
             const int i = pairs.atoms[base + b].x, j = pairs.atoms[base + b].y;
             if (i != runAtom) {
-                if (passGradient)
+                if (layer > 0)
                     mlffStoreRow(gradOut, runAtom, gradOutI);
                 runAtom = i;
-                input.load(i, inputI);
+                mlffLoadRow(input, i, inputI);
                 mlffLoadRow(gradIn, i, gradInI);
-                if (passGradient)
+                if (layer > 0)
                     mlffLoadRow(gradOut, i, gradOutI);
             }
             real n[3], gradInJ[4], inputJ[4];
             mlffPairNormal(pairs.geometry[base + b], n);
             mlffLoadRow(gradIn, j, gradInJ);
-            input.load(j, inputJ);
+            mlffLoadRow(input, j, inputJ);
             const real ws = w[b][0], wv1 = w[b][1], wv2 = w[b][2];
-            if (passGradient) {
+            if (layer > 0) { // the embedding and v = 0 have no gradient to pass on
                 gradOutI[0] += gradInJ[0] * ws;
                 gradOut[j][0][c] += gradInI[0] * ws;
                 for (int d = 0; d < 3; d++) {
@@ -560,17 +483,15 @@ DEVICE inline void mlffMessagesBackwardReplica(int layer, MlffReplicaPairs& pair
         }
         batchTotal[base / MLFF_PAIR_BATCH] = mlffWarpSum32(partial);
     }
-    if (active && passGradient)
+    if (active && layer > 0)
         mlffStoreRow(gradOut, runAtom, gradOutI);
     // The batches' sums over the block: the warps' totals where input and gradIn were (no longer
     // read), as many batches at a time as fit (all of them unless H is small against the block),
     // then the warps take the batches in turn and finish them.
-    const int warps = MLFF_BLOCK / 32;
-    const int totalsRoom = MLFF_REPLICA_ATOMS * (input.RowsAnAtom + 4) * MLFF_H / MLFF_BLOCK; // batches
-    static_assert(MLFF_REPLICA_ATOMS < 2 || MLFF_REPLICA_ATOMS * 5 * MLFF_H >= MLFF_BLOCK,
-                  "the room for one batch's totals (H >= 64 here)");
-    const int batchesAtOnce = totalsRoom > 0 ? totalsRoom : 1; // 0 only for replicas of one atom: no pairs
-    real (*totals)[warps][32] = reinterpret_cast<real (*)[warps][32]>(memory);
+    constexpr int warps = MLFF_BLOCK / 32, totalsRoom = 2 * MLFF_REPLICA_ATOMS * 4 * MLFF_H / MLFF_BLOCK;
+    static_assert(MLFF_REPLICA_ATOMS < 2 || totalsRoom > 0, "the room for one batch's totals (H >= 64 here)");
+    constexpr int batchesAtOnce = totalsRoom > 0 ? totalsRoom : 1; // 0 only for replicas of one atom: no pairs
+    real (*totals)[warps][32] = reinterpret_cast<real (*)[warps][32]>(mlffReplicaMemory);
     const int batches = (pairs.count + MLFF_PAIR_BATCH - 1) / MLFF_PAIR_BATCH;
     for (int from = 0; from < batches; from += batchesAtOnce) {
         const int chunk = min(batchesAtOnce, batches - from);
@@ -582,43 +503,24 @@ DEVICE inline void mlffMessagesBackwardReplica(int layer, MlffReplicaPairs& pair
             mlffBatchEnd(pairs, (from + k) * MLFF_PAIR_BATCH, totals[k], layer, forceRow, forceScale, forceBuffer,
                          replicaGradN);
     }
-    if (passGradient && active) // (not a return: nvcc would find the call unreachable in the first block)
-        mlffReplicaUpdateBackward(layer, first, count, params, midV, updateOutput, gradOut, updateGradOutput, gradOutS,
-                                  gradOutV);
-}
-
-/**
- * The messages' backward of block `layer`, a thread block per replica, as mlffMessagesBackwardTiled
- * (or, from filter rows, mlffMessagesBackwardRows): forces (or the pairs' dE/dw and dE/dn), then
- * (layer > 0) block layer-1's direct update backward of each atom. Per pair, with g = dE/d(s',
- * v'): dE/d(s, v) gathers g_j w(ij) into i and g_i w(ij) into j; dE/dw sums both edges' parts;
- * dE/dn(ij) = (gv_i - gv_j) w_v2, since n(ji) = -n(ij); the pair's dE/du goes to the forces of i
- * and j once. The warps walk the pairs with no barrier between batches (each keeps its sums of the
- * batches' dE/dd, dE/dn), and sum them over the block at the end. filters and pairRowStart as in
- * mlffMessagesForwardReplicas; edgeGradFilter and edgeGradN: the filter rows' (unused with a table).
- * This kernel for blocks past the first, ...FirstBlock for the first, as forward.
- */
-#define MLFF_REPLICA_MESSAGES_BACKWARD(name, vIsZero)                                                                  \
-    KERNEL void name(int layer, const real* RESTRICT params, const real* RESTRICT filters,                             \
-            const int* RESTRICT pairRowStart, const int* RESTRICT replicaPairCount,                                    \
-            const int2* RESTRICT replicaPairAtoms, const real4* RESTRICT replicaPairGeometry, const int* RESTRICT mlZ, \
-            const int* RESTRICT replicaStart, const real* RESTRICT stateS, const real* RESTRICT stateV,                \
-            const real* RESTRICT midV, const real* RESTRICT updateOutput, const real* RESTRICT gradInS,                \
-            const real* RESTRICT gradInV, real* RESTRICT updateGradOutput, real* RESTRICT gradOutS,                    \
-            real* RESTRICT gradOutV, real* RESTRICT edgeGradFilter, real4* RESTRICT edgeGradN,                         \
-            const int* RESTRICT mlParticle, const int* RESTRICT sortedIndexOfParticle,                                 \
-            const double* RESTRICT replicaScale, double lambdaForceScale, unsigned long long* RESTRICT forceBuffer) {  \
-        mlffStartAfterPreviousLaunch();                                                                                \
-        __shared__ MlffReplicaPairs pairs;                                                                             \
-        __shared__ int forceRow[MLFF_REPLICA_ATOMS]; /* each atom's row of OpenMM's force buffer */                    \
-        extern __shared__ real mlffReplicaMemory[];                                                                    \
-        mlffMessagesBackwardReplica<vIsZero>(layer, pairs, forceRow, params, filters, pairRowStart, replicaPairCount,  \
-                replicaPairAtoms, replicaPairGeometry, mlZ, replicaStart, stateS, stateV, midV, updateOutput, gradInS, \
-                gradInV, updateGradOutput, gradOutS, gradOutV, edgeGradFilter, edgeGradN, mlParticle,                  \
-                sortedIndexOfParticle, replicaScale, lambdaForceScale, forceBuffer, mlffReplicaMemory);                \
+    if (layer == 0 || !active)
+        return;
+    for (int group = 0; group < count; group += MLFF_LOAD_GROUP) {
+        MlffUpdateDirectInputs in[MLFF_LOAD_GROUP];
+#pragma unroll
+        for (int g = 0; g < MLFF_LOAD_GROUP; g++) // past the last atom: the last again, unused
+            in[g] = mlffLoadUpdateDirectInputs(first + min(group + g, count - 1), layer, midV, updateOutput, c);
+#pragma unroll
+        for (int g = 0; g < MLFF_LOAD_GROUP; g++) {
+            const int a = group + g;
+            if (a >= count)
+                break;
+            const real gvOut[3] = {gradOut[a][1][c], gradOut[a][2][c], gradOut[a][3][c]};
+            mlffUpdateBackwardDirectFrom(in[g], first + a, layer, params, gradOut[a][0][c], gvOut, updateGradOutput,
+                                         gradOutS, gradOutV, c);
+        }
     }
-MLFF_REPLICA_MESSAGES_BACKWARD(mlffMessagesBackwardReplicas, false)
-MLFF_REPLICA_MESSAGES_BACKWARD(mlffMessagesBackwardReplicasFirstBlock, true)
+}
 
 #ifndef MLFF_TABULATED
 /** One block of MLFF_SCAN_THREADS (scan.cu): pairRowStart, each replica's first filter row (and the total at R). */
