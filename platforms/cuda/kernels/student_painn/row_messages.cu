@@ -160,7 +160,8 @@ DEVICE inline MlffRowEdge mlffLoadRowEdge(const int* RESTRICT neighbors, int fir
 #define MLFF_STAGE_GRADIENT 3
 #define MLFF_STAGE_INPUT 7
 // The rows in all: the host defines MLFF_STAGE_ROWS from its own count (RowStageRows), by which it
-// sizes the shared memory, and this checks it (the build check and the host's tests take the rows').
+// sizes the shared memory, and this checks it; where no host defines it (the build check, the tests
+// on the host), it is the rows above.
 #ifndef MLFF_STAGE_ROWS
 #define MLFF_STAGE_ROWS (MLFF_STAGE_INPUT + 4)
 #endif
