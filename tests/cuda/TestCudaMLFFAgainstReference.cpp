@@ -64,7 +64,7 @@ double closestPairAngstrom(const std::vector<OpenMM::Vec3>& positions, size_t pe
  * Parameters: the precision, and the network's kernel path (MLFF_CUDA_KERNELS: "fused", a block
  * per atom; "cluster", a cluster of blocks per atom, on sm_90 and later; or, for every model whose
  * H is a multiple of 64, which most tests here use for that reason, "tiled" and "edges", the tiled
- * path with exact filters as products over edges). Where the GPU has warp-group products (sm_90,
+ * path with edge rows: exact filters as products over pairs, tabulated ones read into the rows). Where the GPU has warp-group products (sm_90,
  * float), "edges" takes them for every product (MLFF_CUDA_PRODUCTS=warpgroup: the plugin would
  * leave the update's products of these small systems on mma.sync), and "edges_mma" is "edges" with
  * every product on mma.sync (MLFF_CUDA_PRODUCTS=mma), so that both stay tested there.
@@ -101,8 +101,8 @@ protected:
     }
     /**
      * Whether a step whose neighbour list overflowed gives the same bits as one whose list held
-     * every edge: not with edge filters, where the overflowed atoms' filters come from their own
-     * kernel rather than the products (the host then grows the list two evaluations on, always).
+     * every edge: not with edge rows, where the overflowed atoms' messages come from their own
+     * kernels, which sum in another order (the host then grows the list two evaluations on, always).
      */
     bool overflowKeepsBits() const {
         return kernels() != "edges";
@@ -267,10 +267,10 @@ TEST_P(CudaVsReference, CellList) {
 
 // Tabulated filters (MLFFForce::setUseTabulatedFilters): CUDA against the Reference platform's
 // tabulated path within the precision's bounds, and in double precision against the exact
-// filters within issue 7's bounds (energy 1e-6 relative, forces 1e-5 relative to their norm).
+// filters within issue 7's bounds (energy 1e-6 relative, forces 1e-5 relative to their norm). On
+// the 'tiled' path the message kernels read the table; on 'edges' it fills the edge rows
+// (table_rows.cu) that the messages from rows read.
 TEST_P(CudaVsReference, TabulatedFilters) {
-    if (kernels() == "edges")
-        GTEST_SKIP() << "tabulated filters run the 'tiled' path's kernels (they read tables, not products)";
     const std::string bytes = mlff_test::random_model_bytes(modelSpec(64, 12, 3, 14));
     mlff_test::Structure molecule = mlff_test::random_structure(40, 10, 9.0, 1.0, 80);
     mlff_test::Structure box = mlff_test::random_structure(300, 10, 16.0, 1.0, 81);
@@ -326,33 +326,39 @@ TEST_P(CudaVsReference, SmallReplicas) {
 }
 
 // Forcing a tiny first capacity makes every atom overflow; results must not change at all (with
-// edge filters: not once the list has grown, and the overflowed step still matches Reference).
-// 40 atoms: more than a block per replica takes (ReplicaMessagesMaxAtoms), which has no list.
+// edge rows: not once the list has grown, and the overflowed step still matches Reference). With
+// exact filters and tabulated ones (on 'edges', the overflowed atoms' messages then read the table
+// in tiled.cu's kernels while the other atoms' read rows). 40 atoms: more than a block per replica
+// takes (ReplicaMessagesMaxAtoms), which has no list.
 TEST_P(CudaVsReference, OverflowedListGivesTheSameBits) {
     const std::string bytes = mlff_test::random_model_bytes(modelSpec(64, 12, 2, 11));
     mlff_test::Structure molecule = mlff_test::random_structure(40, 10, 8.0, 1.0, 61);
-    auto s = makeSystem(bytes, molecule);
-    Evaluation normal = evaluateOn(*s, precision());
-    setenv("MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY", "2", 1);
-    OpenMM::VerletIntegrator integrator(0.0005);
-    auto context = makeContext(s->system, integrator, precision());
-    unsetenv("MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY");
-    context->setPositions(s->positions);
-    Evaluation overflowed = evaluate(*context, *s->force);
-    Evaluation grown = evaluate(*context, *s->force);
-    grown = evaluate(*context, *s->force); // grown by now on every path (edge filters: two evaluations on)
-    EXPECT_EQ(grown.energy, normal.energy);
-    for (size_t i = 0; i < normal.forces.size(); i++)
-        for (int d = 0; d < 3; d++)
-            EXPECT_EQ(grown.forces[i][d], normal.forces[i][d]) << i;
-    if (!overflowKeepsBits()) {
-        expectMatchesReference(overflowed, evaluateOn(*s, "reference"), precision(), "overflowed list");
-        return;
+    for (bool tabulated : {false, true}) {
+        SCOPED_TRACE(tabulated ? "tabulated filters" : "exact filters");
+        auto s = makeSystem(bytes, molecule);
+        s->force->setUseTabulatedFilters(tabulated);
+        Evaluation normal = evaluateOn(*s, precision());
+        setenv("MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY", "2", 1);
+        OpenMM::VerletIntegrator integrator(0.0005);
+        auto context = makeContext(s->system, integrator, precision());
+        unsetenv("MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY");
+        context->setPositions(s->positions);
+        Evaluation overflowed = evaluate(*context, *s->force);
+        Evaluation grown = evaluate(*context, *s->force);
+        grown = evaluate(*context, *s->force); // grown by now on every path (edge rows: two evaluations on)
+        EXPECT_EQ(grown.energy, normal.energy);
+        for (size_t i = 0; i < normal.forces.size(); i++)
+            for (int d = 0; d < 3; d++)
+                EXPECT_EQ(grown.forces[i][d], normal.forces[i][d]) << i;
+        if (!overflowKeepsBits()) {
+            expectMatchesReference(overflowed, evaluateOn(*s, "reference"), precision(), "overflowed list");
+            continue;
+        }
+        EXPECT_EQ(overflowed.energy, normal.energy);
+        for (size_t i = 0; i < normal.forces.size(); i++)
+            for (int d = 0; d < 3; d++)
+                EXPECT_EQ(overflowed.forces[i][d], normal.forces[i][d]) << i;
     }
-    EXPECT_EQ(overflowed.energy, normal.energy);
-    for (size_t i = 0; i < normal.forces.size(); i++)
-        for (int d = 0; d < 3; d++)
-            EXPECT_EQ(overflowed.forces[i][d], normal.forces[i][d]) << i;
 }
 
 // Two evaluations of the same positions: bitwise equal forces and energy.

@@ -166,7 +166,8 @@ for precision in single mixed double; do
               cat "$kernels/matmul.cu"
               [ $warpgroup != none ] && cat "$kernels/warpgroup_matmul.cu"
               cat "$kernels/student_painn/tiled.cu" "$kernels/student_painn/edge_filters.cu" \
-                  "$kernels/student_painn/row_messages.cu" "$kernels/student_painn/replica_messages.cu"
+                  "$kernels/student_painn/table_rows.cu" "$kernels/student_painn/row_messages.cu" \
+                  "$kernels/student_painn/replica_messages.cu"
           fi; } > "$src"
         label="$precision H=$1 K=$2 L=$3 periodic=$5 tabulated=$6 tiled=$7 replicas=$8 warpgroup=$warpgroup"
         # NVRTC with the options the plugin's modules get: OpenMM's -arch and --use_fast_math, then

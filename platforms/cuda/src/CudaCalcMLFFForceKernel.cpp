@@ -60,7 +60,9 @@ constexpr int CellListMinAtoms = 256;  // replicas this large use the cell list 
 // benzenes 282 against 367, a droplet 577 against 659), the tiled one at 3,072 (589 against 985).
 // With exact filters the tiled path runs them as products over pairs (edge_filters.cu), faster
 // from 768 atoms (64 benzenes 612 against 682, a droplet 1,037 against 1,745) but not at 192
-// (265 against 533) or a 96-atom droplet (446 against 616).
+// (265 against 533) or a 96-atom droplet (446 against 616). Since tabulated filters also take the
+// edge rows (table_rows.cu), a 768-atom droplet is faster tiled than fused (541 against 581, H200);
+// 64 benzenes were not measured again, so the threshold stays.
 constexpr int TiledMinAtoms = 1024;
 constexpr int EdgeFiltersMinAtoms = 768;
 // Replicas this small, on the tiled path with tabulated filters or edge filters, take a thread
@@ -102,6 +104,7 @@ constexpr int WarpgroupUpdateColumns = 64;
 // 256 benzenes (3,072) exact 618 against 654, tabulated 367 against 368; a 3,000-atom droplet,
 // exact, 1,894 and 1,967 against 1,894 and 1,909. Between 768 and 3,000 atoms not measured.
 constexpr int WarpgroupUpdateMinAtoms = 2048;
+constexpr int TableRowThreads = 256; // table_rows.cu's blocks: a warp a filter row
 constexpr int ScanThreads = 1024;      // MLFF_SCAN_THREADS in scan.cu
 // Cells are this much wider than the cutoff, so that rounding in a cell's bounds can never put
 // the two atoms of an edge two cells apart.
@@ -204,6 +207,7 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
         return;
 
     const bool tabulated = force.getUseTabulatedFilters();
+    tabulatedFilters = tabulated;
     const StudentPainnLayout layout = layoutStudentPainn(painn);
     kPadded = std::stoi(layout.defines.at("MLFF_K_PADDED"));
     params.initialize(cu, layout.values.size(), realSize(), "mlffParams");
@@ -408,16 +412,17 @@ void CudaCalcMLFFForceKernel::chooseWarpgroupProducts() {
           "querying the shared memory a block may have");
     const auto fits = [&](unsigned int bytes) { return bytes <= (unsigned int) sharedPerBlock; };
     const bool warpgroups = useTiled && matmulTensorCores && cu.getComputeCapability() == 9.0 && products != "mma";
-    warpgroupFilterForward = warpgroups && useEdgeFilters &&
+    warpgroupFilterForward = warpgroups && useEdgeFilters && !tabulatedFilters &&
                              fits(warpgroupSharedBytes(std::max(hidden, basisInputs()), warpgroupForwardColumns));
-    warpgroupFilterBackward = warpgroups && useEdgeFilters &&
+    warpgroupFilterBackward = warpgroups && useEdgeFilters && !tabulatedFilters &&
                               fits(warpgroupSharedBytes(warpgroupBackwardInputs(), WarpgroupBackwardColumns, true));
     int widestUpdate = 0; // the update product with the most inputs (its kernels are not loaded yet: unused here)
     for (const UpdateProduct& product : updateProducts())
         widestUpdate = std::max(widestUpdate, product.inputs);
     const bool manyAtoms = products == "warpgroup" || numAtoms >= WarpgroupUpdateMinAtoms;
     warpgroupUpdate = warpgroups && manyAtoms && fits(warpgroupSharedBytes(widestUpdate, WarpgroupUpdateColumns));
-    if (products == "warpgroup" && useTiled && !(warpgroupUpdate && (warpgroupFilterForward || !useEdgeFilters)))
+    const bool filterProducts = useEdgeFilters && !tabulatedFilters;
+    if (products == "warpgroup" && useTiled && !(warpgroupUpdate && (warpgroupFilterForward || !filterProducts)))
         throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_PRODUCTS is 'warpgroup', but warp-group products need "
                               "compute capability 9.0 exactly, float, and shared memory for " +
                               std::to_string(widestUpdate) + " x " + std::to_string(WarpgroupUpdateColumns) +
@@ -479,6 +484,7 @@ string CudaCalcMLFFForceKernel::kernelSource() const {
                   (warpgroupProducts() ? CudaMLFFKernelSources::warpgroup_matmul : "") +
                   CudaMLFFKernelSources::student_painn_tiled +
                   CudaMLFFKernelSources::student_painn_edge_filters +
+                  CudaMLFFKernelSources::student_painn_table_rows +
                   CudaMLFFKernelSources::student_painn_row_messages +
                   CudaMLFFKernelSources::student_painn_replica_messages;
     return source;
@@ -515,7 +521,14 @@ void CudaCalcMLFFForceKernel::loadKernels(CUmodule module) {
             linkReplicaPairRowsKernel = cu.getKernel(module, "mlffLinkReplicaPairRows");
         }
     }
-    if (useEdgeFilters) {
+    if (useEdgeFilters && tabulatedFilters) { // the table's filters into the rows, and dE/dd from them
+        edgeFilterKernel = cu.getKernel(module, "mlffTableFilterRows");
+        pairGradientKernel = cu.getKernel(module, "mlffTableFilterBackward");
+        countTableIntervalsKernel = cu.getKernel(module, "mlffCountTableIntervals");
+        scanTableIntervalsKernel = cu.getKernel(module, "mlffScanTableIntervals");
+        sortTableRowsKernel = cu.getKernel(module, "mlffSortTableRows");
+    }
+    else if (useEdgeFilters) {
         edgeHiddenKernel = cu.getKernel(module, "mlffEdgeFilterHidden");
         edgeFilterKernel = cu.getKernel(module, "mlffEdgeFilterOutput");
         // On sm_90 the filters' backward goes on to each pair's dE/dd, in parts that the second sums.
@@ -662,6 +675,11 @@ std::map<string, string> CudaCalcMLFFForceKernel::uploadFilterTable(const mlff_m
     }
     filterTable.initialize(cu, values.size(), realSize(), "mlffFilterTable");
     filterTable.upload(values, true);
+    if (useEdgeFilters) { // the edge rows sorted by their table interval each step (table_rows.cu)
+        tableIntervalCount.initialize<int>(cu, nodes - 1, "mlffTableIntervalCount");
+        cu.clearBuffer(tableIntervalCount); // zeros: each step's count leaves them so
+        tableIntervalStart.initialize<int>(cu, nodes - 1, "mlffTableIntervalStart");
+    }
     return {{"MLFF_TABULATED", "1"},
             {"MLFF_TABLE_NODES", std::to_string(nodes)},
             {"MLFF_TABLE_SPACING", exactDouble(mlff_filter_table_spacing(raw))},
@@ -671,8 +689,9 @@ std::map<string, string> CudaCalcMLFFForceKernel::uploadFilterTable(const mlff_m
 void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
     const bool tilesFit = hidden % 64 == 0; // matmul.cu's tiles: 64 columns (H outputs) or 96 (3H)
     // A developer's override, for benchmarks and tests: "fused" (a block per atom); "cluster" (a
-    // cluster of blocks per atom); "tiled" (filters per atom); or "edges" (tiled, and exact filters
-    // as products over edges). The last two apply wherever the tiles fit.
+    // cluster of blocks per atom); "tiled" (filters per atom); or "edges" (tiled, with edge rows:
+    // exact filters as products over pairs, tabulated ones read into the rows once a pair). The
+    // last two apply wherever the tiles fit.
     const string path = requestedKernelPath();
     if (path.empty())
         useTiled = tilesFit && numAtoms >= (tabulated ? TiledMinAtoms : EdgeFiltersMinAtoms);
@@ -684,9 +703,13 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
     // Clusters where the GPU has them and the system is small (initialize decides, once the
     // block's size is known).
     useClusters = !useTiled && (path.empty() || path == "cluster");
-    // Tabulated filters read a table per edge; the products would compute the network instead.
-    // The basis' backward product keeps each pair's dE/de in one tile (edge_filters.cu): K <= 96.
-    useEdgeFilters = useTiled && !tabulated && path != "tiled" && kPadded <= MatmulMaxColumns;
+    // Edge rows: exact filters as products over pairs, whose basis' backward product keeps each
+    // pair's dE/de in one tile (edge_filters.cu): K <= 96; or tabulated filters read once a pair
+    // into them (table_rows.cu), whose messages from rows were faster than the tiled kernels' own
+    // table reads at every size measured (H200, H=128, step us: water droplets of 768, 3,000 and
+    // 12,000 atoms 541, 1,232 and 4,010 against 581 (fused), 1,248 and 4,463; periodic water boxes
+    // of 3,000 and 24,000 atoms 1,398 and 9,604 against 1,542 and 9,778).
+    useEdgeFilters = useTiled && path != "tiled" && (tabulated || kPadded <= MatmulMaxColumns);
     if (useEdgeFilters && path.empty()) {
         // The rows keep every block's filters (L x 3H reals a pair): only where they fit well.
         size_t freeBytes = 0, totalBytes = 0;
@@ -698,6 +721,8 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
     useReplicaMessages = useTiled && (tabulated || useEdgeFilters) && maxReplicaSize <= ReplicaMessagesMaxAtoms &&
                          3 * replicaRowsBytes <= ReplicaMessagesMaxSharedBytes &&
                          (path == (tabulated ? "tiled" : "edges") || numReplicas >= multiprocessors);
+    if (tabulated && useReplicaMessages) // a block per replica reads the table itself
+        useEdgeFilters = false;
 }
 
 string CudaCalcMLFFForceKernel::requestedKernelPath() {
@@ -738,21 +763,27 @@ int CudaCalcMLFFForceKernel::clusterSizeFor(int threads) const {
 std::vector<CudaCalcMLFFForceKernel::RowArray> CudaCalcMLFFForceKernel::edgeRowArrays() {
     const int real = realSize(), intSize = sizeof(int);
     const size_t h = hidden, k = numRbf, layers = numBlocks;
-    return {{&edgeAtoms, 1, 2 * intSize, "mlffEdgeAtoms"},
-            {&edgeDelta, 1, 4 * real, "mlffEdgeDelta"},
-            {&edgeOwnedRank, 1, intSize, "mlffEdgeOwnedRank"},
-            {&edgePartner, 1, intSize, "mlffEdgePartner"},
-            {&edgeFilterRow, 1, intSize, "mlffEdgeFilterRow"},
-            {&edgeGradN, 1, 4 * real, "mlffEdgeGradN"},
-            {&filterEdges, 1, 2 * intSize, "mlffFilterEdges"},
-            {&edgeGradFilter, 3 * h, real, "mlffEdgeGradFilter"},
-            {&edgeBasis, k, real, "mlffEdgeBasis"},
-            {&edgeHidden, h, real, "mlffEdgeHidden"},
-            {&edgeFilter, layers * 3 * h, real, "mlffEdgeFilter"},
-            // dE/dd's parts of every block, a column tile of the filters' warp-group backward each (H a
-            // multiple of 64 there)
-            {&pairGradDistance, layers * std::max<size_t>(1, h / WarpgroupBackwardColumns), real,
-             "mlffPairGradDistance"}};
+    std::vector<RowArray> arrays = {{&edgeAtoms, 1, 2 * intSize, "mlffEdgeAtoms"},
+                                    {&edgeDelta, 1, 4 * real, "mlffEdgeDelta"},
+                                    {&edgeOwnedRank, 1, intSize, "mlffEdgeOwnedRank"},
+                                    {&edgePartner, 1, intSize, "mlffEdgePartner"},
+                                    {&edgeFilterRow, 1, intSize, "mlffEdgeFilterRow"},
+                                    {&edgeGradN, 1, 4 * real, "mlffEdgeGradN"},
+                                    {&filterEdges, 1, 2 * intSize, "mlffFilterEdges"},
+                                    {&edgeGradFilter, 3 * h, real, "mlffEdgeGradFilter"},
+                                    {&edgeFilter, layers * 3 * h, real, "mlffEdgeFilter"}};
+    if (tabulatedFilters) { // the rows by table interval (table_rows.cu)
+        arrays.push_back({&tableRowInterval, 1, 2 * intSize, "mlffTableRowInterval"});
+        arrays.push_back({&sortedTableRows, 1, intSize, "mlffSortedTableRows"});
+        return arrays;
+    }
+    // The filter network's: the basis, the hidden layer, and dE/dd's parts of every block, a column
+    // tile of the filters' warp-group backward each (H a multiple of 64 there).
+    arrays.push_back({&edgeBasis, k, real, "mlffEdgeBasis"});
+    arrays.push_back({&edgeHidden, h, real, "mlffEdgeHidden"});
+    arrays.push_back({&pairGradDistance, layers * std::max<size_t>(1, h / WarpgroupBackwardColumns), real,
+                      "mlffPairGradDistance"});
+    return arrays;
 }
 
 size_t CudaCalcMLFFForceKernel::edgeRowBytes(size_t rows) {
@@ -1084,6 +1115,12 @@ void CudaCalcMLFFForceKernel::executeFused(void** box, bool includeForces, CUdev
     }
 }
 
+unsigned int CudaCalcMLFFForceKernel::tableRowsGrid() const {
+    // As many warps as fill every SM (the rows' count is on the device), each block a run of the
+    // sorted rows (table_rows.cu).
+    return (unsigned int) (multiprocessors * 2048 / TableRowThreads);
+}
+
 unsigned int CudaCalcMLFFForceKernel::warpPerAtomGrid(int threads) const {
     return (unsigned int) (((size_t) numAtoms * 32 + threads - 1) / threads);
 }
@@ -1111,7 +1148,27 @@ void CudaCalcMLFFForceKernel::prepareEdgeRows(void** box) {
                     &edgeStart.getDevicePointer(), &filterStart.getDevicePointer(), &edgeDelta.getDevicePointer(),
                     &edgeOwnedRank.getDevicePointer(), &edgePartner.getDevicePointer(),
                     &edgeFilterRow.getDevicePointer(), &filterEdges.getDevicePointer(), &edgeBasis.getDevicePointer()};
-    launch(linkFilterRowsKernel, args, atomWarpsGrid, EdgeThreads, "the pairs' basis");
+    launch(linkFilterRowsKernel, args, atomWarpsGrid, EdgeThreads,
+           tabulatedFilters ? "the pairs' rows" : "the pairs' basis");
+    if (tabulatedFilters)
+        sortTableRows();
+}
+
+void CudaCalcMLFFForceKernel::sortTableRows() {
+    CUdeviceptr rowCount = filterRowCount();
+    const unsigned int rowsGrid = (unsigned int) ((edgeRowsBound() + EdgeThreads - 1) / EdgeThreads);
+    {
+        void* args[] = {&rowCount, &filterEdges.getDevicePointer(), &edgeDelta.getDevicePointer(),
+                        &tableIntervalCount.getDevicePointer(), &tableRowInterval.getDevicePointer()};
+        launch(countTableIntervalsKernel, args, rowsGrid, EdgeThreads, "the pairs' table intervals");
+    }
+    {
+        void* args[] = {&tableIntervalCount.getDevicePointer(), &tableIntervalStart.getDevicePointer()};
+        launch(scanTableIntervalsKernel, args, 1, ScanThreads, "numbering the table intervals");
+    }
+    void* args[] = {&rowCount, &tableRowInterval.getDevicePointer(), &tableIntervalStart.getDevicePointer(),
+                    &sortedTableRows.getDevicePointer()};
+    launch(sortTableRowsKernel, args, rowsGrid, EdgeThreads, "the pairs by table interval");
 }
 
 void CudaCalcMLFFForceKernel::prepareReplicaPairs(void** box) {
@@ -1145,6 +1202,13 @@ CUdeviceptr CudaCalcMLFFForceKernel::edgeFiltersOfBlock(int layer) {
 
 void CudaCalcMLFFForceKernel::edgeFiltersForward(int layer) {
     CUdeviceptr rowCount = filterRowCount();
+    if (tabulatedFilters) {
+        CUdeviceptr table = filterTable.getDevicePointer(), filters = edgeFiltersOfBlock(layer);
+        void* args[] = {&layer, &table, &rowCount, &sortedTableRows.getDevicePointer(), &filterEdges.getDevicePointer(),
+                        &edgeDelta.getDevicePointer(), &filters};
+        launch(edgeFilterKernel, args, tableRowsGrid(), TableRowThreads, "the filters from the table");
+        return;
+    }
     const size_t rows = edgeRowsBound();
     {
         CUdeviceptr images = warpgroupImagesOf(edgeHiddenKernel);
@@ -1167,6 +1231,16 @@ void CudaCalcMLFFForceKernel::edgeFiltersForward(int layer) {
 
 void CudaCalcMLFFForceKernel::edgeFiltersBackward(int layer, double lambdaForceScale, CUdeviceptr force) {
     CUdeviceptr rowCount = filterRowCount();
+    if (tabulatedFilters) {
+        CUdeviceptr table = filterTable.getDevicePointer();
+        void* args[] = {&layer, &table, &rowCount, &sortedTableRows.getDevicePointer(),
+                        &edgeGradFilter.getDevicePointer(), &filterEdges.getDevicePointer(),
+                        &edgeAtoms.getDevicePointer(), &edgeDelta.getDevicePointer(), &edgeGradN.getDevicePointer(),
+                        &mlReplica.getDevicePointer(), &replicaScale.getDevicePointer(), &lambdaForceScale,
+                        &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(), &force};
+        launch(pairGradientKernel, args, tableRowsGrid(), TableRowThreads, "dE/dd from the table, and the forces");
+        return;
+    }
     const size_t rows = edgeRowsBound();
     if (warpgroupFilterBackward) { // dE/dhidden never stored: each pair's dE/dd in parts, summed after block 0
         CUdeviceptr images = warpgroupImagesOf(filterBackwardKernel);

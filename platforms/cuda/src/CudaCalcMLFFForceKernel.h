@@ -145,6 +145,8 @@ private:
     void allocateEdgeRows(); // for edgeRowsBound() rows; throws if the memory is not there
     void prepareEdgeRows(void** box);
     unsigned int warpPerAtomGrid(int threads) const; // blocks of `threads` for a warp per ML atom
+    unsigned int tableRowsGrid() const;               // table_rows.cu's blocks
+    void sortTableRows();                             // the filter rows by table interval (table_rows.cu)
     /** Each replica's pairs (replica_messages.cu), and with edge filters their rows. */
     void prepareReplicaPairs(void** box);
     /** The filter rows' count on the device (filterStart[N], or pairRowStart[R]), for the products. */
@@ -182,7 +184,8 @@ private:
     int clusterSize = 1;                  // its blocks per atom (MLFF_CLUSTER)
     bool clusterFindsNeighbors = false;   // its first forward launch, not a launch of its own, finds the neighbours
     unsigned int clusterSharedBytes = 0;  // its kernels' dynamic shared memory
-    bool useEdgeFilters = false;          // with it, the filters as products over edges (edge_filters.cu)
+    bool useEdgeFilters = false;          // edge rows, a filter row a pair (edge_filters.cu, table_rows.cu)
+    bool tabulatedFilters = false;        // the force's tabulated filters (a table, uploadFilterTable)
     bool useReplicaMessages = false;      // with it, its messages a block per replica (replica_messages.cu),
                                           // with exact filters from edge filters' rows, a row a pair
     int pairsPerReplica = 0;              // their pair slots a replica (MLFF_REPLICA_PAIRS)
@@ -224,6 +227,8 @@ private:
     OpenMM::CudaArray overflowedAtoms;    // int (N + 1), edge_filters.cu: the atoms without rows
     OpenMM::CudaArray edgeAtoms, edgeDelta, edgeOwnedRank, edgePartner, edgeFilterRow, edgeGradFilter, edgeGradN,
         filterEdges, edgeBasis, edgeHidden, edgeFilter, pairGradDistance; // edge_filters.cu: the rows (edgeRowArrays)
+    OpenMM::CudaArray tableRowInterval, sortedTableRows; // table_rows.cu: the rows by table interval (edgeRowArrays)
+    OpenMM::CudaArray tableIntervalCount, tableIntervalStart; // int (nodes - 1), table_rows.cu
     OpenMM::CudaArray replicaPairCount, replicaPairAtoms, replicaPairGeometry; // replica_messages.cu: the pairs
     OpenMM::CudaArray pairRowStart;       // int (R + 1): with edge filters, each replica's first filter row
     OpenMM::CudaArray replicaScale, replicaEnergy; // double
@@ -253,6 +258,8 @@ private:
                linkFilterRowsKernel = nullptr;
     CUfunction findReplicaPairsKernel = nullptr, scanReplicaPairsKernel = nullptr,
                linkReplicaPairRowsKernel = nullptr; // replica_messages.cu
+    CUfunction countTableIntervalsKernel = nullptr, scanTableIntervalsKernel = nullptr,
+               sortTableRowsKernel = nullptr; // table_rows.cu
     CUfunction assignCellsKernel = nullptr, scanCellsKernel = nullptr, fillCellsKernel = nullptr,
                cellNeighborKernel = nullptr;
 

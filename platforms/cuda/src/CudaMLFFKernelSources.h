@@ -25,6 +25,7 @@ public:
     static const std::string student_painn_cluster;
     static const std::string student_painn_tiled;
     static const std::string student_painn_edge_filters;
+    static const std::string student_painn_table_rows;
     static const std::string student_painn_row_messages;
     static const std::string student_painn_replica_messages;
 };

@@ -15,6 +15,8 @@
  * or -1), edgeFilterRow[e] = the filter row of edge e. Counts live on the device only
  * (edgeStart[N], filterStart[N]); the products size their grids by N x capacity and let blocks past
  * the count (filterRowCount: &filterStart[N]) return.
+ * With tabulated filters the same rows hold the table's filters instead (table_rows.cu stands for
+ * the products below, and no basis, hidden layer or dE/dd parts are kept).
  * Replicas whose messages take a block each (replica_messages.cu) have no list: one edge row and one
  * filter row per pair, replica by replica, written by mlffLinkReplicaPairRows (filterEdges = (r, -1)),
  * counted in its pairRowStart[R], and no edgeStart, edgeOwnedRank, edgePartner or edgeFilterRow;
@@ -163,8 +165,8 @@ KERNEL void mlffGatherEdges(const real4* RESTRICT pos, const int* RESTRICT neigh
 
 /**
  * One warp per ML atom i with rows: for each edge that owns its pair, the filter row r, in
- * edgeFilterRow of both edges, and filterEdges[r] = (edge, partner); then the radial basis of i's
- * rows, K values a row, a value a lane in storage order (a lane a row, K values each, wrote a line
+ * edgeFilterRow of both edges, and filterEdges[r] = (edge, partner); then (exact filters) the
+ * radial basis of i's rows, K values a row, a value a lane in storage order (a lane a row, K values each, wrote a line
  * of 32 rows apart at each step, and left the lanes of unowned edges idle).
  */
 KERNEL void mlffLinkFilterRows(const real* RESTRICT params, const int* RESTRICT neighborCount, int neighborCapacity,
@@ -190,12 +192,17 @@ KERNEL void mlffLinkFilterRows(const real* RESTRICT params, const int* RESTRICT 
             edgeFilterRow[partner] = r;
         filterEdges[r] = make_int2(e, partner);
     }
+#ifdef MLFF_TABULATED
+    (void) params; // no network: no basis (edgeBasis is not allocated)
+    (void) edgeBasis;
+#else
     __syncwarp(); // filterEdges of i's rows written
     const int basisValues = (filterStart[i + 1] - firstFilter) * MLFF_K;
     for (int t = lane; t < basisValues; t += 32) {
         const real d = edgeDelta[filterEdges[firstFilter + t / MLFF_K].x].w;
         mlffRadialBasis(params, d, t % MLFF_K, &edgeBasis[(size_t) firstFilter * MLFF_K + t], 0);
     }
+#endif
 }
 
 struct MlffBiasEpilogue {

@@ -17,9 +17,9 @@
  *   mlffUpdateInputBackward    matmul          dE/d(s', v') of block l = partial + the MLP's part, gradHidden U0
  *   mlffMessagesBackwardTiled  atoms           forces; dE/d(a, g1, g2) and the partial dE/d(s', v') of block l-1
  *
- * With exact filters the filters may run as products over edges instead (edge_filters.cu): the
- * message kernels here then take only the atoms whose list overflowed (the ...Overflowed kernels),
- * and row_messages.cu's take the rest.
+ * With edge rows (edge_filters.cu: exact filters as products over pairs, or tabulated ones from
+ * table_rows.cu) the message kernels here take only the atoms whose list overflowed (the
+ * ...Overflowed kernels), and row_messages.cu's take the rest.
  *
  * Storage (global, `real`, as in forward.cu where shared): updateInput (N, 2H), updateHidden
  * (L, N, H), updateActivation (N, H; also gradHidden), updateOutput (L - 1, N, 3H) with the outputs of

@@ -1,0 +1,178 @@
+/*
+ * student_painn/table_rows.cu: tabulated filters on the edge rows (edge_filters.cu's storage), so
+ * that the messages of a large system run from rows (row_messages.cu) with a table as they do with
+ * the filter network: a pair's filter is read from the table once, not once for each of its edges,
+ * and the messages' kernels are the rows' (a warp per atom in the backward) rather than tiled.cu's.
+ * These kernels stand for edge_filters.cu's products:
+ *
+ * Per step, after mlffLinkFilterRows (which computes no basis here):
+ *   mlffCountTableIntervals  rows    each filter row's table interval and rank within it
+ *   mlffScanTableIntervals   one     each interval's first place among the sorted rows
+ *   mlffSortTableRows        rows    sortedRows: the filter rows in the order of their intervals
+ * Per block l:
+ *   mlffTableFilterRows      sorted  edgeFilter[l] = w(d) of each filter row (3H: w_s, w_v1, w_v2)
+ *                                    before the messages from rows
+ *   mlffTableFilterBackward  sorted  dE/dd = sum_o dE/dw_o dw_o/dd of each filter row, from its row
+ *                                    of edgeGradFilter (mlffMessagesBackwardRows: both edges' parts),
+ *                                    passed on by mlffAddPairGradient (summed over the blocks; the
+ *                                    forces at block 0)
+ *
+ * The last two take a warp a filter row, lane l channels l, l + 32, ... of each kind, a block a
+ * run of the sorted rows. The table's entries are layers.cu's (mlffTableEntries), so w and dw/dd
+ * are those of the tiled kernels to the bit; dE/dd's sum over channels is the warp's, in a fixed
+ * order, and a row's results do not depend on which warp takes it.
+ *
+ * Storage: per filter row rowInterval int2 (interval, rank) and sortedRows int (the rows'
+ * allocation, edgeRowArrays); intervalCount, intervalStart (MLFF_TABLE_NODES - 1) int.
+ */
+#ifdef MLFF_TABULATED
+
+static_assert(3 * MLFF_H % 32 == 0, "a lane's outputs of a filter row: 3H / 32 of them");
+
+/** The distance of filter row r: its owning edge's. */
+DEVICE inline real mlffFilterRowDistance(const int2* RESTRICT filterEdges, const real4* RESTRICT edgeDelta, int r) {
+    return edgeDelta[filterEdges[r].x].w;
+}
+
+/*
+ * The filter rows in the order of their table intervals (sortedRows), once a step for every block
+ * and both passes: a block's warps then take rows at nearby distances, whose entries the L1 holds,
+ * rather than each pair's 12 entries of 3H from the L2 (1.8 GB a block for the 12,000-atom
+ * droplet's 294,000 pairs). A counting sort: each row's interval and its rank among that
+ * interval's rows (rowInterval, by atomics: the rows of an interval in any order, which changes
+ * only which warp takes a row), the intervals' starts, then each row into its place.
+ */
+#define MLFF_TABLE_INTERVALS (MLFF_TABLE_NODES - 1)
+
+/**
+ * A thread a filter row: its table interval and rank (intervalCount: zeros before, counts after).
+ * Each block counts its rows in shared memory first, then takes its place in each interval with one
+ * atomic: the droplet's 294,000 rows fall in a few hundred intervals, whose counters a thread a row
+ * would contend for.
+ */
+KERNEL void mlffCountTableIntervals(const int* RESTRICT filterRowCount, const int2* RESTRICT filterEdges,
+        const real4* RESTRICT edgeDelta, int* RESTRICT intervalCount, int2* RESTRICT rowInterval) {
+    mlffStartAfterPreviousLaunch();
+    __shared__ int blockCount[MLFF_TABLE_INTERVALS]; // this block's rows in each interval, then its first rank there
+    const int rows = *filterRowCount, r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (blockIdx.x * blockDim.x >= rows)
+        return; // the whole block
+    for (int k = threadIdx.x; k < MLFF_TABLE_INTERVALS; k += blockDim.x)
+        blockCount[k] = 0;
+    __syncthreads();
+    int interval = 0, rank = 0;
+    if (r < rows) {
+        interval = mlffHermiteAt(mlffFilterRowDistance(filterEdges, edgeDelta, r)).node;
+        rank = atomicAdd(&blockCount[interval], 1);
+    }
+    __syncthreads();
+    for (int k = threadIdx.x; k < MLFF_TABLE_INTERVALS; k += blockDim.x)
+        if (blockCount[k] > 0)
+            blockCount[k] = atomicAdd(&intervalCount[k], blockCount[k]);
+    __syncthreads();
+    if (r < rows)
+        rowInterval[r] = make_int2(interval, blockCount[interval] + rank);
+}
+
+/** An interval's start among the sorted rows; its count back to zero, for the next step. */
+struct MlffIntervalStarts {
+    int* start;
+    int* count;
+    DEVICE void operator()(int k, int before, int) const {
+        start[k] = before;
+        count[k] = 0; // read by this thread alone, before (mlffExclusiveScan)
+    }
+};
+
+/** One block of MLFF_SCAN_THREADS (scan.cu): intervalStart. */
+KERNEL void mlffScanTableIntervals(int* RESTRICT intervalCount, int* RESTRICT intervalStart) {
+    mlffStartAfterPreviousLaunch();
+    mlffExclusiveScan(MLFF_TABLE_INTERVALS, MlffCounts{intervalCount}, MlffIntervalStarts{intervalStart, intervalCount});
+}
+
+/** A thread a filter row: its place in sortedRows. */
+KERNEL void mlffSortTableRows(const int* RESTRICT filterRowCount, const int2* RESTRICT rowInterval,
+        const int* RESTRICT intervalStart, int* RESTRICT sortedRows) {
+    mlffStartAfterPreviousLaunch();
+    const int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= *filterRowCount)
+        return;
+    const int2 interval = rowInterval[r];
+    sortedRows[intervalStart[interval.x] + interval.y] = r;
+}
+
+/**
+ * The sorted rows of this block, k from *first to *end: an even share of the grid's, a run of
+ * nearby intervals, whose warps take rows first + w, first + w + warps, ...
+ */
+DEVICE inline void mlffBlockTableRows(int rows, int* first, int* end) {
+    const int share = (rows + gridDim.x - 1) / gridDim.x;
+    *first = min(blockIdx.x * share, rows);
+    *end = min(*first + share, rows);
+}
+
+/** Block `layer`'s filters of each filter row from the table: edgeFilter (rows, 3H) of this block. */
+KERNEL void mlffTableFilterRows(int layer, const real* RESTRICT filterTable, const int* RESTRICT filterRowCount,
+        const int* RESTRICT sortedRows, const int2* RESTRICT filterEdges, const real4* RESTRICT edgeDelta,
+        real* RESTRICT edgeFilter) {
+    mlffStartAfterPreviousLaunch();
+    const real* blockTable = mlffBlockTable(filterTable, layer);
+    const int rows = *filterRowCount, lane = threadIdx.x % 32;
+    int first, end;
+    mlffBlockTableRows(rows, &first, &end);
+    for (int k = first + (int) threadIdx.x / 32; k < end; k += blockDim.x / 32) {
+        const int r = sortedRows[k];
+        const MlffHermite hw = mlffHermiteAt(mlffFilterRowDistance(filterEdges, edgeDelta, r));
+        real* row = edgeFilter + (size_t) r * 3 * MLFF_H;
+        // Every entry of the row loaded before any is used: the loads are what a warp waits on.
+        real entries[3 * MLFF_H / 32][4];
+#pragma unroll
+        for (int q = 0; q < 3 * MLFF_H / 32; q++)
+            mlffTableEntries(blockTable, hw.node, 32 * q + lane, entries[q]);
+#pragma unroll
+        for (int q = 0; q < 3 * MLFF_H / 32; q++)
+            mlffHermiteSum(hw, entries[q], &row[32 * q + lane], (real*) 0);
+    }
+}
+
+/**
+ * Each filter row's dE/dd of block `layer`, from its dE/dw (edgeGradFilter, 3H) and the table's
+ * dw/dd, passed on by mlffAddPairGradient (to: edge_filters.cu's targets).
+ */
+KERNEL void mlffTableFilterBackward(int layer, const real* RESTRICT filterTable, const int* RESTRICT filterRowCount,
+        const int* RESTRICT sortedRows, const real* RESTRICT edgeGradFilter, const int2* RESTRICT filterEdges,
+        const int2* RESTRICT edgeAtoms, const real4* RESTRICT edgeDelta, real4* RESTRICT edgeGradN, const int* RESTRICT mlReplica,
+        const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
+        const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
+    mlffStartAfterPreviousLaunch();
+    const real* blockTable = mlffBlockTable(filterTable, layer);
+    const MlffPairGradientTargets to = {filterEdges, edgeAtoms, edgeDelta, edgeGradN, mlReplica, replicaScale,
+                                        lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer};
+    const int rows = *filterRowCount, lane = threadIdx.x % 32;
+    int first, end;
+    mlffBlockTableRows(rows, &first, &end);
+    for (int k = first + (int) threadIdx.x / 32; k < end; k += blockDim.x / 32) {
+        const int r = sortedRows[k];
+        const MlffHermite hw = mlffHermiteAt(mlffFilterRowDistance(filterEdges, edgeDelta, r));
+        const real* gradW = edgeGradFilter + (size_t) r * 3 * MLFF_H;
+        real entries[3 * MLFF_H / 32][4], g[3 * MLFF_H / 32];
+#pragma unroll
+        for (int q = 0; q < 3 * MLFF_H / 32; q++) {
+            mlffTableEntries(blockTable, hw.node, 32 * q + lane, entries[q]);
+            g[q] = gradW[32 * q + lane];
+        }
+        real gd = 0;
+#pragma unroll
+        for (int q = 0; q < 3 * MLFF_H / 32; q++) {
+            real w, dwdd;
+            mlffHermiteSum(hw, entries[q], &w, &dwdd);
+            gd += g[q] * dwdd;
+        }
+        for (int offset = 16; offset > 0; offset /= 2)
+            gd += __shfl_xor_sync(0xffffffffu, gd, offset);
+        if (lane == 0)
+            mlffAddPairGradient(layer, r, gd, to);
+    }
+}
+
+#endif
