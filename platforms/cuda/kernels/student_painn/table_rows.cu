@@ -18,9 +18,9 @@
  *                                    forces at block 0)
  *
  * The last two take a warp a filter row, lane l channels l, l + 32, ... of each kind, a block a
- * run of the sorted rows. The table's entries are layers.cu's (mlffTableEntries), so w and dw/dd
- * are those of the tiled kernels to the bit; dE/dd's sum over channels is the warp's, in a fixed
- * order, and a row's results do not depend on which warp takes it.
+ * run of the sorted rows. The table's entries and Hermite weights are layers.cu's
+ * (mlffTableEntries, mlffHermiteSum), as the tiled kernels read them; dE/dd's sum over channels is
+ * the warp's, in a fixed order, and a row's results do not depend on which warp takes it.
  *
  * Storage: per filter row rowInterval int2 (interval, rank) and sortedRows int (the rows'
  * allocation, edgeRowArrays); intervalCount, intervalStart (MLFF_TABLE_NODES - 1) int.
@@ -87,7 +87,8 @@ struct MlffIntervalStarts {
 /** One block of MLFF_SCAN_THREADS (scan.cu): intervalStart. */
 KERNEL void mlffScanTableIntervals(int* RESTRICT intervalCount, int* RESTRICT intervalStart) {
     mlffStartAfterPreviousLaunch();
-    mlffExclusiveScan(MLFF_TABLE_INTERVALS, MlffCounts{intervalCount}, MlffIntervalStarts{intervalStart, intervalCount});
+    mlffExclusiveScan(MLFF_TABLE_INTERVALS, MlffCounts{intervalCount},
+                      MlffIntervalStarts{intervalStart, intervalCount});
 }
 
 /** A thread a filter row: its place in sortedRows. */
@@ -102,13 +103,19 @@ KERNEL void mlffSortTableRows(const int* RESTRICT filterRowCount, const int2* RE
 }
 
 /**
- * The sorted rows of this block, k from *first to *end: an even share of the grid's, a run of
- * nearby intervals, whose warps take rows first + w, first + w + warps, ...
+ * body(r, hw) for each filter row r of this block's share of the sorted rows (a run of nearby
+ * intervals, an even share of the grid's), with hw the Hermite weights at its distance: warp w of
+ * the block takes the share's rows w, w + warps, ...
  */
-DEVICE inline void mlffBlockTableRows(int rows, int* first, int* end) {
-    const int share = (rows + gridDim.x - 1) / gridDim.x;
-    *first = min(blockIdx.x * share, rows);
-    *end = min(*first + share, rows);
+template <class RowBody>
+DEVICE inline void mlffForSortedTableRows(const int* RESTRICT filterRowCount, const int* RESTRICT sortedRows,
+        const int2* RESTRICT filterEdges, const real4* RESTRICT edgeDelta, RowBody body) {
+    const int rows = *filterRowCount, share = (rows + gridDim.x - 1) / gridDim.x;
+    const int first = min((int) blockIdx.x * share, rows), end = min(first + share, rows);
+    for (int k = first + (int) threadIdx.x / 32; k < end; k += blockDim.x / 32) {
+        const int r = sortedRows[k];
+        body(r, mlffHermiteAt(mlffFilterRowDistance(filterEdges, edgeDelta, r)));
+    }
 }
 
 /** Block `layer`'s filters of each filter row from the table: edgeFilter (rows, 3H) of this block. */
@@ -117,12 +124,8 @@ KERNEL void mlffTableFilterRows(int layer, const real* RESTRICT filterTable, con
         real* RESTRICT edgeFilter) {
     mlffStartAfterPreviousLaunch();
     const real* blockTable = mlffBlockTable(filterTable, layer);
-    const int rows = *filterRowCount, lane = threadIdx.x % 32;
-    int first, end;
-    mlffBlockTableRows(rows, &first, &end);
-    for (int k = first + (int) threadIdx.x / 32; k < end; k += blockDim.x / 32) {
-        const int r = sortedRows[k];
-        const MlffHermite hw = mlffHermiteAt(mlffFilterRowDistance(filterEdges, edgeDelta, r));
+    const int lane = threadIdx.x % 32;
+    mlffForSortedTableRows(filterRowCount, sortedRows, filterEdges, edgeDelta, [&](int r, const MlffHermite& hw) {
         real* row = edgeFilter + (size_t) r * 3 * MLFF_H;
         // Every entry of the row loaded before any is used: the loads are what a warp waits on.
         real entries[3 * MLFF_H / 32][4];
@@ -132,7 +135,7 @@ KERNEL void mlffTableFilterRows(int layer, const real* RESTRICT filterTable, con
 #pragma unroll
         for (int q = 0; q < 3 * MLFF_H / 32; q++)
             mlffHermiteSum(hw, entries[q], &row[32 * q + lane], (real*) 0);
-    }
+    });
 }
 
 /**
@@ -141,19 +144,16 @@ KERNEL void mlffTableFilterRows(int layer, const real* RESTRICT filterTable, con
  */
 KERNEL void mlffTableFilterBackward(int layer, const real* RESTRICT filterTable, const int* RESTRICT filterRowCount,
         const int* RESTRICT sortedRows, const real* RESTRICT edgeGradFilter, const int2* RESTRICT filterEdges,
-        const int2* RESTRICT edgeAtoms, const real4* RESTRICT edgeDelta, real4* RESTRICT edgeGradN, const int* RESTRICT mlReplica,
-        const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
-        const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
+        const int2* RESTRICT edgeAtoms, const real4* RESTRICT edgeDelta, real4* RESTRICT edgeGradN,
+        const int* RESTRICT mlReplica, const double* RESTRICT replicaScale, double lambdaForceScale,
+        const int* RESTRICT mlParticle, const int* RESTRICT sortedIndexOfParticle,
+        unsigned long long* RESTRICT forceBuffer) {
     mlffStartAfterPreviousLaunch();
     const real* blockTable = mlffBlockTable(filterTable, layer);
     const MlffPairGradientTargets to = {filterEdges, edgeAtoms, edgeDelta, edgeGradN, mlReplica, replicaScale,
                                         lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer};
-    const int rows = *filterRowCount, lane = threadIdx.x % 32;
-    int first, end;
-    mlffBlockTableRows(rows, &first, &end);
-    for (int k = first + (int) threadIdx.x / 32; k < end; k += blockDim.x / 32) {
-        const int r = sortedRows[k];
-        const MlffHermite hw = mlffHermiteAt(mlffFilterRowDistance(filterEdges, edgeDelta, r));
+    const int lane = threadIdx.x % 32;
+    mlffForSortedTableRows(filterRowCount, sortedRows, filterEdges, edgeDelta, [&](int r, const MlffHermite& hw) {
         const real* gradW = edgeGradFilter + (size_t) r * 3 * MLFF_H;
         real entries[3 * MLFF_H / 32][4], g[3 * MLFF_H / 32];
 #pragma unroll
@@ -172,7 +172,7 @@ KERNEL void mlffTableFilterBackward(int layer, const real* RESTRICT filterTable,
             gd += __shfl_xor_sync(0xffffffffu, gd, offset);
         if (lane == 0)
             mlffAddPairGradient(layer, r, gd, to);
-    }
+    });
 }
 
 #endif
