@@ -63,8 +63,9 @@ double closestPairAngstrom(const std::vector<OpenMM::Vec3>& positions, size_t pe
 /**
  * Parameters: the precision, and the network's kernel path (MLFF_CUDA_KERNELS: "fused", a block
  * per atom; "cluster", a cluster of blocks per atom, on sm_90 and later; or, for every model whose
- * H is a multiple of 64, which most tests here use for that reason, "tiled" and "edges", the tiled
- * path with edge rows: exact filters as products over pairs, tabulated ones read into the rows). Where the GPU has warp-group products (sm_90,
+ * H is a multiple of 64, which most tests here use for that reason, "tiled", the tiled path with
+ * filters per atom, and "edges", the tiled path with edge rows: exact filters as products over
+ * pairs, tabulated ones read into the rows once a pair). Where the GPU has warp-group products (sm_90,
  * float), "edges" takes them for every product (MLFF_CUDA_PRODUCTS=warpgroup: the plugin would
  * leave the update's products of these small systems on mma.sync), and "edges_mma" is "edges" with
  * every product on mma.sync (MLFF_CUDA_PRODUCTS=mma), so that both stay tested there.

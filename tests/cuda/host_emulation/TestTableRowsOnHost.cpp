@@ -1,0 +1,124 @@
+// table_rows.cu's kernels, run on the CPU (CudaOnHost.h) in double precision, on random filter
+// rows at distances over the whole table (some at or past the cutoff, some on its nodes): the
+// counting sort must put every row once in the order of its table interval and leave its counters
+// at zero for the next step; each row the grid's blocks take from the sorted order must hold the
+// table's filters at its distance, and its dE/dd the sum of its dE/dw times the table's dw/dd,
+// added to its owning edge's edgeGradN.w as the blocks before the last add it.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+
+#include "KernelsOnHost.h"
+
+namespace {
+
+constexpr int H = MLFF_H, Rows = 1500, Threads = 256;
+constexpr int RowsGrid = (Rows + 2 * Threads - 1) / Threads; // more than the rows: blocks past them return
+
+/** Filter rows r, owned by edge Rows - 1 - r (so that rows and edges differ), without partners. */
+struct FilterRows {
+    std::vector<int2> filterEdges;
+    std::vector<real4> edgeDelta;
+    FilterRows(std::mt19937& rng) {
+        std::uniform_real_distribution<double> distance(0.5, 5.2), direction(-1, 1);
+        for (int r = 0; r < Rows; r++) {
+            double d = distance(rng);
+            if (r % 97 == 0)
+                d = (r / 97 % 40) * MLFF_TABLE_SPACING + 1.0; // on a node
+            if (r % 101 == 0)
+                d = MLFF_CUTOFF; // the last node, exactly
+            const double x = direction(rng), y = direction(rng), z = direction(rng);
+            const double scale = d / std::sqrt(x * x + y * y + z * z);
+            filterEdges.push_back(make_int2(Rows - 1 - r, -1));
+            edgeDelta.push_back(make_real4(x * scale, y * scale, z * scale, d));
+        }
+        std::reverse(edgeDelta.begin(), edgeDelta.end()); // edge e = Rows - 1 - r holds row r's geometry
+    }
+    real distance(int r) const {
+        return edgeDelta[filterEdges[r].x].w;
+    }
+};
+
+/** One step's sort: sortedRows, with the kernels' grids as the host launches them. */
+void sortRows(const FilterRows& rows, std::vector<int>& intervalCount, std::vector<int>& sortedRows) {
+    const int count = Rows;
+    std::vector<int2> rowInterval(RowsGrid * Threads, make_int2(-1, -1));
+    std::vector<int> intervalStart(MLFF_TABLE_INTERVALS, -1);
+    cudaOnHostLaunch(RowsGrid, Threads, [&] {
+        mlffCountTableIntervals(&count, rows.filterEdges.data(), rows.edgeDelta.data(), intervalCount.data(),
+                                rowInterval.data());
+    });
+    cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] { mlffScanTableIntervals(intervalCount.data(), intervalStart.data()); });
+    cudaOnHostLaunch(RowsGrid, Threads, [&] {
+        mlffSortTableRows(&count, rowInterval.data(), intervalStart.data(), sortedRows.data());
+    });
+}
+
+int intervalOf(real d) {
+    return mlffHermiteAt(d).node;
+}
+
+TEST(TableRowsOnHost, SortsTheRowsByTableInterval) {
+    std::mt19937 rng(21);
+    const FilterRows rows(rng);
+    std::vector<int> intervalCount(MLFF_TABLE_INTERVALS, 0);
+    for (int step = 0; step < 2; step++) { // the second step starts from the counters the first left
+        SCOPED_TRACE("step " + std::to_string(step));
+        std::vector<int> sortedRows(Rows, -1);
+        sortRows(rows, intervalCount, sortedRows);
+        std::vector<int> seen(Rows, 0);
+        for (int k = 0; k < Rows; k++) {
+            ASSERT_GE(sortedRows[k], 0) << "place " << k;
+            ASSERT_LT(sortedRows[k], Rows) << "place " << k;
+            seen[sortedRows[k]]++;
+            if (k > 0)
+                ASSERT_LE(intervalOf(rows.distance(sortedRows[k - 1])), intervalOf(rows.distance(sortedRows[k])))
+                        << "place " << k;
+        }
+        for (int r = 0; r < Rows; r++)
+            ASSERT_EQ(seen[r], 1) << "row " << r;
+        for (int k = 0; k < MLFF_TABLE_INTERVALS; k++)
+            ASSERT_EQ(intervalCount[k], 0) << "interval " << k;
+    }
+}
+
+TEST(TableRowsOnHost, RowsHoldTheTablesFiltersAndGiveTheirDistanceGradients) {
+    std::mt19937 rng(22);
+    const FilterRows rows(rng);
+    std::vector<int> intervalCount(MLFF_TABLE_INTERVALS, 0), sortedRows(Rows, -1);
+    sortRows(rows, intervalCount, sortedRows);
+    const std::vector<real> table = randomReals(rng, (size_t) MLFF_L * MLFF_TABLE_BLOCK_STRIDE);
+    const std::vector<real> gradFilter = randomReals(rng, (size_t) Rows * 3 * H);
+    const int count = Rows, layer = 1, tableGrid = 3; // an uneven share of the rows a block
+    std::vector<real> filters((size_t) Rows * 3 * H, -7);
+    cudaOnHostLaunch(tableGrid, Threads, [&] {
+        mlffTableFilterRows(layer, table.data(), &count, sortedRows.data(), rows.filterEdges.data(),
+                            rows.edgeDelta.data(), filters.data());
+    });
+    // Block `layer` > 0 of the backward pass: each row's dE/dd added to its owner's edgeGradN.w.
+    std::vector<real4> gradN(Rows, make_real4(0, 0, 0, 0.25));
+    cudaOnHostLaunch(tableGrid, Threads, [&] {
+        mlffTableFilterBackward(layer, table.data(), &count, sortedRows.data(), gradFilter.data(),
+                                rows.filterEdges.data(), nullptr, rows.edgeDelta.data(), gradN.data(), nullptr,
+                                nullptr, 1.0, nullptr, nullptr, nullptr);
+    });
+    const real* blockTable = mlffBlockTable(table.data(), layer);
+    for (int r = 0; r < Rows; r++) {
+        SCOPED_TRACE("row " + std::to_string(r) + ", d = " + std::to_string(rows.distance(r)));
+        const MlffHermite hw = mlffHermiteAt(rows.distance(r));
+        double gd = 0, scale = 0;
+        for (int o = 0; o < 3 * H; o++) {
+            real w, dwdd;
+            mlffTableOutput(blockTable, hw, o, &w, &dwdd);
+            ASSERT_EQ(filters[(size_t) r * 3 * H + o], w) << "output " << o;
+            gd += gradFilter[(size_t) r * 3 * H + o] * dwdd;
+            scale += std::abs(gradFilter[(size_t) r * 3 * H + o] * dwdd);
+        }
+        const real4 gn = gradN[rows.filterEdges[r].x];
+        EXPECT_NEAR(gn.w, 0.25 + gd, 1e-13 * scale); // the warp sums in another order
+        EXPECT_EQ(gn.x, 0); // dE/dn is the messages' backward's, untouched
+    }
+}
+
+} // namespace
