@@ -166,8 +166,9 @@ KERNEL void mlffGatherEdges(const real4* RESTRICT pos, const int* RESTRICT neigh
 /**
  * One warp per ML atom i with rows: for each edge that owns its pair, the filter row r, in
  * edgeFilterRow of both edges, and filterEdges[r] = (edge, partner); then (exact filters) the
- * radial basis of i's rows, K values a row, a value a lane in storage order (a lane a row, K values each, wrote a line
- * of 32 rows apart at each step, and left the lanes of unowned edges idle).
+ * radial basis of i's rows, K values a row, a value a lane in storage order (a lane a row, K
+ * values each, wrote a line of 32 rows apart at each step, and left the lanes of unowned edges
+ * idle).
  */
 KERNEL void mlffLinkFilterRows(const real* RESTRICT params, const int* RESTRICT neighborCount, int neighborCapacity,
         const int* RESTRICT edgeStart, const int* RESTRICT filterStart, const real4* RESTRICT edgeDelta,
