@@ -6,7 +6,8 @@
 // in the same order), the forces equal to the fixed point's rounding (a pair adds its two edges'
 // forces as one). Built twice: without a box, and periodic (MLFF_PERIODIC) in a 10.5 Å cube; and
 // twice more with exact filters (MLFF_HOST_EXACT_FILTERS), where the replica kernels read each
-// pair's filter from its row, against the list's kernels on the same rows (row_messages.cu).
+// pair's filter from its row, against the list's kernels on the same rows (row_messages.cu). With
+// the table, the list's kernels on edge rows filled from it (table_rows.cu) against the tiled ones.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -111,6 +112,68 @@ Replicas makeTestedReplicas(std::mt19937& rng, const char* filters) {
     std::printf("%d atoms in %d replicas, %ld edges, %s, %s filters\n", MLFF_NUM_ATOMS, MLFF_NUM_REPLICAS, s.edges,
                 BoxSide > 0 ? "periodic" : "no box", filters);
     return s;
+}
+
+/**
+ * The edge filters' rows of both paths: the list's (edge_filters.cu: mlffScanEdges, mlffGatherEdges,
+ * mlffScanFilterRows, mlffLinkFilterRows; listRows, with either kind of filters) and, with exact
+ * filters, the replicas' (mlffFindReplicaPairs, mlffScanReplicaPairs, mlffLinkReplicaPairRows;
+ * replicaRows). The replicas are contiguous ranges of atoms and every list is complete, so both
+ * number the pairs in ascending (i, j): filter row r is the same pair.
+ */
+struct FilterRows {
+    int rows = 0;
+    std::vector<int> filterCount, rowStart;   // the list's: filterStart; the replicas': pairRowStart
+    std::vector<int> edgeStart, ownedRank, partner, filterRow; // the list's alone
+    std::vector<int> overflowed;                               // the list's: [0] the count, then the atoms
+    std::vector<int2> edgeAtoms, filterEdges;
+    std::vector<real4> edgeDelta;
+    std::vector<real> basis;
+    std::vector<int> pairCount; // the replicas' alone: their pair slots
+    std::vector<int2> pairAtoms;
+    std::vector<real4> pairGeometry;
+};
+
+FilterRows listRows(const Replicas& s, const std::vector<real>& params) {
+    const size_t bound = (size_t) MLFF_NUM_ATOMS * s.capacity;
+    FilterRows f;
+    f.edgeStart.assign(MLFF_NUM_ATOMS + 1, -1);
+    f.overflowed.assign(MLFF_NUM_ATOMS + 1, -1);
+    f.rowStart.assign(MLFF_NUM_ATOMS + 1, -1);
+    f.filterCount.assign(MLFF_NUM_ATOMS, -1);
+    f.ownedRank.assign(bound, -2);
+    f.partner.assign(bound, -2);
+    f.filterRow.assign(bound, -1);
+    f.edgeAtoms.assign(bound, int2{-1, -1});
+    f.filterEdges.assign(bound, int2{-1, -1});
+    f.edgeDelta.assign(bound, real4{});
+    f.basis.assign(bound * MLFF_K, 0);
+    cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] {
+        mlffScanEdges(s.count.data(), s.capacity, f.edgeStart.data(), f.overflowed.data());
+    });
+    cudaOnHostLaunch(AtomWarpBlocks, 128, [&] {
+        mlffGatherEdges(s.pos.data(), s.count.data(), s.list.data(), s.capacity, f.edgeStart.data(), s.boxA, s.boxB,
+                        s.boxC, s.invBoxSize, f.edgeAtoms.data(), f.edgeDelta.data(), f.ownedRank.data(),
+                        f.partner.data(), f.filterCount.data(), f.overflowed.data());
+    });
+    cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] { mlffScanFilterRows(f.filterCount.data(), f.rowStart.data()); });
+    cudaOnHostLaunch(AtomWarpBlocks, 128, [&] {
+        mlffLinkFilterRows(params.data(), s.count.data(), s.capacity, f.edgeStart.data(), f.rowStart.data(),
+                           f.edgeDelta.data(), f.ownedRank.data(), f.partner.data(), f.filterRow.data(),
+                           f.filterEdges.data(), f.basis.data());
+    });
+    f.rows = f.rowStart[MLFF_NUM_ATOMS];
+    return f;
+}
+
+/** The largest difference of a and b over their first n elements, relative to the largest of a. */
+double relativeDifference(const std::vector<real>& a, const std::vector<real>& b, size_t n) {
+    double largest = 0, difference = 0;
+    for (size_t k = 0; k < n; k++) {
+        largest = std::max(largest, std::fabs(a[k]));
+        difference = std::max(difference, std::fabs(a[k] - b[k]));
+    }
+    return largest > 0 ? difference / largest : difference;
 }
 
 #ifdef MLFF_TABULATED
@@ -272,6 +335,117 @@ TEST(ReplicaMessagesOnHost, TiledKernelsTakeTheListedAtomsAlone) {
     expectListedRows(gradOutV[0], gradOutV[1], 0, 3 * h, "gradOutV");
 }
 
+// Tabulated filters on the edge rows (table_rows.cu: the rows sorted by table interval, each
+// block's filter rows from the table, dE/dd from each pair's dE/dw) with the messages from rows
+// (row_messages.cu), against the tiled kernels that read the table per edge (a block per atom):
+// the features and gradients equal bit for bit (the same filters, summed in list order), the
+// forces, summed over the blocks per pair before they go to the atoms, to the fixed point's
+// rounding.
+TEST(ReplicaMessagesOnHost, TabulatedRowsEqualTheTiledKernels) {
+    const int n = MLFF_NUM_ATOMS, h = MLFF_H, layers = MLFF_L;
+    std::mt19937 rng(15);
+    const Replicas s = makeTestedReplicas(rng, "tabulated");
+    const auto [params, table, stateS, stateV] = randomTabulatedInputs(rng);
+    const FilterRows list = listRows(s, params);
+    ASSERT_EQ(list.overflowed[0], 0); // every list complete
+    const int rows = list.rows, rowBlocks = (rows + 127) / 128, tableGrid = 3;
+    std::vector<int> intervalCount(MLFF_TABLE_INTERVALS, 0), intervalStart(MLFF_TABLE_INTERVALS, -1);
+    std::vector<int> sortedRows(rows, -1);
+    std::vector<int2> rowInterval(rows, int2{-1, -1});
+    cudaOnHostLaunch(rowBlocks, 128, [&] {
+        mlffCountTableIntervals(&rows, list.filterEdges.data(), list.edgeDelta.data(), intervalCount.data(),
+                                rowInterval.data());
+    });
+    cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] { mlffScanTableIntervals(intervalCount.data(), intervalStart.data()); });
+    cudaOnHostLaunch(rowBlocks, 128, [&] {
+        mlffSortTableRows(&rows, rowInterval.data(), intervalStart.data(), sortedRows.data());
+    });
+
+    const std::vector<real> midVKept = randomReals(rng, (size_t) layers * n * 3 * h);
+    const std::vector<real> updateOutput = randomReals(rng, (size_t) layers * n * 3 * h);
+    std::vector<double> replicaScale;
+    for (int r = 0; r < MLFF_NUM_REPLICAS; r++)
+        replicaScale.push_back(0.5 + 0.125 * r);
+    const double lambdaForceScale = 0.7 * 964.8533212331002;
+    std::vector<real> filters((size_t) rows * 3 * h, -7), gradFilter((size_t) rows * 3 * h, -7);
+    std::vector<real4> gradN((size_t) n * s.capacity, real4{});
+    std::vector<unsigned long long> forceBuffer[2]; // [0] the tiled kernels, [1] the rows
+    for (int k = 0; k < 2; k++)
+        forceBuffer[k].assign(3 * MLFF_PADDED_NUM_ATOMS, 0);
+    for (int step = 0; step < 2 * layers; step++) { // each block forward, then each block from the last backward
+        const bool forward = step < layers;
+        const int layer = forward ? step : 2 * layers - 1 - step;
+        SCOPED_TRACE(std::string(forward ? "forward" : "backward") + ", block " + std::to_string(layer));
+        if (forward) {
+            MessagesOut out[2];
+            cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
+                mlffMessagesForwardTiled(layer, nullptr, params.data(), table.data(), s.pos.data(), s.z.data(),
+                                         s.replica.data(), s.start.data(), s.count.data(), s.list.data(), s.capacity,
+                                         s.boxA, s.boxB, s.boxC, s.invBoxSize, stateS.data(), stateV.data(),
+                                         out[0].midS.data(), out[0].midV.data(), out[0].updateInput.data());
+            });
+            cudaOnHostLaunch(tableGrid, 128, [&] {
+                mlffTableFilterRows(layer, table.data(), &rows, sortedRows.data(), list.filterEdges.data(),
+                                    list.edgeDelta.data(), filters.data());
+            });
+            cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
+                mlffMessagesForwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
+                                        list.edgeStart.data(), list.edgeDelta.data(), list.filterRow.data(),
+                                        filters.data(), stateS.data(), stateV.data(), out[1].midS.data(),
+                                        out[1].midV.data(), out[1].updateInput.data());
+            });
+            EXPECT_EQ(out[0].midS, out[1].midS);
+            EXPECT_EQ(out[0].midV, out[1].midV);
+            EXPECT_EQ(out[0].updateInput, out[1].updateInput);
+            continue;
+        }
+        const std::vector<real> gradInS = randomReals(rng, (size_t) n * h);
+        const std::vector<real> gradInV = randomReals(rng, (size_t) n * 3 * h);
+        std::vector<real> updateGradOutput[2], gradOutS[2], gradOutV[2];
+        for (int k = 0; k < 2; k++) {
+            updateGradOutput[k].assign((size_t) n * 3 * h, -7);
+            gradOutS[k].assign((size_t) n * h, -7);
+            gradOutV[k].assign((size_t) n * 3 * h, -7);
+        }
+        cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
+            mlffMessagesBackwardTiled(layer, nullptr, params.data(), table.data(), s.pos.data(), s.z.data(),
+                                      s.replica.data(), s.start.data(), s.count.data(), s.list.data(), s.capacity,
+                                      s.boxA, s.boxB, s.boxC, s.invBoxSize, stateS.data(), stateV.data(),
+                                      midVKept.data(), updateOutput.data(), gradInS.data(), gradInV.data(),
+                                      updateGradOutput[0].data(), gradOutS[0].data(), gradOutV[0].data(),
+                                      replicaScale.data(), lambdaForceScale, s.particle.data(), s.sortedIndex.data(),
+                                      forceBuffer[0].data());
+        });
+        // This block's filter rows again, as the forward pass left them for the backward.
+        cudaOnHostLaunch(tableGrid, 128, [&] {
+            mlffTableFilterRows(layer, table.data(), &rows, sortedRows.data(), list.filterEdges.data(),
+                                list.edgeDelta.data(), filters.data());
+        });
+        cudaOnHostLaunch(AtomWarpBlocks, 128, [&] {
+            mlffMessagesBackwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
+                                     list.edgeStart.data(), list.edgeDelta.data(), list.filterRow.data(),
+                                     list.ownedRank.data(), list.partner.data(), filters.data(), gradFilter.data(),
+                                     gradN.data(), stateS.data(), stateV.data(), midVKept.data(),
+                                     updateOutput.data(), gradInS.data(), gradInV.data(), updateGradOutput[1].data(),
+                                     gradOutS[1].data(), gradOutV[1].data());
+        });
+        cudaOnHostLaunch(tableGrid, 128, [&] {
+            mlffTableFilterBackward(layer, table.data(), &rows, sortedRows.data(), gradFilter.data(),
+                                    list.filterEdges.data(), list.edgeAtoms.data(), list.edgeDelta.data(),
+                                    gradN.data(), s.replica.data(), replicaScale.data(), lambdaForceScale,
+                                    s.particle.data(), s.sortedIndex.data(), forceBuffer[1].data());
+        });
+        if (layer > 0) { // block 0 passes on no gradient
+            EXPECT_EQ(updateGradOutput[0], updateGradOutput[1]);
+            EXPECT_EQ(gradOutS[0], gradOutS[1]);
+            EXPECT_EQ(gradOutV[0], gradOutV[1]);
+        }
+    }
+    const ForceDifference forces = compareForces(forceBuffer[0], forceBuffer[1]);
+    EXPECT_GT(forces.largest, 1.0) << "no forces to compare";
+    EXPECT_LE(forces.difference, 1e-12 * forces.largest);
+}
+
 #else
 /** Parameters at random, but with positive radial widths (a width near 0 makes the basis' dE/dd inf). */
 std::vector<real> randomParams(std::mt19937& rng) {
@@ -279,57 +453,6 @@ std::vector<real> randomParams(std::mt19937& rng) {
     for (int k = 0; k < MLFF_K; k++)
         params[MLFF_P_RBF_WIDTHS + k] = 0.3 + 0.05 * k;
     return params;
-}
-
-/**
- * The edge filters' rows of both paths: the list's (edge_filters.cu: mlffScanEdges, mlffGatherEdges,
- * mlffScanFilterRows, mlffLinkFilterRows) and the replicas' (mlffFindReplicaPairs,
- * mlffScanReplicaPairs, mlffLinkReplicaPairRows). The replicas are contiguous ranges of atoms and
- * every list is complete, so both number the pairs in ascending (i, j): filter row r is the same pair.
- */
-struct FilterRows {
-    int rows = 0;
-    std::vector<int> filterCount, rowStart;   // the list's: filterStart; the replicas': pairRowStart
-    std::vector<int> edgeStart, ownedRank, partner, filterRow; // the list's alone
-    std::vector<int> overflowed;                               // the list's: [0] the count, then the atoms
-    std::vector<int2> edgeAtoms, filterEdges;
-    std::vector<real4> edgeDelta;
-    std::vector<real> basis;
-    std::vector<int> pairCount; // the replicas' alone: their pair slots
-    std::vector<int2> pairAtoms;
-    std::vector<real4> pairGeometry;
-};
-
-FilterRows listRows(const Replicas& s, const std::vector<real>& params) {
-    const size_t bound = (size_t) MLFF_NUM_ATOMS * s.capacity;
-    FilterRows f;
-    f.edgeStart.assign(MLFF_NUM_ATOMS + 1, -1);
-    f.overflowed.assign(MLFF_NUM_ATOMS + 1, -1);
-    f.rowStart.assign(MLFF_NUM_ATOMS + 1, -1);
-    f.filterCount.assign(MLFF_NUM_ATOMS, -1);
-    f.ownedRank.assign(bound, -2);
-    f.partner.assign(bound, -2);
-    f.filterRow.assign(bound, -1);
-    f.edgeAtoms.assign(bound, int2{-1, -1});
-    f.filterEdges.assign(bound, int2{-1, -1});
-    f.edgeDelta.assign(bound, real4{});
-    f.basis.assign(bound * MLFF_K, 0);
-    cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] {
-        mlffScanEdges(s.count.data(), s.capacity, f.edgeStart.data(), f.overflowed.data());
-    });
-    cudaOnHostLaunch(AtomWarpBlocks, 128, [&] {
-        mlffGatherEdges(s.pos.data(), s.count.data(), s.list.data(), s.capacity, f.edgeStart.data(), s.boxA, s.boxB,
-                        s.boxC, s.invBoxSize, f.edgeAtoms.data(), f.edgeDelta.data(), f.ownedRank.data(),
-                        f.partner.data(), f.filterCount.data(), f.overflowed.data());
-    });
-    cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] { mlffScanFilterRows(f.filterCount.data(), f.rowStart.data()); });
-    cudaOnHostLaunch(AtomWarpBlocks, 128, [&] {
-        mlffLinkFilterRows(params.data(), s.count.data(), s.capacity, f.edgeStart.data(), f.rowStart.data(),
-                           f.edgeDelta.data(), f.ownedRank.data(), f.partner.data(), f.filterRow.data(),
-                           f.filterEdges.data(), f.basis.data());
-    });
-    f.rows = f.rowStart[MLFF_NUM_ATOMS];
-    return f;
 }
 
 FilterRows replicaRows(const Replicas& s, const std::vector<real>& params) {
@@ -355,16 +478,6 @@ FilterRows replicaRows(const Replicas& s, const std::vector<real>& params) {
     });
     f.rows = f.rowStart[MLFF_NUM_REPLICAS];
     return f;
-}
-
-/** The largest difference of a and b over their first n elements, relative to the largest of a. */
-double relativeDifference(const std::vector<real>& a, const std::vector<real>& b, size_t n) {
-    double largest = 0, difference = 0;
-    for (size_t k = 0; k < n; k++) {
-        largest = std::max(largest, std::fabs(a[k]));
-        difference = std::max(difference, std::fabs(a[k] - b[k]));
-    }
-    return largest > 0 ? difference / largest : difference;
 }
 
 // Atoms whose count exceeds the capacity get no edge rows and are listed in overflowedAtoms, each
