@@ -105,6 +105,26 @@ struct MessagesOut {
     std::vector<real> updateInput = std::vector<real>((size_t) MLFF_NUM_ATOMS * 2 * MLFF_H, -7);
 };
 
+/** The messages' backward's outputs (the gradients it passes on), -7 where nothing is written. */
+struct GradientsOut {
+    std::vector<real> updateGradOutput = std::vector<real>((size_t) MLFF_NUM_ATOMS * 3 * MLFF_H, -7);
+    std::vector<real> gradOutS = std::vector<real>((size_t) MLFF_NUM_ATOMS * MLFF_H, -7);
+    std::vector<real> gradOutV = std::vector<real>((size_t) MLFF_NUM_ATOMS * 3 * MLFF_H, -7);
+};
+
+/** Two paths' outputs, equal bit for bit. */
+void expectEqual(const MessagesOut& a, const MessagesOut& b) {
+    EXPECT_EQ(a.midS, b.midS);
+    EXPECT_EQ(a.midV, b.midV);
+    EXPECT_EQ(a.updateInput, b.updateInput);
+}
+
+void expectEqual(const GradientsOut& a, const GradientsOut& b) {
+    EXPECT_EQ(a.updateGradOutput, b.updateGradOutput);
+    EXPECT_EQ(a.gradOutS, b.gradOutS);
+    EXPECT_EQ(a.gradOutV, b.gradOutV);
+}
+
 /** makeReplicas, and a line saying what it made; fails the test unless they have edges enough to test anything. */
 Replicas makeTestedReplicas(std::mt19937& rng, const char* filters) {
     Replicas s = makeReplicas(rng);
@@ -191,11 +211,54 @@ TabulatedInputs randomTabulatedInputs(std::mt19937& rng) {
     return in;
 }
 
-TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
+/** The messages' backward's other inputs at random: kept values, a block's dE/d(s', v'), scales. */
+struct BackwardInputs {
+    std::vector<real> midVKept, updateOutput, gradInS, gradInV;
+    std::vector<double> replicaScale;
+    double lambdaForceScale = 0.7 * 964.8533212331002;
+};
+BackwardInputs randomBackwardInputs(std::mt19937& rng) {
     const int n = MLFF_NUM_ATOMS, h = MLFF_H, layers = MLFF_L;
+    BackwardInputs in;
+    in.midVKept = randomReals(rng, (size_t) layers * n * 3 * h);
+    in.updateOutput = randomReals(rng, (size_t) layers * n * 3 * h);
+    in.gradInS = randomReals(rng, (size_t) n * h);
+    in.gradInV = randomReals(rng, (size_t) n * 3 * h);
+    for (int r = 0; r < MLFF_NUM_REPLICAS; r++)
+        in.replicaScale.push_back(0.5 + 0.125 * r);
+    return in;
+}
+
+/** The messages of block `layer` by tiled.cu's kernels (a block per atom, the table read per edge): the reference. */
+void tiledMessagesForward(const Replicas& s, const TabulatedInputs& in, int layer, MessagesOut& out) {
+    cudaOnHostLaunch(MLFF_NUM_ATOMS, MLFF_BLOCK, [&] {
+        mlffMessagesForwardTiled(layer, nullptr, in.params.data(), in.table.data(), s.pos.data(), s.z.data(),
+                                 s.replica.data(), s.start.data(), s.count.data(), s.list.data(), s.capacity, s.boxA,
+                                 s.boxB, s.boxC, s.invBoxSize, in.stateS.data(), in.stateV.data(), out.midS.data(),
+                                 out.midV.data(), out.updateInput.data());
+    });
+}
+
+/** Their backward likewise, its forces added to forceBuffer. */
+void tiledMessagesBackward(const Replicas& s, const TabulatedInputs& in, const BackwardInputs& b, int layer,
+                           GradientsOut& out, unsigned long long* forceBuffer) {
+    cudaOnHostLaunch(MLFF_NUM_ATOMS, MLFF_BLOCK, [&] {
+        mlffMessagesBackwardTiled(layer, nullptr, in.params.data(), in.table.data(), s.pos.data(), s.z.data(),
+                                  s.replica.data(), s.start.data(), s.count.data(), s.list.data(), s.capacity, s.boxA,
+                                  s.boxB, s.boxC, s.invBoxSize, in.stateS.data(), in.stateV.data(),
+                                  b.midVKept.data(), b.updateOutput.data(), b.gradInS.data(), b.gradInV.data(),
+                                  out.updateGradOutput.data(), out.gradOutS.data(), out.gradOutV.data(),
+                                  b.replicaScale.data(), b.lambdaForceScale, s.particle.data(), s.sortedIndex.data(),
+                                  forceBuffer);
+    });
+}
+
+TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
+    const int layers = MLFF_L;
     std::mt19937 rng(11);
     const Replicas s = makeTestedReplicas(rng, "tabulated");
-    const auto [params, table, stateS, stateV] = randomTabulatedInputs(rng);
+    const TabulatedInputs in = randomTabulatedInputs(rng);
+    const auto& [params, table, stateS, stateV] = in;
     constexpr int slots = MLFF_NUM_REPLICAS * MLFF_REPLICA_PAIRS;
     std::vector<int> pairCount(MLFF_NUM_REPLICAS, -1);
     std::vector<int2> pairAtoms(slots, int2{-1, -1});
@@ -211,59 +274,32 @@ TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
     for (int layer = 0; layer < layers; layer++) {
         SCOPED_TRACE("block " + std::to_string(layer));
         MessagesOut out[2]; // [0] a block per atom, [1] a block per replica
-        cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
-            mlffMessagesForwardTiled(layer, nullptr, params.data(), table.data(), s.pos.data(), s.z.data(), s.replica.data(),
-                                     s.start.data(), s.count.data(), s.list.data(), s.capacity, s.boxA, s.boxB, s.boxC,
-                                     s.invBoxSize, stateS.data(), stateV.data(), out[0].midS.data(), out[0].midV.data(),
-                                     out[0].updateInput.data());
-        });
+        tiledMessagesForward(s, in, layer, out[0]);
         cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_BLOCK, [&] {
             mlffMessagesForwardReplicas(layer, params.data(), table.data(), nullptr, pairCount.data(),
                                         pairAtoms.data(), pairGeometry.data(), s.z.data(), s.start.data(),
                                         stateS.data(), stateV.data(), out[1].midS.data(), out[1].midV.data(),
                                         out[1].updateInput.data());
         });
-        EXPECT_EQ(out[0].midS, out[1].midS);
-        EXPECT_EQ(out[0].midV, out[1].midV);
-        EXPECT_EQ(out[0].updateInput, out[1].updateInput);
+        expectEqual(out[0], out[1]);
 
         // Backward, from random gradients and kept values.
-        const std::vector<real> midVKept = randomReals(rng, (size_t) layers * n * 3 * h);
-        const std::vector<real> updateOutput = randomReals(rng, (size_t) layers * n * 3 * h);
-        const std::vector<real> gradInS = randomReals(rng, (size_t) n * h);
-        const std::vector<real> gradInV = randomReals(rng, (size_t) n * 3 * h);
-        std::vector<double> replicaScale;
-        for (int r = 0; r < MLFF_NUM_REPLICAS; r++)
-            replicaScale.push_back(0.5 + 0.125 * r);
-        const double lambdaForceScale = 0.7 * 964.8533212331002;
-        std::vector<real> updateGradOutput[2], gradOutS[2], gradOutV[2];
+        const BackwardInputs b = randomBackwardInputs(rng);
+        GradientsOut grads[2];
         std::vector<unsigned long long> forceBuffer[2];
-        for (int k = 0; k < 2; k++) {
-            updateGradOutput[k].assign((size_t) n * 3 * h, -7);
-            gradOutS[k].assign((size_t) n * h, -7);
-            gradOutV[k].assign((size_t) n * 3 * h, -7);
+        for (int k = 0; k < 2; k++)
             forceBuffer[k].assign(3 * MLFF_PADDED_NUM_ATOMS, 0);
-        }
-        cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
-            mlffMessagesBackwardTiled(layer, nullptr, params.data(), table.data(), s.pos.data(), s.z.data(), s.replica.data(),
-                                      s.start.data(), s.count.data(), s.list.data(), s.capacity, s.boxA, s.boxB, s.boxC,
-                                      s.invBoxSize, stateS.data(), stateV.data(), midVKept.data(), updateOutput.data(),
-                                      gradInS.data(), gradInV.data(), updateGradOutput[0].data(), gradOutS[0].data(),
-                                      gradOutV[0].data(), replicaScale.data(), lambdaForceScale, s.particle.data(),
-                                      s.sortedIndex.data(), forceBuffer[0].data());
-        });
+        tiledMessagesBackward(s, in, b, layer, grads[0], forceBuffer[0].data());
         cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_BLOCK, [&] {
             mlffMessagesBackwardReplicas(layer, params.data(), table.data(), nullptr, pairCount.data(),
                                          pairAtoms.data(), pairGeometry.data(), s.z.data(), s.start.data(),
-                                         stateS.data(), stateV.data(), midVKept.data(), updateOutput.data(),
-                                         gradInS.data(), gradInV.data(), updateGradOutput[1].data(),
-                                         gradOutS[1].data(), gradOutV[1].data(), nullptr, nullptr, s.particle.data(),
-                                         s.sortedIndex.data(), replicaScale.data(), lambdaForceScale,
-                                         forceBuffer[1].data());
+                                         stateS.data(), stateV.data(), b.midVKept.data(), b.updateOutput.data(),
+                                         b.gradInS.data(), b.gradInV.data(), grads[1].updateGradOutput.data(),
+                                         grads[1].gradOutS.data(), grads[1].gradOutV.data(), nullptr, nullptr,
+                                         s.particle.data(), s.sortedIndex.data(), b.replicaScale.data(),
+                                         b.lambdaForceScale, forceBuffer[1].data());
         });
-        EXPECT_EQ(updateGradOutput[0], updateGradOutput[1]);
-        EXPECT_EQ(gradOutS[0], gradOutS[1]);
-        EXPECT_EQ(gradOutV[0], gradOutV[1]);
+        expectEqual(grads[0], grads[1]);
         const ForceDifference forces = compareForces(forceBuffer[0], forceBuffer[1]);
         EXPECT_GT(forces.largest, 1.0) << "no forces to compare";
         // Summed in other groups: a pair's two edges before the reduction over channels and the
@@ -315,24 +351,22 @@ TEST(ReplicaMessagesOnHost, TiledKernelsTakeTheListedAtomsAlone) {
     const std::vector<real> gradInS = randomReals(rng, (size_t) n * h);
     const std::vector<real> gradInV = randomReals(rng, (size_t) n * 3 * h);
     const std::vector<double> replicaScale(MLFF_NUM_REPLICAS, 1.0);
-    std::vector<real> updateGradOutput[2], gradOutS[2], gradOutV[2];
+    GradientsOut grads[2];
     std::vector<unsigned long long> forceBuffer(3 * MLFF_PADDED_NUM_ATOMS, 0);
     for (int k = 0; k < 2; k++) {
-        updateGradOutput[k].assign((size_t) n * 3 * h, -7);
-        gradOutS[k].assign((size_t) n * h, -7);
-        gradOutV[k].assign((size_t) n * 3 * h, -7);
         cudaOnHostLaunch(k == 0 ? n : 2, MLFF_BLOCK, [&] {
             (k == 0 ? mlffMessagesBackwardTiled : mlffMessagesBackwardOverflowed)(
                     layer, list.data(), params.data(), table.data(), s.pos.data(), s.z.data(), s.replica.data(),
                     s.start.data(), s.count.data(), s.list.data(), s.capacity, s.boxA, s.boxB, s.boxC, s.invBoxSize,
                     stateS.data(), stateV.data(), midVKept.data(), updateOutput.data(), gradInS.data(),
-                    gradInV.data(), updateGradOutput[k].data(), gradOutS[k].data(), gradOutV[k].data(),
-                    replicaScale.data(), 1.0, s.particle.data(), s.sortedIndex.data(), forceBuffer.data());
+                    gradInV.data(), grads[k].updateGradOutput.data(), grads[k].gradOutS.data(),
+                    grads[k].gradOutV.data(), replicaScale.data(), 1.0, s.particle.data(), s.sortedIndex.data(),
+                    forceBuffer.data());
         });
     }
-    expectListedRows(updateGradOutput[0], updateGradOutput[1], 0, 3 * h, "updateGradOutput");
-    expectListedRows(gradOutS[0], gradOutS[1], 0, h, "gradOutS");
-    expectListedRows(gradOutV[0], gradOutV[1], 0, 3 * h, "gradOutV");
+    expectListedRows(grads[0].updateGradOutput, grads[1].updateGradOutput, 0, 3 * h, "updateGradOutput");
+    expectListedRows(grads[0].gradOutS, grads[1].gradOutS, 0, h, "gradOutS");
+    expectListedRows(grads[0].gradOutV, grads[1].gradOutV, 0, 3 * h, "gradOutV");
 }
 
 // Tabulated filters on the edge rows (table_rows.cu: the rows sorted by table interval, each
@@ -345,7 +379,8 @@ TEST(ReplicaMessagesOnHost, TabulatedRowsEqualTheTiledKernels) {
     const int n = MLFF_NUM_ATOMS, h = MLFF_H, layers = MLFF_L;
     std::mt19937 rng(15);
     const Replicas s = makeTestedReplicas(rng, "tabulated");
-    const auto [params, table, stateS, stateV] = randomTabulatedInputs(rng);
+    const TabulatedInputs in = randomTabulatedInputs(rng);
+    const auto& [params, table, stateS, stateV] = in;
     const FilterRows list = listRows(s, params);
     ASSERT_EQ(list.overflowed[0], 0); // every list complete
     const int rows = list.rows, rowBlocks = (rows + 127) / 128, tableGrid = 3;
@@ -361,85 +396,53 @@ TEST(ReplicaMessagesOnHost, TabulatedRowsEqualTheTiledKernels) {
         mlffSortTableRows(&rows, rowInterval.data(), intervalStart.data(), sortedRows.data());
     });
 
-    const std::vector<real> midVKept = randomReals(rng, (size_t) layers * n * 3 * h);
-    const std::vector<real> updateOutput = randomReals(rng, (size_t) layers * n * 3 * h);
-    std::vector<double> replicaScale;
-    for (int r = 0; r < MLFF_NUM_REPLICAS; r++)
-        replicaScale.push_back(0.5 + 0.125 * r);
-    const double lambdaForceScale = 0.7 * 964.8533212331002;
-    std::vector<real> filters((size_t) rows * 3 * h, -7), gradFilter((size_t) rows * 3 * h, -7);
+    // Forward: each block's filter rows from the table, kept for the backward pass (edgeFilter).
+    std::vector<std::vector<real>> filters(layers, std::vector<real>((size_t) rows * 3 * h, -7));
+    for (int layer = 0; layer < layers; layer++) {
+        SCOPED_TRACE("forward, block " + std::to_string(layer));
+        MessagesOut out[2]; // [0] the tiled kernels, [1] the rows
+        tiledMessagesForward(s, in, layer, out[0]);
+        cudaOnHostLaunch(tableGrid, 128, [&] {
+            mlffTableFilterRows(layer, table.data(), &rows, sortedRows.data(), list.filterEdges.data(),
+                                list.edgeDelta.data(), filters[layer].data());
+        });
+        cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
+            mlffMessagesForwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
+                                    list.edgeStart.data(), list.edgeDelta.data(), list.filterRow.data(),
+                                    filters[layer].data(), stateS.data(), stateV.data(), out[1].midS.data(),
+                                    out[1].midV.data(), out[1].updateInput.data());
+        });
+        expectEqual(out[0], out[1]);
+    }
+
+    // Backward, from the last block: edgeGradN sums over the blocks, and block 0 adds the forces.
+    std::vector<real> gradFilter((size_t) rows * 3 * h, -7);
     std::vector<real4> gradN((size_t) n * s.capacity, real4{});
     std::vector<unsigned long long> forceBuffer[2]; // [0] the tiled kernels, [1] the rows
     for (int k = 0; k < 2; k++)
         forceBuffer[k].assign(3 * MLFF_PADDED_NUM_ATOMS, 0);
-    for (int step = 0; step < 2 * layers; step++) { // each block forward, then each block from the last backward
-        const bool forward = step < layers;
-        const int layer = forward ? step : 2 * layers - 1 - step;
-        SCOPED_TRACE(std::string(forward ? "forward" : "backward") + ", block " + std::to_string(layer));
-        if (forward) {
-            MessagesOut out[2];
-            cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
-                mlffMessagesForwardTiled(layer, nullptr, params.data(), table.data(), s.pos.data(), s.z.data(),
-                                         s.replica.data(), s.start.data(), s.count.data(), s.list.data(), s.capacity,
-                                         s.boxA, s.boxB, s.boxC, s.invBoxSize, stateS.data(), stateV.data(),
-                                         out[0].midS.data(), out[0].midV.data(), out[0].updateInput.data());
-            });
-            cudaOnHostLaunch(tableGrid, 128, [&] {
-                mlffTableFilterRows(layer, table.data(), &rows, sortedRows.data(), list.filterEdges.data(),
-                                    list.edgeDelta.data(), filters.data());
-            });
-            cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
-                mlffMessagesForwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
-                                        list.edgeStart.data(), list.edgeDelta.data(), list.filterRow.data(),
-                                        filters.data(), stateS.data(), stateV.data(), out[1].midS.data(),
-                                        out[1].midV.data(), out[1].updateInput.data());
-            });
-            EXPECT_EQ(out[0].midS, out[1].midS);
-            EXPECT_EQ(out[0].midV, out[1].midV);
-            EXPECT_EQ(out[0].updateInput, out[1].updateInput);
-            continue;
-        }
-        const std::vector<real> gradInS = randomReals(rng, (size_t) n * h);
-        const std::vector<real> gradInV = randomReals(rng, (size_t) n * 3 * h);
-        std::vector<real> updateGradOutput[2], gradOutS[2], gradOutV[2];
-        for (int k = 0; k < 2; k++) {
-            updateGradOutput[k].assign((size_t) n * 3 * h, -7);
-            gradOutS[k].assign((size_t) n * h, -7);
-            gradOutV[k].assign((size_t) n * 3 * h, -7);
-        }
-        cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
-            mlffMessagesBackwardTiled(layer, nullptr, params.data(), table.data(), s.pos.data(), s.z.data(),
-                                      s.replica.data(), s.start.data(), s.count.data(), s.list.data(), s.capacity,
-                                      s.boxA, s.boxB, s.boxC, s.invBoxSize, stateS.data(), stateV.data(),
-                                      midVKept.data(), updateOutput.data(), gradInS.data(), gradInV.data(),
-                                      updateGradOutput[0].data(), gradOutS[0].data(), gradOutV[0].data(),
-                                      replicaScale.data(), lambdaForceScale, s.particle.data(), s.sortedIndex.data(),
-                                      forceBuffer[0].data());
-        });
-        // This block's filter rows again, as the forward pass left them for the backward.
-        cudaOnHostLaunch(tableGrid, 128, [&] {
-            mlffTableFilterRows(layer, table.data(), &rows, sortedRows.data(), list.filterEdges.data(),
-                                list.edgeDelta.data(), filters.data());
-        });
+    for (int layer = layers - 1; layer >= 0; layer--) {
+        SCOPED_TRACE("backward, block " + std::to_string(layer));
+        const BackwardInputs b = randomBackwardInputs(rng);
+        GradientsOut grads[2];
+        tiledMessagesBackward(s, in, b, layer, grads[0], forceBuffer[0].data());
         cudaOnHostLaunch(AtomWarpBlocks, 128, [&] {
             mlffMessagesBackwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
                                      list.edgeStart.data(), list.edgeDelta.data(), list.filterRow.data(),
-                                     list.ownedRank.data(), list.partner.data(), filters.data(), gradFilter.data(),
-                                     gradN.data(), stateS.data(), stateV.data(), midVKept.data(),
-                                     updateOutput.data(), gradInS.data(), gradInV.data(), updateGradOutput[1].data(),
-                                     gradOutS[1].data(), gradOutV[1].data());
+                                     list.ownedRank.data(), list.partner.data(), filters[layer].data(),
+                                     gradFilter.data(), gradN.data(), stateS.data(), stateV.data(),
+                                     b.midVKept.data(), b.updateOutput.data(), b.gradInS.data(), b.gradInV.data(),
+                                     grads[1].updateGradOutput.data(), grads[1].gradOutS.data(),
+                                     grads[1].gradOutV.data());
         });
         cudaOnHostLaunch(tableGrid, 128, [&] {
             mlffTableFilterBackward(layer, table.data(), &rows, sortedRows.data(), gradFilter.data(),
                                     list.filterEdges.data(), list.edgeAtoms.data(), list.edgeDelta.data(),
-                                    gradN.data(), s.replica.data(), replicaScale.data(), lambdaForceScale,
+                                    gradN.data(), s.replica.data(), b.replicaScale.data(), b.lambdaForceScale,
                                     s.particle.data(), s.sortedIndex.data(), forceBuffer[1].data());
         });
-        if (layer > 0) { // block 0 passes on no gradient
-            EXPECT_EQ(updateGradOutput[0], updateGradOutput[1]);
-            EXPECT_EQ(gradOutS[0], gradOutS[1]);
-            EXPECT_EQ(gradOutV[0], gradOutV[1]);
-        }
+        if (layer > 0) // block 0 passes on no gradient
+            expectEqual(grads[0], grads[1]);
     }
     const ForceDifference forces = compareForces(forceBuffer[0], forceBuffer[1]);
     EXPECT_GT(forces.largest, 1.0) << "no forces to compare";
@@ -552,41 +555,35 @@ TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheListKernels) {
                                         stateV.data(), out[1].midS.data(), out[1].midV.data(),
                                         out[1].updateInput.data());
         });
-        EXPECT_EQ(out[0].midS, out[1].midS);
-        EXPECT_EQ(out[0].midV, out[1].midV);
-        EXPECT_EQ(out[0].updateInput, out[1].updateInput);
+        expectEqual(out[0], out[1]);
 
         const std::vector<real> gradInS = randomReals(rng, (size_t) n * h);
         const std::vector<real> gradInV = randomReals(rng, (size_t) n * 3 * h);
-        std::vector<real> updateGradOutput[2], gradOutS[2], gradOutV[2], gradFilter[2];
-        for (int k = 0; k < 2; k++) {
-            updateGradOutput[k].assign((size_t) n * 3 * h, -7);
-            gradOutS[k].assign((size_t) n * h, -7);
-            gradOutV[k].assign((size_t) n * 3 * h, -7);
+        GradientsOut grads[2];
+        std::vector<real> gradFilter[2];
+        for (int k = 0; k < 2; k++)
             gradFilter[k].assign((size_t) list.rows * 3 * h, -7);
-        }
         cudaOnHostLaunch(AtomWarpBlocks, 128, [&] {
             mlffMessagesBackwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
                                      list.edgeStart.data(), list.edgeDelta.data(), list.filterRow.data(),
                                      list.ownedRank.data(), list.partner.data(), filters.data(),
                                      gradFilter[0].data(), gradN[0].data(), stateS.data(), stateV.data(),
                                      midVKept.data(), updateOutput.data(), gradInS.data(), gradInV.data(),
-                                     updateGradOutput[0].data(), gradOutS[0].data(), gradOutV[0].data());
+                                     grads[0].updateGradOutput.data(), grads[0].gradOutS.data(),
+                                     grads[0].gradOutV.data());
         });
         cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_BLOCK, [&] {
             mlffMessagesBackwardReplicas(layer, params.data(), filters.data(), replicas.rowStart.data(),
                                          replicas.pairCount.data(), replicas.pairAtoms.data(),
                                          replicas.pairGeometry.data(), s.z.data(), s.start.data(), stateS.data(),
                                          stateV.data(), midVKept.data(), updateOutput.data(), gradInS.data(),
-                                         gradInV.data(), updateGradOutput[1].data(), gradOutS[1].data(),
-                                         gradOutV[1].data(), gradFilter[1].data(), gradN[1].data(), s.particle.data(),
-                                         s.sortedIndex.data(), replicaScale.data(), lambdaForceScale, nullptr);
+                                         gradInV.data(), grads[1].updateGradOutput.data(), grads[1].gradOutS.data(),
+                                         grads[1].gradOutV.data(), gradFilter[1].data(), gradN[1].data(),
+                                         s.particle.data(), s.sortedIndex.data(), replicaScale.data(),
+                                         lambdaForceScale, nullptr);
         });
-        if (layer > 0) { // block 0 passes on no gradient
-            EXPECT_EQ(updateGradOutput[0], updateGradOutput[1]);
-            EXPECT_EQ(gradOutS[0], gradOutS[1]);
-            EXPECT_EQ(gradOutV[0], gradOutV[1]);
-        }
+        if (layer > 0) // block 0 passes on no gradient
+            expectEqual(grads[0], grads[1]);
         // dE/dw of each pair: both edges' parts, summed in another order (the list's edge by edge).
         EXPECT_LE(relativeDifference(gradFilter[0], gradFilter[1], gradFilter[0].size()), 1e-13);
         EXPECT_NE(gradFilter[0][0], -7) << "no dE/dw written";
