@@ -412,16 +412,16 @@ void CudaCalcMLFFForceKernel::chooseWarpgroupProducts() {
           "querying the shared memory a block may have");
     const auto fits = [&](unsigned int bytes) { return bytes <= (unsigned int) sharedPerBlock; };
     const bool warpgroups = useTiled && matmulTensorCores && cu.getComputeCapability() == 9.0 && products != "mma";
-    warpgroupFilterForward = warpgroups && useEdgeFilters && !tabulatedFilters &&
+    const bool filterProducts = useEdgeFilters && !tabulatedFilters; // edge_filters.cu's (a table has none)
+    warpgroupFilterForward = warpgroups && filterProducts &&
                              fits(warpgroupSharedBytes(std::max(hidden, basisInputs()), warpgroupForwardColumns));
-    warpgroupFilterBackward = warpgroups && useEdgeFilters && !tabulatedFilters &&
+    warpgroupFilterBackward = warpgroups && filterProducts &&
                               fits(warpgroupSharedBytes(warpgroupBackwardInputs(), WarpgroupBackwardColumns, true));
     int widestUpdate = 0; // the update product with the most inputs (its kernels are not loaded yet: unused here)
     for (const UpdateProduct& product : updateProducts())
         widestUpdate = std::max(widestUpdate, product.inputs);
     const bool manyAtoms = products == "warpgroup" || numAtoms >= WarpgroupUpdateMinAtoms;
     warpgroupUpdate = warpgroups && manyAtoms && fits(warpgroupSharedBytes(widestUpdate, WarpgroupUpdateColumns));
-    const bool filterProducts = useEdgeFilters && !tabulatedFilters;
     if (products == "warpgroup" && useTiled && !(warpgroupUpdate && (warpgroupFilterForward || !filterProducts)))
         throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_PRODUCTS is 'warpgroup', but warp-group products need "
                               "compute capability 9.0 exactly, float, and shared memory for " +
