@@ -362,6 +362,46 @@ TEST_P(CudaVsReference, OverflowedListGivesTheSameBits) {
     }
 }
 
+// Edge rows that cannot grow with the list (MLFF_CUDA_EDGE_ROWS_MAX_BYTES, a test hook: their
+// allocation fails part way, as cuMemAlloc's does once the GPU's memory is spent): from then on the
+// tiled kernels compute every atom's filters. A capacity of 2 overflows the list at once and the
+// host grows it two evaluations on (the edge rows' rule), so evaluations 0 and 1 run on the rows
+// and the later ones on the tiled kernels: each matches Reference, and the later ones give the bits
+// of a Context on the tiled path. The limit, 800 KB, holds the first rows (40 atoms x 2, under 6 KB
+// a row in double) and not the grown ones (40 x 11 at the least, over 2.3 KB a row in float).
+TEST_P(CudaVsReference, EdgeRowsThatCannotGrowGiveWayToTiledKernels) {
+    if (kernels() != "edges")
+        GTEST_SKIP() << "no edge rows on this path";
+    const std::string bytes = mlff_test::random_model_bytes(modelSpec(64, 12, 2, 11));
+    mlff_test::Structure molecule = mlff_test::random_structure(40, 10, 8.0, 1.0, 61);
+    for (bool tabulated : {false, true}) {
+        SCOPED_TRACE(tabulated ? "tabulated filters" : "exact filters");
+        auto s = makeSystem(bytes, molecule);
+        s->force->setUseTabulatedFilters(tabulated);
+        const Evaluation reference = evaluateOn(*s, "reference");
+        setenv("MLFF_CUDA_KERNELS", "tiled", 1);
+        const Evaluation tiled = evaluateOn(*s, precision());
+        setenv("MLFF_CUDA_KERNELS", kernels().c_str(), 1);
+        setenv("MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY", "2", 1);
+        setenv("MLFF_CUDA_EDGE_ROWS_MAX_BYTES", "800000", 1);
+        OpenMM::VerletIntegrator integrator(0.0005);
+        auto context = makeContext(s->system, integrator, precision());
+        unsetenv("MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY");
+        unsetenv("MLFF_CUDA_EDGE_ROWS_MAX_BYTES");
+        context->setPositions(s->positions);
+        for (int step = 0; step < 4; step++) {
+            const Evaluation cuda = evaluate(*context, *s->force);
+            expectMatchesReference(cuda, reference, precision(),
+                                   "rows that cannot grow, evaluation " + std::to_string(step));
+            if (step < 2)
+                continue;
+            EXPECT_EQ(cuda.energy, tiled.energy) << "evaluation " << step;
+            EXPECT_EQ(0, std::memcmp(cuda.forces.data(), tiled.forces.data(), tiled.forces.size() * sizeof(OpenMM::Vec3)))
+                << "evaluation " << step;
+        }
+    }
+}
+
 // Two evaluations of the same positions: bitwise equal forces and energy.
 TEST_P(CudaVsReference, Deterministic) {
     const std::string bytes = mlff_test::random_model_bytes(modelSpec(64, 12, 3, 12));

@@ -12,9 +12,12 @@
 #include "openmm/internal/ContextImpl.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -214,6 +217,7 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     params.upload(layout.values, true);
     allocateAtomArrays(order);
     multiprocessors = numMultiprocessors();
+    edgeRowsMaxBytes = requestedEdgeRowsMaxBytes();
     chooseKernelPath(tabulated);
     chooseBlockShapes(tabulated);
     chooseWarpgroupProducts();
@@ -225,8 +229,9 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     }
     addKernelDefines(defines);
     // OpenMM's own flag, then an architecture that overrides its -arch (both compilers take the last).
-    loadKernels(cu.createModule(kernelSource(), defines,
-                                warpgroupProducts() ? "--use_fast_math -arch=compute_90a" : nullptr));
+    module = cu.createModule(kernelSource(), defines,
+                             warpgroupProducts() ? "--use_fast_math -arch=compute_90a" : nullptr);
+    loadKernels();
     allowSharedMemory();
     prepareWarpgroupImages(layout.defines);
 }
@@ -490,7 +495,7 @@ string CudaCalcMLFFForceKernel::kernelSource() const {
     return source;
 }
 
-void CudaCalcMLFFForceKernel::loadKernels(CUmodule module) {
+void CudaCalcMLFFForceKernel::loadKernels() {
     invertKernel = cu.getKernel(module, "mlffInvertAtomIndex");
     neighborKernel = cu.getKernel(module, "mlffFindNeighborsInReplica");
     forwardKernel = cu.getKernel(module, useClusters ? "mlffStudentForwardCluster" : "mlffStudentForward");
@@ -499,10 +504,7 @@ void CudaCalcMLFFForceKernel::loadKernels(CUmodule module) {
     if (numReplicas >= ReduceByWarpMinReplicas)
         replicaEnergiesKernel = cu.getKernel(module, "mlffReplicaEnergies");
     if (useTiled) {
-        // The message kernels: a block per replica, or per atom; with edge rows, only for the atoms
-        // without (tiled.cu).
-        const std::string atoms = useReplicaMessages ? "Replicas" : useEdgeFilters ? "Overflowed" : "Tiled";
-        messagesForwardKernel = cu.getKernel(module, "mlffMessagesForward" + atoms);
+        loadMessageKernels();
         hiddenForwardKernel = cu.getKernel(module, "mlffUpdateHiddenForward");
         outputForwardKernel = cu.getKernel(module, "mlffUpdateOutputForward");
         lastOutputForwardKernel = cu.getKernel(module, "mlffUpdateOutputForwardLast");
@@ -510,7 +512,6 @@ void CudaCalcMLFFForceKernel::loadKernels(CUmodule module) {
         hiddenBackwardKernel = cu.getKernel(module, "mlffUpdateHiddenBackward");
         lastHiddenBackwardKernel = cu.getKernel(module, "mlffUpdateHiddenBackwardLast");
         inputBackwardKernel = cu.getKernel(module, "mlffUpdateInputBackward");
-        messagesBackwardKernel = cu.getKernel(module, "mlffMessagesBackward" + atoms);
     }
     if (warpgroupProducts())
         prepareWarpgroupTilesKernel = cu.getKernel(module, "mlffPrepareWarpgroupTiles");
@@ -551,6 +552,13 @@ void CudaCalcMLFFForceKernel::loadKernels(CUmodule module) {
         fillCellsKernel = cu.getKernel(module, "mlffFillCells");
         cellNeighborKernel = cu.getKernel(module, "mlffFindNeighborsInCells");
     }
+}
+
+void CudaCalcMLFFForceKernel::loadMessageKernels() {
+    // A block per replica, or per atom; with edge rows, only for the atoms without (tiled.cu).
+    const std::string atoms = useReplicaMessages ? "Replicas" : useEdgeFilters ? "Overflowed" : "Tiled";
+    messagesForwardKernel = cu.getKernel(module, "mlffMessagesForward" + atoms);
+    messagesBackwardKernel = cu.getKernel(module, "mlffMessagesBackward" + atoms);
 }
 
 void CudaCalcMLFFForceKernel::allowSharedMemory() {
@@ -714,7 +722,8 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
         // The rows keep every block's filters (L x 3H reals a pair): only where they fit well.
         size_t freeBytes = 0, totalBytes = 0;
         check(cuMemGetInfo(&freeBytes, &totalBytes), "querying the free memory");
-        useEdgeFilters = edgeRowBytes((size_t) numAtoms * 2 * neighborCapacity) <= freeBytes / 2;
+        const size_t rowsBytes = edgeRowBytes((size_t) numAtoms * 2 * neighborCapacity);
+        useEdgeFilters = rowsBytes <= std::min(freeBytes / 2, edgeRowsMaxBytes);
         useTiled = useEdgeFilters || numAtoms >= TiledMinAtoms; // without them, the tiled path's own threshold
     }
     replicaRowsBytes = (size_t) maxReplicaSize * 4 * hidden * realSize();
@@ -733,6 +742,19 @@ string CudaCalcMLFFForceKernel::requestedKernelPath() {
 string CudaCalcMLFFForceKernel::requestedProducts() {
     const char* choice = std::getenv("MLFF_CUDA_PRODUCTS");
     return choice == nullptr ? "" : choice;
+}
+
+size_t CudaCalcMLFFForceKernel::requestedEdgeRowsMaxBytes() {
+    const char* limit = std::getenv("MLFF_CUDA_EDGE_ROWS_MAX_BYTES");
+    if (limit == nullptr)
+        return std::numeric_limits<size_t>::max();
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long bytes = std::strtoull(limit, &end, 10);
+    if (end == limit || *end != '\0' || !std::isdigit((unsigned char) limit[0]) || errno != 0)
+        throw OpenMMException(string("MLFFForce (CUDA): MLFF_CUDA_EDGE_ROWS_MAX_BYTES is '") + limit +
+                              "'; expected a number of bytes");
+    return (size_t) bytes;
 }
 
 bool CudaCalcMLFFForceKernel::clusterPathRequested() {
@@ -806,7 +828,12 @@ CUdeviceptr CudaCalcMLFFForceKernel::filterRowCount() {
 
 void CudaCalcMLFFForceKernel::allocateEdgeRows() {
     const size_t rows = edgeRowsBound();
+    size_t bytes = 0;
     for (const RowArray& row : edgeRowArrays()) {
+        bytes += rows * row.perRow * row.elementSize;
+        if (bytes > edgeRowsMaxBytes) // the test hook's limit: fail part way, as cuMemAlloc would
+            throw OpenMMException("MLFFForce (CUDA): the edge rows need more than MLFF_CUDA_EDGE_ROWS_MAX_BYTES = " +
+                                  std::to_string(edgeRowsMaxBytes) + " bytes");
         if (row.array->isInitialized())
             row.array->resize(rows * row.perRow);
         else
@@ -1009,14 +1036,25 @@ void CudaCalcMLFFForceKernel::readNeighborCount(int slot) {
     neighborList.resize((size_t) numAtoms * neighborCapacity);
     if (useCellList)
         neighborScratch.resize((size_t) numAtoms * neighborCapacity);
-    if (useEdgeFilters) {
+    if (useEdgeFilters && !useReplicaMessages) { // (a block per replica has its rows for every pair already)
         try {
             allocateEdgeRows();
         }
         catch (const OpenMMException&) {
-            useEdgeFilters = false; // out of memory: the tiled kernels compute every atom's filters from now on
+            stopUsingEdgeRows();
         }
     }
+}
+
+void CudaCalcMLFFForceKernel::stopUsingEdgeRows() {
+    // The grown rows do not fit in the GPU's memory: from now on the tiled kernels compute every
+    // atom's filters, as where the rows were never chosen. The rows' memory goes back, each array
+    // left at one element (a CudaArray frees only in a resize or its destructor).
+    useEdgeFilters = false;
+    for (const RowArray& row : edgeRowArrays())
+        if (row.array->isInitialized())
+            row.array->resize(1);
+    loadMessageKernels();
 }
 
 double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces, bool includeEnergy) {

@@ -113,7 +113,9 @@ private:
     /** The system's sizes and the choices above, as the kernels' compile-time constants. */
     void addKernelDefines(std::map<std::string, std::string>& defines) const;
     std::string kernelSource() const; // the chosen path's .cu sources, in order
-    void loadKernels(CUmodule module);
+    void loadKernels(); // from `module`
+    /** The tiled path's message kernels: a block per replica, per atom, or per atom without edge rows. */
+    void loadMessageKernels();
     void allowSharedMemory(); // the kernels' dynamic shared memory above the default 48 KB
     /**
      * The warp-group products' weights as their blocks hold them in shared memory, made from params
@@ -130,6 +132,7 @@ private:
     static std::string requestedKernelPath(); // MLFF_CUDA_KERNELS, or "" (the plugin chooses)
     static bool clusterPathRequested();       // MLFF_CUDA_KERNELS=cluster
     static std::string requestedProducts(); // MLFF_CUDA_PRODUCTS: "mma", "warpgroup", or "" (the plugin chooses)
+    static size_t requestedEdgeRowsMaxBytes(); // MLFF_CUDA_EDGE_ROWS_MAX_BYTES, or no limit
     int numMultiprocessors() const;
     /** An array of edge or pair rows (edge_filters.cu): perRow elements of elementSize bytes a row. */
     struct RowArray {
@@ -143,6 +146,8 @@ private:
     /** The edge and filter rows' bound: N x capacity, or with messages a block per replica R x its pairs. */
     size_t edgeRowsBound() const;
     void allocateEdgeRows(); // for edgeRowsBound() rows; throws if the memory is not there
+    /** The list's grown rows did not fit: the tiled kernels compute every atom's filters from now on. */
+    void stopUsingEdgeRows();
     void prepareEdgeRows(void** box);
     unsigned int warpPerAtomGrid(int threads) const; // blocks of `threads` for a warp per ML atom
     unsigned int tableRowsGrid() const;               // table_rows.cu's blocks
@@ -164,11 +169,13 @@ private:
     CUdeviceptr edgeFiltersOfBlock(int layer);
     /** Reads earlier evaluations' largest neighbour counts (as they arrive) and grows the lists. */
     void checkNeighborCapacity();
+    /** Grows the list (and the edge rows, or stops using them) if slot's count passed its capacity. */
     void readNeighborCount(int slot);
     void setBox(OpenMM::ContextImpl& context);
     void findNeighbors(void* box[4]);
 
     OpenMM::CudaContext& cu;
+    CUmodule module = nullptr;            // the kernels (OpenMM's context owns it)
     bool hasInitializedIndex = false;
     int numAtoms = 0;                     // ML atoms
     int numReplicas = 0;
@@ -185,6 +192,7 @@ private:
     bool clusterFindsNeighbors = false;   // its first forward launch, not a launch of its own, finds the neighbours
     unsigned int clusterSharedBytes = 0;  // its kernels' dynamic shared memory
     bool useEdgeFilters = false;          // edge rows, a filter row a pair (edge_filters.cu, table_rows.cu)
+    size_t edgeRowsMaxBytes = 0;          // a test hook's limit on them (MLFF_CUDA_EDGE_ROWS_MAX_BYTES)
     bool tabulatedFilters = false;        // the force's tabulated filters (a table, uploadFilterTable)
     bool useReplicaMessages = false;      // with it, its messages a block per replica (replica_messages.cu),
                                           // with exact filters from edge filters' rows, a row a pair
