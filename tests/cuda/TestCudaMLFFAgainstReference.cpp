@@ -257,6 +257,26 @@ TEST_P(CudaVsReference, CellList) {
     large.box = {25.5, 0, 0, -6.0, 25.0, 0, 5.0, -7.0, 24.0};
     compare(bytes, large, "cell list, triclinic box, 1000 atoms");
 
+    // The box changed within one Context, as a barostat changes it: the cell grid follows it, and
+    // where it would need more cells than were allocated (N = 300 here) it is coarsened (45 Å: 8 x 9
+    // x 8 cells wanted).
+    {
+        auto s = makeSystem(bytes, small);
+        OpenMM::VerletIntegrator integrator(0.0005);
+        auto context = makeContext(s->system, integrator, precision());
+        context->setPositions(s->positions);
+        for (double side : {16.0, 21.0, 45.0}) {
+            mlff_test::Structure boxed = small;
+            boxed.box = {side, 0, 0, 0, side + 0.5, 0, 0, 0, side - 1.0};
+            context->setPeriodicBoxVectors(OpenMM::Vec3(side, 0, 0) / units::AngstromPerNm,
+                                           OpenMM::Vec3(0, side + 0.5, 0) / units::AngstromPerNm,
+                                           OpenMM::Vec3(0, 0, side - 1.0) / units::AngstromPerNm);
+            auto atThatBox = makeSystem(bytes, boxed);
+            expectMatchesReference(evaluate(*context, *s->force), evaluateOn(*atThatBox, "reference"), precision(),
+                                   "cell list, the box changed to " + std::to_string((int) side) + " Å in the Context");
+        }
+    }
+
     std::vector<mlff_test::Structure> molecules;
     for (int r = 0; r < 3; r++)
         molecules.push_back(mlff_test::random_structure(260 + 20 * r, 10, 14.0, 1.0, 72 + r));

@@ -218,11 +218,7 @@ protected:
         auto context = createContext(s->system, integrator);
         context->setPositions(s->positions);
         OpenMM::State state = context->getState(OpenMM::State::Energy | OpenMM::State::Forces);
-        expectEnergyNear(state.getPotentialEnergy(), core.total() * units::KJPerMolPerEV, "periodic energy");
-        std::vector<OpenMM::Vec3> expected;
-        for (size_t i = 0; i < structure.atomic_numbers.size(); i++)
-            expected.push_back(OpenMM::Vec3(core.forces[3 * i], core.forces[3 * i + 1], core.forces[3 * i + 2]) * units::ForceToOpenMM);
-        expectForcesNear(state.getForces(), expected, "periodic forces");
+        expectMatchesCore(state, core, "periodic");
 
         // Moving particles by whole box vectors changes nothing.
         OpenMM::Vec3 a, b, c;
@@ -235,6 +231,28 @@ protected:
         OpenMM::State shifted = context->getState(OpenMM::State::Energy | OpenMM::State::Forces);
         expectEnergyNear(shifted.getPotentialEnergy(), state.getPotentialEnergy(), "energy after moving particles by box vectors");
         expectForcesNear(shifted.getForces(), state.getForces(), "forces after moving particles by box vectors");
+
+        // The box changed within the Context, as a barostat changes it: box and positions scaled
+        // by 1.1, against the core at the new box.
+        mlff_test::Structure scaled = structure;
+        for (double& x : scaled.positions)
+            x *= 1.1;
+        for (double& x : scaled.box)
+            x *= 1.1;
+        context->setPeriodicBoxVectors(a * 1.1, b * 1.1, c * 1.1);
+        for (OpenMM::Vec3& r : positions)
+            r *= 1.1;
+        context->setPositions(positions);
+        expectMatchesCore(context->getState(OpenMM::State::Energy | OpenMM::State::Forces), coreAnswer(bytes, scaled),
+                          "a box scaled within the Context");
+    }
+    /** The State's energy and forces against the core's answer (eV, eV/Å). */
+    void expectMatchesCore(const OpenMM::State& state, const CoreAnswer& core, const std::string& what) {
+        expectEnergyNear(state.getPotentialEnergy(), core.total() * units::KJPerMolPerEV, what + ": energy");
+        std::vector<OpenMM::Vec3> expected;
+        for (size_t i = 0; 3 * i < core.forces.size(); i++)
+            expected.push_back(OpenMM::Vec3(core.forces[3 * i], core.forces[3 * i + 1], core.forces[3 * i + 2]) * units::ForceToOpenMM);
+        expectForcesNear(state.getForces(), expected, what + ": forces");
     }
 };
 
