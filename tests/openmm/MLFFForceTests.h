@@ -91,7 +91,7 @@ TEST_P(MLFFForceTest, EnergyAndForcesMatchCore) {
     expectEnergyNear(ml.getPotentialEnergy(), core.total() * units::KJPerMolPerEV, "ML energy");
     std::vector<OpenMM::Vec3> expected(numParticles, OpenMM::Vec3());
     for (size_t i = 0; i < systemIndexOf.size(); i++)
-        expected[static_cast<size_t>(systemIndexOf[i])] = OpenMM::Vec3(core.forces[3 * i], core.forces[3 * i + 1], core.forces[3 * i + 2]) * units::ForceToOpenMM;
+        expected[static_cast<size_t>(systemIndexOf[i])] = coreForce(core, i);
     expectForcesNear(ml.getForces(), expected, "ML forces");
     for (int i : {2, 4, 7}) {
         ASSERT_EQ(std::find(systemIndexOf.begin(), systemIndexOf.end(), i), systemIndexOf.end());
@@ -102,6 +102,55 @@ TEST_P(MLFFForceTest, EnergyAndForcesMatchCore) {
     for (int i = 0; i < numParticles; i++)
         sum[static_cast<size_t>(i)] = ml.getForces()[static_cast<size_t>(i)] + mm.getForces()[static_cast<size_t>(i)];
     expectForcesNear(all.getForces(), sum, "ML + MM forces");
+}
+
+// Two MLFFForces in one System, each with its own model, particles (interleaved in the System,
+// overlapping in space) and force group: each group gives its force's core answer alone, and all
+// groups the sum.
+TEST_P(MLFFForceTest, TwoForcesInOneSystem) {
+    const std::string bytes[2] = {mlff_test::random_model_bytes(smallModelSpec(7)),
+                                  mlff_test::random_model_bytes(smallModelSpec(8))};
+    const mlff_test::Structure molecules[2] = {mlff_test::random_structure(6, 10, 4.0, 1.0, 71),
+                                               mlff_test::random_structure(5, 10, 4.0, 1.0, 72)};
+    OpenMM::System system;
+    std::vector<OpenMM::Vec3> positions;
+    std::vector<int> particles[2]; // each force's ML particle -> System particle
+    MLFFForce* forces[2];
+    for (int f = 0; f < 2; f++) {
+        forces[f] = new MLFFForce(bytes[f], MLFFForce::ModelBytes);
+        forces[f]->setForceGroup(f);
+    }
+    for (size_t i = 0; i < 6; i++)
+        for (int f = 0; f < 2; f++)
+            if (i < molecules[f].atomic_numbers.size()) {
+                particles[f].push_back(system.addParticle(12.0));
+                forces[f]->addParticle(particles[f].back(), molecules[f].atomic_numbers[i]);
+                positions.push_back(nm(molecules[f].positions, i));
+            }
+    for (MLFFForce* force : forces)
+        system.addForce(force);
+
+    OpenMM::VerletIntegrator integrator(0.001);
+    auto context = createContext(system, integrator);
+    context->setPositions(positions);
+    double energySum = 0;
+    std::vector<OpenMM::Vec3> forceSum(positions.size());
+    for (int f = 0; f < 2; f++) {
+        const CoreAnswer core = coreAnswer(bytes[f], molecules[f]);
+        OpenMM::State group = context->getState(OpenMM::State::Energy | OpenMM::State::Forces, false, 1 << f);
+        const std::string what = "force " + std::to_string(f) + " of 2";
+        expectEnergyNear(group.getPotentialEnergy(), core.total() * units::KJPerMolPerEV, what + ": energy");
+        std::vector<OpenMM::Vec3> expected(positions.size());
+        for (size_t i = 0; i < particles[f].size(); i++)
+            expected[static_cast<size_t>(particles[f][i])] = coreForce(core, i);
+        expectForcesNear(group.getForces(), expected, what + ": forces");
+        energySum += group.getPotentialEnergy();
+        for (size_t i = 0; i < positions.size(); i++)
+            forceSum[i] += group.getForces()[i];
+    }
+    OpenMM::State all = context->getState(OpenMM::State::Energy | OpenMM::State::Forces);
+    expectEnergyNear(all.getPotentialEnergy(), energySum, "both forces: energy");
+    expectForcesNear(all.getForces(), forceSum, "both forces: forces");
 }
 
 // Replicas overlap in space yet never interact: each equals the core on its structure alone.
@@ -144,7 +193,7 @@ TEST_P(MLFFForceTest, ReplicasMatchCoreIndependently) {
         std::vector<OpenMM::Vec3> actual, expected;
         for (size_t i = 0; i < systemIndices[static_cast<size_t>(r)].size(); i++) {
             actual.push_back(state.getForces()[static_cast<size_t>(systemIndices[static_cast<size_t>(r)][i])]);
-            expected.push_back(OpenMM::Vec3(core.forces[3 * i], core.forces[3 * i + 1], core.forces[3 * i + 2]) * units::ForceToOpenMM);
+            expected.push_back(coreForce(core, i));
         }
         expectForcesNear(actual, expected, "replica " + std::to_string(r));
         sum += replicaEnergies[static_cast<size_t>(r)];
@@ -251,7 +300,7 @@ protected:
         expectEnergyNear(state.getPotentialEnergy(), core.total() * units::KJPerMolPerEV, what + ": energy");
         std::vector<OpenMM::Vec3> expected;
         for (size_t i = 0; 3 * i < core.forces.size(); i++)
-            expected.push_back(OpenMM::Vec3(core.forces[3 * i], core.forces[3 * i + 1], core.forces[3 * i + 2]) * units::ForceToOpenMM);
+            expected.push_back(coreForce(core, i));
         expectForcesNear(state.getForces(), expected, what + ": forces");
     }
 };

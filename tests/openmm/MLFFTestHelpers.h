@@ -155,6 +155,12 @@ inline CoreAnswer coreAnswer(const std::string& modelBytes, const mlff_test::Str
     return answer;
 }
 
+/** The core's force on `atom` (eV/Å) in OpenMM's units (kJ/mol/nm). */
+inline OpenMM::Vec3 coreForce(const CoreAnswer& core, size_t atom) {
+    return OpenMM::Vec3(core.forces[3 * atom], core.forces[3 * atom + 1], core.forces[3 * atom + 2]) *
+           units::ForceToOpenMM;
+}
+
 inline OpenMM::Vec3 nm(const std::vector<double>& angstrom, size_t atom) {
     return OpenMM::Vec3(angstrom[3 * atom], angstrom[3 * atom + 1], angstrom[3 * atom + 2]) / units::AngstromPerNm;
 }
