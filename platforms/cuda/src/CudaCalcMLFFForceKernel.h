@@ -27,6 +27,11 @@ namespace MLFFPlugin {
  * update MLPs as matrix products over atoms: 7L launches) for large,
  * where with exact filters the filter network also runs as matrix products over pairs of atoms
  * (edge_filters.cu: 7L + 4 launches more).
+ *
+ * Its definitions, by part: CudaCalcMLFFForceKernel.cpp (initialize, execute, the Context's
+ * updates), CudaKernelChoices.cpp (the path, the blocks' shapes, the module), CudaNeighborLists.cpp,
+ * CudaEdgeRows.cpp, CudaNetworkPasses.cpp (the fused and tiled paths' launches) and
+ * CudaLaunches.cpp; its constants are CudaKernelConstants.h's.
  */
 class CudaCalcMLFFForceKernel : public CalcMLFFForceKernel {
 public:
@@ -43,6 +48,11 @@ public:
 private:
     class ReorderListener;
     class ForceInfo;
+
+    /** Throws an OpenMMException naming `what` and the driver's error, unless result is CUDA_SUCCESS. */
+    static void check(CUresult result, const char* what);
+    /** A double as a define's value that parses back to the same double (17 significant digits). */
+    static std::string exactDouble(double value);
 
     /** Every launch: on OpenMM's stream, in clusters if blocksPerCluster > 1, dependent where the GPU allows. */
     void launchWith(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize,

@@ -3,7 +3,7 @@
 
 /*
  * How matmul.cu's and warpgroup_matmul.cu's matrix products are launched: their blocks, dynamic
- * shared memory and grids. The plugin (CudaCalcMLFFForceKernel.cpp) launches them so, and
+ * shared memory and grids. The plugin (CudaLaunches.cpp) launches them so, and
  * benchmarks/product_probe.cu too, so that the probe times the products as the plugin runs them.
  * Plain C++: no OpenMM or CUDA header.
  */

@@ -8,7 +8,7 @@
  *
  * The forward: a block per atom, thread c channel c (MLFF_BLOCK threads): few registers, so many
  * blocks an SM keep the rows streaming in at the L2's rate. The backward: a warp per atom
- * (EdgeThreads threads a block, CudaCalcMLFFForceKernel.cpp; warp w of the grid atom w), lane l
+ * (EdgeThreads threads a block, CudaKernelConstants.h; warp w of the grid atom w), lane l
  * owning the MLFF_LANE_CHANNELS adjacent channels from l * MLFF_LANE_CHANNELS (H is a multiple of
  * 64 on the tiled path): a lane loads its part of a row as a few vectors where a block would load
  * a real a thread, and a sum over channels (dE/dn) is the warp's shuffles, with no barrier. A block

@@ -117,7 +117,7 @@ KERNEL void mlffMessagesForwardOverflowed(int layer, const int* RESTRICT overflo
 }
 
 /*
- * On sm_90, from WarpgroupUpdateMinAtoms ML atoms (the host's choice, CudaCalcMLFFForceKernel.cpp),
+ * On sm_90, from WarpgroupUpdateMinAtoms ML atoms (the host's choice, CudaKernelConstants.h),
  * the update's products to and from its hidden layer are warp-group products, 64 columns a block
  * (the host sizes their grids and shared memory: warpgroup_matmul.cu); elsewhere mma.sync's or the
  * FMA pipes' (matmul.cu). Their epilogues take TN adjacent columns of a row: 2
