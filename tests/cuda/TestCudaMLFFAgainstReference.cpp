@@ -87,8 +87,9 @@ protected:
             setenv("MLFF_CUDA_PRODUCTS", "warpgroup", 1);
     }
     void TearDown() override {
-        unsetenv("MLFF_CUDA_KERNELS");
-        unsetenv("MLFF_CUDA_PRODUCTS");
+        for (const char* setting : {"MLFF_CUDA_KERNELS", "MLFF_CUDA_PRODUCTS", "MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY",
+                                    "MLFF_CUDA_EDGE_ROWS_MAX_BYTES"})
+            unsetenv(setting);
     }
     std::string precision() const {
         return std::get<0>(GetParam());
@@ -107,6 +108,24 @@ protected:
      */
     bool overflowKeepsBits() const {
         return kernels() != "edges";
+    }
+    /**
+     * A Context at s's positions whose neighbour list starts at a capacity of 2 (a test hook), so
+     * that its first evaluation overflows for every atom of the 40-atom molecule below.
+     */
+    std::unique_ptr<OpenMM::Context> contextOverflowingAtOnce(MLSystem& s, OpenMM::Integrator& integrator) {
+        setenv("MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY", "2", 1);
+        auto context = makeContext(s.system, integrator, precision());
+        unsetenv("MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY");
+        context->setPositions(s.positions);
+        return context;
+    }
+    /** The model and the 40-atom molecule of the list's overflow tests: more than a block per replica takes. */
+    static std::string overflowModel() {
+        return mlff_test::random_model_bytes(modelSpec(64, 12, 2, 11));
+    }
+    static mlff_test::Structure overflowMolecule() {
+        return mlff_test::random_structure(40, 10, 8.0, 1.0, 61);
     }
     /** Builds, evaluates on both platforms, compares. */
     void compare(const std::string& bytes, const mlff_test::Structure& structure, const std::string& what) {
@@ -352,18 +371,13 @@ TEST_P(CudaVsReference, SmallReplicas) {
 // in tiled.cu's kernels while the other atoms' read rows). 40 atoms: more than a block per replica
 // takes (ReplicaMessagesMaxAtoms), which has no list.
 TEST_P(CudaVsReference, OverflowedListGivesTheSameBits) {
-    const std::string bytes = mlff_test::random_model_bytes(modelSpec(64, 12, 2, 11));
-    mlff_test::Structure molecule = mlff_test::random_structure(40, 10, 8.0, 1.0, 61);
     for (bool tabulated : {false, true}) {
         SCOPED_TRACE(tabulated ? "tabulated filters" : "exact filters");
-        auto s = makeSystem(bytes, molecule);
+        auto s = makeSystem(overflowModel(), overflowMolecule());
         s->force->setUseTabulatedFilters(tabulated);
         Evaluation normal = evaluateOn(*s, precision());
-        setenv("MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY", "2", 1);
         OpenMM::VerletIntegrator integrator(0.0005);
-        auto context = makeContext(s->system, integrator, precision());
-        unsetenv("MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY");
-        context->setPositions(s->positions);
+        auto context = contextOverflowingAtOnce(*s, integrator);
         Evaluation overflowed = evaluate(*context, *s->force);
         Evaluation grown = evaluate(*context, *s->force);
         grown = evaluate(*context, *s->force); // grown by now on every path (edge rows: two evaluations on)
@@ -392,23 +406,18 @@ TEST_P(CudaVsReference, OverflowedListGivesTheSameBits) {
 TEST_P(CudaVsReference, EdgeRowsThatCannotGrowGiveWayToTiledKernels) {
     if (kernels() != "edges")
         GTEST_SKIP() << "no edge rows on this path";
-    const std::string bytes = mlff_test::random_model_bytes(modelSpec(64, 12, 2, 11));
-    mlff_test::Structure molecule = mlff_test::random_structure(40, 10, 8.0, 1.0, 61);
     for (bool tabulated : {false, true}) {
         SCOPED_TRACE(tabulated ? "tabulated filters" : "exact filters");
-        auto s = makeSystem(bytes, molecule);
+        auto s = makeSystem(overflowModel(), overflowMolecule());
         s->force->setUseTabulatedFilters(tabulated);
         const Evaluation reference = evaluateOn(*s, "reference");
         setenv("MLFF_CUDA_KERNELS", "tiled", 1);
         const Evaluation tiled = evaluateOn(*s, precision());
         setenv("MLFF_CUDA_KERNELS", kernels().c_str(), 1);
-        setenv("MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY", "2", 1);
         setenv("MLFF_CUDA_EDGE_ROWS_MAX_BYTES", "800000", 1);
         OpenMM::VerletIntegrator integrator(0.0005);
-        auto context = makeContext(s->system, integrator, precision());
-        unsetenv("MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY");
+        auto context = contextOverflowingAtOnce(*s, integrator);
         unsetenv("MLFF_CUDA_EDGE_ROWS_MAX_BYTES");
-        context->setPositions(s->positions);
         for (int step = 0; step < 4; step++) {
             const Evaluation cuda = evaluate(*context, *s->force);
             expectMatchesReference(cuda, reference, precision(),
