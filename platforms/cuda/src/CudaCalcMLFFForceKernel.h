@@ -19,14 +19,15 @@ struct mlff_model; // core/include/mlff/mlff.h
 namespace MLFFPlugin {
 
 /**
- * MLFFForce on the CUDA platform (docs/cuda-design.md). Per step, on OpenMM's stream, with no
- * allocation and no host synchronisation: the neighbour search, the network's forward pass, its
- * backward pass (when forces are wanted) and one energy reduction. The network runs on one of two
- * paths: fused (one thread block per atom runs a whole block of the network: 2L launches; on
- * sm_90 and later a cluster of blocks per atom, cluster.cu) for small systems, or tiled (the
- * update MLPs as matrix products over atoms: 7L launches) for large,
- * where with exact filters the filter network also runs as matrix products over pairs of atoms
- * (edge_filters.cu: 7L + 4 launches more).
+ * MLFFForce on the CUDA platform (docs/cuda-design.md). Per step, on OpenMM's stream: the
+ * neighbour search, the network's forward pass, its backward pass (when forces are wanted) and one
+ * energy reduction. No allocation but when a neighbour list grows, and no wait for the GPU but,
+ * with edge rows, for the evaluation before last (CudaNeighborLists.cpp). The network runs on one
+ * of two paths: fused (one thread block per atom runs a whole block of the network: 2L launches;
+ * on sm_90 and later a cluster of blocks per atom, cluster.cu) for small systems, or tiled (the
+ * update MLPs as matrix products over atoms: 7L launches) for large, where the filters are kept
+ * in a row a pair (edge rows: edge_filters.cu's products over pairs, or table_rows.cu's table)
+ * where the memory allows.
  *
  * Its definitions, by part: CudaCalcMLFFForceKernel.cpp (initialize, execute, the Context's
  * updates), CudaKernelChoices.cpp (the path, the blocks' shapes, the module), CudaNeighborLists.cpp,
