@@ -429,6 +429,43 @@ TEST_P(MLFFForceTest, ForceGroupsAndIncludeFlags) {
     EXPECT_EQ(maxAbs(otherGroups.getForces()), 0.0);
 }
 
+// A checkpoint taken after some MD gives the same energy, forces and replica energies bit for bit
+// when loaded into the same Context after more steps and into a second Context; so does
+// reinitialize(true).
+TEST_P(MLFFForceTest, CheckpointsAndReinitialization) {
+    const std::string bytes = mlff_test::random_model_bytes(smallModelSpec());
+    mlff_test::Structure molecule = mlff_test::random_structure(6, 10, 4.0, 1.0, 81);
+    auto s = makeSystem(bytes, molecule, 12.0);
+    OpenMM::VerletIntegrator integrator(0.0005);
+    auto context = createContext(s->system, integrator);
+    context->setPositions(s->positions);
+    context->setVelocitiesToTemperature(300.0, 3);
+    integrator.step(10);
+    std::ostringstream checkpoint;
+    context->createCheckpoint(checkpoint);
+    const int types = OpenMM::State::Energy | OpenMM::State::Forces;
+    const OpenMM::State saved = context->getState(types);
+    const std::vector<double> savedReplicaEnergies = s->force->getReplicaEnergies(*context);
+    const auto expectSaved = [&](OpenMM::Context& restored, const std::string& what) {
+        const OpenMM::State state = restored.getState(types);
+        EXPECT_EQ(state.getPotentialEnergy(), saved.getPotentialEnergy()) << what;
+        EXPECT_EQ(state.getForces(), saved.getForces()) << what;
+        EXPECT_EQ(s->force->getReplicaEnergies(restored), savedReplicaEnergies) << what;
+    };
+
+    integrator.step(10);
+    std::istringstream again(checkpoint.str());
+    context->loadCheckpoint(again);
+    expectSaved(*context, "the checkpoint loaded into its own Context");
+    OpenMM::VerletIntegrator otherIntegrator(0.0005);
+    auto other = createContext(s->system, otherIntegrator);
+    std::istringstream elsewhere(checkpoint.str());
+    other->loadCheckpoint(elsewhere);
+    expectSaved(*other, "the checkpoint loaded into another Context");
+    context->reinitialize(true);
+    expectSaved(*context, "the Context reinitialized");
+}
+
 // getReplicaEnergies before any evaluation evaluates the force.
 TEST_P(MLFFForceTest, ReplicaEnergiesBeforeAnyEvaluation) {
     const std::string bytes = mlff_test::random_model_bytes(smallModelSpec());
