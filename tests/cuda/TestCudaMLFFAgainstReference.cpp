@@ -402,10 +402,18 @@ TEST_P(CudaVsReference, OverflowedListGivesTheSameBits) {
 // host grows it two evaluations on (the edge rows' rule), so evaluations 0 and 1 run on the rows
 // and the later ones on the tiled kernels: each matches Reference, and the later ones give the bits
 // of a Context on the tiled path. The limit, 800 KB, holds the first rows (40 atoms x 2, under 6 KB
-// a row in double) and not the grown ones (40 x 11 at the least, over 2.3 KB a row in float).
+// a row in double) and not the grown ones (40 x 11 at the least, over 2.3 KB a row in float). A
+// limit that is not a number of bytes is an error naming the variable.
 TEST_P(CudaVsReference, EdgeRowsThatCannotGrowGiveWayToTiledKernels) {
     if (kernels() != "edges")
         GTEST_SKIP() << "no edge rows on this path";
+    {
+        auto s = makeSystem(overflowModel(), overflowMolecule());
+        OpenMM::VerletIntegrator integrator(0.0005);
+        setenv("MLFF_CUDA_EDGE_ROWS_MAX_BYTES", "-1", 1);
+        MLFF_EXPECT_THROW_WITH(makeContext(s->system, integrator, precision()), "MLFF_CUDA_EDGE_ROWS_MAX_BYTES", "'-1'");
+        unsetenv("MLFF_CUDA_EDGE_ROWS_MAX_BYTES");
+    }
     for (bool tabulated : {false, true}) {
         SCOPED_TRACE(tabulated ? "tabulated filters" : "exact filters");
         auto s = makeSystem(overflowModel(), overflowMolecule());
