@@ -120,7 +120,8 @@ TEST_P(MLFFForceTest, TwoForcesInOneSystem) {
         forces[f] = new MLFFForce(bytes[f], MLFFForce::ModelBytes);
         forces[f]->setForceGroup(f);
     }
-    for (size_t i = 0; i < 6; i++)
+    const size_t most = std::max(molecules[0].atomic_numbers.size(), molecules[1].atomic_numbers.size());
+    for (size_t i = 0; i < most; i++)
         for (int f = 0; f < 2; f++)
             if (i < molecules[f].atomic_numbers.size()) {
                 particles[f].push_back(system.addParticle(12.0));
