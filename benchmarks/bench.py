@@ -9,7 +9,10 @@ times tools/torch_painn (float32, energy + autograd forces, neighbour search inc
 call over all replicas), then prints a table with the ratio in every row and writes it as JSON
 (after every row, with "complete": false until the last, so that a run cut short keeps its rows).
 Beside the plugin's step, each row has OpenMM's own step for the same particles with no force at
-all (mlff-bench --without-force): what the force adds is the difference.
+all (mlff-bench --without-force): what the force adds is the difference. Each row also says at what
+SM clock the plugin's run went (the median of gpu_clocks.py's samples over its whole mlff-bench run)
+and which reasons, if any, held the clock down (its power cap, heat): the JSON keeps the samples'
+summary.
 
 The model is drawn at random with the `original` seed's sizes (H=128, L=3, K=20, cutoff 5 Å):
 cost does not depend on the weights' values. Trained defaults in models/ are timed too when present.
@@ -36,6 +39,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
+from gpu_clocks import ClockLog, describe  # noqa: E402
 from torch_painn.model_file import write_model_file  # noqa: E402
 
 SEED_SIZES = {"hidden": 128, "blocks": 3, "rbf": 20, "max_z": 100, "cutoff": 5.0}
@@ -274,7 +278,7 @@ def main():
     print(f"device {device}; measured float32 ceiling {ceiling / 1e12:.1f} TFLOP/s; "
           f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", flush=True)
     header = (f"{'model':24s} {'row':28s} {'variant':16s} {'atoms':>6s} {'edges':>8s} {'force us':>10s} "
-              f"{'step us':>10s} {'OpenMM us':>10s} {'torch us':>10s} {'torch/force':>11s} {'torch/step':>10s} {'TFLOP/s':>8s} {'% ceil':>6s}")
+              f"{'step us':>10s} {'OpenMM us':>10s} {'torch us':>10s} {'torch/force':>11s} {'torch/step':>10s} {'TFLOP/s':>8s} {'% ceil':>6s} SM MHz")
     print(header, flush=True)
     results = []
 
@@ -309,7 +313,8 @@ def main():
                 env = dict(os.environ)
                 if kernels != "auto":
                     env["MLFF_CUDA_KERNELS"] = kernels
-                run = subprocess.run(command, capture_output=True, text=True, env=env)
+                with ClockLog() as clocks:
+                    run = subprocess.run(command, capture_output=True, text=True, env=env)
                 if run.returncode != 0:
                     print(f"{model_name:24s} {row_name:28s} {label:16s} FAILED: {run.stderr.strip()}", flush=True)
                     results.append({"model": model_name, "row": row_name, "variant": variant, "kernels": kernels,
@@ -328,12 +333,13 @@ def main():
                        # where the run ended: a random model's forces move the atoms, and the edges
                        # with them, so rows of small systems compare only at one --md-steps
                        "energy_after_md_kj_mol": plugin["energy_after_md_kj_mol"],
-                       "md_steps": plugin["md_steps"], "sizes": sizes}
+                       "md_steps": plugin["md_steps"], "sizes": sizes, "clocks": clocks.summary()}
                 results.append(row)
                 write_results(complete=False)
                 print(f"{model_name:24s} {row_name:28s} {label:16s} {len(z):6d} {edges:8d} {row['force_us']:10.1f} "
                       f"{row['step_us']:10.1f} {openmm_step_us:10.1f} {torch_us:10.1f} {row['torch_over_force']:11.1f} "
-                      f"{row['torch_over_step']:10.1f} {row['tflops']:8.2f} {row['percent_of_ceiling']:6.1f}", flush=True)
+                      f"{row['torch_over_step']:10.1f} {row['tflops']:8.2f} {row['percent_of_ceiling']:6.1f} "
+                      f"{describe(row['clocks'])}", flush=True)
     write_results(complete=True)
     if args.out:
         print(f"wrote {args.out}")

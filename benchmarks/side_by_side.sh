@@ -17,8 +17,9 @@
 #   --timing S          first, the libraries' MLFF_CUDA_TIMING tables on S as one (µs a launch kind,
 #                       a column a library)
 #
-# Prints one line per round, library and structure: step_us, force_us and the energy (which
-# variants that compute the same sums in the same order must print alike); then each library's
+# Prints one line per round, library and structure: step_us, force_us, the energy (which
+# variants that compute the same sums in the same order must print alike) and the median SM clock
+# over the run with the reasons that held it down, if any (gpu_clocks.py); then each library's
 # median step_us over the rounds, structure by structure, and its difference from the first's.
 set -euo pipefail
 
@@ -44,7 +45,8 @@ plugin=$MLFF_BUILD/platforms/cuda/libOpenMMMLFFCUDA.so
 folder=$(mktemp -d)
 cp "$plugin" "$folder/own.so"
 trap 'cp "$folder/own.so" "$plugin"; rm -rf "$folder"' EXIT
-python3 "$(dirname "$0")/write_structures.py" "$folder" --rows "$rows" > /dev/null
+here=$(cd "$(dirname "$0")" && pwd)
+python3 "$here/write_structures.py" "$folder" --rows "$rows" > /dev/null
 
 library_path() { realpath "${1%%,*}"; }
 library_settings() { [[ $1 == *,* ]] && tr , '\n' <<< "${1#*,}" || true; } # one VAR=VALUE a line
@@ -54,7 +56,8 @@ bench() { # LIBRARY STRUCTURE [mlff-bench options]: the library must be in place
     local library=$1 structure=$2; shift 2
     local settings
     mapfile -t settings < <(library_settings "$library")
-    env "${settings[@]}" "$MLFF_BUILD/benchmarks/mlff-bench" "$folder/model.mlff.safetensors" \
+    python3 "$here/gpu_clocks.py" --summary "$folder/clocks.json" -- \
+        env "${settings[@]}" "$MLFF_BUILD/benchmarks/mlff-bench" "$folder/model.mlff.safetensors" \
         "$folder/$structure.txt" $tabulated "$@"
 }
 
@@ -91,16 +94,22 @@ for launch in order:
                                         for times, cell in zip(columns, cells)))
 MERGE
 fi
-printf '%-6s %-36s %-28s %10s %10s %16s\n' round library structure step_us force_us energy_kj_mol
+printf '%-6s %-36s %-28s %10s %10s %16s  %s\n' round library structure step_us force_us energy_kj_mol 'SM MHz'
 for round in $(seq "$rounds"); do
     for library in "${libraries[@]}"; do
         cp "$(library_path "$library")" "$plugin"
         for structure in ${structures//,/ }; do
-            bench "$library" "$structure" --md-steps "$steps" --repeats "$repeats" | python3 -c '
+            bench "$library" "$structure" --md-steps "$steps" --repeats "$repeats" > "$folder/run.json"
+            python3 - "$here" "$folder" "$round" "$(library_name "$library")" "$structure" <<'LINE'
 import json, sys
-r = json.load(sys.stdin)
-print("%-6s %-36s %-28s %10.1f %10.1f %16.4f" % (sys.argv[1], sys.argv[2], sys.argv[3], r["step_us"], r["force_us"], r["energy_kj_mol"]))' \
-                "$round" "$(library_name "$library")" "$structure"
+here, folder, round_, library, structure = sys.argv[1:]
+sys.path.insert(0, here)
+from gpu_clocks import describe
+r = json.load(open(folder + "/run.json"))
+clocks = describe(json.load(open(folder + "/clocks.json")))
+print("%-6s %-36s %-28s %10.1f %10.1f %16.4f  %s" % (round_, library, structure, r["step_us"], r["force_us"],
+                                                     r["energy_kj_mol"], clocks))
+LINE
         done
     done
 done | tee "$folder/rounds.txt"

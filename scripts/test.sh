@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test that needs no GPU: set-up (scripts/setup.sh), configure with the sanitizers on,
-# build, ctest without the `cuda` label, then pytest over tests/python and tools.
+# build, ctest without the `cuda` label, then pytest over tests/python, tools and benchmarks.
 # Exits non-zero if any step or test fails.
 #
 #   MLFF_BUILD_DIR   build folder (default: build-test in the repository)
@@ -43,7 +43,7 @@ export MLFF_BUILD_DIR=$build
 # them), so python loads nothing that needs ASan. The shared code paths run under ASan in ctest.
 export PYTHONPATH="$build/python${PYTHONPATH:+:$PYTHONPATH}"
 export OPENMM_MLFF_PLUGIN_DIR=$build/plugins
-for dir in tests/python tools; do
+for dir in tests/python tools benchmarks; do
     if [ -z "$(find "$root/$dir" -name 'test_*.py' -o -name '*_test.py' 2>/dev/null)" ]; then
         echo "test: no Python tests in $dir yet"
         continue
