@@ -3,11 +3,15 @@
 // counting sort must put every row once in the order of its table interval and leave its counters
 // at zero for the next step; each row the grid's blocks take from the sorted order must hold the
 // table's filters at its distance, and its dE/dd the sum of its dE/dw times the table's dw/dd,
-// added to its owning edge's edgeGradN.w as the blocks before the last add it.
+// added to its owning edge's edgeGradN.w as the blocks before the last add it. Rows crowded into
+// a few intervals, as a droplet's are (hundreds an interval), check the same where a block's share
+// of the sorted rows lies in a few intervals, as a kernel that kept an interval's entries for
+// many rows would have them.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <random>
+#include <set>
 
 #include "KernelsOnHost.h"
 
@@ -16,17 +20,20 @@ namespace {
 constexpr int H = MLFF_H, Rows = 1500, Threads = 256;
 constexpr int RowsGrid = (Rows + 2 * Threads - 1) / Threads; // more than the rows: blocks past them return
 
-/** Filter rows r, owned by edge Rows - 1 - r (so that rows and edges differ), without partners. */
+/**
+ * Filter rows r, owned by edge Rows - 1 - r (so that rows and edges differ), without partners, at
+ * distances drawn from [shortest, longest) Å; unless `crowded`, some on nodes and at the cutoff.
+ */
 struct FilterRows {
     std::vector<int2> filterEdges;
     std::vector<real4> edgeDelta;
-    FilterRows(std::mt19937& rng) {
-        std::uniform_real_distribution<double> distance(0.5, 5.2), direction(-1, 1);
+    FilterRows(std::mt19937& rng, double shortest = 0.5, double longest = 5.2, bool crowded = false) {
+        std::uniform_real_distribution<double> distance(shortest, longest), direction(-1, 1);
         for (int r = 0; r < Rows; r++) {
             double d = distance(rng);
-            if (r % 97 == 0)
+            if (r % 97 == 0 && !crowded)
                 d = (r / 97 % 40) * MLFF_TABLE_SPACING + 1.0; // on a node
-            if (r % 101 == 0)
+            if (r % 101 == 0 && !crowded)
                 d = MLFF_CUTOFF; // the last node, exactly
             const double x = direction(rng), y = direction(rng), z = direction(rng);
             const double scale = d / std::sqrt(x * x + y * y + z * z);
@@ -83,9 +90,8 @@ TEST(TableRowsOnHost, SortsTheRowsByTableInterval) {
     }
 }
 
-TEST(TableRowsOnHost, RowsHoldTheTablesFiltersAndGiveTheirDistanceGradients) {
-    std::mt19937 rng(22);
-    const FilterRows rows(rng);
+/** Each row's filters and dE/dd from the table kernels, against the table read row by row. */
+void checkFiltersAndDistanceGradients(std::mt19937& rng, const FilterRows& rows) {
     std::vector<int> intervalCount(MLFF_TABLE_INTERVALS, 0), sortedRows(Rows, -1);
     sortRows(rows, intervalCount, sortedRows);
     const std::vector<real> table = randomReals(rng, (size_t) MLFF_L * MLFF_TABLE_BLOCK_STRIDE);
@@ -119,6 +125,22 @@ TEST(TableRowsOnHost, RowsHoldTheTablesFiltersAndGiveTheirDistanceGradients) {
         EXPECT_NEAR(gn.w, 0.25 + gd, 1e-13 * scale); // the warp sums in another order
         EXPECT_EQ(gn.x, 0); // dE/dn is the messages' backward's, untouched
     }
+}
+
+TEST(TableRowsOnHost, RowsHoldTheTablesFiltersAndGiveTheirDistanceGradients) {
+    std::mt19937 rng(22);
+    checkFiltersAndDistanceGradients(rng, FilterRows(rng));
+}
+
+TEST(TableRowsOnHost, RowsCrowdedInAFewIntervalsToo) {
+    std::mt19937 rng(23);
+    // 1,500 rows in 5 intervals: each block's share of 500 rows lies in two or three of them.
+    const FilterRows rows(rng, 1.0, 1.0 + 5 * MLFF_TABLE_SPACING, true);
+    std::set<int> intervals;
+    for (int r = 0; r < Rows; r++)
+        intervals.insert(intervalOf(rows.distance(r)));
+    ASSERT_EQ(intervals.size(), 5u);
+    checkFiltersAndDistanceGradients(rng, rows);
 }
 
 } // namespace
