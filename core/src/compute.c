@@ -9,12 +9,14 @@
 #include "model.h"
 #include "neighbors.h"
 #include "painn_network.h"
+#include "thread_pool.h"
 
 struct mlff_workspace {
     mlff_neighbor_list neighbors;
     mlff_painn_buffers network;
     double *atom_energies; /* (atom_capacity), when the caller wants none */
     size_t atom_capacity;
+    mlff_thread_pool *threads; /* NULL: the caller's thread alone */
 };
 
 mlff_workspace *mlff_workspace_create(void) {
@@ -26,7 +28,29 @@ void mlff_workspace_free(mlff_workspace *workspace) {
     mlff_neighbor_list_clear(&workspace->neighbors);
     mlff_painn_buffers_clear(&workspace->network);
     free(workspace->atom_energies);
+    mlff_thread_pool_free(workspace->threads);
     free(workspace);
+}
+
+mlff_status mlff_workspace_set_num_threads(mlff_workspace *workspace, int num_threads, mlff_error *error) {
+    if (workspace == NULL)
+        return mlff_fail(error, MLFF_ERROR_INVALID_ARGUMENT, "mlff_workspace_set_num_threads: workspace is NULL");
+    if (num_threads < 1)
+        return mlff_fail(error, MLFF_ERROR_INVALID_ARGUMENT,
+                         "mlff_workspace_set_num_threads: num_threads is %d, expected >= 1", num_threads);
+    if (num_threads == mlff_workspace_num_threads(workspace)) return MLFF_OK;
+    mlff_thread_pool *threads = NULL; /* one thread: no pool */
+    if (num_threads > 1) {
+        mlff_status status = mlff_thread_pool_create(num_threads, &threads, error);
+        if (status != MLFF_OK) return status;
+    }
+    mlff_thread_pool_free(workspace->threads);
+    workspace->threads = threads;
+    return MLFF_OK;
+}
+
+int mlff_workspace_num_threads(const mlff_workspace *workspace) {
+    return workspace != NULL ? mlff_thread_pool_size(workspace->threads) : 1;
 }
 
 static mlff_status check_arguments(const mlff_model *model, const mlff_workspace *workspace,
@@ -90,7 +114,7 @@ mlff_status mlff_compute_tabulated(const mlff_model *model, const mlff_filter_ta
         atom_energies = workspace->atom_energies;
     }
     status = mlff_painn_evaluate(&model->painn, table, structure->atomic_numbers, N, pairs, P, atom_energies, result->forces,
-                                 &workspace->network, error);
+                                 &workspace->network, workspace->threads, error);
     if (status != MLFF_OK) return status;
 
     for (int r = 0; r < structure->num_replicas; r++) result->replica_energies[r] = 0.0;

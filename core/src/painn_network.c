@@ -6,7 +6,13 @@
  *
  * With a filter table the basis and the filter network are replaced by the table's
  * interpolation (mlff_filter_table_forward/_backward): e and ge are not used, and dE/dd comes
- * from the interpolant's derivative. */
+ * from the interpolant's derivative.
+ *
+ * Threads (a workspace's pool) take the layers whose rows are independent, each a share of the
+ * rows with its own scratch: the filters of a chunk's pairs and their backward, the updates and
+ * the readout of the atoms. Each row is computed as one thread would compute it, so the results
+ * do not depend on the threads. The messages add into both atoms of a pair, in the pairs' order,
+ * and stay on the caller's thread. */
 #include "painn_network.h"
 
 #include <stdint.h>
@@ -16,7 +22,12 @@
 #include "error.h"
 #include "painn_layers.h"
 
-enum { PAIR_CHUNK = 256 };
+enum { PAIR_CHUNK = 256 }; /* pairs a chunk, a thread */
+
+/* A share of a layer's rows for a thread is at least this much work, in multiply-adds (about
+ * 3H^2 a row: a pair's filter, an atom's update): some 0.3 ms, ten times what waking the pool's
+ * threads for a loop and waiting for them costs (27 µs on a 2-core VM). */
+#define MIN_MULTIPLY_ADDS_A_SHARE (1u << 20)
 
 void mlff_painn_buffers_clear(mlff_painn_buffers *buffers) {
     free(buffers->values);
@@ -36,14 +47,15 @@ static double *carve(carver *c, size_t count) {
 }
 
 /* The number of doubles of every buffer carved below, or SIZE_MAX on overflow. */
-static size_t buffer_size(size_t N, size_t P, size_t H, size_t K, size_t L) {
-    if (N > SIZE_MAX / 64 || P > SIZE_MAX / 64 || H > 1u << 20 || K > 1u << 20 || L > 1u << 10) return SIZE_MAX;
-    size_t per_atom = L * 12 * H + 4 * H + 8 * H + 2; /* block activations, final features, gradients, eps, ones */
-    size_t per_pair = 2 * K + 7;                      /* e, ge, gd, gn, gu */
-    size_t chunk = (size_t)PAIR_CHUNK * 10 * H;       /* w, filter hidden, gw, dw */
+static size_t buffer_size(size_t N, size_t P, size_t H, size_t K, size_t L, size_t threads) {
+    if (N > SIZE_MAX / 64 || P > SIZE_MAX / 64 || H > 1u << 20 || K > 1u << 20 || L > 1u << 10 || threads > 1u << 12)
+        return SIZE_MAX;
+    size_t per_atom = L * 12 * H + 4 * H + 8 * H + 2;  /* block activations, final features, gradients, eps, ones */
+    size_t per_pair = 2 * K + 7;                       /* e, ge, gd, gn, gu */
+    size_t chunk = threads * PAIR_CHUNK * 10 * H;      /* w, filter hidden, gw, dw */
     if (N != 0 && per_atom > SIZE_MAX / 2 / N) return SIZE_MAX;
     if (P != 0 && per_pair > SIZE_MAX / 4 / P) return SIZE_MAX;
-    return N * per_atom + P * per_pair + chunk + 6 * H;
+    return N * per_atom + P * per_pair + chunk + threads * MLFF_PAINN_SCRATCH(H);
 }
 
 /* Block l's saved activations inside one region of (L * 12 + 4) * N * H doubles; block L holds
@@ -63,13 +75,106 @@ static block_activations block_at(double *region, int l, size_t nH) {
     return b;
 }
 
+/*
+ * One layer's call over a share of its rows, for mlff_thread_pool_for: `rows` holds the layer's
+ * arguments, each task offsets the row-indexed ones to its share and gives it its thread's scratch.
+ */
+typedef struct {
+    const mlff_student_painn *model;
+    const mlff_student_painn_block *block;
+    const mlff_filter_table *table;
+    int l, H, K;
+    double *scratch; /* (threads, MLFF_PAINN_SCRATCH(H)) */
+    /* a chunk of pairs, from its first pair */
+    const mlff_pair *pairs;
+    double *w, *filter_hidden, *gw, *dw; /* (chunk, 3H), (chunk, H), (chunk, 3H), (chunk, 3H) or NULL */
+    const double *e;                     /* (chunk, K) */
+    double *ge, *gd;                     /* (chunk, K), (chunk) */
+    /* atoms: the update of block l and its backward, the readout and its backward */
+    const double *s_mid, *v_mid;         /* (N, H), (N, 3, H) */
+    double *s_next, *v_next;             /* (N, H), (N, 3, H): the block's output */
+    double *hidden, *gates;              /* (N, H), (N, 3H) */
+    const double *gs_next, *gv_next;     /* (N, H), (N, 3, H): dE/d(the block's output) */
+    double *gs_mid, *gv_mid;             /* (N, H), (N, 3, H) */
+    const double *s_final, *geps;        /* (N, H), (N) */
+    double *eps, *gs_final;              /* (N), (N, H) */
+} network_rows;
+
+static double *thread_scratch(const network_rows *a, int thread) {
+    return a->scratch + (size_t)thread * MLFF_PAINN_SCRATCH(a->H);
+}
+
+static void filter_forward_rows(void *context, size_t begin, size_t end, int thread) {
+    network_rows *a = context;
+    size_t H = (size_t)a->H, K = (size_t)a->K;
+    mlff_filter_forward(a->w + begin * 3 * H, a->filter_hidden + begin * H, thread_scratch(a, thread),
+                        a->e + begin * K, end - begin, a->block, a->H, a->K);
+}
+
+static void filter_backward_rows(void *context, size_t begin, size_t end, int thread) {
+    network_rows *a = context;
+    size_t H = (size_t)a->H, K = (size_t)a->K;
+    mlff_filter_backward(a->ge + begin * K, thread_scratch(a, thread), a->gw + begin * 3 * H,
+                         a->filter_hidden + begin * H, end - begin, a->block, a->H, a->K);
+}
+
+static void filter_table_forward_rows(void *context, size_t begin, size_t end, int thread) {
+    network_rows *a = context;
+    size_t O = (size_t)3 * a->H;
+    (void)thread;
+    mlff_filter_table_forward(a->w + begin * O, a->dw != NULL ? a->dw + begin * O : NULL, a->pairs + begin,
+                              end - begin, a->table, a->l);
+}
+
+static void filter_table_backward_rows(void *context, size_t begin, size_t end, int thread) {
+    network_rows *a = context;
+    size_t O = (size_t)3 * a->H;
+    (void)thread;
+    mlff_filter_table_backward(a->gd + begin, a->gw + begin * O, a->dw + begin * O, end - begin, a->H);
+}
+
+static void update_forward_rows(void *context, size_t begin, size_t end, int thread) {
+    network_rows *a = context;
+    size_t H = (size_t)a->H;
+    mlff_update_forward(a->s_next + begin * H, a->v_next + begin * 3 * H, a->hidden + begin * H,
+                        a->gates + begin * 3 * H, thread_scratch(a, thread), a->s_mid + begin * H,
+                        a->v_mid + begin * 3 * H, (int)(end - begin), a->block, a->H);
+}
+
+static void update_backward_rows(void *context, size_t begin, size_t end, int thread) {
+    network_rows *a = context;
+    size_t H = (size_t)a->H;
+    mlff_update_backward(a->gs_mid + begin * H, a->gv_mid + begin * 3 * H, thread_scratch(a, thread),
+                         a->gs_next + begin * H, a->gv_next + begin * 3 * H, a->v_mid + begin * 3 * H,
+                         a->hidden + begin * H, a->gates + begin * 3 * H, (int)(end - begin), a->block, a->H);
+}
+
+static void readout_forward_rows(void *context, size_t begin, size_t end, int thread) {
+    network_rows *a = context;
+    mlff_readout_forward(a->eps + begin, thread_scratch(a, thread), a->s_final + begin * (size_t)a->H,
+                         (int)(end - begin), a->model);
+}
+
+static void readout_backward_rows(void *context, size_t begin, size_t end, int thread) {
+    network_rows *a = context;
+    size_t H = (size_t)a->H;
+    mlff_readout_backward(a->gs_final + begin * H, thread_scratch(a, thread), a->geps + begin,
+                          a->s_final + begin * H, (int)(end - begin), a->model);
+}
+
+size_t mlff_painn_min_rows_a_share(int H) {
+    return 1 + MIN_MULTIPLY_ADDS_A_SHARE / ((size_t)3 * (size_t)H * (size_t)H);
+}
+
 mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filter_table *table, const int *z, int N,
                                 const mlff_pair *pairs, size_t P, double *atom_energies, double *forces,
-                                mlff_painn_buffers *buffers, mlff_error *error) {
+                                mlff_painn_buffers *buffers, mlff_thread_pool *threads, mlff_error *error) {
     const int H = model->hidden_channels, K = model->num_rbf, L = model->num_blocks;
     const size_t nH = (size_t)N * H, nV = (size_t)N * 3 * H;
+    const size_t num_threads = (size_t)mlff_thread_pool_size(threads), chunk_pairs = num_threads * PAIR_CHUNK;
+    const size_t min_rows = mlff_painn_min_rows_a_share(H);
 
-    size_t needed = buffer_size((size_t)N, P, (size_t)H, (size_t)K, (size_t)L);
+    size_t needed = buffer_size((size_t)N, P, (size_t)H, (size_t)K, (size_t)L, num_threads);
     if (needed == SIZE_MAX || needed > SIZE_MAX / sizeof(double))
         return mlff_fail(error, MLFF_ERROR_OUT_OF_MEMORY, "%d atoms with %zu pairs need more memory than can be addressed",
                          N, P);
@@ -90,11 +195,13 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
     double *ones = carve(&c, (size_t)N);                     /* (N) dE/d eps_i */
     double *e = carve(&c, P * K), *ge = carve(&c, P * K);    /* (P, K) basis and its gradient */
     double *gd = carve(&c, P), *gn = carve(&c, P * 3), *gu = carve(&c, P * 3); /* (P), (P, 3), (P, 3) */
-    double *w = carve(&c, (size_t)PAIR_CHUNK * 3 * H);       /* (chunk, 3H) filters */
-    double *filter_hidden = carve(&c, (size_t)PAIR_CHUNK * H); /* (chunk, H) */
-    double *gw = carve(&c, (size_t)PAIR_CHUNK * 3 * H);      /* (chunk, 3H) */
-    double *dw = carve(&c, (size_t)PAIR_CHUNK * 3 * H);      /* (chunk, 3H) dw/dd of a tabulated filter */
-    double *scratch = carve(&c, MLFF_PAINN_SCRATCH(H));
+    double *w = carve(&c, chunk_pairs * 3 * H);              /* (chunk, 3H) filters */
+    double *filter_hidden = carve(&c, chunk_pairs * H);      /* (chunk, H) */
+    double *gw = carve(&c, chunk_pairs * 3 * H);             /* (chunk, 3H) */
+    double *dw = carve(&c, chunk_pairs * 3 * H);             /* (chunk, 3H) dw/dd of a tabulated filter */
+    double *scratch = carve(&c, num_threads * MLFF_PAINN_SCRATCH(H)); /* a thread's each */
+    network_rows rows = {.model = model, .table = table, .H = H, .K = K, .scratch = scratch, .w = w,
+                         .filter_hidden = filter_hidden, .gw = gw};
 
     /* ---- forward ---- */
     block_activations first = block_at(activations, 0, nH), last = block_at(activations, L, nH);
@@ -104,19 +211,26 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
     for (int l = 0; l < L; l++) {
         const mlff_student_painn_block *block = &model->blocks[l];
         block_activations a = block_at(activations, l, nH), next = block_at(activations, l + 1, nH);
+        rows.block = block;
+        rows.l = l;
         memcpy(a.s_mid, a.s_in, nH * sizeof(double)); /* residual */
         memcpy(a.v_mid, a.v_in, nV * sizeof(double));
-        for (size_t p0 = 0; p0 < P; p0 += PAIR_CHUNK) {
-            size_t count = P - p0 < PAIR_CHUNK ? P - p0 : PAIR_CHUNK;
-            if (table == NULL)
-                mlff_filter_forward(w, filter_hidden, scratch, e + p0 * K, count, block, H, K);
-            else
-                mlff_filter_table_forward(w, NULL, pairs + p0, count, table, l);
+        for (size_t p0 = 0; p0 < P; p0 += chunk_pairs) {
+            size_t count = P - p0 < chunk_pairs ? P - p0 : chunk_pairs;
+            rows.pairs = pairs + p0;
+            rows.dw = NULL; /* the forward needs no dw/dd */
+            rows.e = e + p0 * K;
+            mlff_thread_pool_for(threads, count, min_rows,
+                                 table == NULL ? filter_forward_rows : filter_table_forward_rows, &rows);
             mlff_message_forward(a.s_mid, a.v_mid, a.s_in, a.v_in, w, pairs + p0, count, H);
         }
-        mlff_update_forward(next.s_in, next.v_in, a.hidden, a.gates, scratch, a.s_mid, a.v_mid, N, block, H);
+        rows.s_mid = a.s_mid; rows.v_mid = a.v_mid; rows.hidden = a.hidden; rows.gates = a.gates;
+        rows.s_next = next.s_in; rows.v_next = next.v_in;
+        mlff_thread_pool_for(threads, (size_t)N, min_rows, update_forward_rows, &rows);
     }
-    mlff_readout_forward(eps, scratch, last.s_in, N, model);
+    rows.s_final = last.s_in;
+    rows.eps = eps;
+    mlff_thread_pool_for(threads, (size_t)N, min_rows, readout_forward_rows, &rows);
     if (atom_energies != NULL) memcpy(atom_energies, eps, (size_t)N * sizeof(double));
     if (forces == NULL) return MLFF_OK;
 
@@ -127,25 +241,36 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
     memset(ge, 0, P * K * sizeof(double));
     memset(gn, 0, P * 3 * sizeof(double));
     memset(gd, 0, P * sizeof(double));
-    mlff_readout_backward(gs, scratch, ones, last.s_in, N, model);
+    rows.geps = ones;
+    rows.gs_final = gs;
+    mlff_thread_pool_for(threads, (size_t)N, min_rows, readout_backward_rows, &rows);
     for (int l = L - 1; l >= 0; l--) {
         const mlff_student_painn_block *block = &model->blocks[l];
         block_activations a = block_at(activations, l, nH);
+        rows.block = block;
+        rows.l = l;
         memset(gs_mid, 0, nH * sizeof(double));
         memset(gv_mid, 0, nV * sizeof(double));
-        mlff_update_backward(gs_mid, gv_mid, scratch, gs, gv, a.v_mid, a.hidden, a.gates, N, block, H);
+        rows.gs_mid = gs_mid; rows.gv_mid = gv_mid; rows.gs_next = gs; rows.gv_next = gv;
+        rows.v_mid = a.v_mid; rows.hidden = a.hidden; rows.gates = a.gates;
+        mlff_thread_pool_for(threads, (size_t)N, min_rows, update_backward_rows, &rows);
         memcpy(gs, gs_mid, nH * sizeof(double)); /* residual: s_mid = s_in + messages */
         memcpy(gv, gv_mid, nV * sizeof(double));
-        for (size_t p0 = 0; p0 < P; p0 += PAIR_CHUNK) {
-            size_t count = P - p0 < PAIR_CHUNK ? P - p0 : PAIR_CHUNK;
+        for (size_t p0 = 0; p0 < P; p0 += chunk_pairs) {
+            size_t count = P - p0 < chunk_pairs ? P - p0 : chunk_pairs;
+            rows.pairs = pairs + p0;
+            rows.e = e + p0 * K;
+            rows.ge = ge + p0 * K;
+            rows.gd = gd + p0;
             if (table == NULL) {
-                mlff_filter_forward(w, filter_hidden, scratch, e + p0 * K, count, block, H, K); /* recomputed */
+                mlff_thread_pool_for(threads, count, min_rows, filter_forward_rows, &rows); /* recomputed */
                 mlff_message_backward(gs, gv, gw, gn + p0 * 3, gs_mid, gv_mid, a.s_in, a.v_in, w, pairs + p0, count, H);
-                mlff_filter_backward(ge + p0 * K, scratch, gw, filter_hidden, count, block, H, K);
+                mlff_thread_pool_for(threads, count, min_rows, filter_backward_rows, &rows);
             } else {
-                mlff_filter_table_forward(w, dw, pairs + p0, count, table, l); /* recomputed, with dw/dd */
+                rows.dw = dw;
+                mlff_thread_pool_for(threads, count, min_rows, filter_table_forward_rows, &rows); /* with dw/dd */
                 mlff_message_backward(gs, gv, gw, gn + p0 * 3, gs_mid, gv_mid, a.s_in, a.v_in, w, pairs + p0, count, H);
-                mlff_filter_table_backward(gd + p0, gw, dw, count, H);
+                mlff_thread_pool_for(threads, count, min_rows, filter_table_backward_rows, &rows);
             }
         }
     }

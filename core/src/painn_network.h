@@ -7,6 +7,7 @@
 
 #include "mlff/mlff.h"
 #include "neighbors.h"
+#include "thread_pool.h"
 
 /* Activations and gradients, reused across calls; grows as needed. */
 typedef struct {
@@ -17,11 +18,16 @@ typedef struct {
 /* atom_energies (N) eV, overwritten; forces (N, 3) eV/Å, overwritten, or NULL to skip the backward.
  * z (N) must be in [0, Z_max] and every pair must have d > 0 (the caller checks both).
  * table: NULL for the exact filter network, or a filter table made from this model (the caller
- * checks that) whose interpolated filters replace it. */
+ * checks that) whose interpolated filters replace it. threads: the pool that takes the layers
+ * whose rows are independent, or NULL for the caller's thread alone; the results are the same. */
 mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filter_table *table, const int *z, int N,
                                 const mlff_pair *pairs, size_t P, double *atom_energies, double *forces,
-                                mlff_painn_buffers *buffers, mlff_error *error);
+                                mlff_painn_buffers *buffers, mlff_thread_pool *threads, mlff_error *error);
 
 void mlff_painn_buffers_clear(mlff_painn_buffers *buffers);
+
+/* The fewest rows of a layer (a chunk's pairs, the atoms) that a thread takes for a model of H
+ * channels: fewer rows stay on fewer threads. A chunk is 256 pairs a thread. */
+size_t mlff_painn_min_rows_a_share(int H);
 
 #endif /* MLFF_PAINN_NETWORK_H */

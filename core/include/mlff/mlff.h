@@ -17,7 +17,8 @@
  * sentence naming the file, tensor, atom or argument at fault into *error (when error is
  * not NULL). There is no global error state; calls never exit or abort.
  *
- * Threads: a model may be shared by threads computing at once; a workspace may not.
+ * Threads: a model may be shared by threads computing at once; a workspace may not. A workspace
+ * may compute on threads of its own (mlff_workspace_set_num_threads), with the same results.
  */
 #ifndef MLFF_H
 #define MLFF_H
@@ -79,7 +80,18 @@ typedef struct mlff_workspace mlff_workspace;
 
 /* Scratch memory reused across calls (neighbour lists, activations); grows as needed. */
 mlff_workspace *mlff_workspace_create(void);
+/* Frees the workspace and stops its threads. */
 void mlff_workspace_free(mlff_workspace *workspace);
+
+/* The threads mlff_compute runs on with this workspace, the caller's included (default 1: the
+ * caller's alone). The workspace starts num_threads - 1 threads of its own, which sleep between
+ * calls. They take the layers whose rows are independent (each pair's filter, each atom's update
+ * and readout) and leave the messages, which add into both atoms of a pair, to the caller's
+ * thread; every row is computed as on one thread, so energies and forces do not depend on the
+ * number of threads, to the bit. num_threads < 1 is MLFF_ERROR_INVALID_ARGUMENT; a thread that
+ * cannot be started, MLFF_ERROR_OUT_OF_MEMORY (the workspace keeps its threads then). */
+mlff_status mlff_workspace_set_num_threads(mlff_workspace *workspace, int num_threads, mlff_error *error);
+int mlff_workspace_num_threads(const mlff_workspace *workspace); /* 1 for NULL */
 
 typedef struct {
     int num_atoms;
