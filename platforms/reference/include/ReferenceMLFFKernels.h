@@ -22,7 +22,9 @@ using CoreFilterTablePtr = std::unique_ptr<mlff_filter_table, CoreFilterTableDel
  * from the platform's ReferencePlatform::PlatformData, calls the C core (double precision)
  * and scatters the forces back, converting Å/eV to nm/kJ/mol. With
  * MLFFForce::getUseTabulatedFilters(), the filters come from a table of the core
- * (mlff_filter_table, default spacing) built once in initialize().
+ * (mlff_filter_table, default spacing) built once in initialize(). On the CPU platform the core
+ * computes on as many threads as the platform's "Threads" property says (with the same results
+ * as on one); on the Reference platform, on the caller's thread alone.
  */
 class ReferenceCalcMLFFForceKernel : public CalcMLFFForceKernel {
 public:
@@ -35,8 +37,11 @@ public:
     void copyParametersToContext(OpenMM::ContextImpl& context, const MLFFForce& force) override;
 
 private:
+    void startThreads(OpenMM::ContextImpl& context);
+
     CoreModelPtr model;
     CoreWorkspacePtr workspace;
+    bool threadsStarted = false;      // startThreads has run (at the first evaluation)
     CoreFilterTablePtr filterTable;   // null: the exact filter network
     std::vector<int> systemIndices;   // (N) System particle of each ML particle
     std::vector<int> atomicNumbers;   // (N)

@@ -4,6 +4,7 @@
 #include "openmm/internal/ContextImpl.h"
 #include "openmm/reference/ReferencePlatform.h"
 
+#include <algorithm>
 #include <map>
 
 using namespace MLFFPlugin;
@@ -54,9 +55,24 @@ void ReferenceCalcMLFFForceKernel::initialize(const System& system, const MLFFFo
     lastReplicaEnergies.assign(static_cast<size_t>(numReplicas), 0.0);
 }
 
+void ReferenceCalcMLFFForceKernel::startThreads(ContextImpl& context) {
+    // Read at the first evaluation, not in initialize(): while the Context is being made, its
+    // platform's property values cannot be read through it yet.
+    int threads = 1;
+    if (getPlatform().getName() == "CPU")
+        threads = std::max(1, std::stoi(getPlatform().getPropertyValue(context.getOwner(), "Threads")));
+    mlff_error error{};
+    if (mlff_workspace_set_num_threads(workspace.get(), threads, &error) != MLFF_OK)
+        throw OpenMMException("MLFFForce: starting the CPU platform's " + std::to_string(threads) + " threads: " +
+                              error.message);
+    threadsStarted = true;
+}
+
 double ReferenceCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces, bool includeEnergy) {
     if (numReplicas == 0)
         return 0.0;
+    if (!threadsStarted)
+        startThreads(context);
     ReferencePlatform::PlatformData& data = platformData(context);
     const vector<Vec3>& positions = *data.positions;
     for (size_t i = 0; i < systemIndices.size(); i++)
