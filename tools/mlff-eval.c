@@ -1,12 +1,14 @@
 /*
  * mlff-eval: energy and forces of one structure with a model file, through the C core.
  *
- *   mlff-eval MODEL GEOMETRY.xyz [--box LX LY LZ | --box AX AY AZ BX BY BZ CX CY CZ] [--json]
+ *   mlff-eval MODEL GEOMETRY.xyz [--box LX LY LZ | --box AX AY AZ BX BY BZ CX CY CZ] [--json] [--threads N]
  *
  * GEOMETRY.xyz: a count line, a comment line, then one `Symbol x y z` line per atom (Å;
  * an element symbol H..Og or an atomic number; further columns are ignored). Only the first
  * frame is read. The box (Å) is three edge lengths of a rectangular box, or the three box
  * vectors as rows in OpenMM's reduced form; without it the structure is not periodic.
+ *
+ * --threads N computes on N threads (mlff_workspace_set_num_threads; the same numbers as on one).
  *
  * Prints the energy (eV) and forces (eV/Å); with --json one object
  * {"energy": E, "forces": [[fx, fy, fz], ...]} in full double precision. Errors name the file
@@ -145,13 +147,14 @@ done:
 }
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: mlff-eval MODEL GEOMETRY.xyz [--box LX LY LZ | --box AX AY AZ BX BY BZ CX CY CZ] [--json]\n"
+    fprintf(out, "usage: mlff-eval MODEL GEOMETRY.xyz [--box LX LY LZ | --box AX AY AZ BX BY BZ CX CY CZ] [--json] "
+                 "[--threads N]\n"
                  "Prints the energy (eV) and forces (eV/Å) of the first frame of GEOMETRY.xyz.\n");
 }
 
 int main(int argc, char **argv) {
     const char *model_path = NULL, *xyz_path = NULL;
-    int json = 0, has_box = 0;
+    int json = 0, has_box = 0, threads = 1;
     double box[9] = {0}; /* (3, 3) rows a, b, c */
     for (int i = 1; i < argc; ++i) {
         if (strcmp(argv[i], "--json") == 0) {
@@ -159,6 +162,16 @@ int main(int argc, char **argv) {
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;
+        } else if (strcmp(argv[i], "--threads") == 0) {
+            char *end = NULL;
+            long n = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
+            if (i + 1 >= argc || *end != '\0' || n < 1 || n > 4096) {
+                fprintf(stderr, "mlff-eval: --threads takes a number of threads from 1 to 4096, found %s\n",
+                        i + 1 < argc ? argv[i + 1] : "nothing");
+                return 2;
+            }
+            threads = (int)n;
+            ++i;
         } else if (strcmp(argv[i], "--box") == 0) {
             int n = 0;
             double values[9];
@@ -217,6 +230,10 @@ int main(int argc, char **argv) {
     forces = malloc((size_t)g.num_atoms * 3 * sizeof *forces);
     if (workspace == NULL || forces == NULL) {
         fprintf(stderr, "mlff-eval: out of memory\n");
+        goto done;
+    }
+    if (mlff_workspace_set_num_threads(workspace, threads, &error) != MLFF_OK) {
+        fprintf(stderr, "mlff-eval: %s\n", error.message);
         goto done;
     }
     const mlff_structure structure = {g.num_atoms, g.positions, g.atomic_numbers, NULL, 1, has_box ? box : NULL};
