@@ -29,10 +29,12 @@ struct mlff_thread_pool {
     int shares;
 };
 
+/* Share k of the current loop: rows [count k / shares, count (k + 1) / shares); none past the shares. */
 static void run_share(mlff_thread_pool *pool, int k) {
+    if (k >= pool->shares) return;
     size_t begin = pool->count * (size_t)k / (size_t)pool->shares;
     size_t end = pool->count * (size_t)(k + 1) / (size_t)pool->shares;
-    if (k < pool->shares) pool->task(pool->context, begin, end, k);
+    pool->task(pool->context, begin, end, k);
 }
 
 static void *worker(void *argument) {
