@@ -14,8 +14,10 @@ or around any command, its output passed through and the summary written as JSON
     python3 benchmarks/gpu_clocks.py --summary FILE -- COMMAND [ARGS...]
 
 A thread reads NVML (the driver's libnvidia-ml, through ctypes: no package needed) every 50 ms,
-for the GPU that CUDA_VISIBLE_DEVICES names if it names one by number, else GPU 0. Where there is
-no NVML (no driver, as on the build machine) the summary is None and the benchmark runs all the same.
+for the GPU that CUDA_VISIBLE_DEVICES names if it names one by number, else GPU 0 (NVML numbers
+GPUs by PCI bus, as CUDA does with CUDA_DEVICE_ORDER=PCI_BUS_ID: the same on a machine of one GPU).
+Where there is no NVML (no driver, as on the build machine) the summary is None and the benchmark
+runs all the same.
 """
 
 import argparse
