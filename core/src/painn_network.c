@@ -24,10 +24,11 @@
 
 enum { PAIR_CHUNK = 256 }; /* pairs a chunk, a thread */
 
-/* A share of a layer's rows for a thread is at least this much work, in multiply-adds (about
- * 3H^2 a row: a pair's filter, an atom's update): some 0.3 ms, ten times what waking the pool's
- * threads for a loop and waiting for them costs (27 µs on a 2-core VM). */
-#define MIN_MULTIPLY_ADDS_A_SHARE (1u << 20)
+/* A share of a layer's rows for a thread is at least this much work, in multiply-adds: some
+ * 0.3 ms, ten times what waking the pool's threads for a loop and waiting for them costs (27 µs
+ * on a 2-core VM). Below it, alanine dipeptide's MD step with tabulated filters took 18 % longer
+ * on two threads than on one. */
+#define MIN_MULTIPLY_ADDS_A_SHARE ((size_t)1 << 20)
 
 void mlff_painn_buffers_clear(mlff_painn_buffers *buffers) {
     free(buffers->values);
@@ -162,8 +163,15 @@ static void readout_backward_rows(void *context, size_t begin, size_t end, int t
                           a->s_final + begin * H, (int)(end - begin), a->model);
 }
 
-size_t mlff_painn_min_rows_a_share(int H) {
-    return 1 + MIN_MULTIPLY_ADDS_A_SHARE / ((size_t)3 * (size_t)H * (size_t)H);
+mlff_painn_share_rows mlff_painn_min_rows_a_share(int H, int K) {
+    const size_t h = (size_t)H, k = (size_t)K;
+    mlff_painn_share_rows rows = {
+        .filter = 1 + MIN_MULTIPLY_ADDS_A_SHARE / (k * h + 3 * h * h),
+        .table = 1 + MIN_MULTIPLY_ADDS_A_SHARE / (12 * h),
+        .update = 1 + MIN_MULTIPLY_ADDS_A_SHARE / (5 * h * h),
+        .readout = 1 + MIN_MULTIPLY_ADDS_A_SHARE / (5 * h * h / 8 + 1),
+    };
+    return rows;
 }
 
 mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filter_table *table, const int *z, int N,
@@ -172,7 +180,7 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
     const int H = model->hidden_channels, K = model->num_rbf, L = model->num_blocks;
     const size_t nH = (size_t)N * H, nV = (size_t)N * 3 * H;
     const size_t num_threads = (size_t)mlff_thread_pool_size(threads), chunk_pairs = num_threads * PAIR_CHUNK;
-    const size_t min_rows = mlff_painn_min_rows_a_share(H);
+    const mlff_painn_share_rows min_rows = mlff_painn_min_rows_a_share(H, K);
 
     size_t needed = buffer_size((size_t)N, P, (size_t)H, (size_t)K, (size_t)L, num_threads);
     if (needed == SIZE_MAX || needed > SIZE_MAX / sizeof(double))
@@ -220,17 +228,19 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
             rows.pairs = pairs + p0;
             rows.dw = NULL; /* the forward needs no dw/dd */
             rows.e = e + p0 * K;
-            mlff_thread_pool_for(threads, count, min_rows,
-                                 table == NULL ? filter_forward_rows : filter_table_forward_rows, &rows);
+            if (table == NULL)
+                mlff_thread_pool_for(threads, count, min_rows.filter, filter_forward_rows, &rows);
+            else
+                mlff_thread_pool_for(threads, count, min_rows.table, filter_table_forward_rows, &rows);
             mlff_message_forward(a.s_mid, a.v_mid, a.s_in, a.v_in, w, pairs + p0, count, H);
         }
         rows.s_mid = a.s_mid; rows.v_mid = a.v_mid; rows.hidden = a.hidden; rows.gates = a.gates;
         rows.s_next = next.s_in; rows.v_next = next.v_in;
-        mlff_thread_pool_for(threads, (size_t)N, min_rows, update_forward_rows, &rows);
+        mlff_thread_pool_for(threads, (size_t)N, min_rows.update, update_forward_rows, &rows);
     }
     rows.s_final = last.s_in;
     rows.eps = eps;
-    mlff_thread_pool_for(threads, (size_t)N, min_rows, readout_forward_rows, &rows);
+    mlff_thread_pool_for(threads, (size_t)N, min_rows.readout, readout_forward_rows, &rows);
     if (atom_energies != NULL) memcpy(atom_energies, eps, (size_t)N * sizeof(double));
     if (forces == NULL) return MLFF_OK;
 
@@ -243,7 +253,7 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
     memset(gd, 0, P * sizeof(double));
     rows.geps = ones;
     rows.gs_final = gs;
-    mlff_thread_pool_for(threads, (size_t)N, min_rows, readout_backward_rows, &rows);
+    mlff_thread_pool_for(threads, (size_t)N, min_rows.readout, readout_backward_rows, &rows);
     for (int l = L - 1; l >= 0; l--) {
         const mlff_student_painn_block *block = &model->blocks[l];
         block_activations a = block_at(activations, l, nH);
@@ -253,7 +263,7 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
         memset(gv_mid, 0, nV * sizeof(double));
         rows.gs_mid = gs_mid; rows.gv_mid = gv_mid; rows.gs_next = gs; rows.gv_next = gv;
         rows.v_mid = a.v_mid; rows.hidden = a.hidden; rows.gates = a.gates;
-        mlff_thread_pool_for(threads, (size_t)N, min_rows, update_backward_rows, &rows);
+        mlff_thread_pool_for(threads, (size_t)N, min_rows.update, update_backward_rows, &rows);
         memcpy(gs, gs_mid, nH * sizeof(double)); /* residual: s_mid = s_in + messages */
         memcpy(gv, gv_mid, nV * sizeof(double));
         for (size_t p0 = 0; p0 < P; p0 += chunk_pairs) {
@@ -263,14 +273,14 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
             rows.ge = ge + p0 * K;
             rows.gd = gd + p0;
             if (table == NULL) {
-                mlff_thread_pool_for(threads, count, min_rows, filter_forward_rows, &rows); /* recomputed */
+                mlff_thread_pool_for(threads, count, min_rows.filter, filter_forward_rows, &rows); /* recomputed */
                 mlff_message_backward(gs, gv, gw, gn + p0 * 3, gs_mid, gv_mid, a.s_in, a.v_in, w, pairs + p0, count, H);
-                mlff_thread_pool_for(threads, count, min_rows, filter_backward_rows, &rows);
+                mlff_thread_pool_for(threads, count, min_rows.filter, filter_backward_rows, &rows);
             } else {
                 rows.dw = dw;
-                mlff_thread_pool_for(threads, count, min_rows, filter_table_forward_rows, &rows); /* with dw/dd */
+                mlff_thread_pool_for(threads, count, min_rows.table, filter_table_forward_rows, &rows); /* with dw/dd */
                 mlff_message_backward(gs, gv, gw, gn + p0 * 3, gs_mid, gv_mid, a.s_in, a.v_in, w, pairs + p0, count, H);
-                mlff_thread_pool_for(threads, count, min_rows, filter_table_backward_rows, &rows);
+                mlff_thread_pool_for(threads, count, min_rows.table, filter_table_backward_rows, &rows);
             }
         }
     }

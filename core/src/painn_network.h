@@ -26,8 +26,15 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
 
 void mlff_painn_buffers_clear(mlff_painn_buffers *buffers);
 
-/* The fewest rows of a layer (a chunk's pairs, the atoms) that a thread takes for a model of H
- * channels: fewer rows stay on fewer threads. A chunk is 256 pairs a thread. */
-size_t mlff_painn_min_rows_a_share(int H);
+/* The fewest rows of each kind of layer that a thread takes (of a chunk's pairs, 256 a thread, or
+ * of the atoms), for a model of H channels and K basis functions: a share is some 10^6
+ * multiply-adds, so that cheap layers and small systems stay on fewer threads. */
+typedef struct {
+    size_t filter;  /* a pair's filter network, forward or backward: K H + 3 H^2 multiply-adds */
+    size_t table;   /* a pair's table row, interpolated or its dE/dd: about 12 H */
+    size_t update;  /* an atom's update, forward or backward: 5 H^2 */
+    size_t readout; /* an atom's readout: 5 H^2 / 8 */
+} mlff_painn_share_rows;
+mlff_painn_share_rows mlff_painn_min_rows_a_share(int H, int K);
 
 #endif /* MLFF_PAINN_NETWORK_H */

@@ -116,32 +116,48 @@ mlff_test::Structure crowded_structure() {
     return s;
 }
 
-TEST(ComputeOnThreads, GivesTheSameBitsOnAnyNumberOfThreads) {
+/** The bits of 2, 3 and 7 threads against one, for a model of H channels, L blocks, exact or tabulated. */
+void expect_the_same_bits_on_any_number_of_threads(int H, int L, bool tabulated) {
     mlff_test::ModelSpec spec;
-    spec.hidden = 64; // so that a chunk's 256 pairs a thread are a share (smaller models stay on fewer threads)
-    spec.blocks = 3;
+    spec.hidden = H;
+    spec.blocks = L;
     spec.rbf = 7;
     spec.max_z = 9;
-    ASSERT_LE(2 * mlff_painn_min_rows_a_share(spec.hidden), 256u);
     auto model = mlff_test::random_model_or_fail(spec);
     ASSERT_TRUE(model);
     mlff_filter_table *raw = nullptr;
     mlff_error error{};
-    ASSERT_EQ(mlff_filter_table_create(model.get(), 0.0, &raw, &error), MLFF_OK) << error.message;
+    if (tabulated) {
+        ASSERT_EQ(mlff_filter_table_create(model.get(), 0.0, &raw, &error), MLFF_OK) << error.message;
+    }
     std::unique_ptr<mlff_filter_table, void (*)(mlff_filter_table *)> table(raw, mlff_filter_table_free);
     const mlff_test::Structure structure = crowded_structure();
-    for (const mlff_filter_table *filters : std::vector<const mlff_filter_table *>{nullptr, raw}) {
-        SCOPED_TRACE(filters == nullptr ? "exact filters" : "tabulated filters");
-        const Result one = compute(model.get(), filters, structure, 1);
-        ASSERT_NE(one.forces[0], 0.0);
-        for (int threads : {2, 3, 7}) {
-            SCOPED_TRACE(std::to_string(threads) + " threads");
-            const Result many = compute(model.get(), filters, structure, threads);
-            EXPECT_TRUE(same_bits(one.replica_energies, many.replica_energies));
-            EXPECT_TRUE(same_bits(one.atom_energies, many.atom_energies));
-            EXPECT_TRUE(same_bits(one.forces, many.forces));
-        }
+    const Result one = compute(model.get(), raw, structure, 1);
+    ASSERT_NE(one.forces[0], 0.0);
+    for (int threads : {2, 3, 7}) {
+        SCOPED_TRACE(std::to_string(threads) + " threads");
+        const Result many = compute(model.get(), raw, structure, threads);
+        EXPECT_TRUE(same_bits(one.replica_energies, many.replica_energies));
+        EXPECT_TRUE(same_bits(one.atom_energies, many.atom_energies));
+        EXPECT_TRUE(same_bits(one.forces, many.forces));
     }
+}
+
+TEST(ComputeOnThreads, GivesTheSameBitsOnAnyNumberOfThreadsExactFilters) {
+    // H = 64: a chunk's 256 pairs a thread make shares of the filters (smaller models stay on
+    // fewer threads), and the 300 atoms shares of the updates.
+    const mlff_painn_share_rows rows = mlff_painn_min_rows_a_share(64, 7);
+    ASSERT_LE(2 * rows.filter, 256u);
+    ASSERT_LE(2 * rows.update, 300u);
+    expect_the_same_bits_on_any_number_of_threads(64, 3, false);
+}
+
+TEST(ComputeOnThreads, GivesTheSameBitsOnAnyNumberOfThreadsTabulatedFilters) {
+    // H = 256: the table's rows, cheap, take a share only in the chunks of 3 and 7 threads.
+    const mlff_painn_share_rows rows = mlff_painn_min_rows_a_share(256, 7);
+    ASSERT_LE(2 * rows.table, 3 * 256u);
+    ASSERT_LE(2 * rows.update, 300u);
+    expect_the_same_bits_on_any_number_of_threads(256, 2, true);
 }
 
 TEST(ComputeOnThreads, TheNumberOfThreadsCanChangeAndGoBackToOne) {

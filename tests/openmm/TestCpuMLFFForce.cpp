@@ -59,7 +59,7 @@ TEST(MLFFForceOnCpu, TheCoreComputesOnThePlatformsThreadsWithTheBitsOfOne) {
     if (threadsOfThisProcess() < 0)
         GTEST_SKIP() << "no /proc/self/task to count threads by";
     mlff_test::ModelSpec spec = smallModelSpec(31);
-    spec.hidden = 64; // rows enough for the core's threads to share (src/painn_network.c): chunks of 768 pairs
+    spec.hidden = 64; // chunks of 768 pairs: shares of the filters for the core's threads (painn_network.c)
     const std::string model = mlff_test::random_model_bytes(spec);
     mlff_test::Structure structure = mlff_test::random_structure(120, 10, 11.0, 0.9, 32); // some 2,000 pairs
     std::unique_ptr<MLSystem> s = makeSystem(model, structure);
