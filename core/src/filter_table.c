@@ -22,7 +22,7 @@ void mlff_filter_table_free(mlff_filter_table *table) {
 }
 
 /* Fills block l's values and derivatives at every node. `work` holds NODE_CHUNK pairs and
- * NODE_CHUNK * (2K + H) + MLFF_PAINN_SCRATCH(H) doubles. */
+ * NODE_CHUNK * (2K + H) + MLFF_PAINN_SCRATCH(H, K) doubles. */
 static void tabulate_block(mlff_filter_table *table, const mlff_student_painn *painn, int l, mlff_pair *pairs,
                            double *work) {
     const int H = painn->hidden_channels, K = painn->num_rbf, O = table->num_outputs, M = table->num_nodes - 1;
@@ -74,7 +74,7 @@ mlff_status mlff_filter_table_create(const mlff_model *model, double spacing, ml
     if (O > SIZE_MAX / sizeof(double) / 2 / nodes / (size_t)(L > 0 ? L : 1))
         return mlff_fail(error, MLFF_ERROR_OUT_OF_MEMORY, "mlff_filter_table_create: the table is too large");
     mlff_filter_table *made = calloc(1, sizeof(mlff_filter_table));
-    double *work = malloc(((size_t)NODE_CHUNK * (2 * (size_t)K + (size_t)H) + MLFF_PAINN_SCRATCH(H)) * sizeof(double));
+    double *work = malloc(((size_t)NODE_CHUNK * (2 * (size_t)K + (size_t)H) + MLFF_PAINN_SCRATCH(H, K)) * sizeof(double));
     mlff_pair *pairs = malloc(NODE_CHUNK * sizeof(mlff_pair));
     if (made != NULL) made->data = malloc((size_t)L * 2 * nodes * O * sizeof(double) + 1);
     if (made == NULL || made->data == NULL || work == NULL || pairs == NULL) {
@@ -159,7 +159,7 @@ mlff_status mlff_filter_table_check_model(const mlff_filter_table *table, const 
                          "blocks of %d filters, cutoff %g Å)",
                          table->num_blocks, table->num_outputs, table->cutoff, L, 3 * H, painn->cutoff);
     const size_t O = (size_t)3 * H;
-    double *work = malloc((2 * O + 2 * (size_t)H + 2 * (size_t)K + MLFF_PAINN_SCRATCH(H)) * sizeof(double));
+    double *work = malloc((2 * O + 2 * (size_t)H + 2 * (size_t)K + MLFF_PAINN_SCRATCH(H, K)) * sizeof(double));
     if (work == NULL) return mlff_fail(error, MLFF_ERROR_OUT_OF_MEMORY, "out of memory checking the filter table");
     double *w = work, *hidden = w + 2 * O, *e = hidden + 2 * H, *scratch = e + 2 * K;
     mlff_pair pairs[2] = {{0, 1, {0.0, 0.0, 0.0}, 0.0}, {0, 1, {painn->cutoff, 0.0, 0.0}, painn->cutoff}};

@@ -15,24 +15,22 @@ double mlff_silu_grad(double x) {
     return sigmoid * (1.0 + x * (1.0 - sigmoid));
 }
 
-/* y (out) = W (out, in) x (in) + b (out) */
-static void linear_forward(double *y, const double *W, const double *b, const double *x, int out, int in) {
-    for (int o = 0; o < out; o++) {
-        const double *row = W + (size_t)o * in;
-        double sum = b[o];
-        for (int k = 0; k < in; k++) sum += row[k] * x[k];
-        y[o] = sum;
-    }
+enum { RT = MLFF_ROW_TILE };
+
+/* t (n, RT) = SiLU(t), in place. */
+static void silu_tile(double *t, int n) {
+    for (size_t x = 0; x < (size_t)n * RT; x++) t[x] = mlff_silu(t[x]);
 }
 
-/* gx (in) += W (out, in)^T gy (out) */
-static void linear_backward(double *gx, const double *W, const double *gy, int out, int in) {
-    for (int o = 0; o < out; o++) {
-        const double *row = W + (size_t)o * in;
-        double g = gy[o];
-        if (g == 0.0) continue;
-        for (int k = 0; k < in; k++) gx[k] += row[k] * g;
-    }
+/* t (n, RT) *= SiLU'(pre) for the tile's first `count` rows, pre (count, n) row-major (the rows past
+ * count are 0 in t already). */
+static void times_silu_grad(double *t, const double *pre, int count, int n) {
+    for (int c = 0; c < n; c++)
+        for (int r = 0; r < count; r++) t[(size_t)c * RT + r] *= mlff_silu_grad(pre[(size_t)r * n + c]);
+}
+
+static int tile_rows(size_t P, size_t p0) {
+    return P - p0 < RT ? (int)(P - p0) : RT;
 }
 
 static void pair_normal(double n[3], const mlff_pair *pair) {
@@ -82,24 +80,34 @@ void mlff_rbf_backward(double *gd, const double *ge, const mlff_pair *pairs, siz
 
 void mlff_filter_forward(double *w, double *hidden, double *scratch, const double *e, size_t P,
                          const mlff_student_painn_block *block, int H, int K) {
-    double *activation = scratch; /* (H) */
-    for (size_t p = 0; p < P; p++) {
-        double *h = hidden + p * H;
-        linear_forward(h, block->filter_w0, block->filter_b0, e + p * K, H, K);
-        for (int c = 0; c < H; c++) activation[c] = mlff_silu(h[c]);
-        linear_forward(w + p * 3 * H, block->filter_w2, block->filter_b2, activation, 3 * H, H);
+    double *et = scratch;                    /* (K, RT) */
+    double *ht = et + (size_t)K * RT;        /* (H, RT) */
+    double *wt = ht + (size_t)H * RT;        /* (3H, RT) */
+    for (size_t p0 = 0; p0 < P; p0 += RT) {
+        int count = tile_rows(P, p0);
+        mlff_tile_load(et, e + p0 * K, (size_t)K, count, K);
+        mlff_tile_linear_forward(ht, block->filter_w0, block->filter_b0, et, H, K);
+        mlff_tile_store(hidden + p0 * H, (size_t)H, ht, count, H);
+        silu_tile(ht, H);
+        mlff_tile_linear_forward(wt, block->filter_w2, block->filter_b2, ht, 3 * H, H);
+        mlff_tile_store(w + p0 * 3 * H, (size_t)3 * H, wt, count, 3 * H);
     }
 }
 
 void mlff_filter_backward(double *ge, double *scratch, const double *gw, const double *hidden, size_t P,
                           const mlff_student_painn_block *block, int H, int K) {
-    double *g_hidden = scratch; /* (H) */
-    for (size_t p = 0; p < P; p++) {
-        const double *h = hidden + p * H;
-        memset(g_hidden, 0, (size_t)H * sizeof(double));
-        linear_backward(g_hidden, block->filter_w2, gw + p * 3 * H, 3 * H, H);
-        for (int c = 0; c < H; c++) g_hidden[c] *= mlff_silu_grad(h[c]);
-        linear_backward(ge + p * K, block->filter_w0, g_hidden, H, K);
+    double *gwt = scratch;                   /* (3H, RT) */
+    double *ght = gwt + (size_t)3 * H * RT;  /* (H, RT) */
+    double *get = ght + (size_t)H * RT;      /* (K, RT) */
+    for (size_t p0 = 0; p0 < P; p0 += RT) {
+        int count = tile_rows(P, p0);
+        mlff_tile_load(gwt, gw + p0 * 3 * H, (size_t)3 * H, count, 3 * H);
+        memset(ght, 0, (size_t)H * RT * sizeof(double));
+        mlff_tile_linear_backward(ght, block->filter_w2, gwt, 3 * H, H);
+        times_silu_grad(ght, hidden + p0 * H, count, H);
+        mlff_tile_load(get, ge + p0 * K, (size_t)K, count, K);
+        mlff_tile_linear_backward(get, block->filter_w0, ght, H, K);
+        mlff_tile_store(ge + p0 * K, (size_t)K, get, count, K);
     }
 }
 
@@ -116,21 +124,16 @@ void mlff_rbf_tangent_forward(double *de, const mlff_pair *pairs, size_t P, cons
 
 void mlff_filter_tangent_forward(double *dw, double *scratch, const double *de, const double *hidden, size_t P,
                                  const mlff_student_painn_block *block, int H, int K) {
-    double *d_hidden = scratch; /* (H) */
-    for (size_t p = 0; p < P; p++) {
-        const double *h = hidden + p * H, *dep = de + p * K;
-        for (int c = 0; c < H; c++) {
-            const double *row = block->filter_w0 + (size_t)c * K;
-            double sum = 0.0;
-            for (int k = 0; k < K; k++) sum += row[k] * dep[k];
-            d_hidden[c] = mlff_silu_grad(h[c]) * sum;
-        }
-        for (int o = 0; o < 3 * H; o++) {
-            const double *row = block->filter_w2 + (size_t)o * H;
-            double sum = 0.0;
-            for (int c = 0; c < H; c++) sum += row[c] * d_hidden[c];
-            dw[p * 3 * H + o] = sum;
-        }
+    double *det = scratch;                   /* (K, RT) */
+    double *dht = det + (size_t)K * RT;      /* (H, RT) */
+    double *dwt = dht + (size_t)H * RT;      /* (3H, RT) */
+    for (size_t p0 = 0; p0 < P; p0 += RT) {
+        int count = tile_rows(P, p0);
+        mlff_tile_load(det, de + p0 * K, (size_t)K, count, K);
+        mlff_tile_linear_forward(dht, block->filter_w0, NULL, det, H, K);
+        times_silu_grad(dht, hidden + p0 * H, count, H);
+        mlff_tile_linear_forward(dwt, block->filter_w2, NULL, dht, 3 * H, H);
+        mlff_tile_store(dw + p0 * 3 * H, (size_t)3 * H, dwt, count, 3 * H);
     }
 }
 
@@ -246,61 +249,83 @@ static double mix(const double *M, const double *v, int a, int c, int H) {
 void mlff_update_forward(double *s_out, double *v_out, double *hidden, double *gates, double *scratch,
                          const double *s_mid, const double *v_mid, int N, const mlff_student_painn_block *block,
                          int H) {
-    double *input = scratch;          /* (2H) = [s_mid, |v_mid|] */
-    double *activation = scratch + 2 * H; /* (H) */
-    for (int i = 0; i < N; i++) {
-        const double *s = s_mid + (size_t)i * H, *v = v_mid + (size_t)i * 3 * H;
-        double *h = hidden + (size_t)i * H, *g = gates + (size_t)i * 3 * H;
-        memcpy(input, s, (size_t)H * sizeof(double));
-        for (int c = 0; c < H; c++) input[H + c] = sqrt(v[c] * v[c] + v[H + c] * v[H + c] + v[2 * H + c] * v[2 * H + c]);
-        linear_forward(h, block->update_w0, block->update_b0, input, H, 2 * H);
-        for (int c = 0; c < H; c++) activation[c] = mlff_silu(h[c]);
-        linear_forward(g, block->update_w2, block->update_b2, activation, 3 * H, H);
-        const double *a_gate = g, *g1 = g + H, *g2 = g + 2 * H;
-        for (int c = 0; c < H; c++) s_out[(size_t)i * H + c] = s[c] + a_gate[c];
-        for (int a = 0; a < 3; a++)
+    double *input = scratch;                 /* (2H, RT) = [s_mid, |v_mid|] */
+    double *ht = input + (size_t)2 * H * RT; /* (H, RT) */
+    double *gt = ht + (size_t)H * RT;        /* (3H, RT) */
+    for (int i0 = 0; i0 < N; i0 += RT) {
+        int count = tile_rows((size_t)N, (size_t)i0);
+        mlff_tile_load(input, s_mid + (size_t)i0 * H, (size_t)H, count, H);
+        double *norms = input + (size_t)H * RT; /* (H, RT), the tile's rows from count on 0 */
+        memset(norms, 0, (size_t)H * RT * sizeof(double));
+        for (int r = 0; r < count; r++) {
+            const double *v = v_mid + (size_t)(i0 + r) * 3 * H;
             for (int c = 0; c < H; c++)
-                v_out[((size_t)i * 3 + a) * H + c] = v[a * H + c] * g1[c] + mix(block->mixing, v, a, c, H) * g2[c];
+                norms[(size_t)c * RT + r] = sqrt(v[c] * v[c] + v[H + c] * v[H + c] + v[2 * H + c] * v[2 * H + c]);
+        }
+        mlff_tile_linear_forward(ht, block->update_w0, block->update_b0, input, H, 2 * H);
+        mlff_tile_store(hidden + (size_t)i0 * H, (size_t)H, ht, count, H);
+        silu_tile(ht, H);
+        mlff_tile_linear_forward(gt, block->update_w2, block->update_b2, ht, 3 * H, H);
+        mlff_tile_store(gates + (size_t)i0 * 3 * H, (size_t)3 * H, gt, count, 3 * H);
+        for (int i = i0; i < i0 + count; i++) {
+            const double *s = s_mid + (size_t)i * H, *v = v_mid + (size_t)i * 3 * H, *g = gates + (size_t)i * 3 * H;
+            const double *a_gate = g, *g1 = g + H, *g2 = g + 2 * H;
+            for (int c = 0; c < H; c++) s_out[(size_t)i * H + c] = s[c] + a_gate[c];
+            for (int a = 0; a < 3; a++)
+                for (int c = 0; c < H; c++)
+                    v_out[((size_t)i * 3 + a) * H + c] = v[a * H + c] * g1[c] + mix(block->mixing, v, a, c, H) * g2[c];
+        }
     }
 }
 
 void mlff_update_backward(double *gs_mid, double *gv_mid, double *scratch, const double *gs_out, const double *gv_out,
                           const double *v_mid, const double *hidden, const double *gates, int N,
                           const mlff_student_painn_block *block, int H) {
-    double *g_gates = scratch;          /* (3H) */
-    double *g_hidden = scratch + 3 * H; /* (H) */
-    double *g_input = scratch + 4 * H;  /* (2H) */
+    double *g_gates = scratch;                        /* (3H, RT) */
+    double *g_hidden = g_gates + (size_t)3 * H * RT;  /* (H, RT) */
+    double *g_input = g_hidden + (size_t)H * RT;      /* (2H, RT) */
     const double *M = block->mixing;
-    for (int i = 0; i < N; i++) {
-        const double *v = v_mid + (size_t)i * 3 * H, *gvo = gv_out + (size_t)i * 3 * H, *gso = gs_out + (size_t)i * H;
-        const double *h = hidden + (size_t)i * H, *g1 = gates + (size_t)i * 3 * H + H, *g2 = g1 + H;
-        double *gs = gs_mid + (size_t)i * H, *gv = gv_mid + (size_t)i * 3 * H;
-        /* through s_out = s_mid + a and v_out = v_mid g1 + (M v_mid) g2 */
-        for (int c = 0; c < H; c++) {
-            gs[c] += gso[c];
-            g_gates[c] = gso[c];
-            double gg1 = 0.0, gg2 = 0.0;
-            for (int a = 0; a < 3; a++) {
-                gg1 += gvo[a * H + c] * v[a * H + c];
-                gg2 += gvo[a * H + c] * mix(M, v, a, c, H);
-                /* (M^T (gv_out g2))[a] */
-                double mixed_back = M[0 * 3 + a] * gvo[c] + M[1 * 3 + a] * gvo[H + c] + M[2 * 3 + a] * gvo[2 * H + c];
-                gv[a * H + c] += gvo[a * H + c] * g1[c] + mixed_back * g2[c];
+    for (int i0 = 0; i0 < N; i0 += RT) {
+        int count = tile_rows((size_t)N, (size_t)i0);
+        memset(g_gates, 0, (size_t)3 * H * RT * sizeof(double));
+        for (int r = 0; r < count; r++) {
+            int i = i0 + r;
+            const double *v = v_mid + (size_t)i * 3 * H, *gvo = gv_out + (size_t)i * 3 * H;
+            const double *gso = gs_out + (size_t)i * H, *g1 = gates + (size_t)i * 3 * H + H, *g2 = g1 + H;
+            double *gs = gs_mid + (size_t)i * H, *gv = gv_mid + (size_t)i * 3 * H;
+            /* through s_out = s_mid + a and v_out = v_mid g1 + (M v_mid) g2 */
+            for (int c = 0; c < H; c++) {
+                gs[c] += gso[c];
+                double gg1 = 0.0, gg2 = 0.0;
+                for (int a = 0; a < 3; a++) {
+                    gg1 += gvo[a * H + c] * v[a * H + c];
+                    gg2 += gvo[a * H + c] * mix(M, v, a, c, H);
+                    /* (M^T (gv_out g2))[a] */
+                    double mixed_back = M[0 * 3 + a] * gvo[c] + M[1 * 3 + a] * gvo[H + c] + M[2 * 3 + a] * gvo[2 * H + c];
+                    gv[a * H + c] += gvo[a * H + c] * g1[c] + mixed_back * g2[c];
+                }
+                g_gates[(size_t)c * RT + r] = gso[c];
+                g_gates[(size_t)(H + c) * RT + r] = gg1;
+                g_gates[(size_t)(2 * H + c) * RT + r] = gg2;
             }
-            g_gates[H + c] = gg1;
-            g_gates[2 * H + c] = gg2;
         }
         /* through the MLP */
-        memset(g_hidden, 0, (size_t)H * sizeof(double));
-        linear_backward(g_hidden, block->update_w2, g_gates, 3 * H, H);
-        for (int c = 0; c < H; c++) g_hidden[c] *= mlff_silu_grad(h[c]);
-        memset(g_input, 0, (size_t)2 * H * sizeof(double));
-        linear_backward(g_input, block->update_w0, g_hidden, H, 2 * H);
-        for (int c = 0; c < H; c++) {
-            gs[c] += g_input[c];
-            double norm = sqrt(v[c] * v[c] + v[H + c] * v[H + c] + v[2 * H + c] * v[2 * H + c]);
-            if (norm > 0.0) /* d|v|/dv = v/|v|; taken as 0 at v = 0, as PyTorch does */
-                for (int a = 0; a < 3; a++) gv[a * H + c] += g_input[H + c] * v[a * H + c] / norm;
+        memset(g_hidden, 0, (size_t)H * RT * sizeof(double));
+        mlff_tile_linear_backward(g_hidden, block->update_w2, g_gates, 3 * H, H);
+        times_silu_grad(g_hidden, hidden + (size_t)i0 * H, count, H);
+        memset(g_input, 0, (size_t)2 * H * RT * sizeof(double));
+        mlff_tile_linear_backward(g_input, block->update_w0, g_hidden, H, 2 * H);
+        for (int r = 0; r < count; r++) {
+            int i = i0 + r;
+            const double *v = v_mid + (size_t)i * 3 * H;
+            double *gs = gs_mid + (size_t)i * H, *gv = gv_mid + (size_t)i * 3 * H;
+            for (int c = 0; c < H; c++) {
+                double g_s = g_input[(size_t)c * RT + r], g_norm = g_input[(size_t)(H + c) * RT + r];
+                gs[c] += g_s;
+                double norm = sqrt(v[c] * v[c] + v[H + c] * v[H + c] + v[2 * H + c] * v[2 * H + c]);
+                if (norm > 0.0) /* d|v|/dv = v/|v|; taken as 0 at v = 0, as PyTorch does */
+                    for (int a = 0; a < 3; a++) gv[a * H + c] += g_norm * v[a * H + c] / norm;
+            }
         }
     }
 }
@@ -309,30 +334,47 @@ void mlff_update_backward(double *gs_mid, double *gv_mid, double *scratch, const
 
 void mlff_readout_forward(double *eps, double *scratch, const double *s, int N, const mlff_student_painn *model) {
     int H = model->hidden_channels, H2 = H / 2, H4 = H / 4;
-    double *a0 = scratch, *a2 = scratch + H2; /* (H/2), (H/4) */
-    for (int i = 0; i < N; i++) {
-        linear_forward(a0, model->head_w0, model->head_b0, s + (size_t)i * H, H2, H);
-        for (int k = 0; k < H2; k++) a0[k] = mlff_silu(a0[k]);
-        linear_forward(a2, model->head_w2, model->head_b2, a0, H4, H2);
-        for (int k = 0; k < H4; k++) a2[k] = mlff_silu(a2[k]);
-        linear_forward(eps + i, model->head_w4, model->head_b4, a2, 1, H4);
+    double *st = scratch;                      /* (H, RT) */
+    double *a0 = st + (size_t)H * RT;          /* (H/2, RT) */
+    double *a2 = a0 + (size_t)H2 * RT;         /* (H/4, RT) */
+    double *et = a2 + (size_t)H4 * RT;         /* (1, RT) */
+    for (int i0 = 0; i0 < N; i0 += RT) {
+        int count = tile_rows((size_t)N, (size_t)i0);
+        mlff_tile_load(st, s + (size_t)i0 * H, (size_t)H, count, H);
+        mlff_tile_linear_forward(a0, model->head_w0, model->head_b0, st, H2, H);
+        silu_tile(a0, H2);
+        mlff_tile_linear_forward(a2, model->head_w2, model->head_b2, a0, H4, H2);
+        silu_tile(a2, H4);
+        mlff_tile_linear_forward(et, model->head_w4, model->head_b4, a2, 1, H4);
+        mlff_tile_store(eps + i0, 1, et, count, 1);
     }
 }
 
 void mlff_readout_backward(double *gs, double *scratch, const double *geps, const double *s, int N,
                            const mlff_student_painn *model) {
     int H = model->hidden_channels, H2 = H / 2, H4 = H / 4;
-    double *h0 = scratch, *h2 = scratch + H2, *a0 = h2 + H4;   /* recomputed forward: (H/2), (H/4), (H/2) */
-    double *g0 = a0 + H2, *g2 = g0 + H2;                       /* gradients: (H/2), (H/4) */
-    for (int i = 0; i < N; i++) {
-        linear_forward(h0, model->head_w0, model->head_b0, s + (size_t)i * H, H2, H);
-        for (int k = 0; k < H2; k++) a0[k] = mlff_silu(h0[k]);
-        linear_forward(h2, model->head_w2, model->head_b2, a0, H4, H2);
-        for (int k = 0; k < H4; k++) g2[k] = model->head_w4[k] * geps[i] * mlff_silu_grad(h2[k]);
-        memset(g0, 0, (size_t)H2 * sizeof(double));
-        linear_backward(g0, model->head_w2, g2, H4, H2);
-        for (int k = 0; k < H2; k++) g0[k] *= mlff_silu_grad(h0[k]);
-        linear_backward(gs + (size_t)i * H, model->head_w0, g0, H2, H);
+    double *st = scratch;                  /* (H, RT) the input, then its gradient */
+    double *h0 = st + (size_t)H * RT;      /* (H/2, RT) recomputed forward */
+    double *a0 = h0 + (size_t)H2 * RT;     /* (H/2, RT) */
+    double *h2 = a0 + (size_t)H2 * RT;     /* (H/4, RT) */
+    double *g0 = h2 + (size_t)H4 * RT;     /* (H/2, RT) gradients */
+    double *g2 = g0 + (size_t)H2 * RT;     /* (H/4, RT) */
+    for (int i0 = 0; i0 < N; i0 += RT) {
+        int count = tile_rows((size_t)N, (size_t)i0);
+        mlff_tile_load(st, s + (size_t)i0 * H, (size_t)H, count, H);
+        mlff_tile_linear_forward(h0, model->head_w0, model->head_b0, st, H2, H);
+        for (size_t x = 0; x < (size_t)H2 * RT; x++) a0[x] = mlff_silu(h0[x]);
+        mlff_tile_linear_forward(h2, model->head_w2, model->head_b2, a0, H4, H2);
+        memset(g2, 0, (size_t)H4 * RT * sizeof(double));
+        for (int k = 0; k < H4; k++)
+            for (int r = 0; r < count; r++)
+                g2[(size_t)k * RT + r] = model->head_w4[k] * geps[i0 + r] * mlff_silu_grad(h2[(size_t)k * RT + r]);
+        memset(g0, 0, (size_t)H2 * RT * sizeof(double));
+        mlff_tile_linear_backward(g0, model->head_w2, g2, H4, H2);
+        for (size_t x = 0; x < (size_t)H2 * RT; x++) g0[x] *= mlff_silu_grad(h0[x]);
+        mlff_tile_load(st, gs + (size_t)i0 * H, (size_t)H, count, H);
+        mlff_tile_linear_backward(st, model->head_w0, g0, H2, H);
+        mlff_tile_store(gs + (size_t)i0 * H, (size_t)H, st, count, H);
     }
 }
 

@@ -8,7 +8,7 @@
  *   - a pair p = {i, j} (i < j) carries both directed edges, i <- j along n and j <- i along -n,
  *     where n = u / (d + 1e-8) and u = r_j - r_i;
  *   - forward outputs are overwritten unless said otherwise;
- *   - `scratch` is caller memory of MLFF_PAINN_SCRATCH(H) doubles, for a layer's per-row temporaries;
+ *   - `scratch` is caller memory of MLFF_PAINN_SCRATCH(H, K) doubles, for a layer's per-row temporaries;
  *   - backward functions ACCUMULATE into their gradient outputs (+=), so that gradients from
  *     several uses (pairs, blocks) add up; the caller zeroes them once.
  *
@@ -21,14 +21,16 @@
 #include <stddef.h>
 
 #include "filter_table.h"
+#include "linear_tiles.h"
 #include "mlff/student_painn.h"
 #include "neighbors.h"
 
 /* Displacements closer than this are "coincident atoms": n = u / (d + 1e-8) has no gradient there. */
 #define MLFF_PAINN_NORMAL_EPSILON 1e-8
 
-/* Doubles of scratch any layer needs (the update's backward takes the most). */
-#define MLFF_PAINN_SCRATCH(H) ((size_t)6 * (size_t)(H))
+/* Doubles of scratch any layer needs: tiles of MLFF_ROW_TILE rows (linear_tiles.h) of its inputs,
+ * hidden values and outputs (the update's take the most, the filters' the basis too). */
+#define MLFF_PAINN_SCRATCH(H, K) ((size_t)MLFF_ROW_TILE * ((size_t)6 * (size_t)(H) + (size_t)(K)))
 
 double mlff_silu(double x);
 double mlff_silu_grad(double x); /* d SiLU / dx */

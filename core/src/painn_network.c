@@ -56,7 +56,7 @@ static size_t buffer_size(size_t N, size_t P, size_t H, size_t K, size_t L, size
     size_t chunk = threads * PAIR_CHUNK * 10 * H;      /* w, filter hidden, gw, dw */
     if (N != 0 && per_atom > SIZE_MAX / 2 / N) return SIZE_MAX;
     if (P != 0 && per_pair > SIZE_MAX / 4 / P) return SIZE_MAX;
-    return N * per_atom + P * per_pair + chunk + threads * MLFF_PAINN_SCRATCH(H);
+    return N * per_atom + P * per_pair + chunk + threads * MLFF_PAINN_SCRATCH(H, K);
 }
 
 /* Block l's saved activations inside one region of (L * 12 + 4) * N * H doubles; block L holds
@@ -85,7 +85,7 @@ typedef struct {
     const mlff_student_painn_block *block;
     const mlff_filter_table *table;
     int l, H, K;
-    double *scratch; /* (threads, MLFF_PAINN_SCRATCH(H)) */
+    double *scratch; /* (threads, MLFF_PAINN_SCRATCH(H, K)) */
     /* a chunk of pairs, from its first pair */
     const mlff_pair *pairs;
     double *w, *filter_hidden, *gw, *dw; /* (chunk, 3H), (chunk, H), (chunk, 3H), (chunk, 3H) or NULL */
@@ -102,7 +102,7 @@ typedef struct {
 } network_rows;
 
 static double *thread_scratch(const network_rows *a, int thread) {
-    return a->scratch + (size_t)thread * MLFF_PAINN_SCRATCH(a->H);
+    return a->scratch + (size_t)thread * MLFF_PAINN_SCRATCH(a->H, a->K);
 }
 
 static void filter_forward_rows(void *context, size_t begin, size_t end, int thread) {
@@ -207,7 +207,7 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
     double *filter_hidden = carve(&c, chunk_pairs * H);      /* (chunk, H) */
     double *gw = carve(&c, chunk_pairs * 3 * H);             /* (chunk, 3H) */
     double *dw = carve(&c, chunk_pairs * 3 * H);             /* (chunk, 3H) dw/dd of a tabulated filter */
-    double *scratch = carve(&c, num_threads * MLFF_PAINN_SCRATCH(H)); /* a thread's each */
+    double *scratch = carve(&c, num_threads * MLFF_PAINN_SCRATCH(H, K)); /* a thread's each */
     network_rows rows = {.model = model, .table = table, .H = H, .K = K, .scratch = scratch, .w = w,
                          .filter_hidden = filter_hidden, .gw = gw};
 

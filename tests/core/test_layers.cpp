@@ -88,7 +88,7 @@ protected:
         painn_ = mlff_model_student_painn(model_.get());
         H = painn_->hidden_channels;
         K = painn_->num_rbf;
-        scratch_.assign(MLFF_PAINN_SCRATCH(H), 0.0);
+        scratch_.assign(MLFF_PAINN_SCRATCH(H, K), 0.0);
     }
     mlff_test::ModelPtr model_;
     const mlff_student_painn *painn_ = nullptr;
