@@ -2,23 +2,12 @@
  *
  * The products keep OUT_TILE outputs by MLFF_ROW_TILE rows of sums in registers while they run
  * over the inputs: each weight is loaded once for the tile's rows, each input value once for
- * OUT_TILE outputs. On x86-64 they are also compiled for AVX2 and picked at load time by the CPU
- * they run on (the same operations in the same order, four doubles an instruction instead of two).
- * MLFF_TILES_BASELINE_ONLY leaves the AVX2 clones out, so that a test can check the baseline code. */
+ * OUT_TILE outputs. They are compiled for AVX2 too (vector_clones.h). */
 #include "linear_tiles.h"
 
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute) && !defined(MLFF_TILES_BASELINE_ONLY)
-#if __has_attribute(target_clones)
-#define VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#endif
-#endif
-#ifndef VECTOR_CLONES
-#define VECTOR_CLONES
-#endif
-/* The helpers below are compiled into each clone, with its instructions. */
-#define INLINE static inline __attribute__((always_inline))
+#include "vector_clones.h"
 
 /* GCC 12 splits the four-double vectors into SSE2 pairs in the default clone and then warns, wrongly,
  * that the sums below "may be used uninitialized". */
@@ -32,7 +21,7 @@ _Static_assert(RT % LANES == 0, "a tile's rows fill whole vectors");
 typedef double lanes __attribute__((vector_size(LANES * sizeof(double)), aligned(sizeof(double))));
 
 /* OUT_TILE outputs from o of a tile: y[o + q][r] = b[o + q] + sum over k in order. */
-INLINE void forward_outputs(double *yt, const double *W, const double *b, const double *xt, int o, int in) {
+MLFF_ALWAYS_INLINE void forward_outputs(double *yt, const double *W, const double *b, const double *xt, int o, int in) {
     lanes sum[OUT_TILE][VECTORS];
     for (int q = 0; q < OUT_TILE; q++) {
         double bias = b != NULL ? b[o + q] : 0.0;
@@ -51,7 +40,7 @@ INLINE void forward_outputs(double *yt, const double *W, const double *b, const 
 }
 
 /* One output o: y[o][r] = b[o] + sum over k in order. */
-INLINE void forward_output(double *yt, const double *W, const double *b, const double *xt, int o, int in) {
+MLFF_ALWAYS_INLINE void forward_output(double *yt, const double *W, const double *b, const double *xt, int o, int in) {
     double bias = b != NULL ? b[o] : 0.0;
     lanes sum[VECTORS];
     for (int v = 0; v < VECTORS; v++) sum[v] = (lanes){bias, bias, bias, bias};
@@ -63,7 +52,7 @@ INLINE void forward_output(double *yt, const double *W, const double *b, const d
     for (int v = 0; v < VECTORS; v++) *(lanes *)(yt + (size_t)o * RT + v * LANES) = sum[v];
 }
 
-VECTOR_CLONES
+MLFF_VECTOR_CLONES
 void mlff_tile_linear_forward(double *yt, const double *W, const double *b, const double *xt, int out, int in) {
     int o = 0;
     for (; o + OUT_TILE <= out; o += OUT_TILE) forward_outputs(yt, W, b, xt, o, in);
@@ -77,7 +66,7 @@ static int tile_is_zero(const double *t) {
 }
 
 /* OUT_TILE inputs from k of a tile: gx[k + q][r] += W[o][k + q] gy[o][r] over o in order. */
-INLINE void backward_inputs(double *gxt, const double *W, const double *gyt, int k, int out, int in) {
+MLFF_ALWAYS_INLINE void backward_inputs(double *gxt, const double *W, const double *gyt, int k, int out, int in) {
     lanes sum[OUT_TILE][VECTORS];
     for (int q = 0; q < OUT_TILE; q++)
         for (int v = 0; v < VECTORS; v++) sum[q][v] = *(const lanes *)(gxt + (size_t)(k + q) * RT + v * LANES);
@@ -94,7 +83,7 @@ INLINE void backward_inputs(double *gxt, const double *W, const double *gyt, int
 }
 
 /* One input k: gx[k][r] += W[o][k] gy[o][r] over o in order. */
-INLINE void backward_input(double *gxt, const double *W, const double *gyt, int k, int out, int in) {
+MLFF_ALWAYS_INLINE void backward_input(double *gxt, const double *W, const double *gyt, int k, int out, int in) {
     lanes *gx = (lanes *)(gxt + (size_t)k * RT);
     for (int o = 0; o < out; o++) {
         const double *gy_o = gyt + (size_t)o * RT;
@@ -104,7 +93,7 @@ INLINE void backward_input(double *gxt, const double *W, const double *gyt, int 
     }
 }
 
-VECTOR_CLONES
+MLFF_VECTOR_CLONES
 void mlff_tile_linear_backward(double *gxt, const double *W, const double *gyt, int out, int in) {
     int k = 0;
     for (; k + OUT_TILE <= in; k += OUT_TILE) backward_inputs(gxt, W, gyt, k, out, in);

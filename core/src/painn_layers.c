@@ -4,6 +4,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "vector_clones.h"
+
 static const double PI = 3.14159265358979323846;
 
 double mlff_silu(double x) {
@@ -137,6 +139,7 @@ void mlff_filter_tangent_forward(double *dw, double *scratch, const double *de, 
     }
 }
 
+MLFF_VECTOR_CLONES
 void mlff_filter_table_forward(double *w, double *dw, const mlff_pair *pairs, size_t P,
                                const struct mlff_filter_table *table, int l) {
     const int O = table->num_outputs, last = table->num_nodes - 1;
@@ -170,6 +173,7 @@ void mlff_filter_table_forward(double *w, double *dw, const mlff_pair *pairs, si
     }
 }
 
+MLFF_VECTOR_CLONES
 void mlff_filter_table_backward(double *gd, const double *gw, const double *dw, size_t P, int H) {
     const size_t O = (size_t)3 * H;
     for (size_t p = 0; p < P; p++) {
@@ -181,6 +185,7 @@ void mlff_filter_table_backward(double *gd, const double *gw, const double *dw, 
 
 /* ---------------------------------------------------------------------------------- */
 
+MLFF_VECTOR_CLONES
 void mlff_message_forward(double *s_out, double *v_out, const double *s_in, const double *v_in, const double *w,
                           const mlff_pair *pairs, size_t P, int H) {
     for (size_t p = 0; p < P; p++) {
@@ -203,6 +208,7 @@ void mlff_message_forward(double *s_out, double *v_out, const double *s_in, cons
     }
 }
 
+MLFF_VECTOR_CLONES
 void mlff_message_backward(double *gs_in, double *gv_in, double *gw, double *gn, const double *gs_out,
                            const double *gv_out, const double *s_in, const double *v_in, const double *w,
                            const mlff_pair *pairs, size_t P, int H) {
