@@ -34,6 +34,7 @@ void mlff_painn_buffers_clear(mlff_painn_buffers *buffers) {
     free(buffers->values);
     buffers->values = NULL;
     buffers->capacity = 0;
+    mlff_receivers_clear(&buffers->receivers);
 }
 
 /* Hands out consecutive slices of one allocation. */
@@ -48,12 +49,12 @@ static double *carve(carver *c, size_t count) {
 }
 
 /* The number of doubles of every buffer carved below, or SIZE_MAX on overflow. */
-static size_t buffer_size(size_t N, size_t P, size_t H, size_t K, size_t L, size_t threads) {
+static size_t buffer_size(size_t N, size_t P, size_t H, size_t K, size_t L, size_t threads, size_t chunk_pairs) {
     if (N > SIZE_MAX / 64 || P > SIZE_MAX / 64 || H > 1u << 20 || K > 1u << 20 || L > 1u << 10 || threads > 1u << 12)
         return SIZE_MAX;
     size_t per_atom = L * 12 * H + 4 * H + 8 * H + 2;  /* block activations, final features, gradients, eps, ones */
     size_t per_pair = 2 * K + 7;                       /* e, ge, gd, gn, gu */
-    size_t chunk = threads * PAIR_CHUNK * 10 * H;      /* w, filter hidden, gw, dw */
+    size_t chunk = chunk_pairs * 10 * H;               /* w, filter hidden, gw, dw */
     if (N != 0 && per_atom > SIZE_MAX / 2 / N) return SIZE_MAX;
     if (P != 0 && per_pair > SIZE_MAX / 4 / P) return SIZE_MAX;
     return N * per_atom + P * per_pair + chunk + threads * MLFF_PAINN_SCRATCH(H, K);
@@ -86,11 +87,17 @@ typedef struct {
     const mlff_filter_table *table;
     int l, H, K;
     double *scratch; /* (threads, MLFF_PAINN_SCRATCH(H, K)) */
-    /* a chunk of pairs, from its first pair */
+    /* a chunk of pairs, from its first pair; chunk `chunk` of `receivers` */
+    const mlff_receivers *receivers;
+    size_t chunk;
     const mlff_pair *pairs;
     double *w, *filter_hidden, *gw, *dw; /* (chunk, 3H), (chunk, H), (chunk, 3H), (chunk, 3H) or NULL */
     const double *e;                     /* (chunk, K) */
-    double *ge, *gd;                     /* (chunk, K), (chunk) */
+    double *ge, *gd, *gn;                /* (chunk, K), (chunk), (chunk, 3) */
+    /* the block's messages */
+    const double *s_in, *v_in;           /* (N, H), (N, 3, H): the block's input */
+    double *s_messages, *v_messages;     /* (N, H), (N, 3, H): what they are added to (s_mid, v_mid) */
+    double *gs_in, *gv_in;               /* (N, H), (N, 3, H): dE/d(the block's input), added to */
     /* atoms: the update of block l and its backward, the readout and its backward */
     const double *s_mid, *v_mid;         /* (N, H), (N, 3, H) */
     double *s_next, *v_next;             /* (N, H), (N, 3, H): the block's output */
@@ -134,6 +141,28 @@ static void filter_table_backward_rows(void *context, size_t begin, size_t end, 
     mlff_filter_table_backward(a->gd + begin, a->gw + begin * O, a->dw + begin * O, end - begin, a->H);
 }
 
+static void message_forward_edges(void *context, size_t begin, size_t end, int thread) {
+    network_rows *a = context;
+    (void)thread;
+    mlff_message_forward_received(a->s_messages, a->v_messages, a->s_in, a->v_in, a->w, a->pairs, a->receivers,
+                                  a->chunk, begin, end, a->H);
+}
+
+static void message_backward_pair_rows(void *context, size_t begin, size_t end, int thread) {
+    network_rows *a = context;
+    size_t H = (size_t)a->H;
+    (void)thread;
+    mlff_message_backward_pairs(a->gw + begin * 3 * H, a->gn + begin * 3, a->gs_mid, a->gv_mid, a->s_in, a->v_in,
+                                a->w + begin * 3 * H, a->pairs + begin, end - begin, a->H);
+}
+
+static void message_backward_edges(void *context, size_t begin, size_t end, int thread) {
+    network_rows *a = context;
+    (void)thread;
+    mlff_message_backward_received(a->gs_in, a->gv_in, a->gs_mid, a->gv_mid, a->w, a->pairs, a->receivers, a->chunk,
+                                   begin, end, a->H);
+}
+
 static void update_forward_rows(void *context, size_t begin, size_t end, int thread) {
     network_rows *a = context;
     size_t H = (size_t)a->H;
@@ -170,6 +199,8 @@ mlff_painn_share_rows mlff_painn_min_rows_a_share(int H, int K) {
         .table = 1 + MIN_MULTIPLY_ADDS_A_SHARE / (12 * h),
         .update = 1 + MIN_MULTIPLY_ADDS_A_SHARE / (5 * h * h),
         .readout = 1 + MIN_MULTIPLY_ADDS_A_SHARE / (5 * h * h / 8 + 1),
+        .edges = 1 + MIN_MULTIPLY_ADDS_A_SHARE / (7 * h),
+        .message_pairs = 1 + MIN_MULTIPLY_ADDS_A_SHARE / (10 * h),
     };
     return rows;
 }
@@ -179,10 +210,13 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
                                 mlff_painn_buffers *buffers, mlff_thread_pool *threads, mlff_error *error) {
     const int H = model->hidden_channels, K = model->num_rbf, L = model->num_blocks;
     const size_t nH = (size_t)N * H, nV = (size_t)N * 3 * H;
-    const size_t num_threads = (size_t)mlff_thread_pool_size(threads), chunk_pairs = num_threads * PAIR_CHUNK;
+    const size_t num_threads = (size_t)mlff_thread_pool_size(threads);
+    const size_t chunk_pairs = P < num_threads * PAIR_CHUNK ? (P > 0 ? P : 1) : num_threads * PAIR_CHUNK;
     const mlff_painn_share_rows min_rows = mlff_painn_min_rows_a_share(H, K);
 
-    size_t needed = buffer_size((size_t)N, P, (size_t)H, (size_t)K, (size_t)L, num_threads);
+    mlff_status status = mlff_receivers_build(&buffers->receivers, pairs, P, chunk_pairs, N, error);
+    if (status != MLFF_OK) return status;
+    size_t needed = buffer_size((size_t)N, P, (size_t)H, (size_t)K, (size_t)L, num_threads, chunk_pairs);
     if (needed == SIZE_MAX || needed > SIZE_MAX / sizeof(double))
         return mlff_fail(error, MLFF_ERROR_OUT_OF_MEMORY, "%d atoms with %zu pairs need more memory than can be addressed",
                          N, P);
@@ -209,7 +243,7 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
     double *dw = carve(&c, chunk_pairs * 3 * H);             /* (chunk, 3H) dw/dd of a tabulated filter */
     double *scratch = carve(&c, num_threads * MLFF_PAINN_SCRATCH(H, K)); /* a thread's each */
     network_rows rows = {.model = model, .table = table, .H = H, .K = K, .scratch = scratch, .w = w,
-                         .filter_hidden = filter_hidden, .gw = gw};
+                         .filter_hidden = filter_hidden, .gw = gw, .receivers = &buffers->receivers};
 
     /* ---- forward ---- */
     block_activations first = block_at(activations, 0, nH), last = block_at(activations, L, nH);
@@ -223,8 +257,10 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
         rows.l = l;
         memcpy(a.s_mid, a.s_in, nH * sizeof(double)); /* residual */
         memcpy(a.v_mid, a.v_in, nV * sizeof(double));
+        rows.s_in = a.s_in; rows.v_in = a.v_in; rows.s_messages = a.s_mid; rows.v_messages = a.v_mid;
         for (size_t p0 = 0; p0 < P; p0 += chunk_pairs) {
             size_t count = P - p0 < chunk_pairs ? P - p0 : chunk_pairs;
+            rows.chunk = p0 / chunk_pairs;
             rows.pairs = pairs + p0;
             rows.dw = NULL; /* the forward needs no dw/dd */
             rows.e = e + p0 * K;
@@ -232,7 +268,7 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
                 mlff_thread_pool_for(threads, count, min_rows.filter, filter_forward_rows, &rows);
             else
                 mlff_thread_pool_for(threads, count, min_rows.table, filter_table_forward_rows, &rows);
-            mlff_message_forward(a.s_mid, a.v_mid, a.s_in, a.v_in, w, pairs + p0, count, H);
+            mlff_thread_pool_for(threads, 2 * count, min_rows.edges, message_forward_edges, &rows);
         }
         rows.s_mid = a.s_mid; rows.v_mid = a.v_mid; rows.hidden = a.hidden; rows.gates = a.gates;
         rows.s_next = next.s_in; rows.v_next = next.v_in;
@@ -266,22 +302,28 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
         mlff_thread_pool_for(threads, (size_t)N, min_rows.update, update_backward_rows, &rows);
         memcpy(gs, gs_mid, nH * sizeof(double)); /* residual: s_mid = s_in + messages */
         memcpy(gv, gv_mid, nV * sizeof(double));
+        rows.s_in = a.s_in; rows.v_in = a.v_in; rows.gs_in = gs; rows.gv_in = gv;
         for (size_t p0 = 0; p0 < P; p0 += chunk_pairs) {
             size_t count = P - p0 < chunk_pairs ? P - p0 : chunk_pairs;
+            rows.chunk = p0 / chunk_pairs;
             rows.pairs = pairs + p0;
             rows.e = e + p0 * K;
             rows.ge = ge + p0 * K;
             rows.gd = gd + p0;
+            rows.gn = gn + p0 * 3;
             if (table == NULL) {
                 mlff_thread_pool_for(threads, count, min_rows.filter, filter_forward_rows, &rows); /* recomputed */
-                mlff_message_backward(gs, gv, gw, gn + p0 * 3, gs_mid, gv_mid, a.s_in, a.v_in, w, pairs + p0, count, H);
-                mlff_thread_pool_for(threads, count, min_rows.filter, filter_backward_rows, &rows);
             } else {
                 rows.dw = dw;
                 mlff_thread_pool_for(threads, count, min_rows.table, filter_table_forward_rows, &rows); /* with dw/dd */
-                mlff_message_backward(gs, gv, gw, gn + p0 * 3, gs_mid, gv_mid, a.s_in, a.v_in, w, pairs + p0, count, H);
-                mlff_thread_pool_for(threads, count, min_rows.table, filter_table_backward_rows, &rows);
             }
+            /* the messages' backward: what each pair owns (dE/dw, dE/dn), then what each atom receives */
+            mlff_thread_pool_for(threads, count, min_rows.message_pairs, message_backward_pair_rows, &rows);
+            mlff_thread_pool_for(threads, 2 * count, min_rows.edges, message_backward_edges, &rows);
+            if (table == NULL)
+                mlff_thread_pool_for(threads, count, min_rows.filter, filter_backward_rows, &rows);
+            else
+                mlff_thread_pool_for(threads, count, min_rows.table, filter_table_backward_rows, &rows);
         }
     }
     if (table == NULL) mlff_rbf_backward(gd, ge, pairs, P, model);

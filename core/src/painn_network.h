@@ -7,12 +7,15 @@
 
 #include "mlff/mlff.h"
 #include "neighbors.h"
+#include "painn_messages.h"
 #include "thread_pool.h"
 
-/* Activations and gradients, reused across calls; grows as needed. */
+/* Activations and gradients, and the pairs' edges grouped by receiver, reused across calls; grow as
+ * needed. */
 typedef struct {
     double *values;
     size_t capacity; /* doubles */
+    mlff_receivers receivers;
 } mlff_painn_buffers;
 
 /* atom_energies (N) eV, overwritten; forces (N, 3) eV/Å, overwritten, or NULL to skip the backward.
@@ -34,6 +37,8 @@ typedef struct {
     size_t table;   /* a pair's table row, interpolated or its dE/dd: about 12 H */
     size_t update;  /* an atom's update, forward or backward: 5 H^2 */
     size_t readout; /* an atom's readout: 5 H^2 / 8 */
+    size_t edges;   /* an edge's message received, forward or backward: 7 H */
+    size_t message_pairs; /* a pair's own part of the messages' backward: 10 H */
 } mlff_painn_share_rows;
 mlff_painn_share_rows mlff_painn_min_rows_a_share(int H, int K);
 
