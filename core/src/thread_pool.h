@@ -2,8 +2,8 @@
  * thread_pool.h: threads that run one loop over rows at a time, each a contiguous share of the
  * rows, for the layers whose rows are independent (a pair's filter, an atom's update).
  *
- * The caller is thread 0 and takes the first share; the pool's threads take the others and sleep
- * between loops. A loop returns when every share is done, so what the threads wrote is the
+ * The caller is thread 0 and takes the first share; the pool's threads take the others, and
+ * between loops spin a fraction of a millisecond, then sleep. A loop returns when every share is done, so what the threads wrote is the
  * caller's to read. The pool may not be used by two callers at once (it belongs to a workspace).
  */
 #ifndef MLFF_THREAD_POOL_H

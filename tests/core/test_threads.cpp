@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 extern "C" {
@@ -65,6 +67,29 @@ TEST(ThreadPool, RunsEveryRowOnceInContiguousSharesOfEnoughRows) {
         }
         mlff_thread_pool_free(pool);
     }
+}
+
+// Between loops the threads spin a while, then sleep: a loop finds them either way, and a share that
+// outlasts the caller's spin (the caller then sleeps until it ends) is waited for.
+TEST(ThreadPool, RunsLoopsAfterItsThreadsSleptAndWaitsForSlowShares) {
+    mlff_thread_pool *pool = nullptr;
+    mlff_error error{};
+    ASSERT_EQ(mlff_thread_pool_create(3, &pool, &error), MLFF_OK) << error.message;
+    for (int loop = 0; loop < 4; loop++) {
+        SCOPED_TRACE("loop " + std::to_string(loop));
+        Visits visits(30);
+        mlff_thread_pool_for(pool, 30, 1, visit, &visits);
+        for (std::size_t r = 0; r < 30; r++) ASSERT_EQ(visits.count[r], 1) << "row " << r;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5)); // past the spin: the threads sleep
+    }
+    std::atomic<int> finished{0};
+    auto slow = [](void *context, std::size_t, std::size_t, int thread) {
+        if (thread == 2) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        static_cast<std::atomic<int> *>(context)->fetch_add(1);
+    };
+    mlff_thread_pool_for(pool, 3, 1, slow, &finished);
+    EXPECT_EQ(finished, 3) << "the loop returned before its slow share ended";
+    mlff_thread_pool_free(pool);
 }
 
 TEST(ThreadPool, NoPoolIsTheCallersThread) {
