@@ -24,11 +24,12 @@
 
 enum { PAIR_CHUNK = 256 }; /* pairs a chunk, a thread */
 
-/* A share of a layer's rows for a thread is at least this much work, in multiply-adds: some
- * 0.3 ms, ten times what waking the pool's threads for a loop and waiting for them costs (27 µs
- * on a 2-core VM). Below it, alanine dipeptide's MD step with tabulated filters took 18 % longer
- * on two threads than on one. */
-#define MIN_MULTIPLY_ADDS_A_SHARE ((size_t)1 << 20)
+/* A share of a layer's rows for a thread is at least this much work, in multiply-adds: some 20 µs
+ * of the tiled products, 60 to 90 µs of the layers that wait on memory (a 2-core VM), against a
+ * loop's 1 µs while the pool's threads spin and 27 µs when they must be woken (thread_pool.c).
+ * 2^20 left the messages of a chunk of 512 pairs on one thread, and made a 3,000-atom droplet's
+ * tabulated evaluation on two threads take 1.5 times as long. */
+#define MIN_MULTIPLY_ADDS_A_SHARE ((size_t)1 << 18)
 
 void mlff_painn_buffers_clear(mlff_painn_buffers *buffers) {
     free(buffers->values);

@@ -170,17 +170,21 @@ void expect_the_same_bits_on_any_number_of_threads(int H, int L, bool tabulated)
 
 TEST(ComputeOnThreads, GivesTheSameBitsOnAnyNumberOfThreadsExactFilters) {
     // H = 64: a chunk's 256 pairs a thread make shares of the filters (smaller models stay on
-    // fewer threads), and the 300 atoms shares of the updates.
+    // fewer threads), the edges of 3 threads' chunks shares of the messages (and the pairs of 7
+    // threads' chunks shares of their backward's own part), and the 300 atoms shares of the updates.
     const mlff_painn_share_rows rows = mlff_painn_min_rows_a_share(64, 7);
     ASSERT_LE(2 * rows.filter, 256u);
+    ASSERT_LE(2 * rows.edges, 2 * 3 * 256u);
+    ASSERT_LE(2 * rows.message_pairs, 7 * 256u);
     ASSERT_LE(2 * rows.update, 300u);
     expect_the_same_bits_on_any_number_of_threads(64, 3, false);
 }
 
 TEST(ComputeOnThreads, GivesTheSameBitsOnAnyNumberOfThreadsTabulatedFilters) {
-    // H = 256: the table's rows, cheap, take a share only in the chunks of 3 and 7 threads.
+    // H = 256: the table's rows, cheap, and the messages take shares too.
     const mlff_painn_share_rows rows = mlff_painn_min_rows_a_share(256, 7);
-    ASSERT_LE(2 * rows.table, 3 * 256u);
+    ASSERT_LE(2 * rows.table, 2 * 256u);
+    ASSERT_LE(2 * rows.edges, 2 * 2 * 256u);
     ASSERT_LE(2 * rows.update, 300u);
     expect_the_same_bits_on_any_number_of_threads(256, 2, true);
 }
