@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes bench.py's random seed-size model and the structures of its rows into a folder, for
-running mlff-bench by hand (under a profiler, say): FOLDER/model.mlff.safetensors and one
-FOLDER/<row>.txt per row, the row's name with spaces as underscores.
+running mlff-bench or mlff-core-bench by hand (under a profiler, say): FOLDER/model.mlff.safetensors
+and one FOLDER/<row>.txt per row, the row's name with spaces as underscores. Needs numpy, not torch.
 
     python3 benchmarks/write_structures.py FOLDER [--rows benzene,droplet,box]
 """
