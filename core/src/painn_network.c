@@ -8,11 +8,12 @@
  * interpolation (mlff_filter_table_forward/_backward): e and ge are not used, and dE/dd comes
  * from the interpolant's derivative.
  *
- * Threads (a workspace's pool) take the layers whose rows are independent, each a share of the
- * rows with its own scratch: the filters of a chunk's pairs and their backward, the updates and
- * the readout of the atoms. Each row is computed as one thread would compute it, so the results
- * do not depend on the threads. The messages add into both atoms of a pair, in the pairs' order,
- * and stay on the caller's thread. */
+ * Threads (a workspace's pool) share each layer's rows, each thread with its own scratch: the
+ * filters of a chunk's pairs and their backward, the messages each atom receives from a chunk's
+ * pairs (painn_messages.h: the chunk's edges grouped by receiver, each atom's sum in the pairs'
+ * order) and each pair's own part of their backward, the updates and the readout of the atoms.
+ * Each row is computed as one thread would compute it, so the results do not depend on the
+ * threads. */
 #include "painn_network.h"
 
 #include <stdint.h>

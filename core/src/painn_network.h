@@ -29,8 +29,8 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
 
 void mlff_painn_buffers_clear(mlff_painn_buffers *buffers);
 
-/* The fewest rows of each kind of layer that a thread takes (of a chunk's pairs, 256 a thread, or
- * of the atoms), for a model of H channels and K basis functions: a share is some 10^6
+/* The fewest rows of each kind of layer that a thread takes (of a chunk's pairs, 256 a thread, its
+ * edges, or the atoms), for a model of H channels and K basis functions: a share is some 2.6 10^5
  * multiply-adds, so that cheap layers and small systems stay on fewer threads. */
 typedef struct {
     size_t filter;  /* a pair's filter network, forward or backward: K H + 3 H^2 multiply-adds */

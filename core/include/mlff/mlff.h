@@ -84,11 +84,11 @@ mlff_workspace *mlff_workspace_create(void);
 void mlff_workspace_free(mlff_workspace *workspace);
 
 /* The threads mlff_compute runs on with this workspace, the caller's included (default 1: the
- * caller's alone). The workspace starts num_threads - 1 threads of its own, which sleep between
- * calls. They take the layers whose rows are independent (each pair's filter, each atom's update
- * and readout) and leave the messages, which add into both atoms of a pair, to the caller's
- * thread; every row is computed as on one thread, so energies and forces do not depend on the
- * number of threads, to the bit. num_threads < 1 is MLFF_ERROR_INVALID_ARGUMENT; a thread that
+ * caller's alone). The workspace starts num_threads - 1 threads of its own, which spin a fraction
+ * of a millisecond after each loop and then sleep until the next. They share each layer's rows
+ * (each pair's filter, each atom's messages received, update and readout); every row is computed
+ * as on one thread, each atom's messages summed in the pairs' order, so energies and forces do
+ * not depend on the number of threads, to the bit. num_threads < 1 is MLFF_ERROR_INVALID_ARGUMENT; a thread that
  * cannot be started, MLFF_ERROR_OUT_OF_MEMORY (the workspace keeps its threads then). */
 mlff_status mlff_workspace_set_num_threads(mlff_workspace *workspace, int num_threads, mlff_error *error);
 int mlff_workspace_num_threads(const mlff_workspace *workspace); /* 1 for NULL */
