@@ -96,7 +96,9 @@ mlff_status mlff_receivers_build(mlff_receivers *r, const mlff_pair *pairs, size
     return MLFF_OK;
 }
 
-/* Chunk c's first group whose first edge is at or after the chunk's edge `edge`. */
+/* Chunk c's first group whose first edge is at or after the chunk's edge `edge` (the chunk's end
+ * group past its last). A share of edges [begin, end) takes the groups from first_group_from(begin)
+ * up to first_group_from(end): each group goes to the share where it starts. */
 static size_t first_group_from(const mlff_receivers *r, size_t c, size_t edge) {
     size_t lo = r->chunk_group[c], hi = r->chunk_group[c + 1];
     int target = r->group_start[lo] + (int)edge;
@@ -120,9 +122,8 @@ MLFF_VECTOR_CLONES
 void mlff_message_forward_received(double *s_out, double *v_out, const double *s_in, const double *v_in, const double *w,
                                    const mlff_pair *pairs, const mlff_receivers *r, size_t c, size_t edge_begin,
                                    size_t edge_end, int H) {
-    const size_t h = (size_t)H, end = r->chunk_group[c + 1];
-    const int edge_base = r->group_start[r->chunk_group[c]], edge_limit = edge_base + (int)edge_end;
-    for (size_t g = first_group_from(r, c, edge_begin); g < end && r->group_start[g] < edge_limit; g++) {
+    const size_t h = (size_t)H, g_end = first_group_from(r, c, edge_end);
+    for (size_t g = first_group_from(r, c, edge_begin); g < g_end; g++) {
         int x = r->group_atom[g];
         double *restrict so = s_out + (size_t)x * h, *restrict vo = v_out + (size_t)x * 3 * h;
         for (int e = r->group_start[g]; e < r->group_start[g + 1]; e++) {
@@ -173,9 +174,8 @@ MLFF_VECTOR_CLONES
 void mlff_message_backward_received(double *gs_in, double *gv_in, const double *gs_out, const double *gv_out,
                                     const double *w, const mlff_pair *pairs, const mlff_receivers *r, size_t c,
                                     size_t edge_begin, size_t edge_end, int H) {
-    const size_t h = (size_t)H, end = r->chunk_group[c + 1];
-    const int edge_base = r->group_start[r->chunk_group[c]], edge_limit = edge_base + (int)edge_end;
-    for (size_t g = first_group_from(r, c, edge_begin); g < end && r->group_start[g] < edge_limit; g++) {
+    const size_t h = (size_t)H, g_end = first_group_from(r, c, edge_end);
+    for (size_t g = first_group_from(r, c, edge_begin); g < g_end; g++) {
         int x = r->group_atom[g];
         double *restrict gsi = gs_in + (size_t)x * h, *restrict gvi = gv_in + (size_t)x * 3 * h;
         for (int e = r->group_start[g]; e < r->group_start[g + 1]; e++) {
