@@ -11,7 +11,9 @@
 
 /* GCC 12 splits the four-double vectors into SSE2 pairs in the default clone and then warns, wrongly,
  * that the sums below "may be used uninitialized". */
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 enum { RT = MLFF_ROW_TILE, OUT_TILE = 4, LANES = 4, VECTORS = RT / LANES };
 _Static_assert(RT % LANES == 0, "a tile's rows fill whole vectors");
