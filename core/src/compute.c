@@ -115,6 +115,7 @@ mlff_status mlff_compute_tabulated(const mlff_model *model, const mlff_filter_ta
     }
     status = mlff_painn_evaluate(&model->painn, table, structure->atomic_numbers, N, pairs, P, atom_energies, result->forces,
                                  &workspace->network, workspace->threads, error);
+    mlff_thread_pool_rest(workspace->threads); /* the caller goes on without them: no spinning */
     if (status != MLFF_OK) return status;
 
     for (int r = 0; r < structure->num_replicas; r++) result->replica_energies[r] = 0.0;

@@ -4,7 +4,9 @@
  * (a futex each way), as much as a share of many layers' rows takes. So threads spin a while
  * before they sleep: a worker that has finished a loop watches for the next for SPIN_NS, and the
  * caller watches for its loop's end as long, before either waits on a condition variable. Loops that
- * follow each other closely, a network's layers, then cost a few hundred nanoseconds. */
+ * follow each other closely, a network's layers, then cost about a microsecond. After its last loop
+ * the owner lets the threads sleep at once (mlff_thread_pool_rest), so that they do not spin on
+ * cores that the rest of an MD step (OpenMM's other forces, on their own threads) may want. */
 #define _POSIX_C_SOURCE 200809L
 #include "thread_pool.h"
 
@@ -32,6 +34,7 @@ struct mlff_thread_pool {
     atomic_ulong generation;  /* bumped for each loop, so that a thread takes each loop once */
     atomic_int busy;          /* the pool's threads still on the current loop */
     atomic_int stopping;
+    atomic_int resting;       /* set by mlff_thread_pool_rest: sleep now rather than spin */
     /* the sleepers, and what wakes them */
     pthread_mutex_t lock;
     pthread_cond_t loop_ready, loop_done;
@@ -75,6 +78,10 @@ static int next_loop_or_stop(mlff_thread_pool *pool, unsigned long seen) {
            atomic_load_explicit(&pool->stopping, memory_order_acquire);
 }
 
+static int next_loop_or_rest(mlff_thread_pool *pool, unsigned long seen) {
+    return next_loop_or_stop(pool, seen) || atomic_load_explicit(&pool->resting, memory_order_relaxed);
+}
+
 static int loop_done(mlff_thread_pool *pool, unsigned long unused) {
     (void)unused;
     return atomic_load_explicit(&pool->busy, memory_order_acquire) == 0;
@@ -93,7 +100,7 @@ static void *worker(void *argument) {
     mlff_thread_pool *pool = start->pool;
     unsigned long seen = 0;
     for (;;) {
-        if (!spin_until(next_loop_or_stop, pool, seen)) {
+        if (!spin_until(next_loop_or_rest, pool, seen) || !next_loop_or_stop(pool, seen)) {
             pthread_mutex_lock(&pool->lock);
             pool->sleeping_workers++;
             while (!next_loop_or_stop(pool, seen)) pthread_cond_wait(&pool->loop_ready, &pool->lock);
@@ -123,6 +130,7 @@ mlff_status mlff_thread_pool_create(int num_threads, mlff_thread_pool **created,
     atomic_init(&pool->generation, 0);
     atomic_init(&pool->busy, 0);
     atomic_init(&pool->stopping, 0);
+    atomic_init(&pool->resting, 0);
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->loop_ready, NULL);
     pthread_cond_init(&pool->loop_done, NULL);
@@ -179,6 +187,7 @@ void mlff_thread_pool_for(mlff_thread_pool *pool, size_t count, size_t min_rows_
     pool->context = context;
     pool->count = count;
     pool->shares = (int)shares;
+    atomic_store_explicit(&pool->resting, 0, memory_order_relaxed);
     /* every thread takes the loop; those past the shares do nothing */
     atomic_store_explicit(&pool->busy, pool->size - 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&pool->generation, 1, memory_order_release); /* publishes the fields above */
@@ -193,4 +202,8 @@ void mlff_thread_pool_for(mlff_thread_pool *pool, size_t count, size_t min_rows_
         pool->caller_sleeping = 0;
         pthread_mutex_unlock(&pool->lock);
     }
+}
+
+void mlff_thread_pool_rest(mlff_thread_pool *pool) {
+    if (pool != NULL) atomic_store_explicit(&pool->resting, 1, memory_order_relaxed);
 }

@@ -28,6 +28,10 @@ void mlff_thread_pool_free(mlff_thread_pool *pool);
 /* The threads a loop runs on, the caller's included: 1 for NULL. */
 int mlff_thread_pool_size(const mlff_thread_pool *pool);
 
+/* Lets the threads sleep now rather than spin for a next loop that is not coming soon (a workspace
+ * calls it when an evaluation ends). The next loop wakes them. NULL is allowed. */
+void mlff_thread_pool_rest(mlff_thread_pool *pool);
+
 /* Runs task over rows [0, count), split into contiguous shares of at least min_rows_per_share
  * rows (fewer shares than threads where the rows are few: waking a thread costs microseconds),
  * share k to thread k. With one share, or pool NULL, the caller runs all of it. */

@@ -69,8 +69,9 @@ TEST(ThreadPool, RunsEveryRowOnceInContiguousSharesOfEnoughRows) {
     }
 }
 
-// Between loops the threads spin a while, then sleep: a loop finds them either way, and a share that
-// outlasts the caller's spin (the caller then sleeps until it ends) is waited for.
+// Between loops the threads spin a while, then sleep (or sleep at once when told to rest): a loop
+// finds them either way, and a share that outlasts the caller's spin (the caller then sleeps until
+// it ends) is waited for.
 TEST(ThreadPool, RunsLoopsAfterItsThreadsSleptAndWaitsForSlowShares) {
     mlff_thread_pool *pool = nullptr;
     mlff_error error{};
@@ -80,7 +81,10 @@ TEST(ThreadPool, RunsLoopsAfterItsThreadsSleptAndWaitsForSlowShares) {
         Visits visits(30);
         mlff_thread_pool_for(pool, 30, 1, visit, &visits);
         for (std::size_t r = 0; r < 30; r++) ASSERT_EQ(visits.count[r], 1) << "row " << r;
-        std::this_thread::sleep_for(std::chrono::milliseconds(5)); // past the spin: the threads sleep
+        if (loop % 2 == 0)
+            std::this_thread::sleep_for(std::chrono::milliseconds(5)); // past the spin: the threads sleep
+        else
+            mlff_thread_pool_rest(pool); // they sleep at once
     }
     std::atomic<int> finished{0};
     auto slow = [](void *context, std::size_t, std::size_t, int thread) {
