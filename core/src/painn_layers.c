@@ -185,7 +185,6 @@ void mlff_filter_table_backward(double *gd, const double *gw, const double *dw, 
 
 /* ---------------------------------------------------------------------------------- */
 
-MLFF_VECTOR_CLONES
 void mlff_message_forward(double *s_out, double *v_out, const double *s_in, const double *v_in, const double *w,
                           const mlff_pair *pairs, size_t P, int H) {
     for (size_t p = 0; p < P; p++) {
@@ -208,7 +207,6 @@ void mlff_message_forward(double *s_out, double *v_out, const double *s_in, cons
     }
 }
 
-MLFF_VECTOR_CLONES
 void mlff_message_backward(double *gs_in, double *gv_in, double *gw, double *gn, const double *gs_out,
                            const double *gv_out, const double *s_in, const double *v_in, const double *w,
                            const mlff_pair *pairs, size_t P, int H) {

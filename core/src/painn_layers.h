@@ -68,7 +68,8 @@ void mlff_filter_table_backward(double *gd, const double *gw, const double *dw, 
 
 /* Messages of P pairs, ADDED to s_out (N, H) and v_out (N, 3, H), from the block's input features
  * s_in (N, H), v_in (N, 3, H) and the filters w (P, 3H) = (w_s, w_v1, w_v2). The residual
- * (s_out = s_in + ...) is the caller's. */
+ * (s_out = s_in + ...) is the caller's. These two, pair by pair, are the reference: the network
+ * runs painn_messages.h's, which take the same sums atom by atom so that threads can share them. */
 void mlff_message_forward(double *s_out, double *v_out, const double *s_in, const double *v_in, const double *w,
                           const mlff_pair *pairs, size_t P, int H);
 /* Backward of the messages (not of the residual): from gs_out (N, H), gv_out (N, 3, H),

@@ -110,12 +110,16 @@ static size_t first_group_from(const mlff_receivers *r, size_t c, size_t edge) {
     return lo;
 }
 
-/* The pair's other atom, and the normal n = u / (d + eps) as the receiver x sees it: +n at i, -n at j. */
-MLFF_ALWAYS_INLINE int sender_and_normal(const mlff_pair *pair, int x, double n[3]) {
+/* The pair's normal n = u / (d + eps) as its atom x sees it: +n at i, -n at j. */
+MLFF_ALWAYS_INLINE void normal_seen_by(const mlff_pair *pair, int x, double n[3]) {
     double inv = 1.0 / (pair->d + MLFF_PAINN_NORMAL_EPSILON);
     double sign = x == pair->i ? 1.0 : -1.0;
     for (int a = 0; a < 3; a++) n[a] = sign * (pair->u[a] * inv);
-    return x == pair->i ? pair->j : pair->i;
+}
+
+/* The pair's atom other than x. */
+MLFF_ALWAYS_INLINE size_t sender_to(const mlff_pair *pair, int x) {
+    return (size_t)(x == pair->i ? pair->j : pair->i);
 }
 
 MLFF_VECTOR_CLONES
@@ -128,10 +132,11 @@ void mlff_message_forward_received(double *s_out, double *v_out, const double *s
         double *restrict so = s_out + (size_t)x * h, *restrict vo = v_out + (size_t)x * 3 * h;
         for (int e = r->group_start[g]; e < r->group_start[g + 1]; e++) {
             size_t p = (size_t)r->edge_pair[e];
+            size_t y = sender_to(&pairs[p], x);
             double n[3];
-            int y = sender_and_normal(&pairs[p], x, n);
+            normal_seen_by(&pairs[p], x, n);
             const double *restrict ws = w + p * 3 * h, *restrict wv1 = ws + h, *restrict wv2 = ws + 2 * h;
-            const double *restrict si = s_in + (size_t)y * h, *restrict vi = v_in + (size_t)y * 3 * h;
+            const double *restrict si = s_in + y * h, *restrict vi = v_in + y * 3 * h;
             for (size_t k = 0; k < h; k++) so[k] += si[k] * ws[k];
             for (int a = 0; a < 3; a++)
                 for (size_t k = 0; k < h; k++) vo[a * h + k] += vi[a * h + k] * wv1[k] + n[a] * wv2[k];
@@ -146,7 +151,7 @@ void mlff_message_backward_pairs(double *gw, double *gn, const double *gs_out, c
     for (size_t p = 0; p < P; p++) {
         size_t i = (size_t)pairs[p].i, j = (size_t)pairs[p].j;
         double n[3];
-        sender_and_normal(&pairs[p], pairs[p].i, n);
+        normal_seen_by(&pairs[p], pairs[p].i, n);
         const double *restrict wv2 = w + p * 3 * h + 2 * h;
         double *restrict gws = gw + p * 3 * h, *restrict gwv1 = gws + h, *restrict gwv2 = gws + 2 * h;
         const double *restrict gso_i = gs_out + i * h, *restrict gso_j = gs_out + j * h;
@@ -180,7 +185,7 @@ void mlff_message_backward_received(double *gs_in, double *gv_in, const double *
         double *restrict gsi = gs_in + (size_t)x * h, *restrict gvi = gv_in + (size_t)x * 3 * h;
         for (int e = r->group_start[g]; e < r->group_start[g + 1]; e++) {
             size_t p = (size_t)r->edge_pair[e];
-            size_t y = (size_t)(x == pairs[p].i ? pairs[p].j : pairs[p].i);
+            size_t y = sender_to(&pairs[p], x);
             const double *restrict ws = w + p * 3 * h, *restrict wv1 = ws + h;
             const double *restrict gso = gs_out + y * h, *restrict gvo = gv_out + y * 3 * h;
             for (size_t k = 0; k < h; k++) gsi[k] += gso[k] * ws[k];
