@@ -106,6 +106,15 @@ inline double __shfl_xor_sync(unsigned int, double value, int offset) {
     return cudaOnHostExchange(value, [offset](const double* slots, int lane) { return slots[lane ^ offset]; });
 }
 
+/** Lane `from`'s value (the same lane for every lane: a broadcast). */
+inline double __shfl_sync(unsigned int, double value, int from) {
+    return cudaOnHostExchange(value, [from](const double* slots, int) { return slots[from]; });
+}
+
+inline int __shfl_sync(unsigned int mask, int value, int from) {
+    return (int) __shfl_sync(mask, (double) value, from);
+}
+
 inline int __shfl_up_sync(unsigned int, int value, int offset) {
     return (int) cudaOnHostExchange(value, [offset](const double* slots, int lane) {
         return slots[lane >= offset ? lane - offset : lane];

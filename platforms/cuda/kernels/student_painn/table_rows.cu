@@ -18,7 +18,8 @@
  *                                    forces at block 0)
  *
  * The last two take a warp a filter row, lane l channels l, l + 32, ... of each kind, a block a
- * run of the sorted rows. The table's entries and Hermite weights are layers.cu's
+ * run of the sorted rows and each warp a run of the block's, an interval's table entries held in
+ * registers while its rows last. The table's entries and Hermite weights are layers.cu's
  * (mlffTableEntries, mlffHermiteSum), as the tiled kernels read them; dE/dd's sum over channels is
  * the warp's, in a fixed order, and a row's results do not depend on which warp takes it.
  *
@@ -104,19 +105,51 @@ KERNEL void mlffSortTableRows(const int* RESTRICT filterRowCount, const int2* RE
 
 /**
  * body(r, hw) for each filter row r of this block's share of the sorted rows (a run of nearby
- * intervals, an even share of the grid's), with hw the Hermite weights at its distance: warp w of
- * the block takes the share's rows w, w + warps, ...
+ * intervals, an even share of the grid's), with hw the Hermite weights at its distance, in sorted
+ * order within each warp: warp w of the block takes the w-th of the share's even runs. Lane l loads
+ * the chain of the run's row k + l (its place in the sorted order, its owning edge, its distance)
+ * for 32 rows at once, so that a warp waits on one chain of three dependent loads for 32 rows
+ * rather than one a row; the warp then takes those rows one by one, each one's distance from its
+ * lane. hw.node is the same in every lane, so a body may branch on it.
  */
 template <class RowBody>
 DEVICE inline void mlffForSortedTableRows(const int* RESTRICT filterRowCount, const int* RESTRICT sortedRows,
         const int2* RESTRICT filterEdges, const real4* RESTRICT edgeDelta, RowBody body) {
     const int rows = *filterRowCount, share = (rows + gridDim.x - 1) / gridDim.x;
     const int first = min((int) blockIdx.x * share, rows), end = min(first + share, rows);
-    for (int k = first + (int) threadIdx.x / 32; k < end; k += blockDim.x / 32) {
-        const int r = sortedRows[k];
-        body(r, mlffHermiteAt(mlffFilterRowDistance(filterEdges, edgeDelta, r)));
+    const int warps = blockDim.x / 32, warpRun = (end - first + warps - 1) / warps, lane = threadIdx.x % 32;
+    const int runStart = min(first + (int) threadIdx.x / 32 * warpRun, end), runEnd = min(runStart + warpRun, end);
+    for (int k = runStart; k < runEnd; k += 32) {
+        int r = 0;
+        real d = 0;
+        if (k + lane < runEnd) {
+            r = sortedRows[k + lane];
+            d = mlffFilterRowDistance(filterEdges, edgeDelta, r);
+        }
+        const int batch = min(32, runEnd - k);
+        for (int b = 0; b < batch; b++)
+            body(__shfl_sync(0xffffffffu, r, b), mlffHermiteAt(__shfl_sync(0xffffffffu, d, b)));
     }
 }
+
+/**
+ * A lane's table entries of one interval (node), outputs lane, lane + 32, ... of the 3H: kept while
+ * a warp's rows stay in that interval, which in the sorted order is for hundreds of rows (a
+ * droplet's), so that the table's loads through the L1 are one an interval rather than one a row.
+ */
+struct MlffHeldTableEntries {
+    int node = -1;
+    real entries[3 * MLFF_H / 32][4];
+    DEVICE void hold(const real* RESTRICT blockTable, int atNode) {
+        if (atNode == node)
+            return;
+        node = atNode;
+        const int lane = threadIdx.x % 32;
+#pragma unroll
+        for (int q = 0; q < 3 * MLFF_H / 32; q++)
+            mlffTableEntries(blockTable, node, 32 * q + lane, entries[q]);
+    }
+};
 
 /** Block `layer`'s filters of each filter row from the table: edgeFilter (rows, 3H) of this block. */
 KERNEL void mlffTableFilterRows(int layer, const real* RESTRICT filterTable, const int* RESTRICT filterRowCount,
@@ -125,16 +158,13 @@ KERNEL void mlffTableFilterRows(int layer, const real* RESTRICT filterTable, con
     mlffStartAfterPreviousLaunch();
     const real* blockTable = mlffBlockTable(filterTable, layer);
     const int lane = threadIdx.x % 32;
+    MlffHeldTableEntries held;
     mlffForSortedTableRows(filterRowCount, sortedRows, filterEdges, edgeDelta, [&](int r, const MlffHermite& hw) {
+        held.hold(blockTable, hw.node);
         real* row = edgeFilter + (size_t) r * 3 * MLFF_H;
-        // Every entry of the row loaded before any is used: the loads are what a warp waits on.
-        real entries[3 * MLFF_H / 32][4];
 #pragma unroll
         for (int q = 0; q < 3 * MLFF_H / 32; q++)
-            mlffTableEntries(blockTable, hw.node, 32 * q + lane, entries[q]);
-#pragma unroll
-        for (int q = 0; q < 3 * MLFF_H / 32; q++)
-            mlffHermiteSum(hw, entries[q], &row[32 * q + lane], (real*) 0);
+            mlffHermiteSum(hw, held.entries[q], &row[32 * q + lane], (real*) 0);
     });
 }
 
@@ -153,19 +183,19 @@ KERNEL void mlffTableFilterBackward(int layer, const real* RESTRICT filterTable,
     const MlffPairGradientTargets to = {filterEdges, edgeAtoms, edgeDelta, edgeGradN, mlReplica, replicaScale,
                                         lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer};
     const int lane = threadIdx.x % 32;
+    MlffHeldTableEntries held;
     mlffForSortedTableRows(filterRowCount, sortedRows, filterEdges, edgeDelta, [&](int r, const MlffHermite& hw) {
         const real* gradW = edgeGradFilter + (size_t) r * 3 * MLFF_H;
-        real entries[3 * MLFF_H / 32][4], g[3 * MLFF_H / 32];
+        real g[3 * MLFF_H / 32];
 #pragma unroll
-        for (int q = 0; q < 3 * MLFF_H / 32; q++) {
-            mlffTableEntries(blockTable, hw.node, 32 * q + lane, entries[q]);
+        for (int q = 0; q < 3 * MLFF_H / 32; q++)
             g[q] = gradW[32 * q + lane];
-        }
+        held.hold(blockTable, hw.node);
         real gd = 0;
 #pragma unroll
         for (int q = 0; q < 3 * MLFF_H / 32; q++) {
             real w, dwdd;
-            mlffHermiteSum(hw, entries[q], &w, &dwdd);
+            mlffHermiteSum(hw, held.entries[q], &w, &dwdd);
             gd += g[q] * dwdd;
         }
         for (int offset = 16; offset > 0; offset /= 2)
