@@ -24,6 +24,9 @@ void mlff_tile_linear_forward(double *yt, const double *W, const double *b, cons
  * ACCUMULATES. An output o whose gy is 0 in every row of the tile adds nothing and is skipped. */
 void mlff_tile_linear_backward(double *gxt, const double *W, const double *gyt, int out, int in);
 
+/* The doubles a vector that the two products above use on this CPU: 8 with AVX-512, else 4. */
+int mlff_tile_lanes(void);
+
 /* t (cols, RT) = rows [0, count) of X (count, ld), columns [0, cols); the tile's rows from count on are 0. */
 void mlff_tile_load(double *t, const double *X, size_t ld, int count, int cols);
 

@@ -6,6 +6,10 @@
  * two or four doubles an instruction. MLFF_NO_VECTOR_CLONES leaves the AVX2 clones out (a test
  * builds the baseline code so).
  *
+ * MLFF_AVX512_TARGET, where the compiler has it, compiles one function for AVX-512 alone: code
+ * written for 8-double vectors, which the caller runs where __builtin_cpu_supports("avx512f") says
+ * (linear_tiles.c). MLFF_NO_VECTOR_CLONES leaves it out too.
+ *
  * Helpers called from a cloned function should be MLFF_ALWAYS_INLINE, so that each clone gets them
  * compiled with its own instructions.
  */
@@ -15,6 +19,9 @@
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__has_attribute) && !defined(MLFF_NO_VECTOR_CLONES)
 #if __has_attribute(target_clones)
 #define MLFF_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+#if __has_attribute(target)
+#define MLFF_AVX512_TARGET __attribute__((target("avx512f")))
 #endif
 #endif
 #ifndef MLFF_VECTOR_CLONES

@@ -1,7 +1,9 @@
 // test_linear_tiles.cpp: the linear layers over tiles of rows must give each row, to the bit, what
 // the per-row sums they replaced give (y = b + W x summed in order; gx += W^T gy in order), whatever
 // the layer's shape (outputs and inputs that are not multiples of the kernels' blocks), the
-// tile's row count, or gradients that are zero in some rows or in all of them.
+// tile's row count, or gradients that are zero in some rows or in all of them; and the kernels the
+// core runs must be the widest that the machine and the build allow. tests/core/CMakeLists.txt
+// builds it three times, for the kernels of each vector width.
 #include <gtest/gtest.h>
 
 #include <ostream>
@@ -77,6 +79,16 @@ TEST_P(LinearTiles, BackwardAddsEachRowsTermsInOrderAndSkipsOnlyZeros) {
             for (int o = 0; o < out; o++) sum += W[(std::size_t)o * in + k] * GY[(std::size_t)r * out + o];
             ASSERT_EQ(result[(std::size_t)r * in + k], sum) << "row " << r << ", input " << k;
         }
+}
+
+TEST(LinearTileWidth, IsTheWidestTheMachineAndBuildAllow) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(MLFF_NO_AVX512) && !defined(MLFF_NO_VECTOR_CLONES)
+    const int widest = __builtin_cpu_supports("avx512f") ? 8 : 4;
+#else
+    const int widest = 4;
+#endif
+    RecordProperty("lanes", mlff_tile_lanes());
+    EXPECT_EQ(mlff_tile_lanes(), widest);
 }
 
 // The network's shapes (K -> H, H -> 3H, 2H -> H, H -> H/2 -> H/4 -> 1) and ones that leave a
