@@ -1,8 +1,10 @@
 /* painn_network.c: the layers of painn_layers.c chained into the network's forward and backward.
  *
- * Per-atom activations of every block are kept for the backward; per-pair filters are not
- * (3H values per pair and block would dominate memory for large systems): pairs are processed
- * in chunks, and the backward recomputes each chunk's filter before using it.
+ * Per-atom activations of every block are kept for the backward. Pairs are processed in chunks.
+ * The exact filters of every block and pair (w and the filter network's hidden layer, 4H values)
+ * are kept for the backward too where they take at most KEPT_FILTERS_MAX_BYTES; past that (a
+ * large system's would dominate memory) the backward recomputes each chunk's filters before using
+ * them. Either way each filter is the same computation, so the results are the same.
  *
  * With a filter table the basis and the filter network are replaced by the table's
  * interpolation (mlff_filter_table_forward/_backward): e and ge are not used, and dE/dd comes
@@ -32,6 +34,13 @@ enum { PAIR_CHUNK = 256 }; /* pairs a chunk, a thread */
  * tabulated evaluation on two threads take 1.5 times as long. */
 #define MIN_MULTIPLY_ADDS_A_SHARE ((size_t)1 << 18)
 
+/* The most memory the exact filters of every block and pair may take to be kept from the forward
+ * for the backward (P L 4H doubles): 21,800 pairs of the seed-size model (H = 128, L = 3; a
+ * 768-atom water droplet has 15,700, 256 benzenes 16,900), twice as many at H = 64. Keeping them
+ * spares the backward the filter network's forward, a third of its products and SiLUs: 15 to 20 %
+ * of an evaluation with forces (docs/performance.md). */
+#define KEPT_FILTERS_MAX_BYTES ((size_t)256 << 20)
+
 void mlff_painn_buffers_clear(mlff_painn_buffers *buffers) {
     free(buffers->values);
     buffers->values = NULL;
@@ -50,8 +59,16 @@ static double *carve(carver *c, size_t count) {
     return slice;
 }
 
-/* The number of doubles of every buffer carved below, or SIZE_MAX on overflow. */
-static size_t buffer_size(size_t N, size_t P, size_t H, size_t K, size_t L, size_t threads, size_t chunk_pairs) {
+/* Whether the exact filters of every block and pair fit in KEPT_FILTERS_MAX_BYTES (P L 4H doubles). */
+static int filters_fit(size_t P, size_t H, size_t L) {
+    const size_t per_pair = L * 4 * H * sizeof(double);
+    return per_pair != 0 && P <= KEPT_FILTERS_MAX_BYTES / per_pair;
+}
+
+/* The number of doubles of every buffer carved below, or SIZE_MAX on overflow. kept: the filters
+ * of every block and pair too (filters_fit). */
+static size_t buffer_size(size_t N, size_t P, size_t H, size_t K, size_t L, size_t threads, size_t chunk_pairs,
+                          int kept) {
     if (N > SIZE_MAX / 64 || P > SIZE_MAX / 64 || H > 1u << 20 || K > 1u << 20 || L > 1u << 10 || threads > 1u << 12)
         return SIZE_MAX;
     size_t per_atom = L * 12 * H + 4 * H + 8 * H + 2;  /* block activations, final features, gradients, eps, ones */
@@ -59,7 +76,7 @@ static size_t buffer_size(size_t N, size_t P, size_t H, size_t K, size_t L, size
     size_t chunk = chunk_pairs * 10 * H;               /* w, filter hidden, gw, dw */
     if (N != 0 && per_atom > SIZE_MAX / 2 / N) return SIZE_MAX;
     if (P != 0 && per_pair > SIZE_MAX / 4 / P) return SIZE_MAX;
-    return N * per_atom + P * per_pair + chunk + threads * MLFF_PAINN_SCRATCH(H, K);
+    return N * per_atom + P * per_pair + chunk + threads * MLFF_PAINN_SCRATCH(H, K) + (kept ? P * L * 4 * H : 0);
 }
 
 /* Block l's saved activations inside one region of (L * 12 + 4) * N * H doubles; block L holds
@@ -216,9 +233,12 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
     const size_t chunk_pairs = P < num_threads * PAIR_CHUNK ? (P > 0 ? P : 1) : num_threads * PAIR_CHUNK;
     const mlff_painn_share_rows min_rows = mlff_painn_min_rows_a_share(H, K);
 
+    /* the exact filters kept from the forward for the backward (filters_fit) */
+    const int kept = table == NULL && forces != NULL && !buffers->recompute_filters && filters_fit(P, H, L);
+
     mlff_status status = mlff_receivers_build(&buffers->receivers, pairs, P, chunk_pairs, N, error);
     if (status != MLFF_OK) return status;
-    size_t needed = buffer_size((size_t)N, P, (size_t)H, (size_t)K, (size_t)L, num_threads, chunk_pairs);
+    size_t needed = buffer_size((size_t)N, P, (size_t)H, (size_t)K, (size_t)L, num_threads, chunk_pairs, kept);
     if (needed == SIZE_MAX || needed > SIZE_MAX / sizeof(double))
         return mlff_fail(error, MLFF_ERROR_OUT_OF_MEMORY, "%d atoms with %zu pairs need more memory than can be addressed",
                          N, P);
@@ -244,6 +264,8 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
     double *gw = carve(&c, chunk_pairs * 3 * H);             /* (chunk, 3H) */
     double *dw = carve(&c, chunk_pairs * 3 * H);             /* (chunk, 3H) dw/dd of a tabulated filter */
     double *scratch = carve(&c, num_threads * MLFF_PAINN_SCRATCH(H, K)); /* a thread's each */
+    double *kept_w = kept ? carve(&c, (size_t)L * P * 3 * H) : NULL;      /* (L, P, 3H) */
+    double *kept_hidden = kept ? carve(&c, (size_t)L * P * H) : NULL;     /* (L, P, H) */
     network_rows rows = {.model = model, .table = table, .H = H, .K = K, .scratch = scratch, .w = w,
                          .filter_hidden = filter_hidden, .gw = gw, .receivers = &buffers->receivers};
 
@@ -266,6 +288,10 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
             rows.pairs = pairs + p0;
             rows.dw = NULL; /* the forward needs no dw/dd */
             rows.e = e + p0 * K;
+            if (kept) {
+                rows.w = kept_w + ((size_t)l * P + p0) * 3 * H;
+                rows.filter_hidden = kept_hidden + ((size_t)l * P + p0) * H;
+            }
             if (table == NULL)
                 mlff_thread_pool_for(threads, count, min_rows.filter, filter_forward_rows, &rows);
             else
@@ -313,7 +339,10 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
             rows.ge = ge + p0 * K;
             rows.gd = gd + p0;
             rows.gn = gn + p0 * 3;
-            if (table == NULL) {
+            if (kept) {
+                rows.w = kept_w + ((size_t)l * P + p0) * 3 * H;
+                rows.filter_hidden = kept_hidden + ((size_t)l * P + p0) * H;
+            } else if (table == NULL) {
                 mlff_thread_pool_for(threads, count, min_rows.filter, filter_forward_rows, &rows); /* recomputed */
             } else {
                 rows.dw = dw;

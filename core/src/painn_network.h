@@ -11,11 +11,13 @@
 #include "thread_pool.h"
 
 /* Activations and gradients, and the pairs' edges grouped by receiver, reused across calls; grow as
- * needed. */
+ * needed. recompute_filters: 0 (the default) keeps the exact filters from the forward for the
+ * backward where they fit (painn_network.c), 1 always recomputes them (the tests compare the two). */
 typedef struct {
     double *values;
     size_t capacity; /* doubles */
     mlff_receivers receivers;
+    int recompute_filters;
 } mlff_painn_buffers;
 
 /* atom_energies (N) eV, overwritten; forces (N, 3) eV/Å, overwritten, or NULL to skip the backward.
