@@ -1,10 +1,10 @@
 /* painn_network.c: the layers of painn_layers.c chained into the network's forward and backward.
  *
  * Per-atom activations of every block are kept for the backward. Pairs are processed in chunks.
- * The exact filters of every block and pair (w and the filter network's hidden layer, 4H values)
- * are kept for the backward too where they take at most KEPT_FILTERS_MAX_BYTES; past that (a
- * large system's would dominate memory) the backward recomputes each chunk's filters before using
- * them. Either way each filter is the same computation, so the results are the same.
+ * The filters of every block and pair (w, and the filter network's hidden layer or, with a table,
+ * dw/dd) are kept for the backward too where they take at most KEPT_FILTERS_MAX_BYTES (with a
+ * table KEPT_TABULATED_FILTERS_MAX_BYTES); past that the backward recomputes each chunk's filters
+ * before using them. Either way each filter is the same computation, so the results are the same.
  *
  * With a filter table the basis and the filter network are replaced by the table's
  * interpolation (mlff_filter_table_forward/_backward): e and ge are not used, and dE/dd comes
@@ -41,6 +41,13 @@ enum { PAIR_CHUNK = 256 }; /* pairs a chunk, a thread */
  * of an evaluation with forces (docs/performance.md). */
 #define KEPT_FILTERS_MAX_BYTES ((size_t)256 << 20)
 
+/* The same for tabulated filters (P L 6H doubles: w and dw/dd, which the forward then computes
+ * with w, so that the backward does not read the table). Writing them and reading them again
+ * costs more than the table's interpolation unless they stay in a core's caches: alanine
+ * dipeptide's 1.1 MB (178 pairs, H = 64, L = 2) took 10 % off its evaluation, 64 benzenes' 78 MB
+ * added 7 % (docs/performance.md). */
+#define KEPT_TABULATED_FILTERS_MAX_BYTES ((size_t)2 << 20)
+
 void mlff_painn_buffers_clear(mlff_painn_buffers *buffers) {
     free(buffers->values);
     buffers->values = NULL;
@@ -59,16 +66,24 @@ static double *carve(carver *c, size_t count) {
     return slice;
 }
 
-/* Whether the exact filters of every block and pair fit in KEPT_FILTERS_MAX_BYTES (P L 4H doubles). */
-static int filters_fit(size_t P, size_t H, size_t L) {
-    const size_t per_pair = L * 4 * H * sizeof(double);
-    return per_pair != 0 && P <= KEPT_FILTERS_MAX_BYTES / per_pair;
+/* The doubles of a pair's filters kept for the backward, a block's: w (3H) and the filter
+ * network's hidden layer (H), or with a table dw/dd (3H). */
+static size_t kept_a_pair_and_block(size_t H, int tabulated) {
+    return tabulated ? 6 * H : 4 * H;
 }
 
-/* The number of doubles of every buffer carved below, or SIZE_MAX on overflow. kept: the filters
- * of every block and pair too (filters_fit). */
+/* Whether the filters of every block and pair fit in KEPT_FILTERS_MAX_BYTES (with a table,
+ * KEPT_TABULATED_FILTERS_MAX_BYTES). */
+static int filters_fit(size_t P, size_t H, size_t L, int tabulated) {
+    const size_t per_pair = L * kept_a_pair_and_block(H, tabulated) * sizeof(double);
+    const size_t most = tabulated ? KEPT_TABULATED_FILTERS_MAX_BYTES : KEPT_FILTERS_MAX_BYTES;
+    return per_pair != 0 && P <= most / per_pair;
+}
+
+/* The number of doubles of every buffer carved below, or SIZE_MAX on overflow; kept_values: those
+ * of the filters kept for the backward (0 where they are not kept). */
 static size_t buffer_size(size_t N, size_t P, size_t H, size_t K, size_t L, size_t threads, size_t chunk_pairs,
-                          int kept) {
+                          size_t kept_values) {
     if (N > SIZE_MAX / 64 || P > SIZE_MAX / 64 || H > 1u << 20 || K > 1u << 20 || L > 1u << 10 || threads > 1u << 12)
         return SIZE_MAX;
     size_t per_atom = L * 12 * H + 4 * H + 8 * H + 2;  /* block activations, final features, gradients, eps, ones */
@@ -76,7 +91,7 @@ static size_t buffer_size(size_t N, size_t P, size_t H, size_t K, size_t L, size
     size_t chunk = chunk_pairs * 10 * H;               /* w, filter hidden, gw, dw */
     if (N != 0 && per_atom > SIZE_MAX / 2 / N) return SIZE_MAX;
     if (P != 0 && per_pair > SIZE_MAX / 4 / P) return SIZE_MAX;
-    return N * per_atom + P * per_pair + chunk + threads * MLFF_PAINN_SCRATCH(H, K) + (kept ? P * L * 4 * H : 0);
+    return N * per_atom + P * per_pair + chunk + threads * MLFF_PAINN_SCRATCH(H, K) + kept_values;
 }
 
 /* Block l's saved activations inside one region of (L * 12 + 4) * N * H doubles; block L holds
@@ -211,6 +226,15 @@ static void readout_backward_rows(void *context, size_t begin, size_t end, int t
                           a->s_final + begin * H, (int)(end - begin), a->model);
 }
 
+/* Points the chunk from pair p0 of block l at its kept filters (kept_hidden or kept_dw NULL). */
+static void keep_filters(network_rows *rows, double *kept_w, double *kept_hidden, double *kept_dw, int l, size_t P,
+                         size_t p0) {
+    const size_t H = (size_t)rows->H, first = (size_t)l * P + p0;
+    rows->w = kept_w + first * 3 * H;
+    if (kept_hidden != NULL) rows->filter_hidden = kept_hidden + first * H;
+    if (kept_dw != NULL) rows->dw = kept_dw + first * 3 * H;
+}
+
 mlff_painn_share_rows mlff_painn_min_rows_a_share(int H, int K) {
     const size_t h = (size_t)H, k = (size_t)K;
     mlff_painn_share_rows rows = {
@@ -233,12 +257,14 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
     const size_t chunk_pairs = P < num_threads * PAIR_CHUNK ? (P > 0 ? P : 1) : num_threads * PAIR_CHUNK;
     const mlff_painn_share_rows min_rows = mlff_painn_min_rows_a_share(H, K);
 
-    /* the exact filters kept from the forward for the backward (filters_fit) */
-    const int kept = table == NULL && forces != NULL && !buffers->recompute_filters && filters_fit(P, H, L);
+    /* the filters kept from the forward for the backward (filters_fit) */
+    const int tabulated = table != NULL;
+    const int kept = forces != NULL && !buffers->recompute_filters && filters_fit(P, H, L, tabulated);
+    const size_t kept_values = kept ? P * L * kept_a_pair_and_block(H, tabulated) : 0;
 
     mlff_status status = mlff_receivers_build(&buffers->receivers, pairs, P, chunk_pairs, N, error);
     if (status != MLFF_OK) return status;
-    size_t needed = buffer_size((size_t)N, P, (size_t)H, (size_t)K, (size_t)L, num_threads, chunk_pairs, kept);
+    size_t needed = buffer_size((size_t)N, P, (size_t)H, (size_t)K, (size_t)L, num_threads, chunk_pairs, kept_values);
     if (needed == SIZE_MAX || needed > SIZE_MAX / sizeof(double))
         return mlff_fail(error, MLFF_ERROR_OUT_OF_MEMORY, "%d atoms with %zu pairs need more memory than can be addressed",
                          N, P);
@@ -264,8 +290,9 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
     double *gw = carve(&c, chunk_pairs * 3 * H);             /* (chunk, 3H) */
     double *dw = carve(&c, chunk_pairs * 3 * H);             /* (chunk, 3H) dw/dd of a tabulated filter */
     double *scratch = carve(&c, num_threads * MLFF_PAINN_SCRATCH(H, K)); /* a thread's each */
-    double *kept_w = kept ? carve(&c, (size_t)L * P * 3 * H) : NULL;      /* (L, P, 3H) */
-    double *kept_hidden = kept ? carve(&c, (size_t)L * P * H) : NULL;     /* (L, P, H) */
+    double *kept_w = kept ? carve(&c, (size_t)L * P * 3 * H) : NULL;                  /* (L, P, 3H) */
+    double *kept_hidden = kept && !tabulated ? carve(&c, (size_t)L * P * H) : NULL;   /* (L, P, H) */
+    double *kept_dw = kept && tabulated ? carve(&c, (size_t)L * P * 3 * H) : NULL;    /* (L, P, 3H) */
     network_rows rows = {.model = model, .table = table, .H = H, .K = K, .scratch = scratch, .w = w,
                          .filter_hidden = filter_hidden, .gw = gw, .receivers = &buffers->receivers};
 
@@ -286,12 +313,9 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
             size_t count = P - p0 < chunk_pairs ? P - p0 : chunk_pairs;
             rows.chunk = p0 / chunk_pairs;
             rows.pairs = pairs + p0;
-            rows.dw = NULL; /* the forward needs no dw/dd */
+            rows.dw = NULL; /* the forward needs no dw/dd, but for the backward if kept */
             rows.e = e + p0 * K;
-            if (kept) {
-                rows.w = kept_w + ((size_t)l * P + p0) * 3 * H;
-                rows.filter_hidden = kept_hidden + ((size_t)l * P + p0) * H;
-            }
+            if (kept) keep_filters(&rows, kept_w, kept_hidden, kept_dw, l, P, p0);
             if (table == NULL)
                 mlff_thread_pool_for(threads, count, min_rows.filter, filter_forward_rows, &rows);
             else
@@ -340,8 +364,7 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
             rows.gd = gd + p0;
             rows.gn = gn + p0 * 3;
             if (kept) {
-                rows.w = kept_w + ((size_t)l * P + p0) * 3 * H;
-                rows.filter_hidden = kept_hidden + ((size_t)l * P + p0) * H;
+                keep_filters(&rows, kept_w, kept_hidden, kept_dw, l, P, p0); /* as the forward left them */
             } else if (table == NULL) {
                 mlff_thread_pool_for(threads, count, min_rows.filter, filter_forward_rows, &rows); /* recomputed */
             } else {
