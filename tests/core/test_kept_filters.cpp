@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -52,19 +51,11 @@ bool same_bits(const std::vector<double> &a, const std::vector<double> &b) {
 /** H channels, L = 3 blocks, `atoms` random atoms in a 16 Å cube (about 3,800 pairs for 300). */
 void expect_kept_filters_give_the_bits_of_recomputed(bool tabulated, int H, int atoms) {
     const int L = 3;
-    mlff_test::ModelSpec spec;
-    spec.hidden = H;
-    spec.blocks = L;
-    spec.rbf = 7;
-    spec.max_z = 9;
-    auto model = mlff_test::random_model_or_fail(spec);
-    ASSERT_TRUE(model);
-    mlff_filter_table *raw = nullptr;
+    const mlff_test::ModelAndTable m = mlff_test::random_model_and_table_or_fail(H, L, tabulated);
+    ASSERT_TRUE(m.model);
+    const mlff_model *model = m.model.get();
+    const mlff_filter_table *table = m.table.get();
     mlff_error error{};
-    if (tabulated) {
-        ASSERT_EQ(mlff_filter_table_create(model.get(), 0.0, &raw, &error), MLFF_OK) << error.message;
-    }
-    std::unique_ptr<mlff_filter_table, void (*)(mlff_filter_table *)> table(raw, mlff_filter_table_free);
     const mlff_test::Structure structure = mlff_test::random_structure(atoms, 9, 16.0, 0.9, 72);
     const mlff_structure view = structure.view();
     mlff_neighbor_list list{};
@@ -80,8 +71,8 @@ void expect_kept_filters_give_the_bits_of_recomputed(bool tabulated, int H, int 
         if (num_threads > 1) {
             ASSERT_EQ(mlff_thread_pool_create(num_threads, &threads, &error), MLFF_OK) << error.message;
         }
-        const Evaluation recomputed = evaluate(model.get(), raw, list, structure.atomic_numbers, threads, true);
-        const Evaluation kept = evaluate(model.get(), raw, list, structure.atomic_numbers, threads, false);
+        const Evaluation recomputed = evaluate(model, table, list, structure.atomic_numbers, threads, true);
+        const Evaluation kept = evaluate(model, table, list, structure.atomic_numbers, threads, false);
         mlff_thread_pool_free(threads);
         ASSERT_NE(recomputed.forces[0], 0.0);
         EXPECT_EQ(kept.capacity - recomputed.capacity, list.count * kept_a_pair) << "the filters were not kept";

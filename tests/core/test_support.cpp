@@ -264,6 +264,25 @@ ModelPtr load_model_file_or_fail(const std::string &path) {
 
 ModelPtr random_model_or_fail(const ModelSpec &spec) { return load_model_or_fail(random_model_bytes(spec)); }
 
+ModelAndTable random_model_and_table_or_fail(int hidden, int blocks, bool tabulated) {
+    ModelSpec spec;
+    spec.hidden = hidden;
+    spec.blocks = blocks;
+    spec.rbf = 7;
+    spec.max_z = 9;
+    ModelAndTable made{random_model_or_fail(spec), nullptr};
+    if (!made.model || !tabulated) return made;
+    mlff_filter_table *table = nullptr;
+    mlff_error error{};
+    if (mlff_filter_table_create(made.model.get(), 0.0, &table, &error) != MLFF_OK) {
+        ADD_FAILURE() << "mlff_filter_table_create: " << error.message;
+        made.model.reset();
+        return made;
+    }
+    made.table.reset(table);
+    return made;
+}
+
 mlff_error load_model_error(const std::string &bytes, const char *name) {
     mlff_model *model = nullptr;
     mlff_error error{};

@@ -4,7 +4,8 @@
 //    with hooks to break them (edit metadata, drop/rename/reshape/poison a tensor, edit the
 //    header JSON) for the loader's bad-input tests.
 //  - load_model_or_fail: load bytes or a file, recording a GoogleTest failure with the
-//    loader's message when it fails.
+//    loader's message when it fails; random_model_and_table_or_fail: a random model and, if
+//    asked, its filter table.
 //  - TempFile: bytes written to a temporary file, removed on destruction.
 //  - seed models and golden data: the converted ../shared models and the golden values
 //    exported by the `seed_models` CTest fixture (tests/core/CMakeLists.txt).
@@ -101,11 +102,25 @@ struct WorkspaceDeleter {
 };
 using WorkspacePtr = std::unique_ptr<mlff_workspace, WorkspaceDeleter>;
 
+struct FilterTableDeleter {
+    void operator()(mlff_filter_table *table) const { mlff_filter_table_free(table); }
+};
+using FilterTablePtr = std::unique_ptr<mlff_filter_table, FilterTableDeleter>;
+
 // Loads; on failure records a non-fatal GoogleTest failure with the loader's message and
 // returns null (callers: ASSERT_TRUE(model)).
 ModelPtr load_model_or_fail(const std::string &bytes, const char *name = "<test model>");
 ModelPtr load_model_file_or_fail(const std::string &path);
 ModelPtr random_model_or_fail(const ModelSpec &spec = ModelSpec());
+
+// A random model of H channels and L blocks (K = 7, Z_max = 9) and, if `tabulated`, its filter
+// table at the default spacing (else a null table). On failure records a non-fatal GoogleTest
+// failure and returns a null model (callers: ASSERT_TRUE(m.model)).
+struct ModelAndTable {
+    ModelPtr model;
+    FilterTablePtr table;
+};
+ModelAndTable random_model_and_table_or_fail(int hidden, int blocks, bool tabulated);
 
 // Loads bytes expected to be rejected; returns the error (status MLFF_OK if it loaded,
 // which the caller's assertion then reports).

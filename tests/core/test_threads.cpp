@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <memory>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -147,25 +146,14 @@ mlff_test::Structure crowded_structure() {
 
 /** The bits of 2, 3 and 7 threads against one, for a model of H channels, L blocks, exact or tabulated. */
 void expect_the_same_bits_on_any_number_of_threads(int H, int L, bool tabulated) {
-    mlff_test::ModelSpec spec;
-    spec.hidden = H;
-    spec.blocks = L;
-    spec.rbf = 7;
-    spec.max_z = 9;
-    auto model = mlff_test::random_model_or_fail(spec);
-    ASSERT_TRUE(model);
-    mlff_filter_table *raw = nullptr;
-    mlff_error error{};
-    if (tabulated) {
-        ASSERT_EQ(mlff_filter_table_create(model.get(), 0.0, &raw, &error), MLFF_OK) << error.message;
-    }
-    std::unique_ptr<mlff_filter_table, void (*)(mlff_filter_table *)> table(raw, mlff_filter_table_free);
+    const mlff_test::ModelAndTable m = mlff_test::random_model_and_table_or_fail(H, L, tabulated);
+    ASSERT_TRUE(m.model);
     const mlff_test::Structure structure = crowded_structure();
-    const Result one = compute(model.get(), raw, structure, 1);
+    const Result one = compute(m.model.get(), m.table.get(), structure, 1);
     ASSERT_NE(one.forces[0], 0.0);
     for (int threads : {2, 3, 7}) {
         SCOPED_TRACE(std::to_string(threads) + " threads");
-        const Result many = compute(model.get(), raw, structure, threads);
+        const Result many = compute(m.model.get(), m.table.get(), structure, threads);
         EXPECT_TRUE(same_bits(one.replica_energies, many.replica_energies));
         EXPECT_TRUE(same_bits(one.atom_energies, many.atom_energies));
         EXPECT_TRUE(same_bits(one.forces, many.forces));
