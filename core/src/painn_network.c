@@ -44,8 +44,8 @@ enum { PAIR_CHUNK = 256 }; /* pairs a chunk, a thread */
 /* The same for tabulated filters (P L 6H doubles: w and dw/dd, which the forward then computes
  * with w, so that the backward does not read the table). Writing them and reading them again
  * costs more than the table's interpolation unless they stay in a core's caches: alanine
- * dipeptide's 1.1 MB (178 pairs, H = 64, L = 2) took 10 % off its evaluation, 64 benzenes' 78 MB
- * added 7 % (docs/performance.md). */
+ * dipeptide's 1.1 MB (178 pairs, H = 64, L = 2) took 2 to 10 % off its evaluation, 64 benzenes'
+ * 78 MB added 6 to 8 % (docs/performance.md). */
 #define KEPT_TABULATED_FILTERS_MAX_BYTES ((size_t)2 << 20)
 
 void mlff_painn_buffers_clear(mlff_painn_buffers *buffers) {
@@ -227,8 +227,8 @@ static void readout_backward_rows(void *context, size_t begin, size_t end, int t
 }
 
 /* Points the chunk from pair p0 of block l at its kept filters (kept_hidden or kept_dw NULL). */
-static void keep_filters(network_rows *rows, double *kept_w, double *kept_hidden, double *kept_dw, int l, size_t P,
-                         size_t p0) {
+static void point_at_kept_filters(network_rows *rows, double *kept_w, double *kept_hidden, double *kept_dw, int l,
+                                  size_t P, size_t p0) {
     const size_t H = (size_t)rows->H, first = (size_t)l * P + p0;
     rows->w = kept_w + first * 3 * H;
     if (kept_hidden != NULL) rows->filter_hidden = kept_hidden + first * H;
@@ -315,7 +315,7 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
             rows.pairs = pairs + p0;
             rows.dw = NULL; /* the forward needs no dw/dd, but for the backward if kept */
             rows.e = e + p0 * K;
-            if (kept) keep_filters(&rows, kept_w, kept_hidden, kept_dw, l, P, p0);
+            if (kept) point_at_kept_filters(&rows, kept_w, kept_hidden, kept_dw, l, P, p0);
             if (table == NULL)
                 mlff_thread_pool_for(threads, count, min_rows.filter, filter_forward_rows, &rows);
             else
@@ -364,7 +364,7 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
             rows.gd = gd + p0;
             rows.gn = gn + p0 * 3;
             if (kept) {
-                keep_filters(&rows, kept_w, kept_hidden, kept_dw, l, P, p0); /* as the forward left them */
+                point_at_kept_filters(&rows, kept_w, kept_hidden, kept_dw, l, P, p0); /* as the forward left them */
             } else if (table == NULL) {
                 mlff_thread_pool_for(threads, count, min_rows.filter, filter_forward_rows, &rows); /* recomputed */
             } else {
