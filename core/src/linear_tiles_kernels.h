@@ -7,6 +7,7 @@
  * A width's code is its own, not a clone's: GCC splits 8-double vectors in an AVX2 clone through
  * memory (7 times slower), and 4-double ones leave half of each AVX-512 register empty. Every width
  * adds the same terms of a row's sums in the same order, so their numbers are the same.
+ * It uses linear_tiles.c's RT and tile_is_zero, and vector_clones.h's MLFF_ALWAYS_INLINE.
  * No include guard: it is meant to be included more than once. */
 
 enum { TILE_NAME(VECTORS) = RT / TILE_LANES };
