@@ -226,6 +226,17 @@ static void readout_backward_rows(void *context, size_t begin, size_t end, int t
                           a->s_final + begin * H, (int)(end - begin), a->model);
 }
 
+/* Grows the buffers to `needed` doubles if they hold fewer; 0 if that memory cannot be had (the
+ * buffers are left as they were). */
+static int grow_buffers(mlff_painn_buffers *buffers, size_t needed) {
+    if (needed <= buffers->capacity) return 1;
+    double *grown = realloc(buffers->values, needed * sizeof(double));
+    if (grown == NULL) return 0;
+    buffers->values = grown;
+    buffers->capacity = needed;
+    return 1;
+}
+
 /* Points the chunk from pair p0 of block l at its kept filters (kept_hidden or kept_dw NULL). */
 static void point_at_kept_filters(network_rows *rows, double *kept_w, double *kept_hidden, double *kept_dw, int l,
                                   size_t P, size_t p0) {
@@ -257,25 +268,24 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
     const size_t chunk_pairs = P < num_threads * PAIR_CHUNK ? (P > 0 ? P : 1) : num_threads * PAIR_CHUNK;
     const mlff_painn_share_rows min_rows = mlff_painn_min_rows_a_share(H, K);
 
-    /* the filters kept from the forward for the backward (filters_fit) */
+    /* the filters kept from the forward for the backward (filters_fit), where their memory can be had */
     const int tabulated = table != NULL;
-    const int kept = forces != NULL && !buffers->recompute_filters && filters_fit(P, H, L, tabulated);
-    const size_t kept_values = kept ? P * L * kept_a_pair_and_block(H, tabulated) : 0;
+    int kept = forces != NULL && !buffers->recompute_filters && filters_fit(P, H, L, tabulated);
 
     mlff_status status = mlff_receivers_build(&buffers->receivers, pairs, P, chunk_pairs, N, error);
     if (status != MLFF_OK) return status;
+    const size_t kept_values = kept ? P * L * kept_a_pair_and_block(H, tabulated) : 0; /* bounded: filters_fit */
     size_t needed = buffer_size((size_t)N, P, (size_t)H, (size_t)K, (size_t)L, num_threads, chunk_pairs, kept_values);
     if (needed == SIZE_MAX || needed > SIZE_MAX / sizeof(double))
         return mlff_fail(error, MLFF_ERROR_OUT_OF_MEMORY, "%d atoms with %zu pairs need more memory than can be addressed",
                          N, P);
-    if (needed > buffers->capacity) {
-        double *grown = realloc(buffers->values, needed * sizeof(double));
-        if (grown == NULL)
-            return mlff_fail(error, MLFF_ERROR_OUT_OF_MEMORY, "out of memory: %zu bytes for %d atoms and %zu pairs",
-                             needed * sizeof(double), N, P);
-        buffers->values = grown;
-        buffers->capacity = needed;
+    if (kept && !grow_buffers(buffers, needed)) { /* no memory to keep the filters: recompute them */
+        kept = 0;
+        needed -= kept_values;
     }
+    if (!grow_buffers(buffers, needed))
+        return mlff_fail(error, MLFF_ERROR_OUT_OF_MEMORY, "out of memory: %zu bytes for %d atoms and %zu pairs",
+                         needed * sizeof(double), N, P);
 
     carver c = {buffers->values};
     double *activations = carve(&c, (size_t)L * 12 * nH + 4 * nH); /* every block's, then the final features */
