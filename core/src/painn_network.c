@@ -3,8 +3,9 @@
  * Per-atom activations of every block are kept for the backward. Pairs are processed in chunks.
  * The filters of every block and pair (w, and the filter network's hidden layer or, with a table,
  * dw/dd) are kept for the backward too where they take at most KEPT_FILTERS_MAX_BYTES (with a
- * table KEPT_TABULATED_FILTERS_MAX_BYTES); past that the backward recomputes each chunk's filters
- * before using them. Either way each filter is the same computation, so the results are the same.
+ * table KEPT_TABULATED_FILTERS_MAX_BYTES) and that memory can be had; else the backward recomputes
+ * each chunk's filters before using them. Either way each filter is the same computation, so the
+ * results are the same.
  *
  * With a filter table the basis and the filter network are replaced by the table's
  * interpolation (mlff_filter_table_forward/_backward): e and ge are not used, and dE/dd comes
