@@ -4,31 +4,24 @@
 #include <math.h>
 #include <string.h>
 
+#include "silu.h"
 #include "vector_clones.h"
 
 static const double PI = 3.14159265358979323846;
 
-double mlff_silu(double x) {
-    return x / (1.0 + exp(-x));
-}
-
-double mlff_silu_grad(double x) {
-    double sigmoid = 1.0 / (1.0 + exp(-x));
-    return sigmoid * (1.0 + x * (1.0 - sigmoid));
-}
-
 enum { RT = MLFF_ROW_TILE };
 
-/* t (n, RT) = SiLU(t), in place. */
-static void silu_tile(double *t, int n) {
-    for (size_t x = 0; x < (size_t)n * RT; x++) t[x] = mlff_silu(t[x]);
-}
-
 /* t (n, RT) *= SiLU'(pre) for the tile's first `count` rows, pre (count, n) row-major (the rows past
- * count are 0 in t already). */
+ * count are 0 in t already). The derivatives are taken along pre's rows, where they are adjacent. */
 static void times_silu_grad(double *t, const double *pre, int count, int n) {
-    for (int c = 0; c < n; c++)
-        for (int r = 0; r < count; r++) t[(size_t)c * RT + r] *= mlff_silu_grad(pre[(size_t)r * n + c]);
+    enum { CHANNELS = 64 };
+    double grad[CHANNELS];
+    for (int r = 0; r < count; r++)
+        for (int c0 = 0; c0 < n; c0 += CHANNELS) {
+            int width = n - c0 < CHANNELS ? n - c0 : CHANNELS;
+            mlff_silu_grad_array(grad, pre + (size_t)r * n + c0, (size_t)width);
+            for (int c = 0; c < width; c++) t[(size_t)(c0 + c) * RT + r] *= grad[c];
+        }
 }
 
 static int tile_rows(size_t P, size_t p0) {
@@ -90,7 +83,7 @@ void mlff_filter_forward(double *w, double *hidden, double *scratch, const doubl
         mlff_tile_load(et, e + p0 * K, (size_t)K, count, K);
         mlff_tile_linear_forward(ht, block->filter_w0, block->filter_b0, et, H, K);
         mlff_tile_store(hidden + p0 * H, (size_t)H, ht, count, H);
-        silu_tile(ht, H);
+        mlff_silu_in_place(ht, (size_t)H * RT);
         mlff_tile_linear_forward(wt, block->filter_w2, block->filter_b2, ht, 3 * H, H);
         mlff_tile_store(w + p0 * 3 * H, (size_t)3 * H, wt, count, 3 * H);
     }
@@ -268,7 +261,7 @@ void mlff_update_forward(double *s_out, double *v_out, double *hidden, double *g
         }
         mlff_tile_linear_forward(ht, block->update_w0, block->update_b0, input, H, 2 * H);
         mlff_tile_store(hidden + (size_t)i0 * H, (size_t)H, ht, count, H);
-        silu_tile(ht, H);
+        mlff_silu_in_place(ht, (size_t)H * RT);
         mlff_tile_linear_forward(gt, block->update_w2, block->update_b2, ht, 3 * H, H);
         mlff_tile_store(gates + (size_t)i0 * 3 * H, (size_t)3 * H, gt, count, 3 * H);
         for (int i = i0; i < i0 + count; i++) {
@@ -346,9 +339,9 @@ void mlff_readout_forward(double *eps, double *scratch, const double *s, int N, 
         int count = tile_rows((size_t)N, (size_t)i0);
         mlff_tile_load(st, s + (size_t)i0 * H, (size_t)H, count, H);
         mlff_tile_linear_forward(a0, model->head_w0, model->head_b0, st, H2, H);
-        silu_tile(a0, H2);
+        mlff_silu_in_place(a0, (size_t)H2 * RT);
         mlff_tile_linear_forward(a2, model->head_w2, model->head_b2, a0, H4, H2);
-        silu_tile(a2, H4);
+        mlff_silu_in_place(a2, (size_t)H4 * RT);
         mlff_tile_linear_forward(et, model->head_w4, model->head_b4, a2, 1, H4);
         mlff_tile_store(eps + i0, 1, et, count, 1);
     }

@@ -32,9 +32,6 @@
  * hidden values and outputs (the update's take the most, the filters' the basis too). */
 #define MLFF_PAINN_SCRATCH(H, K) ((size_t)MLFF_ROW_TILE * ((size_t)6 * (size_t)(H) + (size_t)(K)))
 
-double mlff_silu(double x);
-double mlff_silu_grad(double x); /* d SiLU / dx */
-
 /* s (N, H) = embedding[z] ; z (N) in [0, Z_max]. */
 void mlff_embedding_forward(double *s, const int *z, int N, const mlff_student_painn *model);
 

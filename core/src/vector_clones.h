@@ -28,6 +28,15 @@
 #define MLFF_VECTOR_CLONES
 #endif
 
+/* MLFF_WIDE_VECTOR_CLONES: MLFF_VECTOR_CLONES with an AVX-512F clone too, for loops whose vector
+ * lanes are busy with arithmetic rather than waiting on memory (silu.c); MLFF_NO_AVX512 leaves the
+ * AVX-512F clone out. */
+#if defined(MLFF_AVX512_TARGET) && !defined(MLFF_NO_AVX512)
+#define MLFF_WIDE_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define MLFF_WIDE_VECTOR_CLONES MLFF_VECTOR_CLONES
+#endif
+
 #define MLFF_ALWAYS_INLINE static inline __attribute__((always_inline))
 
 #endif /* MLFF_VECTOR_CLONES_H */

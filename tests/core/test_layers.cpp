@@ -224,11 +224,4 @@ TEST_F(LayerTest, GeometryBackwardThroughTheDistance) {
     expect_gradient("geometry u", u, gu, loss);
 }
 
-TEST(Silu, GradientMatchesFiniteDifferences) {
-    for (double x : {-30.0, -3.0, -0.5, 0.0, 0.7, 4.0, 30.0}) {
-        double h = 1e-6, numeric = (mlff_silu(x + h) - mlff_silu(x - h)) / (2 * h);
-        EXPECT_NEAR(mlff_silu_grad(x), numeric, 1e-8) << "x = " << x;
-    }
-}
-
 } // namespace
