@@ -1,9 +1,11 @@
-/* compute.c: mlff_compute, the core's entry point: checks the structure, finds the pairs,
- * runs the architecture's network and sums the energies per replica. */
+/* compute.c: mlff_compute, the core's entry point: checks the structure, finds the pairs, puts
+ * the atoms of large structures in an order of its own (atom_order.h), runs the architecture's
+ * network and sums the energies per replica. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "atom_order.h"
 #include "error.h"
 #include "filter_table.h"
 #include "model.h"
@@ -13,6 +15,7 @@
 
 struct mlff_workspace {
     mlff_neighbor_list neighbors;
+    mlff_atom_order order;
     mlff_painn_buffers network;
     double *atom_energies; /* (atom_capacity), when the caller wants none */
     size_t atom_capacity;
@@ -26,6 +29,7 @@ mlff_workspace *mlff_workspace_create(void) {
 void mlff_workspace_free(mlff_workspace *workspace) {
     if (workspace == NULL) return;
     mlff_neighbor_list_clear(&workspace->neighbors);
+    mlff_atom_order_clear(&workspace->order);
     mlff_painn_buffers_clear(&workspace->network);
     free(workspace->atom_energies);
     mlff_thread_pool_free(workspace->threads);
@@ -113,8 +117,24 @@ mlff_status mlff_compute_tabulated(const mlff_model *model, const mlff_filter_ta
         }
         atom_energies = workspace->atom_energies;
     }
-    status = mlff_painn_evaluate(&model->painn, table, structure->atomic_numbers, N, pairs, P, atom_energies, result->forces,
-                                 &workspace->network, workspace->threads, error);
+
+    mlff_atom_order *order = &workspace->order;
+    status = mlff_atom_order_build(order, structure, pairs, P, error);
+    if (status != MLFF_OK) return status;
+    if (!order->reordered) {
+        status = mlff_painn_evaluate(&model->painn, table, structure->atomic_numbers, N, pairs, P, atom_energies,
+                                     result->forces, &workspace->network, workspace->threads, error);
+    } else {
+        double *forces = result->forces != NULL ? order->forces : NULL;
+        status = mlff_painn_evaluate(&model->painn, table, order->atomic_numbers, N, order->pairs, P,
+                                     order->atom_energies, forces, &workspace->network, workspace->threads, error);
+        for (int place = 0; status == MLFF_OK && place < N; place++) {
+            int atom = order->atom_at[place];
+            atom_energies[atom] = order->atom_energies[place];
+            if (forces != NULL)
+                for (int k = 0; k < 3; k++) result->forces[(size_t)atom * 3 + k] = forces[(size_t)place * 3 + k];
+        }
+    }
     mlff_thread_pool_rest(workspace->threads); /* the caller goes on without them: no spinning */
     if (status != MLFF_OK) return status;
 

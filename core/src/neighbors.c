@@ -179,8 +179,7 @@ static mlff_status check_structure(const mlff_structure *structure, double cutof
 /* ---------------------------------------------------------------------------------- */
 /* Geometry                                                                            */
 
-/* Fractional coordinates s (r = s0 a + s1 b + s2 c) in a lower-triangular box. */
-static void fractional(const double *box /* (9) */, const double r[3], double s[3]) {
+void mlff_fractional_coordinates(const double *box /* (9) */, const double r[3], double s[3]) {
     s[2] = r[2] / box[8];
     s[1] = (r[1] - s[2] * box[7]) / box[4];
     s[0] = (r[0] - s[1] * box[3] - s[2] * box[6]) / box[0];
@@ -238,7 +237,7 @@ typedef struct {
 static void cell_of(const cell_grid *grid, const double r[3], int64_t cell[3]) {
     if (grid->box != NULL) {
         double s[3];
-        fractional(grid->box, r, s);
+        mlff_fractional_coordinates(grid->box, r, s);
         for (int k = 0; k < 3; k++) {
             double wrapped = s[k] - floor(s[k]); /* [0, 1]: 1 only when s is just below an integer */
             double index = floor(wrapped * grid->cells[k]);
@@ -364,7 +363,7 @@ static mlff_status search_replica(mlff_neighbor_list *list, const mlff_structure
                              volume / sqrt(ca[1] * ca[1] + ca[2] * ca[2]), box[8]};
         double largest_s = 0.0, s[3];
         for (int a = 0; a < n; a++) {
-            fractional(box, &structure->positions[(size_t)atoms[a] * 3], s);
+            mlff_fractional_coordinates(box, &structure->positions[(size_t)atoms[a] * 3], s);
             for (int k = 0; k < 3; k++) largest_s = fmax(largest_s, fabs(s[k]));
         }
         double largest_height = fmax(heights[0], fmax(heights[1], heights[2]));

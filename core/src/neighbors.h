@@ -33,6 +33,9 @@ typedef struct {
 mlff_status mlff_neighbor_list_build(mlff_neighbor_list *list, const mlff_structure *structure, double cutoff,
                                      mlff_error *error);
 
+/* Fractional coordinates s of r (r = s0 a + s1 b + s2 c) in a box (3, 3) in OpenMM's reduced form. */
+void mlff_fractional_coordinates(const double *box, const double r[3], double s[3]);
+
 /* Frees what the list holds (not the struct itself); leaves it empty and reusable. */
 void mlff_neighbor_list_clear(mlff_neighbor_list *list);
 
