@@ -10,7 +10,8 @@
 # switches go side by side as builds do: .device/main.so,MLFF_CUDA_PRODUCTS=mma
 #
 #   --rows R            benchmarks/write_structures.py's rows (default benzene)
-#   --structures S,...  which of the structures written to time (default benzene_x1024,benzene_x256)
+#   --structures S,...  which of the structures written to time (default benzene_x1024,benzene_x256);
+#                       S_shuffled is S with its atoms in a random order (write_structures.py --shuffled)
 #   --exact             exact filters (default: tabulated)
 #   --rounds N          rounds (default 2)
 #   --md-steps N, --repeats N   mlff-bench's (default 500 and 3)
@@ -46,7 +47,7 @@ folder=$(mktemp -d)
 cp "$plugin" "$folder/own.so"
 trap 'cp "$folder/own.so" "$plugin"; rm -rf "$folder"' EXIT
 here=$(cd "$(dirname "$0")" && pwd)
-python3 "$here/write_structures.py" "$folder" --rows "$rows" > /dev/null
+python3 "$here/write_structures.py" "$folder" --rows "$rows" --shuffled > /dev/null
 
 library_path() { realpath "${1%%,*}"; }
 library_settings() { [[ $1 == *,* ]] && tr , '\n' <<< "${1#*,}" || true; } # one VAR=VALUE a line

@@ -3,11 +3,17 @@
 running mlff-bench or mlff-core-bench by hand (under a profiler, say): FOLDER/model.mlff.safetensors
 and one FOLDER/<row>.txt per row, the row's name with spaces as underscores. Needs numpy, not torch.
 
-    python3 benchmarks/write_structures.py FOLDER [--rows benzene,droplet,box]
+    python3 benchmarks/write_structures.py FOLDER [--rows benzene,droplet,box] [--shuffled]
+
+--shuffled writes each structure a second time, FOLDER/<row>_shuffled.txt, its atoms in a random
+order (seed 0): the same structure as a box filled at random lists it, for timing how the order of
+the atoms matters (docs/performance.md, "The atoms in an order along space").
 """
 import argparse
 import os
 import sys
+
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
@@ -17,6 +23,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder")
     parser.add_argument("--rows", default="benzene,droplet,box")
+    parser.add_argument("--shuffled", action="store_true", help="also write each structure with its atoms shuffled")
     args = parser.parse_args()
     os.makedirs(args.folder, exist_ok=True)
     bench.random_model(os.path.join(args.folder, "model.mlff.safetensors"), **bench.SEED_SIZES)
@@ -24,6 +31,11 @@ def main():
         path = os.path.join(args.folder, name.replace(" ", "_").replace("(", "").replace(")", "") + ".txt")
         bench.write_structure(path, z, pos, replica, box)
         print(path)
+        if args.shuffled:
+            order = np.random.default_rng(0).permutation(len(z))
+            shuffled = path[: -len(".txt")] + "_shuffled.txt"
+            bench.write_structure(shuffled, z[order], pos[order], replica[order], box)
+            print(shuffled)
     return 0
 
 
