@@ -40,7 +40,7 @@ static mlff_status reserve(mlff_atom_order *order, size_t N, size_t P, mlff_erro
             !grow((void **)&order->atom_energies, N, sizeof(double)) ||
             !grow((void **)&order->forces, 3 * N, sizeof(double)) ||
             !grow((void **)&order->keys, N, sizeof(struct mlff_atom_key)) ||
-            !grow((void **)&order->first_pair, N + 1, sizeof(int)))
+            !grow((void **)&order->first_pair, N + 1, sizeof(size_t)))
             return mlff_fail(error, MLFF_ERROR_OUT_OF_MEMORY, "out of memory to order %zu atoms", N);
         order->atom_capacity = N;
     }
@@ -133,7 +133,7 @@ static int sorted_keys_have_large_replica(const struct mlff_atom_key *keys, int 
 /* order->pairs (P): pairs relabelled to places, i < j, sorted by i (a stable counting sort), then
  * each atom's by j (insertion: an atom has some tens of pairs as i). */
 static void relabel_pairs(mlff_atom_order *order, const mlff_pair *pairs, size_t P, int N) {
-    int *first = order->first_pair;
+    size_t *first = order->first_pair;
     memset(first, 0, ((size_t)N + 1) * sizeof *first);
     for (size_t p = 0; p < P; p++) {
         int a = order->place_of[pairs[p].i], b = order->place_of[pairs[p].j];
@@ -154,10 +154,10 @@ static void relabel_pairs(mlff_atom_order *order, const mlff_pair *pairs, size_t
         }
     }
     /* the cursors now stand at each atom's end: sort each atom's pairs by j */
-    for (int i = 0, begin = 0; i < N; begin = first[i], i++)
-        for (int m = begin + 1; m < first[i]; m++) {
+    for (size_t i = 0, begin = 0; i < (size_t)N; begin = first[i], i++)
+        for (size_t m = begin + 1; m < first[i]; m++) {
             mlff_pair moving = order->pairs[m];
-            int n = m;
+            size_t n = m;
             for (; n > begin && order->pairs[n - 1].j > moving.j; n--) order->pairs[n] = order->pairs[n - 1];
             order->pairs[n] = moving;
         }

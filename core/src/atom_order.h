@@ -37,7 +37,7 @@ typedef struct {
     double *forces;   /* (N, 3) by place, for the network to fill */
     /* scratch */
     struct mlff_atom_key *keys; /* (N) */
-    int *first_pair;  /* (N + 1) */
+    size_t *first_pair; /* (N + 1) */
     size_t atom_capacity, pair_capacity;
 } mlff_atom_order;
 
