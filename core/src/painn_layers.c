@@ -360,15 +360,16 @@ void mlff_readout_backward(double *gs, double *scratch, const double *geps, cons
         int count = tile_rows((size_t)N, (size_t)i0);
         mlff_tile_load(st, s + (size_t)i0 * H, (size_t)H, count, H);
         mlff_tile_linear_forward(h0, model->head_w0, model->head_b0, st, H2, H);
-        for (size_t x = 0; x < (size_t)H2 * RT; x++) a0[x] = mlff_silu(h0[x]);
+        memcpy(a0, h0, (size_t)H2 * RT * sizeof(double));
+        mlff_silu_in_place(a0, (size_t)H2 * RT);
         mlff_tile_linear_forward(h2, model->head_w2, model->head_b2, a0, H4, H2);
         memset(g2, 0, (size_t)H4 * RT * sizeof(double));
         for (int k = 0; k < H4; k++)
-            for (int r = 0; r < count; r++)
-                g2[(size_t)k * RT + r] = model->head_w4[k] * geps[i0 + r] * mlff_silu_grad(h2[(size_t)k * RT + r]);
+            for (int r = 0; r < count; r++) g2[(size_t)k * RT + r] = model->head_w4[k] * geps[i0 + r];
+        mlff_times_silu_grad(g2, h2, (size_t)H4 * RT); /* the rows past count stay 0 (or -0, which adds as 0) */
         memset(g0, 0, (size_t)H2 * RT * sizeof(double));
         mlff_tile_linear_backward(g0, model->head_w2, g2, H4, H2);
-        for (size_t x = 0; x < (size_t)H2 * RT; x++) g0[x] *= mlff_silu_grad(h0[x]);
+        mlff_times_silu_grad(g0, h0, (size_t)H2 * RT);
         mlff_tile_load(st, gs + (size_t)i0 * H, (size_t)H, count, H);
         mlff_tile_linear_backward(st, model->head_w0, g0, H2, H);
         mlff_tile_store(gs + (size_t)i0 * H, (size_t)H, st, count, H);

@@ -33,3 +33,8 @@ MLFF_WIDE_VECTOR_CLONES
 void mlff_silu_grad_array(double *restrict grad, const double *restrict x, size_t count) {
     for (size_t k = 0; k < count; k++) grad[k] = silu_grad(x[k]);
 }
+
+MLFF_WIDE_VECTOR_CLONES
+void mlff_times_silu_grad(double *restrict g, const double *restrict x, size_t count) {
+    for (size_t k = 0; k < count; k++) g[k] *= silu_grad(x[k]);
+}

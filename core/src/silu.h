@@ -15,4 +15,7 @@ void mlff_silu_in_place(double *x, size_t count);
 /* grad (count) = SiLU'(x) ; x (count). */
 void mlff_silu_grad_array(double *grad, const double *x, size_t count);
 
+/* g (count) *= SiLU'(x) ; x (count). */
+void mlff_times_silu_grad(double *g, const double *x, size_t count);
+
 #endif /* MLFF_SILU_H */

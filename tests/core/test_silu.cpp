@@ -67,14 +67,18 @@ TEST(Silu, ArraysAreTheScalarFormulasToTheBit) {
     std::mt19937_64 rng(11);
     std::uniform_real_distribution<double> uniform(-12.0, 12.0);
     while (x.size() < 1027) x.push_back(uniform(rng)); // whole vectors of any width, and a remainder
-    std::vector<double> silu = x, grad(x.size());
+    std::vector<double> silu = x, grad(x.size()), times_grad(x.size());
     mlff_silu_in_place(silu.data(), silu.size());
     mlff_silu_grad_array(grad.data(), x.data(), x.size());
+    for (std::size_t k = 0; k < x.size(); k++) times_grad[k] = 0.5 + static_cast<double>(k % 7);
+    mlff_times_silu_grad(times_grad.data(), x.data(), x.size());
     for (std::size_t k = 0; k < x.size(); k++) {
         double sigmoid = 1.0 / (1.0 + mlff_exp(-x[k]));
         double expected_silu = x[k] / (1.0 + mlff_exp(-x[k])), expected_grad = sigmoid * (1.0 + x[k] * (1.0 - sigmoid));
         EXPECT_TRUE(same_bits(silu[k], expected_silu)) << "SiLU(" << x[k] << ") = " << silu[k];
         EXPECT_TRUE(same_bits(grad[k], expected_grad)) << "SiLU'(" << x[k] << ") = " << grad[k];
+        EXPECT_TRUE(same_bits(times_grad[k], (0.5 + static_cast<double>(k % 7)) * expected_grad))
+                << "g SiLU'(" << x[k] << ") = " << times_grad[k];
         EXPECT_TRUE(same_bits(mlff_silu(x[k]), expected_silu)) << "mlff_silu(" << x[k] << ")";
         EXPECT_TRUE(same_bits(mlff_silu_grad(x[k]), expected_grad)) << "mlff_silu_grad(" << x[k] << ")";
     }
