@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "grow.h"
 
 enum { MORTON_BITS = 21 }; /* a coordinate's bits: 3 x 21 fill 63 of a key's 64 */
 
@@ -26,26 +27,20 @@ void mlff_atom_order_clear(mlff_atom_order *order) {
     memset(order, 0, sizeof *order);
 }
 
-static int grow(void **array, size_t count, size_t size) {
-    void *grown = realloc(*array, (count > 0 ? count : 1) * size);
-    if (grown == NULL) return 0;
-    *array = grown;
-    return 1;
-}
-
 static mlff_status reserve(mlff_atom_order *order, size_t N, size_t P, mlff_error *error) {
     if (N > order->atom_capacity) {
-        if (!grow((void **)&order->atom_at, N, sizeof(int)) || !grow((void **)&order->place_of, N, sizeof(int)) ||
-            !grow((void **)&order->atomic_numbers, N, sizeof(int)) ||
-            !grow((void **)&order->atom_energies, N, sizeof(double)) ||
-            !grow((void **)&order->forces, 3 * N, sizeof(double)) ||
-            !grow((void **)&order->keys, N, sizeof(struct mlff_atom_key)) ||
-            !grow((void **)&order->first_pair, N + 1, sizeof(size_t)))
+        if (!mlff_grow((void **)&order->atom_at, N, sizeof(int)) ||
+            !mlff_grow((void **)&order->place_of, N, sizeof(int)) ||
+            !mlff_grow((void **)&order->atomic_numbers, N, sizeof(int)) ||
+            !mlff_grow((void **)&order->atom_energies, N, sizeof(double)) ||
+            !mlff_grow((void **)&order->forces, 3 * N, sizeof(double)) ||
+            !mlff_grow((void **)&order->keys, N, sizeof(struct mlff_atom_key)) ||
+            !mlff_grow((void **)&order->first_pair, N + 1, sizeof(size_t)))
             return mlff_fail(error, MLFF_ERROR_OUT_OF_MEMORY, "out of memory to order %zu atoms", N);
         order->atom_capacity = N;
     }
     if (P > order->pair_capacity) {
-        if (!grow((void **)&order->pairs, P, sizeof(mlff_pair)))
+        if (!mlff_grow((void **)&order->pairs, P, sizeof(mlff_pair)))
             return mlff_fail(error, MLFF_ERROR_OUT_OF_MEMORY, "out of memory to order %zu pairs", P);
         order->pair_capacity = P;
     }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "grow.h"
 #include "painn_layers.h"
 #include "vector_clones.h"
 
@@ -23,31 +24,25 @@ void mlff_receivers_clear(mlff_receivers *receivers) {
     memset(receivers, 0, sizeof *receivers);
 }
 
-static int grow(void **array, size_t count, size_t size) {
-    void *grown = realloc(*array, count * size);
-    if (grown == NULL) return 0;
-    *array = grown;
-    return 1;
-}
-
 mlff_status mlff_receivers_build(mlff_receivers *r, const mlff_pair *pairs, size_t P, size_t chunk_pairs, int N,
                                  mlff_error *error) {
     size_t chunks = P == 0 ? 0 : (P - 1) / chunk_pairs + 1, edges = 2 * P;
     if (P > (size_t)INT32_MAX / 2)
         return mlff_fail(error, MLFF_ERROR_OUT_OF_MEMORY, "%zu pairs are more than the messages can number", P);
     if (edges + 1 > r->pair_capacity) { /* + 1: group_start's end, even with no pairs */
-        if (!grow((void **)&r->edge_pair, edges + 1, sizeof(int)) ||
-            !grow((void **)&r->group_start, edges + 1, sizeof(int)) || !grow((void **)&r->group_atom, edges + 1, sizeof(int)))
+        if (!mlff_grow((void **)&r->edge_pair, edges + 1, sizeof(int)) ||
+            !mlff_grow((void **)&r->group_start, edges + 1, sizeof(int)) ||
+            !mlff_grow((void **)&r->group_atom, edges + 1, sizeof(int)))
             return mlff_fail(error, MLFF_ERROR_OUT_OF_MEMORY, "out of memory for the messages of %zu pairs", P);
         r->pair_capacity = edges + 1;
     }
     if (chunks + 1 > r->chunk_capacity) {
-        if (!grow((void **)&r->chunk_group, chunks + 1, sizeof(size_t)))
+        if (!mlff_grow((void **)&r->chunk_group, chunks + 1, sizeof(size_t)))
             return mlff_fail(error, MLFF_ERROR_OUT_OF_MEMORY, "out of memory for the messages of %zu pairs", P);
         r->chunk_capacity = chunks + 1;
     }
     if ((size_t)N * 2 + 1 > r->atom_capacity) {
-        if (!grow((void **)&r->work, (size_t)N * 2 + 1, sizeof(int)))
+        if (!mlff_grow((void **)&r->work, (size_t)N * 2 + 1, sizeof(int)))
             return mlff_fail(error, MLFF_ERROR_OUT_OF_MEMORY, "out of memory for the messages of %d atoms", N);
         r->atom_capacity = (size_t)N * 2 + 1;
     }
