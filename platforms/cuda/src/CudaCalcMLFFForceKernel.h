@@ -162,7 +162,7 @@ private:
     void prepareEdgeRows(void** box);
     unsigned int warpPerAtomGrid(int threads) const; // blocks of `threads` for a warp per ML atom
     unsigned int tableRowsGrid() const;               // table_rows.cu's blocks
-    void sortTableRows();                             // the filter rows by table interval (table_rows.cu)
+    void numberTableRows();                           // the filter rows numbered by table interval (table_rows.cu)
     /** Each replica's pairs (replica_messages.cu), and with edge filters their rows. */
     void prepareReplicaPairs(void** box);
     /** The filter rows' count on the device (filterStart[N], or pairRowStart[R]), for the products. */
@@ -246,7 +246,8 @@ private:
     OpenMM::CudaArray overflowedAtoms;    // int (N + 1), edge_filters.cu: the atoms without rows
     OpenMM::CudaArray edgeAtoms, edgeDelta, edgeOwnedRank, edgePartner, edgeFilterRow, edgeGradFilter, edgeGradN,
         filterEdges, edgeBasis, edgeHidden, edgeFilter, pairGradDistance; // edge_filters.cu: the rows (edgeRowArrays)
-    OpenMM::CudaArray tableRowInterval, sortedTableRows; // table_rows.cu: the rows by table interval (edgeRowArrays)
+    OpenMM::CudaArray tableRowInterval, linkedFilterEdges; // table_rows.cu: the rows before their numbering by table
+                                                           // interval (edgeRowArrays)
     OpenMM::CudaArray tableIntervalCount, tableIntervalStart; // int (nodes - 1), table_rows.cu
     OpenMM::CudaArray replicaPairCount, replicaPairAtoms, replicaPairGeometry; // replica_messages.cu: the pairs
     OpenMM::CudaArray pairRowStart;       // int (R + 1): with edge filters, each replica's first filter row
@@ -278,7 +279,7 @@ private:
     CUfunction findReplicaPairsKernel = nullptr, scanReplicaPairsKernel = nullptr,
                linkReplicaPairRowsKernel = nullptr; // replica_messages.cu
     CUfunction countTableIntervalsKernel = nullptr, scanTableIntervalsKernel = nullptr,
-               sortTableRowsKernel = nullptr; // table_rows.cu
+               numberTableRowsKernel = nullptr; // table_rows.cu
     CUfunction assignCellsKernel = nullptr, scanCellsKernel = nullptr, fillCellsKernel = nullptr,
                cellNeighborKernel = nullptr;
 

@@ -25,9 +25,9 @@ std::vector<CudaCalcMLFFForceKernel::RowArray> CudaCalcMLFFForceKernel::edgeRowA
                                     {&filterEdges, 1, 2 * intSize, "mlffFilterEdges"},
                                     {&edgeGradFilter, 3 * h, real, "mlffEdgeGradFilter"},
                                     {&edgeFilter, layers * 3 * h, real, "mlffEdgeFilter"}};
-    if (tabulatedFilters) { // the rows by table interval (table_rows.cu)
+    if (tabulatedFilters) { // the rows numbered by table interval (table_rows.cu)
         arrays.push_back({&tableRowInterval, 1, 2 * intSize, "mlffTableRowInterval"});
-        arrays.push_back({&sortedTableRows, 1, intSize, "mlffSortedTableRows"});
+        arrays.push_back({&linkedFilterEdges, 1, 2 * intSize, "mlffLinkedFilterEdges"});
         return arrays;
     }
     // The filter network's: the basis, the hidden layer, and dE/dd's parts of every block, a column
@@ -102,21 +102,23 @@ void CudaCalcMLFFForceKernel::prepareEdgeRows(void** box) {
         void* args[] = {&filterCount.getDevicePointer(), &filterStart.getDevicePointer()};
         launch(scanFilterRowsKernel, args, 1, ScanThreads, "numbering the pairs");
     }
+    // With a table, the rows as linked are numbered again, in the order of their table intervals.
+    CudaArray& linkedRows = tabulatedFilters ? linkedFilterEdges : filterEdges;
     void* args[] = {&params.getDevicePointer(), &neighborCount.getDevicePointer(), &neighborCapacity,
                     &edgeStart.getDevicePointer(), &filterStart.getDevicePointer(), &edgeDelta.getDevicePointer(),
                     &edgeOwnedRank.getDevicePointer(), &edgePartner.getDevicePointer(),
-                    &edgeFilterRow.getDevicePointer(), &filterEdges.getDevicePointer(), &edgeBasis.getDevicePointer()};
+                    &edgeFilterRow.getDevicePointer(), &linkedRows.getDevicePointer(), &edgeBasis.getDevicePointer()};
     launch(linkFilterRowsKernel, args, atomWarpsGrid, EdgeThreads,
            tabulatedFilters ? "the pairs' rows" : "the pairs' basis");
     if (tabulatedFilters)
-        sortTableRows();
+        numberTableRows();
 }
 
-void CudaCalcMLFFForceKernel::sortTableRows() {
+void CudaCalcMLFFForceKernel::numberTableRows() {
     CUdeviceptr rowCount = filterRowCount();
     const unsigned int rowsGrid = (unsigned int) ((edgeRowsBound() + EdgeThreads - 1) / EdgeThreads);
     {
-        void* args[] = {&rowCount, &filterEdges.getDevicePointer(), &edgeDelta.getDevicePointer(),
+        void* args[] = {&rowCount, &linkedFilterEdges.getDevicePointer(), &edgeDelta.getDevicePointer(),
                         &tableIntervalCount.getDevicePointer(), &tableRowInterval.getDevicePointer()};
         launch(countTableIntervalsKernel, args, rowsGrid, EdgeThreads, "the pairs' table intervals");
     }
@@ -125,8 +127,9 @@ void CudaCalcMLFFForceKernel::sortTableRows() {
         launch(scanTableIntervalsKernel, args, 1, ScanThreads, "numbering the table intervals");
     }
     void* args[] = {&rowCount, &tableRowInterval.getDevicePointer(), &tableIntervalStart.getDevicePointer(),
-                    &sortedTableRows.getDevicePointer()};
-    launch(sortTableRowsKernel, args, rowsGrid, EdgeThreads, "the pairs by table interval");
+                    &linkedFilterEdges.getDevicePointer(), &filterEdges.getDevicePointer(),
+                    &edgeFilterRow.getDevicePointer()};
+    launch(numberTableRowsKernel, args, rowsGrid, EdgeThreads, "the pairs numbered by table interval");
 }
 
 void CudaCalcMLFFForceKernel::prepareReplicaPairs(void** box) {
@@ -162,8 +165,8 @@ void CudaCalcMLFFForceKernel::edgeFiltersForward(int layer) {
     CUdeviceptr rowCount = filterRowCount();
     if (tabulatedFilters) {
         CUdeviceptr table = filterTable.getDevicePointer(), filters = edgeFiltersOfBlock(layer);
-        void* args[] = {&layer, &table, &rowCount, &sortedTableRows.getDevicePointer(), &filterEdges.getDevicePointer(),
-                        &edgeDelta.getDevicePointer(), &filters};
+        void* args[] = {&layer, &table, &rowCount, &filterEdges.getDevicePointer(), &edgeDelta.getDevicePointer(),
+                        &filters};
         launch(edgeFilterKernel, args, tableRowsGrid(), TableRowThreads, "the filters from the table");
         return;
     }
@@ -191,8 +194,7 @@ void CudaCalcMLFFForceKernel::edgeFiltersBackward(int layer, double lambdaForceS
     CUdeviceptr rowCount = filterRowCount();
     if (tabulatedFilters) {
         CUdeviceptr table = filterTable.getDevicePointer();
-        void* args[] = {&layer, &table, &rowCount, &sortedTableRows.getDevicePointer(),
-                        &edgeGradFilter.getDevicePointer(), &filterEdges.getDevicePointer(),
+        void* args[] = {&layer, &table, &rowCount, &edgeGradFilter.getDevicePointer(), &filterEdges.getDevicePointer(),
                         &edgeAtoms.getDevicePointer(), &edgeDelta.getDevicePointer(), &edgeGradN.getDevicePointer(),
                         &mlReplica.getDevicePointer(), &replicaScale.getDevicePointer(), &lambdaForceScale,
                         &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(), &force};

@@ -281,7 +281,7 @@ void CudaCalcMLFFForceKernel::loadKernels() {
         pairGradientKernel = cu.getKernel(module, "mlffTableFilterBackward");
         countTableIntervalsKernel = cu.getKernel(module, "mlffCountTableIntervals");
         scanTableIntervalsKernel = cu.getKernel(module, "mlffScanTableIntervals");
-        sortTableRowsKernel = cu.getKernel(module, "mlffSortTableRows");
+        numberTableRowsKernel = cu.getKernel(module, "mlffNumberTableRows");
     }
     else if (useEdgeFilters) {
         edgeHiddenKernel = cu.getKernel(module, "mlffEdgeFilterHidden");

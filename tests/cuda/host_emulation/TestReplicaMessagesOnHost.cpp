@@ -369,7 +369,7 @@ TEST(ReplicaMessagesOnHost, TiledKernelsTakeTheListedAtomsAlone) {
     expectListedRows(grads[0].gradOutV, grads[1].gradOutV, 0, 3 * h, "gradOutV");
 }
 
-// Tabulated filters on the edge rows (table_rows.cu: the rows sorted by table interval, each
+// Tabulated filters on the edge rows (table_rows.cu: the rows numbered by table interval, each
 // block's filter rows from the table, dE/dd from each pair's dE/dw) with the messages from rows
 // (row_messages.cu), against the tiled kernels that read the table per edge (a block per atom):
 // the features and gradients equal bit for bit (the same filters, summed in list order), the
@@ -385,15 +385,17 @@ TEST(ReplicaMessagesOnHost, TabulatedRowsEqualTheTiledKernels) {
     ASSERT_EQ(list.overflowed[0], 0); // every list complete
     const int rows = list.rows, rowBlocks = (rows + 127) / 128, tableGrid = 3;
     std::vector<int> intervalCount(MLFF_TABLE_INTERVALS, 0), intervalStart(MLFF_TABLE_INTERVALS, -1);
-    std::vector<int> sortedRows(rows, -1);
-    std::vector<int2> rowInterval(rows, int2{-1, -1});
+    // The rows numbered again by table interval: their edges, and each edge's row.
+    std::vector<int2> rowInterval(rows, int2{-1, -1}), filterEdges(rows, int2{-1, -1});
+    std::vector<int> edgeFilterRow = list.filterRow;
     cudaOnHostLaunch(rowBlocks, 128, [&] {
         mlffCountTableIntervals(&rows, list.filterEdges.data(), list.edgeDelta.data(), intervalCount.data(),
                                 rowInterval.data());
     });
     cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] { mlffScanTableIntervals(intervalCount.data(), intervalStart.data()); });
     cudaOnHostLaunch(rowBlocks, 128, [&] {
-        mlffSortTableRows(&rows, rowInterval.data(), intervalStart.data(), sortedRows.data());
+        mlffNumberTableRows(&rows, rowInterval.data(), intervalStart.data(), list.filterEdges.data(),
+                            filterEdges.data(), edgeFilterRow.data());
     });
 
     // Forward: each block's filter rows from the table, kept for the backward pass (edgeFilter).
@@ -403,12 +405,12 @@ TEST(ReplicaMessagesOnHost, TabulatedRowsEqualTheTiledKernels) {
         MessagesOut out[2]; // [0] the tiled kernels, [1] the rows
         tiledMessagesForward(s, in, layer, out[0]);
         cudaOnHostLaunch(tableGrid, 128, [&] {
-            mlffTableFilterRows(layer, table.data(), &rows, sortedRows.data(), list.filterEdges.data(),
-                                list.edgeDelta.data(), filters[layer].data());
+            mlffTableFilterRows(layer, table.data(), &rows, filterEdges.data(), list.edgeDelta.data(),
+                                filters[layer].data());
         });
         cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
             mlffMessagesForwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
-                                    list.edgeStart.data(), list.edgeDelta.data(), list.filterRow.data(),
+                                    list.edgeStart.data(), list.edgeDelta.data(), edgeFilterRow.data(),
                                     filters[layer].data(), stateS.data(), stateV.data(), out[1].midS.data(),
                                     out[1].midV.data(), out[1].updateInput.data());
         });
@@ -428,7 +430,7 @@ TEST(ReplicaMessagesOnHost, TabulatedRowsEqualTheTiledKernels) {
         tiledMessagesBackward(s, in, b, layer, grads[0], forceBuffer[0].data());
         cudaOnHostLaunch(AtomWarpBlocks, 128, [&] {
             mlffMessagesBackwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
-                                     list.edgeStart.data(), list.edgeDelta.data(), list.filterRow.data(),
+                                     list.edgeStart.data(), list.edgeDelta.data(), edgeFilterRow.data(),
                                      list.ownedRank.data(), list.partner.data(), filters[layer].data(),
                                      gradFilter.data(), gradN.data(), stateS.data(), stateV.data(),
                                      b.midVKept.data(), b.updateOutput.data(), b.gradInS.data(), b.gradInV.data(),
@@ -436,8 +438,8 @@ TEST(ReplicaMessagesOnHost, TabulatedRowsEqualTheTiledKernels) {
                                      grads[1].gradOutV.data());
         });
         cudaOnHostLaunch(tableGrid, 128, [&] {
-            mlffTableFilterBackward(layer, table.data(), &rows, sortedRows.data(), gradFilter.data(),
-                                    list.filterEdges.data(), list.edgeAtoms.data(), list.edgeDelta.data(),
+            mlffTableFilterBackward(layer, table.data(), &rows, gradFilter.data(), filterEdges.data(),
+                                    list.edgeAtoms.data(), list.edgeDelta.data(),
                                     gradN.data(), s.replica.data(), b.replicaScale.data(), b.lambdaForceScale,
                                     s.particle.data(), s.sortedIndex.data(), forceBuffer[1].data());
         });

@@ -1,13 +1,13 @@
 // table_rows.cu's kernels, run on the CPU (CudaOnHost.h) in double precision, on random filter
 // rows at distances over the whole table (some at or past the cutoff, some on its nodes): the
-// counting sort must put every row once in the order of its table interval and leave its counters
-// at zero for the next step; each row the grid's blocks take from the sorted order must hold the
-// table's filters at its distance, and its dE/dd the sum of its dE/dw times the table's dw/dd,
-// added to its owning edge's edgeGradN.w as the blocks before the last add it. Each warp takes 59
-// to 63 rows, a batch of 32 and a shorter one (the kernels load the rows' chains a lane a
-// row). Rows crowded into a few intervals, as a droplet's are (hundreds an interval), check the
-// same where a block's share of the sorted rows lies in a few intervals, whose entries the kernels
-// keep in registers while a warp's rows stay in one.
+// counting sort must number every row once, in the order of its table interval, with its edges
+// and both edges' edgeFilterRow, and leave its counters at zero for the next step; each row the
+// grid's blocks take must hold the table's filters at its distance, and its dE/dd the sum of its
+// dE/dw times the table's dw/dd, added to its owning edge's edgeGradN.w as the blocks before the
+// last add it. Each warp takes 59 to 63 rows, a batch of 32 and a shorter one (the kernels load
+// the rows' distances a lane a row). Rows crowded into a few intervals, as a droplet's are
+// (hundreds an interval), check the same where a block's share of the rows lies in a few
+// intervals, whose entries the kernels keep in registers while a warp's rows stay in one.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -22,12 +22,13 @@ constexpr int H = MLFF_H, Rows = 1500, Threads = 256;
 constexpr int RowsGrid = (Rows + 2 * Threads - 1) / Threads; // more than the rows: blocks past them return
 
 /**
- * Filter rows r, owned by edge Rows - 1 - r (so that rows and edges differ), without partners, at
- * distances drawn from [shortest, longest) Å; unless `crowded`, some on nodes and at the cutoff.
+ * Filter rows r as mlffLinkFilterRows links them, owned by edge Rows - 1 - r (so that rows and edges
+ * differ), two in three with a partner edge Rows + r, at distances drawn from [shortest, longest)
+ * Å; unless `crowded`, some on nodes and at the cutoff.
  */
 struct FilterRows {
-    std::vector<int2> filterEdges;
-    std::vector<real4> edgeDelta;
+    std::vector<int2> linkedFilterEdges;
+    std::vector<real4> edgeDelta; // 2 Rows edges: the owners', then the partners' (-u)
     FilterRows(std::mt19937& rng, double shortest = 0.5, double longest = 5.2, bool crowded = false) {
         std::uniform_real_distribution<double> distance(shortest, longest), direction(-1, 1);
         for (int r = 0; r < Rows; r++) {
@@ -38,54 +39,73 @@ struct FilterRows {
                 d = MLFF_CUTOFF; // the last node, exactly
             const double x = direction(rng), y = direction(rng), z = direction(rng);
             const double scale = d / std::sqrt(x * x + y * y + z * z);
-            filterEdges.push_back(make_int2(Rows - 1 - r, -1));
+            linkedFilterEdges.push_back(make_int2(Rows - 1 - r, r % 3 == 0 ? -1 : Rows + r));
             edgeDelta.push_back(make_real4(x * scale, y * scale, z * scale, d));
         }
         std::reverse(edgeDelta.begin(), edgeDelta.end()); // edge e = Rows - 1 - r holds row r's geometry
-    }
-    real distance(int r) const {
-        return edgeDelta[filterEdges[r].x].w;
+        for (int r = 0; r < Rows; r++) {
+            const real4 u = edgeDelta[Rows - 1 - r];
+            edgeDelta.push_back(make_real4(-u.x, -u.y, -u.z, u.w));
+        }
     }
 };
 
-/** One step's sort: sortedRows, with the kernels' grids as the host launches them. */
-void sortRows(const FilterRows& rows, std::vector<int>& intervalCount, std::vector<int>& sortedRows) {
+/** The rows as numbered by interval: each one's edges, and each edge's row. */
+struct NumberedRows {
+    std::vector<int2> filterEdges = std::vector<int2>(Rows, make_int2(-1, -1));
+    std::vector<int> edgeFilterRow = std::vector<int>(2 * Rows, -1);
+    const FilterRows& linked;
+    explicit NumberedRows(const FilterRows& linkedRows) : linked(linkedRows) {}
+    real distance(int p) const {
+        return linked.edgeDelta[filterEdges[p].x].w;
+    }
+};
+
+/** One step's numbering, with the kernels' grids as the host launches them. */
+NumberedRows numberRows(const FilterRows& rows, std::vector<int>& intervalCount) {
     const int count = Rows;
     std::vector<int2> rowInterval(RowsGrid * Threads, make_int2(-1, -1));
     std::vector<int> intervalStart(MLFF_TABLE_INTERVALS, -1);
+    NumberedRows numbered(rows);
     cudaOnHostLaunch(RowsGrid, Threads, [&] {
-        mlffCountTableIntervals(&count, rows.filterEdges.data(), rows.edgeDelta.data(), intervalCount.data(),
+        mlffCountTableIntervals(&count, rows.linkedFilterEdges.data(), rows.edgeDelta.data(), intervalCount.data(),
                                 rowInterval.data());
     });
     cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] { mlffScanTableIntervals(intervalCount.data(), intervalStart.data()); });
     cudaOnHostLaunch(RowsGrid, Threads, [&] {
-        mlffSortTableRows(&count, rowInterval.data(), intervalStart.data(), sortedRows.data());
+        mlffNumberTableRows(&count, rowInterval.data(), intervalStart.data(), rows.linkedFilterEdges.data(),
+                            numbered.filterEdges.data(), numbered.edgeFilterRow.data());
     });
+    return numbered;
 }
 
 int intervalOf(real d) {
     return mlffHermiteAt(d).node;
 }
 
-TEST(TableRowsOnHost, SortsTheRowsByTableInterval) {
+TEST(TableRowsOnHost, NumbersTheRowsByTableInterval) {
     std::mt19937 rng(21);
     const FilterRows rows(rng);
     std::vector<int> intervalCount(MLFF_TABLE_INTERVALS, 0);
     for (int step = 0; step < 2; step++) { // the second step starts from the counters the first left
         SCOPED_TRACE("step " + std::to_string(step));
-        std::vector<int> sortedRows(Rows, -1);
-        sortRows(rows, intervalCount, sortedRows);
-        std::vector<int> seen(Rows, 0);
-        for (int k = 0; k < Rows; k++) {
-            ASSERT_GE(sortedRows[k], 0) << "place " << k;
-            ASSERT_LT(sortedRows[k], Rows) << "place " << k;
-            seen[sortedRows[k]]++;
-            if (k > 0)
-                ASSERT_LE(intervalOf(rows.distance(sortedRows[k - 1])), intervalOf(rows.distance(sortedRows[k])))
-                        << "place " << k;
+        const NumberedRows numbered = numberRows(rows, intervalCount);
+        std::vector<int> seen(Rows, 0); // each linked row, by its owning edge Rows - 1 - r
+        for (int p = 0; p < Rows; p++) {
+            const int2 edges = numbered.filterEdges[p];
+            ASSERT_GE(edges.x, 0) << "row " << p;
+            ASSERT_LT(edges.x, Rows) << "row " << p;
+            const int r = Rows - 1 - edges.x;
+            seen[r]++;
+            ASSERT_EQ(edges.y, rows.linkedFilterEdges[r].y) << "row " << p;
+            ASSERT_EQ(numbered.edgeFilterRow[edges.x], p) << "row " << p;
+            if (edges.y >= 0)
+                ASSERT_EQ(numbered.edgeFilterRow[edges.y], p) << "row " << p << ", its partner edge";
+            if (p > 0)
+                ASSERT_LE(intervalOf(numbered.distance(p - 1)), intervalOf(numbered.distance(p))) << "row " << p;
         }
         for (int r = 0; r < Rows; r++)
-            ASSERT_EQ(seen[r], 1) << "row " << r;
+            ASSERT_EQ(seen[r], 1) << "linked row " << r;
         for (int k = 0; k < MLFF_TABLE_INTERVALS; k++)
             ASSERT_EQ(intervalCount[k], 0) << "interval " << k;
     }
@@ -93,27 +113,26 @@ TEST(TableRowsOnHost, SortsTheRowsByTableInterval) {
 
 /** Each row's filters and dE/dd from the table kernels, against the table read row by row. */
 void checkFiltersAndDistanceGradients(std::mt19937& rng, const FilterRows& rows) {
-    std::vector<int> intervalCount(MLFF_TABLE_INTERVALS, 0), sortedRows(Rows, -1);
-    sortRows(rows, intervalCount, sortedRows);
+    std::vector<int> intervalCount(MLFF_TABLE_INTERVALS, 0);
+    const NumberedRows numbered = numberRows(rows, intervalCount);
     const std::vector<real> table = randomReals(rng, (size_t) MLFF_L * MLFF_TABLE_BLOCK_STRIDE);
     const std::vector<real> gradFilter = randomReals(rng, (size_t) Rows * 3 * H);
     const int count = Rows, layer = 1, tableGrid = 3; // an uneven share of the rows a block
     std::vector<real> filters((size_t) Rows * 3 * H, -7);
     cudaOnHostLaunch(tableGrid, Threads, [&] {
-        mlffTableFilterRows(layer, table.data(), &count, sortedRows.data(), rows.filterEdges.data(),
-                            rows.edgeDelta.data(), filters.data());
+        mlffTableFilterRows(layer, table.data(), &count, numbered.filterEdges.data(), rows.edgeDelta.data(),
+                            filters.data());
     });
     // Block `layer` > 0 of the backward pass: each row's dE/dd added to its owner's edgeGradN.w.
-    std::vector<real4> gradN(Rows, make_real4(0, 0, 0, 0.25));
+    std::vector<real4> gradN(2 * Rows, make_real4(0, 0, 0, 0.25));
     cudaOnHostLaunch(tableGrid, Threads, [&] {
-        mlffTableFilterBackward(layer, table.data(), &count, sortedRows.data(), gradFilter.data(),
-                                rows.filterEdges.data(), nullptr, rows.edgeDelta.data(), gradN.data(), nullptr,
-                                nullptr, 1.0, nullptr, nullptr, nullptr);
+        mlffTableFilterBackward(layer, table.data(), &count, gradFilter.data(), numbered.filterEdges.data(), nullptr,
+                                rows.edgeDelta.data(), gradN.data(), nullptr, nullptr, 1.0, nullptr, nullptr, nullptr);
     });
     const real* blockTable = mlffBlockTable(table.data(), layer);
     for (int r = 0; r < Rows; r++) {
-        SCOPED_TRACE("row " + std::to_string(r) + ", d = " + std::to_string(rows.distance(r)));
-        const MlffHermite hw = mlffHermiteAt(rows.distance(r));
+        SCOPED_TRACE("row " + std::to_string(r) + ", d = " + std::to_string(numbered.distance(r)));
+        const MlffHermite hw = mlffHermiteAt(numbered.distance(r));
         double gd = 0, scale = 0;
         for (int o = 0; o < 3 * H; o++) {
             real w, dwdd;
@@ -122,9 +141,12 @@ void checkFiltersAndDistanceGradients(std::mt19937& rng, const FilterRows& rows)
             gd += gradFilter[(size_t) r * 3 * H + o] * dwdd;
             scale += std::abs(gradFilter[(size_t) r * 3 * H + o] * dwdd);
         }
-        const real4 gn = gradN[rows.filterEdges[r].x];
+        const int2 edges = numbered.filterEdges[r];
+        const real4 gn = gradN[edges.x];
         EXPECT_NEAR(gn.w, 0.25 + gd, 1e-13 * scale); // the warp sums in another order
         EXPECT_EQ(gn.x, 0); // dE/dn is the messages' backward's, untouched
+        if (edges.y >= 0)
+            EXPECT_EQ(gradN[edges.y].w, 0.25) << "the partner edge"; // the owner's alone carries dE/dd
     }
 }
 
@@ -139,7 +161,7 @@ TEST(TableRowsOnHost, RowsCrowdedInAFewIntervalsToo) {
     const FilterRows rows(rng, 1.0, 1.0 + 5 * MLFF_TABLE_SPACING, true);
     std::set<int> intervals;
     for (int r = 0; r < Rows; r++)
-        intervals.insert(intervalOf(rows.distance(r)));
+        intervals.insert(intervalOf(rows.edgeDelta[r].w));
     ASSERT_EQ(intervals.size(), 5u);
     checkFiltersAndDistanceGradients(rng, rows);
 }

@@ -5,25 +5,28 @@
  * and the messages' kernels are the rows' (a warp per atom in the backward) rather than tiled.cu's.
  * These kernels stand for edge_filters.cu's products:
  *
- * Per step, after mlffLinkFilterRows (which computes no basis here):
- *   mlffCountTableIntervals  rows    each filter row's table interval and rank within it
- *   mlffScanTableIntervals   one     each interval's first place among the sorted rows
- *   mlffSortTableRows        rows    sortedRows: the filter rows in the order of their intervals
+ * Per step, after mlffLinkFilterRows (into linkedFilterEdges here, and no basis):
+ *   mlffCountTableIntervals  rows    each linked row's table interval and rank within it
+ *   mlffScanTableIntervals   one     each interval's first row
+ *   mlffNumberTableRows      rows    the filter rows numbered in the order of their intervals:
+ *                                    filterEdges, and edgeFilterRow of both edges
  * Per block l:
- *   mlffTableFilterRows      sorted  edgeFilter[l] = w(d) of each filter row (3H: w_s, w_v1, w_v2)
+ *   mlffTableFilterRows      rows    edgeFilter[l] = w(d) of each filter row (3H: w_s, w_v1, w_v2)
  *                                    before the messages from rows
- *   mlffTableFilterBackward  sorted  dE/dd = sum_o dE/dw_o dw_o/dd of each filter row, from its row
+ *   mlffTableFilterBackward  rows    dE/dd = sum_o dE/dw_o dw_o/dd of each filter row, from its row
  *                                    of edgeGradFilter (mlffMessagesBackwardRows: both edges' parts),
  *                                    passed on by mlffAddPairGradient (summed over the blocks; the
  *                                    forces at block 0)
  *
  * The last two take a warp a filter row, lane l channels l, l + 32, ... of each kind, a block a
- * run of the sorted rows and each warp a run of the block's, an interval's table entries held in
- * registers while its rows last. The table's entries and Hermite weights are layers.cu's
- * (mlffTableEntries, mlffHermiteSum), as the tiled kernels read them; dE/dd's sum over channels is
- * the warp's, in a fixed order, and a row's results do not depend on which warp takes it.
+ * run of the rows and each warp a run of the block's, an interval's table entries held in
+ * registers while its rows last; in interval order, a run's rows are adjacent in memory too, so
+ * their rows of edgeFilter and edgeGradFilter stream. The table's entries and Hermite weights are
+ * layers.cu's (mlffTableEntries, mlffHermiteSum), as the tiled kernels read them; dE/dd's sum over
+ * channels is the warp's, in a fixed order, and a row's results do not depend on which warp takes
+ * it or where the numbering puts it (the messages sum in list order, whatever their rows' numbers).
  *
- * Storage: per filter row rowInterval int2 (interval, rank) and sortedRows int (the rows'
+ * Storage: per filter row rowInterval int2 (interval, rank) and linkedFilterEdges int2 (the rows'
  * allocation, edgeRowArrays); intervalCount, intervalStart (MLFF_TABLE_NODES - 1) int.
  */
 #ifdef MLFF_TABULATED
@@ -36,22 +39,23 @@ DEVICE inline real mlffFilterRowDistance(const int2* RESTRICT filterEdges, const
 }
 
 /*
- * The filter rows in the order of their table intervals (sortedRows), once a step for every block
- * and both passes: a block's warps then take rows at nearby distances, whose entries the L1 holds,
- * rather than each pair's 12 entries of 3H from the L2 (1.8 GB a block for the 12,000-atom
- * droplet's 294,000 pairs). A counting sort: each row's interval and its rank among that
- * interval's rows (rowInterval, by atomics: the rows of an interval in any order, which changes
- * only which warp takes a row), the intervals' starts, then each row into its place.
+ * The filter rows numbered in the order of their table intervals, once a step for every block and
+ * both passes: a block's warps then take rows at nearby distances, whose entries the L1 holds (or
+ * registers: MlffHeldTableEntries), rather than each pair's 12 entries of 3H from the L2 (1.8 GB a
+ * block for the 12,000-atom droplet's 294,000 pairs), and rows adjacent in memory. A counting
+ * sort of the rows as mlffLinkFilterRows numbered them: each row's interval and its rank among
+ * that interval's rows (rowInterval, by atomics: the rows of an interval in any order, which
+ * changes only where a row is stored), the intervals' starts, then each row to its new number.
  */
 #define MLFF_TABLE_INTERVALS (MLFF_TABLE_NODES - 1)
 
 /**
- * A thread a filter row: its table interval and rank (intervalCount: zeros before, counts after).
- * Each block counts its rows in shared memory first, then takes its place in each interval with one
- * atomic: the droplet's 294,000 rows fall in a few hundred intervals, whose counters a thread a row
- * would contend for.
+ * A thread a linked filter row: its table interval and rank (intervalCount: zeros before, counts
+ * after). Each block counts its rows in shared memory first, then takes its place in each interval
+ * with one atomic: the droplet's 294,000 rows fall in a few hundred intervals, whose counters a
+ * thread a row would contend for.
  */
-KERNEL void mlffCountTableIntervals(const int* RESTRICT filterRowCount, const int2* RESTRICT filterEdges,
+KERNEL void mlffCountTableIntervals(const int* RESTRICT filterRowCount, const int2* RESTRICT linkedFilterEdges,
         const real4* RESTRICT edgeDelta, int* RESTRICT intervalCount, int2* RESTRICT rowInterval) {
     mlffStartAfterPreviousLaunch();
     __shared__ int blockCount[MLFF_TABLE_INTERVALS]; // this block's rows in each interval, then its first rank there
@@ -63,7 +67,7 @@ KERNEL void mlffCountTableIntervals(const int* RESTRICT filterRowCount, const in
     __syncthreads();
     int interval = 0, rank = 0;
     if (r < rows) {
-        interval = mlffHermiteAt(mlffFilterRowDistance(filterEdges, edgeDelta, r)).node;
+        interval = mlffHermiteAt(mlffFilterRowDistance(linkedFilterEdges, edgeDelta, r)).node;
         rank = atomicAdd(&blockCount[interval], 1);
     }
     __syncthreads();
@@ -75,7 +79,7 @@ KERNEL void mlffCountTableIntervals(const int* RESTRICT filterRowCount, const in
         rowInterval[r] = make_int2(interval, blockCount[interval] + rank);
 }
 
-/** An interval's start among the sorted rows; its count back to zero, for the next step. */
+/** An interval's first row in interval order; its count back to zero, for the next step. */
 struct MlffIntervalStarts {
     int* start;
     int* count;
@@ -92,49 +96,55 @@ KERNEL void mlffScanTableIntervals(int* RESTRICT intervalCount, int* RESTRICT in
                       MlffIntervalStarts{intervalStart, intervalCount});
 }
 
-/** A thread a filter row: its place in sortedRows. */
-KERNEL void mlffSortTableRows(const int* RESTRICT filterRowCount, const int2* RESTRICT rowInterval,
-        const int* RESTRICT intervalStart, int* RESTRICT sortedRows) {
+/**
+ * A thread a linked filter row r: its number p in interval order, the row's edges' in filterEdges[p]
+ * and both edges' edgeFilterRow = p (mlffLinkFilterRows had linked them to r).
+ */
+KERNEL void mlffNumberTableRows(const int* RESTRICT filterRowCount, const int2* RESTRICT rowInterval,
+        const int* RESTRICT intervalStart, const int2* RESTRICT linkedFilterEdges, int2* RESTRICT filterEdges,
+        int* RESTRICT edgeFilterRow) {
     mlffStartAfterPreviousLaunch();
     const int r = blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= *filterRowCount)
         return;
-    const int2 interval = rowInterval[r];
-    sortedRows[intervalStart[interval.x] + interval.y] = r;
+    const int2 interval = rowInterval[r], edges = linkedFilterEdges[r];
+    const int p = intervalStart[interval.x] + interval.y;
+    filterEdges[p] = edges;
+    edgeFilterRow[edges.x] = p;
+    if (edges.y >= 0)
+        edgeFilterRow[edges.y] = p;
 }
 
 /**
- * body(r, hw) for each filter row r of this block's share of the sorted rows (a run of nearby
- * intervals, an even share of the grid's), with hw the Hermite weights at its distance, in sorted
- * order within each warp: warp w of the block takes the w-th of the share's even runs. Lane l loads
- * the chain of the run's row k + l (its place in the sorted order, its owning edge, its distance)
- * for 32 rows at once, so that a warp waits on one chain of three dependent loads for 32 rows
- * rather than one a row; the warp then takes those rows one by one, each one's distance from its
- * lane. hw.node is the same in every lane, so a body may branch on it.
+ * body(r, hw) for each filter row r of this block's share of the rows (a run of nearby intervals,
+ * an even share of the grid's), with hw the Hermite weights at its distance, in order within each
+ * warp: warp w of the block takes the w-th of the share's even runs. Lane l loads the chain of the
+ * run's row k + l (its owning edge, its distance) for 32 rows at once, so that a warp waits on one
+ * chain of two dependent loads for 32 rows rather than one a row; the warp then takes those rows
+ * one by one, each one's distance from its lane. hw.node is the same in every lane, so a body may
+ * branch on it.
  */
-template <class RowBody>
-DEVICE inline void mlffForSortedTableRows(const int* RESTRICT filterRowCount, const int* RESTRICT sortedRows,
-        const int2* RESTRICT filterEdges, const real4* RESTRICT edgeDelta, RowBody body) {
+template <class RowBody, class BatchEnd>
+DEVICE inline void mlffForTableRows(const int* RESTRICT filterRowCount, const int2* RESTRICT filterEdges,
+                                    const real4* RESTRICT edgeDelta, RowBody body, BatchEnd batchEnd) {
     const int rows = *filterRowCount, share = (rows + gridDim.x - 1) / gridDim.x;
     const int first = min((int) blockIdx.x * share, rows), end = min(first + share, rows);
     const int warps = blockDim.x / 32, warpRun = (end - first + warps - 1) / warps, lane = threadIdx.x % 32;
     const int runStart = min(first + (int) threadIdx.x / 32 * warpRun, end), runEnd = min(runStart + warpRun, end);
     for (int k = runStart; k < runEnd; k += 32) {
-        int r = 0;
         real d = 0;
-        if (k + lane < runEnd) {
-            r = sortedRows[k + lane];
-            d = mlffFilterRowDistance(filterEdges, edgeDelta, r);
-        }
+        if (k + lane < runEnd)
+            d = mlffFilterRowDistance(filterEdges, edgeDelta, k + lane);
         const int batch = min(32, runEnd - k);
         for (int b = 0; b < batch; b++)
-            body(__shfl_sync(0xffffffffu, r, b), mlffHermiteAt(__shfl_sync(0xffffffffu, d, b)));
+            body(k + b, mlffHermiteAt(__shfl_sync(0xffffffffu, d, b)), b);
+        batchEnd(k + lane, k + lane < runEnd);
     }
 }
 
 /**
  * A lane's table entries of one interval (node), outputs lane, lane + 32, ... of the 3H: kept while
- * a warp's rows stay in that interval, which in the sorted order is for hundreds of rows (a
+ * a warp's rows stay in that interval, which in interval order is for hundreds of rows (a
  * droplet's), so that the table's loads through the L1 are one an interval rather than one a row.
  */
 struct MlffHeldTableEntries {
@@ -153,19 +163,21 @@ struct MlffHeldTableEntries {
 
 /** Block `layer`'s filters of each filter row from the table: edgeFilter (rows, 3H) of this block. */
 KERNEL void mlffTableFilterRows(int layer, const real* RESTRICT filterTable, const int* RESTRICT filterRowCount,
-        const int* RESTRICT sortedRows, const int2* RESTRICT filterEdges, const real4* RESTRICT edgeDelta,
-        real* RESTRICT edgeFilter) {
+        const int2* RESTRICT filterEdges, const real4* RESTRICT edgeDelta, real* RESTRICT edgeFilter) {
     mlffStartAfterPreviousLaunch();
     const real* blockTable = mlffBlockTable(filterTable, layer);
     const int lane = threadIdx.x % 32;
     MlffHeldTableEntries held;
-    mlffForSortedTableRows(filterRowCount, sortedRows, filterEdges, edgeDelta, [&](int r, const MlffHermite& hw) {
-        held.hold(blockTable, hw.node);
-        real* row = edgeFilter + (size_t) r * 3 * MLFF_H;
+    mlffForTableRows(
+            filterRowCount, filterEdges, edgeDelta,
+            [&](int r, const MlffHermite& hw, int) {
+                held.hold(blockTable, hw.node);
+                real* row = edgeFilter + (size_t) r * 3 * MLFF_H;
 #pragma unroll
-        for (int q = 0; q < 3 * MLFF_H / 32; q++)
-            mlffHermiteSum(hw, held.entries[q], &row[32 * q + lane], (real*) 0);
-    });
+                for (int q = 0; q < 3 * MLFF_H / 32; q++)
+                    mlffHermiteSum(hw, held.entries[q], &row[32 * q + lane], (real*) 0);
+            },
+            [](int, bool) {});
 }
 
 /**
@@ -173,7 +185,7 @@ KERNEL void mlffTableFilterRows(int layer, const real* RESTRICT filterTable, con
  * dw/dd, passed on by mlffAddPairGradient (to: edge_filters.cu's targets).
  */
 KERNEL void mlffTableFilterBackward(int layer, const real* RESTRICT filterTable, const int* RESTRICT filterRowCount,
-        const int* RESTRICT sortedRows, const real* RESTRICT edgeGradFilter, const int2* RESTRICT filterEdges,
+        const real* RESTRICT edgeGradFilter, const int2* RESTRICT filterEdges,
         const int2* RESTRICT edgeAtoms, const real4* RESTRICT edgeDelta, real4* RESTRICT edgeGradN,
         const int* RESTRICT mlReplica, const double* RESTRICT replicaScale, double lambdaForceScale,
         const int* RESTRICT mlParticle, const int* RESTRICT sortedIndexOfParticle,
@@ -184,25 +196,34 @@ KERNEL void mlffTableFilterBackward(int layer, const real* RESTRICT filterTable,
                                         lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer};
     const int lane = threadIdx.x % 32;
     MlffHeldTableEntries held;
-    mlffForSortedTableRows(filterRowCount, sortedRows, filterEdges, edgeDelta, [&](int r, const MlffHermite& hw) {
-        const real* gradW = edgeGradFilter + (size_t) r * 3 * MLFF_H;
-        real g[3 * MLFF_H / 32];
+    real laneGd = 0; // dE/dd of the batch's row b = lane, passed on once the batch is done
+    mlffForTableRows(
+            filterRowCount, filterEdges, edgeDelta,
+            [&](int r, const MlffHermite& hw, int b) {
+                const real* gradW = edgeGradFilter + (size_t) r * 3 * MLFF_H;
+                real g[3 * MLFF_H / 32];
 #pragma unroll
-        for (int q = 0; q < 3 * MLFF_H / 32; q++)
-            g[q] = gradW[32 * q + lane];
-        held.hold(blockTable, hw.node);
-        real gd = 0;
+                for (int q = 0; q < 3 * MLFF_H / 32; q++)
+                    g[q] = gradW[32 * q + lane];
+                held.hold(blockTable, hw.node);
+                real gd = 0;
 #pragma unroll
-        for (int q = 0; q < 3 * MLFF_H / 32; q++) {
-            real w, dwdd;
-            mlffHermiteSum(hw, held.entries[q], &w, &dwdd);
-            gd += g[q] * dwdd;
-        }
-        for (int offset = 16; offset > 0; offset /= 2)
-            gd += __shfl_xor_sync(0xffffffffu, gd, offset);
-        if (lane == 0)
-            mlffAddPairGradient(layer, r, gd, to);
-    });
+                for (int q = 0; q < 3 * MLFF_H / 32; q++) {
+                    real w, dwdd;
+                    mlffHermiteSum(hw, held.entries[q], &w, &dwdd);
+                    gd += g[q] * dwdd;
+                }
+                for (int offset = 16; offset > 0; offset /= 2)
+                    gd += __shfl_xor_sync(0xffffffffu, gd, offset);
+                if (lane == b)
+                    laneGd = gd;
+            },
+            // A lane a row: the 32 rows' loads and stores (their edges' rows, at block 0 the forces)
+            // in flight at once, where a row's lane 0 alone would wait on them before the next row.
+            [&](int r, bool has) {
+                if (has)
+                    mlffAddPairGradient(layer, r, laneGd, to);
+            });
 }
 
 #endif
