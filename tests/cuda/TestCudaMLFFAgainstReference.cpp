@@ -260,9 +260,12 @@ TEST_P(CudaVsReference, DropletWithNeighbourListGrowth) {
     }
 }
 
-// Replicas of CellListMinAtoms (256) atoms or more use the cell list (cell_list.cu): periodic
-// boxes whose heights give 2 cells along an axis (the 27 neighbouring cells then repeat) and 5,
-// rectangular and triclinic, and several large replicas in one Context, periodic or not.
+// Replicas of CellListMinAtoms (256) atoms or more use the cell list (cell_list.cu), which numbers
+// the atoms anew by cell at each evaluation: periodic boxes whose heights give 2 cells along an axis
+// (the 27 neighbouring cells then repeat) and 5, rectangular and triclinic; not periodic, a replica
+// long enough that cells 8 apart share a bucket, and one Context whose atoms move between
+// evaluations; and several large replicas in one Context, periodic or not. The random structures
+// list their atoms in no spatial order.
 TEST_P(CudaVsReference, CellList) {
     const std::string bytes = mlff_test::random_model_bytes(modelSpec(64, 12, 2, 13));
     mlff_test::Structure small = mlff_test::random_structure(300, 10, 16.0, 1.0, 70);
@@ -294,6 +297,26 @@ TEST_P(CudaVsReference, CellList) {
             expectMatchesReference(evaluate(*context, *s->force), evaluateOn(*atThatBox, "reference"), precision(),
                                    "cell list, the box changed to " + std::to_string((int) side) + " Å in the Context");
         }
+    }
+
+    // Not periodic: 1,024 buckets for 300 atoms, 16 x 8 x 8 cells (5 Å) before the buckets repeat,
+    // so that a replica 64 Å long along z has cells 8 apart in one bucket.
+    mlff_test::Structure cube = mlff_test::random_structure(300, 10, 16.0, 1.0, 70);
+    mlff_test::Structure stretched = cube;
+    for (size_t k = 2; k < stretched.positions.size(); k += 3)
+        stretched.positions[k] *= 4.0;
+    compare(bytes, stretched, "cell list, not periodic, 16 x 16 x 64 Å (cells 8 apart share a bucket), 300 atoms");
+    {
+        auto s = makeSystem(bytes, cube);
+        OpenMM::VerletIntegrator integrator(0.0005);
+        auto context = makeContext(s->system, integrator, precision());
+        context->setPositions(s->positions);
+        expectMatchesReference(evaluate(*context, *s->force), evaluateOn(*s, "reference"), precision(),
+                               "cell list, not periodic, 300 atoms");
+        auto moved = makeSystem(bytes, stretched); // the same atoms elsewhere: other cells, another numbering
+        context->setPositions(moved->positions);
+        expectMatchesReference(evaluate(*context, *s->force), evaluateOn(*moved, "reference"), precision(),
+                               "cell list, not periodic, 300 atoms moved in the Context");
     }
 
     std::vector<mlff_test::Structure> molecules;

@@ -3,7 +3,8 @@
  * neighbour lists, and the energy reduction.
  *
  * ML atoms are numbered 0..MLFF_NUM_ATOMS-1 by (replica, index in the force), so each replica is
- * a contiguous range [replicaStart[r], replicaStart[r+1]). Neighbour lists hold ML indices in
+ * a contiguous range [replicaStart[r], replicaStart[r+1]); with the cell list, each evaluation
+ * numbers each replica's atoms anew in the cells' order (cell_list.cu). Neighbour lists hold ML indices in
  * ascending order (a fixed order is what makes the forces bitwise reproducible), up to
  * neighborCapacity per atom; neighborCount holds the true count even when it exceeds the capacity,
  * and the network kernels then fall back to scanning the replica (geometry.cu), so no step is ever

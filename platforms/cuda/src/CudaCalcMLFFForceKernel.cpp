@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -212,13 +213,24 @@ void CudaCalcMLFFForceKernel::allocateAtomArrays(const AtomOrder& order) {
     if (useCellList) {
         if (periodic)
             numCells = std::max((int) n, 27 * numReplicas); // setBox coarsens the grid to fit
-        else
-            for (numCells = 1; numCells < 2 * (int) n; numCells *= 2) // hash buckets: a power of two
-                ;
+        else {
+            // Buckets a replica: a power of two, at least twice its atoms (cell_list.cu's mlffCellIndex).
+            long long cells = 1;
+            while (cells < 2LL * maxReplicaSize)
+                cells *= 2;
+            if (cells * numReplicas > std::numeric_limits<int>::max())
+                throw OpenMMException("MLFFForce (CUDA): " + std::to_string(numReplicas) + " replicas of up to " +
+                                      std::to_string(maxReplicaSize) + " atoms need more cells than an int counts");
+            replicaCells = (int) cells;
+            numCells = replicaCells * numReplicas;
+        }
         cellCount.initialize<int>(cu, numCells, "mlffCellCount");
         cellStart.initialize<int>(cu, numCells, "mlffCellStart");
         cellAtoms.initialize<int>(cu, n, "mlffCellAtoms");
         cellOfAtom.initialize<int>(cu, n, "mlffCellOfAtom");
+        binnedPos.initialize(cu, n, 4 * real, "mlffBinnedPositions");
+        cellOrderParticle.initialize<int>(cu, n, "mlffCellOrderParticle");
+        cellOrderZ.initialize<int>(cu, n, "mlffCellOrderZ");
         neighborScratch.initialize<int>(cu, n * neighborCapacity, "mlffNeighborScratch");
         cellsInUse = numCells;
     }

@@ -93,7 +93,10 @@ private:
     };
     EnergyTargets energyTargets();
     // initialize's steps, in order.
-    /** The force's ML atoms by (replica, index in the force): each replica a contiguous range. */
+    /**
+     * The force's ML atoms by (replica, index in the force): each replica a contiguous range. With
+     * the cell list, each evaluation numbers each replica's atoms anew in the cells' order (cell_list.cu).
+     */
     struct AtomOrder {
         std::vector<int> particles, z, replicas; // (N), in that order
         std::vector<int> replicaStart;           // (R + 1)
@@ -220,6 +223,7 @@ private:
     int neighborCapacity = 0;
     bool useCellList = false;             // replicas large enough for the cell list (cell_list.cu)
     int numCells = 0;                     // cells allocated (MLFF_NUM_CELLS)
+    int replicaCells = 0;                 // not periodic: a replica's cells (MLFF_REPLICA_CELLS)
     std::string energyScaleParameter;
     double cutoff = 0;                    // Å
     bool periodic = false;
@@ -238,6 +242,7 @@ private:
     OpenMM::CudaArray mlPos;              // real4, Å
     OpenMM::CudaArray neighborCount, neighborList; // int
     OpenMM::CudaArray cellCount, cellStart, cellAtoms, cellOfAtom, neighborScratch; // int, cell list only
+    OpenMM::CudaArray binnedPos, cellOrderParticle, cellOrderZ; // real4, int, int: the atoms numbered by cell
     OpenMM::CudaArray stateS, stateV, midS, midV, atomEnergy; // real
     OpenMM::CudaArray gradS[2], gradV[2]; // real, ping-pong between backward launches
     OpenMM::CudaArray updateInput, updateHidden, updateActivation, updateOutput, updateGradOutput; // real, tiled path
@@ -281,7 +286,7 @@ private:
     CUfunction countTableIntervalsKernel = nullptr, scanTableIntervalsKernel = nullptr,
                numberTableRowsKernel = nullptr; // table_rows.cu
     CUfunction assignCellsKernel = nullptr, scanCellsKernel = nullptr, fillCellsKernel = nullptr,
-               cellNeighborKernel = nullptr;
+               numberAtomsKernel = nullptr, cellNeighborKernel = nullptr;
 
     // The box (Å) as kernel arguments of type real4: vectors a, b, c, then 1/(a.x, b.y, c.z).
     struct Real4Float {

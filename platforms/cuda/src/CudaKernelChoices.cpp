@@ -199,6 +199,7 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
     defines["MLFF_KJ_PER_MOL_PER_EV"] = exactDouble(MLFFUnits::KJPerMolPerEV);
     defines["MLFF_NUM_CELLS"] = std::to_string(std::max(numCells, 1));
     defines["MLFF_CELL_SIZE"] = exactDouble(cutoff * CellMargin);
+    defines["MLFF_REPLICA_CELLS"] = std::to_string(std::max(replicaCells, 1));
     if (periodic)
         defines["MLFF_PERIODIC"] = "1";
     defines["MLFF_ROW_STAGES"] = std::to_string(RowStages);
@@ -304,6 +305,7 @@ void CudaCalcMLFFForceKernel::loadKernels() {
         assignCellsKernel = cu.getKernel(module, "mlffAssignCells");
         scanCellsKernel = cu.getKernel(module, "mlffScanCells");
         fillCellsKernel = cu.getKernel(module, "mlffFillCells");
+        numberAtomsKernel = cu.getKernel(module, "mlffNumberAtomsByCell");
         cellNeighborKernel = cu.getKernel(module, "mlffFindNeighborsInCells");
     }
 }

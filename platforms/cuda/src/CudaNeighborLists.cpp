@@ -65,7 +65,7 @@ void CudaCalcMLFFForceKernel::findNeighbors(void* box[4]) {
     {
         void* args[] = {&posq, &sortedIndexOfParticle.getDevicePointer(), &mlParticle.getDevicePointer(),
                         &mlReplica.getDevicePointer(), box[0], box[1], box[2], box[3], &cellGrid,
-                        &mlPos.getDevicePointer(), &cellOfAtom.getDevicePointer(), &cellCount.getDevicePointer()};
+                        &binnedPos.getDevicePointer(), &cellOfAtom.getDevicePointer(), &cellCount.getDevicePointer()};
         launch(assignCellsKernel, args, atomsGrid, 128, "binning atoms into cells");
     }
     {
@@ -78,10 +78,18 @@ void CudaCalcMLFFForceKernel::findNeighbors(void* box[4]) {
         launch(fillCellsKernel, args, atomsGrid, 128, "filling the cells");
     }
     {
+        void* args[] = {&cellOfAtom.getDevicePointer(), &cellStart.getDevicePointer(), &cellCount.getDevicePointer(),
+                        &cellAtoms.getDevicePointer(), &mlParticle.getDevicePointer(), &mlZ.getDevicePointer(),
+                        &binnedPos.getDevicePointer(), &cellOrderParticle.getDevicePointer(),
+                        &cellOrderZ.getDevicePointer(), &mlPos.getDevicePointer()};
+        launch(numberAtomsKernel, args, atomsGrid, 128, "numbering atoms by cell");
+    }
+    {
         void* args[] = {&mlPos.getDevicePointer(), &mlReplica.getDevicePointer(), &cellStart.getDevicePointer(),
-                        &cellCount.getDevicePointer(), &cellAtoms.getDevicePointer(), box[0], box[1], box[2], box[3],
-                        &cellGrid, &neighborCount.getDevicePointer(), &neighborScratch.getDevicePointer(),
-                        &neighborList.getDevicePointer(), &neighborCapacity};
+                        &cellCount.getDevicePointer(), &cellOrderParticle.getDevicePointer(),
+                        &cellOrderZ.getDevicePointer(), &mlParticle.getDevicePointer(), &mlZ.getDevicePointer(), box[0],
+                        box[1], box[2], box[3], &cellGrid, &neighborCount.getDevicePointer(),
+                        &neighborScratch.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity};
         launch(cellNeighborKernel, args, atomWarpsGrid, NeighborThreads, "finding neighbours in cells");
     }
 }

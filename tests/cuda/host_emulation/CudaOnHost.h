@@ -37,6 +37,12 @@ struct int2 {
 inline int2 make_int2(int x, int y) {
     return {x, y};
 }
+struct int4 {
+    int x, y, z, w;
+};
+inline int4 make_int4(int x, int y, int z, int w) {
+    return {x, y, z, w};
+}
 typedef double real;
 typedef double2 real2;
 typedef double4 real4;
@@ -118,6 +124,16 @@ inline int __shfl_sync(unsigned int mask, int value, int from) {
 inline int __shfl_up_sync(unsigned int, int value, int offset) {
     return (int) cudaOnHostExchange(value, [offset](const double* slots, int lane) {
         return slots[lane >= offset ? lane - offset : lane];
+    });
+}
+
+/** The lanes whose `value` equals this lane's, as a mask. */
+inline unsigned int __match_any_sync(unsigned int, int value) {
+    return (unsigned int) cudaOnHostExchange(value, [](const double* slots, int lane) {
+        unsigned int mask = 0;
+        for (int k = 0; k < 32; k++)
+            mask |= (slots[k] == slots[lane] ? 1u : 0u) << k;
+        return (double) mask;
     });
 }
 
