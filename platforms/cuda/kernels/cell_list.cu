@@ -19,7 +19,7 @@
  * atoms near in space are near in every array the network kernels index by atom, whatever order
  * the System lists them in (docs/performance.md, "Every row: the order of the atoms"); a cell's
  * atoms are then a range of ML indices. The numbering depends on this evaluation's positions alone,
- * so an evaluation's result does not depend on the ones before it.
+ * so that, but for the lists' capacity, an evaluation's result does not depend on the ones before.
  *
  * Per evaluation: mlffAssignCells, mlffScanCells, mlffFillCells, mlffNumberAtomsByCell,
  * mlffFindNeighborsInCells. Each list is sorted: lists come out in ascending ML index, as from the
@@ -124,8 +124,8 @@ KERNEL void mlffFillCells(const int* RESTRICT cellOfAtom, const int* RESTRICT ce
 
 /**
  * The ML atoms numbered in the cells' order: cell c's atoms become ML atoms cellStart[c] ...
- * cellStart[c] + cellCount[c] - 1, in the order of their System particle indices (unique, so the
- * numbering is the atomics' order nowhere). Each replica's cells come after the replica before's,
+ * cellStart[c] + cellCount[c] - 1, in the order of their System particle indices (unique, so that
+ * the order in which atomics filled the cell does not show). Each replica's cells come after the replica before's,
  * so each replica keeps its range of ML indices and mlReplica stays as it was. A thread an atom i
  * of the numbering before, which it reads mlParticle, mlZ, binnedPos (N) and cellAtoms in; it
  * writes atom i's particle and Z at its new index into cellOrderParticle and cellOrderZ (N; the

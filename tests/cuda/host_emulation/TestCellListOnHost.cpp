@@ -29,7 +29,7 @@ struct Box {
     int4 grid;
 };
 
-/** The ML atoms as the host numbers them at first: by replica, each replica's atoms in `order`. */
+/** The ML atoms as the host numbers them at first: by replica, 54 of the System's particles drawn at random. */
 struct Atoms {
     std::vector<int> particle, z, replica, replicaStart;
 };
