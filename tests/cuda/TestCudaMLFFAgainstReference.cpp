@@ -270,18 +270,18 @@ TEST_P(CudaVsReference, CellList) {
     const std::string bytes = mlff_test::random_model_bytes(modelSpec(64, 12, 2, 13));
     mlff_test::Structure small = mlff_test::random_structure(300, 10, 16.0, 1.0, 70);
     small.box = {16.0, 0, 0, 0, 16.5, 0, 0, 0, 12.0};
-    compare(bytes, small, "cell list, rectangular box 3x3x2 cells, 300 atoms");
+    compare(bytes, small, "cell list, rectangular box 3x3x1 cells (c too short for 5 slices), 300 atoms");
     small.box = {16.0, 0, 0, 4.0, 15.0, 0, -3.0, 5.0, 14.0};
     compare(bytes, small, "cell list, triclinic box, 300 atoms");
     mlff_test::Structure large = mlff_test::random_structure(1000, 10, 25.5, 1.0, 71);
     large.box = {25.5, 0, 0, 0, 26.0, 0, 0, 0, 25.2};
-    compare(bytes, large, "cell list, rectangular box 5x5x5 cells, 1000 atoms");
+    compare(bytes, large, "cell list, rectangular box 5x5x10 cells, 1000 atoms");
     large.box = {25.5, 0, 0, -6.0, 25.0, 0, 5.0, -7.0, 24.0};
     compare(bytes, large, "cell list, triclinic box, 1000 atoms");
 
     // The box changed within one Context, as a barostat changes it: the cell grid follows it, and
     // where it would need more cells than were allocated (N = 300 here) it is coarsened (45 Å: 8 x 9
-    // x 8 cells wanted).
+    // x 17 cells wanted).
     {
         auto s = makeSystem(bytes, small);
         OpenMM::VerletIntegrator integrator(0.0005);
@@ -299,13 +299,13 @@ TEST_P(CudaVsReference, CellList) {
         }
     }
 
-    // Not periodic: 1,024 buckets for 300 atoms, 16 x 8 x 8 cells (5 Å) before the buckets repeat,
-    // so that a replica 64 Å long along z has cells 8 apart in one bucket.
+    // Not periodic: 1,024 buckets for 300 atoms, 8 x 8 x 16 cells (5 x 5 x 2.5 Å) before the buckets
+    // repeat, so that a replica 64 Å long along z has cells 16 apart in one bucket.
     mlff_test::Structure cube = mlff_test::random_structure(300, 10, 16.0, 1.0, 70);
     mlff_test::Structure stretched = cube;
     for (size_t k = 2; k < stretched.positions.size(); k += 3)
         stretched.positions[k] *= 4.0;
-    compare(bytes, stretched, "cell list, not periodic, 16 x 16 x 64 Å (cells 8 apart share a bucket), 300 atoms");
+    compare(bytes, stretched, "cell list, not periodic, 16 x 16 x 64 Å (cells 16 apart share a bucket), 300 atoms");
     {
         auto s = makeSystem(bytes, cube);
         OpenMM::VerletIntegrator integrator(0.0005);

@@ -60,9 +60,12 @@ defines() { # H K L batch block periodic tabulated precision replicas warpgroup
     echo "#define MLFF_NUM_REPLICAS 1"
     echo "#define MLFF_PADDED_NUM_ATOMS 32"
     echo "#define MLFF_KJ_PER_MOL_PER_EV 96.48533212331002"
-    echo "#define MLFF_NUM_CELLS 64"
+    echo "#define MLFF_NUM_CELLS 128"
     echo "#define MLFF_CELL_SIZE 5.0005"
-    echo "#define MLFF_REPLICA_CELLS 64"
+    echo "#define MLFF_CELL_SLICES 2"
+    echo "#define MLFF_REPLICA_CELLS 128"
+    echo "#define MLFF_BUCKET_BITS_XY 2"
+    echo "#define MLFF_BUCKET_BITS_Z 3"
     # As the host sets them on sm_90 (which this script compiles for): tensor cores in float, and
     # clusters of the largest size up to 8 that gives each block whole fours of channels
     # (CudaCalcMLFFForceKernel::clusterSizeFor).

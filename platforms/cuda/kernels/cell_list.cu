@@ -3,18 +3,21 @@
  * MLFF_CELL_LIST_MIN_ATOMS atoms or more; smaller ones scan their replica, neighbors.cu), and the
  * ML atoms' numbering along space that comes with it.
  *
- * Atoms are binned into cells at least a cutoff wide, so that every edge joins an atom to one of
- * the 27 cells around its own. Each replica has cells of its own, after the replica before's:
- *   - periodic: the box's fractional coordinates cut into n_a x n_b x n_c parallelepipeds with
- *     n_k = floor(height_k / cutoff) (the host may use fewer, which stays exact), numbered with a
- *     fastest;
- *   - not periodic: cubes of side `cutoff` on an unbounded lattice, in MLFF_REPLICA_CELLS buckets a
- *     replica, a cell in the bucket of its Z-order code's low bits (mlffCellIndex): the lattice
- *     tiled by a block of buckets, so that the buckets' order is an order along space, and cells a
- *     block apart share a bucket (the distance test drops their atoms).
- * Two of the 27 neighbouring cells can be the same cell or bucket (n_k < 3, a small block): each is
- * scanned once.
- *
+ * Atoms are binned into cells at least a cutoff wide along a and b (x and y) and a cutoff over
+ * MLFF_CELL_SLICES along c (z), so that every edge joins an atom to one of the 3 x 3 x
+ * (2 MLFF_CELL_SLICES + 1) cells around its own (mlffCellReach). Cells thin along the slowest axis
+ * keep an edge's two atoms near each other in the numbering below, at most about one and a half
+ * cutoffs' slab of the replica apart (docs/performance.md, "Every row: the order of the atoms").
+ * Each replica has cells of its own, after the replica before's:
+ *   - periodic: the box's fractional coordinates cut into n_a x n_b x n_c parallelepipeds, numbered
+ *     with a fastest; along each axis either n_k >= 2 reach_k + 1 (no cell is reached twice) or
+ *     n_k = 1 (the whole axis one cell, reach 0), as the host chooses them (setBox);
+ *   - not periodic: an unbounded lattice in MLFF_REPLICA_CELLS buckets a replica, numbered x fastest
+ *     by the low bits of the cell's coordinates relative to the cell of the replica's origin
+ *     particle (mlffCellIndex): a block of 2^MLFF_BUCKET_BITS_XY cells along x and y and
+ *     2^MLFF_BUCKET_BITS_Z along z, centred on that particle, tiles the lattice, and cells a block
+ *     apart share a bucket (the distance test drops their atoms). The blocks are at least 4 x 4 x 8
+ *     cells, so that no bucket is reached twice.
  * Each evaluation numbers the ML atoms anew in the cells' order (mlffNumberAtomsByCell), so that
  * atoms near in space are near in every array the network kernels index by atom, whatever order
  * the System lists them in (docs/performance.md, "Every row: the order of the atoms"); a cell's
@@ -25,9 +28,9 @@
  * mlffFindNeighborsInCells. Each list is sorted: lists come out in ascending ML index, as from the
  * replica scan.
  *
- * Compile-time constants: MLFF_NUM_CELLS (cells allocated), MLFF_CELL_SIZE (Å) and
- * MLFF_REPLICA_CELLS (a power of two, at least twice a replica's atoms) when not periodic, and
- * those of geometry.cu.
+ * Compile-time constants: MLFF_NUM_CELLS (cells allocated), MLFF_CELL_SIZE (Å, a cell's width
+ * along a and b), MLFF_CELL_SLICES; when not periodic MLFF_REPLICA_CELLS = 2^(2 MLFF_BUCKET_BITS_XY
+ * + MLFF_BUCKET_BITS_Z), at least twice a replica's atoms; and those of geometry.cu.
  */
 
 /** The cell's integer coordinates (periodic: fractional, in [0, n_k)) of position r. */
@@ -44,36 +47,51 @@ DEVICE inline int4 mlffCellCoordinates(real4 r, real4 boxA, real4 boxB, real4 bo
                      min((int) (fc * grid.z), grid.z - 1), 0);
 #else
     return make_int4((int) floor(r.x * (real) (1.0 / MLFF_CELL_SIZE)), (int) floor(r.y * (real) (1.0 / MLFF_CELL_SIZE)),
-                     (int) floor(r.z * (real) (1.0 / MLFF_CELL_SIZE)), 0);
+                     (int) floor(r.z * (real) ((double) MLFF_CELL_SLICES / MLFF_CELL_SIZE)), 0);
 #endif
 }
 
-#ifndef MLFF_PERIODIC
-/** Bits 0 to 9 of x spread to bits 0, 3, ..., 27: one coordinate's part of a Z-order code. */
-DEVICE inline unsigned int mlffSpreadBits(unsigned int x) {
-    x &= 0x3ffu;
-    x = (x | (x << 16)) & 0x030000ffu;
-    x = (x | (x << 8)) & 0x0300f00fu;
-    x = (x | (x << 4)) & 0x030c30c3u;
-    return (x | (x << 2)) & 0x09249249u;
-}
+/** How many cells an edge can reach along each axis (w unused); see the grid's rule above. */
+DEVICE inline int4 mlffCellReach(int4 grid) {
+#ifdef MLFF_PERIODIC
+    return make_int4(grid.x > 1 ? 1 : 0, grid.y > 1 ? 1 : 0, grid.z > 1 ? MLFF_CELL_SLICES : 0, 0);
+#else
+    return make_int4(1, 1, MLFF_CELL_SLICES, 0);
 #endif
+}
 
 /**
- * The index of the cell with coordinates c (taken modulo the grid when periodic) in replica
- * `replica`: periodic, its place in the replica's grid; not periodic, the bucket of the low bits
- * of its Z-order code (x, y, z interleaved from bit 0; two's complement keeps the low bits of a
- * negative coordinate its residue), so that a replica's MLFF_REPLICA_CELLS = 2^b buckets tile the
- * lattice with blocks of 2^ceil(b/3) or fewer cells along an axis.
+ * The cell whose bucket block a replica's cells are numbered around (not periodic): the cell of
+ * the replica's origin particle, a particle fixed for the replica (replicaOriginParticle[replica]),
+ * so that the numbering depends on this evaluation's positions alone. Periodic: unused, (0, 0, 0).
  */
-DEVICE inline int mlffCellIndex(int4 c, int replica, int4 grid) {
+DEVICE inline int4 mlffReplicaOriginCell(const real4* RESTRICT posq, const int* RESTRICT sortedIndexOfParticle,
+        const int* RESTRICT replicaOriginParticle, int replica, real4 boxA, real4 boxB, real4 boxC,
+        real4 invBoxSize, int4 grid) {
+#ifdef MLFF_PERIODIC
+    return make_int4(0, 0, 0, 0);
+#else
+    const real4 origin = mlffLoadPosition(posq, sortedIndexOfParticle, replicaOriginParticle[replica]);
+    return mlffCellCoordinates(origin, boxA, boxB, boxC, invBoxSize, grid);
+#endif
+}
+
+/**
+ * The index of the cell with coordinates c in replica `replica`: periodic, its place in the
+ * replica's grid (c taken modulo the grid); not periodic, its bucket, the low bits of c - origin
+ * (origin: mlffReplicaOriginCell) offset by half a block, x fastest. Either way, cells next to each
+ * other along a (x) have consecutive indices but where the grid or the block wraps.
+ */
+DEVICE inline int mlffCellIndex(int4 c, int replica, int4 grid, int4 origin) {
 #ifdef MLFF_PERIODIC
     const int x = (c.x + grid.x) % grid.x, y = (c.y + grid.y) % grid.y, z = (c.z + grid.z) % grid.z;
     return ((replica * grid.z + z) * grid.y + y) * grid.x + x;
 #else
-    const unsigned int code = mlffSpreadBits((unsigned int) c.x) | (mlffSpreadBits((unsigned int) c.y) << 1) |
-                              (mlffSpreadBits((unsigned int) c.z) << 2);
-    return replica * MLFF_REPLICA_CELLS + (int) (code & (MLFF_REPLICA_CELLS - 1));
+    const unsigned int side = 1u << MLFF_BUCKET_BITS_XY, height = 1u << MLFF_BUCKET_BITS_Z;
+    const unsigned int x = (unsigned int) (c.x - origin.x + (int) (side / 2)) & (side - 1);
+    const unsigned int y = (unsigned int) (c.y - origin.y + (int) (side / 2)) & (side - 1);
+    const unsigned int z = (unsigned int) (c.z - origin.z + (int) (height / 2)) & (height - 1);
+    return replica * MLFF_REPLICA_CELLS + (int) ((z * side + y) * side + x);
 #endif
 }
 
@@ -82,13 +100,17 @@ DEVICE inline int mlffCellIndex(int4 c, int replica, int4 grid) {
  * zeroed before). Both in the numbering before this evaluation's.
  */
 KERNEL void mlffAssignCells(const real4* RESTRICT posq, const int* RESTRICT sortedIndexOfParticle,
-        const int* RESTRICT mlParticle, const int* RESTRICT mlReplica, real4 boxA, real4 boxB, real4 boxC,
-        real4 invBoxSize, int4 grid, real4* RESTRICT binnedPos, int* RESTRICT cellOfAtom, int* RESTRICT cellCount) {
+        const int* RESTRICT mlParticle, const int* RESTRICT mlReplica, const int* RESTRICT replicaOriginParticle,
+        real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize, int4 grid, real4* RESTRICT binnedPos,
+        int* RESTRICT cellOfAtom, int* RESTRICT cellCount) {
     mlffStartAfterPreviousLaunch();
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < MLFF_NUM_ATOMS; i += blockDim.x * gridDim.x) {
         const real4 r = mlffLoadPosition(posq, sortedIndexOfParticle, mlParticle[i]);
         binnedPos[i] = r;
-        const int cell = mlffCellIndex(mlffCellCoordinates(r, boxA, boxB, boxC, invBoxSize, grid), mlReplica[i], grid);
+        const int replica = mlReplica[i];
+        const int4 origin = mlffReplicaOriginCell(posq, sortedIndexOfParticle, replicaOriginParticle, replica, boxA,
+                                                  boxB, boxC, invBoxSize, grid);
+        const int cell = mlffCellIndex(mlffCellCoordinates(r, boxA, boxB, boxC, invBoxSize, grid), replica, grid, origin);
         cellOfAtom[i] = cell;
         atomicAdd(&cellCount[cell], 1);
     }
@@ -150,18 +172,45 @@ KERNEL void mlffNumberAtomsByCell(const int* RESTRICT cellOfAtom, const int* RES
 }
 
 /**
- * One warp per ML atom i (in the cells' numbering): scans the atoms of the distinct cells among the
- * 27 around i's (each a range of ML indices, and all of i's replica), appends the edges to i's row
- * of neighborScratch, then writes them to neighborList in ascending order (each entry's rank among
- * the row). neighborCount gets the true count even beyond the capacity, as in
- * mlffFindNeighborsInReplica. Lane 0 also takes i's particle and Z in the new numbering into
- * mlParticle and mlZ, which no other launch reads meanwhile. Launch: MLFF_NUM_ATOMS warps.
+ * Appends to row (i's scratch row, `count` entries so far, of which at most `capacity` stored) the
+ * atoms j of ML indices [begin, end), j != i, within the cutoff of ri: a warp's lanes test 32 at a
+ * time, and the edges keep their order.
+ */
+DEVICE inline void mlffAppendEdgesInRange(int begin, int end, int i, real4 ri, const real4* RESTRICT mlPos,
+        real4 boxA, real4 boxB, real4 boxC, real4 invBoxSize, int lane, int* RESTRICT row, int capacity, int* count) {
+    for (int base = begin; base < end; base += 32) {
+        const int j = base + lane;
+        bool edge = false;
+        if (j < end && j != i) {
+            real ux, uy, uz;
+            mlffPairDelta(ri, mlPos[j], boxA, boxB, boxC, invBoxSize, &ux, &uy, &uz);
+            edge = mlffIsEdge(ux, uy, uz);
+        }
+        const unsigned int mask = __ballot_sync(0xffffffffu, edge);
+        if (edge) {
+            const int slot = *count + __popc(mask & ((1u << lane) - 1u));
+            if (slot < capacity)
+                row[slot] = j;
+        }
+        *count += __popc(mask);
+    }
+}
+
+/**
+ * One warp per ML atom i (in the cells' numbering): scans the atoms of the cells that i's cell
+ * reaches (each a range of ML indices, and all of i's replica; a row of cells along a whose
+ * indices are consecutive as one range), appends the edges to i's row of neighborScratch, then
+ * writes them to neighborList in ascending order (each entry's rank among the row). neighborCount
+ * gets the true count even beyond the capacity, as in mlffFindNeighborsInReplica. Lane 0 also
+ * takes i's particle and Z in the new numbering into mlParticle and mlZ, which no other launch
+ * reads meanwhile. Launch: MLFF_NUM_ATOMS warps.
  */
 KERNEL void mlffFindNeighborsInCells(const real4* RESTRICT mlPos, const int* RESTRICT mlReplica,
         const int* RESTRICT cellStart, const int* RESTRICT cellCount, const int* RESTRICT cellOrderParticle,
-        const int* RESTRICT cellOrderZ, int* RESTRICT mlParticle, int* RESTRICT mlZ, real4 boxA, real4 boxB,
-        real4 boxC, real4 invBoxSize, int4 grid, int* RESTRICT neighborCount, int* RESTRICT neighborScratch,
-        int* RESTRICT neighborList, int neighborCapacity) {
+        const int* RESTRICT cellOrderZ, const real4* RESTRICT posq, const int* RESTRICT sortedIndexOfParticle,
+        const int* RESTRICT replicaOriginParticle, int* RESTRICT mlParticle, int* RESTRICT mlZ, real4 boxA,
+        real4 boxB, real4 boxC, real4 invBoxSize, int4 grid, int* RESTRICT neighborCount,
+        int* RESTRICT neighborScratch, int* RESTRICT neighborList, int neighborCapacity) {
     mlffStartAfterPreviousLaunch();
     const int i = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
     const int lane = threadIdx.x % 32;
@@ -174,38 +223,26 @@ KERNEL void mlffFindNeighborsInCells(const real4* RESTRICT mlPos, const int* RES
     const real4 ri = mlPos[i];
     const int replica = mlReplica[i];
     const int4 home = mlffCellCoordinates(ri, boxA, boxB, boxC, invBoxSize, grid);
-    // Lane k < 27 holds neighbouring cell k, or -1 if a lower lane holds the same one.
-    int cell = -1;
-    if (lane < 27)
-        cell = mlffCellIndex(make_int4(home.x + lane % 3 - 1, home.y + (lane / 3) % 3 - 1, home.z + lane / 9 - 1, 0),
-                             replica, grid);
-    const unsigned int same = __match_any_sync(0xffffffffu, cell);
-    if (lane >= 27 || (same & ((1u << lane) - 1u)) != 0)
-        cell = -1;
+    const int4 origin = mlffReplicaOriginCell(posq, sortedIndexOfParticle, replicaOriginParticle, replica, boxA, boxB,
+                                              boxC, invBoxSize, grid);
+    const int4 reach = mlffCellReach(grid);
     int* row = neighborScratch + (size_t) i * neighborCapacity;
     int count = 0;
-    for (int k = 0; k < 27; k++) {
-        const int c = __shfl_sync(0xffffffffu, cell, k);
-        if (c < 0)
-            continue;
-        const int begin = cellStart[c], end = begin + cellCount[c];
-        for (int base = begin; base < end; base += 32) {
-            const int j = base + lane;
-            bool edge = false;
-            if (j < end && j != i) {
-                real ux, uy, uz;
-                mlffPairDelta(ri, mlPos[j], boxA, boxB, boxC, invBoxSize, &ux, &uy, &uz);
-                edge = mlffIsEdge(ux, uy, uz);
+    for (int dz = -reach.z; dz <= reach.z; dz++)
+        for (int dy = -reach.y; dy <= reach.y; dy++) {
+            const int first = mlffCellIndex(make_int4(home.x - reach.x, home.y + dy, home.z + dz, 0), replica, grid, origin);
+            const int last = mlffCellIndex(make_int4(home.x + reach.x, home.y + dy, home.z + dz, 0), replica, grid, origin);
+            if (last - first == 2 * reach.x) { // the row's cells consecutive: their atoms are one range
+                mlffAppendEdgesInRange(cellStart[first], cellStart[last] + cellCount[last], i, ri, mlPos, boxA, boxB,
+                                       boxC, invBoxSize, lane, row, neighborCapacity, &count);
+                continue;
             }
-            const unsigned int mask = __ballot_sync(0xffffffffu, edge);
-            if (edge) {
-                const int slot = count + __popc(mask & ((1u << lane) - 1u));
-                if (slot < neighborCapacity)
-                    row[slot] = j;
+            for (int dx = -reach.x; dx <= reach.x; dx++) {
+                const int c = mlffCellIndex(make_int4(home.x + dx, home.y + dy, home.z + dz, 0), replica, grid, origin);
+                mlffAppendEdgesInRange(cellStart[c], cellStart[c] + cellCount[c], i, ri, mlPos, boxA, boxB, boxC,
+                                       invBoxSize, lane, row, neighborCapacity, &count);
             }
-            count += __popc(mask);
         }
-    }
     __syncwarp();
     const int stored = min(count, neighborCapacity);
     for (int t = lane; t < stored; t += 32) {

@@ -212,10 +212,11 @@ void CudaCalcMLFFForceKernel::allocateAtomArrays(const AtomOrder& order) {
     useCellList = maxReplicaSize >= CellListMinAtoms;
     if (useCellList) {
         if (periodic)
-            numCells = std::max((int) n, 27 * numReplicas); // setBox coarsens the grid to fit
+            numCells = std::max((int) n, 9 * (2 * CellSlices + 1) * numReplicas); // setBox coarsens the grid to fit
         else {
-            // Buckets a replica: a power of two, at least twice its atoms (cell_list.cu's mlffCellIndex).
-            long long cells = 1;
+            // Buckets a replica: a power of two, at least twice its atoms and 128 (cell_list.cu's
+            // mlffCellIndex: a block of at least 4 x 4 x 8 cells).
+            long long cells = 128;
             while (cells < 2LL * maxReplicaSize)
                 cells *= 2;
             if (cells * numReplicas > std::numeric_limits<int>::max())
@@ -231,6 +232,11 @@ void CudaCalcMLFFForceKernel::allocateAtomArrays(const AtomOrder& order) {
         binnedPos.initialize(cu, n, 4 * real, "mlffBinnedPositions");
         cellOrderParticle.initialize<int>(cu, n, "mlffCellOrderParticle");
         cellOrderZ.initialize<int>(cu, n, "mlffCellOrderZ");
+        std::vector<int> origins(numReplicas);
+        for (int r = 0; r < numReplicas; r++)
+            origins[r] = order.particles[order.replicaStart[r]];
+        replicaOriginParticle.initialize<int>(cu, numReplicas, "mlffReplicaOriginParticle");
+        replicaOriginParticle.upload(origins);
         neighborScratch.initialize<int>(cu, n * neighborCapacity, "mlffNeighborScratch");
         cellsInUse = numCells;
     }

@@ -223,7 +223,7 @@ private:
     int neighborCapacity = 0;
     bool useCellList = false;             // replicas large enough for the cell list (cell_list.cu)
     int numCells = 0;                     // cells allocated (MLFF_NUM_CELLS)
-    int replicaCells = 0;                 // not periodic: a replica's cells (MLFF_REPLICA_CELLS)
+    int replicaCells = 0;                 // not periodic: a replica's cells (MLFF_REPLICA_CELLS), a power of two
     std::string energyScaleParameter;
     double cutoff = 0;                    // Å
     bool periodic = false;
@@ -243,6 +243,7 @@ private:
     OpenMM::CudaArray neighborCount, neighborList; // int
     OpenMM::CudaArray cellCount, cellStart, cellAtoms, cellOfAtom, neighborScratch; // int, cell list only
     OpenMM::CudaArray binnedPos, cellOrderParticle, cellOrderZ; // real4, int, int: the atoms numbered by cell
+    OpenMM::CudaArray replicaOriginParticle; // int (R), cell list: each replica's first particle
     OpenMM::CudaArray stateS, stateV, midS, midV, atomEnergy; // real
     OpenMM::CudaArray gradS[2], gradV[2]; // real, ping-pong between backward launches
     OpenMM::CudaArray updateInput, updateHidden, updateActivation, updateOutput, updateGradOutput; // real, tiled path

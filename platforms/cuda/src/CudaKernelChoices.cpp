@@ -200,6 +200,15 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
     defines["MLFF_NUM_CELLS"] = std::to_string(std::max(numCells, 1));
     defines["MLFF_CELL_SIZE"] = exactDouble(cutoff * CellMargin);
     defines["MLFF_REPLICA_CELLS"] = std::to_string(std::max(replicaCells, 1));
+    defines["MLFF_CELL_SLICES"] = std::to_string(CellSlices);
+    // The buckets' block (cell_list.cu's mlffCellIndex): 2^xy cells along x and y, the rest of a
+    // replica's bits along z, where the cells are thinner and the atoms' order runs slowest.
+    int bits = 0;
+    while ((1 << bits) < replicaCells)
+        bits++;
+    const int xy = std::max(bits - 1, 0) / 3;
+    defines["MLFF_BUCKET_BITS_XY"] = std::to_string(xy);
+    defines["MLFF_BUCKET_BITS_Z"] = std::to_string(bits - 2 * xy);
     if (periodic)
         defines["MLFF_PERIODIC"] = "1";
     defines["MLFF_ROW_STAGES"] = std::to_string(RowStages);

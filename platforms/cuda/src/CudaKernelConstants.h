@@ -39,6 +39,12 @@ constexpr int DefaultNeighborCapacity = 64;
 constexpr int ReadoutMaxAtomsPerBlock = 32;
 constexpr size_t StaticSharedBytes = 48 * 1024;
 constexpr int CellListMinAtoms = 256;  // replicas this large use the cell list (cell_list.cu)
+// The cell list's cells along c (z) are a cutoff over this wide, so that the atoms numbered by cell
+// lie in slabs half a cutoff thick (cell_list.cu). H200, step us, the tabulated 12,000-atom droplet
+// and 24,000-atom box as written (a lattice of molecules): 3,708 and 7,925 with 2, 3,771 and
+// 8,157 with cubic cells (1), 3,695 and 7,912 in the System's own order (docs/performance.md,
+// "Every row: the order of the atoms").
+constexpr int CellSlices = 2;
 // Systems with this many ML atoms use the tiled path (tiled.cu), whose matrix products read each
 // weight once per 128 rows; below it the fused path's fewer launches win. Measured (H200, H=128,
 // step us, commit c6e76d8): with tabulated filters the fused path is faster at 768 atoms (64

@@ -34,14 +34,20 @@ void CudaCalcMLFFForceKernel::setBox(ContextImpl& context) {
     for (int k = 0; k < 4; k++)
         boxFloat[k] = {(float) boxDouble[k].x, (float) boxDouble[k].y, (float) boxDouble[k].z, 0.0f};
     if (useCellList && periodic) {
-        // Cells at least a cutoff wide along each box height (a.x, b.y, c.z in the reduced form),
-        // coarsened (still exact) until the replicas' grids fit the cells allocated.
+        // Cells at least a cutoff over their reach wide along each box height (a.x, b.y, c.z in the
+        // reduced form; reach 1 along a and b, CellSlices along c), coarsened (still exact) until the
+        // replicas' grids fit the cells allocated. An axis of fewer than 2 reach + 1 cells is one
+        // cell, so that no cell is reached twice (cell_list.cu).
         int cells[3];
         const double heights[3] = {vectors[0][0], vectors[1][1], vectors[2][2]};
+        const int reach[3] = {1, 1, CellSlices};
+        const auto reachable = [&](int k, int count) { return count >= 2 * reach[k] + 1 ? count : 1; };
         for (int k = 0; k < 3; k++)
-            cells[k] = std::max(1, (int) std::floor(heights[k] / (cutoff * CellMargin)));
-        while ((long long) numReplicas * cells[0] * cells[1] * cells[2] > numCells)
-            (*std::max_element(cells, cells + 3))--;
+            cells[k] = reachable(k, (int) std::floor(heights[k] * reach[k] / (cutoff * CellMargin)));
+        while ((long long) numReplicas * cells[0] * cells[1] * cells[2] > numCells) {
+            const int k = (int) (std::max_element(cells, cells + 3) - cells);
+            cells[k] = reachable(k, cells[k] - 1);
+        }
         cellGrid = {cells[0], cells[1], cells[2], 0};
         cellsInUse = numReplicas * cells[0] * cells[1] * cells[2];
     }
@@ -64,8 +70,9 @@ void CudaCalcMLFFForceKernel::findNeighbors(void* box[4]) {
     const unsigned int atomsGrid = (unsigned int) ((numAtoms + 127) / 128);
     {
         void* args[] = {&posq, &sortedIndexOfParticle.getDevicePointer(), &mlParticle.getDevicePointer(),
-                        &mlReplica.getDevicePointer(), box[0], box[1], box[2], box[3], &cellGrid,
-                        &binnedPos.getDevicePointer(), &cellOfAtom.getDevicePointer(), &cellCount.getDevicePointer()};
+                        &mlReplica.getDevicePointer(), &replicaOriginParticle.getDevicePointer(), box[0], box[1],
+                        box[2], box[3], &cellGrid, &binnedPos.getDevicePointer(), &cellOfAtom.getDevicePointer(),
+                        &cellCount.getDevicePointer()};
         launch(assignCellsKernel, args, atomsGrid, 128, "binning atoms into cells");
     }
     {
@@ -87,8 +94,10 @@ void CudaCalcMLFFForceKernel::findNeighbors(void* box[4]) {
     {
         void* args[] = {&mlPos.getDevicePointer(), &mlReplica.getDevicePointer(), &cellStart.getDevicePointer(),
                         &cellCount.getDevicePointer(), &cellOrderParticle.getDevicePointer(),
-                        &cellOrderZ.getDevicePointer(), &mlParticle.getDevicePointer(), &mlZ.getDevicePointer(), box[0],
-                        box[1], box[2], box[3], &cellGrid, &neighborCount.getDevicePointer(),
+                        &cellOrderZ.getDevicePointer(), &posq, &sortedIndexOfParticle.getDevicePointer(),
+                        &replicaOriginParticle.getDevicePointer(), &mlParticle.getDevicePointer(),
+                        &mlZ.getDevicePointer(), box[0], box[1], box[2], box[3], &cellGrid,
+                        &neighborCount.getDevicePointer(),
                         &neighborScratch.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity};
         launch(cellNeighborKernel, args, atomWarpsGrid, NeighborThreads, "finding neighbours in cells");
     }

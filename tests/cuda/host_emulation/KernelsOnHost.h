@@ -1,8 +1,8 @@
 /*
  * KernelsOnHost.h: the plugin's kernel sources compiled for the CPU (CudaOnHost.h), with the
  * compile-time constants CudaCalcMLFFForceKernel::addKernelDefines would give a small system: H =
- * 64 (or MLFF_HOST_H, where the test defines it), L = 3, 54 atoms in 7 replicas (64 cells each for
- * cell_list.cu where not periodic, so that cells 4 apart share one), tabulated
+ * 64 (or MLFF_HOST_H, where the test defines it), L = 3, 54 atoms in 7 replicas (128 cells each for
+ * cell_list.cu where not periodic, so that cells 4 apart along x or y, or 8 along z, share one), tabulated
  * filters (exact ones, as the edge filters' path has them, where the test defines
  * MLFF_HOST_EXACT_FILTERS). The parameters' offsets are far apart (MLFF_PARAMETER_SPAN), so that
  * every matrix fits whatever it holds; a test fills them at random, or as the layout
@@ -42,8 +42,11 @@
 #endif
 #define MLFF_REPLICA_ATOMS 16
 #define MLFF_CELL_SIZE 5.0005 // the cutoff and CudaKernelConstants.h's CellMargin
-#define MLFF_REPLICA_CELLS 64
-#define MLFF_NUM_CELLS (MLFF_NUM_REPLICAS * MLFF_REPLICA_CELLS) // periodic: grids of up to 64 cells
+#define MLFF_CELL_SLICES 2
+#define MLFF_REPLICA_CELLS 128 // the host's least: blocks of 4 x 4 x 8 cells
+#define MLFF_BUCKET_BITS_XY 2
+#define MLFF_BUCKET_BITS_Z 3
+#define MLFF_NUM_CELLS (MLFF_NUM_REPLICAS * MLFF_REPLICA_CELLS) // periodic: grids of up to 128 cells
 #define MLFF_PARAMETER_SPAN (5 * MLFF_H * MLFF_H) // past the largest matrix (3H x H)
 #define MLFF_P_EMBEDDING 0
 #define MLFF_P_RBF_CENTERS (1 * MLFF_PARAMETER_SPAN)

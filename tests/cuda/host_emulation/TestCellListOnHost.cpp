@@ -7,9 +7,10 @@
 //     particle index increases;
 //   - each atom's list is exactly the atoms of its replica within the cutoff, ascending;
 //   - the numbering depends on the positions alone: another numbering before gives the same one.
-// Built twice: without a box, the atoms spread over 70 Å so that cells 4 apart share a bucket (64 a
-// replica), and periodic (MLFF_PERIODIC), with grids of 4 and of 2 cells an axis (2: the 27
-// neighbouring cells repeat).
+// Built twice: without a box, the atoms spread over 70 Å so that cells a block apart share a bucket
+// (128 a replica, blocks of 4 x 4 x 8 cells), and periodic (MLFF_PERIODIC), with grids as setBox
+// chooses them: 4 x 4 x 8 cells, and 4 x 1 x 5 (an axis too short for 3 cells is one; 5 slices,
+// the fewest with a reach of 2).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -32,6 +33,7 @@ struct Box {
 /** The ML atoms as the host numbers them at first: by replica, 54 of the System's particles drawn at random. */
 struct Atoms {
     std::vector<int> particle, z, replica, replicaStart;
+    std::vector<int> originParticle; // a replica's (the host's replicaOriginParticle): its first particle here
 };
 
 Atoms firstNumbering(std::mt19937& rng) {
@@ -47,6 +49,7 @@ Atoms firstNumbering(std::mt19937& rng) {
             atoms.z.push_back(1 + (int) (rng() % 9));
             atoms.replica.push_back(r);
         }
+        atoms.originParticle.push_back(atoms.particle[atoms.replicaStart.back()]);
         atoms.replicaStart.push_back((int) atoms.particle.size());
     }
     return atoms;
@@ -87,8 +90,9 @@ Search findNeighbors(const Atoms& atoms, const std::vector<real4>& posq, const s
         orderParticle(n, -1), orderZ(n, -1), scratch((size_t) n * Capacity);
     const int cells = MLFF_NUM_CELLS;
     cudaOnHostLaunch(1, 64, [&] {
-        mlffAssignCells(posq.data(), sortedIndex.data(), s.particle.data(), atoms.replica.data(), box.a, box.b, box.c,
-                        box.inverse, box.grid, binned.data(), cellOf.data(), cellCount.data());
+        mlffAssignCells(posq.data(), sortedIndex.data(), s.particle.data(), atoms.replica.data(),
+                        atoms.originParticle.data(), box.a, box.b, box.c, box.inverse, box.grid, binned.data(),
+                        cellOf.data(), cellCount.data());
     });
     cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] { mlffScanCells(cellCount.data(), cellStart.data(), cells); });
     cudaOnHostLaunch(1, 64, [&] { mlffFillCells(cellOf.data(), cellStart.data(), cellCount.data(), cellAtoms.data()); });
@@ -98,8 +102,9 @@ Search findNeighbors(const Atoms& atoms, const std::vector<real4>& posq, const s
     });
     cudaOnHostLaunch((n * 32 + 127) / 128, 128, [&] {
         mlffFindNeighborsInCells(s.pos.data(), atoms.replica.data(), cellStart.data(), cellCount.data(),
-                                 orderParticle.data(), orderZ.data(), s.particle.data(), s.z.data(), box.a, box.b,
-                                 box.c, box.inverse, box.grid, s.count.data(), scratch.data(), s.list.data(), Capacity);
+                                 orderParticle.data(), orderZ.data(), posq.data(), sortedIndex.data(),
+                                 atoms.originParticle.data(), s.particle.data(), s.z.data(), box.a, box.b, box.c,
+                                 box.inverse, box.grid, s.count.data(), scratch.data(), s.list.data(), Capacity);
     });
     return s;
 }
@@ -109,6 +114,27 @@ void expectSameNumbering(const Search& a, const Search& b) {
     EXPECT_EQ(a.z, b.z);
     EXPECT_EQ(a.count, b.count);
     EXPECT_EQ(a.list, b.list);
+}
+
+/** How many cells apart along each axis the two atoms of an edge lie at most (periodic: the nearer way round). */
+int4 widestEdge(const Search& s, const Box& box) {
+    int4 widest = make_int4(0, 0, 0, 0);
+    const auto apart = [](int a, int b, int cells) {
+#ifdef MLFF_PERIODIC
+        return std::min(std::abs(a - b), cells - std::abs(a - b));
+#else
+        return std::abs(a - b) + 0 * cells;
+#endif
+    };
+    for (int i = 0; i < MLFF_NUM_ATOMS; i++)
+        for (int k = 0; k < s.count[i]; k++) {
+            const int4 a = mlffCellCoordinates(s.pos[i], box.a, box.b, box.c, box.inverse, box.grid);
+            const int4 b = mlffCellCoordinates(s.pos[s.list[(size_t) i * Capacity + k]], box.a, box.b, box.c,
+                                               box.inverse, box.grid);
+            widest = make_int4(std::max(widest.x, apart(a.x, b.x, box.grid.x)), std::max(widest.y, apart(a.y, b.y, box.grid.y)),
+                               std::max(widest.z, apart(a.z, b.z, box.grid.z)), 0);
+        }
+    return widest;
 }
 
 void checkSearch(const Atoms& atoms, const std::vector<real4>& posq, const std::vector<int>& sortedIndex,
@@ -128,8 +154,10 @@ void checkSearch(const Atoms& atoms, const std::vector<real4>& posq, const std::
         EXPECT_EQ(s.z[i], zOf[p]);
         const real4 r = mlffLoadPosition(posq.data(), sortedIndex.data(), p);
         EXPECT_TRUE(s.pos[i].x == r.x && s.pos[i].y == r.y && s.pos[i].z == r.z);
+        const int4 origin = mlffReplicaOriginCell(posq.data(), sortedIndex.data(), atoms.originParticle.data(),
+                                                  atoms.replica[i], box.a, box.b, box.c, box.inverse, box.grid);
         const int cell = mlffCellIndex(mlffCellCoordinates(r, box.a, box.b, box.c, box.inverse, box.grid),
-                                       atoms.replica[i], box.grid);
+                                       atoms.replica[i], box.grid, origin);
         EXPECT_TRUE(cell > previousCell || (cell == previousCell && p > previousParticle))
             << "cell " << cell << " and particle " << p << " after cell " << previousCell << " and particle "
             << previousParticle;
@@ -161,7 +189,8 @@ void placeInPosq(const std::vector<real4>& angstrom, std::mt19937& rng, std::vec
         posq[sortedIndex[p]] = make_real4(angstrom[p].x / 10, angstrom[p].y / 10, angstrom[p].z / 10, 0);
 }
 
-void checkEvaluation(const std::vector<real4>& angstrom, const Box& box, std::uint32_t seed) {
+/** Checks one evaluation's search from two numberings before; returns widestEdge of its lists. */
+int4 checkEvaluation(const std::vector<real4>& angstrom, const Box& box, std::uint32_t seed) {
     std::mt19937 rng(seed);
     std::vector<real4> posq;
     std::vector<int> sortedIndex;
@@ -180,51 +209,63 @@ void checkEvaluation(const std::vector<real4>& angstrom, const Box& box, std::ui
     renumbered.particle = first.particle;
     renumbered.z = first.z;
     expectSameNumbering(findNeighbors(renumbered, posq, sortedIndex, box), first);
+    return widestEdge(first, box);
 }
 
 #ifndef MLFF_PERIODIC
 
 TEST(CellListOnHost, NumbersAtomsByCellAndFindsTheirNeighbors) {
-    // Half the particles in a 4 Å cube, the rest over 70 Å (negative coordinates too): buckets of
-    // 4 x 4 x 4 cells then hold atoms of cells 4 apart.
+    // Half the particles in a 4 Å cube, the rest over 70 Å (negative coordinates too): a bucket then
+    // holds atoms of cells a block (4 x 4 x 8 cells, 20 Å each way) apart.
     std::mt19937 rng(5);
     std::uniform_real_distribution<double> near(-1.0, 3.0), far(-30.0, 40.0);
     std::vector<real4> angstrom(NumParticles);
     for (int p = 0; p < NumParticles; p++)
         angstrom[p] = p % 2 == 0 ? make_real4(near(rng), near(rng), near(rng), 0) : make_real4(far(rng), far(rng), far(rng), 0);
     const Box open{};
-    std::set<std::pair<int, int>> cellsOfBucket; // (bucket, cell's x) of replica 0's atoms
+    std::set<std::pair<int, int>> cellsOfBucket; // (bucket, cell) of the particles, as replica 0's about (0, 0, 0)
     for (int p = 0; p < NumParticles; p++) {
         const int4 c = mlffCellCoordinates(angstrom[p], open.a, open.b, open.c, open.inverse, open.grid);
-        cellsOfBucket.insert({mlffCellIndex(c, 0, open.grid), c.x});
+        cellsOfBucket.insert({mlffCellIndex(c, 0, open.grid, make_int4(0, 0, 0, 0)), c.x + 1000 * (c.y + 1000 * c.z)});
     }
     std::set<int> buckets;
     for (const auto& [bucket, x] : cellsOfBucket)
         buckets.insert(bucket);
     ASSERT_LT(buckets.size(), cellsOfBucket.size()) << "no bucket holds two cells: the test would not reach that case";
-    checkEvaluation(angstrom, open, 1);
+    const int4 widest = checkEvaluation(angstrom, open, 1);
+    EXPECT_TRUE(widest.x == 1 && widest.y == 1 && widest.z == MLFF_CELL_SLICES)
+        << "no edge reaches as far as the search does (" << widest.x << ", " << widest.y << ", " << widest.z << ")";
 }
 
 #else
 
 TEST(CellListOnHost, NumbersAtomsByCellAndFindsTheirNeighborsInTheBox) {
-    for (double side : {21.0, 11.0}) { // 4 and 2 cells of 5.0005 Å an axis
-        SCOPED_TRACE("box side " + std::to_string(side));
-        const int cells = (int) (side / MLFF_CELL_SIZE);
-        Box box{make_real4(side, 0, 0, 0), make_real4(0, side, 0, 0), make_real4(0, 0, side, 0),
-                make_real4(1 / side, 1 / side, 1 / side, 0), make_int4(cells, cells, cells, 0)};
-        // Half the particles within 4 Å of the box's corner, half anywhere in it, each in an image
-        // of the box (positions are not wrapped before the search).
+    // setBox's grids: floor(height * reach / 5.0005 Å) cells an axis (reach 1, 1, 2), or one cell
+    // where fewer than 2 reach + 1.
+    const struct {
+        real4 sides;
+        int4 grid;
+    } boxes[] = {{make_real4(21, 21, 21, 0), make_int4(4, 4, 8, 0)}, {make_real4(21, 11, 13, 0), make_int4(4, 1, 5, 0)}};
+    for (const auto& [sides, grid] : boxes) {
+        SCOPED_TRACE("box sides " + std::to_string(sides.x) + ", " + std::to_string(sides.y) + ", " + std::to_string(sides.z));
+        Box box{make_real4(sides.x, 0, 0, 0), make_real4(0, sides.y, 0, 0), make_real4(0, 0, sides.z, 0),
+                make_real4(1 / sides.x, 1 / sides.y, 1 / sides.z, 0), grid};
+        // Three particles in four within 5 Å of the box's corner (edges across its faces, and
+        // enough of them to reach as far as the search does), the rest anywhere in it, each in an
+        // image of the box (positions are not wrapped before the search).
         std::mt19937 rng(7);
-        std::uniform_real_distribution<double> corner(-4.0, 4.0), inside(0.0, side);
+        std::uniform_real_distribution<double> corner(-5.0, 5.0), inside(0.0, 1.0);
         std::uniform_int_distribution<int> image(-1, 1);
         std::vector<real4> angstrom(NumParticles);
         for (int p = 0; p < NumParticles; p++) {
-            const real4 r = p % 2 == 0 ? make_real4(corner(rng), corner(rng), corner(rng), 0)
-                                       : make_real4(inside(rng), inside(rng), inside(rng), 0);
-            angstrom[p] = make_real4(r.x + side * image(rng), r.y + side * image(rng), r.z + side * image(rng), 0);
+            const real4 r = p % 4 != 0 ? make_real4(corner(rng), corner(rng), corner(rng), 0)
+                                       : make_real4(sides.x * inside(rng), sides.y * inside(rng), sides.z * inside(rng), 0);
+            angstrom[p] = make_real4(r.x + sides.x * image(rng), r.y + sides.y * image(rng), r.z + sides.z * image(rng), 0);
         }
-        checkEvaluation(angstrom, box, 1);
+        const int4 widest = checkEvaluation(angstrom, box, 1);
+        const int4 reach = mlffCellReach(grid);
+        EXPECT_TRUE(widest.x == reach.x && widest.y == reach.y && widest.z == reach.z)
+            << "no edge reaches as far as the search does (" << widest.x << ", " << widest.y << ", " << widest.z << ")";
     }
 }
 
