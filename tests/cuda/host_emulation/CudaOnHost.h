@@ -127,16 +127,6 @@ inline int __shfl_up_sync(unsigned int, int value, int offset) {
     });
 }
 
-/** The lanes whose `value` equals this lane's, as a mask. */
-inline unsigned int __match_any_sync(unsigned int, int value) {
-    return (unsigned int) cudaOnHostExchange(value, [](const double* slots, int lane) {
-        unsigned int mask = 0;
-        for (int k = 0; k < 32; k++)
-            mask |= (slots[k] == slots[lane] ? 1u : 0u) << k;
-        return (double) mask;
-    });
-}
-
 inline int __popc(unsigned int x) {
     return __builtin_popcount(x);
 }
