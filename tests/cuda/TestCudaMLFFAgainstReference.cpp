@@ -261,23 +261,24 @@ TEST_P(CudaVsReference, DropletWithNeighbourListGrowth) {
 }
 
 // Replicas of CellListMinAtoms (256) atoms or more use the cell list (cell_list.cu), which numbers
-// the atoms anew by cell at each evaluation: periodic boxes whose heights give 2 cells along an axis
-// (the 27 neighbouring cells then repeat) and 5, rectangular and triclinic; not periodic, a replica
-// long enough that cells 8 apart share a bucket, and one Context whose atoms move between
-// evaluations; and several large replicas in one Context, periodic or not. The random structures
-// list their atoms in no spatial order.
+// the atoms anew by cell at each evaluation: periodic boxes whose heights give an axis one cell
+// (3 x 3 x 1 and, triclinic, 3 x 1 x 5: 4 slices along c or 2 cells along b are too few to reach
+// without repeats) and 5 x 5 x 10 or 5 x 4 x 9 cells; not periodic, a replica long enough that
+// cells 16 slices apart share a bucket, and one Context whose atoms move between evaluations; and
+// several large replicas in one Context, periodic or not. The random structures list their atoms
+// in no spatial order.
 TEST_P(CudaVsReference, CellList) {
     const std::string bytes = mlff_test::random_model_bytes(modelSpec(64, 12, 2, 13));
     mlff_test::Structure small = mlff_test::random_structure(300, 10, 16.0, 1.0, 70);
     small.box = {16.0, 0, 0, 0, 16.5, 0, 0, 0, 12.0};
     compare(bytes, small, "cell list, rectangular box 3x3x1 cells (c too short for 5 slices), 300 atoms");
     small.box = {16.0, 0, 0, 4.0, 15.0, 0, -3.0, 5.0, 14.0};
-    compare(bytes, small, "cell list, triclinic box, 300 atoms");
+    compare(bytes, small, "cell list, triclinic box 3x1x5 cells, 300 atoms");
     mlff_test::Structure large = mlff_test::random_structure(1000, 10, 25.5, 1.0, 71);
     large.box = {25.5, 0, 0, 0, 26.0, 0, 0, 0, 25.2};
     compare(bytes, large, "cell list, rectangular box 5x5x10 cells, 1000 atoms");
     large.box = {25.5, 0, 0, -6.0, 25.0, 0, 5.0, -7.0, 24.0};
-    compare(bytes, large, "cell list, triclinic box, 1000 atoms");
+    compare(bytes, large, "cell list, triclinic box 5x4x9 cells, 1000 atoms");
 
     // The box changed within one Context, as a barostat changes it: the cell grid follows it, and
     // where it would need more cells than were allocated (N = 300 here) it is coarsened (45 Å: 8 x 9
