@@ -119,21 +119,22 @@ void expectSameNumbering(const Search& a, const Search& b) {
 /** How many cells apart along each axis the two atoms of an edge lie at most (periodic: the nearer way round). */
 int4 widestEdge(const Search& s, const Box& box) {
     int4 widest = make_int4(0, 0, 0, 0);
-    const auto apart = [](int a, int b, int cells) {
+    const auto apart = [](int a, int b, [[maybe_unused]] int cells) {
 #ifdef MLFF_PERIODIC
         return std::min(std::abs(a - b), cells - std::abs(a - b));
 #else
-        return std::abs(a - b) + 0 * cells;
+        return std::abs(a - b);
 #endif
     };
-    for (int i = 0; i < MLFF_NUM_ATOMS; i++)
+    for (int i = 0; i < MLFF_NUM_ATOMS; i++) {
+        const int4 a = mlffCellCoordinates(s.pos[i], box.a, box.b, box.c, box.inverse, box.grid);
         for (int k = 0; k < s.count[i]; k++) {
-            const int4 a = mlffCellCoordinates(s.pos[i], box.a, box.b, box.c, box.inverse, box.grid);
             const int4 b = mlffCellCoordinates(s.pos[s.list[(size_t) i * Capacity + k]], box.a, box.b, box.c,
                                                box.inverse, box.grid);
             widest = make_int4(std::max(widest.x, apart(a.x, b.x, box.grid.x)), std::max(widest.y, apart(a.y, b.y, box.grid.y)),
                                std::max(widest.z, apart(a.z, b.z, box.grid.z)), 0);
         }
+    }
     return widest;
 }
 
