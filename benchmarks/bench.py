@@ -12,7 +12,9 @@ Beside the plugin's step, each row has OpenMM's own step for the same particles 
 all (mlff-bench --without-force): what the force adds is the difference. Each row also says at what
 SM clock the plugin's run went (the median of gpu_clocks.py's samples over its whole mlff-bench run)
 and which reasons, if any, held the clock down (its power cap, heat): the JSON keeps the samples'
-summary.
+summary. PyTorch's cached memory is handed back before the plugin runs, and the JSON keeps the free
+memory the plugin's run started with (free_gib_before): the plugin's choice of kernels for large
+systems depends on it.
 
 The model is drawn at random with the `original` seed's sizes (H=128, L=3, K=20, cutoff 5 Å):
 cost does not depend on the weights' values. Trained defaults in models/ are timed too when present.
@@ -301,6 +303,12 @@ def main():
             structure = os.path.join(work, "structure.txt")
             write_structure(structure, z, pos, replica, box)
             torch_us, edges, torch_energy = torch_timing(model_path, z, pos, replica, box, max(5, args.repeats // 2))
+            # PyTorch's allocator keeps what it freed; handed back, so that the plugin sees the GPU's
+            # memory as it would alone. (The plugin takes its edge rows, the fast path for large
+            # systems, only where they fit in half the free memory: with the 24,000-atom box's autograd
+            # cache held, the exact row ran the tiled path, 5 times slower.)
+            torch.cuda.empty_cache()
+            free_gib = torch.cuda.mem_get_info()[0] / 2**30
             # OpenMM's own step for the same particles, with no force: the floor under the plugin's step.
             bare = subprocess.run([args.bench, model_path, structure, "--md-steps", str(args.md_steps), "--repeats",
                                    str(args.repeats), "--without-force"], capture_output=True, text=True)
@@ -333,7 +341,8 @@ def main():
                        # where the run ended: a random model's forces move the atoms, and the edges
                        # with them, so rows of small systems compare only at one --md-steps
                        "energy_after_md_kj_mol": plugin["energy_after_md_kj_mol"],
-                       "md_steps": plugin["md_steps"], "sizes": sizes, "clocks": clocks.summary()}
+                       "md_steps": plugin["md_steps"], "sizes": sizes, "clocks": clocks.summary(),
+                       "free_gib_before": free_gib}
                 results.append(row)
                 write_results(complete=False)
                 print(f"{model_name:24s} {row_name:28s} {label:16s} {len(z):6d} {edges:8d} {row['force_us']:10.1f} "
