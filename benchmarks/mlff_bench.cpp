@@ -10,12 +10,18 @@
 // STRUCTURE is a text file: a first line "N [ax ay az bx by bz cx cy cz]" (the box in Å, OpenMM's
 // reduced form; present means periodic), then N lines "Z x y z replica" (Å).
 //
-// Two figures, medians over --repeats:
+// The structure is reset because a model's forces move the atoms, and the edges with them: a
+// random model's push them apart (on the CPU platform the 96-atom droplet's edges fell from 2,822
+// to 1,392 in 400 steps), and a long run would time ever sparser systems, faster steps.
+//
+// The figures, medians over the repeats:
 //   force_us  the ML force's own evaluation, forces and energy (OpenMM's calcForcesAndEnergy on the
 //             force's group alone: buffer clearing, the MLFF kernels and OpenMM's force reduction),
 //             between CUDA events on OpenMM's stream;
 //   step_us   a full MD step: LangevinMiddleIntegrator (300 K, 1/ps, 0.5 fs), between CUDA events
-//             around --md-steps / --repeats steps (fewer for large systems: about 0.1 s a repeat);
+//             around runs of at most 20 steps, each from the structure as written (positions and
+//             velocities reset before it, untimed), --md-steps in all (fewer for large systems:
+//             about 2 s of steps, and no fewer than --repeats runs);
 //   issue_us  the host's time to issue one such step (OpenMM's launches and the force's), on the
 //             host's clock over bursts of 10 steps started with the GPU idle: where it is close to
 //             step_us, the host, not the GPU, sets the pace of the step.
@@ -51,6 +57,8 @@ using MLFFPlugin::MLFFForce;
 namespace {
 
 constexpr int MLGroup = 1;
+constexpr int MaxStepsPerRepeat = 20;  // 10 fs: the atoms stay near the structure as written
+constexpr double StepBudgetUs = 2e6;   // large systems: about this much GPU time of steps in all
 
 struct Structure {
     std::vector<int> z, replica;
@@ -120,14 +128,18 @@ void check(CUresult result, const char* what) {
         throw std::runtime_error(std::string("CUDA error in ") + what + ": " + std::to_string(result));
 }
 
-/** Median GPU time (µs) of `work`, run `repeats` times between events on the context's stream. */
-template <class Work>
-double medianMicroseconds(CudaContext& cu, int repeats, double divisor, Work work) {
+/**
+ * Median GPU time (µs) of `work`, run `repeats` times between events on the context's stream, each
+ * after `prepare` (untimed).
+ */
+template <class Prepare, class Work>
+double medianMicroseconds(CudaContext& cu, int repeats, double divisor, Prepare prepare, Work work) {
     CUevent start, stop;
     check(cuEventCreate(&start, CU_EVENT_DEFAULT), "cuEventCreate");
     check(cuEventCreate(&stop, CU_EVENT_DEFAULT), "cuEventCreate");
     std::vector<double> times;
     for (int r = 0; r < repeats; r++) {
+        prepare();
         check(cuEventRecord(start, cu.getCurrentStream()), "cuEventRecord");
         work();
         check(cuEventRecord(stop, cu.getCurrentStream()), "cuEventRecord");
@@ -142,11 +154,12 @@ double medianMicroseconds(CudaContext& cu, int repeats, double divisor, Work wor
     return times[times.size() / 2];
 }
 
-/** Median host time (µs) to issue `work`, run `repeats` times, each after the stream has drained. */
-template <class Work>
-double medianIssueMicroseconds(CudaContext& cu, int repeats, double divisor, Work work) {
+/** Median host time (µs) to issue `work`, run `repeats` times, each after `prepare` and the stream has drained. */
+template <class Prepare, class Work>
+double medianIssueMicroseconds(CudaContext& cu, int repeats, double divisor, Prepare prepare, Work work) {
     std::vector<double> times;
     for (int r = 0; r < repeats; r++) {
+        prepare();
         check(cuStreamSynchronize(cu.getCurrentStream()), "cuStreamSynchronize");
         const auto start = std::chrono::steady_clock::now();
         work();
@@ -212,6 +225,12 @@ int run(int argc, char** argv) {
     Context context(system, integrator, Platform::getPlatformByName("CUDA"), {{"Precision", precision}});
     context.setPositions(s.positions);
     context.setVelocitiesToTemperature(300.0, 1);
+    const std::vector<Vec3> startVelocities = context.getState(State::Velocities).getVelocities();
+    auto restart = [&] { // back to the structure as written (see the top of this file)
+        context.setPositions(s.positions);
+        context.setVelocities(startVelocities);
+    };
+    auto nothing = [] {};
 
     ContextProbe probe;
     CudaContext& cu = probe.cudaContext(context);
@@ -222,15 +241,17 @@ int run(int argc, char** argv) {
     // Warm-up, then the force alone and the MD step.
     for (int k = 0; k < 10; k++)
         impl.calcForcesAndEnergy(true, true, 1 << MLGroup);
-    const double forceUs = medianMicroseconds(cu, std::max(repeats, 50), 1.0,
+    const double forceUs = medianMicroseconds(cu, std::max(repeats, 50), 1.0, nothing,
                                               [&] { impl.calcForcesAndEnergy(true, true, 1 << MLGroup); });
-    integrator.step(std::min(mdSteps / 10 + 1, 200));
-    // Large systems: fewer steps, so that a repeat lasts about 0.1 s (at least 5 steps).
-    const int stepsPerRepeat = std::max(5, std::min(mdSteps / repeats, (int) (1e5 / forceUs)));
-    const double stepUs = medianMicroseconds(cu, repeats, stepsPerRepeat, [&] { integrator.step(stepsPerRepeat); });
+    integrator.step(std::min(mdSteps / 10 + 1, 200)); // the lists grown, the integrator's kernels compiled
+    const int stepsPerRepeat = std::max(1, std::min(MaxStepsPerRepeat, mdSteps / repeats));
+    const int stepRepeats =
+        std::max(repeats, std::min(mdSteps / stepsPerRepeat, (int) (StepBudgetUs / (forceUs * stepsPerRepeat))));
+    const double stepUs =
+        medianMicroseconds(cu, stepRepeats, stepsPerRepeat, restart, [&] { integrator.step(stepsPerRepeat); });
     constexpr int IssueBurst = 10; // steps: few enough launches for CUDA's queue, so issuing never waits for the GPU
     const double issueUs =
-        medianIssueMicroseconds(cu, std::max(repeats, 20), IssueBurst, [&] { integrator.step(IssueBurst); });
+        medianIssueMicroseconds(cu, std::max(repeats, 20), IssueBurst, restart, [&] { integrator.step(IssueBurst); });
     const double finalEnergy = context.getState(State::Energy).getPotentialEnergy();
 
     std::printf("{\"atoms\": %zu, \"replicas\": %d, \"periodic\": %s, \"tabulated\": %s, \"without_force\": %s, "
@@ -239,7 +260,7 @@ int run(int argc, char** argv) {
                 "\"issue_us\": %.3f, \"md_steps\": %d, \"repeats\": %d, \"device\": \"%s\"}\n",
                 s.z.size(), numReplicas, s.box.empty() ? "false" : "true", tabulated ? "true" : "false",
                 withoutForce ? "true" : "false",
-                precision.c_str(), energy, finalEnergy, forceUs, stepUs, issueUs, stepsPerRepeat * repeats, repeats,
+                precision.c_str(), energy, finalEnergy, forceUs, stepUs, issueUs, stepsPerRepeat * stepRepeats, stepRepeats,
                 context.getPlatform().getPropertyValue(context, "DeviceName").c_str());
     return 0;
 }
