@@ -49,10 +49,12 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
     // of 3,000 and 24,000 atoms 1,398 and 9,604 against 1,542 and 9,778).
     useEdgeFilters = useTiled && path != "tiled" && (tabulated || kPadded <= MatmulMaxColumns);
     if (useEdgeFilters && path.empty()) {
-        // The rows keep every block's filters (L x 3H reals a pair): only where they fit well.
+        // The rows keep every block's filters (L x 3H reals a pair): taken where the rows as first
+        // allocated fit in half the free memory. Should the rows of a grown list not fit later,
+        // the tiled kernels take over then (stopUsingEdgeRows), as they would have from the start.
         size_t freeBytes = 0, totalBytes = 0;
         check(cuMemGetInfo(&freeBytes, &totalBytes), "querying the free memory");
-        const size_t rowsBytes = edgeRowBytes((size_t) numAtoms * 2 * neighborCapacity);
+        const size_t rowsBytes = edgeRowBytes((size_t) numAtoms * neighborCapacity);
         useEdgeFilters = rowsBytes <= std::min(freeBytes / 2, edgeRowsMaxBytes);
         useTiled = useEdgeFilters || numAtoms >= TiledMinAtoms; // without them, the tiled path's own threshold
     }
