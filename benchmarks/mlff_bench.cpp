@@ -20,8 +20,8 @@
 //             between CUDA events on OpenMM's stream;
 //   step_us   a full MD step: LangevinMiddleIntegrator (300 K, 1/ps, 0.5 fs), between CUDA events
 //             around runs of at most 20 steps, each from the structure as written (positions and
-//             velocities reset before it, untimed), --md-steps in all (fewer for large systems:
-//             about 2 s of steps, and no fewer than --repeats runs);
+//             velocities reset before it, untimed), --md-steps in all (no fewer than --repeats
+//             runs);
 //   issue_us  the host's time to issue one such step (OpenMM's launches and the force's), on the
 //             host's clock over bursts of 10 steps started with the GPU idle: where it is close to
 //             step_us, the host, not the GPU, sets the pace of the step.
@@ -57,8 +57,7 @@ using MLFFPlugin::MLFFForce;
 namespace {
 
 constexpr int MLGroup = 1;
-constexpr int MaxStepsPerRepeat = 20;  // 10 fs: the atoms stay near the structure as written
-constexpr double StepBudgetUs = 2e6;   // large systems: about this much GPU time of steps in all
+constexpr int MaxStepsPerRepeat = 20; // 10 fs: the atoms stay near the structure as written
 
 struct Structure {
     std::vector<int> z, replica;
@@ -245,8 +244,7 @@ int run(int argc, char** argv) {
                                               [&] { impl.calcForcesAndEnergy(true, true, 1 << MLGroup); });
     integrator.step(std::min(mdSteps / 10 + 1, 200)); // the lists grown, the integrator's kernels compiled
     const int stepsPerRepeat = std::max(1, std::min(MaxStepsPerRepeat, mdSteps / repeats));
-    const int stepRepeats =
-        std::max(repeats, std::min(mdSteps / stepsPerRepeat, (int) (StepBudgetUs / (forceUs * stepsPerRepeat))));
+    const int stepRepeats = std::max(repeats, mdSteps / stepsPerRepeat);
     const double stepUs =
         medianMicroseconds(cu, stepRepeats, stepsPerRepeat, restart, [&] { integrator.step(stepsPerRepeat); });
     constexpr int IssueBurst = 10; // steps: few enough launches for CUDA's queue, so issuing never waits for the GPU
