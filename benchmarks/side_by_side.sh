@@ -47,7 +47,6 @@ while [ $# -gt 0 ]; do
 done
 [ ${#libraries[@]} -gt 0 ] || { echo "side_by_side: no LIBRARY given" >&2; exit 2; }
 [ -n "${MLFF_BUILD:-}" ] || { echo "side_by_side: run through scripts/gpu-tests.sh exec (MLFF_BUILD unset)" >&2; exit 2; }
-[ -z "$json" ] || json=$(realpath "$json") # before any cd: relative to where it was run
 
 plugin=$MLFF_BUILD/platforms/cuda/libOpenMMMLFFCUDA.so
 folder=$(mktemp -d)
