@@ -250,8 +250,9 @@ private:
     OpenMM::CudaArray updateKept;         // real (L, N, 3, H), the fused path with clusters
     OpenMM::CudaArray edgeStart, filterStart, filterCount; // edge_filters.cu: the rows' numbering
     OpenMM::CudaArray overflowedAtoms;    // int (N + 1), edge_filters.cu: the atoms without rows
-    OpenMM::CudaArray edgeAtoms, edgeDelta, edgeOwnedRank, edgePartner, edgeFilterRow, edgeGradFilter, edgeGradN,
-        filterEdges, edgeBasis, edgeHidden, edgeFilter, pairGradDistance; // edge_filters.cu: the rows (edgeRowArrays)
+    OpenMM::CudaArray edgeAtoms, edgeDelta, edgeOwnedRank, edgePartner, edgeWalk, edgeFilterRow, edgeGradFilter,
+        edgeGradN, filterEdges, edgeBasis, edgeHidden, edgeFilter,
+        pairGradDistance; // edge_filters.cu: the rows (edgeRowArrays)
     OpenMM::CudaArray tableRowInterval, linkedFilterEdges; // table_rows.cu: the rows before their numbering by table
                                                            // interval (edgeRowArrays)
     OpenMM::CudaArray tableIntervalCount, tableIntervalStart; // int (nodes - 1), table_rows.cu

@@ -20,6 +20,7 @@ std::vector<CudaCalcMLFFForceKernel::RowArray> CudaCalcMLFFForceKernel::edgeRowA
                                     {&edgeDelta, 1, 4 * real, "mlffEdgeDelta"},
                                     {&edgeOwnedRank, 1, intSize, "mlffEdgeOwnedRank"},
                                     {&edgePartner, 1, intSize, "mlffEdgePartner"},
+                                    {&edgeWalk, 1, intSize, "mlffEdgeWalk"},
                                     {&edgeFilterRow, 1, intSize, "mlffEdgeFilterRow"},
                                     {&edgeGradN, 1, 4 * real, "mlffEdgeGradN"},
                                     {&filterEdges, 1, 2 * intSize, "mlffFilterEdges"},
@@ -94,8 +95,8 @@ void CudaCalcMLFFForceKernel::prepareEdgeRows(void** box) {
         void* args[] = {&mlPos.getDevicePointer(), &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(),
                         &neighborCapacity, &edgeStart.getDevicePointer(), box[0], box[1], box[2], box[3],
                         &edgeAtoms.getDevicePointer(), &edgeDelta.getDevicePointer(), &edgeOwnedRank.getDevicePointer(),
-                        &edgePartner.getDevicePointer(), &filterCount.getDevicePointer(),
-                        &overflowedAtoms.getDevicePointer()};
+                        &edgePartner.getDevicePointer(), &edgeWalk.getDevicePointer(),
+                        &filterCount.getDevicePointer(), &overflowedAtoms.getDevicePointer()};
         launch(gatherEdgesKernel, args, atomWarpsGrid, EdgeThreads, "the edges and their pairs");
     }
     {

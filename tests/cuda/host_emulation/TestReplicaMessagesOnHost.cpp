@@ -8,9 +8,12 @@
 // twice more with exact filters (MLFF_HOST_EXACT_FILTERS), where the replica kernels read each
 // pair's filter from its row, against the list's kernels on the same rows (row_messages.cu). With
 // the table, the list's kernels on edge rows filled from it (table_rows.cu) against the tiled ones.
+// The list's backward from rows walks each atom's edges in another order than the list's (edgeWalk),
+// so its gradients agree with the other paths' to rounding.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <numeric>
 #include <random>
 
 #include "KernelsOnHost.h"
@@ -125,6 +128,27 @@ void expectEqual(const GradientsOut& a, const GradientsOut& b) {
     EXPECT_EQ(a.gradOutV, b.gradOutV);
 }
 
+/** The largest difference of a and b over their first n elements, relative to the largest of a. */
+double relativeDifference(const std::vector<real>& a, const std::vector<real>& b, size_t n) {
+    double largest = 0, difference = 0;
+    for (size_t k = 0; k < n; k++) {
+        largest = std::max(largest, std::fabs(a[k]));
+        difference = std::max(difference, std::fabs(a[k] - b[k]));
+    }
+    return largest > 0 ? difference / largest : difference;
+}
+
+/**
+ * The messages' backward from rows against another path's: the same gradients to rounding, since
+ * it sums each atom's gather in edgeWalk's order rather than the list's (in double, as the other
+ * sums here in another order).
+ */
+void expectRowsGradients(const GradientsOut& rows, const GradientsOut& other) {
+    EXPECT_LE(relativeDifference(other.updateGradOutput, rows.updateGradOutput, rows.updateGradOutput.size()), 1e-13);
+    EXPECT_LE(relativeDifference(other.gradOutS, rows.gradOutS, rows.gradOutS.size()), 1e-13);
+    EXPECT_LE(relativeDifference(other.gradOutV, rows.gradOutV, rows.gradOutV.size()), 1e-13);
+}
+
 /** makeReplicas, and a line saying what it made; fails the test unless they have edges enough to test anything. */
 Replicas makeTestedReplicas(std::mt19937& rng, const char* filters) {
     Replicas s = makeReplicas(rng);
@@ -144,7 +168,7 @@ Replicas makeTestedReplicas(std::mt19937& rng, const char* filters) {
 struct FilterRows {
     int rows = 0;
     std::vector<int> filterCount, rowStart;   // the list's: filterStart; the replicas': pairRowStart
-    std::vector<int> edgeStart, ownedRank, partner, filterRow; // the list's alone
+    std::vector<int> edgeStart, ownedRank, partner, walk, filterRow; // the list's alone
     std::vector<int> overflowed;                               // the list's: [0] the count, then the atoms
     std::vector<int2> edgeAtoms, filterEdges;
     std::vector<real4> edgeDelta;
@@ -163,6 +187,7 @@ FilterRows listRows(const Replicas& s, const std::vector<real>& params) {
     f.filterCount.assign(MLFF_NUM_ATOMS, -1);
     f.ownedRank.assign(bound, -2);
     f.partner.assign(bound, -2);
+    f.walk.assign(bound, -1);
     f.filterRow.assign(bound, -1);
     f.edgeAtoms.assign(bound, int2{-1, -1});
     f.filterEdges.assign(bound, int2{-1, -1});
@@ -174,7 +199,7 @@ FilterRows listRows(const Replicas& s, const std::vector<real>& params) {
     cudaOnHostLaunch(AtomWarpBlocks, 128, [&] {
         mlffGatherEdges(s.pos.data(), s.count.data(), s.list.data(), s.capacity, f.edgeStart.data(), s.boxA, s.boxB,
                         s.boxC, s.invBoxSize, f.edgeAtoms.data(), f.edgeDelta.data(), f.ownedRank.data(),
-                        f.partner.data(), f.filterCount.data(), f.overflowed.data());
+                        f.partner.data(), f.walk.data(), f.filterCount.data(), f.overflowed.data());
     });
     cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] { mlffScanFilterRows(f.filterCount.data(), f.rowStart.data()); });
     cudaOnHostLaunch(AtomWarpBlocks, 128, [&] {
@@ -184,16 +209,6 @@ FilterRows listRows(const Replicas& s, const std::vector<real>& params) {
     });
     f.rows = f.rowStart[MLFF_NUM_ATOMS];
     return f;
-}
-
-/** The largest difference of a and b over their first n elements, relative to the largest of a. */
-double relativeDifference(const std::vector<real>& a, const std::vector<real>& b, size_t n) {
-    double largest = 0, difference = 0;
-    for (size_t k = 0; k < n; k++) {
-        largest = std::max(largest, std::fabs(a[k]));
-        difference = std::max(difference, std::fabs(a[k] - b[k]));
-    }
-    return largest > 0 ? difference / largest : difference;
 }
 
 #ifdef MLFF_TABULATED
@@ -372,8 +387,8 @@ TEST(ReplicaMessagesOnHost, TiledKernelsTakeTheListedAtomsAlone) {
 // Tabulated filters on the edge rows (table_rows.cu: the rows numbered by table interval, each
 // block's filter rows from the table, dE/dd from each pair's dE/dw) with the messages from rows
 // (row_messages.cu), against the tiled kernels that read the table per edge (a block per atom):
-// the features and gradients equal bit for bit (the same filters, summed in list order), the
-// forces, summed over the blocks per pair before they go to the atoms, to the fixed point's
+// the features equal bit for bit (the same filters, summed in list order), the gradients to
+// rounding (the backward sums in edgeWalk's order), the forces, summed over the blocks per pair before they go to the atoms, to the fixed point's
 // rounding.
 TEST(ReplicaMessagesOnHost, TabulatedRowsEqualTheTiledKernels) {
     const int n = MLFF_NUM_ATOMS, h = MLFF_H, layers = MLFF_L;
@@ -431,8 +446,8 @@ TEST(ReplicaMessagesOnHost, TabulatedRowsEqualTheTiledKernels) {
         cudaOnHostLaunch(AtomWarpBlocks, 128, [&] {
             mlffMessagesBackwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
                                      list.edgeStart.data(), list.edgeDelta.data(), edgeFilterRow.data(),
-                                     list.ownedRank.data(), list.partner.data(), filters[layer].data(),
-                                     gradFilter.data(), gradN.data(), stateS.data(), stateV.data(),
+                                     list.ownedRank.data(), list.partner.data(), list.walk.data(),
+                                     filters[layer].data(), gradFilter.data(), gradN.data(), stateS.data(), stateV.data(),
                                      b.midVKept.data(), b.updateOutput.data(), b.gradInS.data(), b.gradInV.data(),
                                      grads[1].updateGradOutput.data(), grads[1].gradOutS.data(),
                                      grads[1].gradOutV.data());
@@ -444,7 +459,7 @@ TEST(ReplicaMessagesOnHost, TabulatedRowsEqualTheTiledKernels) {
                                     s.particle.data(), s.sortedIndex.data(), forceBuffer[1].data());
         });
         if (layer > 0) // block 0 passes on no gradient
-            expectEqual(grads[0], grads[1]);
+            expectRowsGradients(grads[1], grads[0]);
     }
     const ForceDifference forces = compareForces(forceBuffer[0], forceBuffer[1]);
     EXPECT_GT(forces.largest, 1.0) << "no forces to compare";
@@ -501,6 +516,39 @@ TEST(ReplicaMessagesOnHost, AtomsWithoutRowsAreListed) {
     EXPECT_EQ(listed, expected);
     for (int i : expected)
         EXPECT_EQ(list.edgeStart[i + 1], list.edgeStart[i]) << "atom " << i << " has rows";
+}
+
+// mlffGatherEdges' edgeWalk, the order the messages' backward takes each atom's edges in: each slot
+// of the atom's list once, by distance along the numbering, a lower neighbour's distance counted
+// half, ties to the lower (mlffWalkPosition).
+TEST(ReplicaMessagesOnHost, EdgesAreWalkedByDistanceAlongTheNumbering) {
+    std::mt19937 rng(16);
+    const Replicas s = makeTestedReplicas(rng, "exact");
+    const FilterRows list = listRows(s, randomParams(rng));
+    ASSERT_EQ(list.overflowed[0], 0); // every atom has rows
+    long interleaved = 0; // atoms whose walk goes from a lower neighbour to a higher one and back
+    for (int i = 0; i < MLFF_NUM_ATOMS; i++) {
+        SCOPED_TRACE("atom " + std::to_string(i));
+        const int first = list.edgeStart[i], count = s.count[i];
+        const int* neighbours = &s.list[(size_t) i * s.capacity];
+        const std::vector<int> walk(list.walk.begin() + first, list.walk.begin() + first + count);
+        std::vector<int> slots = walk, expected(count);
+        std::sort(slots.begin(), slots.end());
+        std::iota(expected.begin(), expected.end(), 0);
+        ASSERT_EQ(slots, expected) << "not each slot once";
+        // Twice the weighted distance, then the neighbour: strictly increasing along the walk.
+        const auto key = [&](int slot) {
+            const int j = neighbours[slot];
+            return std::make_pair(j < i ? i - j : 2 * (j - i), j);
+        };
+        int turns = 0;
+        for (int k = 1; k < count; k++) {
+            EXPECT_LT(key(walk[k - 1]), key(walk[k])) << "step " << k;
+            turns += (neighbours[walk[k - 1]] < i) != (neighbours[walk[k]] < i);
+        }
+        interleaved += turns >= 2;
+    }
+    EXPECT_GT(interleaved, 0) << "no walk mixes lower and higher neighbours: nothing tested of the order";
 }
 
 TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheListKernels) {
@@ -568,8 +616,8 @@ TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheListKernels) {
         cudaOnHostLaunch(AtomWarpBlocks, 128, [&] {
             mlffMessagesBackwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
                                      list.edgeStart.data(), list.edgeDelta.data(), list.filterRow.data(),
-                                     list.ownedRank.data(), list.partner.data(), filters.data(),
-                                     gradFilter[0].data(), gradN[0].data(), stateS.data(), stateV.data(),
+                                     list.ownedRank.data(), list.partner.data(), list.walk.data(),
+                                     filters.data(), gradFilter[0].data(), gradN[0].data(), stateS.data(), stateV.data(),
                                      midVKept.data(), updateOutput.data(), gradInS.data(), gradInV.data(),
                                      grads[0].updateGradOutput.data(), grads[0].gradOutS.data(),
                                      grads[0].gradOutV.data());
@@ -585,7 +633,7 @@ TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheListKernels) {
                                          lambdaForceScale, nullptr);
         });
         if (layer > 0) // block 0 passes on no gradient
-            expectEqual(grads[0], grads[1]);
+            expectRowsGradients(grads[0], grads[1]);
         // dE/dw of each pair: both edges' parts, summed in another order (the list's edge by edge).
         EXPECT_LE(relativeDifference(gradFilter[0], gradFilter[1], gradFilter[0].size()), 1e-13);
         EXPECT_NE(gradFilter[0][0], -7) << "no dE/dw written";

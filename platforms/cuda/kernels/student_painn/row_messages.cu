@@ -2,9 +2,12 @@
  * student_painn/row_messages.cu: the messages of block `layer`, forward and backward, into each
  * atom whose edges have filter rows (edge_filters.cu: its list holds all its edges), from its
  * pairs' rows of edgeFilter (this block's; 3H: w_s, w_v1, w_v2, row edgeFilterRow[e]) and u, d
- * from edgeDelta. Each channel's sums (the gather into i, and in the backward dE/dw) are those of
- * the kernels without rows (tiled.cu) and of the replica kernels (replica_messages.cu), term by term
- * in list order, so the paths agree to the bit where their filters do.
+ * from edgeDelta. The forward's sums are those of the kernels without rows (tiled.cu) and of the
+ * replica kernels (replica_messages.cu), term by term in list order, so the paths' features agree
+ * to the bit where their filters do. The backward walks each atom's edges in another order
+ * (edgeWalk: by distance along the numbering, edge_filters.cu's mlffWalkPosition), so that a pair's
+ * two reads of its row come closer together and the second more often finds it in the L2; its
+ * gather into dE/d(s_i, v_i) then sums in that order and agrees with the other paths to rounding.
  *
  * The forward: a block per atom, thread c channel c (MLFF_BLOCK threads): few registers, so many
  * blocks an SM keep the rows streaming in at the L2's rate. The backward: a warp per atom
@@ -30,6 +33,10 @@
  * its record's first (H100, the 12,000-atom droplet, exact, µs an evaluation: forward 974 -> 913,
  * backward 1,719 -> 1,587; step 5,484 -> 5,325, tabulated 4,477 -> 4,304). The forward with 8 edges'
  * loads at once rather than 4 lost it again (982 µs).
+ *
+ * The backward's walk took its launches from 1,590 to 1,532 µs (H100, the same droplet); the
+ * forward walked so gained nothing (916 -> 920 µs, the walk's own load per 32 edges in its way),
+ * nor did it with 8 blocks an SM rather than 16 (941), which a simulation had favoured.
  */
 
 /** Lane `from`'s v, to every lane of the warp. */
@@ -186,15 +193,18 @@ DEVICE inline void mlffLaneAtomGradient(const real* RESTRICT gradS, const real* 
  * on them.
  */
 struct MlffRowEdge {
-    int j, pair;
+    int edge, j, pair; // edge: its index in the edge rows (first + its slot in i's list)
     bool owner, partner;
     real4 g;
 };
 
-DEVICE inline MlffRowEdge mlffLoadRowEdge(const int* RESTRICT neighbors, int first, int slot,
+/** The record of the edge that i's walk (edgeWalk, edge_filters.cu) takes at step `step`. */
+DEVICE inline MlffRowEdge mlffLoadRowEdge(const int* RESTRICT neighbors, int first, int step,
         const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow, const int* RESTRICT edgeOwnedRank,
-        const int* RESTRICT edgePartner) {
+        const int* RESTRICT edgePartner, const int* RESTRICT edgeWalk) {
+    const int slot = edgeWalk[first + step];
     MlffRowEdge edge;
+    edge.edge = first + slot;
     edge.j = neighbors[slot];
     edge.pair = edgeFilterRow[first + slot];
     edge.g = edgeDelta[first + slot];
@@ -213,22 +223,24 @@ struct MlffRowEdgeBatch {
 };
 
 /**
- * Edge `slot`'s record, to every lane. The slots come one at a time, in increasing order, the same
- * in every lane: the batch moves on to the next 32 edges when a slot passes it.
+ * The record of the edge at step `step` of i's walk, to every lane. The steps come one at a time,
+ * in increasing order, the same in every lane: the batch moves on to the next 32 when a step
+ * passes it.
  */
-DEVICE inline MlffRowEdge mlffRowEdgeOfBatch(MlffRowEdgeBatch& batch, int slot, int count,
+DEVICE inline MlffRowEdge mlffRowEdgeOfBatch(MlffRowEdgeBatch& batch, int step, int count,
         const int* RESTRICT neighbors, int first, const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow,
-        const int* RESTRICT edgeOwnedRank, const int* RESTRICT edgePartner, int lane) {
-    if (slot >= batch.base + 32) {
+        const int* RESTRICT edgeOwnedRank, const int* RESTRICT edgePartner, const int* RESTRICT edgeWalk, int lane) {
+    if (step >= batch.base + 32) {
         batch.base += 32;
         batch.lanes = batch.base + lane < count ? mlffLoadRowEdge(neighbors, first, batch.base + lane, edgeDelta,
-                                                                  edgeFilterRow, edgeOwnedRank, edgePartner)
+                                                                  edgeFilterRow, edgeOwnedRank, edgePartner, edgeWalk)
                                                 : MlffRowEdge{};
     }
-    const int e = slot - batch.base;
+    const int e = step - batch.base;
     const int flags = __shfl_sync(0xffffffffu, (int) batch.lanes.owner | (int) batch.lanes.partner << 1, e);
     MlffRowEdge edge;
     edge.j = __shfl_sync(0xffffffffu, batch.lanes.j, e);
+    edge.edge = __shfl_sync(0xffffffffu, batch.lanes.edge, e);
     edge.pair = __shfl_sync(0xffffffffu, batch.lanes.pair, e);
     edge.owner = (flags & 1) != 0;
     edge.partner = (flags & 2) != 0;
@@ -313,14 +325,15 @@ DEVICE inline int mlffRowAtom(const int* RESTRICT neighborCount, int neighborCap
  *     dE/d(s'_j, v'_j), i's block inputs and n(ji) = -n(ij); so the filters' backward product reads
  *     plain rows.
  * Then (layer > 0) the direct part of block layer-1's update backward (tiled.cu). The filter
- * network's backward and the forces follow in edge_filters.cu. No shared memory and no barrier.
+ * network's backward and the forces follow in edge_filters.cu. The edges come in edgeWalk's order,
+ * their rows staged in shared memory a warp's own; a warp's barriers alone.
  */
 KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params, const int* RESTRICT mlZ,
         const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
         const int* RESTRICT edgeStart, const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow,
-        const int* RESTRICT edgeOwnedRank, const int* RESTRICT edgePartner, const real* RESTRICT edgeFilter,
-        real* RESTRICT edgeGradFilter, real4* RESTRICT edgeGradN, const real* RESTRICT stateS,
-        const real* RESTRICT stateV, const real* RESTRICT midV, const real* RESTRICT updateOutput,
+        const int* RESTRICT edgeOwnedRank, const int* RESTRICT edgePartner, const int* RESTRICT edgeWalk,
+        const real* RESTRICT edgeFilter, real* RESTRICT edgeGradFilter, real4* RESTRICT edgeGradN,
+        const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midV, const real* RESTRICT updateOutput,
         const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT updateGradOutput,
         real* RESTRICT gradOutS, real* RESTRICT gradOutV) {
     mlffStartAfterPreviousLaunch();
@@ -337,15 +350,15 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params, con
     const int* neighbors = neighborList + (size_t) i * neighborCapacity;
     extern __shared__ real mlffRowStages[]; // (warps, MLFF_ROW_STAGES, MLFF_STAGE_ROWS, H)
     real* stages = mlffRowStages + (size_t) (threadIdx.x / 32) * MLFF_ROW_STAGES * MLFF_STAGE_ROWS * MLFF_H;
-    // At edge slot, ahead[q] holds edge slot + q's first loads (q < MLFF_ROW_STAGES), and the rows of
-    // edges slot .. slot + MLFF_ROW_STAGES - 2 are staged or on their way, edge e's in stage e %
-    // MLFF_ROW_STAGES; each edge's copies are one group, empty past the last edge.
+    // At step `step` of the walk, ahead[q] holds the record of step + q's edge (q < MLFF_ROW_STAGES), and
+    // the rows of the edges of steps step .. step + MLFF_ROW_STAGES - 2 are staged or on their way,
+    // step t's in stage t % MLFF_ROW_STAGES; each edge's copies are one group, empty past the last.
     MlffRowEdge ahead[MLFF_ROW_STAGES];
     MlffRowEdgeBatch batch = {MlffRowEdge{}, -32};
 #pragma unroll
     for (int q = 0; q < MLFF_ROW_STAGES; q++) {
         ahead[q] = q < count ? mlffRowEdgeOfBatch(batch, q, count, neighbors, first, edgeDelta, edgeFilterRow,
-                                                  edgeOwnedRank, edgePartner, lane)
+                                                  edgeOwnedRank, edgePartner, edgeWalk, lane)
                              : MlffRowEdge{};
         if (q < MLFF_ROW_STAGES - 1) {
             if (q < count)
@@ -354,10 +367,10 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params, con
             mlffCommitCopies();
         }
     }
-    for (int slot = 0; slot < count; slot++) {
+    for (int step = 0; step < count; step++) {
         // The last edge's stage is free again once its reads are done (the warp's barrier orders them).
         __syncwarp();
-        const int next = slot + MLFF_ROW_STAGES - 1;
+        const int next = step + MLFF_ROW_STAGES - 1;
         if (next < count)
             mlffStageRowEdge(ahead[MLFF_ROW_STAGES - 1], layer, edgeFilter, gradInS, gradInV, stateS, stateV,
                              stages + (next % MLFF_ROW_STAGES) * MLFF_STAGE_ROWS * MLFF_H, lane);
@@ -368,8 +381,8 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params, con
             ahead[q] = ahead[q + 1];
         if (next + 1 < count)
             ahead[MLFF_ROW_STAGES - 1] = mlffRowEdgeOfBatch(batch, next + 1, count, neighbors, first, edgeDelta,
-                                                            edgeFilterRow, edgeOwnedRank, edgePartner, lane);
-        const real* stage = stages + (slot % MLFF_ROW_STAGES) * MLFF_STAGE_ROWS * MLFF_H;
+                                                            edgeFilterRow, edgeOwnedRank, edgePartner, edgeWalk, lane);
+        const real* stage = stages + (step % MLFF_ROW_STAGES) * MLFF_STAGE_ROWS * MLFF_H;
         mlffWaitCopies<MLFF_ROW_STAGES - 1>(); // this edge's rows have landed
         const MlffLaneSlice ws = mlffLoadLaneSlice(stage + MLFF_STAGE_FILTER * MLFF_H, lane),
                             wv1 = mlffLoadLaneSlice(stage + (MLFF_STAGE_FILTER + 1) * MLFF_H, lane),
@@ -401,7 +414,7 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params, con
             for (int offset = 16; offset > 0; offset /= 2)
                 gn[a] += __shfl_xor_sync(0xffffffffu, gn[a], offset);
         if (lane == 0) // summed over the blocks, from the backward pass's first
-            mlffAddGradN(layer, &edgeGradN[first + slot], gn[0], gn[1], gn[2]);
+            mlffAddGradN(layer, &edgeGradN[edge.edge], gn[0], gn[1], gn[2]);
         if (!edge.owner)
             continue; // the partner's warp writes the pair's dE/dw
 
