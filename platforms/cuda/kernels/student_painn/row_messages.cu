@@ -45,36 +45,27 @@ DEVICE inline real4 mlffShuffleReal4(const real4& v, int from) {
                       __shfl_sync(0xffffffffu, v.z, from), __shfl_sync(0xffffffffu, v.w, from));
 }
 
-/** What the forward needs first of an edge: its neighbour j, its pair's filter row, u and d. */
-struct MlffForwardEdge {
+/**
+ * What an edge's loads need first: its neighbour j, its pair's filter row, u and d. A warp loads
+ * the records of 32 edges at once, coalesced, a lane's each (mlffLoadEdgeRecord), and hands each
+ * edge's to every lane (mlffShuffleEdgeRecord), so that the edge's loads of its rows wait on one
+ * round trip rather than on its record's first.
+ */
+struct MlffEdgeRecord {
     int j, row;
     real4 g;
 };
 
-/**
- * Lane `lane`'s edge of the batch of 32 from `base` on (zeros past the last): a warp loads the
- * records of 32 edges at once, coalesced, and hands each edge's to every lane by shuffles, so that
- * an edge's loads of its rows wait on one round trip rather than on its records' first.
- */
-DEVICE inline MlffForwardEdge mlffLoadForwardEdges(const int* RESTRICT neighbors, int first, int base, int count,
-        const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow, int lane) {
-    MlffForwardEdge edge = {0, 0, make_real4(0, 0, 0, 0)};
-    const int slot = base + lane;
-    if (slot < count) {
-        edge.j = neighbors[slot];
-        edge.row = edgeFilterRow[first + slot];
-        edge.g = edgeDelta[first + slot];
-    }
-    return edge;
+/** The record of the edge in slot `slot` of i's list, whose edge rows start at `first`. */
+DEVICE inline MlffEdgeRecord mlffLoadEdgeRecord(const int* RESTRICT neighbors, int first, int slot,
+                                                const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow) {
+    return {neighbors[slot], edgeFilterRow[first + slot], edgeDelta[first + slot]};
 }
 
-/** Edge `e` of a batch whose records the warp's lanes hold (mlffLoadForwardEdges), to every lane. */
-DEVICE inline MlffForwardEdge mlffShuffleForwardEdge(const MlffForwardEdge& lanes, int e) {
-    MlffForwardEdge edge;
-    edge.j = __shfl_sync(0xffffffffu, lanes.j, e);
-    edge.row = __shfl_sync(0xffffffffu, lanes.row, e);
-    edge.g = mlffShuffleReal4(lanes.g, e);
-    return edge;
+/** Lane `from`'s record, to every lane of the warp. */
+DEVICE inline MlffEdgeRecord mlffShuffleEdgeRecord(const MlffEdgeRecord& lanes, int from) {
+    return {__shfl_sync(0xffffffffu, lanes.j, from), __shfl_sync(0xffffffffu, lanes.row, from),
+            mlffShuffleReal4(lanes.g, from)};
 }
 
 /**
@@ -98,11 +89,13 @@ KERNEL void mlffMessagesForwardRows(int layer, const real* RESTRICT params, cons
     const int first = edgeStart[i], count = neighborCount[i];
     const int* neighbors = neighborList + (size_t) i * neighborCapacity;
     for (int base = 0; base < count; base += 32) {
-        const MlffForwardEdge lanes = mlffLoadForwardEdges(neighbors, first, base, count, edgeDelta, edgeFilterRow, lane);
+        const MlffEdgeRecord lanes = base + lane < count
+                                             ? mlffLoadEdgeRecord(neighbors, first, base + lane, edgeDelta, edgeFilterRow)
+                                             : MlffEdgeRecord{};
         const int batch = min(32, count - base);
 #pragma unroll 4
         for (int e = 0; e < batch; e++) {
-            const MlffForwardEdge edge = mlffShuffleForwardEdge(lanes, e);
+            const MlffEdgeRecord edge = mlffShuffleEdgeRecord(lanes, e);
             const real* w = edgeFilter + (size_t) edge.row * 3 * MLFF_H;
             const real inv = 1 / (edge.g.w + (real) MLFF_NORMAL_EPSILON);
             const real n[3] = {edge.g.x * inv, edge.g.y * inv, edge.g.z * inv};
@@ -187,15 +180,14 @@ DEVICE inline void mlffLaneAtomGradient(const real* RESTRICT gradS, const real* 
 }
 
 /**
- * What an edge's loads need first: its neighbour j, its pair's filter row, u and d, and whether it
- * owns its pair and has a partner. The loop over edges takes these (mlffRowEdgeOfBatch) an edge
- * before it stages the edge's rows (mlffStageRowEdge), so that the copies' addresses do not wait
- * on them.
+ * The backward's record of an edge: the forward's, its index in the edge rows (first + its slot in
+ * i's list), and whether it owns its pair and has a partner. The loop over edges takes these
+ * (mlffRowEdgeOfBatch) an edge before it stages the edge's rows (mlffStageRowEdge), so that the
+ * copies' addresses do not wait on them.
  */
-struct MlffRowEdge {
-    int edge, j, pair; // edge: its index in the edge rows (first + its slot in i's list)
+struct MlffRowEdge : MlffEdgeRecord {
+    int edge;
     bool owner, partner;
-    real4 g;
 };
 
 /** The record of the edge that i's walk (edgeWalk, edge_filters.cu) takes at step `step`. */
@@ -204,10 +196,8 @@ DEVICE inline MlffRowEdge mlffLoadRowEdge(const int* RESTRICT neighbors, int fir
         const int* RESTRICT edgePartner, const int* RESTRICT edgeWalk) {
     const int slot = edgeWalk[first + step];
     MlffRowEdge edge;
+    static_cast<MlffEdgeRecord&>(edge) = mlffLoadEdgeRecord(neighbors, first, slot, edgeDelta, edgeFilterRow);
     edge.edge = first + slot;
-    edge.j = neighbors[slot];
-    edge.pair = edgeFilterRow[first + slot];
-    edge.g = edgeDelta[first + slot];
     edge.owner = edgeOwnedRank[first + slot] >= 0;
     edge.partner = edgePartner[first + slot] >= 0;
     return edge;
@@ -239,12 +229,10 @@ DEVICE inline MlffRowEdge mlffRowEdgeOfBatch(MlffRowEdgeBatch& batch, int step, 
     const int e = step - batch.base;
     const int flags = __shfl_sync(0xffffffffu, (int) batch.lanes.owner | (int) batch.lanes.partner << 1, e);
     MlffRowEdge edge;
-    edge.j = __shfl_sync(0xffffffffu, batch.lanes.j, e);
+    static_cast<MlffEdgeRecord&>(edge) = mlffShuffleEdgeRecord(batch.lanes, e);
     edge.edge = __shfl_sync(0xffffffffu, batch.lanes.edge, e);
-    edge.pair = __shfl_sync(0xffffffffu, batch.lanes.pair, e);
     edge.owner = (flags & 1) != 0;
     edge.partner = (flags & 2) != 0;
-    edge.g = mlffShuffleReal4(batch.lanes.g, e);
     return edge;
 }
 
@@ -289,7 +277,7 @@ DEVICE inline void mlffStageLaneSlice(real* staged, const real* RESTRICT row, in
 DEVICE inline void mlffStageRowEdge(const MlffRowEdge& edge, int layer, const real* RESTRICT edgeFilter,
         const real* RESTRICT gradS, const real* RESTRICT gradV, const real* RESTRICT stateS,
         const real* RESTRICT stateV, real* stage, int lane) {
-    const real* w = edgeFilter + (size_t) edge.pair * 3 * MLFF_H;
+    const real* w = edgeFilter + (size_t) edge.row * 3 * MLFF_H;
     for (int k = 0; k < 3; k++)
         mlffStageLaneSlice(stage + (MLFF_STAGE_FILTER + k) * MLFF_H, w + k * MLFF_H, lane);
     if (layer > 0 || (edge.owner && edge.partner)) {
@@ -333,9 +321,9 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params, con
         const int* RESTRICT edgeStart, const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow,
         const int* RESTRICT edgeOwnedRank, const int* RESTRICT edgePartner, const int* RESTRICT edgeWalk,
         const real* RESTRICT edgeFilter, real* RESTRICT edgeGradFilter, real4* RESTRICT edgeGradN,
-        const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midV, const real* RESTRICT updateOutput,
-        const real* RESTRICT gradInS, const real* RESTRICT gradInV, real* RESTRICT updateGradOutput,
-        real* RESTRICT gradOutS, real* RESTRICT gradOutV) {
+        const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midV,
+        const real* RESTRICT updateOutput, const real* RESTRICT gradInS, const real* RESTRICT gradInV,
+        real* RESTRICT updateGradOutput, real* RESTRICT gradOutS, real* RESTRICT gradOutV) {
     mlffStartAfterPreviousLaunch();
     const int i = mlffRowAtom(neighborCount, neighborCapacity), lane = threadIdx.x % 32;
     if (i < 0)
@@ -449,7 +437,7 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params, con
             gwv1.v[q] = v1;
             gwv2.v[q] = v2;
         }
-        real* gradW = edgeGradFilter + (size_t) edge.pair * 3 * MLFF_H;
+        real* gradW = edgeGradFilter + (size_t) edge.row * 3 * MLFF_H;
         mlffStoreLaneSlice(gradW, lane, gws);
         mlffStoreLaneSlice(gradW + MLFF_H, lane, gwv1);
         mlffStoreLaneSlice(gradW + 2 * MLFF_H, lane, gwv2);
