@@ -12,6 +12,12 @@ read last (least recently used first out). Nothing else competes for the L2, no 
 longer on a miss than on a hit, and blocks start in strict order, so the figures compare orders
 and do not predict bytes. Needs numpy alone.
 
+On the H100 (the exact 12,000-atom droplet) it promised more than the GPU gave: walked by distance
+(lower weight 0.5; 1.59 -> 1.21 reads a pair) the messages' backward gained 3.6 % and kept that walk
+(edgeWalk, 574393c), the forward lost 0.4 %; half the blocks at once in list order (1.04) lost
+2.8 % in the forward (docs/performance-log.md, "The messages' backward walks each atom's edges by
+distance"). It leaves out the features' rows of j, which every neighbour of j reads too.
+
     python3 benchmarks/row_reuse.py STRUCTURE.txt [--slots 2112] [--rows 10000,20000,30000]
         [--lower-weights 0.5]
 
