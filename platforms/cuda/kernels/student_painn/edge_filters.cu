@@ -97,21 +97,6 @@ KERNEL void mlffScanFilterRows(const int* RESTRICT filterCount, int* RESTRICT fi
         filterStart[MLFF_NUM_ATOMS] = rows;
 }
 
-/** The slot of atom i in the (ascending) list of atom j that holds count entries, or -1. */
-DEVICE inline int mlffFindInList(const int* RESTRICT list, int count, int i) {
-    int low = 0, high = count - 1;
-    while (low <= high) {
-        const int middle = (low + high) / 2, value = list[middle];
-        if (value == i)
-            return middle;
-        if (value < i)
-            low = middle + 1;
-        else
-            high = middle - 1;
-    }
-    return -1;
-}
-
 /** The number of entries below `value` in the (ascending) list that holds count entries. */
 DEVICE inline int mlffCountBelow(const int* RESTRICT list, int count, int value) {
     int low = 0, high = count;
@@ -123,6 +108,12 @@ DEVICE inline int mlffCountBelow(const int* RESTRICT list, int count, int value)
             high = middle;
     }
     return low;
+}
+
+/** The slot of atom i in the (ascending) list of atom j that holds count entries, or -1. */
+DEVICE inline int mlffFindInList(const int* RESTRICT list, int count, int i) {
+    const int slot = mlffCountBelow(list, count, i);
+    return slot < count && list[slot] == i ? slot : -1;
 }
 
 /**
