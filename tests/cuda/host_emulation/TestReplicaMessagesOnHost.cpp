@@ -388,8 +388,8 @@ TEST(ReplicaMessagesOnHost, TiledKernelsTakeTheListedAtomsAlone) {
 // block's filter rows from the table, dE/dd from each pair's dE/dw) with the messages from rows
 // (row_messages.cu), against the tiled kernels that read the table per edge (a block per atom):
 // the features equal bit for bit (the same filters, summed in list order), the gradients to
-// rounding (the backward sums in edgeWalk's order), the forces, summed over the blocks per pair before they go to the atoms, to the fixed point's
-// rounding.
+// rounding (the backward sums in edgeWalk's order), the forces, summed over the blocks per pair
+// before they go to the atoms, to the fixed point's rounding.
 TEST(ReplicaMessagesOnHost, TabulatedRowsEqualTheTiledKernels) {
     const int n = MLFF_NUM_ATOMS, h = MLFF_H, layers = MLFF_L;
     std::mt19937 rng(15);
@@ -447,9 +447,9 @@ TEST(ReplicaMessagesOnHost, TabulatedRowsEqualTheTiledKernels) {
             mlffMessagesBackwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
                                      list.edgeStart.data(), list.edgeDelta.data(), edgeFilterRow.data(),
                                      list.ownedRank.data(), list.partner.data(), list.walk.data(),
-                                     filters[layer].data(), gradFilter.data(), gradN.data(), stateS.data(), stateV.data(),
-                                     b.midVKept.data(), b.updateOutput.data(), b.gradInS.data(), b.gradInV.data(),
-                                     grads[1].updateGradOutput.data(), grads[1].gradOutS.data(),
+                                     filters[layer].data(), gradFilter.data(), gradN.data(), stateS.data(),
+                                     stateV.data(), b.midVKept.data(), b.updateOutput.data(), b.gradInS.data(),
+                                     b.gradInV.data(), grads[1].updateGradOutput.data(), grads[1].gradOutS.data(),
                                      grads[1].gradOutV.data());
         });
         cudaOnHostLaunch(tableGrid, 128, [&] {
@@ -617,9 +617,9 @@ TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheListKernels) {
             mlffMessagesBackwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
                                      list.edgeStart.data(), list.edgeDelta.data(), list.filterRow.data(),
                                      list.ownedRank.data(), list.partner.data(), list.walk.data(),
-                                     filters.data(), gradFilter[0].data(), gradN[0].data(), stateS.data(), stateV.data(),
-                                     midVKept.data(), updateOutput.data(), gradInS.data(), gradInV.data(),
-                                     grads[0].updateGradOutput.data(), grads[0].gradOutS.data(),
+                                     filters.data(), gradFilter[0].data(), gradN[0].data(), stateS.data(),
+                                     stateV.data(), midVKept.data(), updateOutput.data(), gradInS.data(),
+                                     gradInV.data(), grads[0].updateGradOutput.data(), grads[0].gradOutS.data(),
                                      grads[0].gradOutV.data());
         });
         cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_BLOCK, [&] {
