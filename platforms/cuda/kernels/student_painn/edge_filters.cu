@@ -122,8 +122,9 @@ DEVICE inline int mlffFindInList(const int* RESTRICT list, int count, int i) {
  * counted half, ties to the lower. The atoms run roughly in the numbering's order, and a pair's
  * filter row is read by both its atoms: walked so, j reads the row soon after i did, more often
  * while the L2 still holds it (benchmarks/row_reuse.py; the backward, H100: 1,590 -> 1,532 µs an
- * evaluation of the 12,000-atom droplet). Ranks are counted by binary searches in the list: the
- * lower neighbours nearer i, then the higher ones that come first.
+ * evaluation of the 12,000-atom droplet). An edge's place: the neighbours on its own side of i
+ * that are nearer i, plus those on the other side that come before it, counted by a binary search
+ * in the list.
  */
 DEVICE inline int mlffWalkPosition(const int* RESTRICT list, int count, int lower, int i, int slot) {
     const int j = list[slot];
