@@ -198,7 +198,7 @@ void probe(const char* name, int rows, int repeats, int multiprocessors) {
     constexpr int columnTiles = O / Columns;
     check(cudaMalloc(&bImages, columnTiles * MlffWarpgroupTileWords<I, Columns, 0>::value * sizeof(unsigned int)),
           "allocating B's images");
-    mlffPrepareWarpgroupTiles<<<columnTiles, 256>>>(bDevice, I, O, Columns, nullptr, 0, nullptr, bImages);
+    mlffPrepareWarpgroupTiles<<<columnTiles, 256>>>(bDevice, I, O, Columns, 0, nullptr, 0, 0, nullptr, bImages);
     check(cudaDeviceSynchronize(), "splitting B");
 
     // The plugin's shapes (ProductShapes.h).

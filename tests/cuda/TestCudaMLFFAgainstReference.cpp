@@ -67,8 +67,10 @@ double closestPairAngstrom(const std::vector<OpenMM::Vec3>& positions, size_t pe
  * filters per atom, and "edges", the tiled path with edge rows: exact filters as products over
  * pairs, tabulated ones read into the rows once a pair). Where the GPU has warp-group products (sm_90,
  * float), "edges" takes them for every product (MLFF_CUDA_PRODUCTS=warpgroup: the plugin would
- * leave the update's products of these small systems on mma.sync), and "edges_mma" is "edges" with
- * every product on mma.sync (MLFF_CUDA_PRODUCTS=mma), so that both stay tested there.
+ * leave the update's products of these small systems on mma.sync), "edges_mma" is "edges" with
+ * every product on mma.sync (MLFF_CUDA_PRODUCTS=mma), so that both stay tested there, and
+ * "edges_registers" is "edges" with the filters' forward as one product, the hidden layer in
+ * registers (MLFF_CUDA_FILTER_HIDDEN=registers: for the models whose H is 64 or 128).
  */
 class CudaVsReference : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
 protected:
@@ -79,16 +81,19 @@ protected:
             GTEST_SKIP() << "thread block clusters need compute capability 9.0";
         setenv("MLFF_CUDA_KERNELS", kernels().c_str(), 1);
         const bool warpgroupProducts = precision() != "double" && computeCapabilityMajor() == 9;
-        if (path() == "edges_mma" && !warpgroupProducts)
+        if ((path() == "edges_mma" || path() == "edges_registers") && !warpgroupProducts)
             GTEST_SKIP() << "no warp-group products here: the same kernels as 'edges'";
         if (path() == "edges_mma")
             setenv("MLFF_CUDA_PRODUCTS", "mma", 1);
-        if (path() == "edges" && warpgroupProducts)
-            setenv("MLFF_CUDA_PRODUCTS", "warpgroup", 1);
+        if (path() == "edges" || path() == "edges_registers")
+            if (warpgroupProducts)
+                setenv("MLFF_CUDA_PRODUCTS", "warpgroup", 1);
+        if (path() == "edges_registers")
+            setenv("MLFF_CUDA_FILTER_HIDDEN", "registers", 1);
     }
     void TearDown() override {
-        for (const char* setting : {"MLFF_CUDA_KERNELS", "MLFF_CUDA_PRODUCTS", "MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY",
-                                    "MLFF_CUDA_EDGE_ROWS_MAX_BYTES"})
+        for (const char* setting : {"MLFF_CUDA_KERNELS", "MLFF_CUDA_PRODUCTS", "MLFF_CUDA_FILTER_HIDDEN",
+                                    "MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY", "MLFF_CUDA_EDGE_ROWS_MAX_BYTES"})
             unsetenv(setting);
     }
     std::string precision() const {
@@ -99,7 +104,7 @@ protected:
     }
     /** MLFF_CUDA_KERNELS of the path. */
     std::string kernels() const {
-        return path() == "edges_mma" ? "edges" : path();
+        return path() == "edges_mma" || path() == "edges_registers" ? "edges" : path();
     }
     /**
      * Whether a step whose neighbour list overflowed gives the same bits as one whose list held
@@ -558,10 +563,59 @@ TEST_P(CudaVsReference, AfterThousandStepsWithReordering) {
 
 INSTANTIATE_TEST_SUITE_P(Cuda, CudaVsReference,
                          ::testing::Combine(::testing::Values("single", "mixed", "double"),
-                                            ::testing::Values("fused", "cluster", "tiled", "edges", "edges_mma")),
+                                            ::testing::Values("fused", "cluster", "tiled", "edges", "edges_mma",
+                                                              "edges_registers")),
                          [](const ::testing::TestParamInfo<std::tuple<std::string, std::string>>& param) {
                              return std::get<0>(param.param) + "_" + std::get<1>(param.param);
                          });
+
+/**
+ * The launches' names that MLFF_CUDA_TIMING prints when a Context of `s` ends, one evaluation on
+ * the CUDA platform in single precision with the environment `settings` (unset again after).
+ */
+std::string timedLaunches(MLSystem& s, const std::map<std::string, std::string>& settings) {
+    for (const auto& setting : settings)
+        setenv(setting.first.c_str(), setting.second.c_str(), 1);
+    setenv("MLFF_CUDA_TIMING", "1", 1);
+    ::testing::internal::CaptureStderr();
+    {
+        OpenMM::VerletIntegrator integrator(0.0005);
+        auto context = makeContext(s.system, integrator, "single");
+        context->setPositions(s.positions);
+        evaluate(*context, *s.force);
+    }
+    const std::string printed = ::testing::internal::GetCapturedStderr();
+    for (const auto& setting : settings)
+        unsetenv(setting.first.c_str());
+    unsetenv("MLFF_CUDA_TIMING");
+    return printed;
+}
+
+// MLFF_CUDA_FILTER_HIDDEN=registers runs the filters' forward as one product where H allows (64 or
+// 128), and "stored" or no setting as two: so that CudaVsReference's edges_registers compares the
+// one product with the Reference, not the two again.
+TEST(CudaFilterHidden, RegistersTakeOneProductFromTheBasis) {
+    if (!loadCudaPlugins())
+        GTEST_SKIP() << "no CUDA platform here (no GPU driver)";
+    if (computeCapabilityMajor() != 9)
+        GTEST_SKIP() << "warp-group products need compute capability 9.0";
+    auto s = makeSystem(mlff_test::random_model_bytes(modelSpec(64, 12, 2, 23)),
+                        mlff_test::random_structure(40, 10, 9.0, 1.0, 24));
+    const std::map<std::string, std::string> edges = {{"MLFF_CUDA_KERNELS", "edges"},
+                                                      {"MLFF_CUDA_PRODUCTS", "warpgroup"}};
+    std::map<std::string, std::string> registers = edges, stored = edges;
+    registers["MLFF_CUDA_FILTER_HIDDEN"] = "registers";
+    stored["MLFF_CUDA_FILTER_HIDDEN"] = "stored";
+    const std::string one = timedLaunches(*s, registers), two = timedLaunches(*s, stored),
+                      unset = timedLaunches(*s, edges);
+    EXPECT_NE(one.find("the filters from the basis"), std::string::npos) << one;
+    EXPECT_EQ(one.find("the filters' hidden layer"), std::string::npos) << one;
+    for (const std::string& printed : {two, unset}) {
+        EXPECT_NE(printed.find("the filters' hidden layer"), std::string::npos) << printed;
+        EXPECT_NE(printed.find("the filters' output"), std::string::npos) << printed;
+        EXPECT_EQ(printed.find("the filters from the basis"), std::string::npos) << printed;
+    }
+}
 
 // NVE in mixed precision drifts no more than on the Reference platform. The molecule is held
 // together by springs (as in tests/openmm's NVE test) so that no pair crosses the cutoff.

@@ -52,12 +52,34 @@ DEVICE inline unsigned long long mlffWarpgroupDescriptor(const void* shared) {
 }
 
 /**
- * d (+)= a b for one m64nNk8 TF32 product of the warp group (N = 64 or 128 columns): a from
+ * The descriptor of the k-step `words` 4-byte words (a multiple of 4) after the one `descriptor`
+ * describes, computed where it is used: an add the compiler cannot hoist out of a loop over tiles,
+ * where every k-step's descriptor would hold two registers for the whole loop.
+ */
+DEVICE inline unsigned long long mlffWarpgroupDescriptorAfter(unsigned long long descriptor, int words) {
+    unsigned long long after;
+    asm volatile("add.s64 %0, %1, %2;" : "=l"(after) : "l"(descriptor), "l"((unsigned long long) (words / 4)));
+    return after;
+}
+
+/**
+ * d (+)= a b for one m64nNk8 TF32 product of the warp group (N = 32, 64 or 128 columns): a from
  * registers (mma.sync's A fragment of each warp's 16 rows), b by descriptor; d as wgmma lays it
  * out, N / 2 a thread.
  */
 template <int N>
 DEVICE inline void mlffWarpgroupTf32(float* d, const unsigned int* a, unsigned long long b, bool accumulate);
+
+template <>
+DEVICE inline void mlffWarpgroupTf32<32>(float* d, const unsigned int* a, unsigned long long b, bool accumulate) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %20, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+                 "{%16, %17, %18, %19}, %21, p, 1, 1;\n}"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"((int) accumulate), "l"(b));
+}
 
 template <>
 DEVICE inline void mlffWarpgroupTf32<64>(float* d, const unsigned int* a, unsigned long long b, bool accumulate) {
@@ -104,6 +126,17 @@ DEVICE inline int mlffWarpgroupBIndex(int m, int n) {
     return mlffWarpgroupBOffset<Columns>(2 * p + q, n, t + 4 * hi);
 }
 
+/**
+ * Where input m, column n of a column tile of B goes when A's fragments are the accumulators of an
+ * earlier product rather than loads (edge_filters.cu's filters from the basis): a thread holds
+ * columns 8 j + 2 t and 8 j + 2 t + 1 of its rows there, which become k-step j's inputs t and t + 4.
+ * So input m is k-step m / 8, input (m % 8) / 2 + 4 (m % 2) of it.
+ */
+template <int Columns>
+DEVICE inline int mlffWarpgroupBIndexOfAccumulators(int m, int n) {
+    return mlffWarpgroupBOffset<Columns>(m / 8, n, m % 8 / 2 + 4 * (m % 2));
+}
+
 /** The words of a column tile's image (MlffWarpgroupTiles): B's two parts, F's two, and c where J > 0. */
 template <int I, int Columns, int J>
 struct MlffWarpgroupTileWords {
@@ -118,14 +151,18 @@ DEVICE inline const unsigned int* mlffWarpgroupImagesOf(const unsigned int* imag
 
 /**
  * B's Columns columns from firstColumn on (B: (inputs, outputs) row-major), split into TF32 parts in
- * the layout above (inputs rounded up to 16, zeros past them), by the block's threads.
+ * the layout above (inputs rounded up to 16, zeros past them), by the block's threads; each k-step's
+ * inputs in the order of A's loads, or of its accumulators (mlffWarpgroupBIndexOfAccumulators).
  */
 template <int Columns>
 DEVICE inline void mlffWarpgroupSplitColumns(const real* RESTRICT b, int inputs, int outputs, int firstColumn,
-                                             unsigned int* RESTRICT big, unsigned int* RESTRICT small) {
+                                             bool accumulatorOrder, unsigned int* RESTRICT big,
+                                             unsigned int* RESTRICT small) {
     const int count = Columns * ((inputs + 15) / 16 * 16);
     for (int e = threadIdx.x; e < count; e += blockDim.x) {
-        const int m = e / Columns, n = e % Columns, offset = mlffWarpgroupBIndex<Columns>(m, n);
+        const int m = e / Columns, n = e % Columns;
+        const int offset = accumulatorOrder ? mlffWarpgroupBIndexOfAccumulators<Columns>(m, n)
+                                            : mlffWarpgroupBIndex<Columns>(m, n);
         mlffSplitTf32(m < inputs ? b[(size_t) m * outputs + firstColumn + n] : 0.0f, &big[offset], &small[offset]);
     }
 }
@@ -133,30 +170,33 @@ DEVICE inline void mlffWarpgroupSplitColumns(const real* RESTRICT b, int inputs,
 /**
  * The weights of one warp-group product as its blocks hold them in shared memory: for each of the
  * outputs / columns column tiles (a block each), its image, as mlffWarpgroupLoadTiles copies it in
- * with no more work: B (inputs, outputs) split into TF32 parts, then, where sideInputs > 0, the side
- * product's F (sideInputs, outputs) likewise and c (outputs), each tile's columns of them.
+ * with no more work: B (inputs, outputs) split into TF32 parts, its k-steps' inputs in the order of
+ * A's loads or, with accumulatorOrder, of an earlier product's accumulators; then, where sideInputs
+ * > 0, the side product's F (sideInputs, sideOutputs) likewise (in the order of loads) and c
+ * (sideOutputs), each tile's columns of them: columns (firstColumn mod sideOutputs) on, so that
+ * where sideOutputs = columns every tile holds the whole of F.
  * Launched once, when the context is made: the weights do not change after it.
  */
 KERNEL void mlffPrepareWarpgroupTiles(const real* RESTRICT b, int inputs, int outputs, int columns,
-                                      const real* RESTRICT f, int sideInputs, const real* RESTRICT c,
-                                      unsigned int* RESTRICT image) {
+                                      int accumulatorOrder, const real* RESTRICT f, int sideInputs, int sideOutputs,
+                                      const real* RESTRICT c, unsigned int* RESTRICT image) {
     mlffStartAfterPreviousLaunch();
     const int padded = (inputs + 15) / 16 * 16, sidePadded = (sideInputs + 15) / 16 * 16;
-    const int firstColumn = blockIdx.x * columns;
+    const int firstColumn = blockIdx.x * columns, firstSideColumn = sideInputs > 0 ? firstColumn % sideOutputs : 0;
     unsigned int* bBig = image + (size_t) blockIdx.x * columns * (2 * padded + 2 * sidePadded + (sideInputs > 0));
     unsigned int* bSmall = bBig + columns * padded;
     unsigned int* fBig = bSmall + columns * padded;
     unsigned int* fSmall = fBig + columns * sidePadded;
     if (columns == 64) {
-        mlffWarpgroupSplitColumns<64>(b, inputs, outputs, firstColumn, bBig, bSmall);
-        mlffWarpgroupSplitColumns<64>(f, sideInputs, outputs, firstColumn, fBig, fSmall);
+        mlffWarpgroupSplitColumns<64>(b, inputs, outputs, firstColumn, accumulatorOrder, bBig, bSmall);
+        mlffWarpgroupSplitColumns<64>(f, sideInputs, sideOutputs, firstSideColumn, false, fBig, fSmall);
     } else {
-        mlffWarpgroupSplitColumns<128>(b, inputs, outputs, firstColumn, bBig, bSmall);
-        mlffWarpgroupSplitColumns<128>(f, sideInputs, outputs, firstColumn, fBig, fSmall);
+        mlffWarpgroupSplitColumns<128>(b, inputs, outputs, firstColumn, accumulatorOrder, bBig, bSmall);
+        mlffWarpgroupSplitColumns<128>(f, sideInputs, sideOutputs, firstSideColumn, false, fBig, fSmall);
     }
     if (sideInputs > 0)
         for (int n = threadIdx.x; n < columns; n += blockDim.x)
-            reinterpret_cast<float*>(fSmall + columns * sidePadded)[n] = c[firstColumn + n];
+            reinterpret_cast<float*>(fSmall + columns * sidePadded)[n] = c[firstSideColumn + n];
 }
 
 /**

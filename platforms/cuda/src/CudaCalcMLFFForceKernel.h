@@ -121,6 +121,8 @@ private:
     int basisInputs() const;
     /** The filters' backward product's inputs as a warp-group product: 3H, and its side product's K rounded up to 16. */
     int warpgroupBackwardInputs() const;
+    /** The filters' product from the basis likewise (MLFF_CUDA_FILTER_HIDDEN=registers): H, and K rounded up to 16. */
+    int filterFromBasisInputs() const;
     void allocatePathArrays(); // the chosen path's own
     /** Tabulates the model's filters (the core's table) into filterTable; returns the kernels' defines. */
     std::map<std::string, std::string> uploadFilterTable(const mlff_model& model);
@@ -146,6 +148,7 @@ private:
     static std::string requestedKernelPath(); // MLFF_CUDA_KERNELS, or "" (the plugin chooses)
     static bool clusterPathRequested();       // MLFF_CUDA_KERNELS=cluster
     static std::string requestedProducts(); // MLFF_CUDA_PRODUCTS: "mma", "warpgroup", or "" (the plugin chooses)
+    static std::string requestedFilterHidden(); // MLFF_CUDA_FILTER_HIDDEN: "registers", "stored", or "" (stored)
     static size_t requestedEdgeRowsMaxBytes(); // MLFF_CUDA_EDGE_ROWS_MAX_BYTES, or no limit
     int numMultiprocessors() const;
     /** An array of edge or pair rows (edge_filters.cu): perRow elements of elementSize bytes a row. */
@@ -215,6 +218,7 @@ private:
     bool matmulTensorCores = false;       // matmul.cu sums on tensor cores (float, sm_80 and later)
     bool warpgroupFilterForward = false;  // the filters' hidden and output products by warpgroup_matmul.cu (sm_90a)
     int warpgroupForwardColumns = 0;      // their columns a block (MLFF_WARPGROUP_FORWARD_COLUMNS)
+    bool filterHiddenInRegisters = false; // both as one launch, the hidden layer in registers (MLFF_CUDA_FILTER_HIDDEN)
     bool warpgroupFilterBackward = false; // and their backward product, with W0^T's as its side product
     bool warpgroupUpdate = false;         // the update's products (updateProducts) likewise
     int multiprocessors = 0;              // the GPU's SMs (queried once): a warp-group product's block each

@@ -34,7 +34,8 @@ std::vector<CudaCalcMLFFForceKernel::RowArray> CudaCalcMLFFForceKernel::edgeRowA
     // The filter network's: the basis, the hidden layer, and dE/dd's parts of every block, a column
     // tile of the filters' warp-group backward each (H a multiple of 64 there).
     arrays.push_back({&edgeBasis, k, real, "mlffEdgeBasis"});
-    arrays.push_back({&edgeHidden, h, real, "mlffEdgeHidden"});
+    if (!(filterHiddenInRegisters && warpgroupFilterBackward)) // else no product writes or reads it
+        arrays.push_back({&edgeHidden, h, real, "mlffEdgeHidden"});
     arrays.push_back({&pairGradDistance, layers * std::max<size_t>(1, h / WarpgroupBackwardColumns), real,
                       "mlffPairGradDistance"});
     return arrays;
@@ -172,6 +173,14 @@ void CudaCalcMLFFForceKernel::edgeFiltersForward(int layer) {
         return;
     }
     const size_t rows = edgeRowsBound();
+    if (filterHiddenInRegisters) { // one product, the hidden layer in registers
+        CUdeviceptr filters = edgeFiltersOfBlock(layer), images = warpgroupImagesOf(edgeFilterKernel);
+        void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeBasis.getDevicePointer(), &filters,
+                        &images};
+        launchWarpgroupMatmul(edgeFilterKernel, args, rows, filterFromBasisInputs(), 3 * hidden,
+                              warpgroupForwardColumns, true, "the filters from the basis");
+        return;
+    }
     {
         CUdeviceptr images = warpgroupImagesOf(edgeHiddenKernel);
         void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeBasis.getDevicePointer(),

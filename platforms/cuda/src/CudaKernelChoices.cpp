@@ -76,6 +76,11 @@ string CudaCalcMLFFForceKernel::requestedProducts() {
     return choice == nullptr ? "" : choice;
 }
 
+string CudaCalcMLFFForceKernel::requestedFilterHidden() {
+    const char* choice = std::getenv("MLFF_CUDA_FILTER_HIDDEN");
+    return choice == nullptr ? "" : choice;
+}
+
 size_t CudaCalcMLFFForceKernel::requestedEdgeRowsMaxBytes() {
     const char* limit = std::getenv("MLFF_CUDA_EDGE_ROWS_MAX_BYTES");
     if (limit == nullptr)
@@ -159,6 +164,10 @@ int CudaCalcMLFFForceKernel::warpgroupBackwardInputs() const {
     return 3 * hidden + basisInputs(); // W2's, and W0^T's of the side product
 }
 
+int CudaCalcMLFFForceKernel::filterFromBasisInputs() const {
+    return hidden + basisInputs(); // W2^T's, and W0^T's of the side product
+}
+
 void CudaCalcMLFFForceKernel::chooseWarpgroupProducts() {
     // The tiled path's products as warp-group products where the GPU has them (wgmma: sm_90
     // exactly, in a module built for sm_90a) and their column tiles fit a block's shared memory:
@@ -178,6 +187,17 @@ void CudaCalcMLFFForceKernel::chooseWarpgroupProducts() {
                              fits(warpgroupSharedBytes(std::max(hidden, basisInputs()), warpgroupForwardColumns));
     warpgroupFilterBackward = warpgroups && filterProducts &&
                               fits(warpgroupSharedBytes(warpgroupBackwardInputs(), WarpgroupBackwardColumns, true));
+    // The filters' forward as one product, the hidden layer made beside each column tile of the
+    // output and kept in registers (edge_filters.cu's mlffEdgeFilterFromBasis), where the whole
+    // hidden layer is a tile's columns (H = 64 or 128). Not yet the plugin's choice: no GPU has
+    // timed it against the two products (MLFF_CUDA_FILTER_HIDDEN=registers asks for it).
+    const string filterHidden = requestedFilterHidden();
+    if (!filterHidden.empty() && filterHidden != "registers" && filterHidden != "stored")
+        throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_FILTER_HIDDEN is '" + filterHidden +
+                              "'; expected 'registers' or 'stored'");
+    filterHiddenInRegisters = filterHidden == "registers" && warpgroupFilterForward &&
+                              hidden == warpgroupForwardColumns &&
+                              fits(warpgroupSharedBytes(filterFromBasisInputs(), warpgroupForwardColumns, true));
     int widestUpdate = 0; // the update product with the most inputs (its kernels are not loaded yet: unused here)
     for (const UpdateProduct& product : updateProducts())
         widestUpdate = std::max(widestUpdate, product.inputs);
@@ -226,6 +246,8 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
         defines["MLFF_WARPGROUP_FILTER_FORWARD"] = "1";
         defines["MLFF_WARPGROUP_FORWARD_COLUMNS"] = std::to_string(warpgroupForwardColumns);
     }
+    if (filterHiddenInRegisters)
+        defines["MLFF_FILTER_HIDDEN_IN_REGISTERS"] = "1";
     if (warpgroupFilterBackward) {
         defines["MLFF_WARPGROUP_FILTER_BACKWARD"] = "1";
         defines["MLFF_WARPGROUP_BACKWARD_COLUMNS"] = std::to_string(WarpgroupBackwardColumns);
@@ -296,8 +318,12 @@ void CudaCalcMLFFForceKernel::loadKernels() {
         numberTableRowsKernel = cu.getKernel(module, "mlffNumberTableRows");
     }
     else if (useEdgeFilters) {
-        edgeHiddenKernel = cu.getKernel(module, "mlffEdgeFilterHidden");
-        edgeFilterKernel = cu.getKernel(module, "mlffEdgeFilterOutput");
+        if (filterHiddenInRegisters) { // one product, from the basis
+            edgeFilterKernel = cu.getKernel(module, "mlffEdgeFilterFromBasis");
+        } else {
+            edgeHiddenKernel = cu.getKernel(module, "mlffEdgeFilterHidden");
+            edgeFilterKernel = cu.getKernel(module, "mlffEdgeFilterOutput");
+        }
         // On sm_90 the filters' backward goes on to each pair's dE/dd, in parts that the second sums.
         filterBackwardKernel = cu.getKernel(module, warpgroupFilterBackward ? "mlffEdgeFilterBackwardToDistance"
                                                                            : "mlffEdgeFilterHiddenBackward");
@@ -342,7 +368,11 @@ void CudaCalcMLFFForceKernel::allowSharedMemory() {
                                          (int) matmulSharedBytes(MatmulMaxRowsTensorCores, MatmulMaxColumns)),
                       "allowing the matrix products their shared memory");
     // After the loop above, which set the mma.sync tiles' size:
-    if (warpgroupFilterForward) {
+    if (warpgroupFilterForward && filterHiddenInRegisters)
+        check(cuFuncSetAttribute(edgeFilterKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                 (int) warpgroupSharedBytes(filterFromBasisInputs(), warpgroupForwardColumns, true)),
+              "allowing the filters' product from the basis its shared memory");
+    else if (warpgroupFilterForward) {
         check(cuFuncSetAttribute(edgeHiddenKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                  (int) warpgroupSharedBytes(basisInputs(), warpgroupForwardColumns)),
               "allowing the filters' hidden product its shared memory");
@@ -376,27 +406,35 @@ void CudaCalcMLFFForceKernel::allowSharedMemory() {
 void CudaCalcMLFFForceKernel::prepareWarpgroupImages(const std::map<string, string>& layoutDefines) {
     if (!warpgroupProducts())
         return;
-    // Each product's B, and where it has one its side product's F and c (offsets in a block of params).
+    // Each product's B (its k-steps' inputs in the order of A's loads, or of the accumulators that
+    // are its A), and where it has one its side product's F (sideInputs, sideOutputs) and c
+    // (offsets in a block of params).
     struct Product {
         CUfunction kernel;
         const char* b;
         int inputs, outputs, columns;
+        int accumulatorOrder;
         const char *f, *c;
-        int sideInputs;
+        int sideInputs, sideOutputs;
     };
     vector<Product> products;
-    const int h = hidden;
-    if (warpgroupFilterForward) {
-        products.push_back({edgeHiddenKernel, "MLFF_B_FILTER_W0T", numRbf, h, warpgroupForwardColumns, nullptr, nullptr, 0});
-        products.push_back({edgeFilterKernel, "MLFF_B_FILTER_W2T", h, 3 * h, warpgroupForwardColumns, nullptr, nullptr, 0});
+    const int h = hidden, forwardColumns = warpgroupForwardColumns;
+    if (filterHiddenInRegisters) // the whole of W0^T and b0 beside each tile of W2^T
+        products.push_back({edgeFilterKernel, "MLFF_B_FILTER_W2T", h, 3 * h, forwardColumns, 1, "MLFF_B_FILTER_W0T",
+                            "MLFF_B_FILTER_B0", numRbf, h});
+    else if (warpgroupFilterForward) {
+        products.push_back({edgeHiddenKernel, "MLFF_B_FILTER_W0T", numRbf, h, forwardColumns, 0, nullptr, nullptr, 0,
+                            0});
+        products.push_back({edgeFilterKernel, "MLFF_B_FILTER_W2T", h, 3 * h, forwardColumns, 0, nullptr, nullptr, 0,
+                            0});
     }
     if (warpgroupFilterBackward)
-        products.push_back({filterBackwardKernel, "MLFF_B_FILTER_W2", 3 * h, h, WarpgroupBackwardColumns,
-                            "MLFF_B_FILTER_W0T", "MLFF_B_FILTER_B0", numRbf});
+        products.push_back({filterBackwardKernel, "MLFF_B_FILTER_W2", 3 * h, h, WarpgroupBackwardColumns, 0,
+                            "MLFF_B_FILTER_W0T", "MLFF_B_FILTER_B0", numRbf, h});
     if (warpgroupUpdate)
         for (const UpdateProduct& product : updateProducts())
             products.push_back({product.kernel, product.weights, product.inputs, product.outputs,
-                                WarpgroupUpdateColumns, nullptr, nullptr, 0});
+                                WarpgroupUpdateColumns, 0, nullptr, nullptr, 0, 0});
     const auto offsetOf = [&](const char* define) { return (size_t) std::stoll(layoutDefines.at(define)); };
     const auto padded = [](int inputs) { return (inputs + 15) / 16 * 16; };
     const auto imageBytes = [&](const Product& p) { // a block's: one image a column tile
@@ -419,7 +457,8 @@ void CudaCalcMLFFForceKernel::prepareWarpgroupImages(const std::map<string, stri
             };
             CUdeviceptr b = weights(product.b), f = weights(product.f), c = weights(product.c);
             CUdeviceptr image = warpgroupImagesOf(product.kernel) + layer * imageBytes(product);
-            void* args[] = {&b, &product.inputs, &product.outputs, &product.columns, &f, &product.sideInputs, &c, &image};
+            void* args[] = {&b, &product.inputs, &product.outputs, &product.columns, &product.accumulatorOrder, &f,
+                            &product.sideInputs, &product.sideOutputs, &c, &image};
             launch(prepareWarpgroupTilesKernel, args, (unsigned int) (product.outputs / product.columns), 256,
                    "splitting the warp-group products' weights (once)");
         }

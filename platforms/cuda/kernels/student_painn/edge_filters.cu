@@ -33,6 +33,8 @@
  * Per block l, forward:
  *   mlffEdgeFilterHidden        matmul      edgeHidden = SiLU(edgeBasis W0^T + b0)      (filter rows, H)
  *   mlffEdgeFilterOutput        matmul      edgeFilter[l] = edgeHidden W2^T + b2        (filter rows, 3H)
+ *   or with MLFF_CUDA_FILTER_HIDDEN=registers (sm_90, H = 64 or 128), in their place:
+ *   mlffEdgeFilterFromBasis     wgmma       edgeFilter[l] from edgeBasis, the hidden layer in registers
  *   mlffMessagesForwardRows     atoms       the messages, w(ij) from edgeFilter[l] (row_messages.cu)
  * Per block l, backward:
  *   mlffMessagesBackwardRows    atoms       dE/dw of each pair (both directions, by the owner's
@@ -57,8 +59,9 @@
  * filterStart (N + 1) and filterCount (N) int; overflowedAtoms (N + 1) int, [0] their count, then
  * the atoms in the order of the atomics that appended them; per edge row edgeAtoms int2, edgeDelta
  * real4, edgeOwnedRank, edgePartner, edgeWalk, edgeFilterRow int, edgeGradN real4; per filter row
- * filterEdges int2, edgeBasis (K), edgeHidden (H), edgeGradFilter (3H), pairGradDistance (L, H / 64:
- * sm_90), and edgeFilter (L, rows, 3H: w_s, w_v1, w_v2 of each block, kept for the backward pass).
+ * filterEdges int2, edgeBasis (K), edgeHidden (H; none where mlffEdgeFilterFromBasis and the sm_90
+ * backward leave it unused), edgeGradFilter (3H), pairGradDistance (L, H / 64: sm_90), and edgeFilter
+ * (L, rows, 3H: w_s, w_v1, w_v2 of each block, kept for the backward pass).
  */
 
 /** Listed edges of atom i: its count, or 0 if its list overflowed. */
@@ -319,6 +322,126 @@ KERNEL void MLFF_FILTER_FORWARD_BOUNDS mlffEdgeFilterOutput(int layer, const rea
     mlffMatmul<MLFF_H, 3 * MLFF_H, 6, 128>(edgeHidden, block + MLFF_B_FILTER_W2T, *filterRowCount, epilogue);
 #endif
 }
+
+#ifdef MLFF_FILTER_HIDDEN_IN_REGISTERS
+// The hidden layer's channels a warp group makes at once: a product of 32 columns.
+#define MLFF_HIDDEN_CHUNK 32
+
+/**
+ * h (=) a chunk's hidden sums before b0, SiLU's input less its bias: the tile's basis rows (this
+ * thread's rows e0 and e1, K reals each) times the Chunk columns of W0^T at fBig and fSmall (the
+ * side product's parts, from the chunk's first column). A pair of k-steps at a time, each pair's
+ * products ended before the next pair is split: one fragment set rather than
+ * mlffWarpgroupTileProduct's two, for the registers that the output's sums hold meanwhile.
+ */
+template <int Chunk>
+DEVICE inline void mlffHiddenChunkProduct(const real* RESTRICT e0, const real* RESTRICT e1, unsigned long long fBig,
+                                          unsigned long long fSmall, float* h) {
+    constexpr int Columns = MLFF_WARPGROUP_FORWARD_COLUMNS;
+    const int k = 4 * (threadIdx.x % 4);
+#pragma unroll
+    for (int pair = 0; pair < (MLFF_K + 15) / 16; pair++) {
+        const float4 x0 = mlffWarpgroupLoadInputs<MLFF_K>(e0, 16 * pair, k),
+                     x1 = mlffWarpgroupLoadInputs<MLFF_K>(e1, 16 * pair, k);
+        const float x[2][4] = {{x0.x, x1.x, x0.y, x1.y}, {x0.z, x1.z, x0.w, x1.w}};
+        unsigned int big[2][4], small[2][4];
+#pragma unroll
+        for (int q = 0; q < 2; q++)
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                mlffSplitTf32(x[q][i], &big[q][i], &small[q][i]);
+        asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
+            const int step = 2 * pair + q;
+            const int offset = mlffWarpgroupBOffset<Columns>(step, 0, 0);
+            const unsigned long long wBig = mlffWarpgroupDescriptorAfter(fBig, offset),
+                                     wSmall = mlffWarpgroupDescriptorAfter(fSmall, offset);
+            mlffWarpgroupTf32<Chunk>(h, small[q], wBig, step > 0); // the small terms first, as everywhere
+            mlffWarpgroupTf32<Chunk>(h, big[q], wSmall, true);
+            mlffWarpgroupTf32<Chunk>(h, big[q], wBig, true);
+        }
+        asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+        asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+    }
+}
+
+/**
+ * Each pair's filters of block `layer` in one launch, from its basis (MLFF_CUDA_FILTER_HIDDEN=
+ * registers): the hidden layer SiLU(e W0^T + b0) made on the tensor cores and kept in registers as
+ * the output product's A, where mlffEdgeFilterHidden writes it (H reals a pair) for
+ * mlffEdgeFilterOutput to read back. A block holds a column tile of W2^T, and beside it the whole of
+ * W0^T and b0 as the side product (H = the tile's columns). Each 64-row tile's hidden layer is made
+ * MLFF_HIDDEN_CHUNK channels at a time, in every column tile: K inputs a pair (padded to 32), a
+ * quarter of the output's products at K = 20. A thread's sums of a chunk are its rows' channels
+ * 8 j + 2 t and 8 j + 2 t + 1 (t: the thread in its quad); after SiLU they are A's fragments of
+ * the output's k-step j of the chunk as they stand, since W2^T's image takes each k-step's inputs in
+ * that order (mlffWarpgroupBIndexOfAccumulators). A chunk's products end before the next chunk's
+ * start, so that a thread holds at most the tile's sums, a chunk's and one product's fragments: the
+ * registers of four warp groups an SM. The epilogue is mlffEdgeFilterOutput's.
+ */
+KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterFromBasis(int layer, const real* RESTRICT params,
+        const int* RESTRICT filterRowCount, const real* RESTRICT edgeBasis, real* RESTRICT edgeFilter,
+        const unsigned int* RESTRICT weightImages) {
+    constexpr int I = MLFF_H, O = 3 * MLFF_H, J = MLFF_K, Columns = MLFF_WARPGROUP_FORWARD_COLUMNS;
+    constexpr int Chunk = MLFF_HIDDEN_CHUNK, columnTiles = O / Columns;
+    static_assert(Columns == MLFF_H && MLFF_H % Chunk == 0, "the whole hidden layer beside each column tile");
+    const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
+    MlffEdgeFilterEpilogue epilogue;
+    epilogue.bias = block + MLFF_B_FILTER_B2;
+    epilogue.out = edgeFilter;
+    const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, J>(
+            mlffWarpgroupImagesOf<I, O, Columns, J>(weightImages, layer)); // W2^T's tile, W0^T, b0; then waits
+    // The descriptors of the first k-step of W2^T's tile and of W0^T, each in two parts.
+    const unsigned long long outputBig = mlffWarpgroupDescriptor(tiles.bBig),
+                             outputSmall = mlffWarpgroupDescriptor(tiles.bSmall),
+                             wBig = mlffWarpgroupDescriptor(tiles.fBig), wSmall = mlffWarpgroupDescriptor(tiles.fSmall);
+    const int rows = *filterRowCount;
+    const int group = threadIdx.x / MLFF_WARPGROUP_THREADS, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
+    const int t = lane % 4;
+    const int rowTiles = (rows + 63) / 64, blocksPerColumn = gridDim.x / columnTiles;
+    for (int tile = blockIdx.x / columnTiles * MLFF_WARPGROUPS + group; tile < rowTiles;
+         tile += blocksPerColumn * MLFF_WARPGROUPS) {
+        const int row0 = 64 * tile + 16 * warp + lane / 4, row1 = row0 + 8;
+        const int r0 = min(row0, rows - 1), r1 = min(row1, rows - 1); // clamped, as mlffWarpgroupMatmul's
+        const real *e0 = edgeBasis + (size_t) r0 * J, *e1 = edgeBasis + (size_t) r1 * J;
+        float d[Columns / 2]; // the output's sums, as mlffWarpgroupMatmul's
+#pragma unroll 1 // unrolled, ptxas spilled 320 bytes a thread and serialized the products
+        for (int chunk = 0; chunk < MLFF_H / Chunk; chunk++) {
+            // h[4 j + 2 r + c]: row row0 + 8 r, hidden channel Chunk chunk + 8 j + 2 t + c.
+            float h[Chunk / 2];
+            const int columnOffset = mlffWarpgroupBOffset<Columns>(0, Chunk * chunk, 0);
+            mlffHiddenChunkProduct<Chunk>(e0, e1, mlffWarpgroupDescriptorAfter(wBig, columnOffset),
+                                          mlffWarpgroupDescriptorAfter(wSmall, columnOffset), h);
+            // The output's k-step Chunk / 8 chunk + j: inputs t and t + 4 of rows row0 and row1, in
+            // mma.sync's A fragment order.
+            unsigned int big[Chunk / 8][4], small[Chunk / 8][4];
+#pragma unroll
+            for (int j = 0; j < Chunk / 8; j++) {
+                const float* b0 = tiles.c + Chunk * chunk + 8 * j + 2 * t;
+                const float a[4] = {mlffSilu(h[4 * j] + b0[0]), mlffSilu(h[4 * j + 2] + b0[0]),
+                                    mlffSilu(h[4 * j + 1] + b0[1]), mlffSilu(h[4 * j + 3] + b0[1])};
+#pragma unroll
+                for (int i = 0; i < 4; i++)
+                    mlffSplitTf32(a[i], &big[j][i], &small[j][i]);
+            }
+            asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+#pragma unroll
+            for (int j = 0; j < Chunk / 8; j++) {
+                const int step = Chunk / 8 * chunk + j, offset = mlffWarpgroupBOffset<Columns>(step, 0, 0);
+                const unsigned long long bBig = mlffWarpgroupDescriptorAfter(outputBig, offset),
+                                         bSmall = mlffWarpgroupDescriptorAfter(outputSmall, offset);
+                mlffWarpgroupTf32<Columns>(d, small[j], bBig, step > 0); // the small terms first, as everywhere
+                mlffWarpgroupTf32<Columns>(d, big[j], bSmall, true);
+                mlffWarpgroupTf32<Columns>(d, big[j], bBig, true);
+            }
+            asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+            asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); // its fragments free for the next chunk
+        }
+        mlffWarpgroupTileEpilogue<Columns>(epilogue, d, row0, row1, rows, tiles.firstColumn, t);
+    }
+}
+#endif
 
 #ifndef MLFF_WARPGROUP_FILTER_BACKWARD
 /**
