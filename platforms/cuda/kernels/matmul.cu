@@ -51,17 +51,17 @@ DEVICE inline unsigned int mlffRoundTf32(float x) {
     return (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
 }
 
-#ifdef MLFF_MATMUL_TENSOR_CORES
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-#error "MLFF_MATMUL_TENSOR_CORES needs sm_80 or later"
-#endif
-#define MLFF_MATMUL_STAGES 3
-
 /** x split into TF32 parts, big + small ~ x to float32's precision (round to nearest, both). */
 DEVICE inline void mlffSplitTf32(float x, unsigned int* big, unsigned int* small) {
     *big = mlffRoundTf32(x);
     *small = mlffRoundTf32(x - __uint_as_float(*big));
 }
+
+#ifdef MLFF_MATMUL_TENSOR_CORES
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+#error "MLFF_MATMUL_TENSOR_CORES needs sm_80 or later"
+#endif
+#define MLFF_MATMUL_STAGES 3
 
 /** d += a b for one m16n8k8 TF32 tile (fragments in mma.sync's layouts). */
 DEVICE inline void mlffMmaTf32(float* d, const unsigned int* a, const unsigned int* b) {

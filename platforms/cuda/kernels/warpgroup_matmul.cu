@@ -25,6 +25,11 @@
  * more than one product on a tile (edge_filters.cu's filters' backward) builds on the parts:
  * mlffWarpgroupLoadTiles, which can hold a second, small product's weights (the side product)
  * beside B's, and mlffWarpgroupTileProduct.
+ *
+ * On the host (tests/cuda/host_emulation, MLFF_WARPGROUP_ON_HOST) each instruction that has no C++
+ * of its own is a function here with a second body: a product is computed when it is issued, from
+ * every thread of the warp group's fragments (CudaOnHost.h's cudaOnHostWarpgroupTf32), the weights'
+ * image is copied in by one thread, and fences, commits, waits and prefetches do nothing.
  */
 #if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #error "warpgroup_matmul.cu needs a module built for sm_90a"
@@ -44,11 +49,18 @@ DEVICE inline int mlffWarpgroupBOffset(int kStep, int column, int kInStep) {
     return kStep * 8 * Columns + column / 8 * 64 + kInStep / 4 * 32 + column % 8 * 4 + kInStep % 4;
 }
 
-/** wgmma's descriptor of a k-step's B at `shared`, in the layout above. */
+/**
+ * wgmma's descriptor of a k-step's B at `shared`, in the layout above. On the host: the address in
+ * 16-byte units alone (the emulation takes the layout's offsets as given).
+ */
 DEVICE inline unsigned long long mlffWarpgroupDescriptor(const void* shared) {
+#ifdef MLFF_WARPGROUP_ON_HOST
+    return (unsigned long long) reinterpret_cast<uintptr_t>(shared) >> 4;
+#else
     const unsigned int address = (unsigned int) __cvta_generic_to_shared(shared);
     return (unsigned long long) ((address & 0x3FFFF) >> 4) | (unsigned long long) (128 >> 4) << 16 |
            (unsigned long long) (256 >> 4) << 32;
+#endif
 }
 
 /**
@@ -57,9 +69,13 @@ DEVICE inline unsigned long long mlffWarpgroupDescriptor(const void* shared) {
  * where every k-step's descriptor would hold two registers for the whole loop.
  */
 DEVICE inline unsigned long long mlffWarpgroupDescriptorAfter(unsigned long long descriptor, int words) {
+#ifdef MLFF_WARPGROUP_ON_HOST
+    return descriptor + words / 4;
+#else
     unsigned long long after;
     asm volatile("add.s64 %0, %1, %2;" : "=l"(after) : "l"(descriptor), "l"((unsigned long long) (words / 4)));
     return after;
+#endif
 }
 
 /**
@@ -67,6 +83,12 @@ DEVICE inline unsigned long long mlffWarpgroupDescriptorAfter(unsigned long long
  * registers (mma.sync's A fragment of each warp's 16 rows), b by descriptor; d as wgmma lays it
  * out, N / 2 a thread.
  */
+#ifdef MLFF_WARPGROUP_ON_HOST
+template <int N>
+DEVICE inline void mlffWarpgroupTf32(float* d, const unsigned int* a, unsigned long long b, bool accumulate) {
+    cudaOnHostWarpgroupTf32<N>(d, a, b, accumulate);
+}
+#else
 template <int N>
 DEVICE inline void mlffWarpgroupTf32(float* d, const unsigned int* a, unsigned long long b, bool accumulate);
 
@@ -113,6 +135,29 @@ DEVICE inline void mlffWarpgroupTf32<128>(float* d, const unsigned int* a, unsig
                    "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
                    "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"((int) accumulate), "l"(b));
+}
+#endif
+
+/** Orders the warp group's register writes before the products issued next read them (wgmma.fence). */
+DEVICE inline void mlffWarpgroupFence() {
+#ifndef MLFF_WARPGROUP_ON_HOST
+    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+#endif
+}
+
+/** Closes the group of the products issued since the last (wgmma.commit_group). */
+DEVICE inline void mlffWarpgroupCommit() {
+#ifndef MLFF_WARPGROUP_ON_HOST
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+#endif
+}
+
+/** Waits until at most Pending groups of products are in flight, their sums in d (wgmma.wait_group). */
+template <int Pending>
+DEVICE inline void mlffWarpgroupWait() {
+#ifndef MLFF_WARPGROUP_ON_HOST
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(Pending) : "memory");
+#endif
 }
 
 /**
@@ -240,7 +285,9 @@ struct MlffWarpgroupMemoryRow {
     }
     /** Brings the cache line of input `first` (a multiple of 32, below Inputs) into the L2, for later loads. */
     DEVICE void prefetch(int first) const {
+#ifndef MLFF_WARPGROUP_ON_HOST
         asm volatile("prefetch.global.L2 [%0];" ::"l"(row + first));
+#endif
     }
 };
 
@@ -281,7 +328,7 @@ DEVICE inline void mlffWarpgroupTileProduct(const Row& a0, const Row& a1, const 
             x0 = a0.template inputs<Inputs>(16 * (pair + 1), k);
             x1 = a1.template inputs<Inputs>(16 * (pair + 1), k);
         }
-        asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+        mlffWarpgroupFence();
 #pragma unroll
         for (int q = 0; q < 2; q++) {
             const int step = 2 * pair + q;
@@ -291,8 +338,8 @@ DEVICE inline void mlffWarpgroupTileProduct(const Row& a0, const Row& a1, const 
             mlffWarpgroupTf32<Columns>(d, f.big[set][q], small, true);
             mlffWarpgroupTf32<Columns>(d, f.big[set][q], big, true);
         }
-        asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-        asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory"); // the set refilled next is free
+        mlffWarpgroupCommit();
+        mlffWarpgroupWait<1>(); // the set refilled next is free
     }
 }
 
@@ -329,13 +376,20 @@ DEVICE inline MlffWarpgroupTiles mlffWarpgroupLoadTiles(const unsigned int* REST
     constexpr unsigned int words = MlffWarpgroupTileWords<I, Columns, J>::value, chunkBytes = 16384;
     static_assert(4 * words % 16 == 0 && 4 * words < (1u << 20), "bulk copies of 16-byte units, one mbarrier's count");
     extern __shared__ __align__(128) unsigned int mlffWarpgroupMemory[];
-    __shared__ __align__(8) unsigned long long tileCopied; // the mbarrier the copies complete on
     unsigned int* bBig = mlffWarpgroupMemory;
     unsigned int* bSmall = bBig + Columns * inputs;
     unsigned int* fBig = bSmall + Columns * inputs;
     unsigned int* fSmall = fBig + Columns * sideInputs;
     float* cTile = reinterpret_cast<float*>(fSmall + Columns * sideInputs);
     const int columnTile = blockIdx.x % columnTiles;
+    const unsigned int* source = images + (size_t) columnTile * words;
+#ifdef MLFF_WARPGROUP_ON_HOST
+    if (threadIdx.x == 0)
+        memcpy(mlffWarpgroupMemory, source, 4 * words);
+    mlffStartAfterPreviousLaunch();
+    __syncthreads();
+#else
+    __shared__ __align__(8) unsigned long long tileCopied; // the mbarrier the copies complete on
     const unsigned int barrier = (unsigned int) __cvta_generic_to_shared(&tileCopied);
     if (threadIdx.x == 0) {
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(barrier) : "memory");
@@ -343,7 +397,6 @@ DEVICE inline MlffWarpgroupTiles mlffWarpgroupLoadTiles(const unsigned int* REST
         asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(barrier), "r"(4 * words)
                      : "memory");
         const unsigned int destination = (unsigned int) __cvta_generic_to_shared(mlffWarpgroupMemory);
-        const unsigned int* source = images + (size_t) columnTile * words;
         for (unsigned int offset = 0; offset < 4 * words; offset += chunkBytes)
             asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
                                  destination + offset),
@@ -358,6 +411,7 @@ DEVICE inline MlffWarpgroupTiles mlffWarpgroupLoadTiles(const unsigned int* REST
                      : "=r"(copied)
                      : "r"(barrier)
                      : "memory");
+#endif
     return {bBig, bSmall, fBig, fSmall, cTile, Columns * columnTile};
 }
 
@@ -399,7 +453,7 @@ DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const unsigned in
         mlffWarpgroupTileProduct<I, Columns, 0, PrefetchAhead>(MlffWarpgroupMemoryRow{a + (size_t) r0 * I},
                                                                MlffWarpgroupMemoryRow{a + (size_t) r1 * I}, tiles.bBig,
                                                                tiles.bSmall, d, fragments);
-        asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+        mlffWarpgroupWait<0>();
         mlffWarpgroupTileEpilogue<Columns>(epilogue, d, row0, row1, rows, tiles.firstColumn, t);
     }
 }

@@ -4,14 +4,18 @@
  * barrier of the block, and ballots and shuffles exchange through a barrier of the warp. Blocks
  * run one after another, so a kernel's __shared__ variables (static here) are its block's.
  * Asynchronous copies into shared memory (async_copy.cu) land as late as the thread's waits allow.
- * Precision: double (`real`). Not a simulator of timing or of memory ordering beyond barriers:
- * it checks what a kernel computes, given that its barriers are where they must be.
+ * Precision: double (`real`), or float where the test defines MLFF_HOST_FLOAT (the warp-group
+ * products, float alone on the GPU too). Warp-group products (warpgroup_matmul.cu's wgmma) are
+ * computed when issued, from every thread of the warp group's fragments, through a barrier of the
+ * warp group. Not a simulator of timing or of memory ordering beyond barriers: it checks what a
+ * kernel computes, given that its barriers are where they must be.
  */
 #pragma once
 
 #include <barrier>
 #include <bit>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -24,7 +28,15 @@ using std::floor;
 using std::sin;
 using std::sqrt;
 
-#define USE_DOUBLE_PRECISION
+struct float2 {
+    float x, y;
+};
+struct float4 {
+    float x, y, z, w;
+};
+inline float4 make_float4(float x, float y, float z, float w) {
+    return {x, y, z, w};
+}
 struct double2 {
     double x, y;
 };
@@ -43,10 +55,18 @@ struct int4 {
 inline int4 make_int4(int x, int y, int z, int w) {
     return {x, y, z, w};
 }
+#ifdef MLFF_HOST_FLOAT
+typedef float real;
+typedef float2 real2;
+typedef float4 real4;
+typedef float mixed;
+#else
+#define USE_DOUBLE_PRECISION
 typedef double real;
 typedef double2 real2;
 typedef double4 real4;
 typedef double mixed;
+#endif
 inline real4 make_real4(real x, real y, real z, real w) {
     return {x, y, z, w};
 }
@@ -56,6 +76,7 @@ inline real4 make_real4(real x, real y, real z, real w) {
 #define RESTRICT
 #define __shared__ static
 #define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
 
 inline int min(int a, int b) {
     return a < b ? a : b;
@@ -70,11 +91,19 @@ struct CudaOnHostIndex {
 inline thread_local CudaOnHostIndex threadIdx, blockIdx;
 inline CudaOnHostIndex blockDim, gridDim;
 
+/** What a thread gives a warp-group product: its A fragment, and B's descriptor. */
+struct CudaOnHostWarpgroupSlot {
+    unsigned int a[4];
+    unsigned long long b;
+};
+
 /** The barriers and exchange slots of the block that is running. */
 struct CudaOnHostBlock {
     std::unique_ptr<std::barrier<>> block;
     std::vector<std::unique_ptr<std::barrier<>>> warps;
+    std::vector<std::unique_ptr<std::barrier<>>> warpgroups; // where the block is whole warp groups
     std::vector<double> slots; // one per thread: the values a ballot or shuffle exchanges
+    std::vector<CudaOnHostWarpgroupSlot> warpgroupSlots; // one per thread
 };
 inline CudaOnHostBlock cudaOnHostBlock;
 
@@ -190,6 +219,44 @@ inline void cudaOnHostWaitCopies(int pending) {
     }
 }
 
+// warpgroup_matmul.cu's products (wgmma on the GPU).
+#define MLFF_WARPGROUP_ON_HOST 1
+
+/**
+ * d (+)= a b for one m64nNk8 TF32 product of the warp group, as wgmma.mma_async computes it, at
+ * once: every thread of the warp group publishes its A fragment (mma.sync's layout: a0 (g, t), a1
+ * (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4) of its warp's 16 rows, g = lane / 4, t = lane % 4)
+ * and B's descriptor (on the host the shared address / 16: mlffWarpgroupDescriptor), then each
+ * computes its own sums, d[4 j + 2 r + c] at row g + 8 r of its warp's, column 8 j + 2 t + c. B is
+ * read as the descriptor's layout has it on the GPU: K-major core matrices of 8 columns by 4
+ * inputs, the two of a k-step 128 bytes apart and the column groups of 8 256 bytes apart
+ * (mlffWarpgroupBOffset). TF32 operands lose their 13 low bits, as on the tensor cores; the sum of
+ * the k-step is taken in double and rounded once (the GPU's order within it is its own). All 128
+ * threads of the warp group must call, with the same descriptor.
+ */
+template <int N>
+inline void cudaOnHostWarpgroupTf32(float* d, const unsigned int* a, unsigned long long b, bool accumulate) {
+    const int group = threadIdx.x / 128, thread = threadIdx.x % 128;
+    CudaOnHostWarpgroupSlot* slots = &cudaOnHostBlock.warpgroupSlots[128 * group];
+    slots[thread] = {{a[0], a[1], a[2], a[3]}, b};
+    cudaOnHostBlock.warpgroups[group]->arrive_and_wait();
+    const auto tf32 = [](unsigned int bits) { return (double) std::bit_cast<float>(bits & 0xffffe000u); };
+    const char* shared = reinterpret_cast<const char*>((uintptr_t) (slots[0].b << 4));
+    const int warp = thread / 32, g = thread % 32 / 4, t = thread % 4;
+    for (int i = 0; i < N / 2; i++) {
+        const int row = g + 8 * (i / 2 % 2), column = 8 * (i / 4) + 2 * t + i % 2; // row in the warp's 16
+        double sum = 0;
+        for (int k = 0; k < 8; k++) {
+            const CudaOnHostWarpgroupSlot& owner = slots[32 * warp + 4 * (row % 8) + k % 4];
+            unsigned int bBits;
+            std::memcpy(&bBits, shared + column / 8 * 256 + k / 4 * 128 + column % 8 * 16 + k % 4 * 4, 4);
+            sum += tf32(owner.a[row / 8 + 2 * (k / 4)]) * tf32(bBits);
+        }
+        d[i] = (float) ((accumulate ? (double) d[i] : 0.0) + sum);
+    }
+    cudaOnHostBlock.warpgroups[group]->arrive_and_wait(); // the slots read before the next product's
+}
+
 /** Runs `kernel` (a callable, arguments bound) over `grid` blocks of `threads` (a multiple of 32). */
 template <class Kernel>
 void cudaOnHostLaunch(int grid, int threads, Kernel kernel) {
@@ -200,7 +267,11 @@ void cudaOnHostLaunch(int grid, int threads, Kernel kernel) {
         cudaOnHostBlock.warps.clear();
         for (int w = 0; w < threads / 32; w++)
             cudaOnHostBlock.warps.push_back(std::make_unique<std::barrier<>>(32));
+        cudaOnHostBlock.warpgroups.clear();
+        for (int w = 0; threads % 128 == 0 && w < threads / 128; w++)
+            cudaOnHostBlock.warpgroups.push_back(std::make_unique<std::barrier<>>(128));
         cudaOnHostBlock.slots.assign(threads, 0.0);
+        cudaOnHostBlock.warpgroupSlots.assign(threads, CudaOnHostWarpgroupSlot{});
         std::vector<std::thread> group;
         for (int t = 0; t < threads; t++)
             group.emplace_back([&kernel, t, b] {

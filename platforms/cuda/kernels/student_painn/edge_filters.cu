@@ -350,7 +350,7 @@ DEVICE inline void mlffHiddenChunkProduct(const real* RESTRICT e0, const real* R
 #pragma unroll
             for (int i = 0; i < 4; i++)
                 mlffSplitTf32(x[q][i], &big[q][i], &small[q][i]);
-        asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+        mlffWarpgroupFence();
 #pragma unroll
         for (int q = 0; q < 2; q++) {
             const int step = 2 * pair + q;
@@ -361,8 +361,8 @@ DEVICE inline void mlffHiddenChunkProduct(const real* RESTRICT e0, const real* R
             mlffWarpgroupTf32<Chunk>(h, big[q], wSmall, true);
             mlffWarpgroupTf32<Chunk>(h, big[q], wBig, true);
         }
-        asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-        asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+        mlffWarpgroupCommit();
+        mlffWarpgroupWait<0>();
     }
 }
 
@@ -425,7 +425,7 @@ KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterFromBasis(int layer, const real*
                 for (int i = 0; i < 4; i++)
                     mlffSplitTf32(a[i], &big[j][i], &small[j][i]);
             }
-            asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+            mlffWarpgroupFence();
 #pragma unroll
             for (int j = 0; j < Chunk / 8; j++) {
                 const int step = Chunk / 8 * chunk + j, offset = mlffWarpgroupBOffset<Columns>(step, 0, 0);
@@ -435,8 +435,8 @@ KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterFromBasis(int layer, const real*
                 mlffWarpgroupTf32<Columns>(d, big[j], bSmall, true);
                 mlffWarpgroupTf32<Columns>(d, big[j], bBig, true);
             }
-            asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
-            asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); // its fragments free for the next chunk
+            mlffWarpgroupCommit();
+            mlffWarpgroupWait<0>(); // its fragments free for the next chunk
         }
         mlffWarpgroupTileEpilogue<Columns>(epilogue, d, row0, row1, rows, tiles.firstColumn, t);
     }
@@ -605,14 +605,14 @@ KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterBackwardToDistance(int layer, co
         mlffWarpgroupTileProduct<I, Columns, sideInputs / 16 % 2, MLFF_WARPGROUP_PREFETCH_AHEAD>(
                 MlffWarpgroupMemoryRow{edgeGradFilter + (size_t) r0 * I},
                 MlffWarpgroupMemoryRow{edgeGradFilter + (size_t) r1 * I}, tiles.bBig, tiles.bSmall, grad, fragments);
-        asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+        mlffWarpgroupWait<0>();
 #pragma unroll
         for (int i = 0; i < Columns / 2; i++)
             grad[i] *= mlffSiluGrad(side[i] + tiles.c[8 * (i / 4) + 2 * t + i % 2]); // g
         // dx/dd into side (every product before has ended: either fragment set is free).
         mlffWarpgroupTileProduct<J, Columns, 0>(MlffBasisDerivativeRow{params, d0}, MlffBasisDerivativeRow{params, d1},
                                                 tiles.fBig, tiles.fSmall, side, fragments);
-        asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+        mlffWarpgroupWait<0>();
         real sum0 = 0, sum1 = 0;
 #pragma unroll
         for (int j = 0; j < Columns / 8; j++) {
