@@ -405,6 +405,14 @@ KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterFromBasis(int layer, const real*
         const int row0 = 64 * tile + 16 * warp + lane / 4, row1 = row0 + 8;
         const int r0 = min(row0, rows - 1), r1 = min(row1, rows - 1); // clamped, as mlffWarpgroupMatmul's
         const real *e0 = edgeBasis + (size_t) r0 * J, *e1 = edgeBasis + (size_t) r1 * J;
+        // The warp group's next tile's basis rows into the L2 while this tile's products run: each
+        // chunk's product waits on its rows' loads (the first chunk's from DRAM, the others' from the L1).
+        const int next = 64 * (tile + blocksPerColumn * MLFF_WARPGROUPS) + 16 * warp + lane / 4;
+        for (int r = 0; r < 2; r++) {
+            const MlffWarpgroupMemoryRow nextRow = {edgeBasis + (size_t) min(next + 8 * r, rows - 1) * J};
+            nextRow.prefetch(0);
+            nextRow.prefetch(J - 1); // a row may end in the next line
+        }
         float d[Columns / 2]; // the output's sums, as mlffWarpgroupMatmul's
 #pragma unroll 1 // unrolled, ptxas spilled 320 bytes a thread and serialized the products
         for (int chunk = 0; chunk < MLFF_H / Chunk; chunk++) {
