@@ -69,8 +69,9 @@ double closestPairAngstrom(const std::vector<OpenMM::Vec3>& positions, size_t pe
  * float), "edges" takes them for every product (MLFF_CUDA_PRODUCTS=warpgroup: the plugin would
  * leave the update's products of these small systems on mma.sync), "edges_mma" is "edges" with
  * every product on mma.sync (MLFF_CUDA_PRODUCTS=mma), so that both stay tested there, and
- * "edges_registers" is "edges" with the filters' forward as one product, the hidden layer in
- * registers (MLFF_CUDA_FILTER_HIDDEN=registers: for the models whose H is 64 or 128).
+ * "edges_registers_staged" is "edges" with the two experiments not yet timed: the filters' forward
+ * as one product, the hidden layer in registers (MLFF_CUDA_FILTER_HIDDEN=registers, for the models
+ * whose H is 64 or 128), and its rows stored through shared memory (MLFF_CUDA_FILTER_STORES=staged).
  */
 class CudaVsReference : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
 protected:
@@ -81,19 +82,22 @@ protected:
             GTEST_SKIP() << "thread block clusters need compute capability 9.0";
         setenv("MLFF_CUDA_KERNELS", kernels().c_str(), 1);
         const bool warpgroupProducts = precision() != "double" && computeCapabilityMajor() == 9;
-        if ((path() == "edges_mma" || path() == "edges_registers") && !warpgroupProducts)
+        if ((path() == "edges_mma" || path() == "edges_registers_staged") && !warpgroupProducts)
             GTEST_SKIP() << "no warp-group products here: the same kernels as 'edges'";
         if (path() == "edges_mma")
             setenv("MLFF_CUDA_PRODUCTS", "mma", 1);
-        if (path() == "edges" || path() == "edges_registers")
+        if (path() == "edges" || path() == "edges_registers_staged")
             if (warpgroupProducts)
                 setenv("MLFF_CUDA_PRODUCTS", "warpgroup", 1);
-        if (path() == "edges_registers")
+        if (path() == "edges_registers_staged") {
             setenv("MLFF_CUDA_FILTER_HIDDEN", "registers", 1);
+            setenv("MLFF_CUDA_FILTER_STORES", "staged", 1);
+        }
     }
     void TearDown() override {
         for (const char* setting : {"MLFF_CUDA_KERNELS", "MLFF_CUDA_PRODUCTS", "MLFF_CUDA_FILTER_HIDDEN",
-                                    "MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY", "MLFF_CUDA_EDGE_ROWS_MAX_BYTES"})
+                                    "MLFF_CUDA_FILTER_STORES", "MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY",
+                                    "MLFF_CUDA_EDGE_ROWS_MAX_BYTES"})
             unsetenv(setting);
     }
     std::string precision() const {
@@ -104,7 +108,7 @@ protected:
     }
     /** MLFF_CUDA_KERNELS of the path. */
     std::string kernels() const {
-        return path() == "edges_mma" || path() == "edges_registers" ? "edges" : path();
+        return path() == "edges_mma" || path() == "edges_registers_staged" ? "edges" : path();
     }
     /**
      * Whether a step whose neighbour list overflowed gives the same bits as one whose list held
@@ -564,7 +568,7 @@ TEST_P(CudaVsReference, AfterThousandStepsWithReordering) {
 INSTANTIATE_TEST_SUITE_P(Cuda, CudaVsReference,
                          ::testing::Combine(::testing::Values("single", "mixed", "double"),
                                             ::testing::Values("fused", "cluster", "tiled", "edges", "edges_mma",
-                                                              "edges_registers")),
+                                                              "edges_registers_staged")),
                          [](const ::testing::TestParamInfo<std::tuple<std::string, std::string>>& param) {
                              return std::get<0>(param.param) + "_" + std::get<1>(param.param);
                          });
@@ -592,8 +596,8 @@ std::string timedLaunches(MLSystem& s, const std::map<std::string, std::string>&
 }
 
 // MLFF_CUDA_FILTER_HIDDEN=registers runs the filters' forward as one product where H allows (64 or
-// 128), and "stored" or no setting as two: so that CudaVsReference's edges_registers compares the
-// one product with the Reference, not the two again.
+// 128), and "stored" or no setting as two: so that CudaVsReference's edges_registers_staged compares
+// the one product with the Reference, not the two again.
 TEST(CudaFilterHidden, RegistersTakeOneProductFromTheBasis) {
     if (!loadCudaPlugins())
         GTEST_SKIP() << "no CUDA platform here (no GPU driver)";

@@ -108,8 +108,10 @@ defines() { # H K L batch block periodic tabulated precision replicas warpgroup
         echo "#define MLFF_WARPGROUP_FORWARD_COLUMNS $(( H % 128 == 0 ? 128 : 64 ))"
         echo "#define MLFF_WARPGROUP_FILTER_BACKWARD 1"
         echo "#define MLFF_WARPGROUP_BACKWARD_COLUMNS 64"
-        # MLFF_CUDA_FILTER_HIDDEN=registers: the filters' forward as one product (H = its columns here)
+        # MLFF_CUDA_FILTER_HIDDEN=registers: the filters' forward as one product (H = its columns here);
+        # MLFF_CUDA_FILTER_STORES=staged at H = 64, so that both ways of storing their rows compile
         echo "#define MLFF_FILTER_HIDDEN_IN_REGISTERS 1"
+        [ "$H" = 64 ] && echo "#define MLFF_STAGED_FILTER_STORES 1"
     fi
     local n=0
     for name in EMBEDDING RBF_CENTERS RBF_WIDTHS HEAD_W0 HEAD_W0T HEAD_B0 HEAD_W2 HEAD_W2T HEAD_B2 HEAD_W4 HEAD_B4 BLOCKS BLOCK_STRIDE; do

@@ -81,6 +81,11 @@ string CudaCalcMLFFForceKernel::requestedFilterHidden() {
     return choice == nullptr ? "" : choice;
 }
 
+string CudaCalcMLFFForceKernel::requestedFilterStores() {
+    const char* choice = std::getenv("MLFF_CUDA_FILTER_STORES");
+    return choice == nullptr ? "" : choice;
+}
+
 size_t CudaCalcMLFFForceKernel::requestedEdgeRowsMaxBytes() {
     const char* limit = std::getenv("MLFF_CUDA_EDGE_ROWS_MAX_BYTES");
     if (limit == nullptr)
@@ -198,6 +203,14 @@ void CudaCalcMLFFForceKernel::chooseWarpgroupProducts() {
     filterHiddenInRegisters = filterHidden == "registers" && warpgroupFilterForward &&
                               hidden == warpgroupForwardColumns &&
                               fits(warpgroupSharedBytes(filterFromBasisInputs(), warpgroupForwardColumns, true));
+    // Their output's rows stored through shared memory, a warp's 16 rows by 32 columns at a time
+    // (warpgroup_matmul.cu's MlffWarpgroupStagedRows; 36 KB of static shared memory a block). Not
+    // yet timed on a GPU either (MLFF_CUDA_FILTER_STORES=staged asks for it).
+    const string filterStores = requestedFilterStores();
+    if (!filterStores.empty() && filterStores != "staged" && filterStores != "direct")
+        throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_FILTER_STORES is '" + filterStores +
+                              "'; expected 'staged' or 'direct'");
+    stagedFilterStores = filterStores == "staged" && warpgroupFilterForward;
     int widestUpdate = 0; // the update product with the most inputs (its kernels are not loaded yet: unused here)
     for (const UpdateProduct& product : updateProducts())
         widestUpdate = std::max(widestUpdate, product.inputs);
@@ -248,6 +261,8 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
     }
     if (filterHiddenInRegisters)
         defines["MLFF_FILTER_HIDDEN_IN_REGISTERS"] = "1";
+    if (stagedFilterStores)
+        defines["MLFF_STAGED_FILTER_STORES"] = "1";
     if (warpgroupFilterBackward) {
         defines["MLFF_WARPGROUP_FILTER_BACKWARD"] = "1";
         defines["MLFF_WARPGROUP_BACKWARD_COLUMNS"] = std::to_string(WarpgroupBackwardColumns);

@@ -6,7 +6,8 @@
 // (mlffEdgeFilterBackwardToDistance, with its side product). The two forward products and the
 // backward pass on an H100 against the Reference platform, so they check the emulation of wgmma as
 // much as it checks them. The weights' images are made by mlffPrepareWarpgroupTiles, as the plugin
-// makes them.
+// makes them. Built twice: the output's rows stored straight from the accumulators (Direct/) and
+// through shared memory (Staged/, MLFF_STAGED_FILTER_STORES).
 #include <gtest/gtest.h>
 
 #include <cmath>

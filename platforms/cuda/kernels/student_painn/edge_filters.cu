@@ -305,19 +305,42 @@ KERNEL void MLFF_FILTER_FORWARD_BOUNDS mlffEdgeFilterHidden(int layer, const rea
 #endif
 }
 
+#ifdef MLFF_WARPGROUP_FILTER_FORWARD
+// The warp-group filters' output epilogue: b2 added, each pair's row stored straight from the
+// accumulators, or (MLFF_CUDA_FILTER_STORES=staged) through shared memory, a warp's rows at a time.
+#ifdef MLFF_STAGED_FILTER_STORES
+typedef MlffWarpgroupStagedRows<3 * MLFF_H> MlffFilterOutputEpilogue;
+#else
+typedef MlffEdgeFilterEpilogue MlffFilterOutputEpilogue;
+#endif
+
+DEVICE inline MlffFilterOutputEpilogue mlffFilterOutputEpilogue(const real* bias, real* out) {
+#ifdef MLFF_STAGED_FILTER_STORES
+    __shared__ MlffWarpgroupRowStage stages[4 * MLFF_WARPGROUPS]; // a warp's each
+    return {bias, out, stages};
+#else
+    MlffEdgeFilterEpilogue epilogue;
+    epilogue.bias = bias;
+    epilogue.out = out;
+    return epilogue;
+#endif
+}
+#endif
+
 KERNEL void MLFF_FILTER_FORWARD_BOUNDS mlffEdgeFilterOutput(int layer, const real* RESTRICT params,
         const int* RESTRICT filterRowCount, const real* RESTRICT edgeHidden, real* RESTRICT edgeFilter,
         const unsigned int* RESTRICT weightImages) {
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
-    MlffEdgeFilterEpilogue epilogue;
-    epilogue.bias = block + MLFF_B_FILTER_B2;
-    epilogue.out = edgeFilter;
 #ifdef MLFF_WARPGROUP_FILTER_FORWARD
+    MlffFilterOutputEpilogue epilogue = mlffFilterOutputEpilogue(block + MLFF_B_FILTER_B2, edgeFilter);
     constexpr int Columns = MLFF_WARPGROUP_FORWARD_COLUMNS;
     mlffWarpgroupMatmul<MLFF_H, 3 * MLFF_H, Columns, MLFF_WARPGROUPS, MLFF_WARPGROUP_PREFETCH_AHEAD>(
             edgeHidden, mlffWarpgroupImagesOf<MLFF_H, 3 * MLFF_H, Columns, 0>(weightImages, layer), filterRowCount,
             epilogue); // waits once its weights are in
 #else
+    MlffEdgeFilterEpilogue epilogue;
+    epilogue.bias = block + MLFF_B_FILTER_B2;
+    epilogue.out = edgeFilter;
     mlffStartAfterPreviousLaunch();
     mlffMatmul<MLFF_H, 3 * MLFF_H, 6, 128>(edgeHidden, block + MLFF_B_FILTER_W2T, *filterRowCount, epilogue);
 #endif
@@ -387,9 +410,7 @@ KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterFromBasis(int layer, const real*
     constexpr int Chunk = MLFF_HIDDEN_CHUNK, columnTiles = O / Columns;
     static_assert(Columns == MLFF_H && MLFF_H % Chunk == 0, "the whole hidden layer beside each column tile");
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
-    MlffEdgeFilterEpilogue epilogue;
-    epilogue.bias = block + MLFF_B_FILTER_B2;
-    epilogue.out = edgeFilter;
+    MlffFilterOutputEpilogue epilogue = mlffFilterOutputEpilogue(block + MLFF_B_FILTER_B2, edgeFilter);
     const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, J>(
             mlffWarpgroupImagesOf<I, O, Columns, J>(weightImages, layer)); // W2^T's tile, W0^T, b0; then waits
     // The descriptors of the first k-step of W2^T's tile and of W0^T, each in two parts.
