@@ -69,9 +69,10 @@ double closestPairAngstrom(const std::vector<OpenMM::Vec3>& positions, size_t pe
  * float), "edges" takes them for every product (MLFF_CUDA_PRODUCTS=warpgroup: the plugin would
  * leave the update's products of these small systems on mma.sync), "edges_mma" is "edges" with
  * every product on mma.sync (MLFF_CUDA_PRODUCTS=mma), so that both stay tested there, and
- * "edges_registers_staged" is "edges" with the two experiments not yet timed: the filters' forward
+ * "edges_untimed" is "edges" with the switches of the experiments not yet timed: the filters' forward
  * as one product, the hidden layer in registers (MLFF_CUDA_FILTER_HIDDEN=registers, for the models
- * whose H is 64 or 128), and its rows stored through shared memory (MLFF_CUDA_FILTER_STORES=staged).
+ * whose H is 64 or 128), its rows stored through shared memory (MLFF_CUDA_FILTER_STORES=staged), and
+ * the messages' backward from rows compiled for 4 blocks an SM (MLFF_CUDA_ROW_BACKWARD_BLOCKS=4).
  */
 class CudaVsReference : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
 protected:
@@ -82,22 +83,23 @@ protected:
             GTEST_SKIP() << "thread block clusters need compute capability 9.0";
         setenv("MLFF_CUDA_KERNELS", kernels().c_str(), 1);
         const bool warpgroupProducts = precision() != "double" && computeCapabilityMajor() == 9;
-        if ((path() == "edges_mma" || path() == "edges_registers_staged") && !warpgroupProducts)
+        if ((path() == "edges_mma" || path() == "edges_untimed") && !warpgroupProducts)
             GTEST_SKIP() << "no warp-group products here: the same kernels as 'edges'";
         if (path() == "edges_mma")
             setenv("MLFF_CUDA_PRODUCTS", "mma", 1);
-        if (path() == "edges" || path() == "edges_registers_staged")
+        if (path() == "edges" || path() == "edges_untimed")
             if (warpgroupProducts)
                 setenv("MLFF_CUDA_PRODUCTS", "warpgroup", 1);
-        if (path() == "edges_registers_staged") {
+        if (path() == "edges_untimed") {
             setenv("MLFF_CUDA_FILTER_HIDDEN", "registers", 1);
             setenv("MLFF_CUDA_FILTER_STORES", "staged", 1);
+            setenv("MLFF_CUDA_ROW_BACKWARD_BLOCKS", "4", 1);
         }
     }
     void TearDown() override {
         for (const char* setting : {"MLFF_CUDA_KERNELS", "MLFF_CUDA_PRODUCTS", "MLFF_CUDA_FILTER_HIDDEN",
-                                    "MLFF_CUDA_FILTER_STORES", "MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY",
-                                    "MLFF_CUDA_EDGE_ROWS_MAX_BYTES"})
+                                    "MLFF_CUDA_FILTER_STORES", "MLFF_CUDA_ROW_BACKWARD_BLOCKS",
+                                    "MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY", "MLFF_CUDA_EDGE_ROWS_MAX_BYTES"})
             unsetenv(setting);
     }
     std::string precision() const {
@@ -108,7 +110,7 @@ protected:
     }
     /** MLFF_CUDA_KERNELS of the path. */
     std::string kernels() const {
-        return path() == "edges_mma" || path() == "edges_registers_staged" ? "edges" : path();
+        return path() == "edges_mma" || path() == "edges_untimed" ? "edges" : path();
     }
     /**
      * Whether a step whose neighbour list overflowed gives the same bits as one whose list held
@@ -568,7 +570,7 @@ TEST_P(CudaVsReference, AfterThousandStepsWithReordering) {
 INSTANTIATE_TEST_SUITE_P(Cuda, CudaVsReference,
                          ::testing::Combine(::testing::Values("single", "mixed", "double"),
                                             ::testing::Values("fused", "cluster", "tiled", "edges", "edges_mma",
-                                                              "edges_registers_staged")),
+                                                              "edges_untimed")),
                          [](const ::testing::TestParamInfo<std::tuple<std::string, std::string>>& param) {
                              return std::get<0>(param.param) + "_" + std::get<1>(param.param);
                          });
@@ -596,7 +598,7 @@ std::string timedLaunches(MLSystem& s, const std::map<std::string, std::string>&
 }
 
 // MLFF_CUDA_FILTER_HIDDEN=registers runs the filters' forward as one product where H allows (64 or
-// 128), and "stored" or no setting as two: so that CudaVsReference's edges_registers_staged compares
+// 128), and "stored" or no setting as two: so that CudaVsReference's edges_untimed compares
 // the one product with the Reference, not the two again.
 TEST(CudaFilterHidden, RegistersTakeOneProductFromTheBasis) {
     if (!loadCudaPlugins())

@@ -90,6 +90,9 @@ defines() { # H K L batch block periodic tabulated precision replicas warpgroup
     echo "#define MLFF_READOUT_ATOMS $readout"
     if [ "$7" = 1 ]; then
         echo "#define MLFF_TABULATED 1"
+        # MLFF_CUDA_ROW_BACKWARD_BLOCKS=4 with the tabulated models, so that both ways compile
+        echo "#define MLFF_EDGE_THREADS 128"
+        echo "#define MLFF_ROW_BACKWARD_BLOCKS 4"
         echo "#define MLFF_TABLE_NODES 1001"
         echo "#define MLFF_TABLE_SPACING 0.005"
         echo "#define MLFF_TABLE_INV_SPACING 200"

@@ -132,6 +132,7 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     allocateAtomArrays(order);
     multiprocessors = numMultiprocessors();
     edgeRowsMaxBytes = requestedEdgeRowsMaxBytes();
+    rowBackwardBlocks = requestedRowBackwardBlocks();
     chooseKernelPath(tabulated);
     chooseBlockShapes(tabulated);
     chooseWarpgroupProducts();

@@ -86,6 +86,20 @@ string CudaCalcMLFFForceKernel::requestedFilterStores() {
     return choice == nullptr ? "" : choice;
 }
 
+int CudaCalcMLFFForceKernel::requestedRowBackwardBlocks() {
+    const char* blocks = std::getenv("MLFF_CUDA_ROW_BACKWARD_BLOCKS");
+    if (blocks == nullptr)
+        return 0;
+    char* end = nullptr;
+    errno = 0;
+    const long count = std::strtol(blocks, &end, 10);
+    if (end == blocks || *end != '\0' || !std::isdigit((unsigned char) blocks[0]) || errno != 0 || count < 1 ||
+        count > 32)
+        throw OpenMMException(string("MLFFForce (CUDA): MLFF_CUDA_ROW_BACKWARD_BLOCKS is '") + blocks +
+                              "'; expected a number of blocks an SM, 1 to 32");
+    return (int) count;
+}
+
 size_t CudaCalcMLFFForceKernel::requestedEdgeRowsMaxBytes() {
     const char* limit = std::getenv("MLFF_CUDA_EDGE_ROWS_MAX_BYTES");
     if (limit == nullptr)
@@ -263,6 +277,10 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
         defines["MLFF_FILTER_HIDDEN_IN_REGISTERS"] = "1";
     if (stagedFilterStores)
         defines["MLFF_STAGED_FILTER_STORES"] = "1";
+    if (rowBackwardBlocks > 0) { // row_messages.cu's launch bounds
+        defines["MLFF_EDGE_THREADS"] = std::to_string(EdgeThreads);
+        defines["MLFF_ROW_BACKWARD_BLOCKS"] = std::to_string(rowBackwardBlocks);
+    }
     if (warpgroupFilterBackward) {
         defines["MLFF_WARPGROUP_FILTER_BACKWARD"] = "1";
         defines["MLFF_WARPGROUP_BACKWARD_COLUMNS"] = std::to_string(WarpgroupBackwardColumns);
