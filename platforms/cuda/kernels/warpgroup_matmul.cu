@@ -138,6 +138,20 @@ DEVICE inline void mlffWarpgroupTf32<128>(float* d, const unsigned int* a, unsig
 }
 #endif
 
+/**
+ * d (+)= one k-step of a 3xTF32 product, the small terms first: A's fragment in its two parts, times
+ * the k-step of B `offset` words past the ones that the descriptors bBig and bSmall describe.
+ */
+template <int N>
+DEVICE inline void mlffWarpgroupKStep(float* d, const unsigned int* aBig, const unsigned int* aSmall,
+                                      unsigned long long bBig, unsigned long long bSmall, int offset, bool accumulate) {
+    const unsigned long long big = mlffWarpgroupDescriptorAfter(bBig, offset),
+                             small = mlffWarpgroupDescriptorAfter(bSmall, offset);
+    mlffWarpgroupTf32<N>(d, aSmall, big, accumulate);
+    mlffWarpgroupTf32<N>(d, aBig, small, true);
+    mlffWarpgroupTf32<N>(d, aBig, big, true);
+}
+
 /** Orders the warp group's register writes before the products issued next read them (wgmma.fence). */
 DEVICE inline void mlffWarpgroupFence() {
 #ifndef MLFF_WARPGROUP_ON_HOST

@@ -24,9 +24,7 @@
 #define MLFF_WARPGROUP_FILTER_BACKWARD 1
 #define MLFF_WARPGROUP_BACKWARD_COLUMNS 64
 #include "KernelsOnHost.h"
-
-// The dynamic shared memory of a warp-group product's block (an H100's most).
-alignas(128) unsigned int mlffWarpgroupMemory[232448 / 4];
+#include "WarpgroupOnHost.h"
 
 namespace {
 
@@ -34,23 +32,15 @@ constexpr int H = MLFF_H, K = MLFF_K, Columns = MLFF_WARPGROUP_FORWARD_COLUMNS;
 static_assert(MLFF_WARPGROUP_BACKWARD_COLUMNS == Columns, "one column count for the images below");
 constexpr int Layer = 1; // not the first, so that the blocks' offsets count
 
-/** A product's images of every block up to Layer (Layer's made, the others left zero), as the plugin lays them out. */
 template <int I, int O, int J>
 std::vector<unsigned int> imagesOf(const real* b, int accumulatorOrder, const real* f, int sideOutputs,
                                    const real* c) {
-    constexpr size_t perBlock = (size_t) (O / Columns) * MlffWarpgroupTileWords<I, Columns, J>::value;
-    std::vector<unsigned int> images((Layer + 1) * perBlock, 0);
-    unsigned int* image = images.data() + Layer * perBlock;
-    cudaOnHostLaunch(O / Columns, 256, [&] {
-        mlffPrepareWarpgroupTiles(b, I, O, Columns, accumulatorOrder, f, J, sideOutputs, c, image);
-    });
-    return images;
+    return warpgroupImagesOnHost<I, O, Columns, J>(Layer, b, accumulatorOrder, f, sideOutputs, c);
 }
 
-/** A warp-group product's launch: its column tiles, `perColumn` blocks each, four warp groups a block. */
 template <int O, class Kernel>
 void launchWarpgroups(int perColumn, Kernel kernel) {
-    cudaOnHostLaunch(O / Columns * perColumn, 128 * MLFF_WARPGROUPS, kernel);
+    launchWarpgroupsOnHost<O, Columns>(perColumn, kernel);
 }
 
 struct FilterNetwork {

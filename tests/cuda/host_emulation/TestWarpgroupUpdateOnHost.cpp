@@ -16,31 +16,22 @@
 #define MLFF_WARPGROUP_UPDATE 1
 #define MLFF_WARPGROUP_UPDATE_COLUMNS 64
 #include "KernelsOnHost.h"
-
-// The dynamic shared memory of a warp-group product's block (an H100's most).
-alignas(128) unsigned int mlffWarpgroupMemory[232448 / 4];
+#include "WarpgroupOnHost.h"
 
 namespace {
 
 constexpr int N = MLFF_NUM_ATOMS, H = MLFF_H, Columns = MLFF_WARPGROUP_UPDATE_COLUMNS;
 constexpr int Layer = 1; // not the first, so that the blocks' offsets count
 
-/** A product's images of every block up to Layer (Layer's made, the others left zero), as the plugin lays them out. */
 template <int I, int O>
 std::vector<unsigned int> imagesOf(const real* b) {
-    constexpr size_t perBlock = (size_t) (O / Columns) * MlffWarpgroupTileWords<I, Columns, 0>::value;
-    std::vector<unsigned int> images((Layer + 1) * perBlock, 0);
-    unsigned int* image = images.data() + Layer * perBlock;
-    cudaOnHostLaunch(O / Columns, 256, [&] {
-        mlffPrepareWarpgroupTiles(b, I, O, Columns, 0, nullptr, 0, 0, nullptr, image);
-    });
-    return images;
+    return warpgroupImagesOnHost<I, O, Columns, 0>(Layer, b);
 }
 
-/** A warp-group product over the N atoms: its column tiles, a block each, four warp groups a block. */
+/** A warp-group product over the N atoms: a block a column tile. */
 template <int O, class Kernel>
 void launchWarpgroups(Kernel kernel) {
-    cudaOnHostLaunch(O / Columns, 128 * MLFF_WARPGROUPS, kernel);
+    launchWarpgroupsOnHost<O, Columns>(1, kernel);
 }
 
 const real* blockOf(const std::vector<real>& params) {

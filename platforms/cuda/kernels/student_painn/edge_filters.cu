@@ -377,12 +377,8 @@ DEVICE inline void mlffHiddenChunkProduct(const real* RESTRICT e0, const real* R
 #pragma unroll
         for (int q = 0; q < 2; q++) {
             const int step = 2 * pair + q;
-            const int offset = mlffWarpgroupBOffset<Columns>(step, 0, 0);
-            const unsigned long long wBig = mlffWarpgroupDescriptorAfter(fBig, offset),
-                                     wSmall = mlffWarpgroupDescriptorAfter(fSmall, offset);
-            mlffWarpgroupTf32<Chunk>(h, small[q], wBig, step > 0); // the small terms first, as everywhere
-            mlffWarpgroupTf32<Chunk>(h, big[q], wSmall, true);
-            mlffWarpgroupTf32<Chunk>(h, big[q], wBig, true);
+            mlffWarpgroupKStep<Chunk>(h, big[q], small[q], fBig, fSmall, mlffWarpgroupBOffset<Columns>(step, 0, 0),
+                                      step > 0);
         }
         mlffWarpgroupCommit();
         mlffWarpgroupWait<0>();
@@ -457,12 +453,9 @@ KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterFromBasis(int layer, const real*
             mlffWarpgroupFence();
 #pragma unroll
             for (int j = 0; j < Chunk / 8; j++) {
-                const int step = Chunk / 8 * chunk + j, offset = mlffWarpgroupBOffset<Columns>(step, 0, 0);
-                const unsigned long long bBig = mlffWarpgroupDescriptorAfter(outputBig, offset),
-                                         bSmall = mlffWarpgroupDescriptorAfter(outputSmall, offset);
-                mlffWarpgroupTf32<Columns>(d, small[j], bBig, step > 0); // the small terms first, as everywhere
-                mlffWarpgroupTf32<Columns>(d, big[j], bSmall, true);
-                mlffWarpgroupTf32<Columns>(d, big[j], bBig, true);
+                const int step = Chunk / 8 * chunk + j;
+                mlffWarpgroupKStep<Columns>(d, big[j], small[j], outputBig, outputSmall,
+                                            mlffWarpgroupBOffset<Columns>(step, 0, 0), step > 0);
             }
             mlffWarpgroupCommit();
             mlffWarpgroupWait<0>(); // its fragments free for the next chunk
