@@ -92,21 +92,18 @@ __global__ void MLFF_WARPGROUP_BOUNDS warpgroupWithoutLoads(const float* a, cons
                                                             const int* rowCount, float* c) {
     constexpr int columnTiles = O / Columns;
     const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, 0>(bImages);
-    const int rows = *rowCount, group = threadIdx.x / MLFF_WARPGROUP_THREADS, warp = threadIdx.x / 32 % 4;
-    const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
-    const int rowTiles = (rows + 63) / 64, blocksPerColumn = gridDim.x / columnTiles;
-    for (int tile = blockIdx.x / columnTiles * MLFF_WARPGROUPS + group; tile < rowTiles;
-         tile += blocksPerColumn * MLFF_WARPGROUPS) {
-        const int row0 = 64 * tile + 16 * warp + g, row1 = row0 + 8;
-        const int r0 = min(row0, rows - 1), r1 = min(row1, rows - 1);
+    const int rows = *rowCount, t = threadIdx.x % 4;
+    const MlffWarpgroupRowTiles rowTiles = mlffWarpgroupRowTiles<MLFF_WARPGROUPS>(rows, columnTiles);
+    for (int tile = rowTiles.first; tile < rowTiles.count; tile += rowTiles.stride) {
+        const MlffWarpgroupThreadRows mine = mlffWarpgroupThreadRows(tile, rows);
         float d[Columns / 2];
         MlffWarpgroupFragments fragments;
-        const RegisterRow a0{reinterpret_cast<const float4*>(a + (size_t) r0 * I)[t]};
-        const RegisterRow a1{reinterpret_cast<const float4*>(a + (size_t) r1 * I)[t]};
+        const RegisterRow a0{reinterpret_cast<const float4*>(a + (size_t) mine.r0 * I)[t]};
+        const RegisterRow a1{reinterpret_cast<const float4*>(a + (size_t) mine.r1 * I)[t]};
         mlffWarpgroupTileProduct<I, Columns, 0>(a0, a1, tiles.bBig, tiles.bSmall, d, fragments);
-        asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+        mlffWarpgroupWait<0>();
         StoreEpilogue<O, 2> epilogue{c};
-        mlffWarpgroupTileEpilogue<Columns>(epilogue, d, row0, row1, rows, tiles.firstColumn, t);
+        mlffWarpgroupTileEpilogue<Columns>(epilogue, d, mine.row0, mine.row1, rows, tiles.firstColumn, t);
     }
 }
 

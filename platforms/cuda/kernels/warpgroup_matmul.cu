@@ -502,27 +502,52 @@ DEVICE inline void mlffWarpgroupTileEpilogue(MlffWarpgroupStagedRows<OutStride>&
     }
 }
 
+/**
+ * The 64-row tiles of a product's `rows` that this thread's warp group takes in turn, WarpGroups
+ * warp groups a block, its column tile's blocks sharing them out: tiles first, first + stride, ...
+ * below count.
+ */
+struct MlffWarpgroupRowTiles {
+    int first, stride, count;
+};
+
+template <int WarpGroups>
+DEVICE inline MlffWarpgroupRowTiles mlffWarpgroupRowTiles(int rows, int columnTiles) {
+    const int group = threadIdx.x / MLFF_WARPGROUP_THREADS, blocksPerColumn = gridDim.x / columnTiles;
+    return {(int) (blockIdx.x / columnTiles * WarpGroups + group), blocksPerColumn * WarpGroups, (rows + 63) / 64};
+}
+
+/**
+ * This thread's two rows of tile `tile`: row0 and row1 = row0 + 8 (mma.sync's fragment rows of its
+ * warp's 16), and r0 and r1, the same clamped to the last row for loads. Rows past the last are
+ * clamped, not skipped: a branch between the products would make ptxas serialize them
+ * (tests/cuda/compile_kernels.sh fails on that); their sums are dropped.
+ */
+struct MlffWarpgroupThreadRows {
+    int row0, row1, r0, r1;
+};
+
+DEVICE inline MlffWarpgroupThreadRows mlffWarpgroupThreadRows(int tile, int rows) {
+    const int row0 = 64 * tile + 16 * (threadIdx.x / 32 % 4) + threadIdx.x % 32 / 4, row1 = row0 + 8;
+    return {row0, row1, min(row0, rows - 1), min(row1, rows - 1)};
+}
+
 /** C = A B, the file's comment says how; A's inputs prefetched PrefetchAhead pairs of k-steps ahead (0: not). */
 template <int I, int O, int Columns, int WarpGroups, int PrefetchAhead, class Epilogue, class RowCount>
 DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const unsigned int* RESTRICT bImages,
                                        RowCount rowCount, Epilogue epilogue) {
     constexpr int columnTiles = O / Columns;
     const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, 0>(bImages);
-    const int rows = mlffWarpgroupRows(rowCount);
-    const int group = threadIdx.x / MLFF_WARPGROUP_THREADS, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
-    const int g = lane / 4, t = lane % 4;
-    const int rowTiles = (rows + 63) / 64, blocksPerColumn = gridDim.x / columnTiles;
-    for (int tile = blockIdx.x / columnTiles * WarpGroups + group; tile < rowTiles; tile += blocksPerColumn * WarpGroups) {
-        const int row0 = 64 * tile + 16 * warp + g, row1 = row0 + 8;
-        // Rows past the last are clamped, not skipped: a branch between the products would make
-        // ptxas serialize them (tests/cuda/compile_kernels.sh fails on that); their sums are dropped.
-        const int r0 = min(row0, rows - 1), r1 = min(row1, rows - 1);
+    const int rows = mlffWarpgroupRows(rowCount), t = threadIdx.x % 4;
+    const MlffWarpgroupRowTiles rowTiles = mlffWarpgroupRowTiles<WarpGroups>(rows, columnTiles);
+    for (int tile = rowTiles.first; tile < rowTiles.count; tile += rowTiles.stride) {
+        const MlffWarpgroupThreadRows mine = mlffWarpgroupThreadRows(tile, rows);
         float d[Columns / 2];
         MlffWarpgroupFragments fragments;
-        mlffWarpgroupTileProduct<I, Columns, 0, PrefetchAhead>(MlffWarpgroupMemoryRow{a + (size_t) r0 * I},
-                                                               MlffWarpgroupMemoryRow{a + (size_t) r1 * I}, tiles.bBig,
-                                                               tiles.bSmall, d, fragments);
+        mlffWarpgroupTileProduct<I, Columns, 0, PrefetchAhead>(MlffWarpgroupMemoryRow{a + (size_t) mine.r0 * I},
+                                                               MlffWarpgroupMemoryRow{a + (size_t) mine.r1 * I},
+                                                               tiles.bBig, tiles.bSmall, d, fragments);
         mlffWarpgroupWait<0>();
-        mlffWarpgroupTileEpilogue<Columns>(epilogue, d, row0, row1, rows, tiles.firstColumn, t);
+        mlffWarpgroupTileEpilogue<Columns>(epilogue, d, mine.row0, mine.row1, rows, tiles.firstColumn, t);
     }
 }

@@ -413,22 +413,18 @@ KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterFromBasis(int layer, const real*
     const unsigned long long outputBig = mlffWarpgroupDescriptor(tiles.bBig),
                              outputSmall = mlffWarpgroupDescriptor(tiles.bSmall),
                              wBig = mlffWarpgroupDescriptor(tiles.fBig), wSmall = mlffWarpgroupDescriptor(tiles.fSmall);
-    const int rows = *filterRowCount;
-    const int group = threadIdx.x / MLFF_WARPGROUP_THREADS, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
-    const int t = lane % 4;
-    const int rowTiles = (rows + 63) / 64, blocksPerColumn = gridDim.x / columnTiles;
-    for (int tile = blockIdx.x / columnTiles * MLFF_WARPGROUPS + group; tile < rowTiles;
-         tile += blocksPerColumn * MLFF_WARPGROUPS) {
-        const int row0 = 64 * tile + 16 * warp + lane / 4, row1 = row0 + 8;
-        const int r0 = min(row0, rows - 1), r1 = min(row1, rows - 1); // clamped, as mlffWarpgroupMatmul's
-        const real *e0 = edgeBasis + (size_t) r0 * J, *e1 = edgeBasis + (size_t) r1 * J;
+    const int rows = *filterRowCount, t = threadIdx.x % 4;
+    const MlffWarpgroupRowTiles rowTiles = mlffWarpgroupRowTiles<MLFF_WARPGROUPS>(rows, columnTiles);
+    for (int tile = rowTiles.first; tile < rowTiles.count; tile += rowTiles.stride) {
+        const MlffWarpgroupThreadRows mine = mlffWarpgroupThreadRows(tile, rows);
+        const real *e0 = edgeBasis + (size_t) mine.r0 * J, *e1 = edgeBasis + (size_t) mine.r1 * J;
         // The warp group's next tile's basis rows into the L2 while this tile's products run: each
         // chunk's product waits on its rows' loads (the first chunk's from DRAM, the others' from the L1).
-        const int next = 64 * (tile + blocksPerColumn * MLFF_WARPGROUPS) + 16 * warp + lane / 4;
-        for (int r = 0; r < 2; r++) {
-            const MlffWarpgroupMemoryRow nextRow = {edgeBasis + (size_t) min(next + 8 * r, rows - 1) * J};
-            nextRow.prefetch(0);
-            nextRow.prefetch(J - 1); // a row may end in the next line
+        const MlffWarpgroupThreadRows next = mlffWarpgroupThreadRows(tile + rowTiles.stride, rows);
+        for (const int nextRow : {next.r0, next.r1}) {
+            const MlffWarpgroupMemoryRow row = {edgeBasis + (size_t) nextRow * J};
+            row.prefetch(0);
+            row.prefetch(J - 1); // a row may end in the next line
         }
         float d[Columns / 2]; // the output's sums, as mlffWarpgroupMatmul's
 #pragma unroll 1 // unrolled, ptxas spilled 320 bytes a thread and serialized the products
@@ -460,7 +456,7 @@ KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterFromBasis(int layer, const real*
             mlffWarpgroupCommit();
             mlffWarpgroupWait<0>(); // its fragments free for the next chunk
         }
-        mlffWarpgroupTileEpilogue<Columns>(epilogue, d, row0, row1, rows, tiles.firstColumn, t);
+        mlffWarpgroupTileEpilogue<Columns>(epilogue, d, mine.row0, mine.row1, rows, tiles.firstColumn, t);
     }
 }
 #endif
@@ -609,14 +605,11 @@ KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterBackwardToDistance(int layer, co
     constexpr int columnTiles = MLFF_BACKWARD_COLUMN_TILES, sideInputs = (J + 15) / 16 * 16;
     const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, MLFF_H, Columns, J>(
             mlffWarpgroupImagesOf<I, MLFF_H, Columns, J>(weightImages, layer)); // W2, W0^T and b0; then waits
-    const int rows = *filterRowCount, columnTile = blockIdx.x % columnTiles;
-    const int group = threadIdx.x / MLFF_WARPGROUP_THREADS, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
-    const int t = lane % 4;
-    const int rowTiles = (rows + 63) / 64, blocksPerColumn = gridDim.x / columnTiles;
-    for (int tile = blockIdx.x / columnTiles * MLFF_WARPGROUPS + group; tile < rowTiles;
-         tile += blocksPerColumn * MLFF_WARPGROUPS) {
-        const int row0 = 64 * tile + 16 * warp + lane / 4, row1 = row0 + 8;
-        const int r0 = min(row0, rows - 1), r1 = min(row1, rows - 1); // clamped, as mlffWarpgroupMatmul's
+    const int rows = *filterRowCount, columnTile = blockIdx.x % columnTiles, t = threadIdx.x % 4;
+    const MlffWarpgroupRowTiles rowTiles = mlffWarpgroupRowTiles<MLFF_WARPGROUPS>(rows, columnTiles);
+    for (int tile = rowTiles.first; tile < rowTiles.count; tile += rowTiles.stride) {
+        const MlffWarpgroupThreadRows mine = mlffWarpgroupThreadRows(tile, rows);
+        const int row0 = mine.row0, row1 = mine.row1, r0 = mine.r0, r1 = mine.r1;
         const real d0 = edgeDelta[filterEdges[r0].x].w, d1 = edgeDelta[filterEdges[r1].x].w;
         // grad[4 j + 2 r + c], side[...]: row row0 + 8 r, column 8 j + 2 t + c of the tile.
         float grad[Columns / 2], side[Columns / 2];
