@@ -14,6 +14,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
+#include <initializer_list>
 #include <limits>
 #include <map>
 
@@ -24,6 +25,29 @@ using namespace OpenMM;
 using std::string;
 using std::vector;
 
+namespace {
+
+/**
+ * A developer's override from the environment variable `name`: "" where it is unset, else one of
+ * `choices`, or an error that names them.
+ */
+string requestedChoice(const char* name, std::initializer_list<const char*> choices) {
+    const char* value = std::getenv(name);
+    if (value == nullptr)
+        return "";
+    string expected;
+    size_t n = 0;
+    for (const char* choice : choices) {
+        if (string(value) == choice)
+            return value;
+        expected += string(n == 0 ? "" : n + 1 == choices.size() ? " or " : ", ") + "'" + choice + "'";
+        n++;
+    }
+    throw OpenMMException(string("MLFFForce (CUDA): ") + name + " is '" + value + "'; expected " + expected);
+}
+
+} // namespace
+
 void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
     const bool tilesFit = hidden % 64 == 0; // matmul.cu's tiles: 64 columns (H outputs) or 96 (3H)
     // A developer's override, for benchmarks and tests: "fused" (a block per atom); "cluster" (a
@@ -33,11 +57,8 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
     const string path = requestedKernelPath();
     if (path.empty())
         useTiled = tilesFit && numAtoms >= (tabulated ? TiledMinAtoms : EdgeFiltersMinAtoms);
-    else if (path == "fused" || path == "cluster" || path == "tiled" || path == "edges")
-        useTiled = tilesFit && (path == "tiled" || path == "edges");
     else
-        throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_KERNELS is '" + path +
-                              "'; expected 'fused', 'cluster', 'tiled' or 'edges'");
+        useTiled = tilesFit && (path == "tiled" || path == "edges");
     // Clusters where the GPU has them and the system is small (initialize decides, once the
     // block's size is known).
     useClusters = !useTiled && (path.empty() || path == "cluster");
@@ -67,23 +88,19 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
 }
 
 string CudaCalcMLFFForceKernel::requestedKernelPath() {
-    const char* choice = std::getenv("MLFF_CUDA_KERNELS");
-    return choice == nullptr ? "" : choice;
+    return requestedChoice("MLFF_CUDA_KERNELS", {"fused", "cluster", "tiled", "edges"});
 }
 
 string CudaCalcMLFFForceKernel::requestedProducts() {
-    const char* choice = std::getenv("MLFF_CUDA_PRODUCTS");
-    return choice == nullptr ? "" : choice;
+    return requestedChoice("MLFF_CUDA_PRODUCTS", {"mma", "warpgroup"});
 }
 
 string CudaCalcMLFFForceKernel::requestedFilterHidden() {
-    const char* choice = std::getenv("MLFF_CUDA_FILTER_HIDDEN");
-    return choice == nullptr ? "" : choice;
+    return requestedChoice("MLFF_CUDA_FILTER_HIDDEN", {"registers", "stored"});
 }
 
 string CudaCalcMLFFForceKernel::requestedFilterStores() {
-    const char* choice = std::getenv("MLFF_CUDA_FILTER_STORES");
-    return choice == nullptr ? "" : choice;
+    return requestedChoice("MLFF_CUDA_FILTER_STORES", {"staged", "direct"});
 }
 
 int CudaCalcMLFFForceKernel::requestedRowBackwardBlocks() {
@@ -194,8 +211,6 @@ void CudaCalcMLFFForceKernel::chooseWarpgroupProducts() {
     // update's, given enough atoms (or MLFF_CUDA_PRODUCTS=warpgroup).
     warpgroupForwardColumns = hidden % 128 == 0 ? 128 : 64;
     const string products = requestedProducts();
-    if (!products.empty() && products != "mma" && products != "warpgroup")
-        throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_PRODUCTS is '" + products + "'; expected 'mma' or 'warpgroup'");
     int sharedPerBlock = 0;
     check(cuDeviceGetAttribute(&sharedPerBlock, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, cu.getDevice()),
           "querying the shared memory a block may have");
@@ -210,21 +225,13 @@ void CudaCalcMLFFForceKernel::chooseWarpgroupProducts() {
     // output and kept in registers (edge_filters.cu's mlffEdgeFilterFromBasis), where the whole
     // hidden layer is a tile's columns (H = 64 or 128). Not yet the plugin's choice: no GPU has
     // timed it against the two products (MLFF_CUDA_FILTER_HIDDEN=registers asks for it).
-    const string filterHidden = requestedFilterHidden();
-    if (!filterHidden.empty() && filterHidden != "registers" && filterHidden != "stored")
-        throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_FILTER_HIDDEN is '" + filterHidden +
-                              "'; expected 'registers' or 'stored'");
-    filterHiddenInRegisters = filterHidden == "registers" && warpgroupFilterForward &&
+    filterHiddenInRegisters = requestedFilterHidden() == "registers" && warpgroupFilterForward &&
                               hidden == warpgroupForwardColumns &&
                               fits(warpgroupSharedBytes(filterFromBasisInputs(), warpgroupForwardColumns, true));
     // Their output's rows stored through shared memory, a warp's 16 rows by 32 columns at a time
     // (warpgroup_matmul.cu's MlffWarpgroupStagedRows; 36 KB of static shared memory a block). Not
     // yet timed on a GPU either (MLFF_CUDA_FILTER_STORES=staged asks for it).
-    const string filterStores = requestedFilterStores();
-    if (!filterStores.empty() && filterStores != "staged" && filterStores != "direct")
-        throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_FILTER_STORES is '" + filterStores +
-                              "'; expected 'staged' or 'direct'");
-    stagedFilterStores = filterStores == "staged" && warpgroupFilterForward;
+    stagedFilterStores = requestedFilterStores() == "staged" && warpgroupFilterForward;
     int widestUpdate = 0; // the update product with the most inputs (its kernels are not loaded yet: unused here)
     for (const UpdateProduct& product : updateProducts())
         widestUpdate = std::max(widestUpdate, product.inputs);
