@@ -450,9 +450,10 @@ DEVICE inline void mlffWarpgroupTileEpilogue(Epilogue& epilogue, const float* d,
 /**
  * A warp's 16 rows of a tile by 32 columns in shared memory, on their way to global memory
  * (MlffWarpgroupStagedRows): each row padded by 4 floats, so that the accumulators' stores, two
- * floats a thread, fall in 32 banks, and a row's 32 floats are 16-byte aligned.
+ * floats a thread, fall in 32 banks, and a row's 32 floats are 16-byte aligned (and so the stage
+ * itself: read as float4, a stage aligned as floats alone faulted, misaligned, on an H100).
  */
-struct MlffWarpgroupRowStage {
+struct __align__(16) MlffWarpgroupRowStage {
     float rows[16][36];
 };
 
