@@ -69,10 +69,9 @@ double closestPairAngstrom(const std::vector<OpenMM::Vec3>& positions, size_t pe
  * float), "edges" takes them for every product (MLFF_CUDA_PRODUCTS=warpgroup: the plugin would
  * leave the update's products of these small systems on mma.sync), "edges_mma" is "edges" with
  * every product on mma.sync (MLFF_CUDA_PRODUCTS=mma), so that both stay tested there, and
- * "edges_untimed" is "edges" with the switches of the experiments not yet timed: the filters' forward
- * as one product, the hidden layer in registers (MLFF_CUDA_FILTER_HIDDEN=registers, for the models
- * whose H is 64 or 128), its rows stored through shared memory (MLFF_CUDA_FILTER_STORES=staged), and
- * the messages' backward from rows compiled for 4 blocks an SM (MLFF_CUDA_ROW_BACKWARD_BLOCKS=4).
+ * "edges_two_products" is "edges" with the filters' forward as two products, the hidden layer stored
+ * between them (MLFF_CUDA_FILTER_HIDDEN=stored), where "edges" makes it one product from the basis
+ * for the models whose H is 64 or 128 (most of those here).
  */
 class CudaVsReference : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {
 protected:
@@ -83,22 +82,18 @@ protected:
             GTEST_SKIP() << "thread block clusters need compute capability 9.0";
         setenv("MLFF_CUDA_KERNELS", kernels().c_str(), 1);
         const bool warpgroupProducts = precision() != "double" && computeCapabilityMajor() == 9;
-        if ((path() == "edges_mma" || path() == "edges_untimed") && !warpgroupProducts)
+        if ((path() == "edges_mma" || path() == "edges_two_products") && !warpgroupProducts)
             GTEST_SKIP() << "no warp-group products here: the same kernels as 'edges'";
         if (path() == "edges_mma")
             setenv("MLFF_CUDA_PRODUCTS", "mma", 1);
-        if (path() == "edges" || path() == "edges_untimed")
+        if (path() == "edges" || path() == "edges_two_products")
             if (warpgroupProducts)
                 setenv("MLFF_CUDA_PRODUCTS", "warpgroup", 1);
-        if (path() == "edges_untimed") {
-            setenv("MLFF_CUDA_FILTER_HIDDEN", "registers", 1);
-            setenv("MLFF_CUDA_FILTER_STORES", "staged", 1);
-            setenv("MLFF_CUDA_ROW_BACKWARD_BLOCKS", "4", 1);
-        }
+        if (path() == "edges_two_products")
+            setenv("MLFF_CUDA_FILTER_HIDDEN", "stored", 1);
     }
     void TearDown() override {
         for (const char* setting : {"MLFF_CUDA_KERNELS", "MLFF_CUDA_PRODUCTS", "MLFF_CUDA_FILTER_HIDDEN",
-                                    "MLFF_CUDA_FILTER_STORES", "MLFF_CUDA_ROW_BACKWARD_BLOCKS",
                                     "MLFF_CUDA_INITIAL_NEIGHBOR_CAPACITY", "MLFF_CUDA_EDGE_ROWS_MAX_BYTES"})
             unsetenv(setting);
     }
@@ -110,7 +105,7 @@ protected:
     }
     /** MLFF_CUDA_KERNELS of the path. */
     std::string kernels() const {
-        return path() == "edges_mma" || path() == "edges_untimed" ? "edges" : path();
+        return path() == "edges_mma" || path() == "edges_two_products" ? "edges" : path();
     }
     /**
      * Whether a step whose neighbour list overflowed gives the same bits as one whose list held
@@ -570,7 +565,7 @@ TEST_P(CudaVsReference, AfterThousandStepsWithReordering) {
 INSTANTIATE_TEST_SUITE_P(Cuda, CudaVsReference,
                          ::testing::Combine(::testing::Values("single", "mixed", "double"),
                                             ::testing::Values("fused", "cluster", "tiled", "edges", "edges_mma",
-                                                              "edges_untimed")),
+                                                              "edges_two_products")),
                          [](const ::testing::TestParamInfo<std::tuple<std::string, std::string>>& param) {
                              return std::get<0>(param.param) + "_" + std::get<1>(param.param);
                          });
@@ -597,10 +592,10 @@ std::string timedLaunches(MLSystem& s, const std::map<std::string, std::string>&
     return printed;
 }
 
-// MLFF_CUDA_FILTER_HIDDEN=registers runs the filters' forward as one product where H allows (64 or
-// 128), and "stored" or no setting as two: so that CudaVsReference's edges_untimed compares
-// the one product with the Reference, not the two again.
-TEST(CudaFilterHidden, RegistersTakeOneProductFromTheBasis) {
+// The filters' forward is one product from the basis where H allows (64 or 128), with no setting
+// or MLFF_CUDA_FILTER_HIDDEN=registers, and two with "stored": so that CudaVsReference's "edges"
+// and "edges_two_products" compare different kernels with the Reference, not the same ones twice.
+TEST(CudaFilterHidden, OneProductFromTheBasisUnlessStored) {
     if (!loadCudaPlugins())
         GTEST_SKIP() << "no CUDA platform here (no GPU driver)";
     if (computeCapabilityMajor() != 9)
@@ -612,15 +607,15 @@ TEST(CudaFilterHidden, RegistersTakeOneProductFromTheBasis) {
     std::map<std::string, std::string> registers = edges, stored = edges;
     registers["MLFF_CUDA_FILTER_HIDDEN"] = "registers";
     stored["MLFF_CUDA_FILTER_HIDDEN"] = "stored";
-    const std::string one = timedLaunches(*s, registers), two = timedLaunches(*s, stored),
-                      unset = timedLaunches(*s, edges);
-    EXPECT_NE(one.find("the filters from the basis"), std::string::npos) << one;
-    EXPECT_EQ(one.find("the filters' hidden layer"), std::string::npos) << one;
-    for (const std::string& printed : {two, unset}) {
-        EXPECT_NE(printed.find("the filters' hidden layer"), std::string::npos) << printed;
-        EXPECT_NE(printed.find("the filters' output"), std::string::npos) << printed;
-        EXPECT_EQ(printed.find("the filters from the basis"), std::string::npos) << printed;
+    const std::string unset = timedLaunches(*s, edges), one = timedLaunches(*s, registers),
+                      two = timedLaunches(*s, stored);
+    for (const std::string& printed : {unset, one}) {
+        EXPECT_NE(printed.find("the filters from the basis"), std::string::npos) << printed;
+        EXPECT_EQ(printed.find("the filters' hidden layer"), std::string::npos) << printed;
     }
+    EXPECT_NE(two.find("the filters' hidden layer"), std::string::npos) << two;
+    EXPECT_NE(two.find("the filters' output"), std::string::npos) << two;
+    EXPECT_EQ(two.find("the filters from the basis"), std::string::npos) << two;
 }
 
 // NVE in mixed precision drifts no more than on the Reference platform. The molecule is held

@@ -90,9 +90,6 @@ defines() { # H K L batch block periodic tabulated precision replicas warpgroup
     echo "#define MLFF_READOUT_ATOMS $readout"
     if [ "$7" = 1 ]; then
         echo "#define MLFF_TABULATED 1"
-        # MLFF_CUDA_ROW_BACKWARD_BLOCKS=4 with the tabulated models, so that both ways compile
-        echo "#define MLFF_EDGE_THREADS 128"
-        echo "#define MLFF_ROW_BACKWARD_BLOCKS 4"
         echo "#define MLFF_TABLE_NODES 1001"
         echo "#define MLFF_TABLE_SPACING 0.005"
         echo "#define MLFF_TABLE_INV_SPACING 200"
@@ -111,8 +108,9 @@ defines() { # H K L batch block periodic tabulated precision replicas warpgroup
         echo "#define MLFF_WARPGROUP_FORWARD_COLUMNS $(( H % 128 == 0 ? 128 : 64 ))"
         echo "#define MLFF_WARPGROUP_FILTER_BACKWARD 1"
         echo "#define MLFF_WARPGROUP_BACKWARD_COLUMNS 64"
-        # MLFF_CUDA_FILTER_HIDDEN=registers: the filters' forward as one product (H = its columns here);
-        # MLFF_CUDA_FILTER_STORES=staged at H = 64, so that both ways of storing their rows compile
+        # The filters' forward as one product (H = its columns here), as the plugin's default; its rows
+        # stored through shared memory (the default with it) at H = 64, directly otherwise, so that
+        # both ways of storing them compile
         echo "#define MLFF_FILTER_HIDDEN_IN_REGISTERS 1"
         [ "$H" = 64 ] && echo "#define MLFF_STAGED_FILTER_STORES 1"
     fi

@@ -132,7 +132,6 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     allocateAtomArrays(order);
     multiprocessors = numMultiprocessors();
     edgeRowsMaxBytes = requestedEdgeRowsMaxBytes();
-    rowBackwardBlocks = requestedRowBackwardBlocks();
     chooseKernelPath(tabulated);
     chooseBlockShapes(tabulated);
     chooseWarpgroupProducts();

@@ -148,9 +148,8 @@ private:
     static std::string requestedKernelPath(); // MLFF_CUDA_KERNELS, or "" (the plugin chooses)
     static bool clusterPathRequested();       // MLFF_CUDA_KERNELS=cluster
     static std::string requestedProducts(); // MLFF_CUDA_PRODUCTS: "mma", "warpgroup", or "" (the plugin chooses)
-    static std::string requestedFilterHidden(); // MLFF_CUDA_FILTER_HIDDEN: "registers", "stored", or "" (stored)
-    static std::string requestedFilterStores(); // MLFF_CUDA_FILTER_STORES: "staged", "direct", or "" (direct)
-    static int requestedRowBackwardBlocks();    // MLFF_CUDA_ROW_BACKWARD_BLOCKS, or 0 (no bound)
+    static std::string requestedFilterHidden(); // MLFF_CUDA_FILTER_HIDDEN: "registers", "stored", or "" (registers)
+    static std::string requestedFilterStores(); // MLFF_CUDA_FILTER_STORES: "staged", "direct", or "" (staged with one)
     static size_t requestedEdgeRowsMaxBytes(); // MLFF_CUDA_EDGE_ROWS_MAX_BYTES, or no limit
     int numMultiprocessors() const;
     /** An array of edge or pair rows (edge_filters.cu): perRow elements of elementSize bytes a row. */
@@ -222,7 +221,6 @@ private:
     int warpgroupForwardColumns = 0;      // their columns a block (MLFF_WARPGROUP_FORWARD_COLUMNS)
     bool filterHiddenInRegisters = false; // both as one launch, the hidden layer in registers (MLFF_CUDA_FILTER_HIDDEN)
     bool stagedFilterStores = false;      // their output's rows stored through shared memory (MLFF_CUDA_FILTER_STORES)
-    int rowBackwardBlocks = 0;            // the messages' backward from rows compiled for so many blocks an SM, or 0
     bool warpgroupFilterBackward = false; // and their backward product, with W0^T's as its side product
     bool warpgroupUpdate = false;         // the update's products (updateProducts) likewise
     int multiprocessors = 0;              // the GPU's SMs (queried once): a warp-group product's block each

@@ -103,20 +103,6 @@ string CudaCalcMLFFForceKernel::requestedFilterStores() {
     return requestedChoice("MLFF_CUDA_FILTER_STORES", {"staged", "direct"});
 }
 
-int CudaCalcMLFFForceKernel::requestedRowBackwardBlocks() {
-    const char* blocks = std::getenv("MLFF_CUDA_ROW_BACKWARD_BLOCKS");
-    if (blocks == nullptr)
-        return 0;
-    char* end = nullptr;
-    errno = 0;
-    const long count = std::strtol(blocks, &end, 10);
-    if (end == blocks || *end != '\0' || !std::isdigit((unsigned char) blocks[0]) || errno != 0 || count < 1 ||
-        count > 32)
-        throw OpenMMException(string("MLFFForce (CUDA): MLFF_CUDA_ROW_BACKWARD_BLOCKS is '") + blocks +
-                              "'; expected a number of blocks an SM, 1 to 32");
-    return (int) count;
-}
-
 size_t CudaCalcMLFFForceKernel::requestedEdgeRowsMaxBytes() {
     const char* limit = std::getenv("MLFF_CUDA_EDGE_ROWS_MAX_BYTES");
     if (limit == nullptr)
@@ -223,15 +209,17 @@ void CudaCalcMLFFForceKernel::chooseWarpgroupProducts() {
                               fits(warpgroupSharedBytes(warpgroupBackwardInputs(), WarpgroupBackwardColumns, true));
     // The filters' forward as one product, the hidden layer made beside each column tile of the
     // output and kept in registers (edge_filters.cu's mlffEdgeFilterFromBasis), where the whole
-    // hidden layer is a tile's columns (H = 64 or 128). Not yet the plugin's choice: no GPU has
-    // timed it against the two products (MLFF_CUDA_FILTER_HIDDEN=registers asks for it).
-    filterHiddenInRegisters = requestedFilterHidden() == "registers" && warpgroupFilterForward &&
+    // hidden layer is a tile's columns (H = 64 or 128); MLFF_CUDA_FILTER_HIDDEN=stored keeps the
+    // two products. With it, the output's rows go through shared memory, a warp's 16 rows by 32
+    // columns at a time (warpgroup_matmul.cu's MlffWarpgroupStagedRows; 36 KB of static shared
+    // memory a block): 5,208 -> 5,146 µs a step of the exact droplet on an H100, where the two
+    // products' output took 1,027 µs so against 983 directly (docs/performance-log.md).
+    // MLFF_CUDA_FILTER_STORES (staged, direct) overrides that choice for either.
+    filterHiddenInRegisters = requestedFilterHidden() != "stored" && warpgroupFilterForward &&
                               hidden == warpgroupForwardColumns &&
                               fits(warpgroupSharedBytes(filterFromBasisInputs(), warpgroupForwardColumns, true));
-    // Their output's rows stored through shared memory, a warp's 16 rows by 32 columns at a time
-    // (warpgroup_matmul.cu's MlffWarpgroupStagedRows; 36 KB of static shared memory a block). Not
-    // yet timed on a GPU either (MLFF_CUDA_FILTER_STORES=staged asks for it).
-    stagedFilterStores = requestedFilterStores() == "staged" && warpgroupFilterForward;
+    const string stores = requestedFilterStores();
+    stagedFilterStores = warpgroupFilterForward && (stores.empty() ? filterHiddenInRegisters : stores == "staged");
     int widestUpdate = 0; // the update product with the most inputs (its kernels are not loaded yet: unused here)
     for (const UpdateProduct& product : updateProducts())
         widestUpdate = std::max(widestUpdate, product.inputs);
@@ -284,10 +272,6 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
         defines["MLFF_FILTER_HIDDEN_IN_REGISTERS"] = "1";
     if (stagedFilterStores)
         defines["MLFF_STAGED_FILTER_STORES"] = "1";
-    if (rowBackwardBlocks > 0) { // row_messages.cu's launch bounds
-        defines["MLFF_EDGE_THREADS"] = std::to_string(EdgeThreads);
-        defines["MLFF_ROW_BACKWARD_BLOCKS"] = std::to_string(rowBackwardBlocks);
-    }
     if (warpgroupFilterBackward) {
         defines["MLFF_WARPGROUP_FILTER_BACKWARD"] = "1";
         defines["MLFF_WARPGROUP_BACKWARD_COLUMNS"] = std::to_string(WarpgroupBackwardColumns);

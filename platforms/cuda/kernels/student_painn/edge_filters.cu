@@ -31,10 +31,11 @@
  *   mlffScanFilterRows          one block   filterStart
  *   mlffLinkFilterRows          atoms       edgeFilterRow, filterEdges, edgeBasis e(d) (filter rows, K)
  * Per block l, forward:
+ *   mlffEdgeFilterFromBasis     wgmma       edgeFilter[l] from edgeBasis, the hidden layer kept in
+ *                                           registers (sm_90, H = 64 or 128); else, or with
+ *                                           MLFF_CUDA_FILTER_HIDDEN=stored, in its place:
  *   mlffEdgeFilterHidden        matmul      edgeHidden = SiLU(edgeBasis W0^T + b0)      (filter rows, H)
  *   mlffEdgeFilterOutput        matmul      edgeFilter[l] = edgeHidden W2^T + b2        (filter rows, 3H)
- *   or with MLFF_CUDA_FILTER_HIDDEN=registers (sm_90, H = 64 or 128), in their place:
- *   mlffEdgeFilterFromBasis     wgmma       edgeFilter[l] from edgeBasis, the hidden layer in registers
  *   mlffMessagesForwardRows     atoms       the messages, w(ij) from edgeFilter[l] (row_messages.cu)
  * Per block l, backward:
  *   mlffMessagesBackwardRows    atoms       dE/dw of each pair (both directions, by the owner's
@@ -307,7 +308,8 @@ KERNEL void MLFF_FILTER_FORWARD_BOUNDS mlffEdgeFilterHidden(int layer, const rea
 
 #ifdef MLFF_WARPGROUP_FILTER_FORWARD
 // The warp-group filters' output epilogue: b2 added, each pair's row stored straight from the
-// accumulators, or (MLFF_CUDA_FILTER_STORES=staged) through shared memory, a warp's rows at a time.
+// accumulators, or (MLFF_STAGED_FILTER_STORES: with the one product from the basis) through shared
+// memory, a warp's rows at a time.
 #ifdef MLFF_STAGED_FILTER_STORES
 typedef MlffWarpgroupStagedRows<3 * MLFF_H> MlffFilterOutputEpilogue;
 #else
@@ -386,9 +388,9 @@ DEVICE inline void mlffHiddenChunkProduct(const real* RESTRICT e0, const real* R
 }
 
 /**
- * Each pair's filters of block `layer` in one launch, from its basis (MLFF_CUDA_FILTER_HIDDEN=
- * registers): the hidden layer SiLU(e W0^T + b0) made on the tensor cores and kept in registers as
- * the output product's A, where mlffEdgeFilterHidden writes it (H reals a pair) for
+ * Each pair's filters of block `layer` in one launch, from its basis (where H is 64 or 128, unless
+ * MLFF_CUDA_FILTER_HIDDEN=stored): the hidden layer SiLU(e W0^T + b0) made on the tensor cores and
+ * kept in registers as the output product's A, where mlffEdgeFilterHidden writes it (H reals a pair) for
  * mlffEdgeFilterOutput to read back. A block holds a column tile of W2^T, and beside it the whole of
  * W0^T and b0 as the side product (H = the tile's columns). Each 64-row tile's hidden layer is made
  * MLFF_HIDDEN_CHUNK channels at a time, in every column tile: K inputs a pair (padded to 32), a

@@ -295,15 +295,6 @@ DEVICE inline void mlffStageRowEdge(const MlffRowEdge& edge, int layer, const re
     }
 }
 
-// MLFF_CUDA_ROW_BACKWARD_BLOCKS: the blocks an SM the messages' backward is compiled to fit, its
-// registers capped to match (4 blocks of EdgeThreads: 128). Its walk (574393c) took it from 128
-// registers to 137, and so from 4 blocks an SM to 3. Not yet timed: no bound by default.
-#ifdef MLFF_ROW_BACKWARD_BLOCKS
-#define MLFF_ROW_BACKWARD_BOUNDS __launch_bounds__(MLFF_EDGE_THREADS, MLFF_ROW_BACKWARD_BLOCKS)
-#else
-#define MLFF_ROW_BACKWARD_BOUNDS
-#endif
-
 /** This warp's atom, or -1 where it has none (past the last atom) or its atom has no rows. */
 DEVICE inline int mlffRowAtom(const int* RESTRICT neighborCount, int neighborCapacity) {
     const int i = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
@@ -325,7 +316,7 @@ DEVICE inline int mlffRowAtom(const int* RESTRICT neighborCount, int neighborCap
  * network's backward and the forces follow in edge_filters.cu. The edges come in edgeWalk's order,
  * their rows staged in shared memory a warp's own; a warp's barriers alone.
  */
-KERNEL void MLFF_ROW_BACKWARD_BOUNDS mlffMessagesBackwardRows(int layer, const real* RESTRICT params,
+KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params,
         const int* RESTRICT mlZ, const int* RESTRICT neighborCount, const int* RESTRICT neighborList,
         int neighborCapacity,
         const int* RESTRICT edgeStart, const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow,
