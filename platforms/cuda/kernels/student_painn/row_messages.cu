@@ -181,13 +181,14 @@ DEVICE inline void mlffLaneAtomGradient(const real* RESTRICT gradS, const real* 
 
 /**
  * The backward's record of an edge: the forward's, its index in the edge rows (first + its slot in
- * i's list), and whether it owns its pair and has a partner. The loop over edges takes these
- * (mlffRowEdgeOfBatch) an edge before it stages the edge's rows (mlffStageRowEdge), so that the
- * copies' addresses do not wait on them.
+ * i's list), whether it owns its pair, and its partner j -> i where it owns the pair and the
+ * partner has a row (edgePartner; else -1). The loop over edges takes these (mlffRowEdgeOfBatch)
+ * an edge before it stages the edge's rows (mlffStageRowEdge), so that the copies' addresses do
+ * not wait on them.
  */
 struct MlffRowEdge : MlffEdgeRecord {
-    int edge;
-    bool owner, partner;
+    int edge, partner;
+    bool owner;
 };
 
 /** The record of the edge that i's walk (edgeWalk, edge_filters.cu) takes at step `step`. */
@@ -199,7 +200,7 @@ DEVICE inline MlffRowEdge mlffLoadRowEdge(const int* RESTRICT neighbors, int fir
     static_cast<MlffEdgeRecord&>(edge) = mlffLoadEdgeRecord(neighbors, first, slot, edgeDelta, edgeFilterRow);
     edge.edge = first + slot;
     edge.owner = edgeOwnedRank[first + slot] >= 0;
-    edge.partner = edgePartner[first + slot] >= 0;
+    edge.partner = edgePartner[first + slot];
     return edge;
 }
 
@@ -227,12 +228,11 @@ DEVICE inline MlffRowEdge mlffRowEdgeOfBatch(MlffRowEdgeBatch& batch, int step, 
                                                 : MlffRowEdge{};
     }
     const int e = step - batch.base;
-    const int flags = __shfl_sync(0xffffffffu, (int) batch.lanes.owner | (int) batch.lanes.partner << 1, e);
     MlffRowEdge edge;
     static_cast<MlffEdgeRecord&>(edge) = mlffShuffleEdgeRecord(batch.lanes, e);
     edge.edge = __shfl_sync(0xffffffffu, batch.lanes.edge, e);
-    edge.owner = (flags & 1) != 0;
-    edge.partner = (flags & 2) != 0;
+    edge.partner = __shfl_sync(0xffffffffu, batch.lanes.partner, e);
+    edge.owner = __shfl_sync(0xffffffffu, (int) batch.lanes.owner, e) != 0;
     return edge;
 }
 
@@ -268,19 +268,31 @@ DEVICE inline void mlffStageLaneSlice(real* staged, const real* RESTRICT row, in
 }
 
 /**
+ * Whether the messages' backward of block `layer` has work on `edge` in its own atom's warp. In the
+ * first block (the backward pass's last) an edge that does not own its pair has only its dE/dn to
+ * give, no gather: its pair's owner gives it (mlffAddEdgeGradN), which has the rows it needs, and
+ * so the pair's filter row is read once rather than once an edge.
+ */
+DEVICE inline bool mlffRowEdgeHasWork(const MlffRowEdge& edge, int layer) {
+    return layer > 0 || edge.owner;
+}
+
+/**
  * Starts the copies of the lane's parts of the rows that the messages' backward reads for `edge`
  * into `stage` (MLFF_STAGE_ROWS x H), which the caller then commits as one group: its pair's filter
- * row, and j's gradients and inputs where it needs them. The backward is bound by its loads' latency; copies
- * into shared memory keep an edge's rows in flight while the warp works on the edge before, with
- * no register to hold them.
+ * row, and j's gradients and inputs where it needs them; none for an edge without work. The backward
+ * is bound by its loads' latency; copies into shared memory keep an edge's rows in flight while the
+ * warp works on the edge before, with no register to hold them.
  */
 DEVICE inline void mlffStageRowEdge(const MlffRowEdge& edge, int layer, const real* RESTRICT edgeFilter,
         const real* RESTRICT gradS, const real* RESTRICT gradV, const real* RESTRICT stateS,
         const real* RESTRICT stateV, real* stage, int lane) {
+    if (!mlffRowEdgeHasWork(edge, layer))
+        return;
     const real* w = edgeFilter + (size_t) edge.row * 3 * MLFF_H;
     for (int k = 0; k < 3; k++)
         mlffStageLaneSlice(stage + (MLFF_STAGE_FILTER + k) * MLFF_H, w + k * MLFF_H, lane);
-    if (layer > 0 || (edge.owner && edge.partner)) {
+    if (layer > 0 || (edge.owner && edge.partner >= 0)) {
         mlffStageLaneSlice(stage + MLFF_STAGE_GRADIENT * MLFF_H, gradS + (size_t) edge.j * MLFF_H, lane);
         for (int a = 0; a < 3; a++)
             mlffStageLaneSlice(stage + (MLFF_STAGE_GRADIENT + 1 + a) * MLFF_H,
@@ -295,6 +307,26 @@ DEVICE inline void mlffStageRowEdge(const MlffRowEdge& edge, int layer, const re
     }
 }
 
+/**
+ * dE/dn of an edge, sum over channels of gv'_k w_v2 (k the edge's first atom: gv its dE/dv'_k, 3
+ * lane slices), the lane's channels in order, then the warp's lanes; into the edge's gradN (xyz,
+ * summed over the blocks) by lane 0.
+ */
+DEVICE inline void mlffAddEdgeGradN(int layer, const MlffLaneSlice* gv, const MlffLaneSlice& wv2, real4* gradN,
+                                    int lane) {
+    real gn[3] = {0, 0, 0};
+#pragma unroll
+    for (int q = 0; q < MLFF_LANE_CHANNELS; q++)
+        for (int a = 0; a < 3; a++)
+            gn[a] += gv[a].v[q] * wv2.v[q];
+#pragma unroll
+    for (int a = 0; a < 3; a++)
+        for (int offset = 16; offset > 0; offset /= 2)
+            gn[a] += __shfl_xor_sync(0xffffffffu, gn[a], offset);
+    if (lane == 0) // summed over the blocks, from the backward pass's first
+        mlffAddGradN(layer, gradN, gn[0], gn[1], gn[2]);
+}
+
 /** This warp's atom, or -1 where it has none (past the last atom) or its atom has no rows. */
 DEVICE inline int mlffRowAtom(const int* RESTRICT neighborCount, int neighborCapacity) {
     const int i = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
@@ -307,7 +339,9 @@ DEVICE inline int mlffRowAtom(const int* RESTRICT neighborCount, int neighborCap
  *   - the gather into i (layer > 0; the embedding and v = 0 need no gradient): dE/ds_i +=
  *     gs'_j w_s(ij), dE/dv_i += gv'_j w_v1(ij), from the residual gradIn of i;
  *   - dE/dn(ij) = sum over channels of gv'_i w_v2(ij), into the edge's edgeGradN (xyz, summed over
- *     the blocks; w keeps the pair's dE/dd, which edge_filters.cu sums) by mlffAddGradN;
+ *     the blocks; w keeps the pair's dE/dd, which edge_filters.cu sums) by mlffAddGradN; in the
+ *     first block, where an edge that does not own its pair has nothing else to do, by its pair's
+ *     owner, which skips it (mlffRowEdgeHasWork);
  *   - for each edge that owns its pair, the pair's dE/dw (3H: w_s, w_v1, w_v2) into its row of
  *     edgeGradFilter: this edge's part plus, when its partner j -> i has a row, the partner's, from
  *     dE/d(s'_j, v'_j), i's block inputs and n(ji) = -n(ij); so the filters' backward product reads
@@ -371,6 +405,8 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params,
         if (next + 1 < count)
             ahead[MLFF_ROW_STAGES - 1] = mlffRowEdgeOfBatch(batch, next + 1, count, neighbors, first, edgeDelta,
                                                             edgeFilterRow, edgeOwnedRank, edgePartner, edgeWalk, lane);
+        if (!mlffRowEdgeHasWork(edge, layer))
+            continue; // its pair's owner gives its dE/dn
         const real* stage = stages + (step % MLFF_ROW_STAGES) * MLFF_STAGE_ROWS * MLFF_H;
         mlffWaitCopies<MLFF_ROW_STAGES - 1>(); // this edge's rows have landed
         const MlffLaneSlice ws = mlffLoadLaneSlice(stage + MLFF_STAGE_FILTER * MLFF_H, lane),
@@ -379,7 +415,7 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params,
         const real inv = 1 / (edge.g.w + (real) MLFF_NORMAL_EPSILON);
         const real n[3] = {edge.g.x * inv, edge.g.y * inv, edge.g.z * inv};
         MlffLaneSlice gsJ, gvJ[3]; // j's gradients: for the gather, and the partner's dE/dw
-        const bool partnerOwned = edge.owner && edge.partner;
+        const bool partnerOwned = edge.owner && edge.partner >= 0;
         if (layer > 0 || partnerOwned)
             mlffLaneAtomGradient(stage + MLFF_STAGE_GRADIENT * MLFF_H, stage + (MLFF_STAGE_GRADIENT + 1) * MLFF_H, 0,
                                  lane, &gsJ, gvJ);
@@ -392,20 +428,11 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params,
             }
         }
 
-        // dE/dn(ij): the lane's channels in order, then the warp's lanes.
-        real gn[3] = {0, 0, 0};
-#pragma unroll
-        for (int q = 0; q < MLFF_LANE_CHANNELS; q++)
-            for (int a = 0; a < 3; a++)
-                gn[a] += gvI[a].v[q] * wv2.v[q];
-#pragma unroll
-        for (int a = 0; a < 3; a++)
-            for (int offset = 16; offset > 0; offset /= 2)
-                gn[a] += __shfl_xor_sync(0xffffffffu, gn[a], offset);
-        if (lane == 0) // summed over the blocks, from the backward pass's first
-            mlffAddGradN(layer, &edgeGradN[edge.edge], gn[0], gn[1], gn[2]);
+        mlffAddEdgeGradN(layer, gvI, wv2, &edgeGradN[edge.edge], lane); // dE/dn(ij)
         if (!edge.owner)
             continue; // the partner's warp writes the pair's dE/dw
+        if (layer == 0 && partnerOwned) // dE/dn(ji), the same sum as its own warp's (mlffRowEdgeHasWork)
+            mlffAddEdgeGradN(layer, gvJ, wv2, &edgeGradN[edge.partner], lane);
 
         // j's inputs: staged from the second block on; the embedding and v = 0 in the first.
         const MlffLaneSlice sJ = layer == 0 ? mlffLaneInputS(params, mlZ, stateS, layer, edge.j, lane)
@@ -424,7 +451,7 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params,
                 v2 += gvI[a].v[q] * n[a];
             }
             real s = gsI.v[q] * sJ.v[q];
-            if (edge.partner) { // j -> i: u(ji) = -u(ij)
+            if (edge.partner >= 0) { // j -> i: u(ji) = -u(ij)
                 s += gsJ.v[q] * sI.v[q];
                 real partnerV1 = 0, partnerV2 = 0;
                 for (int a = 0; a < 3; a++) {
