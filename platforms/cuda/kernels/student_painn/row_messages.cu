@@ -181,26 +181,27 @@ DEVICE inline void mlffLaneAtomGradient(const real* RESTRICT gradS, const real* 
 
 /**
  * The backward's record of an edge: the forward's, its index in the edge rows (first + its slot in
- * i's list), whether it owns its pair, and its partner j -> i where it owns the pair and the
- * partner has a row (edgePartner; else -1). The loop over edges takes these (mlffRowEdgeOfBatch)
- * an edge before it stages the edge's rows (mlffStageRowEdge), so that the copies' addresses do
- * not wait on them.
+ * i's list), whether it owns its pair, its partner j -> i where it owns the pair and the partner
+ * has a row (edgePartner; else -1), and in the first block j's element (mlZ[j], whose embedding row
+ * is s_j there; else 0). The loop over edges takes these (mlffRowEdgeOfBatch) an edge before it
+ * stages the edge's rows (mlffStageRowEdge), so that the copies' addresses do not wait on them.
  */
 struct MlffRowEdge : MlffEdgeRecord {
-    int edge, partner;
+    int edge, partner, element;
     bool owner;
 };
 
-/** The record of the edge that i's walk (edgeWalk, edge_filters.cu) takes at step `step`. */
-DEVICE inline MlffRowEdge mlffLoadRowEdge(const int* RESTRICT neighbors, int first, int step,
-        const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow, const int* RESTRICT edgeOwnedRank,
-        const int* RESTRICT edgePartner, const int* RESTRICT edgeWalk) {
+/** The record of the edge that i's walk (edgeWalk, edge_filters.cu) takes at step `step` in block `layer`. */
+DEVICE inline MlffRowEdge mlffLoadRowEdge(int layer, const int* RESTRICT mlZ, const int* RESTRICT neighbors,
+        int first, int step, const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow,
+        const int* RESTRICT edgeOwnedRank, const int* RESTRICT edgePartner, const int* RESTRICT edgeWalk) {
     const int slot = edgeWalk[first + step];
     MlffRowEdge edge;
     static_cast<MlffEdgeRecord&>(edge) = mlffLoadEdgeRecord(neighbors, first, slot, edgeDelta, edgeFilterRow);
     edge.edge = first + slot;
     edge.owner = edgeOwnedRank[first + slot] >= 0;
     edge.partner = edgePartner[first + slot];
+    edge.element = layer == 0 && edge.owner ? mlZ[edge.j] : 0; // only an owner reads s_j
     return edge;
 }
 
@@ -218,14 +219,16 @@ struct MlffRowEdgeBatch {
  * in increasing order, the same in every lane: the batch moves on to the next 32 when a step
  * passes it.
  */
-DEVICE inline MlffRowEdge mlffRowEdgeOfBatch(MlffRowEdgeBatch& batch, int step, int count,
-        const int* RESTRICT neighbors, int first, const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow,
-        const int* RESTRICT edgeOwnedRank, const int* RESTRICT edgePartner, const int* RESTRICT edgeWalk, int lane) {
+DEVICE inline MlffRowEdge mlffRowEdgeOfBatch(MlffRowEdgeBatch& batch, int step, int count, int layer,
+        const int* RESTRICT mlZ, const int* RESTRICT neighbors, int first, const real4* RESTRICT edgeDelta,
+        const int* RESTRICT edgeFilterRow, const int* RESTRICT edgeOwnedRank, const int* RESTRICT edgePartner,
+        const int* RESTRICT edgeWalk, int lane) {
     if (step >= batch.base + 32) {
         batch.base += 32;
-        batch.lanes = batch.base + lane < count ? mlffLoadRowEdge(neighbors, first, batch.base + lane, edgeDelta,
-                                                                  edgeFilterRow, edgeOwnedRank, edgePartner, edgeWalk)
-                                                : MlffRowEdge{};
+        batch.lanes = batch.base + lane < count
+                              ? mlffLoadRowEdge(layer, mlZ, neighbors, first, batch.base + lane, edgeDelta,
+                                                edgeFilterRow, edgeOwnedRank, edgePartner, edgeWalk)
+                              : MlffRowEdge{};
     }
     const int e = step - batch.base;
     MlffRowEdge edge;
@@ -233,12 +236,13 @@ DEVICE inline MlffRowEdge mlffRowEdgeOfBatch(MlffRowEdgeBatch& batch, int step, 
     edge.edge = __shfl_sync(0xffffffffu, batch.lanes.edge, e);
     edge.partner = __shfl_sync(0xffffffffu, batch.lanes.partner, e);
     edge.owner = __shfl_sync(0xffffffffu, (int) batch.lanes.owner, e) != 0;
+    edge.element = layer == 0 ? __shfl_sync(0xffffffffu, batch.lanes.element, e) : 0;
     return edge;
 }
 
 // An edge's rows, staged in shared memory (rows of H reals, each lane's channels where they are in
 // a row in global memory): its pair's filter row w_s, w_v1, w_v2; j's gradients dE/d(s'_j, v'_j);
-// j's inputs s_j, v_j.
+// j's inputs s_j, v_j (in the first block s_j alone, its element's embedding row, and v_j = 0).
 #define MLFF_STAGE_FILTER 0
 #define MLFF_STAGE_GRADIENT 3
 #define MLFF_STAGE_INPUT 7
@@ -284,9 +288,9 @@ DEVICE inline bool mlffRowEdgeHasWork(const MlffRowEdge& edge, int layer) {
  * is bound by its loads' latency; copies into shared memory keep an edge's rows in flight while the
  * warp works on the edge before, with no register to hold them.
  */
-DEVICE inline void mlffStageRowEdge(const MlffRowEdge& edge, int layer, const real* RESTRICT edgeFilter,
-        const real* RESTRICT gradS, const real* RESTRICT gradV, const real* RESTRICT stateS,
-        const real* RESTRICT stateV, real* stage, int lane) {
+DEVICE inline void mlffStageRowEdge(const MlffRowEdge& edge, int layer, const real* RESTRICT params,
+        const real* RESTRICT edgeFilter, const real* RESTRICT gradS, const real* RESTRICT gradV,
+        const real* RESTRICT stateS, const real* RESTRICT stateV, real* stage, int lane) {
     if (!mlffRowEdgeHasWork(edge, layer))
         return;
     const real* w = edgeFilter + (size_t) edge.row * 3 * MLFF_H;
@@ -298,7 +302,10 @@ DEVICE inline void mlffStageRowEdge(const MlffRowEdge& edge, int layer, const re
             mlffStageLaneSlice(stage + (MLFF_STAGE_GRADIENT + 1 + a) * MLFF_H,
                                gradV + ((size_t) edge.j * 3 + a) * MLFF_H, lane);
     }
-    if (edge.owner && layer > 0) { // the first block's inputs: the embedding (few rows, cached) and v = 0
+    if (edge.owner && layer == 0) // the first block's inputs: the embedding, and v = 0 (nothing to copy)
+        mlffStageLaneSlice(stage + MLFF_STAGE_INPUT * MLFF_H,
+                           params + MLFF_P_EMBEDDING + (size_t) edge.element * MLFF_H, lane);
+    if (edge.owner && layer > 0) {
         mlffStageLaneSlice(stage + MLFF_STAGE_INPUT * MLFF_H,
                            stateS + ((size_t) layer * MLFF_NUM_ATOMS + edge.j) * MLFF_H, lane);
         for (int a = 0; a < 3; a++)
@@ -380,12 +387,12 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params,
     MlffRowEdgeBatch batch = {MlffRowEdge{}, -32};
 #pragma unroll
     for (int q = 0; q < MLFF_ROW_STAGES; q++) {
-        ahead[q] = q < count ? mlffRowEdgeOfBatch(batch, q, count, neighbors, first, edgeDelta, edgeFilterRow,
-                                                  edgeOwnedRank, edgePartner, edgeWalk, lane)
+        ahead[q] = q < count ? mlffRowEdgeOfBatch(batch, q, count, layer, mlZ, neighbors, first, edgeDelta,
+                                                  edgeFilterRow, edgeOwnedRank, edgePartner, edgeWalk, lane)
                              : MlffRowEdge{};
         if (q < MLFF_ROW_STAGES - 1) {
             if (q < count)
-                mlffStageRowEdge(ahead[q], layer, edgeFilter, gradInS, gradInV, stateS, stateV,
+                mlffStageRowEdge(ahead[q], layer, params, edgeFilter, gradInS, gradInV, stateS, stateV,
                                  stages + q * MLFF_STAGE_ROWS * MLFF_H, lane);
             mlffCommitCopies();
         }
@@ -395,16 +402,17 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params,
         __syncwarp();
         const int next = step + MLFF_ROW_STAGES - 1;
         if (next < count)
-            mlffStageRowEdge(ahead[MLFF_ROW_STAGES - 1], layer, edgeFilter, gradInS, gradInV, stateS, stateV,
-                             stages + (next % MLFF_ROW_STAGES) * MLFF_STAGE_ROWS * MLFF_H, lane);
+            mlffStageRowEdge(ahead[MLFF_ROW_STAGES - 1], layer, params, edgeFilter, gradInS, gradInV, stateS,
+                             stateV, stages + (next % MLFF_ROW_STAGES) * MLFF_STAGE_ROWS * MLFF_H, lane);
         mlffCommitCopies();
         const MlffRowEdge edge = ahead[0];
 #pragma unroll
         for (int q = 0; q < MLFF_ROW_STAGES - 1; q++)
             ahead[q] = ahead[q + 1];
         if (next + 1 < count)
-            ahead[MLFF_ROW_STAGES - 1] = mlffRowEdgeOfBatch(batch, next + 1, count, neighbors, first, edgeDelta,
-                                                            edgeFilterRow, edgeOwnedRank, edgePartner, edgeWalk, lane);
+            ahead[MLFF_ROW_STAGES - 1] = mlffRowEdgeOfBatch(batch, next + 1, count, layer, mlZ, neighbors, first,
+                                                            edgeDelta, edgeFilterRow, edgeOwnedRank, edgePartner,
+                                                            edgeWalk, lane);
         if (!mlffRowEdgeHasWork(edge, layer))
             continue; // its pair's owner gives its dE/dn
         const real* stage = stages + (step % MLFF_ROW_STAGES) * MLFF_STAGE_ROWS * MLFF_H;
@@ -434,9 +442,8 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params,
         if (layer == 0 && partnerOwned) // dE/dn(ji), the same sum as its own warp's (mlffRowEdgeHasWork)
             mlffAddEdgeGradN(layer, gvJ, wv2, &edgeGradN[edge.partner], lane);
 
-        // j's inputs: staged from the second block on; the embedding and v = 0 in the first.
-        const MlffLaneSlice sJ = layer == 0 ? mlffLaneInputS(params, mlZ, stateS, layer, edge.j, lane)
-                                            : mlffLoadLaneSlice(stage + MLFF_STAGE_INPUT * MLFF_H, lane);
+        // j's inputs, staged: in the first block its embedding row, and v = 0.
+        const MlffLaneSlice sJ = mlffLoadLaneSlice(stage + MLFF_STAGE_INPUT * MLFF_H, lane);
         MlffLaneSlice vJ[3];
 #pragma unroll
         for (int a = 0; a < 3; a++)
