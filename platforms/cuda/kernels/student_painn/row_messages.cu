@@ -46,26 +46,35 @@ DEVICE inline real4 mlffShuffleReal4(const real4& v, int from) {
 }
 
 /**
- * What an edge's loads need first: its neighbour j, its pair's filter row, u and d. A warp loads
- * the records of 32 edges at once, coalesced, a lane's each (mlffLoadEdgeRecord), and hands each
- * edge's to every lane (mlffShuffleEdgeRecord), so that the edge's loads of its rows wait on one
- * round trip rather than on its record's first.
+ * What an edge's loads need first: its neighbour j, its pair's filter row, in the first block j's
+ * element (mlZ[j], whose embedding row is s_j there; else 0), u and d. A warp loads the records of
+ * 32 edges at once, coalesced, a lane's each (mlffLoadEdgeRecord), and hands each edge's to every
+ * lane (mlffShuffleEdgeRecord), so that the edge's loads of its rows wait on one round trip rather
+ * than on its record's first (and on j's element after it).
  */
 struct MlffEdgeRecord {
-    int j, row;
+    int j, row, element;
     real4 g;
 };
 
-/** The record of the edge in slot `slot` of i's list, whose edge rows start at `first`. */
-DEVICE inline MlffEdgeRecord mlffLoadEdgeRecord(const int* RESTRICT neighbors, int first, int slot,
-                                                const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow) {
-    return {neighbors[slot], edgeFilterRow[first + slot], edgeDelta[first + slot]};
+/** The record in block `layer` of the edge in slot `slot` of i's list, whose edge rows start at `first`. */
+DEVICE inline MlffEdgeRecord mlffLoadEdgeRecord(int layer, const int* RESTRICT mlZ, const int* RESTRICT neighbors,
+        int first, int slot, const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow) {
+    const int j = neighbors[slot];
+    return {j, edgeFilterRow[first + slot], layer == 0 ? mlZ[j] : 0, edgeDelta[first + slot]};
 }
 
-/** Lane `from`'s record, to every lane of the warp. */
-DEVICE inline MlffEdgeRecord mlffShuffleEdgeRecord(const MlffEdgeRecord& lanes, int from) {
+/** Lane `from`'s record in block `layer`, to every lane of the warp. */
+DEVICE inline MlffEdgeRecord mlffShuffleEdgeRecord(const MlffEdgeRecord& lanes, int from, int layer) {
     return {__shfl_sync(0xffffffffu, lanes.j, from), __shfl_sync(0xffffffffu, lanes.row, from),
-            mlffShuffleReal4(lanes.g, from)};
+            layer == 0 ? __shfl_sync(0xffffffffu, lanes.element, from) : 0, mlffShuffleReal4(lanes.g, from)};
+}
+
+/** Channel c of s_j at the start of block `layer`, j the edge's neighbour (the embedding in the first block). */
+DEVICE inline real mlffEdgeInputS(const real* RESTRICT params, const real* RESTRICT stateS, int layer,
+                                  const MlffEdgeRecord& edge, int c) {
+    return layer == 0 ? params[MLFF_P_EMBEDDING + (size_t) edge.element * MLFF_H + c]
+                      : stateS[((size_t) layer * MLFF_NUM_ATOMS + edge.j) * MLFF_H + c];
 }
 
 /**
@@ -90,16 +99,17 @@ KERNEL void mlffMessagesForwardRows(int layer, const real* RESTRICT params, cons
     const int* neighbors = neighborList + (size_t) i * neighborCapacity;
     for (int base = 0; base < count; base += 32) {
         const MlffEdgeRecord lanes = base + lane < count
-                                             ? mlffLoadEdgeRecord(neighbors, first, base + lane, edgeDelta, edgeFilterRow)
+                                             ? mlffLoadEdgeRecord(layer, mlZ, neighbors, first, base + lane,
+                                                                  edgeDelta, edgeFilterRow)
                                              : MlffEdgeRecord{};
         const int batch = min(32, count - base);
 #pragma unroll 4
         for (int e = 0; e < batch; e++) {
-            const MlffEdgeRecord edge = mlffShuffleEdgeRecord(lanes, e);
+            const MlffEdgeRecord edge = mlffShuffleEdgeRecord(lanes, e, layer);
             const real* w = edgeFilter + (size_t) edge.row * 3 * MLFF_H;
             const real inv = 1 / (edge.g.w + (real) MLFF_NORMAL_EPSILON);
             const real n[3] = {edge.g.x * inv, edge.g.y * inv, edge.g.z * inv};
-            sMid += mlffBlockInputS(params, mlZ, stateS, layer, edge.j, c) * w[c];
+            sMid += mlffEdgeInputS(params, stateS, layer, edge, c) * w[c];
             for (int a = 0; a < 3; a++)
                 vMid[a] += mlffBlockInputV(stateV, layer, edge.j, a, c) * w[MLFF_H + c] + n[a] * w[2 * MLFF_H + c];
         }
@@ -181,13 +191,13 @@ DEVICE inline void mlffLaneAtomGradient(const real* RESTRICT gradS, const real* 
 
 /**
  * The backward's record of an edge: the forward's, its index in the edge rows (first + its slot in
- * i's list), whether it owns its pair, its partner j -> i where it owns the pair and the partner
- * has a row (edgePartner; else -1), and in the first block j's element (mlZ[j], whose embedding row
- * is s_j there; else 0). The loop over edges takes these (mlffRowEdgeOfBatch) an edge before it
- * stages the edge's rows (mlffStageRowEdge), so that the copies' addresses do not wait on them.
+ * i's list), whether it owns its pair, and its partner j -> i where it owns the pair and the
+ * partner has a row (edgePartner; else -1). The loop over edges takes these (mlffRowEdgeOfBatch)
+ * an edge before it stages the edge's rows (mlffStageRowEdge), so that the copies' addresses do
+ * not wait on them.
  */
 struct MlffRowEdge : MlffEdgeRecord {
-    int edge, partner, element;
+    int edge, partner;
     bool owner;
 };
 
@@ -197,11 +207,11 @@ DEVICE inline MlffRowEdge mlffLoadRowEdge(int layer, const int* RESTRICT mlZ, co
         const int* RESTRICT edgeOwnedRank, const int* RESTRICT edgePartner, const int* RESTRICT edgeWalk) {
     const int slot = edgeWalk[first + step];
     MlffRowEdge edge;
-    static_cast<MlffEdgeRecord&>(edge) = mlffLoadEdgeRecord(neighbors, first, slot, edgeDelta, edgeFilterRow);
+    static_cast<MlffEdgeRecord&>(edge) =
+            mlffLoadEdgeRecord(layer, mlZ, neighbors, first, slot, edgeDelta, edgeFilterRow);
     edge.edge = first + slot;
     edge.owner = edgeOwnedRank[first + slot] >= 0;
     edge.partner = edgePartner[first + slot];
-    edge.element = layer == 0 && edge.owner ? mlZ[edge.j] : 0; // only an owner reads s_j
     return edge;
 }
 
@@ -232,11 +242,10 @@ DEVICE inline MlffRowEdge mlffRowEdgeOfBatch(MlffRowEdgeBatch& batch, int step, 
     }
     const int e = step - batch.base;
     MlffRowEdge edge;
-    static_cast<MlffEdgeRecord&>(edge) = mlffShuffleEdgeRecord(batch.lanes, e);
+    static_cast<MlffEdgeRecord&>(edge) = mlffShuffleEdgeRecord(batch.lanes, e, layer);
     edge.edge = __shfl_sync(0xffffffffu, batch.lanes.edge, e);
     edge.partner = __shfl_sync(0xffffffffu, batch.lanes.partner, e);
     edge.owner = __shfl_sync(0xffffffffu, (int) batch.lanes.owner, e) != 0;
-    edge.element = layer == 0 ? __shfl_sync(0xffffffffu, batch.lanes.element, e) : 0;
     return edge;
 }
 
