@@ -110,8 +110,15 @@ KERNEL void mlffMessagesForwardRows(int layer, const real* RESTRICT params, cons
             const real inv = 1 / (edge.g.w + (real) MLFF_NORMAL_EPSILON);
             const real n[3] = {edge.g.x * inv, edge.g.y * inv, edge.g.z * inv};
             sMid += mlffEdgeInputS(params, stateS, layer, edge, c) * w[c];
-            for (int a = 0; a < 3; a++)
-                vMid[a] += mlffBlockInputV(stateV, layer, edge.j, a, c) * w[MLFF_H + c] + n[a] * w[2 * MLFF_H + c];
+            const real wv2 = w[2 * MLFF_H + c];
+            if (layer == 0) { // v_j = 0: w_v1 multiplies nothing, and its row is not read
+                for (int a = 0; a < 3; a++)
+                    vMid[a] += n[a] * wv2;
+            } else {
+                const real wv1 = w[MLFF_H + c];
+                for (int a = 0; a < 3; a++)
+                    vMid[a] += mlffBlockInputV(stateV, layer, edge.j, a, c) * wv1 + n[a] * wv2;
+            }
         }
     }
     mlffStoreMessages(i, layer, sMid, vMid, midS, midV, updateInput, c);
@@ -302,8 +309,10 @@ DEVICE inline void mlffStageRowEdge(const MlffRowEdge& edge, int layer, const re
         const real* RESTRICT stateS, const real* RESTRICT stateV, real* stage, int lane) {
     if (!mlffRowEdgeHasWork(edge, layer))
         return;
+    // The filter row: in the first block w_v2 alone (for dE/dn), since w_s and w_v1 serve only the
+    // gather, which has nothing to pass to the embedding and v = 0.
     const real* w = edgeFilter + (size_t) edge.row * 3 * MLFF_H;
-    for (int k = 0; k < 3; k++)
+    for (int k = layer == 0 ? 2 : 0; k < 3; k++)
         mlffStageLaneSlice(stage + (MLFF_STAGE_FILTER + k) * MLFF_H, w + k * MLFF_H, lane);
     if (layer > 0 || (edge.owner && edge.partner >= 0)) {
         mlffStageLaneSlice(stage + MLFF_STAGE_GRADIENT * MLFF_H, gradS + (size_t) edge.j * MLFF_H, lane);
@@ -426,9 +435,7 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params,
             continue; // its pair's owner gives its dE/dn
         const real* stage = stages + (step % MLFF_ROW_STAGES) * MLFF_STAGE_ROWS * MLFF_H;
         mlffWaitCopies<MLFF_ROW_STAGES - 1>(); // this edge's rows have landed
-        const MlffLaneSlice ws = mlffLoadLaneSlice(stage + MLFF_STAGE_FILTER * MLFF_H, lane),
-                            wv1 = mlffLoadLaneSlice(stage + (MLFF_STAGE_FILTER + 1) * MLFF_H, lane),
-                            wv2 = mlffLoadLaneSlice(stage + (MLFF_STAGE_FILTER + 2) * MLFF_H, lane);
+        const MlffLaneSlice wv2 = mlffLoadLaneSlice(stage + (MLFF_STAGE_FILTER + 2) * MLFF_H, lane);
         const real inv = 1 / (edge.g.w + (real) MLFF_NORMAL_EPSILON);
         const real n[3] = {edge.g.x * inv, edge.g.y * inv, edge.g.z * inv};
         MlffLaneSlice gsJ, gvJ[3]; // j's gradients: for the gather, and the partner's dE/dw
@@ -436,7 +443,9 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params,
         if (layer > 0 || partnerOwned)
             mlffLaneAtomGradient(stage + MLFF_STAGE_GRADIENT * MLFF_H, stage + (MLFF_STAGE_GRADIENT + 1) * MLFF_H, 0,
                                  lane, &gsJ, gvJ);
-        if (layer > 0) {
+        if (layer > 0) { // the gather, with the rest of the filter row (staged in these blocks alone)
+            const MlffLaneSlice ws = mlffLoadLaneSlice(stage + MLFF_STAGE_FILTER * MLFF_H, lane),
+                                wv1 = mlffLoadLaneSlice(stage + (MLFF_STAGE_FILTER + 1) * MLFF_H, lane);
 #pragma unroll
             for (int q = 0; q < MLFF_LANE_CHANNELS; q++) {
                 gsIn.v[q] += gsJ.v[q] * ws.v[q];
