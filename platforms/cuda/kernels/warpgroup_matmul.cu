@@ -376,17 +376,17 @@ struct MlffWarpgroupTiles {
 };
 
 /**
- * The block's column tile (blockIdx.x % (O / Columns)) of the weights, copied from its image
- * (mlffPrepareWarpgroupTiles: `images` holds every tile's) into dynamic shared memory by bulk copies
- * that complete on an mbarrier; then the wait for the launch before. The images depend on no launch
- * of a step, so the copies start while the launch before may still run (cp.async.bulk: the only
- * global access tests/cuda/compile_kernels.sh allows before the wait, in these kernels); everything
- * else waits for it. Called by all the block's threads.
+ * Column tile `columnTile` of the weights, copied from its image (mlffPrepareWarpgroupTiles:
+ * `images` holds every tile's) into dynamic shared memory by bulk copies that complete on an
+ * mbarrier; then the wait for the launch before. The images depend on no launch of a step, so the
+ * copies start while the launch before may still run (cp.async.bulk: the only global access
+ * tests/cuda/compile_kernels.sh allows before the wait, in these kernels); everything else waits
+ * for it. Called by all the block's threads.
  */
 template <int I, int O, int Columns, int J>
-DEVICE inline MlffWarpgroupTiles mlffWarpgroupLoadTiles(const unsigned int* RESTRICT images) {
+DEVICE inline MlffWarpgroupTiles mlffWarpgroupLoadTiles(const unsigned int* RESTRICT images, int columnTile) {
     static_assert((Columns == 64 || Columns == 128) && O % Columns == 0, "a product of 64 or 128 columns");
-    constexpr int columnTiles = O / Columns, inputs = (I + 15) / 16 * 16, sideInputs = (J + 15) / 16 * 16;
+    constexpr int inputs = (I + 15) / 16 * 16, sideInputs = (J + 15) / 16 * 16;
     constexpr unsigned int words = MlffWarpgroupTileWords<I, Columns, J>::value, chunkBytes = 16384;
     static_assert(4 * words % 16 == 0 && 4 * words < (1u << 20), "bulk copies of 16-byte units, one mbarrier's count");
     extern __shared__ __align__(128) unsigned int mlffWarpgroupMemory[];
@@ -395,7 +395,6 @@ DEVICE inline MlffWarpgroupTiles mlffWarpgroupLoadTiles(const unsigned int* REST
     unsigned int* fBig = bSmall + Columns * inputs;
     unsigned int* fSmall = fBig + Columns * sideInputs;
     float* cTile = reinterpret_cast<float*>(fSmall + Columns * sideInputs);
-    const int columnTile = blockIdx.x % columnTiles;
     const unsigned int* source = images + (size_t) columnTile * words;
 #ifdef MLFF_WARPGROUP_ON_HOST
     if (threadIdx.x == 0)
@@ -427,6 +426,12 @@ DEVICE inline MlffWarpgroupTiles mlffWarpgroupLoadTiles(const unsigned int* REST
                      : "memory");
 #endif
     return {bBig, bSmall, fBig, fSmall, cTile, Columns * columnTile};
+}
+
+/** The block's column tile of the weights, blockIdx.x % (O / Columns), as above. */
+template <int I, int O, int Columns, int J>
+DEVICE inline MlffWarpgroupTiles mlffWarpgroupLoadTiles(const unsigned int* RESTRICT images) {
+    return mlffWarpgroupLoadTiles<I, O, Columns, J>(images, blockIdx.x % (O / Columns));
 }
 
 /**

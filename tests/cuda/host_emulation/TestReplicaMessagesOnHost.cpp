@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <limits>
 #include <numeric>
 #include <random>
 
@@ -413,8 +414,10 @@ TEST(ReplicaMessagesOnHost, TabulatedRowsEqualTheTiledKernels) {
                             filterEdges.data(), edgeFilterRow.data());
     });
 
-    // Forward: each block's filter rows from the table, kept for the backward pass (edgeFilter).
-    std::vector<std::vector<real>> filters(layers, std::vector<real>((size_t) rows * 3 * h, -7));
+    // Forward: each block's filter rows from the table, kept for the backward pass (edgeFilter); NaN
+    // where unwritten (w_v1 in the first block), which no kernel may read.
+    std::vector<std::vector<real>> filters(
+            layers, std::vector<real>((size_t) rows * 3 * h, std::numeric_limits<real>::quiet_NaN()));
     for (int layer = 0; layer < layers; layer++) {
         SCOPED_TRACE("forward, block " + std::to_string(layer));
         MessagesOut out[2]; // [0] the tiled kernels, [1] the rows
@@ -590,7 +593,10 @@ TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheListKernels) {
     // The backward pass's order, from block L-1 to 0: edgeGradN sums over the blocks, and block 0 adds the forces.
     for (int layer = layers - 1; layer >= 0; layer--) {
         SCOPED_TRACE("block " + std::to_string(layer));
-        const std::vector<real> filters = randomReals(rng, (size_t) list.rows * 3 * h); // this block's rows
+        std::vector<real> filters = randomReals(rng, (size_t) list.rows * 3 * h); // this block's rows
+        if (layer == 0) // w_v1 multiplies v = 0, and the filters' product leaves it unwritten: never read
+            for (int r = 0; r < list.rows; r++)
+                std::fill_n(filters.begin() + (size_t) r * 3 * h + h, h, std::numeric_limits<real>::quiet_NaN());
         MessagesOut out[2]; // [0] the list's kernels (row_messages.cu), [1] a block per replica
         cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
             mlffMessagesForwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,

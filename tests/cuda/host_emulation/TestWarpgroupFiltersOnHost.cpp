@@ -2,7 +2,7 @@
 // edge_filters.cu), run on the CPU (CudaOnHost.h) in float, as on the GPU, each against the filter
 // network's definition in double: forward, the hidden layer and the output as two products
 // (mlffEdgeFilterHidden, mlffEdgeFilterOutput) and as one from the basis (mlffEdgeFilterFromBasis,
-// the hidden layer in registers); backward, each pair's dE/dd from its dE/dw
+// the hidden layer in registers, which in the first block leaves w_v1 out); backward, each pair's dE/dd from its dE/dw
 // (mlffEdgeFilterBackwardToDistance, with its side product). The two forward products and the
 // backward pass on an H100 against the Reference platform, so they check the emulation of wgmma as
 // much as it checks them. The weights' images are made by mlffPrepareWarpgroupTiles, as the plugin
@@ -34,8 +34,8 @@ constexpr int Layer = 1; // not the first, so that the blocks' offsets count
 
 template <int I, int O, int J>
 std::vector<unsigned int> imagesOf(const real* b, int accumulatorOrder, const real* f, int sideOutputs,
-                                   const real* c) {
-    return warpgroupImagesOnHost<I, O, Columns, J>(Layer, b, accumulatorOrder, f, sideOutputs, c);
+                                   const real* c, int layer = Layer) {
+    return warpgroupImagesOnHost<I, O, Columns, J>(layer, b, accumulatorOrder, f, sideOutputs, c);
 }
 
 template <int O, class Kernel>
@@ -48,8 +48,9 @@ struct FilterNetwork {
     std::vector<real4> delta;        // (rows): each pair's u and d (w), its owning edge's being its row
     std::vector<int2> filterEdges;   // (rows): (r, -1)
     int rows;
+    int layer = Layer; // the block whose weights these are
     const real* block() const {
-        return params.data() + MLFF_P_BLOCKS + (size_t) Layer * MLFF_P_BLOCK_STRIDE;
+        return params.data() + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     }
     /** The hidden layer's input of pair r, channel h, by the definition: e W0^T + b0. */
     double hiddenInput(int r, int h) const {
@@ -65,15 +66,23 @@ struct FilterNetwork {
     }
     /**
      * Expects `filters` (rows, 3H) to be the network's output, hidden W2^T + b2, each to 1e-5 of
-     * the sum of its terms' magnitudes (3xTF32 keeps float's precision; the sums are float).
+     * the sum of its terms' magnitudes (3xTF32 keeps float's precision; the sums are float); with
+     * `withoutV1`, w_v1 (outputs H to 2H) as it was before, `unwritten` in every place.
      */
-    void expectFilters(const std::vector<real>& filters, const std::string& what) const {
+    void expectFilters(const std::vector<real>& filters, const std::string& what, bool withoutV1 = false,
+                       real unwritten = 0) const {
         int failures = 0;
         for (int r = 0; r < rows; r++) {
             double h[H];
             for (int k = 0; k < H; k++)
                 h[k] = hidden(r, k);
             for (int o = 0; o < 3 * H; o++) {
+                if (withoutV1 && o >= H && o < 2 * H) {
+                    const real got = filters[(size_t) r * 3 * H + o];
+                    if (got != unwritten && failures++ < 5)
+                        ADD_FAILURE() << what << ": pair " << r << ", output " << o << " (w_v1) written: " << got;
+                    continue;
+                }
                 double w = block()[MLFF_B_FILTER_B2 + o], scale = std::fabs(w);
                 for (int k = 0; k < H; k++) {
                     const double term = h[k] * block()[MLFF_B_FILTER_W2T + k * 3 * H + o];
@@ -137,19 +146,26 @@ TEST(WarpgroupFiltersOnHost, TwoProductsGiveTheFilters) {
 }
 
 // The same filters from one product, the hidden layer in registers; with two blocks a column tile,
-// so that a block takes every other row tile.
+// so that a block takes every other row tile. In the first block w_v1 is left out (v = 0 there), its
+// tile's blocks taking the other tiles' rows: three blocks share two tiles, six take three rows each.
 TEST(WarpgroupFiltersOnHost, OneProductFromTheBasisGivesTheFilters) {
-    const FilterNetwork network = randomFilterNetwork(150);
-    const real* block = network.block();
-    const std::vector<unsigned int> images = imagesOf<H, 3 * H, K>(
-            block + MLFF_B_FILTER_W2T, 1, block + MLFF_B_FILTER_W0T, H, block + MLFF_B_FILTER_B0);
-    for (int perColumn : {1, 2}) {
-        std::vector<real> filters((size_t) network.rows * 3 * H, -7);
-        launchWarpgroups<3 * H>(perColumn, [&] {
-            mlffEdgeFilterFromBasis(Layer, network.params.data(), &network.rows, network.basis.data(),
-                                    filters.data(), images.data());
-        });
-        network.expectFilters(filters, "one product, " + std::to_string(perColumn) + " blocks a column tile");
+    for (int layer : {Layer, 0}) {
+        FilterNetwork network = randomFilterNetwork(150);
+        network.layer = layer;
+        const real* block = network.block();
+        const std::vector<unsigned int> images = imagesOf<H, 3 * H, K>(
+                block + MLFF_B_FILTER_W2T, 1, block + MLFF_B_FILTER_W0T, H, block + MLFF_B_FILTER_B0, layer);
+        for (int perColumn : {1, 2}) {
+            std::vector<real> filters((size_t) network.rows * 3 * H, -7);
+            launchWarpgroups<3 * H>(perColumn, [&] {
+                mlffEdgeFilterFromBasis(layer, network.params.data(), &network.rows, network.basis.data(),
+                                        filters.data(), images.data());
+            });
+            network.expectFilters(filters,
+                                  "block " + std::to_string(layer) + ", one product, " + std::to_string(perColumn) +
+                                          " blocks a column tile",
+                                  layer == 0, -7);
+        }
     }
 }
 

@@ -400,17 +400,28 @@ DEVICE inline void mlffHiddenChunkProduct(const real* RESTRICT e0, const real* R
  * that order (mlffWarpgroupBIndexOfAccumulators). A chunk's products end before the next chunk's
  * start, so that a thread holds at most the tile's sums, a chunk's and one product's fragments: the
  * registers of four warp groups an SM. The epilogue is mlffEdgeFilterOutput's.
+ *
+ * The column tiles are the three kinds of filter, w_s, w_v1 and w_v2. In the first block v = 0, so
+ * w_v1 multiplies nothing, and the messages from rows leave it unread there (row_messages.cu,
+ * replica_messages.cu): that tile is not computed, its rows' w_v1 not written, and its blocks take
+ * the other two tiles' rows.
  */
 KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterFromBasis(int layer, const real* RESTRICT params,
         const int* RESTRICT filterRowCount, const real* RESTRICT edgeBasis, real* RESTRICT edgeFilter,
         const unsigned int* RESTRICT weightImages) {
     constexpr int I = MLFF_H, O = 3 * MLFF_H, J = MLFF_K, Columns = MLFF_WARPGROUP_FORWARD_COLUMNS;
-    constexpr int Chunk = MLFF_HIDDEN_CHUNK, columnTiles = O / Columns;
+    constexpr int Chunk = MLFF_HIDDEN_CHUNK;
     static_assert(Columns == MLFF_H && MLFF_H % Chunk == 0, "the whole hidden layer beside each column tile");
+    // The tiles computed: w_s, w_v2 in the first block (the grid's blocks past a whole number of
+    // them left idle), all three after it.
+    const int columnTiles = layer == 0 ? 2 : 3, used = blockIdx.x % columnTiles;
+    if (blockIdx.x >= gridDim.x / columnTiles * columnTiles)
+        return; // the whole block, before any access to memory
+    const int columnTile = layer == 0 && used == 1 ? 2 : used;
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     MlffFilterOutputEpilogue epilogue = mlffFilterOutputEpilogue(block + MLFF_B_FILTER_B2, edgeFilter);
     const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, J>(
-            mlffWarpgroupImagesOf<I, O, Columns, J>(weightImages, layer)); // W2^T's tile, W0^T, b0; then waits
+            mlffWarpgroupImagesOf<I, O, Columns, J>(weightImages, layer), columnTile); // W2^T's tile, W0^T, b0; waits
     // The descriptors of the first k-step of W2^T's tile and of W0^T, each in two parts.
     const unsigned long long outputBig = mlffWarpgroupDescriptor(tiles.bBig),
                              outputSmall = mlffWarpgroupDescriptor(tiles.bSmall),

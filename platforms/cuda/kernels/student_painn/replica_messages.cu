@@ -196,18 +196,20 @@ DEVICE inline void mlffPairFilters(const real* RESTRICT blockTable, const MlffRe
 #else
 /**
  * The filters of pairs base .. base + MLFF_PAIR_BATCH - 1 for thread c's channel, w[b] = (w_s,
- * w_v1, w_v2), from the replica's rows of the block's filters (3H a pair, from its first pair's),
- * all loaded before any is used (a pair past the last reads the last pair's row, unused).
+ * w_v1, w_v2), from the replica's rows of block `layer`'s filters (3H a pair, from its first
+ * pair's), all loaded before any is used (a pair past the last reads the last pair's row, unused).
+ * In the first block w_v1 is 0, not read: it multiplies v = 0 there, and the filters' product
+ * leaves it unwritten (mlffEdgeFilterFromBasis).
  */
 DEVICE inline void mlffPairFilters(const real* RESTRICT replicaFilters, const MlffReplicaPairs& pairs, int base,
-                                   real (*w)[3]) {
+                                   int layer, real (*w)[3]) {
     const int c = threadIdx.x;
 #pragma unroll
     for (int b = 0; b < MLFF_PAIR_BATCH; b++) {
         const real* row = replicaFilters + (size_t) min(base + b, pairs.count - 1) * 3 * MLFF_H;
 #pragma unroll
         for (int t = 0; t < 3; t++)
-            w[b][t] = row[t * MLFF_H + c];
+            w[b][t] = t == 1 && layer == 0 ? 0 : row[t * MLFF_H + c];
     }
 }
 #endif
@@ -307,7 +309,7 @@ KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, 
 #ifdef MLFF_TABULATED
         mlffPairFilters(replicaFilters, pairs, base, w, (real(*)[3]) 0);
 #else
-        mlffPairFilters(replicaFilters, pairs, base, w);
+        mlffPairFilters(replicaFilters, pairs, base, layer, w);
 #endif
 #pragma unroll
         for (int b = 0; b < MLFF_PAIR_BATCH; b++) {
@@ -433,7 +435,7 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
             mlffPairFilters(replicaFilters, pairs, base, w, dwdd);
 #else
         if (active)
-            mlffPairFilters(replicaFilters, pairs, base, w);
+            mlffPairFilters(replicaFilters, pairs, base, layer, w);
 #endif
 #pragma unroll
         for (int b = 0; b < MLFF_PAIR_BATCH; b++) {

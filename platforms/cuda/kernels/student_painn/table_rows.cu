@@ -161,7 +161,18 @@ struct MlffHeldTableEntries {
     }
 };
 
-/** Block `layer`'s filters of each filter row from the table: edgeFilter (rows, 3H) of this block. */
+/**
+ * A lane's outputs q (32 q + lane of the 3H) that block `layer` uses: in the first block w_v1's
+ * (H to 2H) multiply v = 0, so the messages leave them unread and their dE/dw is 0 (row_messages.cu).
+ */
+DEVICE inline bool mlffTableOutputUsed(int layer, int q) {
+    return layer > 0 || q < MLFF_H / 32 || q >= 2 * MLFF_H / 32;
+}
+
+/**
+ * Block `layer`'s filters of each filter row from the table: edgeFilter (rows, 3H) of this block,
+ * w_v1 left unwritten in the first block (mlffTableOutputUsed).
+ */
 KERNEL void mlffTableFilterRows(int layer, const real* RESTRICT filterTable, const int* RESTRICT filterRowCount,
         const int2* RESTRICT filterEdges, const real4* RESTRICT edgeDelta, real* RESTRICT edgeFilter) {
     mlffStartAfterPreviousLaunch();
@@ -175,7 +186,8 @@ KERNEL void mlffTableFilterRows(int layer, const real* RESTRICT filterTable, con
                 real* row = edgeFilter + (size_t) r * 3 * MLFF_H;
 #pragma unroll
                 for (int q = 0; q < 3 * MLFF_H / 32; q++)
-                    mlffHermiteSum(hw, held.entries[q], &row[32 * q + lane], (real*) 0);
+                    if (mlffTableOutputUsed(layer, q))
+                        mlffHermiteSum(hw, held.entries[q], &row[32 * q + lane], (real*) 0);
             },
             [](int, bool) {});
 }
@@ -204,7 +216,7 @@ KERNEL void mlffTableFilterBackward(int layer, const real* RESTRICT filterTable,
                 real g[3 * MLFF_H / 32];
 #pragma unroll
                 for (int q = 0; q < 3 * MLFF_H / 32; q++)
-                    g[q] = gradW[32 * q + lane];
+                    g[q] = mlffTableOutputUsed(layer, q) ? gradW[32 * q + lane] : 0;
                 held.hold(blockTable, hw.node);
                 real gd = 0;
 #pragma unroll
