@@ -414,10 +414,10 @@ KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterFromBasis(int layer, const real*
     static_assert(Columns == MLFF_H && MLFF_H % Chunk == 0, "the whole hidden layer beside each column tile");
     // The tiles computed: w_s, w_v2 in the first block (the grid's blocks past a whole number of
     // them left idle), all three after it.
-    const int columnTiles = layer == 0 ? 2 : 3, used = blockIdx.x % columnTiles;
+    const int columnTiles = mlffFilterKindUsed(layer, 1) ? 3 : 2, used = blockIdx.x % columnTiles;
     if (blockIdx.x >= gridDim.x / columnTiles * columnTiles)
         return; // the whole block, before any access to memory
-    const int columnTile = layer == 0 && used == 1 ? 2 : used;
+    const int columnTile = columnTiles == 2 && used == 1 ? 2 : used;
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     MlffFilterOutputEpilogue epilogue = mlffFilterOutputEpilogue(block + MLFF_B_FILTER_B2, edgeFilter);
     const MlffWarpgroupTiles tiles = mlffWarpgroupLoadTiles<I, O, Columns, J>(

@@ -16,12 +16,30 @@
  * backward pass needs. Component a of channel c of atom i: v[(i*3 + a)*H + c].
  */
 
+/**
+ * s_j of the block `layer`, j's element being `element` (the element's embedding row in the first
+ * block, where alone `element` is read): for callers that hold j's element already.
+ */
+DEVICE inline real mlffBlockInputSOf(const real* RESTRICT params, const real* RESTRICT stateS, int layer, int j,
+                                     int element, int c) {
+    if (layer == 0)
+        return params[MLFF_P_EMBEDDING + (size_t) element * MLFF_H + c];
+    return stateS[((size_t) layer * MLFF_NUM_ATOMS + j) * MLFF_H + c];
+}
+
 /** s_j of the block `layer` (the embedding in the first block). */
 DEVICE inline real mlffBlockInputS(const real* RESTRICT params, const int* RESTRICT mlZ, const real* RESTRICT stateS,
                                    int layer, int j, int c) {
-    if (layer == 0)
-        return params[MLFF_P_EMBEDDING + mlZ[j] * MLFF_H + c];
-    return stateS[((size_t) layer * MLFF_NUM_ATOMS + j) * MLFF_H + c];
+    return mlffBlockInputSOf(params, stateS, layer, j, layer == 0 ? mlZ[j] : 0, c);
+}
+
+/**
+ * Whether block `layer` uses its filters of kind `kind` (0 w_s, 1 w_v1, 2 w_v2): w_v1 multiplies
+ * v, which is 0 in the first block, so there it is neither computed nor read (edge_filters.cu,
+ * table_rows.cu, row_messages.cu, replica_messages.cu).
+ */
+DEVICE inline bool mlffFilterKindUsed(int layer, int kind) {
+    return layer > 0 || kind != 1;
 }
 
 /** Component a of v_j in the block `layer` (0 in the first block). */

@@ -209,7 +209,7 @@ DEVICE inline void mlffPairFilters(const real* RESTRICT replicaFilters, const Ml
         const real* row = replicaFilters + (size_t) min(base + b, pairs.count - 1) * 3 * MLFF_H;
 #pragma unroll
         for (int t = 0; t < 3; t++)
-            w[b][t] = t == 1 && layer == 0 ? 0 : row[t * MLFF_H + c];
+            w[b][t] = mlffFilterKindUsed(layer, t) ? row[t * MLFF_H + c] : 0;
     }
 }
 #endif

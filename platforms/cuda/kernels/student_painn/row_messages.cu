@@ -70,13 +70,6 @@ DEVICE inline MlffEdgeRecord mlffShuffleEdgeRecord(const MlffEdgeRecord& lanes, 
             layer == 0 ? __shfl_sync(0xffffffffu, lanes.element, from) : 0, mlffShuffleReal4(lanes.g, from)};
 }
 
-/** Channel c of s_j at the start of block `layer`, j the edge's neighbour (the embedding in the first block). */
-DEVICE inline real mlffEdgeInputS(const real* RESTRICT params, const real* RESTRICT stateS, int layer,
-                                  const MlffEdgeRecord& edge, int c) {
-    return layer == 0 ? params[MLFF_P_EMBEDDING + (size_t) edge.element * MLFF_H + c]
-                      : stateS[((size_t) layer * MLFF_NUM_ATOMS + edge.j) * MLFF_H + c];
-}
-
 /**
  * The messages of block `layer` into atom i (one thread block per atom, thread c = channel c),
  * then midS, midV and the update's input (an atom without rows has its messages from tiled.cu's
@@ -109,9 +102,9 @@ KERNEL void mlffMessagesForwardRows(int layer, const real* RESTRICT params, cons
             const real* w = edgeFilter + (size_t) edge.row * 3 * MLFF_H;
             const real inv = 1 / (edge.g.w + (real) MLFF_NORMAL_EPSILON);
             const real n[3] = {edge.g.x * inv, edge.g.y * inv, edge.g.z * inv};
-            sMid += mlffEdgeInputS(params, stateS, layer, edge, c) * w[c];
+            sMid += mlffBlockInputSOf(params, stateS, layer, edge.j, edge.element, c) * w[c];
             const real wv2 = w[2 * MLFF_H + c];
-            if (layer == 0) { // v_j = 0: w_v1 multiplies nothing, and its row is not read
+            if (!mlffFilterKindUsed(layer, 1)) { // v_j = 0: w_v1 multiplies nothing, and its row is not read
                 for (int a = 0; a < 3; a++)
                     vMid[a] += n[a] * wv2;
             } else {

@@ -162,11 +162,12 @@ struct MlffHeldTableEntries {
 };
 
 /**
- * A lane's outputs q (32 q + lane of the 3H) that block `layer` uses: in the first block w_v1's
- * (H to 2H) multiply v = 0, so the messages leave them unread and their dE/dw is 0 (row_messages.cu).
+ * Whether block `layer` uses a lane's outputs q (32 q + lane of the 3H, kind q / (H / 32)): not
+ * w_v1's in the first block (mlffFilterKindUsed), where the messages leave them unread and their
+ * dE/dw is 0 (row_messages.cu).
  */
 DEVICE inline bool mlffTableOutputUsed(int layer, int q) {
-    return layer > 0 || q < MLFF_H / 32 || q >= 2 * MLFF_H / 32;
+    return mlffFilterKindUsed(layer, q / (MLFF_H / 32));
 }
 
 /**
