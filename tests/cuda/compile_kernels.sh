@@ -145,7 +145,7 @@ weights_first() {
     local kernels=""
     [ "$1" != none ] && kernels="mlffUpdateHiddenForward mlffUpdateOutputForwardLast mlffUpdateHiddenBackward mlffUpdateHiddenBackwardLast"
     [ "$1" = all ] && kernels="$kernels mlffEdgeFilterHidden mlffEdgeFilterOutput mlffEdgeFilterFromBasis"
-    [ "$1" = all ] && kernels="$kernels mlffEdgeFilterBackwardToDistance"
+    [ "$1" = all ] && kernels="$kernels mlffEdgeFilterBackwardToDistance mlffEdgeFilterBackwardToDistanceFirstBlock"
     echo "$kernels"
 }
 

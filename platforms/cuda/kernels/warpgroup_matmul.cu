@@ -311,18 +311,33 @@ struct MlffWarpgroupFragments {
 };
 
 /**
+ * The first input of the pair of k-steps `pair` (16 inputs) of a product that skips the inputs
+ * Skipped.. Skipped + SkippedCount - 1 (mlffWarpgroupTileProduct).
+ */
+template <int Skipped, int SkippedCount>
+DEVICE constexpr int mlffWarpgroupPairInput(int pair) {
+    return 16 * pair < Skipped ? 16 * pair : 16 * pair + SkippedCount;
+}
+
+/**
  * d (=) the 64-row tile's A (Inputs a row; this thread's rows a0 and a1: MlffWarpgroupMemoryRow, or
  * any Row whose inputs<Inputs>(first, k) gives the same four inputs without a branch, and whose
  * prefetch(first) readies a pair and the next, or does nothing) times B's column tile in shared
  * memory. The products are left in flight: the caller waits for them (wgmma.wait_group 0) before it
  * reads d. FirstSet is the fragment set of the first pair, the one a product issued just before did
  * not use last. With PrefetchAhead > 0 the inputs that many pairs ahead are prefetched as each pair
- * is split (MLFF_WARPGROUP_PREFETCH_AHEAD says when).
+ * is split (MLFF_WARPGROUP_PREFETCH_AHEAD says when). The inputs Skipped .. Skipped + SkippedCount
+ * - 1, where A is known to be 0, are neither read nor multiplied (multiples of 32, past the first,
+ * so that the pairs keep their cache lines and the first pair its overwrite of d).
  */
-template <int Inputs, int Columns, int FirstSet, int PrefetchAhead = 0, class Row>
+template <int Inputs, int Columns, int FirstSet, int PrefetchAhead = 0, int Skipped = 0, int SkippedCount = 0,
+          class Row>
 DEVICE inline void mlffWarpgroupTileProduct(const Row& a0, const Row& a1, const unsigned int* bBig,
                                             const unsigned int* bSmall, float* d, MlffWarpgroupFragments& f) {
-    constexpr int pairs = (Inputs + 15) / 16;
+    static_assert(SkippedCount == 0 || (Skipped > 0 && Skipped % 32 == 0 && SkippedCount % 32 == 0 &&
+                                        Skipped + SkippedCount < Inputs),
+                  "a skipped range of whole cache lines, after the first pair and before the last");
+    constexpr int pairs = (Inputs + 15) / 16 - SkippedCount / 16;
     const int k = 4 * (threadIdx.x % 4);
     float4 x0 = a0.template inputs<Inputs>(0, k), x1 = a1.template inputs<Inputs>(0, k);
 #pragma unroll
@@ -335,17 +350,19 @@ DEVICE inline void mlffWarpgroupTileProduct(const Row& a0, const Row& a1, const 
             for (int i = 0; i < 4; i++)
                 mlffSplitTf32(x[q][i], &f.big[set][q][i], &f.small[set][q][i]);
         if (PrefetchAhead > 0 && pair + PrefetchAhead < pairs && (pair + PrefetchAhead) % 2 == 0) {
-            a0.prefetch(16 * (pair + PrefetchAhead)); // two pairs' 128 bytes a line
-            a1.prefetch(16 * (pair + PrefetchAhead));
+            const int ahead = mlffWarpgroupPairInput<Skipped, SkippedCount>(pair + PrefetchAhead);
+            a0.prefetch(ahead); // two pairs' 128 bytes a line
+            a1.prefetch(ahead);
         }
         if (pair + 1 < pairs) {
-            x0 = a0.template inputs<Inputs>(16 * (pair + 1), k);
-            x1 = a1.template inputs<Inputs>(16 * (pair + 1), k);
+            const int next = mlffWarpgroupPairInput<Skipped, SkippedCount>(pair + 1);
+            x0 = a0.template inputs<Inputs>(next, k);
+            x1 = a1.template inputs<Inputs>(next, k);
         }
         mlffWarpgroupFence();
 #pragma unroll
         for (int q = 0; q < 2; q++) {
-            const int step = 2 * pair + q;
+            const int step = mlffWarpgroupPairInput<Skipped, SkippedCount>(pair) / 8 + q;
             const unsigned long long big = mlffWarpgroupDescriptor(bBig + mlffWarpgroupBOffset<Columns>(step, 0, 0));
             const unsigned long long small = mlffWarpgroupDescriptor(bSmall + mlffWarpgroupBOffset<Columns>(step, 0, 0));
             mlffWarpgroupTf32<Columns>(d, f.small[set][q], big, step > 0); // the small terms first

@@ -287,6 +287,7 @@ private:
     CUfunction prepareWarpgroupTilesKernel = nullptr;
     CUfunction scanEdgesKernel = nullptr, gatherEdgesKernel = nullptr, edgeHiddenKernel = nullptr,
                edgeFilterKernel = nullptr, filterBackwardKernel = nullptr, pairGradientKernel = nullptr,
+               firstBlockFilterBackwardKernel = nullptr, // sm_90: the filters' backward without dE/dw_v1
                messagesForwardRowsKernel = nullptr, messagesBackwardRowsKernel = nullptr, scanFilterRowsKernel = nullptr,
                linkFilterRowsKernel = nullptr;
     CUfunction findReplicaPairsKernel = nullptr, scanReplicaPairsKernel = nullptr,

@@ -213,12 +213,13 @@ void CudaCalcMLFFForceKernel::edgeFiltersBackward(int layer, double lambdaForceS
     }
     const size_t rows = edgeRowsBound();
     if (warpgroupFilterBackward) { // dE/dhidden never stored: each pair's dE/dd in parts, summed after block 0
-        CUdeviceptr images = warpgroupImagesOf(filterBackwardKernel);
+        CUdeviceptr images = warpgroupImagesOf(filterBackwardKernel); // the first block's kernel's too
         void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeGradFilter.getDevicePointer(),
                         &edgeBasis.getDevicePointer(), &filterEdges.getDevicePointer(), &edgeDelta.getDevicePointer(),
                         &pairGradDistance.getDevicePointer(), &images};
-        launchWarpgroupMatmul(filterBackwardKernel, args, rows, warpgroupBackwardInputs(), hidden,
-                              WarpgroupBackwardColumns, true, "the filters' backward to the pairs' distances");
+        launchWarpgroupMatmul(layer == 0 ? firstBlockFilterBackwardKernel : filterBackwardKernel, args, rows,
+                              warpgroupBackwardInputs(), hidden, WarpgroupBackwardColumns, true,
+                              "the filters' backward to the pairs' distances");
     } else {
         void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeGradFilter.getDevicePointer(),
                         &edgeBasis.getDevicePointer(), &edgeHidden.getDevicePointer()};

@@ -351,6 +351,8 @@ void CudaCalcMLFFForceKernel::loadKernels() {
         // On sm_90 the filters' backward goes on to each pair's dE/dd, in parts that the second sums.
         filterBackwardKernel = cu.getKernel(module, warpgroupFilterBackward ? "mlffEdgeFilterBackwardToDistance"
                                                                            : "mlffEdgeFilterHiddenBackward");
+        if (warpgroupFilterBackward) // without the first block's dE/dw_v1, which is 0
+            firstBlockFilterBackwardKernel = cu.getKernel(module, "mlffEdgeFilterBackwardToDistanceFirstBlock");
         pairGradientKernel =
                 cu.getKernel(module, warpgroupFilterBackward ? "mlffAddPairGradientParts" : "mlffEdgeBasisBackward");
     }
@@ -405,9 +407,11 @@ void CudaCalcMLFFForceKernel::allowSharedMemory() {
               "allowing the filters' output product its shared memory");
     }
     if (warpgroupFilterBackward)
-        check(cuFuncSetAttribute(filterBackwardKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                 (int) warpgroupSharedBytes(warpgroupBackwardInputs(), WarpgroupBackwardColumns, true)),
-              "allowing the filters' backward product its shared memory");
+        for (CUfunction kernel : {filterBackwardKernel, firstBlockFilterBackwardKernel})
+            check(cuFuncSetAttribute(
+                          kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                          (int) warpgroupSharedBytes(warpgroupBackwardInputs(), WarpgroupBackwardColumns, true)),
+                  "allowing the filters' backward product its shared memory");
     if (warpgroupUpdate)
         for (const UpdateProduct& product : updateProducts())
             check(cuFuncSetAttribute(product.kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,

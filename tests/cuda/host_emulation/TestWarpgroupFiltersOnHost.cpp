@@ -2,15 +2,16 @@
 // edge_filters.cu), run on the CPU (CudaOnHost.h) in float, as on the GPU, each against the filter
 // network's definition in double: forward, the hidden layer and the output as two products
 // (mlffEdgeFilterHidden, mlffEdgeFilterOutput) and as one from the basis (mlffEdgeFilterFromBasis,
-// the hidden layer in registers, which in the first block leaves w_v1 out); backward, each pair's dE/dd from its dE/dw
-// (mlffEdgeFilterBackwardToDistance, with its side product). The two forward products and the
-// backward pass on an H100 against the Reference platform, so they check the emulation of wgmma as
+// the hidden layer in registers, which in the first block leaves w_v1 out); backward, each pair's
+// dE/dd from its dE/dw (mlffEdgeFilterBackwardToDistance, with its side product, and the first
+// block's ...FirstBlock, without dE/dw_v1). The two forward products and the backward pass on an H100 against the Reference platform, so they check the emulation of wgmma as
 // much as it checks them. The weights' images are made by mlffPrepareWarpgroupTiles, as the plugin
 // makes them. Built twice: the output's rows stored straight from the accumulators (Direct/) and
 // through shared memory (Staged/, MLFF_STAGED_FILTER_STORES).
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 #include <string>
 
@@ -170,52 +171,65 @@ TEST(WarpgroupFiltersOnHost, OneProductFromTheBasisGivesTheFilters) {
 }
 
 // Each pair's dE/dd from its dE/dw: g = (dE/dw W2) SiLU'(x), dE/dd = g . (de/dd W0^T), x recomputed
-// by the side product from the pair's basis.
+// by the side product from the pair's basis. In the first block dE/dw_v1 is 0 and left unwritten
+// by the messages' backward (mlffFilterGradientRead): NaN here, which the first block's kernel must skip.
 TEST(WarpgroupFiltersOnHost, BackwardGivesEachPairsGradientOfItsDistance) {
-    const FilterNetwork network = randomFilterNetwork(150);
-    const real* block = network.block();
-    std::mt19937 rng(32);
-    const std::vector<real> gradFilter = randomReals(rng, (size_t) network.rows * 3 * H);
-    const std::vector<unsigned int> images = imagesOf<3 * H, H, K>(
-            block + MLFF_B_FILTER_W2, 0, block + MLFF_B_FILTER_W0T, H, block + MLFF_B_FILTER_B0);
-    constexpr int columnTiles = H / MLFF_WARPGROUP_BACKWARD_COLUMNS;
-    std::vector<real> parts((size_t) network.rows * MLFF_L * columnTiles, -7);
-    launchWarpgroups<H>(1, [&] {
-        mlffEdgeFilterBackwardToDistance(Layer, network.params.data(), &network.rows, gradFilter.data(),
-                                         network.basis.data(), network.filterEdges.data(), network.delta.data(),
-                                         parts.data(), images.data());
-    });
-    int failures = 0;
-    for (int r = 0; r < network.rows; r++) {
-        double dedd[K];
-        for (int k = 0; k < K; k++) {
-            real e, derivative;
-            mlffRadialBasis(network.params.data(), network.delta[r].w, k, &e, &derivative);
-            dedd[k] = derivative;
-        }
-        double expected = 0, scale = 0;
-        for (int h = 0; h < H; h++) {
-            double gw = 0, gwScale = 0, dxdd = 0;
-            for (int o = 0; o < 3 * H; o++) {
-                const double term = (double) gradFilter[(size_t) r * 3 * H + o] * block[MLFF_B_FILTER_W2 + o * H + h];
-                gw += term;
-                gwScale += std::fabs(term);
+    for (int layer : {Layer, 0}) {
+        SCOPED_TRACE("block " + std::to_string(layer));
+        FilterNetwork network = randomFilterNetwork(150);
+        network.layer = layer;
+        const real* block = network.block();
+        std::mt19937 rng(32);
+        std::vector<real> gradFilter = randomReals(rng, (size_t) network.rows * 3 * H);
+        const auto read = [&](int o) { return mlffFilterGradientRead(layer, o / H); };
+        for (size_t x = 0; x < gradFilter.size(); x++)
+            if (!read(x % (3 * H)))
+                gradFilter[x] = std::numeric_limits<real>::quiet_NaN();
+        const std::vector<unsigned int> images = imagesOf<3 * H, H, K>(
+                block + MLFF_B_FILTER_W2, 0, block + MLFF_B_FILTER_W0T, H, block + MLFF_B_FILTER_B0, layer);
+        constexpr int columnTiles = H / MLFF_WARPGROUP_BACKWARD_COLUMNS;
+        std::vector<real> parts((size_t) network.rows * MLFF_L * columnTiles, -7);
+        launchWarpgroups<H>(1, [&] {
+            const auto kernel =
+                    layer == 0 ? mlffEdgeFilterBackwardToDistanceFirstBlock : mlffEdgeFilterBackwardToDistance;
+            kernel(layer, network.params.data(), &network.rows, gradFilter.data(), network.basis.data(),
+                   network.filterEdges.data(), network.delta.data(), parts.data(), images.data());
+        });
+        int failures = 0;
+        for (int r = 0; r < network.rows; r++) {
+            double dedd[K];
+            for (int k = 0; k < K; k++) {
+                real e, derivative;
+                mlffRadialBasis(network.params.data(), network.delta[r].w, k, &e, &derivative);
+                dedd[k] = derivative;
             }
-            for (int k = 0; k < K; k++)
-                dxdd += dedd[k] * block[MLFF_B_FILTER_W0T + k * H + h];
-            const double x = network.hiddenInput(r, h), sigmoid = 1 / (1 + std::exp(-x));
-            const double siluGrad = sigmoid * (1 + x * (1 - sigmoid));
-            expected += gw * siluGrad * dxdd;
-            scale += gwScale * std::fabs(siluGrad * dxdd);
+            double expected = 0, scale = 0;
+            for (int h = 0; h < H; h++) {
+                double gw = 0, gwScale = 0, dxdd = 0;
+                for (int o = 0; o < 3 * H; o++) {
+                    if (!read(o))
+                        continue;
+                    const double term =
+                            (double) gradFilter[(size_t) r * 3 * H + o] * block[MLFF_B_FILTER_W2 + o * H + h];
+                    gw += term;
+                    gwScale += std::fabs(term);
+                }
+                for (int k = 0; k < K; k++)
+                    dxdd += dedd[k] * block[MLFF_B_FILTER_W0T + k * H + h];
+                const double x = network.hiddenInput(r, h), sigmoid = 1 / (1 + std::exp(-x));
+                const double siluGrad = sigmoid * (1 + x * (1 - sigmoid));
+                expected += gw * siluGrad * dxdd;
+                scale += gwScale * std::fabs(siluGrad * dxdd);
+            }
+            double got = 0;
+            for (int tile = 0; tile < columnTiles; tile++)
+                got += parts[((size_t) r * MLFF_L + layer) * columnTiles + tile];
+            if (!(std::fabs(got - expected) <= 1e-5 * scale) && failures++ < 5)
+                ADD_FAILURE() << "pair " << r << " (d = " << network.delta[r].w << "): dE/dd " << got << ", not "
+                              << expected << " (terms' magnitudes " << scale << ")";
         }
-        double got = 0;
-        for (int tile = 0; tile < columnTiles; tile++)
-            got += parts[((size_t) r * MLFF_L + Layer) * columnTiles + tile];
-        if (!(std::fabs(got - expected) <= 1e-5 * scale) && failures++ < 5)
-            ADD_FAILURE() << "pair " << r << " (d = " << network.delta[r].w << "): dE/dd " << got << ", not "
-                          << expected << " (terms' magnitudes " << scale << ")";
+        EXPECT_EQ(failures, 0);
     }
-    EXPECT_EQ(failures, 0);
 }
 
 } // namespace

@@ -52,7 +52,7 @@
  *   mlffEdgeFilterBackwardToDistance wgmma  each column tile's part of dE/dd (pairGradDistance, kept
  *                                           for every block), from dE/dw, the hidden layer's input and
  *                                           dx/dd, three warp-group products on its tile; dE/dhidden
- *                                           not stored
+ *                                           not stored (...FirstBlock at block 0: without dE/dw_v1, 0)
  *   mlffAddPairGradientParts    filter rows at block 0 only: every block's parts summed in order, then
  *                                           as mlffEdgeBasisBackward's epilogue at block 0, the forces
  *
@@ -525,6 +525,20 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHiddenBackward(int layer, const rea
 }
 #endif
 
+/**
+ * Whether the filters' backward reads block `layer`'s dE/dw of kind `kind` (0 w_s, 1 w_v1, 2 w_v2),
+ * which the messages' backward must then write: all but the first block's w_v1, which is 0
+ * (mlffFilterKindUsed) and which the table's backward and the warp-group product's kernel for the
+ * first block skip; the mma.sync product reads whole rows.
+ */
+DEVICE inline bool mlffFilterGradientRead(int layer, int kind) {
+#if defined(MLFF_TABULATED) || defined(MLFF_WARPGROUP_FILTER_BACKWARD)
+    return mlffFilterKindUsed(layer, kind);
+#else
+    return true;
+#endif
+}
+
 /** Where a pair's dE/dd goes (mlffAddPairGradient): its edges' rows, and OpenMM's force buffer. */
 struct MlffPairGradientTargets {
     const int2* filterEdges;   // (rows): the owning edge, and its partner or -1
@@ -610,7 +624,8 @@ struct MlffBasisDerivativeRow {
  * of the row's dE/dd of block `layer`: pairGradDistance (rows, L, MLFF_BACKWARD_COLUMN_TILES), which
  * mlffAddPairGradientParts sums once, after block 0.
  */
-KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterBackwardToDistance(int layer, const real* RESTRICT params,
+template <bool FirstBlock>
+DEVICE inline void mlffFilterBackwardToDistance(int layer, const real* RESTRICT params,
         const int* RESTRICT filterRowCount, const real* RESTRICT edgeGradFilter, const real* RESTRICT edgeBasis,
         const int2* RESTRICT filterEdges, const real4* RESTRICT edgeDelta, real* RESTRICT pairGradDistance,
         const unsigned int* RESTRICT weightImages) {
@@ -630,7 +645,9 @@ KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterBackwardToDistance(int layer, co
         mlffWarpgroupTileProduct<J, Columns, 0>(MlffWarpgroupMemoryRow{edgeBasis + (size_t) r0 * J},
                                                 MlffWarpgroupMemoryRow{edgeBasis + (size_t) r1 * J}, tiles.fBig,
                                                 tiles.fSmall, side, fragments);
-        mlffWarpgroupTileProduct<I, Columns, sideInputs / 16 % 2, MLFF_WARPGROUP_PREFETCH_AHEAD>(
+        // In the first block dE/dw_v1, inputs H .. 2H - 1, is 0 and unwritten (mlffFilterGradientRead).
+        constexpr int skipped = FirstBlock ? MLFF_H : 0;
+        mlffWarpgroupTileProduct<I, Columns, sideInputs / 16 % 2, MLFF_WARPGROUP_PREFETCH_AHEAD, skipped, skipped>(
                 MlffWarpgroupMemoryRow{edgeGradFilter + (size_t) r0 * I},
                 MlffWarpgroupMemoryRow{edgeGradFilter + (size_t) r1 * I}, tiles.bBig, tiles.bSmall, grad, fragments);
         mlffWarpgroupWait<0>();
@@ -656,6 +673,28 @@ KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterBackwardToDistance(int layer, co
         if (t == 0 && row1 < rows)
             pairGradDistance[((size_t) row1 * MLFF_L + layer) * columnTiles + columnTile] = sum1;
     }
+}
+
+/** The blocks after the first: mlffFilterBackwardToDistance. */
+KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterBackwardToDistance(int layer, const real* RESTRICT params,
+        const int* RESTRICT filterRowCount, const real* RESTRICT edgeGradFilter, const real* RESTRICT edgeBasis,
+        const int2* RESTRICT filterEdges, const real4* RESTRICT edgeDelta, real* RESTRICT pairGradDistance,
+        const unsigned int* RESTRICT weightImages) {
+    mlffFilterBackwardToDistance<false>(layer, params, filterRowCount, edgeGradFilter, edgeBasis, filterEdges,
+                                        edgeDelta, pairGradDistance, weightImages);
+}
+
+/**
+ * The first block (`layer` 0): mlffFilterBackwardToDistance without dE/dw_v1's k-steps, a third of
+ * the main product. A kernel of its own, since both products in one leave ptxas too few registers
+ * for either, and it serializes them; the same arguments, so that one list serves both.
+ */
+KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterBackwardToDistanceFirstBlock(int layer, const real* RESTRICT params,
+        const int* RESTRICT filterRowCount, const real* RESTRICT edgeGradFilter, const real* RESTRICT edgeBasis,
+        const int2* RESTRICT filterEdges, const real4* RESTRICT edgeDelta, real* RESTRICT pairGradDistance,
+        const unsigned int* RESTRICT weightImages) {
+    mlffFilterBackwardToDistance<true>(layer, params, filterRowCount, edgeGradFilter, edgeBasis, filterEdges,
+                                       edgeDelta, pairGradDistance, weightImages);
 }
 
 /**

@@ -479,7 +479,8 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
 #else
             real* gradW = replicaGradFilter + (size_t) (base + b) * 3 * MLFF_H; // dE/dw, for the filters' backward
             gradW[c] = gws;
-            gradW[MLFF_H + c] = gwv1;
+            if (mlffFilterGradientRead(layer, 1))
+                gradW[MLFF_H + c] = gwv1;
             gradW[2 * MLFF_H + c] = gwv2;
 #endif
         }

@@ -485,7 +485,8 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params,
         }
         real* gradW = edgeGradFilter + (size_t) edge.row * 3 * MLFF_H;
         mlffStoreLaneSlice(gradW, lane, gws);
-        mlffStoreLaneSlice(gradW + MLFF_H, lane, gwv1);
+        if (mlffFilterGradientRead(layer, 1))
+            mlffStoreLaneSlice(gradW + MLFF_H, lane, gwv1);
         mlffStoreLaneSlice(gradW + 2 * MLFF_H, lane, gwv2);
     }
     if (layer == 0)
