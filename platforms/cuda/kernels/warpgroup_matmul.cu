@@ -312,7 +312,7 @@ struct MlffWarpgroupFragments {
 
 /**
  * The first input of the pair of k-steps `pair` (16 inputs) of a product that skips the inputs
- * Skipped.. Skipped + SkippedCount - 1 (mlffWarpgroupTileProduct).
+ * Skipped .. Skipped + SkippedCount - 1 (mlffWarpgroupTileProduct).
  */
 template <int Skipped, int SkippedCount>
 DEVICE constexpr int mlffWarpgroupPairInput(int pair) {
