@@ -131,9 +131,24 @@ DEVICE inline void mlffStoreRow(real* p, const real* values) {
     }
 }
 
-/** C = A B (the file's comment says how). */
+/**
+ * Inputs first .. first + count - 1 left out of C = A B, whole steps of MLFF_MATMUL_DEPTH: A's
+ * elements there are neither loaded nor summed, so they may be unwritten (the filters' backward in
+ * the first block, edge_filters.cu). None by default.
+ */
+struct MlffSkippedInputs {
+    int first = 0, count = 0;
+    /** The first input of the step-th step summed. */
+    DEVICE int stepInput(int step) const {
+        const int k0 = step * MLFF_MATMUL_DEPTH;
+        return k0 < first ? k0 : k0 + count;
+    }
+};
+
+/** C = A B (the file's comment says how), without the inputs `skipped`. */
 template <int I, int O, int TN, int TensorCoreRows, class Epilogue>
-DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, int rows, Epilogue epilogue) {
+DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, int rows, Epilogue epilogue,
+                              MlffSkippedInputs skipped = {}) {
 #ifdef MLFF_MATMUL_TENSOR_CORES
     static_assert(TensorCoreRows == 64 || TensorCoreRows == 128, "a tensor-core tile has 64 or 128 rows");
     constexpr int tileRows = TensorCoreRows;
@@ -141,7 +156,7 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
     constexpr int tileRows = MLFF_MATMUL_ROWS;
 #endif
     constexpr int columns = 16 * TN, columnTiles = O / columns;
-    constexpr int steps = (I + MLFF_MATMUL_DEPTH - 1) / MLFF_MATMUL_DEPTH;
+    const int steps = (I + MLFF_MATMUL_DEPTH - 1) / MLFF_MATMUL_DEPTH - skipped.count / MLFF_MATMUL_DEPTH;
     static_assert(O % columns == 0, "the outputs must fill whole tiles");
     const int firstRow = blockIdx.x / columnTiles * tileRows;
     const int firstColumn = blockIdx.x % columnTiles * columns;
@@ -160,7 +175,7 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
     constexpr int bChunksPerRow = columns / 4, bCopies = MLFF_MATMUL_DEPTH * bChunksPerRow / MLFF_MATMUL_THREADS;
     static_assert(bCopies * MLFF_MATMUL_THREADS == MLFF_MATMUL_DEPTH * bChunksPerRow, "B's chunks must fill the threads");
     auto copyStep = [&](int stage, int step) {
-        const int k0 = step * MLFF_MATMUL_DEPTH;
+        const int k0 = skipped.stepInput(step);
 #pragma unroll
         for (int q = 0; q < aCopies; q++) {
             const int e = threadIdx.x + q * MLFF_MATMUL_THREADS;
@@ -282,7 +297,7 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
 #pragma unroll
         for (int q = 0; q < TN; q++)
             sums[r][q] = 0;
-    loadStep(0);
+    loadStep(skipped.stepInput(0));
     for (int step = 0; step < steps; step++) {
 #pragma unroll
         for (int q = 0; q < aPerThread; q++) {
@@ -296,7 +311,7 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
         }
         __syncthreads();
         if (step + 1 < steps)
-            loadStep((step + 1) * MLFF_MATMUL_DEPTH);
+            loadStep(skipped.stepInput(step + 1));
 #pragma unroll
         for (int k = 0; k < MLFF_MATMUL_DEPTH; k++) {
             real x[4], w[TN];

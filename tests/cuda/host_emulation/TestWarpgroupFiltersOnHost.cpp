@@ -172,7 +172,7 @@ TEST(WarpgroupFiltersOnHost, OneProductFromTheBasisGivesTheFilters) {
 
 // Each pair's dE/dd from its dE/dw: g = (dE/dw W2) SiLU'(x), dE/dd = g . (de/dd W0^T), x recomputed
 // by the side product from the pair's basis. In the first block dE/dw_v1 is 0 and left unwritten
-// by the messages' backward (mlffFilterGradientRead): NaN here, which the first block's kernel must skip.
+// by the messages' backward (mlffFilterKindUsed): NaN here, which the first block's kernel must skip.
 TEST(WarpgroupFiltersOnHost, BackwardGivesEachPairsGradientOfItsDistance) {
     for (int layer : {Layer, 0}) {
         SCOPED_TRACE("block " + std::to_string(layer));
@@ -181,7 +181,7 @@ TEST(WarpgroupFiltersOnHost, BackwardGivesEachPairsGradientOfItsDistance) {
         const real* block = network.block();
         std::mt19937 rng(32);
         std::vector<real> gradFilter = randomReals(rng, (size_t) network.rows * 3 * H);
-        const auto read = [&](int o) { return mlffFilterGradientRead(layer, o / H); };
+        const auto read = [&](int o) { return mlffFilterKindUsed(layer, o / H); };
         for (size_t x = 0; x < gradFilter.size(); x++)
             if (!read(x % (3 * H)))
                 gradFilter[x] = std::numeric_limits<real>::quiet_NaN();

@@ -512,32 +512,22 @@ struct MlffEdgeHiddenBackwardEpilogue {
 
 /**
  * dE/dhidden = (dE/dw W2) SiLU'(hidden's input) of each pair, into edgeGradHidden, for
- * mlffEdgeBasisBackward (on sm_90, mlffEdgeFilterBackwardToDistance does both at once).
+ * mlffEdgeBasisBackward (on sm_90, mlffEdgeFilterBackwardToDistance does both at once). In the
+ * first block dE/dw_v1, inputs H .. 2H - 1, is 0 and unwritten (mlffFilterKindUsed): skipped.
  */
 KERNEL void MLFF_MATMUL_BOUNDS mlffEdgeFilterHiddenBackward(int layer, const real* RESTRICT params,
         const int* RESTRICT filterRowCount, const real* RESTRICT edgeGradFilter, const real* RESTRICT edgeBasis,
         real* RESTRICT edgeGradHidden) {
+    static_assert(MLFF_H % MLFF_MATMUL_DEPTH == 0, "w_v1's inputs are whole steps of the product");
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffEdgeHiddenBackwardEpilogue epilogue = {edgeBasis, block + MLFF_B_FILTER_W0T, block + MLFF_B_FILTER_B0,
                                                      edgeGradHidden};
+    const MlffSkippedInputs skipped = {MLFF_H, mlffFilterKindUsed(layer, 1) ? 0 : MLFF_H};
     mlffStartAfterPreviousLaunch();
-    mlffMatmul<3 * MLFF_H, MLFF_H, 4, 128>(edgeGradFilter, block + MLFF_B_FILTER_W2, *filterRowCount, epilogue);
+    mlffMatmul<3 * MLFF_H, MLFF_H, 4, 128>(edgeGradFilter, block + MLFF_B_FILTER_W2, *filterRowCount, epilogue,
+                                           skipped);
 }
 #endif
-
-/**
- * Whether the filters' backward reads block `layer`'s dE/dw of kind `kind` (0 w_s, 1 w_v1, 2 w_v2),
- * which the messages' backward must then write: all but the first block's w_v1, which is 0
- * (mlffFilterKindUsed) and which the table's backward and the warp-group product's kernel for the
- * first block skip; the mma.sync product reads whole rows.
- */
-DEVICE inline bool mlffFilterGradientRead(int layer, int kind) {
-#if defined(MLFF_TABULATED) || defined(MLFF_WARPGROUP_FILTER_BACKWARD)
-    return mlffFilterKindUsed(layer, kind);
-#else
-    return true;
-#endif
-}
 
 /** Where a pair's dE/dd goes (mlffAddPairGradient): its edges' rows, and OpenMM's force buffer. */
 struct MlffPairGradientTargets {
@@ -645,7 +635,7 @@ DEVICE inline void mlffFilterBackwardToDistance(int layer, const real* RESTRICT 
         mlffWarpgroupTileProduct<J, Columns, 0>(MlffWarpgroupMemoryRow{edgeBasis + (size_t) r0 * J},
                                                 MlffWarpgroupMemoryRow{edgeBasis + (size_t) r1 * J}, tiles.fBig,
                                                 tiles.fSmall, side, fragments);
-        // In the first block dE/dw_v1, inputs H .. 2H - 1, is 0 and unwritten (mlffFilterGradientRead).
+        // In the first block dE/dw_v1, inputs H .. 2H - 1, is 0 and unwritten (mlffFilterKindUsed).
         constexpr int skipped = FirstBlock ? MLFF_H : 0;
         mlffWarpgroupTileProduct<I, Columns, sideInputs / 16 % 2, MLFF_WARPGROUP_PREFETCH_AHEAD, skipped, skipped>(
                 MlffWarpgroupMemoryRow{edgeGradFilter + (size_t) r0 * I},

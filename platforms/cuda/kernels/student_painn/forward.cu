@@ -35,8 +35,8 @@ DEVICE inline real mlffBlockInputS(const real* RESTRICT params, const int* RESTR
 
 /**
  * Whether block `layer` uses its filters of kind `kind` (0 w_s, 1 w_v1, 2 w_v2): w_v1 multiplies
- * v, which is 0 in the first block, so there it is neither computed nor read (edge_filters.cu,
- * table_rows.cu, row_messages.cu, replica_messages.cu).
+ * v, which is 0 in the first block, so there it is neither computed nor read, and its dE/dw, 0, is
+ * neither written nor read (edge_filters.cu, table_rows.cu, row_messages.cu, replica_messages.cu).
  */
 DEVICE inline bool mlffFilterKindUsed(int layer, int kind) {
     return layer > 0 || kind != 1;

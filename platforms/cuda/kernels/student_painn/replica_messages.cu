@@ -479,7 +479,7 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
 #else
             real* gradW = replicaGradFilter + (size_t) (base + b) * 3 * MLFF_H; // dE/dw, for the filters' backward
             gradW[c] = gws;
-            if (mlffFilterGradientRead(layer, 1))
+            if (mlffFilterKindUsed(layer, 1)) // else 0, and no filters' backward reads it
                 gradW[MLFF_H + c] = gwv1;
             gradW[2 * MLFF_H + c] = gwv2;
 #endif

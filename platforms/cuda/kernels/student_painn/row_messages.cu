@@ -485,7 +485,7 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params,
         }
         real* gradW = edgeGradFilter + (size_t) edge.row * 3 * MLFF_H;
         mlffStoreLaneSlice(gradW, lane, gws);
-        if (mlffFilterGradientRead(layer, 1))
+        if (mlffFilterKindUsed(layer, 1)) // else 0, and no filters' backward reads it
             mlffStoreLaneSlice(gradW + MLFF_H, lane, gwv1);
         mlffStoreLaneSlice(gradW + 2 * MLFF_H, lane, gwv2);
     }
