@@ -382,9 +382,11 @@ mlff_status mlff_painn_evaluate(const mlff_student_painn *model, const mlff_filt
                 rows.dw = dw;
                 mlff_thread_pool_for(threads, count, min_rows.table, filter_table_forward_rows, &rows); /* with dw/dd */
             }
-            /* the messages' backward: what each pair owns (dE/dw, dE/dn), then what each atom receives */
+            /* the messages' backward: what each pair owns (dE/dw, dE/dn), then what each atom receives,
+             * dE/d(the block's input): none in the first block, whose input (the embedding, v = 0)
+             * takes no gradient */
             mlff_thread_pool_for(threads, count, min_rows.message_pairs, message_backward_pair_rows, &rows);
-            mlff_thread_pool_for(threads, 2 * count, min_rows.edges, message_backward_edges, &rows);
+            if (l > 0) mlff_thread_pool_for(threads, 2 * count, min_rows.edges, message_backward_edges, &rows);
             if (table == NULL)
                 mlff_thread_pool_for(threads, count, min_rows.filter, filter_backward_rows, &rows);
             else
