@@ -39,7 +39,7 @@ static void tabulate_block(mlff_filter_table *table, const mlff_student_painn *p
         }
         mlff_rbf_forward(e, pairs, (size_t)count, painn);
         mlff_rbf_tangent_forward(de, pairs, (size_t)count, painn);
-        mlff_filter_forward(values + (size_t)n0 * O, hidden, scratch, e, (size_t)count, &painn->blocks[l], H, K);
+        mlff_filter_forward(values + (size_t)n0 * O, hidden, scratch, e, (size_t)count, &painn->blocks[l], H, K, 1);
         mlff_filter_tangent_forward(derivatives + (size_t)n0 * O, scratch, de, hidden, (size_t)count,
                                     &painn->blocks[l], H, K);
     }
@@ -166,7 +166,7 @@ mlff_status mlff_filter_table_check_model(const mlff_filter_table *table, const 
     mlff_rbf_forward(e, pairs, 2, painn);
     int last = table->num_nodes - 1;
     for (int l = 0; l < L; l++) {
-        mlff_filter_forward(w, hidden, scratch, e, 2, &painn->blocks[l], H, K);
+        mlff_filter_forward(w, hidden, scratch, e, 2, &painn->blocks[l], H, K, 1);
         const double *values = mlff_filter_table_block_values(table, l);
         if (memcmp(w, values, O * sizeof(double)) != 0 ||
             memcmp(w + O, values + (size_t)last * O, O * sizeof(double)) != 0) {

@@ -74,18 +74,25 @@ void mlff_rbf_backward(double *gd, const double *ge, const mlff_pair *pairs, siz
 }
 
 void mlff_filter_forward(double *w, double *hidden, double *scratch, const double *e, size_t P,
-                         const mlff_student_painn_block *block, int H, int K) {
+                         const mlff_student_painn_block *block, int H, int K, int with_v1) {
     double *et = scratch;                    /* (K, RT) */
     double *ht = et + (size_t)K * RT;        /* (H, RT) */
     double *wt = ht + (size_t)H * RT;        /* (3H, RT) */
+    const size_t h = (size_t)H;
     for (size_t p0 = 0; p0 < P; p0 += RT) {
         int count = tile_rows(P, p0);
         mlff_tile_load(et, e + p0 * K, (size_t)K, count, K);
         mlff_tile_linear_forward(ht, block->filter_w0, block->filter_b0, et, H, K);
-        mlff_tile_store(hidden + p0 * H, (size_t)H, ht, count, H);
-        mlff_silu_in_place(ht, (size_t)H * RT);
-        mlff_tile_linear_forward(wt, block->filter_w2, block->filter_b2, ht, 3 * H, H);
-        mlff_tile_store(w + p0 * 3 * H, (size_t)3 * H, wt, count, 3 * H);
+        mlff_tile_store(hidden + p0 * H, h, ht, count, H);
+        mlff_silu_in_place(ht, h * RT);
+        if (with_v1) {
+            mlff_tile_linear_forward(wt, block->filter_w2, block->filter_b2, ht, 3 * H, H);
+        } else { /* w_s and w_v2 alone, each output the same sum as in the whole product */
+            mlff_tile_linear_forward(wt, block->filter_w2, block->filter_b2, ht, H, H);
+            memset(wt + h * RT, 0, h * RT * sizeof(double));
+            mlff_tile_linear_forward(wt + 2 * h * RT, block->filter_w2 + 2 * h * h, block->filter_b2 + 2 * h, ht, H, H);
+        }
+        mlff_tile_store(w + p0 * 3 * H, 3 * h, wt, count, 3 * H);
     }
 }
 

@@ -40,9 +40,11 @@ void mlff_rbf_forward(double *e, const mlff_pair *pairs, size_t P, const mlff_st
 /* gd (P) += de/dd . ge ; ge (P, K). */
 void mlff_rbf_backward(double *gd, const double *ge, const mlff_pair *pairs, size_t P, const mlff_student_painn *model);
 
-/* w (P, 3H) = W2 SiLU(W0 e + b0) + b2 ; hidden (P, H) keeps W0 e + b0 for the backward. */
+/* w (P, 3H) = W2 SiLU(W0 e + b0) + b2 ; hidden (P, H) keeps W0 e + b0 for the backward. Without
+ * with_v1, w_v1 (outputs H .. 2H - 1) is set to 0 rather than computed: the first block's, which
+ * multiplies v = 0 (w_s and w_v2 are the same to the bit either way). */
 void mlff_filter_forward(double *w, double *hidden, double *scratch, const double *e, size_t P,
-                         const mlff_student_painn_block *block, int H, int K);
+                         const mlff_student_painn_block *block, int H, int K, int with_v1);
 /* ge (P, K) += de ; from gw (P, 3H) and the forward's hidden (P, H). */
 void mlff_filter_backward(double *ge, double *scratch, const double *gw, const double *hidden, size_t P,
                           const mlff_student_painn_block *block, int H, int K);

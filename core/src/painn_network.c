@@ -147,11 +147,12 @@ static double *thread_scratch(const network_rows *a, int thread) {
     return a->scratch + (size_t)thread * MLFF_PAINN_SCRATCH(a->H, a->K);
 }
 
+/* In the first block w_v1 multiplies v = 0: 0, not computed. */
 static void filter_forward_rows(void *context, size_t begin, size_t end, int thread) {
     network_rows *a = context;
     size_t H = (size_t)a->H, K = (size_t)a->K;
     mlff_filter_forward(a->w + begin * 3 * H, a->filter_hidden + begin * H, thread_scratch(a, thread),
-                        a->e + begin * K, end - begin, a->block, a->H, a->K);
+                        a->e + begin * K, end - begin, a->block, a->H, a->K, a->l > 0);
 }
 
 static void filter_backward_rows(void *context, size_t begin, size_t end, int thread) {

@@ -64,7 +64,7 @@ void exact_filter(const mlff_model *model, int l, double d, Vector *w, Vector *d
     Vector e(K), de(K), hidden(H), scratch(MLFF_PAINN_SCRATCH(H, K));
     w->assign(3 * H, 0.0);
     mlff_rbf_forward(e.data(), &pair, 1, painn);
-    mlff_filter_forward(w->data(), hidden.data(), scratch.data(), e.data(), 1, &painn->blocks[l], H, K);
+    mlff_filter_forward(w->data(), hidden.data(), scratch.data(), e.data(), 1, &painn->blocks[l], H, K, 1);
     if (dw != nullptr) {
         dw->assign(3 * H, 0.0);
         mlff_rbf_tangent_forward(de.data(), &pair, 1, painn);

@@ -126,13 +126,29 @@ TEST_F(LayerTest, FilterBackward) {
     const mlff_student_painn_block *block = &painn_->blocks[0];
     Vector e = random_vector(P * K, rng_), R = random_vector(P * 3 * H, rng_), w(P * 3 * H), hidden(P * H);
     auto loss = [&] {
-        mlff_filter_forward(w.data(), hidden.data(), scratch_.data(), e.data(), P, block, H, K);
+        mlff_filter_forward(w.data(), hidden.data(), scratch_.data(), e.data(), P, block, H, K, 1);
         return dot(R, w);
     };
     loss();
     Vector ge(P * K, 0.0);
     mlff_filter_backward(ge.data(), scratch_.data(), R.data(), hidden.data(), P, block, H, K);
     expect_gradient("filter e", e, ge, loss);
+}
+
+// The first block's filters without w_v1 (it multiplies v = 0 there): w_s and w_v2 those of the
+// whole product to the bit, w_v1 0. 11 pairs: a whole tile of rows and part of one.
+TEST_F(LayerTest, FilterForwardWithoutV1) {
+    const std::size_t P = 11;
+    const mlff_student_painn_block *block = &painn_->blocks[0];
+    Vector e = random_vector(P * K, rng_), w(P * 3 * H), hidden(P * H), without(P * 3 * H, -7.0), hidden2(P * H);
+    mlff_filter_forward(w.data(), hidden.data(), scratch_.data(), e.data(), P, block, H, K, 1);
+    mlff_filter_forward(without.data(), hidden2.data(), scratch_.data(), e.data(), P, block, H, K, 0);
+    EXPECT_EQ(hidden, hidden2);
+    for (std::size_t p = 0; p < P; p++)
+        for (int o = 0; o < 3 * H; o++) {
+            const double expected = o >= H && o < 2 * H ? 0.0 : w[p * 3 * H + o];
+            ASSERT_EQ(without[p * 3 * H + o], expected) << "pair " << p << ", output " << o;
+        }
 }
 
 TEST_F(LayerTest, MessageBackward) {
