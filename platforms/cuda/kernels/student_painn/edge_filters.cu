@@ -43,7 +43,8 @@
  *                                           edgeGradN (xyz; summed over the blocks); and the update's
  *                                           direct backward as in tiled.cu (row_messages.cu)
  *   mlffEdgeFilterHiddenBackward matmul     edgeHidden = (dE/dw W2) SiLU'(edgeBasis W0^T + b0), the
- *                                           hidden layer's input recomputed in the epilogue
+ *                                           hidden layer's input recomputed in the epilogue (at block
+ *                                           0 without dE/dw_v1, 0: MlffSkippedInputs)
  *   mlffEdgeBasisBackward       matmul      dE/de = edgeHidden W0 (K padded), and in its epilogue
  *                                           dE/dd = dE/de . de/dd, summed over the blocks in the owning
  *                                           edge's edgeGradN.w; at block 0 (the last of the backward
