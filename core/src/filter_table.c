@@ -144,7 +144,7 @@ mlff_status mlff_filter_table_evaluate(const mlff_filter_table *table, int block
         return mlff_fail(error, MLFF_ERROR_INVALID_ARGUMENT,
                          "mlff_filter_table_evaluate: distance %g Å is outside the table's [0, %g]", d, table->cutoff);
     mlff_pair pair = {0, 1, {d, 0.0, 0.0}, d};
-    mlff_filter_table_forward(w, dw_dd, &pair, 1, table, block);
+    mlff_filter_table_forward(w, dw_dd, &pair, 1, table, block, 1);
     return MLFF_OK;
 }
 

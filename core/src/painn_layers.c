@@ -141,8 +141,10 @@ void mlff_filter_tangent_forward(double *dw, double *scratch, const double *de, 
 
 MLFF_VECTOR_CLONES
 void mlff_filter_table_forward(double *w, double *dw, const mlff_pair *pairs, size_t P,
-                               const struct mlff_filter_table *table, int l) {
-    const int O = table->num_outputs, last = table->num_nodes - 1;
+                               const struct mlff_filter_table *table, int l, int with_v1) {
+    const int O = table->num_outputs, H = O / 3, last = table->num_nodes - 1;
+    /* the outputs computed: [0, O), or without w_v1 [0, H) and [2H, O), w_v1 set to 0 */
+    const int gap_begin = with_v1 ? O : H, gap_end = with_v1 ? O : 2 * H;
     const double *values = mlff_filter_table_block_values(table, l);
     const double *derivatives = mlff_filter_table_block_derivatives(table, l);
     const double h = table->spacing, inv_h = table->inv_spacing;
@@ -152,33 +154,40 @@ void mlff_filter_table_forward(double *w, double *dw, const mlff_pair *pairs, si
         if (d >= table->cutoff) { /* the last node, exactly (an edge at d == cutoff has e = 0) */
             memcpy(wp, values + (size_t)last * O, (size_t)O * sizeof(double));
             if (dwp != NULL) memcpy(dwp, derivatives + (size_t)last * O, (size_t)O * sizeof(double));
-            continue;
+        } else {
+            double t = d * inv_h;
+            int n = (int)t;
+            if (n > last - 1) n = last - 1;
+            if (n < 0) n = 0;
+            double x = t - n, xm = 1.0 - x;
+            /* cubic Hermite basis on [0, 1] and its derivative in x; slopes are scaled by h */
+            double h00 = (1.0 + 2.0 * x) * xm * xm, h10 = x * xm * xm * h;
+            double h01 = x * x * (3.0 - 2.0 * x), h11 = x * x * (x - 1.0) * h;
+            const double *y0 = values + (size_t)n * O, *y1 = y0 + O;
+            const double *m0 = derivatives + (size_t)n * O, *m1 = m0 + O;
+            for (int o = 0; o < gap_begin; o++) wp[o] = h00 * y0[o] + h10 * m0[o] + h01 * y1[o] + h11 * m1[o];
+            for (int o = gap_end; o < O; o++) wp[o] = h00 * y0[o] + h10 * m0[o] + h01 * y1[o] + h11 * m1[o];
+            if (dwp != NULL) {
+                double g00 = 6.0 * x * (x - 1.0) * inv_h; /* d h00/dd = -d h01/dd */
+                double g10 = xm * (1.0 - 3.0 * x), g11 = x * (3.0 * x - 2.0); /* d(h10 m)/dd = g10 m */
+                for (int o = 0; o < gap_begin; o++) dwp[o] = g00 * (y0[o] - y1[o]) + g10 * m0[o] + g11 * m1[o];
+                for (int o = gap_end; o < O; o++) dwp[o] = g00 * (y0[o] - y1[o]) + g10 * m0[o] + g11 * m1[o];
+            }
         }
-        double t = d * inv_h;
-        int n = (int)t;
-        if (n > last - 1) n = last - 1;
-        if (n < 0) n = 0;
-        double x = t - n, xm = 1.0 - x;
-        /* cubic Hermite basis on [0, 1] and its derivative in x; slopes are scaled by h */
-        double h00 = (1.0 + 2.0 * x) * xm * xm, h10 = x * xm * xm * h;
-        double h01 = x * x * (3.0 - 2.0 * x), h11 = x * x * (x - 1.0) * h;
-        const double *y0 = values + (size_t)n * O, *y1 = y0 + O;
-        const double *m0 = derivatives + (size_t)n * O, *m1 = m0 + O;
-        for (int o = 0; o < O; o++) wp[o] = h00 * y0[o] + h10 * m0[o] + h01 * y1[o] + h11 * m1[o];
-        if (dwp != NULL) {
-            double g00 = 6.0 * x * (x - 1.0) * inv_h; /* d h00/dd = -d h01/dd */
-            double g10 = xm * (1.0 - 3.0 * x), g11 = x * (3.0 * x - 2.0); /* d(h10 m)/dd = g10 m */
-            for (int o = 0; o < O; o++) dwp[o] = g00 * (y0[o] - y1[o]) + g10 * m0[o] + g11 * m1[o];
+        if (gap_begin < gap_end) {
+            memset(wp + gap_begin, 0, (size_t)(gap_end - gap_begin) * sizeof(double));
+            if (dwp != NULL) memset(dwp + gap_begin, 0, (size_t)(gap_end - gap_begin) * sizeof(double));
         }
     }
 }
 
 MLFF_VECTOR_CLONES
-void mlff_filter_table_backward(double *gd, const double *gw, const double *dw, size_t P, int H) {
-    const size_t O = (size_t)3 * H;
+void mlff_filter_table_backward(double *gd, const double *gw, const double *dw, size_t P, int H, int with_v1) {
+    const size_t O = (size_t)3 * H, gap_begin = with_v1 ? O : (size_t)H, gap_end = with_v1 ? O : (size_t)2 * H;
     for (size_t p = 0; p < P; p++) {
         double sum = 0.0;
-        for (size_t o = 0; o < O; o++) sum += gw[p * O + o] * dw[p * O + o];
+        for (size_t o = 0; o < gap_begin; o++) sum += gw[p * O + o] * dw[p * O + o];
+        for (size_t o = gap_end; o < O; o++) sum += gw[p * O + o] * dw[p * O + o];
         gd[p] += sum;
     }
 }

@@ -59,11 +59,14 @@ void mlff_filter_tangent_forward(double *dw, double *scratch, const double *de, 
 
 /* The tabulated filter of block l, in place of mlff_filter_forward (and of the basis): the cubic
  * Hermite interpolant of `table` (mlff.h gives the formula) at each pair's d.
- * w (P, 3H) overwritten ; dw (P, 3H) = dw/dd (the polynomial's derivative) overwritten, or dw NULL. */
+ * w (P, 3H) overwritten ; dw (P, 3H) = dw/dd (the polynomial's derivative) overwritten, or dw NULL.
+ * Without with_v1, w_v1 and its dw/dd (outputs H .. 2H - 1) are set to 0 rather than interpolated,
+ * as in mlff_filter_forward. */
 void mlff_filter_table_forward(double *w, double *dw, const mlff_pair *pairs, size_t P,
-                               const struct mlff_filter_table *table, int l);
-/* gd (P) += sum_o gw[p][o] * dw[p][o] ; gw (P, 3H), dw (P, 3H) = dw/dd from the forward. */
-void mlff_filter_table_backward(double *gd, const double *gw, const double *dw, size_t P, int H);
+                               const struct mlff_filter_table *table, int l, int with_v1);
+/* gd (P) += sum_o gw[p][o] * dw[p][o] ; gw (P, 3H), dw (P, 3H) = dw/dd from the forward. Without
+ * with_v1 the sum leaves out w_v1's outputs H .. 2H - 1 (the first block's dE/dw_v1, which is 0). */
+void mlff_filter_table_backward(double *gd, const double *gw, const double *dw, size_t P, int H, int with_v1);
 
 /* Messages of P pairs, ADDED to s_out (N, H) and v_out (N, 3, H), from the block's input features
  * s_in (N, H), v_in (N, 3, H) and the filters w (P, 3H) = (w_s, w_v1, w_v2). The residual

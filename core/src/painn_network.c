@@ -162,19 +162,20 @@ static void filter_backward_rows(void *context, size_t begin, size_t end, int th
                          a->filter_hidden + begin * H, end - begin, a->block, a->H, a->K);
 }
 
+/* The same with a table: w_v1 and its dw/dd 0 in the first block, and left out of dE/dd there. */
 static void filter_table_forward_rows(void *context, size_t begin, size_t end, int thread) {
     network_rows *a = context;
     size_t O = (size_t)3 * a->H;
     (void)thread;
     mlff_filter_table_forward(a->w + begin * O, a->dw != NULL ? a->dw + begin * O : NULL, a->pairs + begin,
-                              end - begin, a->table, a->l);
+                              end - begin, a->table, a->l, a->l > 0);
 }
 
 static void filter_table_backward_rows(void *context, size_t begin, size_t end, int thread) {
     network_rows *a = context;
     size_t O = (size_t)3 * a->H;
     (void)thread;
-    mlff_filter_table_backward(a->gd + begin, a->gw + begin * O, a->dw + begin * O, end - begin, a->H);
+    mlff_filter_table_backward(a->gd + begin, a->gw + begin * O, a->dw + begin * O, end - begin, a->H, a->l > 0);
 }
 
 static void message_forward_edges(void *context, size_t begin, size_t end, int thread) {

@@ -327,14 +327,14 @@ TEST(FilterTable, TableBackwardMatchesFiniteDifferences) {
     }
     for (int l = 0; l < 3; l++) {
         Vector w(P * O), dw(P * O), gd(P, 0.5); // gd starts non-zero: the backward accumulates
-        mlff_filter_table_forward(w.data(), dw.data(), pairs.data(), P, table.get(), l);
-        mlff_filter_table_backward(gd.data(), R.data(), dw.data(), P, O / 3);
+        mlff_filter_table_forward(w.data(), dw.data(), pairs.data(), P, table.get(), l, 1);
+        mlff_filter_table_backward(gd.data(), R.data(), dw.data(), P, O / 3, 1);
         for (std::size_t p = 0; p < P; p++) {
             auto loss = [&](double d) {
                 mlff_pair q = pairs[p];
                 q.d = q.u[0] = d;
                 Vector out(O);
-                mlff_filter_table_forward(out.data(), nullptr, &q, 1, table.get(), l);
+                mlff_filter_table_forward(out.data(), nullptr, &q, 1, table.get(), l, 1);
                 double sum = 0.0;
                 for (int o = 0; o < O; o++) sum += R[p * O + o] * out[o];
                 return sum;
@@ -343,6 +343,43 @@ TEST(FilterTable, TableBackwardMatchesFiniteDifferences) {
             EXPECT_NEAR(gd[p] - 0.5, numeric, 1e-7 * std::max(1.0, std::fabs(numeric))) << "block " << l << " pair " << p;
         }
     }
+}
+
+// Without w_v1 (the first block's, which multiplies v = 0): w_v1 and its dw/dd are 0, the other
+// outputs the same to the bit, and the backward's sum leaves w_v1's terms out.
+TEST(FilterTable, TableWithoutV1) {
+    auto model = mlff_test::random_model_or_fail(narrow_spec(5));
+    ASSERT_TRUE(model);
+    auto table = make_table(model.get(), 0.1);
+    ASSERT_TRUE(table);
+    const int O = mlff_filter_table_num_outputs(table.get()), H = O / 3;
+    std::mt19937_64 rng(7);
+    std::uniform_real_distribution<double> distance(0.01, 4.99), uniform(-1.0, 1.0);
+    const std::size_t P = 9;
+    std::vector<mlff_pair> pairs(P);
+    for (std::size_t p = 0; p < P; p++) {
+        pairs[p].i = 0;
+        pairs[p].j = 1;
+        pairs[p].d = pairs[p].u[0] = p + 1 < P ? distance(rng) : 5.0; // the last at the cutoff: the last node
+    }
+    Vector w(P * O), dw(P * O), without(P * O, -7.0), dw_without(P * O, -7.0);
+    mlff_filter_table_forward(w.data(), dw.data(), pairs.data(), P, table.get(), 0, 1);
+    mlff_filter_table_forward(without.data(), dw_without.data(), pairs.data(), P, table.get(), 0, 0);
+    for (std::size_t p = 0; p < P; p++)
+        for (int o = 0; o < O; o++) {
+            const bool v1 = o >= H && o < 2 * H;
+            ASSERT_EQ(without[p * O + o], v1 ? 0.0 : w[p * O + o]) << "pair " << p << ", output " << o;
+            ASSERT_EQ(dw_without[p * O + o], v1 ? 0.0 : dw[p * O + o]) << "pair " << p << ", output " << o;
+        }
+    Vector R(P * O), R_without_v1(P * O);
+    for (std::size_t k = 0; k < P * O; k++) {
+        R[k] = uniform(rng);
+        R_without_v1[k] = k % O >= (std::size_t)H && k % O < (std::size_t)2 * H ? 0.0 : R[k];
+    }
+    Vector gd(P, 0.5), expected(P, 0.5);
+    mlff_filter_table_backward(gd.data(), R.data(), dw.data(), P, H, 0); // w_v1's terms left out, though not 0 here
+    mlff_filter_table_backward(expected.data(), R_without_v1.data(), dw.data(), P, H, 1);
+    EXPECT_EQ(gd, expected);
 }
 
 // ---------------------------------------------------------------------------------------
