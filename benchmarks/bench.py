@@ -17,7 +17,9 @@ memory the plugin's run started with (free_gib_before): the plugin's choice of k
 systems depends on it.
 
 The model is drawn at random with the `original` seed's sizes (H=128, L=3, K=20, cutoff 5 Å):
-cost does not depend on the weights' values. Trained defaults in models/ are timed too when present.
+cost does not depend on the weights' values. Trained defaults in models/ are timed too when present,
+on three rows (one benzene, 1,024 benzenes, the 3,000-atom droplet); --without-random-model times
+them alone.
 
 FLOPs: the network's multiply-adds per edge and per atom (flops_per_evaluation below), forward plus
 the backward to the inputs (about as many again), times 2. The ceiling is the measured rate of a
@@ -254,6 +256,8 @@ def main():
     parser.add_argument("--rows", default="benzene,droplet,box", help="row groups: benzene, droplet, box")
     parser.add_argument("--models", default=os.path.join(ROOT, "models"),
                         help="folder of trained defaults to time too (a folder that does not exist: none)")
+    parser.add_argument("--without-random-model", action="store_true",
+                        help="time the trained defaults alone, not the model drawn with the seed's sizes")
     parser.add_argument("--variants", default="exact,tabulated", help="plugin variants: exact, tabulated")
     parser.add_argument("--kernels", default="auto",
                         help="the CUDA network kernels: auto (the plugin's choice by size), fused, cluster, tiled, edges "
@@ -270,7 +274,8 @@ def main():
     models = []
     seed_model = os.path.join(work, "random_h128_l3_k20.mlff.safetensors")
     random_model(seed_model, **SEED_SIZES)
-    models.append(("random H=128 L=3 K=20", seed_model))
+    if not args.without_random_model:
+        models.append(("random H=128 L=3 K=20", seed_model))
     if os.path.isdir(args.models):
         for name in sorted(os.listdir(args.models)):
             if name.endswith(".mlff.safetensors"):
