@@ -131,10 +131,16 @@ void mlff_message_forward_received(double *s_out, double *v_out, const double *s
             double n[3];
             normal_seen_by(&pairs[p], x, n);
             const double *restrict ws = w + p * 3 * h, *restrict wv1 = ws + h, *restrict wv2 = ws + 2 * h;
-            const double *restrict si = s_in + y * h, *restrict vi = v_in + y * 3 * h;
+            const double *restrict si = s_in + y * h;
             for (size_t k = 0; k < h; k++) so[k] += si[k] * ws[k];
-            for (int a = 0; a < 3; a++)
-                for (size_t k = 0; k < h; k++) vo[a * h + k] += vi[a * h + k] * wv1[k] + n[a] * wv2[k];
+            if (v_in != NULL) {
+                const double *restrict vi = v_in + y * 3 * h;
+                for (int a = 0; a < 3; a++)
+                    for (size_t k = 0; k < h; k++) vo[a * h + k] += vi[a * h + k] * wv1[k] + n[a] * wv2[k];
+            } else { /* v = 0: w_v1 multiplies nothing, and is not read */
+                for (int a = 0; a < 3; a++)
+                    for (size_t k = 0; k < h; k++) vo[a * h + k] += n[a] * wv2[k];
+            }
         }
     }
 }
@@ -153,15 +159,19 @@ void mlff_message_backward_pairs(double *gw, double *gn, const double *gs_out, c
         const double *restrict si_i = s_in + i * h, *restrict si_j = s_in + j * h;
         for (size_t k = 0; k < h; k++) {
             gws[k] = gso_i[k] * si_j[k] + gso_j[k] * si_i[k];
-            gwv1[k] = 0.0;
+            gwv1[k] = 0.0; /* and so it stays where v = 0 (v_in NULL) */
             gwv2[k] = 0.0;
         }
         for (int a = 0; a < 3; a++) {
             const double *restrict gvo_i = gv_out + (i * 3 + a) * h, *restrict gvo_j = gv_out + (j * 3 + a) * h;
-            const double *restrict vi_i = v_in + (i * 3 + a) * h, *restrict vi_j = v_in + (j * 3 + a) * h;
-            for (size_t k = 0; k < h; k++) {
-                gwv1[k] += gvo_i[k] * vi_j[k] + gvo_j[k] * vi_i[k];
-                gwv2[k] += (gvo_i[k] - gvo_j[k]) * n[a]; /* i receives +n, j receives -n */
+            if (v_in != NULL) {
+                const double *restrict vi_i = v_in + (i * 3 + a) * h, *restrict vi_j = v_in + (j * 3 + a) * h;
+                for (size_t k = 0; k < h; k++) {
+                    gwv1[k] += gvo_i[k] * vi_j[k] + gvo_j[k] * vi_i[k];
+                    gwv2[k] += (gvo_i[k] - gvo_j[k]) * n[a]; /* i receives +n, j receives -n */
+                }
+            } else {
+                for (size_t k = 0; k < h; k++) gwv2[k] += (gvo_i[k] - gvo_j[k]) * n[a];
             }
             double gn_a = 0.0; /* a sum in channel order: a loop of its own */
             for (size_t k = 0; k < h; k++) gn_a += (gvo_i[k] - gvo_j[k]) * wv2[k];

@@ -36,13 +36,15 @@ void mlff_receivers_clear(mlff_receivers *receivers);
 
 /* The messages that chunk c's groups whose first edge is in [edge_begin, edge_end) receive, ADDED to
  * s_out (N, H) and v_out (N, 3, H), as mlff_message_forward adds them; pairs and w (3H a pair) are
- * the chunk's, from its first pair. Edges are counted from the chunk's first: [0, 2 count). */
+ * the chunk's, from its first pair. Edges are counted from the chunk's first: [0, 2 count).
+ * v_in NULL stands for v = 0 (the first block's input): w_v1 is then not read, and the sums are
+ * those with v_in all +0, to the bit. */
 void mlff_message_forward_received(double *s_out, double *v_out, const double *s_in, const double *v_in, const double *w,
                                    const mlff_pair *pairs, const mlff_receivers *receivers, size_t c,
                                    size_t edge_begin, size_t edge_end, int H);
 
 /* What mlff_message_backward computes for each pair alone, P pairs from pairs[0]:
- * gw (P, 3H) overwritten ; gn (P, 3) +=. */
+ * gw (P, 3H) overwritten ; gn (P, 3) +=. v_in NULL stands for v = 0: dE/dw_v1 is then +0, not summed. */
 void mlff_message_backward_pairs(double *gw, double *gn, const double *gs_out, const double *gv_out,
                                  const double *s_in, const double *v_in, const double *w, const mlff_pair *pairs,
                                  size_t P, int H);

@@ -178,19 +178,25 @@ static void filter_table_backward_rows(void *context, size_t begin, size_t end, 
     mlff_filter_table_backward(a->gd + begin, a->gw + begin * O, a->dw + begin * O, end - begin, a->H, a->l > 0);
 }
 
+/* The block's input vectors for the messages, or NULL for v = 0 in the first block (the embedding
+ * has none), where the messages then neither read them nor w_v1. */
+static const double *first_block_v_in(const network_rows *a) {
+    return a->l > 0 ? a->v_in : NULL;
+}
+
 static void message_forward_edges(void *context, size_t begin, size_t end, int thread) {
     network_rows *a = context;
     (void)thread;
-    mlff_message_forward_received(a->s_messages, a->v_messages, a->s_in, a->v_in, a->w, a->pairs, a->receivers,
-                                  a->chunk, begin, end, a->H);
+    mlff_message_forward_received(a->s_messages, a->v_messages, a->s_in, first_block_v_in(a), a->w, a->pairs,
+                                  a->receivers, a->chunk, begin, end, a->H);
 }
 
 static void message_backward_pair_rows(void *context, size_t begin, size_t end, int thread) {
     network_rows *a = context;
     size_t H = (size_t)a->H;
     (void)thread;
-    mlff_message_backward_pairs(a->gw + begin * 3 * H, a->gn + begin * 3, a->gs_mid, a->gv_mid, a->s_in, a->v_in,
-                                a->w + begin * 3 * H, a->pairs + begin, end - begin, a->H);
+    mlff_message_backward_pairs(a->gw + begin * 3 * H, a->gn + begin * 3, a->gs_mid, a->gv_mid, a->s_in,
+                                first_block_v_in(a), a->w + begin * 3 * H, a->pairs + begin, end - begin, a->H);
 }
 
 static void message_backward_edges(void *context, size_t begin, size_t end, int thread) {

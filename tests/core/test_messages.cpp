@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <set>
 #include <vector>
@@ -170,6 +171,40 @@ TEST(MessagesByReceiver, BackwardGivesWhatThePerPairBackwardGives) {
     expect_bitwise_equal(gv_expected, gv_in, "gv_in");
     expect_bitwise_equal(gw_expected, gw, "gw");
     expect_bitwise_equal(gn_expected, gn, "gn");
+}
+
+// v_in NULL (the first block's v = 0): the sums of v_in all +0, to the bit, with w_v1 not read
+// (NaN there here) and dE/dw_v1 +0.
+TEST(MessagesByReceiver, WithoutInputVectorsAsWithZeros) {
+    std::mt19937_64 rng(9);
+    auto pairs = random_pairs(N, P, rng);
+    Vector s_in = random_vector(N * H, rng), zeros(N * 3 * H, 0.0), w = random_vector(P * 3 * H, rng);
+    Vector w_nan_v1 = w;
+    for (std::size_t p = 0; p < P; p++)
+        for (int k = 0; k < H; k++) w_nan_v1[p * 3 * H + H + k] = std::nan("");
+    Vector s_start = random_vector(N * H, rng), v_start(N * 3 * H, 0.0); // the residual: v = 0
+    Receivers receivers;
+    mlff_error error;
+    ASSERT_EQ(mlff_receivers_build(&receivers.r, pairs.data(), P, CHUNK, N, &error), MLFF_OK) << error.message;
+    Vector s_expected = s_start, v_expected = v_start, s_out = s_start, v_out = v_start;
+    for (std::size_t c = 0, p0 = 0; p0 < P; c++, p0 += CHUNK) {
+        std::size_t edges = 2 * std::min(CHUNK, P - p0);
+        mlff_message_forward_received(s_expected.data(), v_expected.data(), s_in.data(), zeros.data(),
+                                      w.data() + p0 * 3 * H, pairs.data() + p0, &receivers.r, c, 0, edges, H);
+        mlff_message_forward_received(s_out.data(), v_out.data(), s_in.data(), nullptr, w_nan_v1.data() + p0 * 3 * H,
+                                      pairs.data() + p0, &receivers.r, c, 0, edges, H);
+    }
+    ASSERT_EQ(std::memcmp(s_expected.data(), s_out.data(), s_out.size() * sizeof(double)), 0) << "s_out";
+    ASSERT_EQ(std::memcmp(v_expected.data(), v_out.data(), v_out.size() * sizeof(double)), 0) << "v_out";
+
+    Vector gs_out = random_vector(N * H, rng), gv_out = random_vector(N * 3 * H, rng), gn_start = random_vector(P * 3, rng);
+    Vector gw_expected(P * 3 * H, -1.0), gn_expected = gn_start, gw(P * 3 * H, -1.0), gn = gn_start;
+    mlff_message_backward_pairs(gw_expected.data(), gn_expected.data(), gs_out.data(), gv_out.data(), s_in.data(),
+                                zeros.data(), w.data(), pairs.data(), P, H);
+    mlff_message_backward_pairs(gw.data(), gn.data(), gs_out.data(), gv_out.data(), s_in.data(), nullptr, w.data(),
+                                pairs.data(), P, H);
+    ASSERT_EQ(std::memcmp(gw_expected.data(), gw.data(), gw.size() * sizeof(double)), 0) << "gw";
+    ASSERT_EQ(std::memcmp(gn_expected.data(), gn.data(), gn.size() * sizeof(double)), 0) << "gn";
 }
 
 } // namespace
