@@ -173,10 +173,19 @@ void mlff_message_backward_pairs(double *gw, double *gn, const double *gs_out, c
             } else {
                 for (size_t k = 0; k < h; k++) gwv2[k] += (gvo_i[k] - gvo_j[k]) * n[a];
             }
-            double gn_a = 0.0; /* a sum in channel order: a loop of its own */
-            for (size_t k = 0; k < h; k++) gn_a += (gvo_i[k] - gvo_j[k]) * wv2[k];
-            gn[p * 3 + a] += gn_a;
         }
+        /* dE/dn: a sum in channel order for each axis, as the reference's. The three run in one
+         * loop, so that their chains of dependent adds overlap rather than follow each other. */
+        const double *restrict gvo_i = gv_out + i * 3 * h, *restrict gvo_j = gv_out + j * 3 * h;
+        double gn_x = 0.0, gn_y = 0.0, gn_z = 0.0;
+        for (size_t k = 0; k < h; k++) {
+            gn_x += (gvo_i[k] - gvo_j[k]) * wv2[k];
+            gn_y += (gvo_i[h + k] - gvo_j[h + k]) * wv2[k];
+            gn_z += (gvo_i[2 * h + k] - gvo_j[2 * h + k]) * wv2[k];
+        }
+        gn[p * 3] += gn_x;
+        gn[p * 3 + 1] += gn_y;
+        gn[p * 3 + 2] += gn_z;
     }
 }
 
