@@ -181,10 +181,31 @@ void mlff_filter_table_forward(double *w, double *dw, const mlff_pair *pairs, si
     }
 }
 
+/* sum[q] += gw[q O + o] dw[q O + o] for o in [begin, end), in that order, for four pairs q at once:
+ * four chains of dependent adds that overlap, where one pair's would wait on each add. */
+static inline void add_four_dot_products(double sum[4], const double *gw, const double *dw, size_t O, size_t begin,
+                                         size_t end) {
+    double s0 = sum[0], s1 = sum[1], s2 = sum[2], s3 = sum[3];
+    for (size_t o = begin; o < end; o++) {
+        s0 += gw[o] * dw[o];
+        s1 += gw[O + o] * dw[O + o];
+        s2 += gw[2 * O + o] * dw[2 * O + o];
+        s3 += gw[3 * O + o] * dw[3 * O + o];
+    }
+    sum[0] = s0, sum[1] = s1, sum[2] = s2, sum[3] = s3;
+}
+
 MLFF_VECTOR_CLONES
 void mlff_filter_table_backward(double *gd, const double *gw, const double *dw, size_t P, int H, int with_v1) {
     const size_t O = (size_t)3 * H, gap_begin = with_v1 ? O : (size_t)H, gap_end = with_v1 ? O : (size_t)2 * H;
-    for (size_t p = 0; p < P; p++) {
+    size_t p = 0;
+    for (; p + 4 <= P; p += 4) {
+        double sum[4] = {0.0, 0.0, 0.0, 0.0};
+        add_four_dot_products(sum, gw + p * O, dw + p * O, O, 0, gap_begin);
+        add_four_dot_products(sum, gw + p * O, dw + p * O, O, gap_end, O);
+        for (int q = 0; q < 4; q++) gd[p + q] += sum[q];
+    }
+    for (; p < P; p++) {
         double sum = 0.0;
         for (size_t o = 0; o < gap_begin; o++) sum += gw[p * O + o] * dw[p * O + o];
         for (size_t o = gap_end; o < O; o++) sum += gw[p * O + o] * dw[p * O + o];

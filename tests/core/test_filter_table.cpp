@@ -345,6 +345,30 @@ TEST(FilterTable, TableBackwardMatchesFiniteDifferences) {
     }
 }
 
+// The table layer's backward sums each pair's terms in output order, whether it takes the pair in
+// a group of four or alone: to the bit against the plain ordered sum, with and without w_v1.
+TEST(FilterTable, TableBackwardSumsInOutputOrder) {
+    const int H = 8, O = 3 * H;
+    const std::size_t P = 7; // a group of four, then three alone
+    std::mt19937_64 rng(11);
+    std::uniform_real_distribution<double> uniform(-1.0, 1.0);
+    Vector gw(P * O), dw(P * O);
+    for (double &x : gw) x = uniform(rng) * std::pow(10.0, 8.0 * uniform(rng)); // magnitudes apart: order shows
+    for (double &x : dw) x = uniform(rng);
+    for (int with_v1 : {1, 0}) {
+        Vector gd(P, 0.25), expected(P, 0.25);
+        mlff_filter_table_backward(gd.data(), gw.data(), dw.data(), P, H, with_v1);
+        for (std::size_t p = 0; p < P; p++) {
+            double sum = 0.0;
+            for (int o = 0; o < O; o++)
+                if (with_v1 || o < H || o >= 2 * H) sum += gw[p * O + o] * dw[p * O + o];
+            expected[p] += sum;
+        }
+        for (std::size_t p = 0; p < P; p++)
+            ASSERT_EQ(std::memcmp(&gd[p], &expected[p], sizeof(double)), 0) << "pair " << p << ", with_v1 " << with_v1;
+    }
+}
+
 // Without w_v1 (the first block's, which multiplies v = 0): w_v1 and its dw/dd are 0, the other
 // outputs the same to the bit, and the backward's sum leaves w_v1's terms out.
 TEST(FilterTable, TableWithoutV1) {
