@@ -157,11 +157,8 @@ void mlff_message_backward_pairs(double *gw, double *gn, const double *gs_out, c
         double *restrict gws = gw + p * 3 * h, *restrict gwv1 = gws + h, *restrict gwv2 = gws + 2 * h;
         const double *restrict gso_i = gs_out + i * h, *restrict gso_j = gs_out + j * h;
         const double *restrict si_i = s_in + i * h, *restrict si_j = s_in + j * h;
-        for (size_t k = 0; k < h; k++) {
-            gws[k] = gso_i[k] * si_j[k] + gso_j[k] * si_i[k];
-            gwv1[k] = 0.0; /* and so it stays where v = 0 (v_in NULL) */
-            gwv2[k] = 0.0;
-        }
+        for (size_t k = 0; k < h; k++) gws[k] = gso_i[k] * si_j[k] + gso_j[k] * si_i[k];
+        memset(gwv1, 0, 2 * h * sizeof(double)); /* gwv1, gwv2; gwv1 stays so where v = 0 (v_in NULL) */
         for (int a = 0; a < 3; a++) {
             const double *restrict gvo_i = gv_out + (i * 3 + a) * h, *restrict gvo_j = gv_out + (j * 3 + a) * h;
             if (v_in != NULL) {
