@@ -197,7 +197,8 @@ TEST(MessagesByReceiver, WithoutInputVectorsAsWithZeros) {
     ASSERT_EQ(std::memcmp(s_expected.data(), s_out.data(), s_out.size() * sizeof(double)), 0) << "s_out";
     ASSERT_EQ(std::memcmp(v_expected.data(), v_out.data(), v_out.size() * sizeof(double)), 0) << "v_out";
 
-    Vector gs_out = random_vector(N * H, rng), gv_out = random_vector(N * 3 * H, rng), gn_start = random_vector(P * 3, rng);
+    Vector gs_out = random_vector(N * H, rng), gv_out = random_vector(N * 3 * H, rng);
+    Vector gn_start = random_vector(P * 3, rng);
     Vector gw_expected(P * 3 * H, -1.0), gn_expected = gn_start, gw(P * 3 * H, -1.0), gn = gn_start;
     mlff_message_backward_pairs(gw_expected.data(), gn_expected.data(), gs_out.data(), gv_out.data(), s_in.data(),
                                 zeros.data(), w.data(), pairs.data(), P, H);
