@@ -140,7 +140,7 @@ DEVICE inline void mlffMessagesBackward(int i, int layer, const real* RESTRICT p
         real ws[MLFF_EDGE_BATCH], wv1[MLFF_EDGE_BATCH], wv2[MLFF_EDGE_BATCH];
 #ifdef MLFF_TABULATED
         real dws[MLFF_EDGE_BATCH], dwv1[MLFF_EDGE_BATCH], dwv2[MLFF_EDGE_BATCH];
-        mlffFilterFromTable(mlffBlockTable(filterTable, layer), geometry, ws, wv1, wv2, dws, dwv1,
+        mlffFilterFromTable(mlffBlockTable(filterTable, layer), layer, geometry, ws, wv1, wv2, dws, dwv1,
                             dwv2);
 #else
         real hidden[MLFF_EDGE_BATCH];

@@ -33,15 +33,6 @@ DEVICE inline real mlffBlockInputS(const real* RESTRICT params, const int* RESTR
     return mlffBlockInputSOf(params, stateS, layer, j, layer == 0 ? mlZ[j] : 0, c);
 }
 
-/**
- * Whether block `layer` uses its filters of kind `kind` (0 w_s, 1 w_v1, 2 w_v2): w_v1 multiplies
- * v, which is 0 in the first block, so there it is neither computed nor read, and its dE/dw, 0, is
- * neither written nor read (edge_filters.cu, table_rows.cu, row_messages.cu, replica_messages.cu).
- */
-DEVICE inline bool mlffFilterKindUsed(int layer, int kind) {
-    return layer > 0 || kind != 1;
-}
-
 /** Component a of v_j in the block `layer` (0 in the first block). */
 DEVICE inline real mlffBlockInputV(const real* RESTRICT stateV, int layer, int j, int a, int c) {
     if (layer == 0)
@@ -110,7 +101,7 @@ DEVICE inline void mlffMessagesInto(int i, int layer, const real* RESTRICT param
         __syncthreads();
         real ws[MLFF_EDGE_BATCH], wv1[MLFF_EDGE_BATCH], wv2[MLFF_EDGE_BATCH];
 #ifdef MLFF_TABULATED
-        mlffFilterFromTable(mlffBlockTable(filterTable, layer), scratch->geometry, ws, wv1, wv2, 0,
+        mlffFilterFromTable(mlffBlockTable(filterTable, layer), layer, scratch->geometry, ws, wv1, wv2, 0,
                             0, 0);
 #else
         real hidden[MLFF_EDGE_BATCH];

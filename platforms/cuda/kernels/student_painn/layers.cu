@@ -268,6 +268,15 @@ DEVICE inline real mlffFilterDistanceGradient(const real* RESTRICT block, int c,
     return ga * mlffSiluGrad(hidden) * q;
 }
 
+/**
+ * Whether block `layer` uses its filters of kind `kind` (0 w_s, 1 w_v1, 2 w_v2): w_v1 multiplies
+ * v, which is 0 in the first block, so there it is neither computed nor read, and its dE/dw, 0, is
+ * neither written nor read (every kernel path's filters, from the network or the table).
+ */
+DEVICE inline bool mlffFilterKindUsed(int layer, int kind) {
+    return layer > 0 || kind != 1;
+}
+
 #ifdef MLFF_TABULATED
 /*
  * Tabulated filters (docs/tabulated-filters.md): each block's w(d) and dw/dd from the cubic
@@ -327,12 +336,24 @@ DEVICE inline void mlffTableOutput(const real* RESTRICT blockTable, const MlffHe
     mlffHermiteSum(hw, entries, w, dwdd);
 }
 
+/** Filter kind `kind` of channel c at the weights hw, as mlffTableOutput; 0 where block `layer` does not use it. */
+DEVICE inline void mlffTableKindOutput(const real* RESTRICT blockTable, int layer, const MlffHermite& hw, int kind,
+                                       int c, real* w, real* dwdd) {
+    if (mlffFilterKindUsed(layer, kind)) {
+        mlffTableOutput(blockTable, hw, kind * MLFF_H + c, w, dwdd);
+        return;
+    }
+    *w = 0;
+    if (dwdd != 0)
+        *dwdd = 0;
+}
+
 /**
- * The tabulated filters of a batch of edges for thread c's channel (registers): ws, wv1, wv2 and,
- * if dws is not null, their derivatives by d. No shared memory and no barrier.
+ * The tabulated filters of block `layer` for a batch of edges and thread c's channel (registers):
+ * ws, wv1, wv2 and, if dws is not null, their derivatives by d. No shared memory and no barrier.
  */
-DEVICE inline void mlffFilterFromTable(const real* RESTRICT blockTable, const real4* geometry, real* ws, real* wv1,
-        real* wv2, real* dws, real* dwv1, real* dwv2) {
+DEVICE inline void mlffFilterFromTable(const real* RESTRICT blockTable, int layer, const real4* geometry, real* ws,
+        real* wv1, real* wv2, real* dws, real* dwv1, real* dwv2) {
     const int c = threadIdx.x;
     if (c >= MLFF_H) { // threads without a channel contribute zeros
 #pragma unroll
@@ -346,9 +367,9 @@ DEVICE inline void mlffFilterFromTable(const real* RESTRICT blockTable, const re
 #pragma unroll
     for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
         const MlffHermite hw = mlffHermiteAt(geometry[b].w);
-        mlffTableOutput(blockTable, hw, c, &ws[b], dws == 0 ? (real*) 0 : &dws[b]);
-        mlffTableOutput(blockTable, hw, MLFF_H + c, &wv1[b], dws == 0 ? (real*) 0 : &dwv1[b]);
-        mlffTableOutput(blockTable, hw, 2 * MLFF_H + c, &wv2[b], dws == 0 ? (real*) 0 : &dwv2[b]);
+        mlffTableKindOutput(blockTable, layer, hw, 0, c, &ws[b], dws == 0 ? (real*) 0 : &dws[b]);
+        mlffTableKindOutput(blockTable, layer, hw, 1, c, &wv1[b], dws == 0 ? (real*) 0 : &dwv1[b]);
+        mlffTableKindOutput(blockTable, layer, hw, 2, c, &wv2[b], dws == 0 ? (real*) 0 : &dwv2[b]);
     }
 }
 #endif

@@ -171,12 +171,14 @@ DEVICE inline void mlffLoadReplicaGradient(int first, int count, const real* RES
 #ifdef MLFF_TABULATED
 /**
  * The filters of pairs base .. base + MLFF_PAIR_BATCH - 1 for thread c's channel: w[b] = (w_s,
- * w_v1, w_v2) and, if dwdd is not null, dw/dd, from the block's table. All 12 table loads of
- * every pair are issued before any is used (a pair past the last reads the last pair's entries,
- * unused), so that a thread keeps them all in flight: the kernels wait on these loads.
+ * w_v1, w_v2) and, if dwdd is not null, dw/dd, from the block's table; without w_v1 (0, not read:
+ * the first block's) unless WithV1. All 12 table loads of every pair (8 without w_v1) are issued
+ * before any is used (a pair past the last reads the last pair's entries, unused), so that a
+ * thread keeps them all in flight: the kernels wait on these loads.
  */
-DEVICE inline void mlffPairFilters(const real* RESTRICT blockTable, const MlffReplicaPairs& pairs, int base,
-                                   real (*w)[3], real (*dwdd)[3]) {
+template <bool WithV1>
+DEVICE inline void mlffPairFiltersOf(const real* RESTRICT blockTable, const MlffReplicaPairs& pairs, int base,
+                                     real (*w)[3], real (*dwdd)[3]) {
     const int c = threadIdx.x;
     MlffHermite hw[MLFF_PAIR_BATCH];
     real entries[MLFF_PAIR_BATCH][3][4];
@@ -185,13 +187,31 @@ DEVICE inline void mlffPairFilters(const real* RESTRICT blockTable, const MlffRe
         hw[b] = mlffHermiteAt(pairs.geometry[min(base + b, pairs.count - 1)].w);
 #pragma unroll
         for (int t = 0; t < 3; t++)
-            mlffTableEntries(blockTable, hw[b].node, t * MLFF_H + c, entries[b][t]);
+            if (WithV1 || t != 1)
+                mlffTableEntries(blockTable, hw[b].node, t * MLFF_H + c, entries[b][t]);
     }
 #pragma unroll
     for (int b = 0; b < MLFF_PAIR_BATCH; b++)
 #pragma unroll
-        for (int t = 0; t < 3; t++)
-            mlffHermiteSum(hw[b], entries[b][t], &w[b][t], dwdd == 0 ? (real*) 0 : &dwdd[b][t]);
+        for (int t = 0; t < 3; t++) {
+            real* dw = dwdd == 0 ? (real*) 0 : &dwdd[b][t];
+            if (WithV1 || t != 1) {
+                mlffHermiteSum(hw[b], entries[b][t], &w[b][t], dw);
+            } else {
+                w[b][t] = 0;
+                if (dw != 0)
+                    *dw = 0;
+            }
+        }
+}
+
+/** mlffPairFiltersOf for block `layer`, with w_v1 where it uses it (mlffFilterKindUsed). */
+DEVICE inline void mlffPairFilters(const real* RESTRICT blockTable, const MlffReplicaPairs& pairs, int base,
+                                   int layer, real (*w)[3], real (*dwdd)[3]) {
+    if (mlffFilterKindUsed(layer, 1))
+        mlffPairFiltersOf<true>(blockTable, pairs, base, w, dwdd);
+    else
+        mlffPairFiltersOf<false>(blockTable, pairs, base, w, dwdd);
 }
 #else
 /**
@@ -307,7 +327,7 @@ KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, 
     for (int base = 0; base < pairs.count; base += MLFF_PAIR_BATCH) {
         real w[MLFF_PAIR_BATCH][3];
 #ifdef MLFF_TABULATED
-        mlffPairFilters(replicaFilters, pairs, base, w, (real(*)[3]) 0);
+        mlffPairFilters(replicaFilters, pairs, base, layer, w, (real(*)[3]) 0);
 #else
         mlffPairFilters(replicaFilters, pairs, base, layer, w);
 #endif
@@ -432,7 +452,7 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
 #ifdef MLFF_TABULATED
         real dwdd[MLFF_PAIR_BATCH][3];
         if (active)
-            mlffPairFilters(replicaFilters, pairs, base, w, dwdd);
+            mlffPairFilters(replicaFilters, pairs, base, layer, w, dwdd);
 #else
         if (active)
             mlffPairFilters(replicaFilters, pairs, base, layer, w);
