@@ -95,7 +95,7 @@ defines() { # H K L batch block periodic tabulated precision replicas warpgroup
         echo "#define MLFF_TABLE_INV_SPACING 200"
     fi
     # replica_messages.cu, as for benzenes: with the table, or with edge filters' rows
-    [ "$9" = 1 ] && echo "#define MLFF_REPLICA_ATOMS 12"
+    [ "$9" = 1 ] && echo "#define MLFF_REPLICA_ATOMS 12" && echo "#define MLFF_REPLICA_SPLIT 2"
     # warpgroup_matmul.cu's products, as the host sets them on sm_90 in float: the update's
     # (${10} = update or all), and the filters' over pairs (all)
     if [ "${10}" != none ]; then

@@ -216,6 +216,7 @@ private:
                                           // with exact filters from edge filters' rows, a row a pair
     int pairsPerReplica = 0;              // their pair slots a replica (MLFF_REPLICA_PAIRS)
     size_t replicaRowsBytes = 0;          // their (A, 4, H) arrays of shared memory, each
+    int replicaSplit = 1;                 // the parts of their backward's block (MLFF_REPLICA_SPLIT)
     bool matmulTensorCores = false;       // matmul.cu sums on tensor cores (float, sm_80 and later)
     bool warpgroupFilterForward = false;  // the filters' hidden and output products by warpgroup_matmul.cu (sm_90a)
     int warpgroupForwardColumns = 0;      // their columns a block (MLFF_WARPGROUP_FORWARD_COLUMNS)

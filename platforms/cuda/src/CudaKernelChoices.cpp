@@ -85,6 +85,9 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
                          (path == (tabulated ? "tiled" : "edges") || numReplicas >= multiprocessors);
     if (tabulated && useReplicaMessages) // a block per replica reads the table itself
         useEdgeFilters = false;
+    replicaSplit = (2 + ReplicaBackwardSplit) * replicaRowsBytes <= ReplicaMessagesMaxSharedBytes
+                           ? ReplicaBackwardSplit
+                           : 1;
 }
 
 string CudaCalcMLFFForceKernel::requestedKernelPath() {
@@ -257,8 +260,10 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
         defines["MLFF_PERIODIC"] = "1";
     defines["MLFF_ROW_STAGES"] = std::to_string(RowStages);
     defines["MLFF_STAGE_ROWS"] = std::to_string(RowStageRows);
-    if (useReplicaMessages)
+    if (useReplicaMessages) {
         defines["MLFF_REPLICA_ATOMS"] = std::to_string(maxReplicaSize);
+        defines["MLFF_REPLICA_SPLIT"] = std::to_string(replicaSplit);
+    }
     defines["MLFF_READOUT_ATOMS"] = std::to_string(readoutAtomsPerBlock);
     if (matmulTensorCores)
         defines["MLFF_MATMUL_TENSOR_CORES"] = "1";
@@ -426,7 +431,7 @@ void CudaCalcMLFFForceKernel::allowSharedMemory() {
                                  (int) (2 * replicaRowsBytes)),
               "allowing the replicas' messages their shared memory");
         check(cuFuncSetAttribute(messagesBackwardKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                 (int) (3 * replicaRowsBytes)),
+                                 (int) ((2 + replicaSplit) * replicaRowsBytes)),
               "allowing the replicas' messages' backward its shared memory");
     }
 }

@@ -66,6 +66,10 @@ constexpr int EdgeFiltersMinAtoms = 768;
 // benzenes 426 against 342 (with 16 pairs a batch forward; between 64 and 256 not measured).
 constexpr int ReplicaMessagesMaxAtoms = 32;
 constexpr size_t ReplicaMessagesMaxSharedBytes = 112 * 1024;
+// Their backward's block walks the pairs in this many parts of threadsPerAtom threads, each with
+// its own (A, 4, H) array of gathered gradients, where those fit the same bound: more warps an
+// SM, for the backward waits on its loads with 3 blocks of 4 warps an SM (H = 128, 12 atoms).
+constexpr int ReplicaBackwardSplit = 2;
 constexpr int PairFinderReplicas = 4; // mlffFindReplicaPairs' warps (replicas) a block, MLFF_PAIR_FINDERS
 constexpr int EdgeThreads = 128; // edge_filters.cu's and row_messages.cu's warp-per-atom and thread-per-pair kernels
 // Edges whose rows each warp of the messages' backward from rows stages in shared memory at once

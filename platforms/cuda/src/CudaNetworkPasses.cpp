@@ -187,6 +187,6 @@ void CudaCalcMLFFForceKernel::replicaMessagesBackward(int layer, int in, double 
                     &gradS[1 - in].getDevicePointer(), &gradV[1 - in].getDevicePointer(), &gradFilter, &gradN,
                     &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(),
                     &replicaScale.getDevicePointer(), &lambdaForceScale, &force};
-    launchWith(messagesBackwardKernel, args, numReplicas, threadsPerAtom, (unsigned int) (3 * replicaRowsBytes), 1,
-               "the messages' backward, a block per replica");
+    launchWith(messagesBackwardKernel, args, numReplicas, replicaSplit * threadsPerAtom,
+               (unsigned int) ((2 + replicaSplit) * replicaRowsBytes), 1, "the messages' backward, a block per replica");
 }

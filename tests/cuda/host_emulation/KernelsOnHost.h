@@ -41,6 +41,9 @@
 #define MLFF_TABLE_INV_SPACING 200
 #endif
 #define MLFF_REPLICA_ATOMS 16
+#ifndef MLFF_REPLICA_SPLIT
+#define MLFF_REPLICA_SPLIT 2 // the replicas' backward's parts (a test may take 1)
+#endif
 #define MLFF_CELL_SIZE 5.0005 // the cutoff and CudaKernelConstants.h's CellMargin
 #define MLFF_CELL_SLICES 2
 #define MLFF_REPLICA_CELLS 128 // the host's least: blocks of 4 x 4 x 8 cells
@@ -84,8 +87,8 @@
 #define MLFF_B_UPDATE_W2T_SCALAR (20 * MLFF_PARAMETER_SPAN)
 #define MLFF_PARAMETERS_SIZE (MLFF_P_BLOCKS + MLFF_L * MLFF_P_BLOCK_STRIDE)
 
-// The dynamic shared memory of the replica kernels (three (A, 4, H) arrays).
-real mlffReplicaMemory[3 * MLFF_REPLICA_ATOMS * 4 * MLFF_H];
+// The dynamic shared memory of the replica kernels (two (A, 4, H) arrays, and one a part of the backward's block).
+real mlffReplicaMemory[(2 + MLFF_REPLICA_SPLIT) * MLFF_REPLICA_ATOMS * 4 * MLFF_H];
 
 #include "kernels_on_host.inc"
 

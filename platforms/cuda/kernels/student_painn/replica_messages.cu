@@ -22,13 +22,17 @@
  *
  * Thread c owns channel c of every atom of the replica (threads c >= MLFF_H only join the
  * barriers), so the features in shared memory need no barrier between pairs: only thread c
- * reads or writes column c.
+ * reads or writes column c. The backward's block is MLFF_REPLICA_SPLIT parts of MLFF_BLOCK
+ * threads, each part walking its share of the pairs with its own sums of the gathered gradients:
+ * more warps an SM for the same shared memory (the backward waits on its loads; the host splits
+ * where the parts' sums fit).
  *
  * Dynamic shared memory (the host sizes it: replicaRowsBytes an array), `real`, each (A, 4, H)
  * with A = MLFF_REPLICA_ATOMS and the 4 rows of an atom (s, v_x, v_y, v_z):
  *   forward:  input (the block's input features), sum (input plus the messages: s', v');
- *   backward: input, gradIn = dE/d(s', v'), gradOut = dE/d(s, v) (gradIn plus the gathered messages);
- *             after the pairs, input and gradIn hold the warps' sums of each batch of pairs.
+ *   backward: input, gradIn = dE/d(s', v'), and a gradOut a part, whose sum is dE/d(s, v) (the
+ *             first part's from gradIn, the others' from 0, each adding its pairs' gathered
+ *             messages); after the pairs, input and gradIn hold the warps' sums of each batch.
  *
  * Global pair slots (MLFF_REPLICA_PAIRS a replica): replicaPairCount (R) int, replicaPairAtoms
  * int2 (i, j local to the replica), replicaPairGeometry real4 (u = r_j - r_i, d).
@@ -110,16 +114,21 @@ DEVICE inline void mlffLoadReplicaPairs(int replica, const int* RESTRICT replica
     __syncthreads();
 }
 
+/** This thread's channel c: its place in its part of MLFF_BLOCK threads (the backward's blocks have several). */
+DEVICE inline int mlffReplicaChannel() {
+    return threadIdx.x % MLFF_BLOCK;
+}
+
 /** Thread c's channel of atom a's four rows (s, v_x, v_y, v_z) to registers, and back (a < 0: nothing to store). */
 DEVICE inline void mlffLoadRow(const MlffReplicaRows* rows, int a, real* x) {
     for (int q = 0; q < 4; q++)
-        x[q] = rows[a][q][threadIdx.x];
+        x[q] = rows[a][q][mlffReplicaChannel()];
 }
 
 DEVICE inline void mlffStoreRow(MlffReplicaRows* rows, int a, const real* x) {
     if (a >= 0)
         for (int q = 0; q < 4; q++)
-            rows[a][q][threadIdx.x] = x[q];
+            rows[a][q][mlffReplicaChannel()] = x[q];
 }
 
 // Atoms whose rows a thread loads from global memory before it stores any (to shared memory or,
@@ -129,7 +138,7 @@ DEVICE inline void mlffStoreRow(MlffReplicaRows* rows, int a, const real* x) {
 /** Thread c's rows of the block's input features of the replica's atoms (s, then v). */
 DEVICE inline void mlffLoadReplicaInput(int layer, int first, int count, const real* RESTRICT params,
         const int* RESTRICT mlZ, const real* RESTRICT stateS, const real* RESTRICT stateV, MlffReplicaRows* input) {
-    const int c = threadIdx.x;
+    const int c = mlffReplicaChannel();
     for (int group = 0; group < count; group += MLFF_LOAD_GROUP) {
         real x[MLFF_LOAD_GROUP][4];
 #pragma unroll
@@ -149,7 +158,7 @@ DEVICE inline void mlffLoadReplicaInput(int layer, int first, int count, const r
 /** Thread c's rows of dE/d(s', v') of the replica's atoms, into gradIn and gradOut alike. */
 DEVICE inline void mlffLoadReplicaGradient(int first, int count, const real* RESTRICT gradInS,
         const real* RESTRICT gradInV, MlffReplicaRows* gradIn, MlffReplicaRows* gradOut) {
-    const int c = threadIdx.x;
+    const int c = mlffReplicaChannel();
     for (int group = 0; group < count; group += MLFF_LOAD_GROUP) {
         real g[MLFF_LOAD_GROUP][4];
 #pragma unroll
@@ -179,7 +188,7 @@ DEVICE inline void mlffLoadReplicaGradient(int first, int count, const real* RES
 template <bool WithV1>
 DEVICE inline void mlffPairFiltersOf(const real* RESTRICT blockTable, const MlffReplicaPairs& pairs, int base,
                                      real (*w)[3], real (*dwdd)[3]) {
-    const int c = threadIdx.x;
+    const int c = mlffReplicaChannel();
     MlffHermite hw[MLFF_PAIR_BATCH];
     real entries[MLFF_PAIR_BATCH][3][4];
 #pragma unroll
@@ -223,7 +232,7 @@ DEVICE inline void mlffPairFilters(const real* RESTRICT blockTable, const MlffRe
  */
 DEVICE inline void mlffPairFilters(const real* RESTRICT replicaFilters, const MlffReplicaPairs& pairs, int base,
                                    int layer, real (*w)[3]) {
-    const int c = threadIdx.x;
+    const int c = mlffReplicaChannel();
 #pragma unroll
     for (int b = 0; b < MLFF_PAIR_BATCH; b++) {
         const real* row = replicaFilters + (size_t) min(base + b, pairs.count - 1) * 3 * MLFF_H;
@@ -308,7 +317,7 @@ KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, 
     MlffReplicaRows* sum = input + MLFF_REPLICA_ATOMS;                              // (A, 4, H)
     const int replica = blockIdx.x;
     const int first = replicaStart[replica], count = replicaStart[replica + 1] - first;
-    const int c = threadIdx.x;
+    const int c = mlffReplicaChannel();
     const bool active = c < MLFF_H;
     if (active) {
         mlffLoadReplicaInput(layer, first, count, params, mlZ, stateS, stateV, input);
@@ -361,12 +370,12 @@ KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, 
 }
 
 /**
- * A warp's part of the end of the messages' backward: sums the warps' totals of the batch from
- * `base` (lane l holds value l of mlffWarpSum32: pair l / 4, component l % 4), and for each pair
- * (lane 4b, pair b) with a table adds its force to its two atoms (forceRow: the replica's atoms'
- * rows of OpenMM's force buffer); with filter rows adds its dE/dn to its row of edgeGradN (xyz:
- * summed over the blocks from the backward pass's first, whose w starts the dE/dd that
- * mlffAddPairGradient sums and turns into forces).
+ * A warp's part of the end of the messages' backward: sums the totals of the batch from `base` of
+ * the warps of the part that walked it (lane l holds value l of mlffWarpSum32: pair l / 4,
+ * component l % 4), and for each pair (lane 4b, pair b) with a table adds its force to its two
+ * atoms (forceRow: the replica's atoms' rows of OpenMM's force buffer); with filter rows adds its
+ * dE/dn to its row of edgeGradN (xyz: summed over the blocks from the backward pass's first, whose w
+ * starts the dE/dd that mlffAddPairGradient sums and turns into forces).
  */
 DEVICE inline void mlffBatchEnd(const MlffReplicaPairs& pairs, int base, const real (*totals)[32], int layer,
         const int* forceRow, double forceScale, unsigned long long* RESTRICT forceBuffer, real4* RESTRICT pairGradN) {
@@ -394,15 +403,20 @@ DEVICE inline void mlffBatchEnd(const MlffReplicaPairs& pairs, int base, const r
 #endif
 }
 
+// A part's share of a replica's batches of pairs, at most (the parts take consecutive shares).
+#define MLFF_PART_BATCHES ((MLFF_PAIR_BATCHES + MLFF_REPLICA_SPLIT - 1) / MLFF_REPLICA_SPLIT)
+
 /**
  * The messages' backward of block `layer`, a thread block per replica, as mlffMessagesBackwardTiled
  * (or, from filter rows, mlffMessagesBackwardRows): forces (or the pairs' dE/dw and dE/dn), then
  * (layer > 0) block layer-1's direct update backward of each atom. Per pair, with g = dE/d(s',
  * v'): dE/d(s, v) gathers g_j w(ij) into i and g_i w(ij) into j; dE/dw sums both edges' parts;
  * dE/dn(ij) = (gv_i - gv_j) w_v2, since n(ji) = -n(ij); the pair's dE/du goes to the forces of i
- * and j once. The warps walk the pairs with no barrier between batches (each keeps its sums of the
- * batches' dE/dd, dE/dn), and sum them over the block at the end. filters and pairRowStart as in
- * mlffMessagesForwardReplicas; edgeGradFilter and edgeGradN: the filter rows' (unused with a table).
+ * and j once. The block's MLFF_REPLICA_SPLIT parts (MLFF_BLOCK threads each) walk consecutive
+ * shares of the batches of pairs, each gathering into its own gradOut; the warps walk them with no
+ * barrier between batches (each keeps its sums of the batches' dE/dd, dE/dn), and sum them over
+ * their part at the end. filters and pairRowStart as in mlffMessagesForwardReplicas; edgeGradFilter
+ * and edgeGradN: the filter rows' (unused with a table).
  */
 KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params, const real* RESTRICT filters,
         const int* RESTRICT pairRowStart, const int* RESTRICT replicaPairCount, const int2* RESTRICT replicaPairAtoms,
@@ -419,14 +433,21 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
     extern __shared__ real mlffReplicaMemory[];
     MlffReplicaRows* input = reinterpret_cast<MlffReplicaRows*>(mlffReplicaMemory); // (A, 4, H)
     MlffReplicaRows* gradIn = input + MLFF_REPLICA_ATOMS;                           // (A, 4, H)
-    MlffReplicaRows* gradOut = gradIn + MLFF_REPLICA_ATOMS;                         // (A, 4, H)
+    MlffReplicaRows* gradOuts = gradIn + MLFF_REPLICA_ATOMS;                        // (MLFF_REPLICA_SPLIT, A, 4, H)
     const int replica = blockIdx.x;
     const int first = replicaStart[replica], count = replicaStart[replica + 1] - first;
-    const int c = threadIdx.x, lane = c % 32, warp = c / 32;
+    const int c = mlffReplicaChannel(), part = threadIdx.x / MLFF_BLOCK, lane = c % 32, warp = c / 32;
     const bool active = c < MLFF_H;
+    MlffReplicaRows* gradOut = gradOuts + part * MLFF_REPLICA_ATOMS; // this part's
     if (active) {
-        mlffLoadReplicaInput(layer, first, count, params, mlZ, stateS, stateV, input);
-        mlffLoadReplicaGradient(first, count, gradInS, gradInV, gradIn, gradOut);
+        if (part == 0)
+            mlffLoadReplicaInput(layer, first, count, params, mlZ, stateS, stateV, input);
+        if (part == MLFF_REPLICA_SPLIT - 1)
+            mlffLoadReplicaGradient(first, count, gradInS, gradInV, gradIn, gradOuts);
+        if (part > 0)
+            for (int a = 0; a < count; a++)
+                for (int q = 0; q < 4; q++)
+                    gradOut[a][q][c] = 0;
     }
     for (int a = threadIdx.x; a < count; a += blockDim.x)
         forceRow[a] = sortedIndexOfParticle[mlParticle[first + a]];
@@ -440,13 +461,17 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
 #else
     real4* replicaGradN = edgeGradN; // unused
 #endif
-    // This warp's sums of each batch's (dE/dd, dE/dn), lane l value l of mlffWarpSum32, kept until
-    // the end, so that no barrier holds the warps together batch by batch.
-    real batchTotal[MLFF_PAIR_BATCHES];
+    const int batches = (pairs.count + MLFF_PAIR_BATCH - 1) / MLFF_PAIR_BATCH;
+    const int partBatches = (batches + MLFF_REPLICA_SPLIT - 1) / MLFF_REPLICA_SPLIT;
+    const int firstBatch = min(part * partBatches, batches), endBatch = min(firstBatch + partBatches, batches);
+    // This warp's sums of each of its part's batches' (dE/dd, dE/dn), lane l value l of
+    // mlffWarpSum32, kept until the end, so that no barrier holds the warps together batch by batch.
+    real batchTotal[MLFF_PART_BATCHES];
     // Atom i's rows stay in registers for its run of pairs (i, j), as in the forward pass.
     int runAtom = -1; // the i of the run of pairs (i, j) being walked
     real inputI[4], gradInI[4], gradOutI[4];
-    for (int base = 0; base < pairs.count; base += MLFF_PAIR_BATCH) { // uniform across the block
+    for (int k = firstBatch; k < endBatch; k++) { // uniform across the part
+        const int base = k * MLFF_PAIR_BATCH;
         real w[MLFF_PAIR_BATCH][3];
         real partial[MLFF_PAIR_BATCH][4]; // (dE/dd, dE/dn) of each pair, this thread's channel
 #ifdef MLFF_TABULATED
@@ -504,42 +529,52 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
             gradW[2 * MLFF_H + c] = gwv2;
 #endif
         }
-        batchTotal[base / MLFF_PAIR_BATCH] = mlffWarpSum32(partial);
+        batchTotal[k - firstBatch] = mlffWarpSum32(partial);
     }
     if (active && layer > 0)
         mlffStoreRow(gradOut, runAtom, gradOutI);
-    // The batches' sums over the block: the warps' totals where input and gradIn were (no longer
+    // The batches' sums over their parts: the warps' totals where input and gradIn were (no longer
     // read), as many batches at a time as fit (all of them unless H is small against the block),
-    // then the warps take the batches in turn and finish them.
+    // then the block's warps take the batches in turn and finish them.
     constexpr int warps = MLFF_BLOCK / 32, totalsRoom = 2 * MLFF_REPLICA_ATOMS * 4 * MLFF_H / MLFF_BLOCK;
     static_assert(MLFF_REPLICA_ATOMS < 2 || totalsRoom > 0, "the room for one batch's totals (H >= 64 here)");
     constexpr int batchesAtOnce = totalsRoom > 0 ? totalsRoom : 1; // 0 only for replicas of one atom: no pairs
     real (*totals)[warps][32] = reinterpret_cast<real (*)[warps][32]>(mlffReplicaMemory);
-    const int batches = (pairs.count + MLFF_PAIR_BATCH - 1) / MLFF_PAIR_BATCH;
     for (int from = 0; from < batches; from += batchesAtOnce) {
         const int chunk = min(batchesAtOnce, batches - from);
         __syncthreads(); // input and gradIn no longer read, or the previous chunk's totals summed
-        for (int k = 0; k < chunk; k++)
-            totals[k][warp][lane] = batchTotal[from + k];
+        for (int k = max(from, firstBatch); k < min(from + chunk, endBatch); k++)
+            totals[k - from][warp][lane] = batchTotal[k - firstBatch];
         __syncthreads();
-        for (int k = warp; k < chunk; k += warps)
+        for (int k = threadIdx.x / 32; k < chunk; k += MLFF_REPLICA_SPLIT * warps)
             mlffBatchEnd(pairs, (from + k) * MLFF_PAIR_BATCH, totals[k], layer, forceRow, forceScale, forceBuffer,
                          replicaGradN);
     }
-    if (layer == 0 || !active)
+    if (layer == 0)
         return;
-    for (int group = 0; group < count; group += MLFF_LOAD_GROUP) {
+    __syncthreads(); // every part's gradOut stored
+    if (!active)
+        return;
+    // dE/d(s, v) of each atom, the parts' gradOut summed in order; each part takes a share of the atoms.
+    const int partAtoms = (count + MLFF_REPLICA_SPLIT - 1) / MLFF_REPLICA_SPLIT;
+    const int firstAtom = part * partAtoms, endAtom = min(count, firstAtom + partAtoms);
+    for (int group = firstAtom; group < endAtom; group += MLFF_LOAD_GROUP) {
         MlffUpdateDirectInputs in[MLFF_LOAD_GROUP];
 #pragma unroll
-        for (int g = 0; g < MLFF_LOAD_GROUP; g++) // past the last atom: the last again, unused
-            in[g] = mlffLoadUpdateDirectInputs(first + min(group + g, count - 1), layer, midV, updateOutput, c);
+        for (int g = 0; g < MLFF_LOAD_GROUP; g++) // past the share's last atom: that atom again, unused
+            in[g] = mlffLoadUpdateDirectInputs(first + min(group + g, endAtom - 1), layer, midV, updateOutput, c);
 #pragma unroll
         for (int g = 0; g < MLFF_LOAD_GROUP; g++) {
             const int a = group + g;
-            if (a >= count)
+            if (a >= endAtom)
                 break;
-            const real gvOut[3] = {gradOut[a][1][c], gradOut[a][2][c], gradOut[a][3][c]};
-            mlffUpdateBackwardDirectFrom(in[g], first + a, layer, params, gradOut[a][0][c], gvOut, updateGradOutput,
+            real gradSum[4];
+            mlffLoadRow(gradOuts, a, gradSum);
+            for (int p = 1; p < MLFF_REPLICA_SPLIT; p++)
+                for (int q = 0; q < 4; q++)
+                    gradSum[q] += gradOuts[p * MLFF_REPLICA_ATOMS + a][q][c];
+            const real gvOut[3] = {gradSum[1], gradSum[2], gradSum[3]};
+            mlffUpdateBackwardDirectFrom(in[g], first + a, layer, params, gradSum[0], gvOut, updateGradOutput,
                                          gradOutS, gradOutV, c);
         }
     }
