@@ -214,11 +214,11 @@ DEVICE inline void mlffLoadClusterFilterWeights(const real* RESTRICT block, Mlff
  * exact, from the hidden layer's activations (mlffFilterHidden, shared), each thread summing the
  * batch over its group's inputs into partial (dynamic shared memory, (G, 3, S, batch)) and then
  * its own edges over the groups, in order; tabulated, from the table, with dw/dd if dw is not
- * null. Ends with a barrier.
+ * null (in the first block w_v1 too, which multiplies v = 0 there: left unread, one benzene's step
+ * took 1 µs more on an H100). Ends with a barrier.
  */
 DEVICE inline void mlffClusterFilterOutputs(const MlffClusterFilterWeights* weights, const real* RESTRICT blockTable,
-        int layer, const MlffClusterEdgeScratch* edges, real* partial, real (*w)[MLFF_GROUP_EDGES],
-        real (*dw)[MLFF_GROUP_EDGES]) {
+        const MlffClusterEdgeScratch* edges, real* partial, real (*w)[MLFF_GROUP_EDGES], real (*dw)[MLFF_GROUP_EDGES]) {
     const int slot = threadIdx.x % MLFF_SLICE, group = threadIdx.x / MLFF_SLICE;
 #ifdef MLFF_TABULATED
     (void) weights;
@@ -230,11 +230,10 @@ DEVICE inline void mlffClusterFilterOutputs(const MlffClusterFilterWeights* weig
         const MlffHermite hw = mlffHermiteAt(edges->geometry[b].w);
 #pragma unroll
         for (int kind = 0; kind < 3; kind++)
-            mlffTableKindOutput(blockTable, layer, hw, kind, c, &w[kind][e], dw == 0 ? (real*) 0 : &dw[kind][e]);
+            mlffTableOutput(blockTable, hw, kind * MLFF_H + c, &w[kind][e], dw == 0 ? (real*) 0 : &dw[kind][e]);
     }
 #else
     (void) blockTable;
-    (void) layer; // the first block's w_v1 is computed, and multiplies v = 0
     (void) dw;
     real sum[3][MLFF_EDGE_BATCH];
 #pragma unroll
@@ -392,8 +391,8 @@ DEVICE inline real mlffEdgeNormal(real4 g, int axis) {
  * by all threads after mlffLoadEdgeBatch and a barrier; ends with a barrier.
  */
 DEVICE inline void mlffClusterFilters(const real* RESTRICT params, const real* RESTRICT block,
-        const real* RESTRICT blockTable, int layer, MlffClusterEdgeScratch* edges, real* partial, bool needDedd,
-        real* hidden, real (*w)[MLFF_GROUP_EDGES], real (*dw)[MLFF_GROUP_EDGES]) {
+        const real* RESTRICT blockTable, MlffClusterEdgeScratch* edges, real* partial, bool needDedd, real* hidden,
+        real (*w)[MLFF_GROUP_EDGES], real (*dw)[MLFF_GROUP_EDGES]) {
     const int slot = threadIdx.x % MLFF_SLICE, group = threadIdx.x / MLFF_SLICE;
     MlffClusterFilterWeights weights;
 #ifndef MLFF_TABULATED
@@ -406,7 +405,7 @@ DEVICE inline void mlffClusterFilters(const real* RESTRICT params, const real* R
     (void) needDedd;
     (void) hidden;
 #endif
-    mlffClusterFilterOutputs(&weights, blockTable, layer, edges, partial, w, dw);
+    mlffClusterFilterOutputs(&weights, blockTable, edges, partial, w, dw);
 #pragma unroll
     for (int e = 0; e < MLFF_GROUP_EDGES; e++) {
         const int b = group + e * MLFF_GROUPS;
@@ -480,8 +479,7 @@ KERNEL void mlffStudentForwardCluster(int layer, const real* RESTRICT params, co
                                            : mlffBlockInputV(stateV, layer, j, part - 1, c);
         }
         real hidden[MLFF_EDGE_BATCH], w[3][MLFF_GROUP_EDGES];
-        mlffClusterFilters(params, block, blockTable, layer, &edges, partial, false, hidden, w,
-                           (real(*)[MLFF_GROUP_EDGES]) 0);
+        mlffClusterFilters(params, block, blockTable, &edges, partial, false, hidden, w, (real(*)[MLFF_GROUP_EDGES]) 0);
         if (messageThread) {
 #pragma unroll
             for (int b = 0; b < MLFF_EDGE_BATCH; b++) {
@@ -626,7 +624,7 @@ KERNEL void mlffStudentBackwardCluster(int layer, const real* RESTRICT params, c
                                : gradInV[((size_t) j * 3 + part - 1) * MLFF_H + c];
         }
         real hidden[MLFF_EDGE_BATCH], w[3][MLFF_GROUP_EDGES], dw[3][MLFF_GROUP_EDGES];
-        mlffClusterFilters(params, block, blockTable, layer, &edges, partial, true, hidden, w, dw);
+        mlffClusterFilters(params, block, blockTable, &edges, partial, true, hidden, w, dw);
 
         // Thread (slot, group)'s edges: dE/dw of own outputs (exact: to shared memory; tabulated:
         // times dw/dd, its part of dE/dd) and its part of dE/dn.
