@@ -24,8 +24,8 @@
  * barriers), so the features in shared memory need no barrier between pairs: only thread c
  * reads or writes column c. The backward's block is MLFF_REPLICA_SPLIT parts of MLFF_BLOCK
  * threads, each part walking its share of the pairs with its own sums of the gathered gradients:
- * more warps an SM for the same shared memory (the backward waits on its loads; the host splits
- * where the parts' sums fit).
+ * twice the warps a block for a third more shared memory, so more warps an SM (the backward waits
+ * on its loads; the host splits where the parts' sums fit).
  *
  * Dynamic shared memory (the host sizes it: replicaRowsBytes an array), `real`, each (A, 4, H)
  * with A = MLFF_REPLICA_ATOMS and the 4 rows of an atom (s, v_x, v_y, v_z):
