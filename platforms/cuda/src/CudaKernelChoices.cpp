@@ -85,9 +85,6 @@ void CudaCalcMLFFForceKernel::chooseKernelPath(bool tabulated) {
                          (path == (tabulated ? "tiled" : "edges") || numReplicas >= multiprocessors);
     if (tabulated && useReplicaMessages) // a block per replica reads the table itself
         useEdgeFilters = false;
-    replicaSplit = (2 + ReplicaBackwardSplit) * replicaRowsBytes <= ReplicaMessagesMaxSharedBytes
-                           ? ReplicaBackwardSplit
-                           : 1;
 }
 
 string CudaCalcMLFFForceKernel::requestedKernelPath() {
@@ -137,6 +134,11 @@ void CudaCalcMLFFForceKernel::chooseBlockShapes(bool tabulated) {
         edgeBatch = numAtoms >= TabulatedLargeAtoms ? EdgeBatchTabulatedLarge : EdgeBatchTabulatedSmall;
     threadsPerAtom = std::max({hidden, numRbf, 4 * edgeBatch});
     threadsPerAtom = (threadsPerAtom + 31) / 32 * 32;
+    // The replicas' backward in parts where their gathered gradients fit and the block keeps to 256
+    // threads, whose registers an SM holds whatever the kernel takes (at most 255 a thread).
+    const bool splitFits = (2 + ReplicaBackwardSplit) * replicaRowsBytes <= ReplicaMessagesMaxSharedBytes &&
+                           ReplicaBackwardSplit * threadsPerAtom <= 256;
+    replicaSplit = useReplicaMessages && splitFits ? ReplicaBackwardSplit : 1;
     if (useClusters) {
         clusterSize = clusterSizeFor(threadsPerAtom);
         const bool small = numAtoms * clusterSize <= ClusterMaxBlocksPerSM * multiprocessors;

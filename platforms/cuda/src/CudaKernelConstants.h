@@ -67,8 +67,9 @@ constexpr int EdgeFiltersMinAtoms = 768;
 constexpr int ReplicaMessagesMaxAtoms = 32;
 constexpr size_t ReplicaMessagesMaxSharedBytes = 112 * 1024;
 // Their backward's block walks the pairs in this many parts of threadsPerAtom threads, each with
-// its own (A, 4, H) array of gathered gradients, where those fit the same bound: more warps an
-// SM, for the backward waits on its loads with 3 blocks of 4 warps an SM (H = 128, 12 atoms).
+// its own (A, 4, H) array of gathered gradients, where those fit the same bound and the block 256
+// threads: more warps an SM, for the backward waits on its loads with 3 blocks of 4 warps an SM
+// (H = 128, 12 atoms).
 constexpr int ReplicaBackwardSplit = 2;
 constexpr int PairFinderReplicas = 4; // mlffFindReplicaPairs' warps (replicas) a block, MLFF_PAIR_FINDERS
 constexpr int EdgeThreads = 128; // edge_filters.cu's and row_messages.cu's warp-per-atom and thread-per-pair kernels
