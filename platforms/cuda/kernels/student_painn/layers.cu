@@ -270,9 +270,9 @@ DEVICE inline real mlffFilterDistanceGradient(const real* RESTRICT block, int c,
 
 /**
  * Whether block `layer` uses its filters of kind `kind` (0 w_s, 1 w_v1, 2 w_v2): w_v1 multiplies
- * v, which is 0 in the first block, so there it is neither computed nor read, and its dE/dw, 0, is
- * neither written nor read (every kernel path's filters but the clusters', which compute it or read
- * it from the table and multiply it by v = 0: cluster.cu).
+ * v, which is 0 in the first block, so there the edge rows' kernels and the table's readers
+ * neither compute nor read it, nor write or read its dE/dw, 0. The clusters (cluster.cu) and the
+ * filter network a block per atom (mlffFilterForward) still compute it and multiply it by v = 0.
  */
 DEVICE inline bool mlffFilterKindUsed(int layer, int kind) {
     return layer > 0 || kind != 1;
