@@ -140,20 +140,24 @@ double relativeDifference(const std::vector<real>& a, const std::vector<real>& b
     return largest > 0 ? difference / largest : difference;
 }
 
+/** Two paths' gradients equal to rounding: within 1e-13 of the largest of the reference's, in double. */
+void expectGradientsToRounding(const GradientsOut& reference, const GradientsOut& other) {
+    EXPECT_LE(relativeDifference(reference.updateGradOutput, other.updateGradOutput, reference.updateGradOutput.size()),
+              1e-13);
+    EXPECT_LE(relativeDifference(reference.gradOutS, other.gradOutS, reference.gradOutS.size()), 1e-13);
+    EXPECT_LE(relativeDifference(reference.gradOutV, other.gradOutV, reference.gradOutV.size()), 1e-13);
+}
+
 /**
  * The replicas' messages' backward against a block per atom's: equal bit for bit where its block
  * walks the pairs in one part, else to rounding, since each part sums its share of an atom's
  * gather and the parts' sums are added after.
  */
 void expectReplicaGradients(const GradientsOut& replicas, const GradientsOut& perAtom) {
-    if (MLFF_REPLICA_SPLIT == 1) {
+    if (MLFF_REPLICA_SPLIT == 1)
         expectEqual(perAtom, replicas);
-        return;
-    }
-    EXPECT_LE(relativeDifference(perAtom.updateGradOutput, replicas.updateGradOutput, perAtom.updateGradOutput.size()),
-              1e-13);
-    EXPECT_LE(relativeDifference(perAtom.gradOutS, replicas.gradOutS, perAtom.gradOutS.size()), 1e-13);
-    EXPECT_LE(relativeDifference(perAtom.gradOutV, replicas.gradOutV, perAtom.gradOutV.size()), 1e-13);
+    else
+        expectGradientsToRounding(perAtom, replicas);
 }
 
 /**
@@ -162,9 +166,7 @@ void expectReplicaGradients(const GradientsOut& replicas, const GradientsOut& pe
  * sums here in another order).
  */
 void expectRowsGradients(const GradientsOut& rows, const GradientsOut& other) {
-    EXPECT_LE(relativeDifference(other.updateGradOutput, rows.updateGradOutput, rows.updateGradOutput.size()), 1e-13);
-    EXPECT_LE(relativeDifference(other.gradOutS, rows.gradOutS, rows.gradOutS.size()), 1e-13);
-    EXPECT_LE(relativeDifference(other.gradOutV, rows.gradOutV, rows.gradOutV.size()), 1e-13);
+    expectGradientsToRounding(other, rows);
 }
 
 /** makeReplicas, and a line saying what it made; fails the test unless they have edges enough to test anything. */
