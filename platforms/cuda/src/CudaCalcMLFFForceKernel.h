@@ -143,6 +143,7 @@ private:
     CUdeviceptr warpgroupImagesOf(CUfunction kernel);
     int realSize() const;     // bytes of `real`: 4 or 8
     size_t rowStagesBytes() const; // the messages' backward from rows: its block's staged rows (row_messages.cu)
+    size_t replicaBackwardSharedBytes() const; // the replicas' messages' backward: input, gradIn, a gradOut a part
     /** Blocks per atom on the fused path with clusters (cluster.cu), or 1 where the GPU or H rules them out. */
     int clusterSizeFor(int threads) const;
     static std::string requestedKernelPath(); // MLFF_CUDA_KERNELS, or "" (the plugin chooses)

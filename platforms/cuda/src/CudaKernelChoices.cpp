@@ -433,7 +433,7 @@ void CudaCalcMLFFForceKernel::allowSharedMemory() {
                                  (int) (2 * replicaRowsBytes)),
               "allowing the replicas' messages their shared memory");
         check(cuFuncSetAttribute(messagesBackwardKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                 (int) ((2 + replicaSplit) * replicaRowsBytes)),
+                                 (int) replicaBackwardSharedBytes()),
               "allowing the replicas' messages' backward its shared memory");
     }
 }

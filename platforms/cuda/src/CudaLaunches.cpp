@@ -104,3 +104,7 @@ unsigned int CudaCalcMLFFForceKernel::tableRowsGrid() const {
 size_t CudaCalcMLFFForceKernel::rowStagesBytes() const {
     return (size_t) (EdgeThreads / 32) * RowStages * RowStageRows * hidden * realSize();
 }
+
+size_t CudaCalcMLFFForceKernel::replicaBackwardSharedBytes() const {
+    return (2 + replicaSplit) * replicaRowsBytes;
+}

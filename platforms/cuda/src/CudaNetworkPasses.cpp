@@ -188,5 +188,5 @@ void CudaCalcMLFFForceKernel::replicaMessagesBackward(int layer, int in, double 
                     &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(),
                     &replicaScale.getDevicePointer(), &lambdaForceScale, &force};
     launchWith(messagesBackwardKernel, args, numReplicas, replicaSplit * threadsPerAtom,
-               (unsigned int) ((2 + replicaSplit) * replicaRowsBytes), 1, "the messages' backward, a block per replica");
+               (unsigned int) replicaBackwardSharedBytes(), 1, "the messages' backward, a block per replica");
 }
