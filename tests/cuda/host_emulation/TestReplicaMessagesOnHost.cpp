@@ -1,16 +1,16 @@
 // The tiled path's messages a block per replica (replica_messages.cu: the pairs found by
 // mlffFindReplicaPairs, then the messages) against the same messages a block per atom (tiled.cu:
 // mlffMessagesForwardTiled, mlffMessagesBackwardTiled), both run on the CPU (CudaOnHost.h) on the
-// same random features, table and replicas of 1 to 16 atoms, in double
-// precision: the features and gradients must be equal bit for bit (each atom's messages are summed
-// in the same order; the gradients to rounding where the replicas' backward walks the pairs in
-// parts, MLFF_REPLICA_SPLIT), the forces equal to the fixed point's rounding (a pair adds its two
-// edges' forces as one). Built twice: without a box, its backward in two parts, and periodic
-// (MLFF_PERIODIC) in a 10.5 Å cube, in one part; and twice more with exact filters (MLFF_HOST_EXACT_FILTERS), where the replica kernels read each
-// pair's filter from its row, against the list's kernels on the same rows (row_messages.cu). With
-// the table, the list's kernels on edge rows filled from it (table_rows.cu) against the tiled ones.
-// The list's backward from rows walks each atom's edges in another order than the list's (edgeWalk),
-// so its gradients agree with the other paths' to rounding.
+// same random features, table and replicas of 1 to 16 atoms, in double precision: the features and
+// gradients must be equal bit for bit (each atom's messages are summed in the same order; the
+// gradients to rounding where the replicas' backward walks the pairs in parts, MLFF_REPLICA_SPLIT),
+// the forces equal to the fixed point's rounding (a pair adds its two edges' forces as one). Built
+// twice: without a box, its backward in two parts, and periodic (MLFF_PERIODIC) in a 10.5 Å cube,
+// in one part; and twice more with exact filters (MLFF_HOST_EXACT_FILTERS), where the replica
+// kernels read each pair's filter from its row, against the list's kernels on the same rows
+// (row_messages.cu). With the table, the list's kernels on edge rows filled from it (table_rows.cu)
+// against the tiled ones. The list's backward from rows walks each atom's edges in another order
+// than the list's (edgeWalk), so its gradients agree with the other paths' to rounding.
 #include <gtest/gtest.h>
 
 #include <algorithm>

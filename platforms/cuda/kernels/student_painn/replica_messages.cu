@@ -406,6 +406,13 @@ DEVICE inline void mlffBatchEnd(const MlffReplicaPairs& pairs, int base, const r
 // A part's share of a replica's batches of pairs, at most (the parts take consecutive shares).
 #define MLFF_PART_BATCHES ((MLFF_PAIR_BATCHES + MLFF_REPLICA_SPLIT - 1) / MLFF_REPLICA_SPLIT)
 
+/** Part `part`'s share of n things, [*first, *end): consecutive shares of at most n / MLFF_REPLICA_SPLIT rounded up. */
+DEVICE inline void mlffPartShare(int n, int part, int* first, int* end) {
+    const int share = (n + MLFF_REPLICA_SPLIT - 1) / MLFF_REPLICA_SPLIT;
+    *first = min(part * share, n);
+    *end = min(*first + share, n);
+}
+
 /**
  * The messages' backward of block `layer`, a thread block per replica, as mlffMessagesBackwardTiled
  * (or, from filter rows, mlffMessagesBackwardRows): forces (or the pairs' dE/dw and dE/dn), then
@@ -462,8 +469,8 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
     real4* replicaGradN = edgeGradN; // unused
 #endif
     const int batches = (pairs.count + MLFF_PAIR_BATCH - 1) / MLFF_PAIR_BATCH;
-    const int partBatches = (batches + MLFF_REPLICA_SPLIT - 1) / MLFF_REPLICA_SPLIT;
-    const int firstBatch = min(part * partBatches, batches), endBatch = min(firstBatch + partBatches, batches);
+    int firstBatch, endBatch;
+    mlffPartShare(batches, part, &firstBatch, &endBatch);
     // This warp's sums of each of its part's batches' (dE/dd, dE/dn), lane l value l of
     // mlffWarpSum32, kept until the end, so that no barrier holds the warps together batch by batch.
     real batchTotal[MLFF_PART_BATCHES];
@@ -556,8 +563,8 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
     if (!active)
         return;
     // dE/d(s, v) of each atom, the parts' gradOut summed in order; each part takes a share of the atoms.
-    const int partAtoms = (count + MLFF_REPLICA_SPLIT - 1) / MLFF_REPLICA_SPLIT;
-    const int firstAtom = part * partAtoms, endAtom = min(count, firstAtom + partAtoms);
+    int firstAtom, endAtom;
+    mlffPartShare(count, part, &firstAtom, &endAtom);
     for (int group = firstAtom; group < endAtom; group += MLFF_LOAD_GROUP) {
         MlffUpdateDirectInputs in[MLFF_LOAD_GROUP];
 #pragma unroll
