@@ -11,7 +11,8 @@
 #
 #   --rows R            benchmarks/write_structures.py's rows (default benzene)
 #   --structures S,...  which of the structures written to time (default benzene_x1024,benzene_x256);
-#                       S_shuffled is S with its atoms in a random order (write_structures.py --shuffled)
+#                       S_shuffled is S with its atoms in a random order, S_jittered (structures of
+#                       several replicas) S with its atoms moved at random (write_structures.py)
 #   --exact             exact filters (default: tabulated)
 #   --rounds N          rounds (default 2)
 #   --md-steps N, --repeats N   mlff-bench's (default 500 and 3)
@@ -53,7 +54,7 @@ folder=$(mktemp -d)
 cp "$plugin" "$folder/own.so"
 trap 'cp "$folder/own.so" "$plugin"; rm -rf "$folder"' EXIT
 here=$(cd "$(dirname "$0")" && pwd)
-python3 "$here/write_structures.py" "$folder" --rows "$rows" --shuffled > /dev/null
+python3 "$here/write_structures.py" "$folder" --rows "$rows" --shuffled --jittered > /dev/null
 
 library_path() { realpath "${1%%,*}"; }
 library_settings() { [[ $1 == *,* ]] && tr , '\n' <<< "${1#*,}" || true; } # one VAR=VALUE a line
