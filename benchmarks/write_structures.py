@@ -10,7 +10,7 @@ order (seed 0): the same structure as a box filled at random lists it, for timin
 the atoms matters (docs/performance.md, "The atoms in an order along space").
 
 --jittered writes each structure of several replicas once more, FOLDER/<row>_jittered.txt, every
-atom moved by a normal displacement of JITTER_A per axis (seed 0): the bench's replicas are exact
+atom moved by a normal displacement of JITTER_ANGSTROM per axis (seed 0): the bench's replicas are exact
 copies, whose pairs read the same table entries in every replica, as an ensemble's replicas do not.
 """
 import argparse
@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 
-JITTER_A = 0.05  # Å per axis: pair distances spread over some 0.07 Å, tens of the table's intervals
+JITTER_ANGSTROM = 0.05  # Å per axis: pair distances spread over some 0.07 Å, tens of the table's intervals
 
 
 def main():
@@ -45,7 +45,7 @@ def main():
             bench.write_structure(shuffled, z[order], pos[order], replica[order], box)
             print(shuffled)
         if args.jittered and replica.max() > 0:
-            moved = pos + np.random.default_rng(0).normal(scale=JITTER_A, size=pos.shape)
+            moved = pos + np.random.default_rng(0).normal(scale=JITTER_ANGSTROM, size=pos.shape)
             jittered = path[: -len(".txt")] + "_jittered.txt"
             bench.write_structure(jittered, z, moved, replica, box)
             print(jittered)
