@@ -10,8 +10,8 @@ order (seed 0): the same structure as a box filled at random lists it, for timin
 the atoms matters (docs/performance.md, "The atoms in an order along space").
 
 --jittered writes each structure of several replicas once more, FOLDER/<row>_jittered.txt, every
-atom moved by a normal displacement of JITTER_ANGSTROM per axis (seed 0): the bench's replicas are exact
-copies, whose pairs read the same table entries in every replica, as an ensemble's replicas do not.
+atom moved by a normal displacement of JITTER_ANGSTROM per axis (seed 0): the bench's replicas are
+exact copies, whose pairs read the same table entries in every replica, as an ensemble's do not.
 """
 import argparse
 import os
