@@ -21,3 +21,19 @@ DEVICE inline void mlffStartAfterPreviousLaunch() {
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+
+/**
+ * MLFF_CUDA_TIMING=timeline (CudaLaunchTimer): the GPU's clock (ns) once the launch ahead of this
+ * one in the stream has finished, into *stamp; a block of one thread. It lets the launch behind it
+ * start its blocks before it waits, so that those still start while the launch ahead runs, as they
+ * do without stamps.
+ */
+KERNEL void mlffStampTime(unsigned long long* stamp) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+    unsigned long long now;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+    *stamp = now;
+}

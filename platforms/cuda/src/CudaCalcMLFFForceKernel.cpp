@@ -325,7 +325,7 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
     if (numAtoms == 0)
         return 0.0;
     ContextSelector selector(cu);
-    timer->beginEvaluation();
+    timer->beginEvaluation(cu.getCurrentStream());
     if (!hasInitializedIndex) {
         updateSortedIndex();
         hasInitializedIndex = true;
@@ -365,6 +365,7 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
     const int slot = (int) (numEvaluations++ % CountSlots);
     check(cuEventRecord(maxCountEvent[slot], cu.getCurrentStream()), "recording an event"); // the count is in host memory
     maxCountPending[slot] = true;
+    timer->endEvaluation();
     return 0.0; // the energy went into OpenMM's energy buffer
 }
 

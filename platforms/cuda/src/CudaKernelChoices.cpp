@@ -320,6 +320,8 @@ void CudaCalcMLFFForceKernel::loadKernels() {
     forwardKernel = cu.getKernel(module, useClusters ? "mlffStudentForwardCluster" : "mlffStudentForward");
     backwardKernel = cu.getKernel(module, useClusters ? "mlffStudentBackwardCluster" : "mlffStudentBackward");
     reduceKernel = cu.getKernel(module, "mlffReduceEnergies");
+    if (timer->enabled())
+        timer->setStampKernel(cu.getKernel(module, "mlffStampTime"), dependentLaunches);
     if (numReplicas >= ReduceByWarpMinReplicas)
         replicaEnergiesKernel = cu.getKernel(module, "mlffReplicaEnergies");
     if (useTiled) {
