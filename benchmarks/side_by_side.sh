@@ -18,6 +18,8 @@
 #   --md-steps N, --repeats N   mlff-bench's (default 500 and 3)
 #   --timing S          first, the libraries' MLFF_CUDA_TIMING tables on S as one (µs a launch kind,
 #                       a column a library)
+#   --timeline S        the same with MLFF_CUDA_TIMING=timeline: each launch's share of the
+#                       evaluation as the launches overlap untimed (CudaLaunchTimer.h)
 #   --json FILE         also everything below as one JSON file (this command line, the date and
 #                       device, each run's line with mlff-bench's own JSON and the clocks, the
 #                       medians, the timing table): a copy for benchmarks/results/
@@ -30,7 +32,7 @@
 set -euo pipefail
 
 command_line="benchmarks/side_by_side.sh $*"
-rows=benzene structures=benzene_x1024,benzene_x256 tabulated=--tabulated rounds=2 steps=500 repeats=3 timing= json=
+rows=benzene structures=benzene_x1024,benzene_x256 tabulated=--tabulated rounds=2 steps=500 repeats=3 timing= timing_setting=1 json=
 libraries=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -40,7 +42,8 @@ while [ $# -gt 0 ]; do
         --rounds) rounds=$2; shift 2 ;;
         --md-steps) steps=$2; shift 2 ;;
         --repeats) repeats=$2; shift 2 ;;
-        --timing) timing=$2; shift 2 ;;
+        --timing) timing=$2; timing_setting=1; shift 2 ;;
+        --timeline) timing=$2; timing_setting=timeline; shift 2 ;;
         --json) json=$2; shift 2 ;;
         -*) echo "side_by_side: unknown option $1" >&2; exit 2 ;;
         *) libraries+=("$1"); shift ;;
@@ -75,7 +78,7 @@ if [ -n "$timing" ]; then
         cp "$(library_path "$library")" "$plugin"
         tables+=("$folder/timing.$((${#tables[@]} + 1)).txt")
         # the table is on stderr; anything else there (an error) is shown whole by the merge below
-        MLFF_CUDA_TIMING=1 bench "$library" "$timing" --md-steps 100 --repeats 2 2> "${tables[-1]}" > /dev/null || true
+        MLFF_CUDA_TIMING=$timing_setting bench "$library" "$timing" --md-steps 100 --repeats 2 2> "${tables[-1]}" > /dev/null || true
     done
     pairs=()
     for k in "${!libraries[@]}"; do pairs+=("$(library_name "${libraries[$k]}")" "${tables[$k]}"); done

@@ -113,7 +113,11 @@ def timing_lines(structure, libraries, tables, texts):
     rows = merge_timing(tables)
     width = max(len(launch) for launch, _ in rows)
     cells = [max(10, len(library)) for library in libraries]
-    lines.append(f"== per launch on {structure}, µs an evaluation (MLFF_CUDA_TIMING; the events break overlaps)")
+    if any("MLFF_CUDA_TIMING=timeline" in text for text in texts):
+        how = "MLFF_CUDA_TIMING=timeline; each launch's share, overlapping as untimed"
+    else:
+        how = "MLFF_CUDA_TIMING; the events break overlaps"
+    lines.append(f"== per launch on {structure}, µs an evaluation ({how})")
     lines.append(" " * width + "".join(f"  {library:>{cell}s}" for library, cell in zip(libraries, cells)))
     for launch, values in rows:
         lines.append(launch.ljust(width) + "".join(f"  {value:{cell}.1f}" if value is not None else f"  {'-':>{cell}s}"

@@ -103,3 +103,12 @@ def test_a_run_without_a_timing_table_is_shown_whole():
                                 ["", "error: no CUDA device"])
     assert lines[0] == "== broken.so: no MLFF_CUDA_TIMING table; it printed:\nerror: no CUDA device"
     assert lines[-2].split() == ["k", "1.0", "-"]
+
+
+def test_the_heading_says_which_timing_made_the_tables():
+    events = "MLFF_CUDA_TIMING: median us per evaluation, by launch\n       2.0  the readout (9 evaluations)\n"
+    timeline = events.replace("MLFF_CUDA_TIMING:", "MLFF_CUDA_TIMING=timeline:")
+    for text, how in [(events, "the events break overlaps"), (timeline, "overlapping as untimed")]:
+        lines = report.timing_lines("s", ["a.so"], [report.parse_timing(text)], [text])
+        assert how in lines[0]
+        assert lines[-2].split() == ["the", "readout", "2.0"]
