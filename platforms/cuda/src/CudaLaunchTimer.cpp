@@ -140,7 +140,12 @@ void CudaLaunchTimer::collectTimeline() {
     std::vector<unsigned long long> ns(numStamps);
     if (cuMemcpyDtoH(ns.data(), stamps, numStamps * sizeof(unsigned long long)) != CUDA_SUCCESS)
         return;
-    for (const TimelineEvaluation& evaluation : evaluations) {
+    for (size_t e = 0; e < evaluations.size(); e++) {
+        const TimelineEvaluation& evaluation = evaluations[e];
+        // Its stamps end where the next evaluation's begin: a launch that threw left one short.
+        const size_t end = e + 1 < evaluations.size() ? evaluations[e + 1].firstStamp : numStamps;
+        if (end - evaluation.firstStamp != evaluation.names.size() + 1)
+            continue;
         std::map<std::string, double> totals;
         for (size_t k = 0; k < evaluation.names.size(); k++) {
             const std::string& name = evaluation.names[k];
