@@ -25,7 +25,7 @@ namespace MLFFPlugin {
  *   mlffStampTime) writes the GPU's clock once the launch has finished, and each launch's time is
  *   its stamp less the stamp before it: its share of the evaluation with the launches overlapping
  *   as they do untimed (the next launch's blocks still start early). The host never waits; the
- *   stamps are read when the Context ends. Each stamp adds its own wait, about a microsecond.
+ *   stamps are read when the Context ends. Each stamp adds its own wait, about 1.5 us (H100).
  */
 class CudaLaunchTimer {
 public:
