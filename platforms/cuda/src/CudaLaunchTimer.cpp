@@ -36,9 +36,9 @@ void CudaLaunchTimer::print(const char* heading) {
     // The sum is of the launches of most evaluations: one that ran once (the weights' split at the
     // Context's start, 0.3 ms) or rarely (the atom index's inversion after a reorder) is listed
     // but would make the sum a step that never was.
-    size_t evaluations = 0;
+    size_t timedEvaluations = 0;
     for (const auto& entry : microseconds)
-        evaluations = std::max(evaluations, entry.second.size());
+        timedEvaluations = std::max(timedEvaluations, entry.second.size());
     double total = 0;
     std::fprintf(stderr, "%s\n", heading);
     for (const std::string& name : order) {
@@ -47,7 +47,7 @@ void CudaLaunchTimer::print(const char* heading) {
             continue;
         std::sort(times.begin(), times.end());
         const double median = times[times.size() / 2];
-        if (2 * times.size() >= evaluations)
+        if (2 * times.size() >= timedEvaluations)
             total += median;
         std::fprintf(stderr, "  %10.1f  %s (%zu evaluations)\n", median, name.c_str(), times.size());
     }
