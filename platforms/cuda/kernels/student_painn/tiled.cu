@@ -184,7 +184,22 @@ struct MlffOutputForwardEpilogue {
     real* output; // (N, 3H) of this block, channel-major
     real* stateS;
     real* stateV;
-    DEVICE void operator()(int row, int column, const real* sums) const {
+    // What a row's call reads (mlffMatmul loads every row's ahead; matmul.cu, MlffEpilogueSteps).
+    struct Inputs {
+        real s[2], v[2][3]; // s' and v' of the thread's channels column/3 and column/3 + 1
+    };
+    DEVICE void load(int row, int column, Inputs& in) const {
+        const size_t mid = (size_t) layer * MLFF_NUM_ATOMS + row;
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
+            const int c = column / 3 + q;
+            in.s[q] = midS[mid * MLFF_H + c];
+            if (layer + 1 < MLFF_L) // the last block's vector update is dead
+                for (int d = 0; d < 3; d++)
+                    in.v[q][d] = midV[(mid * 3 + d) * MLFF_H + c];
+        }
+    }
+    DEVICE void apply(int row, int column, const real* sums, const Inputs& in) const {
         const real* bias = block + MLFF_B_UPDATE_B2_BY_CHANNEL;
         real y[6]; // the thread's 6 columns: (a, g1, g2) of channels column/3 and column/3 + 1
         mlffLoadRow<6>(bias + column, y);
@@ -196,17 +211,19 @@ struct MlffOutputForwardEpilogue {
         for (int q = 0; q < 2; q++) {
             const int c = column / 3 + q;
             const real a = y[3 * q], g1 = y[3 * q + 1], g2 = y[3 * q + 2];
-            const size_t mid = (size_t) layer * MLFF_NUM_ATOMS + row;
-            stateS[((size_t) (layer + 1) * MLFF_NUM_ATOMS + row) * MLFF_H + c] = midS[mid * MLFF_H + c] + a;
-            if (layer + 1 < MLFF_L) { // the last block's vector update is dead
-                real vMid[3], vOut[3];
-                for (int d = 0; d < 3; d++)
-                    vMid[d] = midV[(mid * 3 + d) * MLFF_H + c];
-                mlffUpdateVector(block, vMid, g1, g2, vOut);
+            stateS[((size_t) (layer + 1) * MLFF_NUM_ATOMS + row) * MLFF_H + c] = in.s[q] + a;
+            if (layer + 1 < MLFF_L) {
+                real vOut[3];
+                mlffUpdateVector(block, in.v[q], g1, g2, vOut);
                 for (int d = 0; d < 3; d++)
                     stateV[(((size_t) (layer + 1) * MLFF_NUM_ATOMS + row) * 3 + d) * MLFF_H + c] = vOut[d];
             }
         }
+    }
+    DEVICE void operator()(int row, int column, const real* sums) const { // the FMA pipes' path: a row at a time
+        Inputs in;
+        load(row, column, in);
+        apply(row, column, sums, in);
     }
 };
 
@@ -376,37 +393,48 @@ struct MlffInputBackwardEpilogue {
     real* gradMidS;   // (N, H): the partial gradient in, the whole gradient out
     real* gradMidV;   // (N, 3, H): likewise, except for the last block (no partial: written, not added to)
     bool lastBlock;
-    DEVICE void operator()(int row, int column, const real* sums) const {
-        // The thread's 4 columns are (s, |v|) of channels c = column / 2 (even) and c + 1, whose
-        // features and gradients it reads and writes as vectors of two.
+    // The thread's 4 columns are (s, |v|) of channels c = column / 2 (even) and c + 1, whose
+    // features and gradients it reads and writes as vectors of two.
+    // What a row's call reads (mlffMatmul loads every row's ahead; matmul.cu, MlffEpilogueSteps).
+    struct Inputs {
+        real gs[2], vMid[3][2], gvBefore[3][2]; // the partial dE/ds', v', the partial dE/dv'
+    };
+    DEVICE void load(int row, int column, Inputs& in) const {
         const int c = column / 2;
-        real gs[2];
-        mlffLoadRow<2>(gradMidS + (size_t) row * MLFF_H + c, gs);
-        gs[0] += sums[0];
-        gs[1] += sums[2];
-        mlffStoreRow<2>(gradMidS + (size_t) row * MLFF_H + c, gs);
-        real vMid[3][2], m[2];
-#pragma unroll
-        for (int a = 0; a < 3; a++)
-            mlffLoadRow<2>(midV + ((size_t) row * 3 + a) * MLFF_H + c, vMid[a]);
-#pragma unroll
-        for (int q = 0; q < 2; q++)
-            m[q] = sqrt(vMid[0][q] * vMid[0][q] + vMid[1][q] * vMid[1][q] + vMid[2][q] * vMid[2][q]);
+        mlffLoadRow<2>(gradMidS + (size_t) row * MLFF_H + c, in.gs);
 #pragma unroll
         for (int a = 0; a < 3; a++) {
-            real* target = gradMidV + ((size_t) row * 3 + a) * MLFF_H + c;
-            real g[2], before[2] = {0, 0};
+            mlffLoadRow<2>(midV + ((size_t) row * 3 + a) * MLFF_H + c, in.vMid[a]);
+            in.gvBefore[a][0] = in.gvBefore[a][1] = 0;
             if (!lastBlock)
-                mlffLoadRow<2>(target, before);
+                mlffLoadRow<2>(gradMidV + ((size_t) row * 3 + a) * MLFF_H + c, in.gvBefore[a]);
+        }
+    }
+    DEVICE void apply(int row, int column, const real* sums, const Inputs& in) const {
+        const int c = column / 2;
+        const real gs[2] = {in.gs[0] + sums[0], in.gs[1] + sums[2]};
+        mlffStoreRow<2>(gradMidS + (size_t) row * MLFF_H + c, gs);
+        real m[2];
+#pragma unroll
+        for (int q = 0; q < 2; q++)
+            m[q] = sqrt(in.vMid[0][q] * in.vMid[0][q] + in.vMid[1][q] * in.vMid[1][q] + in.vMid[2][q] * in.vMid[2][q]);
+#pragma unroll
+        for (int a = 0; a < 3; a++) {
+            real g[2];
 #pragma unroll
             for (int q = 0; q < 2; q++) {
                 const real gm = sums[2 * q + 1];
-                g[q] = m[q] > 0 ? gm * vMid[a][q] / m[q] : 0; // the norm's gradient v/m, taken as 0 at v = 0
+                g[q] = m[q] > 0 ? gm * in.vMid[a][q] / m[q] : 0; // the norm's gradient v/m, taken as 0 at v = 0
                 if (!lastBlock)
-                    g[q] = before[q] + g[q];
+                    g[q] = in.gvBefore[a][q] + g[q];
             }
-            mlffStoreRow<2>(target, g);
+            mlffStoreRow<2>(gradMidV + ((size_t) row * 3 + a) * MLFF_H + c, g);
         }
+    }
+    DEVICE void operator()(int row, int column, const real* sums) const { // the FMA pipes' path: a row at a time
+        Inputs in;
+        load(row, column, in);
+        apply(row, column, sums, in);
     }
 };
 
