@@ -25,8 +25,9 @@
  * deterministic.
  *
  * The epilogue, a functor, receives each row with TN adjacent sums, whichever way they were made:
- * epilogue(row, firstColumn, sums), thread (tx, ty) = (threadIdx.x % 16, threadIdx.x / 16) getting
- * rows 64 h + 4 ty .. 64 h + 4 ty + 3 of the tile (h < R / 64) and columns TN tx .. TN tx + TN - 1.
+ * epilogue(row, firstColumn, sums), or its load and apply (MlffEpilogueSteps, below), thread
+ * (tx, ty) = (threadIdx.x % 16, threadIdx.x / 16) getting rows 64 h + 4 ty .. 64 h + 4 ty + 3 of
+ * the tile (h < R / 64) and columns TN tx .. TN tx + TN - 1.
  * Grid: ceil(rows / R) x O / (16 TN) blocks in one dimension, the column tiles of
  * a row tile adjacent (so that they share A's reads from L2), or more: blocks wholly past `rows`
  * return at once (`rows` may be known only on the device). Rows past `rows` read as 0 and are not
@@ -148,8 +149,8 @@ struct MlffSkippedInputs {
 /**
  * An epilogue that reads rows of its own (the atoms' features, gradients it adds to) may declare
  * `Inputs`, what one call reads, and load(row, column, inputs) and apply(row, column, sums,
- * inputs) beside operator(): the tensor-core path then loads every row of the thread's before it
- * applies any. Called row by row, each row's loads come after the row before's stores, which the
+ * inputs) in place of operator(): the tensor-core path then loads every row of the thread's before
+ * it applies any. Called row by row, each row's loads come after the row before's stores, which the
  * compiler cannot tell they do not alias, so that the rows wait on the L2 one after another (the
  * update's output and its backward to its input: 6 µs an evaluation of 1,024 benzenes; the log's
  * section "The update's epilogues' rows loaded ahead"). MlffEpilogueSteps gives every epilogue
@@ -375,11 +376,15 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
         }
         __syncthreads(); // the next step overwrites the tiles
     }
+    typedef MlffEpilogueSteps<Epilogue> Steps;
 #pragma unroll
     for (int r = 0; r < 4; r++) {
         const int row = firstRow + 4 * ty + r;
-        if (row < rows)
-            epilogue(row, firstColumn + TN * tx, sums[r]);
+        if (row < rows) { // a row at a time, as before: loading ahead was timed on the tensor cores alone
+            typename Steps::Inputs inputs;
+            Steps::load(epilogue, row, firstColumn + TN * tx, inputs);
+            Steps::apply(epilogue, row, firstColumn + TN * tx, sums[r], inputs);
+        }
     }
 #endif
 }

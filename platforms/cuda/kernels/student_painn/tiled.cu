@@ -220,11 +220,6 @@ struct MlffOutputForwardEpilogue {
             }
         }
     }
-    DEVICE void operator()(int row, int column, const real* sums) const { // the FMA pipes' path: a row at a time
-        Inputs in;
-        load(row, column, in);
-        apply(row, column, sums, in);
-    }
 };
 
 KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateOutputForward(int layer, const real* RESTRICT params, const real* RESTRICT updateActivation,
@@ -430,11 +425,6 @@ struct MlffInputBackwardEpilogue {
             }
             mlffStoreRow<2>(gradMidV + ((size_t) row * 3 + a) * MLFF_H + c, g);
         }
-    }
-    DEVICE void operator()(int row, int column, const real* sums) const { // the FMA pipes' path: a row at a time
-        Inputs in;
-        load(row, column, in);
-        apply(row, column, sums, in);
     }
 };
 
