@@ -199,6 +199,7 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
     if (firstRow >= rows)
         return; // the whole block: no barrier is skipped
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    typedef MlffEpilogueSteps<Epilogue> Steps;
 #ifdef MLFF_MATMUL_TENSOR_CORES
     extern __shared__ float4 mlffMatmulMemory[];
     typedef MlffMatmulShared<tileRows, columns> Tiles;
@@ -295,7 +296,6 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
             tiles.out[row + 8][column + 1] = acc[m][j][3];
         }
     // Every row's inputs in flight at once, their wait overlapping the barrier's.
-    typedef MlffEpilogueSteps<Epilogue> Steps;
     typename Steps::Inputs inputs[tileRows / 64][4];
 #pragma unroll
     for (int h = 0; h < tileRows / 64; h++)
@@ -376,7 +376,6 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
         }
         __syncthreads(); // the next step overwrites the tiles
     }
-    typedef MlffEpilogueSteps<Epilogue> Steps;
 #pragma unroll
     for (int r = 0; r < 4; r++) {
         const int row = firstRow + 4 * ty + r;
