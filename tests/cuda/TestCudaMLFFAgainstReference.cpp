@@ -486,6 +486,83 @@ TEST_P(CudaVsReference, Deterministic) {
     }
 }
 
+// An evaluation's launches go as one CUDA graph where they repeat (CudaLaunchGraphs): the same bits
+// as the launches one by one (MLFF_CUDA_GRAPHS=off), step by step, while the kernels' arguments
+// change under the graphs: the neighbour list grows (a capacity of 2 at first), the box grows (the
+// cell list's grid with it), the energy-scale parameter changes. Two systems: 300 atoms in a
+// periodic box (the cell list, and its memset, in the graph), and 40 small replicas (on 'tiled' and
+// 'edges', their messages a block per replica). And the graphs are used: most evaluations go
+// through one (MLFF_CUDA_GRAPHS=report prints how many when the Context ends). A setting that is
+// none of "on", "off" and "report" is an error naming the variable.
+TEST_P(CudaVsReference, GraphsGiveTheBitsOfLaunchesOneByOne) {
+    const std::string bytes = mlff_test::random_model_bytes(modelSpec(64, 12, 2, 17));
+    {
+        auto s = makeSystem(bytes, mlff_test::random_structure(10, 10, 5.0, 1.0, 73));
+        OpenMM::VerletIntegrator integrator(0.0005);
+        setenv("MLFF_CUDA_GRAPHS", "sometimes", 1);
+        MLFF_EXPECT_THROW_WITH(makeContext(s->system, integrator, precision()), "MLFF_CUDA_GRAPHS", "'sometimes'");
+        unsetenv("MLFF_CUDA_GRAPHS");
+    }
+    mlff_test::Structure box = mlff_test::random_structure(300, 10, 16.0, 1.0, 72);
+    box.box = {16.0, 0, 0, 0, 16.5, 0, 0, 0, 12.0};
+    std::vector<mlff_test::Structure> molecules;
+    for (int r = 0; r < 40; r++)
+        molecules.push_back(mlff_test::random_structure(1 + (r * 5) % 13, 10, 4.0, 1.0, 130 + r));
+    for (const auto& named : {std::make_pair(std::string("300 atoms in a box"), box),
+                              std::make_pair(std::string("40 replicas of 1 to 13 atoms"), replicate(molecules))}) {
+        SCOPED_TRACE(named.first);
+        auto s = makeSystem(bytes, named.second);
+        s->force->setEnergyScaleParameter("lambda_ml");
+        const int iterations = 12;
+        std::vector<Evaluation> runs[2];
+        std::string printed[2];
+        const char* settings[2] = {"off", "report"};
+        for (int run = 0; run < 2; run++) {
+            setenv("MLFF_CUDA_GRAPHS", settings[run], 1);
+            ::testing::internal::CaptureStderr();
+            {
+                OpenMM::VerletIntegrator integrator(0.0005);
+                auto context = contextOverflowingAtOnce(*s, integrator);
+                for (int iteration = 0; iteration < iterations; iteration++) {
+                    if (iteration == 4 && !named.second.box.empty()) {
+                        OpenMM::Vec3 a, b, c;
+                        context->getState(0).getPeriodicBoxVectors(a, b, c);
+                        context->setPeriodicBoxVectors(a * 1.3, b * 1.3, c * 1.3);
+                    }
+                    if (iteration == 7)
+                        context->setParameter("lambda_ml", 0.7);
+                    runs[run].push_back(evaluate(*context, *s->force));
+                    integrator.step(1); // a second evaluation, forces only
+                }
+            }
+            printed[run] = ::testing::internal::GetCapturedStderr();
+            unsetenv("MLFF_CUDA_GRAPHS");
+        }
+        for (int iteration = 0; iteration < iterations; iteration++) {
+            const Evaluation &alone = runs[0][iteration], &graphed = runs[1][iteration];
+            EXPECT_EQ(graphed.energy, alone.energy) << "iteration " << iteration;
+            EXPECT_EQ(graphed.replicaEnergies, alone.replicaEnergies) << "iteration " << iteration;
+            ASSERT_EQ(0, std::memcmp(graphed.forces.data(), alone.forces.data(),
+                                     alone.forces.size() * sizeof(OpenMM::Vec3)))
+                << "iteration " << iteration;
+        }
+        EXPECT_EQ(printed[0].find("through graphs"), std::string::npos) << printed[0];
+        long long graphed = -1, evaluations = -1, built = -1;
+        const size_t line = printed[1].find("MLFFForce (CUDA): ");
+        ASSERT_NE(line, std::string::npos) << printed[1];
+        ASSERT_EQ(3, std::sscanf(printed[1].c_str() + line,
+                                 "MLFFForce (CUDA): %lld of %lld evaluations through graphs, %lld graphs built",
+                                 &graphed, &evaluations, &built))
+            << printed[1];
+        EXPECT_EQ(evaluations, 2 * iterations);
+        // New launches go one by one, and repeated ones through a graph built the second time: at
+        // most 10 evaluations one by one (2 at the start, 2 or 4 as the list grows, 2 after the box,
+        // 2 after lambda), the rest through graphs.
+        EXPECT_GE(graphed, evaluations - 10) << printed[1];
+        EXPECT_LE(built, 10) << printed[1];
+    }
+}
+
 // Energy-only and forces-only requests agree with a full one.
 TEST_P(CudaVsReference, EnergyOnlyAndForcesOnly) {
     const std::string bytes = mlff_test::random_model_bytes(modelSpec(64, 12, 2, 13));

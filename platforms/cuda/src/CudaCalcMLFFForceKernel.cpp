@@ -84,9 +84,14 @@ CudaCalcMLFFForceKernel::CudaCalcMLFFForceKernel(string kernelName, const Platfo
 }
 
 CudaCalcMLFFForceKernel::~CudaCalcMLFFForceKernel() {
-    if (pinnedMaxNeighborCount != nullptr || maxCountEvent[0] != nullptr || timer != nullptr) {
+    if (pinnedMaxNeighborCount != nullptr || maxCountEvent[0] != nullptr || timer != nullptr || graphs != nullptr) {
         ContextSelector selector(cu);
         timer.reset();
+        if (graphs != nullptr && reportGraphs)
+            std::fprintf(stderr, "MLFFForce (CUDA): %lld of %lld evaluations through graphs, %lld graphs built%s%s\n",
+                         graphs->graphLaunches(), numEvaluations, graphs->graphsBuilt(),
+                         graphs->buildFailure().empty() ? "" : "; no more after: ", graphs->buildFailure().c_str());
+        graphs.reset();
         if (pinnedMaxNeighborCount != nullptr)
             cuMemFreeHost(pinnedMaxNeighborCount);
         for (CUevent event : maxCountEvent)
@@ -99,6 +104,10 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     (void) system;
     ContextSelector selector(cu);
     timer.reset(new CudaLaunchTimer());
+    const string graphChoice = requestedGraphs();
+    if (graphChoice != "off" && !timer->enabled())
+        graphs.reset(new CudaLaunchGraphs());
+    reportGraphs = graphChoice == "report";
     CoreModelPtr model = loadCoreModel(force.getModelBytes(),
                                        force.getModelPath().empty() ? "<model bytes>" : force.getModelPath());
     const string architecture = mlff_model_architecture(model.get());
@@ -338,8 +347,28 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
         box[k] = useDouble ? (void*) &boxDouble[k] : (void*) &boxFloat[k];
     lastLambda = energyScaleParameter.empty() ? 1.0 : context.getParameter(energyScaleParameter);
 
-    CUdeviceptr force = cu.getLongForceBuffer().getDevicePointer();
+    if (graphs != nullptr) {
+        graphs->begin();
+        try {
+            enqueueEvaluation(box, includeForces);
+        }
+        catch (...) {
+            graphs->discard(); // so that later launches (the reorder listener's) are issued, not recorded
+            throw;
+        }
+        graphs->submit(cu.getCurrentStream());
+    }
+    else
+        enqueueEvaluation(box, includeForces);
+    const int slot = (int) (numEvaluations++ % CountSlots);
+    check(cuEventRecord(maxCountEvent[slot], cu.getCurrentStream()), "recording an event"); // the count is in host memory
+    maxCountPending[slot] = true;
+    timer->endEvaluation();
+    return 0.0; // the energy went into OpenMM's energy buffer
+}
 
+void CudaCalcMLFFForceKernel::enqueueEvaluation(void** box, bool includeForces) {
+    CUdeviceptr force = cu.getLongForceBuffer().getDevicePointer();
     findNeighbors(box);
     if (useReplicaMessages)
         prepareReplicaPairs(box);
@@ -362,11 +391,6 @@ double CudaCalcMLFFForceKernel::execute(ContextImpl& context, bool includeForces
                         &energy.paramDerivIndex, &neighborCount.getDevicePointer(), &maxCountTarget};
         launch(reduceKernel, args, 1, reduceThreads, "reducing the energy");
     }
-    const int slot = (int) (numEvaluations++ % CountSlots);
-    check(cuEventRecord(maxCountEvent[slot], cu.getCurrentStream()), "recording an event"); // the count is in host memory
-    maxCountPending[slot] = true;
-    timer->endEvaluation();
-    return 0.0; // the energy went into OpenMM's energy buffer
 }
 
 CudaCalcMLFFForceKernel::EnergyTargets CudaCalcMLFFForceKernel::energyTargets() {

@@ -1,6 +1,7 @@
 #ifndef MLFF_CUDA_CALC_MLFF_FORCE_KERNEL_H_
 #define MLFF_CUDA_CALC_MLFF_FORCE_KERNEL_H_
 
+#include "CudaLaunchGraphs.h"
 #include "CudaLaunchTimer.h"
 #include "MLFFKernels.h"
 #include "openmm/cuda/CudaArray.h"
@@ -21,18 +22,19 @@ namespace MLFFPlugin {
 /**
  * MLFFForce on the CUDA platform (docs/cuda-design.md). Per step, on OpenMM's stream: the
  * neighbour search, the network's forward pass, its backward pass (when forces are wanted) and one
- * energy reduction. No allocation but when a neighbour list grows, and no wait for the GPU but,
- * with edge rows, for the evaluation before last (CudaNeighborLists.cpp). The network runs on one
- * of two paths: fused (one thread block per atom runs a whole block of the network: 2L launches;
- * on sm_90 and later a cluster of blocks per atom, cluster.cu) for small systems, or tiled (the
- * update MLPs as matrix products over atoms: 7L launches) for large, where the filters are kept
- * in a row a pair (edge rows: edge_filters.cu's products over pairs, or table_rows.cu's table)
- * where the memory allows.
+ * energy reduction, as one CUDA graph where the same launches repeat (CudaLaunchGraphs). No
+ * allocation but when a neighbour list grows, and no wait for the GPU but, with edge rows, for the
+ * evaluation before last (CudaNeighborLists.cpp). The network runs on one of two paths: fused (one
+ * thread block per atom runs a whole block of the network: 2L launches; on sm_90 and later a
+ * cluster of blocks per atom, cluster.cu) for small systems, or tiled (the update MLPs as matrix
+ * products over atoms: 7L launches) for large, where the filters are kept in a row a pair (edge
+ * rows: edge_filters.cu's products over pairs, or table_rows.cu's table) where the memory allows.
  *
  * Its definitions, by part: CudaCalcMLFFForceKernel.cpp (initialize, execute, the Context's
  * updates), CudaKernelChoices.cpp (the path, the blocks' shapes, the module), CudaNeighborLists.cpp,
  * CudaEdgeRows.cpp, CudaNetworkPasses.cpp (the fused and tiled paths' launches) and
- * CudaLaunches.cpp; its constants are CudaKernelConstants.h's.
+ * CudaLaunches.cpp; its constants are CudaKernelConstants.h's. CudaLaunchGraphs issues an
+ * evaluation's launches together.
  */
 class CudaCalcMLFFForceKernel : public CalcMLFFForceKernel {
 public:
@@ -152,6 +154,7 @@ private:
     static std::string requestedFilterHidden(); // MLFF_CUDA_FILTER_HIDDEN: "registers", "stored", or "" (registers)
     static std::string requestedFilterStores(); // MLFF_CUDA_FILTER_STORES: "staged", "direct", or "" (staged with one)
     static size_t requestedEdgeRowsMaxBytes(); // MLFF_CUDA_EDGE_ROWS_MAX_BYTES, or no limit
+    static std::string requestedGraphs(); // MLFF_CUDA_GRAPHS: "on", "off", "report", or "" (on)
     int numMultiprocessors() const;
     /** An array of edge or pair rows (edge_filters.cu): perRow elements of elementSize bytes a row. */
     struct RowArray {
@@ -175,6 +178,8 @@ private:
     void prepareReplicaPairs(void** box);
     /** The filter rows' count on the device (filterStart[N], or pairRowStart[R]), for the products. */
     CUdeviceptr filterRowCount();
+    /** An evaluation's launches, from the neighbour search to the energy's reduction. */
+    void enqueueEvaluation(void** box, bool includeForces);
     void executeFused(void** box, bool includeForces, CUdeviceptr force);
     void executeTiled(void** box, bool includeForces, CUdeviceptr force);
     /** The tiled path's messages and their backward, a block per replica (replica_messages.cu). */
@@ -269,6 +274,10 @@ private:
     OpenMM::CudaArray replicaScale, replicaEnergy; // double
 
     std::unique_ptr<CudaLaunchTimer> timer; // MLFF_CUDA_TIMING
+    // An evaluation's launches as one graph where they repeat; null with MLFF_CUDA_GRAPHS=off or
+    // under the timer, which times the launches one by one.
+    std::unique_ptr<CudaLaunchGraphs> graphs;
+    bool reportGraphs = false;            // MLFF_CUDA_GRAPHS=report: their use, printed at the end
     // The largest neighbour count of an evaluation, written by its energy reduction straight into
     // pinned host memory (mapped), in slot (evaluation % CountSlots): the host reads an earlier
     // evaluation's while the GPU runs later ones (checkNeighborCapacity).

@@ -103,6 +103,10 @@ string CudaCalcMLFFForceKernel::requestedFilterStores() {
     return requestedChoice("MLFF_CUDA_FILTER_STORES", {"staged", "direct"});
 }
 
+string CudaCalcMLFFForceKernel::requestedGraphs() {
+    return requestedChoice("MLFF_CUDA_GRAPHS", {"on", "off", "report"});
+}
+
 size_t CudaCalcMLFFForceKernel::requestedEdgeRowsMaxBytes() {
     const char* limit = std::getenv("MLFF_CUDA_EDGE_ROWS_MAX_BYTES");
     if (limit == nullptr)

@@ -1,6 +1,6 @@
 // CudaCalcMLFFForceKernel, its launches: every kernel goes through launchWith, on OpenMM's stream
-// (dependent where the GPU allows, timed under MLFF_CUDA_TIMING), with the grids and shared memory
-// of each kind of kernel.
+// (dependent where the GPU allows, timed under MLFF_CUDA_TIMING, an evaluation's launches recorded
+// for a graph otherwise), with the grids and shared memory of each kind of kernel.
 
 #include "CudaCalcMLFFForceKernel.h"
 
@@ -38,6 +38,10 @@ void CudaCalcMLFFForceKernel::launchWith(CUfunction kernel, void** args, unsigne
     config.hStream = cu.getCurrentStream();
     config.attrs = attributes;
     config.numAttrs = numAttributes;
+    if (graphs != nullptr && graphs->recording()) { // issued with the evaluation's others (CudaLaunchGraphs)
+        graphs->addKernel(config, kernel, args, what);
+        return;
+    }
     timer->before(what, cu.getCurrentStream());
     check(cuLaunchKernelEx(&config, kernel, args, nullptr), what);
     timer->after(cu.getCurrentStream());

@@ -66,7 +66,10 @@ void CudaCalcMLFFForceKernel::findNeighbors(void* box[4]) {
         launch(neighborKernel, args, atomWarpsGrid, NeighborThreads, "finding neighbours");
         return;
     }
-    check(cuMemsetD32Async(cellCount.getDevicePointer(), 0, numCells, cu.getCurrentStream()), "clearing the cells");
+    if (graphs != nullptr && graphs->recording())
+        graphs->addMemset(cellCount.getDevicePointer(), 0, numCells, "clearing the cells");
+    else
+        check(cuMemsetD32Async(cellCount.getDevicePointer(), 0, numCells, cu.getCurrentStream()), "clearing the cells");
     const unsigned int atomsGrid = (unsigned int) ((numAtoms + 127) / 128);
     {
         void* args[] = {&posq, &sortedIndexOfParticle.getDevicePointer(), &mlParticle.getDevicePointer(),
