@@ -105,7 +105,7 @@ void CudaCalcMLFFForceKernel::initialize(const System& system, const MLFFForce& 
     ContextSelector selector(cu);
     timer.reset(new CudaLaunchTimer());
     const string graphChoice = requestedGraphs();
-    if (graphChoice != "off" && !timer->enabled())
+    if (graphChoice != "off" && !timer->enabled() && CudaLaunchGraphs::supported())
         graphs.reset(new CudaLaunchGraphs());
     reportGraphs = graphChoice == "report";
     CoreModelPtr model = loadCoreModel(force.getModelBytes(),

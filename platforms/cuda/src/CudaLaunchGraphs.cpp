@@ -43,6 +43,15 @@ bool CudaLaunchGraphs::Launch::operator==(const Launch& other) const {
            std::memcmp(attributes.data(), other.attributes.data(), attributes.size() * sizeof(CUlaunchAttribute)) == 0;
 }
 
+bool CudaLaunchGraphs::supported() {
+#if CUDA_VERSION >= 12040
+    int driver = 0;
+    return cuDriverGetVersion(&driver) == CUDA_SUCCESS && driver >= 12040;
+#else
+    return false;
+#endif
+}
+
 CudaLaunchGraphs::CudaLaunchGraphs() {
     check(cuStreamCreate(&captureStream, CU_STREAM_NON_BLOCKING), "creating the stream that graphs are captured on");
 }
@@ -67,7 +76,11 @@ const std::vector<std::pair<size_t, size_t>>& CudaLaunchGraphs::parameters(CUfun
     std::vector<std::pair<size_t, size_t>> layout;
     for (size_t index = 0;; index++) {
         size_t offset = 0, size = 0;
+#if CUDA_VERSION >= 12040
         const CUresult result = cuFuncGetParamInfo(kernel, index, &offset, &size);
+#else
+        const CUresult result = CUDA_ERROR_NOT_SUPPORTED; // (supported() is false: never constructed)
+#endif
         if (result == CUDA_ERROR_INVALID_VALUE) // past the last parameter
             break;
         check(result, "reading a kernel's parameters");

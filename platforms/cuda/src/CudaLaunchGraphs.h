@@ -33,6 +33,8 @@ namespace MLFFPlugin {
  */
 class CudaLaunchGraphs {
 public:
+    /** Whether the driver and the headers built against have what it needs (CUDA 12.4: cuFuncGetParamInfo). */
+    static bool supported();
     CudaLaunchGraphs();
     ~CudaLaunchGraphs();
     CudaLaunchGraphs(const CudaLaunchGraphs&) = delete;
