@@ -29,12 +29,6 @@ using namespace OpenMM;
 using std::string;
 using std::vector;
 
-void CudaCalcMLFFForceKernel::check(CUresult result, const char* what) {
-    if (result != CUDA_SUCCESS)
-        throw OpenMMException(string("MLFFForce (CUDA): ") + what + ": " + CudaContext::getErrorString(result) + " (" +
-                              std::to_string(result) + ")");
-}
-
 string CudaCalcMLFFForceKernel::exactDouble(double value) {
     char text[64];
     std::snprintf(text, sizeof(text), "%.17g", value);

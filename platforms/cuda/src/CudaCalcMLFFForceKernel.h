@@ -1,6 +1,7 @@
 #ifndef MLFF_CUDA_CALC_MLFF_FORCE_KERNEL_H_
 #define MLFF_CUDA_CALC_MLFF_FORCE_KERNEL_H_
 
+#include "CudaCheck.h"
 #include "CudaLaunchGraphs.h"
 #include "CudaLaunchTimer.h"
 #include "MLFFKernels.h"
@@ -52,8 +53,6 @@ private:
     class ReorderListener;
     class ForceInfo;
 
-    /** Throws an OpenMMException naming `what` and the driver's error, unless result is CUDA_SUCCESS. */
-    static void check(CUresult result, const char* what);
     /** A double as a define's value that parses back to the same double (17 significant digits). */
     static std::string exactDouble(double value);
 

@@ -1,7 +1,6 @@
 #include "CudaLaunchGraphs.h"
 
-#include "openmm/OpenMMException.h"
-#include "openmm/cuda/CudaContext.h"
+#include "CudaCheck.h"
 
 #include <algorithm>
 #include <cstring>
@@ -11,12 +10,6 @@ using namespace MLFFPlugin;
 using OpenMM::OpenMMException;
 
 namespace {
-
-void check(CUresult result, const char* what) {
-    if (result != CUDA_SUCCESS)
-        throw OpenMMException(std::string("MLFFForce (CUDA): ") + what + ": " +
-                              OpenMM::CudaContext::getErrorString(result) + " (" + std::to_string(result) + ")");
-}
 
 /** The attribute with only its meaningful fields set, the rest zero: so that launches compare by bytes. */
 CUlaunchAttribute canonical(const CUlaunchAttribute& attribute) {
