@@ -284,8 +284,9 @@ void CudaCalcMLFFForceKernel::allocatePathArrays() {
         updateInput.initialize(cu, n * 2 * h, real, "mlffUpdateInput");
         updateHidden.initialize(cu, layers * n * h, real, "mlffUpdateHidden");
         updateActivation.initialize(cu, n * h, real, "mlffUpdateActivation");
-        // Not the last block's: its output is a alone, straight into stateS (mlffUpdateOutputForwardLast).
-        updateOutput.initialize(cu, std::max(layers - 1, (size_t) 1) * n * 3 * h, real, "mlffUpdateOutput");
+        // Each block's gates (g1, g2) for its backward, but the last's: its output is a alone, straight
+        // into stateS (mlffUpdateOutputForwardLast).
+        updateOutput.initialize(cu, std::max(layers - 1, (size_t) 1) * n * 2 * h, real, "mlffUpdateOutput");
         updateGradOutput.initialize(cu, n * 3 * h, real, "mlffUpdateGradOutput");
     }
     if (useClusters) // each block's update hidden layer, g1 and g2, for its backward

@@ -5,7 +5,8 @@
 // s_out and mlffUpdateHiddenBackwardLast's gradient must equal, bit for bit, the full products'
 // (3H columns, or 3H inputs with zeros for dE/d(g1, g2)), with U2 and b2 packed as
 // StudentPainnParameters.cpp packs them; and mlffUpdateInputBackward must write the last block's
-// dE/dv' (the readout leaves no partial one) and add to any other block's.
+// dE/dv' (the readout leaves no partial one) and add to any other block's. Any other block's
+// output must apply the update and keep the gates where the backward reads them (mlffUpdateGates).
 #include <gtest/gtest.h>
 
 #include <random>
@@ -16,11 +17,11 @@ namespace {
 
 constexpr int N = MLFF_NUM_ATOMS, H = MLFF_H, Last = MLFF_L - 1;
 
-/** Random parameters, except the last block's U2 (3H, H) and b2 in every copy the kernels read. */
-std::vector<real> parametersWithPackedU2(std::mt19937& rng) {
+/** Random parameters, except block `layer`'s U2 (3H, H) and b2 in every copy the kernels read. */
+std::vector<real> parametersWithPackedU2(std::mt19937& rng, int layer = Last) {
     std::vector<real> params = randomReals(rng, MLFF_PARAMETERS_SIZE);
     const std::vector<real> w2 = randomReals(rng, (size_t) 3 * H * H), b2 = randomReals(rng, 3 * H);
-    real* block = params.data() + MLFF_P_BLOCKS + (size_t) Last * MLFF_P_BLOCK_STRIDE;
+    real* block = params.data() + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     for (int o = 0; o < 3 * H; o++) { // output o = t H + c: a, g1, g2 of channel c
         block[MLFF_B_UPDATE_B2 + o] = b2[o];
         for (int k = 0; k < H; k++)
@@ -80,7 +81,7 @@ TEST(LastBlockOnHost, OutputEqualsTheFullProducts) {
     const std::vector<real> midS = randomReals(rng, (size_t) MLFF_L * N * H);
     const std::vector<real> midV = randomReals(rng, (size_t) MLFF_L * N * 3 * H);
     std::vector<real> stateS[2], stateV((size_t) (MLFF_L + 1) * N * 3 * H, -7);
-    std::vector<real> updateOutput((size_t) MLFF_L * N * 3 * H, -7);
+    std::vector<real> updateOutput((size_t) MLFF_L * N * 2 * H, -7);
     for (std::vector<real>& s : stateS)
         s.assign((size_t) (MLFF_L + 1) * N * H, -7);
     launchMatmul(3 * H, 6, [&] {
@@ -93,6 +94,47 @@ TEST(LastBlockOnHost, OutputEqualsTheFullProducts) {
     for (size_t k = (size_t) MLFF_L * N * H; k < stateS[1].size(); k++)
         ASSERT_NE(stateS[1][k], -7) << "s_out " << k << " not written";
     EXPECT_EQ(stateS[0], stateS[1]);
+}
+
+TEST(LastBlockOnHost, AnEarlierBlocksOutputAppliesTheUpdateAndKeepsTheGates) {
+    static_assert(MLFF_L >= 2, "a block before the last");
+    constexpr int Layer = Last - 1;
+    std::mt19937 rng(8);
+    const std::vector<real> params = parametersWithPackedU2(rng, Layer);
+    const real* block = params.data() + MLFF_P_BLOCKS + (size_t) Layer * MLFF_P_BLOCK_STRIDE;
+    const std::vector<real> activation = randomReals(rng, (size_t) N * H);
+    const std::vector<real> midS = randomReals(rng, (size_t) MLFF_L * N * H);
+    const std::vector<real> midV = randomReals(rng, (size_t) MLFF_L * N * 3 * H);
+    std::vector<real> stateS((size_t) (MLFF_L + 1) * N * H, -7), stateV((size_t) (MLFF_L + 1) * N * 3 * H, -7);
+    std::vector<real> updateOutput((size_t) (MLFF_L - 1) * N * 2 * H, -7);
+    launchMatmul(3 * H, 6, [&] {
+        mlffUpdateOutputForward(Layer, params.data(), activation.data(), midS.data(), midV.data(), updateOutput.data(),
+                                stateS.data(), stateV.data());
+    });
+    // (a, g1, g2) = activation U2^T + b2 in U2's own layout (output t H + c), summed here.
+    const real* w2 = block + MLFF_B_UPDATE_W2;
+    const real* b2 = block + MLFF_B_UPDATE_B2;
+    auto near = [](real x, real expected) { return std::abs(x - expected) <= 1e-12 * (1 + std::abs(expected)); };
+    for (int i = 0; i < N; i++)
+        for (int c = 0; c < H; c++) {
+            real y[3];
+            for (int t = 0; t < 3; t++) {
+                y[t] = b2[t * H + c];
+                for (int k = 0; k < H; k++)
+                    y[t] += activation[(size_t) i * H + k] * w2[(size_t) (t * H + c) * H + k];
+            }
+            const std::string at = "atom " + std::to_string(i) + ", channel " + std::to_string(c);
+            const MlffRealVector<2> gates = mlffUpdateGates(updateOutput.data(), Layer, i, c);
+            ASSERT_TRUE(near(gates.v[0], y[1]) && near(gates.v[1], y[2])) << at << ": the gates kept";
+            const size_t mid = (size_t) Layer * N + i, out = (size_t) (Layer + 1) * N + i;
+            ASSERT_TRUE(near(stateS[out * H + c], midS[mid * H + c] + y[0])) << at << ": s_out";
+            real vMid[3], vOut[3];
+            for (int d = 0; d < 3; d++)
+                vMid[d] = midV[(mid * 3 + d) * H + c];
+            mlffUpdateVector(block, vMid, gates.v[0], gates.v[1], vOut);
+            for (int d = 0; d < 3; d++)
+                ASSERT_EQ(stateV[(out * 3 + d) * H + c], vOut[d]) << at << ", v_out component " << d;
+        }
 }
 
 TEST(LastBlockOnHost, HiddenGradientEqualsTheFullProduct) {

@@ -256,7 +256,7 @@ BackwardInputs randomBackwardInputs(std::mt19937& rng) {
     const int n = MLFF_NUM_ATOMS, h = MLFF_H, layers = MLFF_L;
     BackwardInputs in;
     in.midVKept = randomReals(rng, (size_t) layers * n * 3 * h);
-    in.updateOutput = randomReals(rng, (size_t) layers * n * 3 * h);
+    in.updateOutput = randomReals(rng, (size_t) layers * n * 2 * h);
     in.gradInS = randomReals(rng, (size_t) n * h);
     in.gradInV = randomReals(rng, (size_t) n * 3 * h);
     for (int r = 0; r < MLFF_NUM_REPLICAS; r++)
@@ -382,7 +382,7 @@ TEST(ReplicaMessagesOnHost, TiledKernelsTakeTheListedAtomsAlone) {
     expectListedRows(out[0].updateInput, out[1].updateInput, 0, 2 * h, "updateInput");
 
     const std::vector<real> midVKept = randomReals(rng, (size_t) layers * n * 3 * h);
-    const std::vector<real> updateOutput = randomReals(rng, (size_t) layers * n * 3 * h);
+    const std::vector<real> updateOutput = randomReals(rng, (size_t) layers * n * 2 * h);
     const std::vector<real> gradInS = randomReals(rng, (size_t) n * h);
     const std::vector<real> gradInV = randomReals(rng, (size_t) n * 3 * h);
     const std::vector<double> replicaScale(MLFF_NUM_REPLICAS, 1.0);
@@ -599,7 +599,7 @@ TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheListKernels) {
     const std::vector<real> stateS = randomReals(rng, (size_t) (layers + 1) * n * h);
     const std::vector<real> stateV = randomReals(rng, (size_t) (layers + 1) * n * 3 * h);
     const std::vector<real> midVKept = randomReals(rng, (size_t) layers * n * 3 * h);
-    const std::vector<real> updateOutput = randomReals(rng, (size_t) layers * n * 3 * h);
+    const std::vector<real> updateOutput = randomReals(rng, (size_t) layers * n * 2 * h);
     std::vector<double> replicaScale;
     for (int r = 0; r < MLFF_NUM_REPLICAS; r++)
         replicaScale.push_back(0.5 + 0.125 * r);

@@ -8,7 +8,7 @@
  *   mlffMessagesForwardTiled   atoms           midS, midV [l] = s', v'; updateInput = [s', |v'|]
  *   mlffUpdateHiddenForward    matmul          updateHidden[l] = updateInput U0^T + b0;
  *                                              updateActivation = SiLU(updateHidden[l])
- *   mlffUpdateOutputForward    matmul          updateOutput[l] = updateActivation U2^T + b2, and
+ *   mlffUpdateOutputForward    matmul          (a, g1, g2) = updateActivation U2^T + b2; (g1, g2) into updateOutput[l],
  *                                              s_out = s' + a, v_out = v' g1 + (M v') g2 into stateS, stateV [l+1]
  *                                              (block L-1: ...Last, a alone into stateS [L])
  *   mlffReadoutTiled           atoms / 32      energies; dE/ds' (partial) of block L-1, which is its dE/da
@@ -22,9 +22,10 @@
  * ...Overflowed kernels), and row_messages.cu's take the rest.
  *
  * Storage (global, `real`, as in forward.cu where shared): updateInput (N, 2H), updateHidden
- * (L, N, H), updateActivation (N, H; also gradHidden), updateOutput (L - 1, N, 3H) with the outputs of
- * a channel adjacent: (a, g1, g2) of channel c at 3c, 3c + 1, 3c + 2; updateGradOutput (N, 3H),
- * dE/d(a, g1, g2) in block order: a, then g1, then g2.
+ * (L, N, H), updateActivation (N, H; also gradHidden), updateOutput (L - 1, N, 2H) with the gates of
+ * a channel adjacent: (g1, g2) of channel c at 2c, 2c + 1 (the backward needs no a: s_out = s' + a
+ * passes dE/ds_out on unchanged); updateGradOutput (N, 3H), dE/d(a, g1, g2) in block order: a, then
+ * g1, then g2.
  *
  * The last block's vector output is dead (the readout reads s alone), so its g1, g2 are never
  * computed and their gradients never formed: its output product and its backward to the hidden
@@ -32,9 +33,10 @@
  * not kept. The sums are those of the full products less terms that were exact zeros.
  */
 
-/** The update's output y of channel c (t = 0: a, 1: g1, 2: g2) of atom i in block `layer`. */
-DEVICE inline real mlffUpdateOutput(const real* RESTRICT updateOutput, int layer, int i, int c, int t) {
-    return updateOutput[((size_t) layer * MLFF_NUM_ATOMS + i) * 3 * MLFF_H + 3 * c + t];
+/** The update's gates (g1, g2) of channel c of atom i in block `layer`, kept by the forward pass. */
+DEVICE inline MlffRealVector<2> mlffUpdateGates(const real* RESTRICT updateOutput, int layer, int i, int c) {
+    return *reinterpret_cast<const MlffRealVector<2>*>(updateOutput + ((size_t) layer * MLFF_NUM_ATOMS + i) * 2 * MLFF_H +
+                                                       2 * c);
 }
 
 /** Channel c's post-message features of atom i in block `layer`: midS, midV and the update's input. */
@@ -181,43 +183,47 @@ struct MlffOutputForwardEpilogue {
     const real* block;
     const real* midS;
     const real* midV;
-    real* output; // (N, 3H) of this block, channel-major
+    real* gates; // (N, 2H) of this block: (g1, g2) of channel c at 2c
     real* stateS;
     real* stateV;
+    // The thread's 6 columns are (a, g1, g2) of channels c = column / 3 (even) and c + 1, whose
+    // features it reads and writes as vectors of two, and whose gates it keeps as one of four.
     // What a row's call reads (mlffMatmul loads every row's ahead; matmul.cu, MlffEpilogueSteps).
     struct Inputs {
-        real s[2], v[2][3]; // s' and v' of the thread's channels column/3 and column/3 + 1
+        real s[2], v[3][2]; // s' and v' of the two channels
     };
     DEVICE void load(int row, int column, Inputs& in) const {
         const size_t mid = (size_t) layer * MLFF_NUM_ATOMS + row;
+        const int c = column / 3;
+        mlffLoadRow<2>(midS + mid * MLFF_H + c, in.s);
+        if (layer + 1 < MLFF_L) // the last block's vector update is dead
 #pragma unroll
-        for (int q = 0; q < 2; q++) {
-            const int c = column / 3 + q;
-            in.s[q] = midS[mid * MLFF_H + c];
-            if (layer + 1 < MLFF_L) // the last block's vector update is dead
-                for (int d = 0; d < 3; d++)
-                    in.v[q][d] = midV[(mid * 3 + d) * MLFF_H + c];
-        }
+            for (int d = 0; d < 3; d++)
+                mlffLoadRow<2>(midV + (mid * 3 + d) * MLFF_H + c, in.v[d]);
     }
     DEVICE void apply(int row, int column, const real* sums, const Inputs& in) const {
-        const real* bias = block + MLFF_B_UPDATE_B2_BY_CHANNEL;
-        real y[6]; // the thread's 6 columns: (a, g1, g2) of channels column/3 and column/3 + 1
-        mlffLoadRow<6>(bias + column, y);
+        const int c = column / 3;
+        real y[6];
+        mlffLoadRow<6>(block + MLFF_B_UPDATE_B2_BY_CHANNEL + column, y);
 #pragma unroll
         for (int t = 0; t < 6; t++)
             y[t] += sums[t];
-        mlffStoreRow<6>(output + (size_t) row * 3 * MLFF_H + column, y);
+        const real s[2] = {in.s[0] + y[0], in.s[1] + y[3]};
+        mlffStoreRow<2>(stateS + ((size_t) (layer + 1) * MLFF_NUM_ATOMS + row) * MLFF_H + c, s);
+        if (layer + 1 == MLFF_L)
+            return;
+        const real g[4] = {y[1], y[2], y[4], y[5]};
+        mlffStoreRow<4>(gates + (size_t) row * 2 * MLFF_H + 2 * c, g);
+        real vOut[2][3];
 #pragma unroll
         for (int q = 0; q < 2; q++) {
-            const int c = column / 3 + q;
-            const real a = y[3 * q], g1 = y[3 * q + 1], g2 = y[3 * q + 2];
-            stateS[((size_t) (layer + 1) * MLFF_NUM_ATOMS + row) * MLFF_H + c] = in.s[q] + a;
-            if (layer + 1 < MLFF_L) {
-                real vOut[3];
-                mlffUpdateVector(block, in.v[q], g1, g2, vOut);
-                for (int d = 0; d < 3; d++)
-                    stateV[(((size_t) (layer + 1) * MLFF_NUM_ATOMS + row) * 3 + d) * MLFF_H + c] = vOut[d];
-            }
+            const real v[3] = {in.v[0][q], in.v[1][q], in.v[2][q]};
+            mlffUpdateVector(block, v, y[3 * q + 1], y[3 * q + 2], vOut[q]);
+        }
+#pragma unroll
+        for (int d = 0; d < 3; d++) {
+            const real v[2] = {vOut[0][d], vOut[1][d]};
+            mlffStoreRow<2>(stateV + (((size_t) (layer + 1) * MLFF_NUM_ATOMS + row) * 3 + d) * MLFF_H + c, v);
         }
     }
 };
@@ -228,7 +234,7 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateOutputForward(int layer, const real* RE
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
     const MlffOutputForwardEpilogue epilogue = {layer, block, midS, midV,
-                                                updateOutput + (size_t) layer * MLFF_NUM_ATOMS * 3 * MLFF_H,
+                                                updateOutput + (size_t) layer * MLFF_NUM_ATOMS * 2 * MLFF_H,
                                                 stateS, stateV};
     mlffMatmul<MLFF_H, 3 * MLFF_H, 6, 128>(updateActivation, block + MLFF_B_UPDATE_W2T_BY_CHANNEL, MLFF_NUM_ATOMS,
                                            epilogue);
@@ -447,8 +453,9 @@ DEVICE inline MlffUpdateDirectInputs mlffLoadUpdateDirectInputs(int i, int layer
     MlffUpdateDirectInputs in;
     for (int a = 0; a < 3; a++)
         in.vMid[a] = midV[(((size_t) (layer - 1) * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c];
-    in.g1 = mlffUpdateOutput(updateOutput, layer - 1, i, c, 1);
-    in.g2 = mlffUpdateOutput(updateOutput, layer - 1, i, c, 2);
+    const MlffRealVector<2> gates = mlffUpdateGates(updateOutput, layer - 1, i, c);
+    in.g1 = gates.v[0];
+    in.g2 = gates.v[1];
     return in;
 }
 
