@@ -256,7 +256,7 @@ private:
     OpenMM::CudaArray cellCount, cellStart, cellAtoms, cellOfAtom, neighborScratch; // int, cell list only
     OpenMM::CudaArray binnedPos, cellOrderParticle, cellOrderZ; // real4, int, int: the atoms numbered by cell
     OpenMM::CudaArray replicaOriginParticle; // int (R), cell list: each replica's first particle
-    OpenMM::CudaArray stateS, stateV, midS, midV, atomEnergy; // real
+    OpenMM::CudaArray stateS, stateV, midS, midV, atomEnergy; // real; midS the fused path's only
     OpenMM::CudaArray gradS[2], gradV[2]; // real, ping-pong between backward launches
     OpenMM::CudaArray updateInput, updateHidden, updateActivation, updateOutput, updateGradOutput; // real, tiled path
     OpenMM::CudaArray updateKept;         // real (L, N, 3, H), the fused path with clusters

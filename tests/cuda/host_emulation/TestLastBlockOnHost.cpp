@@ -78,18 +78,18 @@ TEST(LastBlockOnHost, OutputEqualsTheFullProducts) {
     std::mt19937 rng(5);
     const std::vector<real> params = parametersWithPackedU2(rng);
     const std::vector<real> activation = randomReals(rng, (size_t) N * H);
-    const std::vector<real> midS = randomReals(rng, (size_t) MLFF_L * N * H);
+    const std::vector<real> updateInput = randomReals(rng, (size_t) N * 2 * H); // [s', |v'|]
     const std::vector<real> midV = randomReals(rng, (size_t) MLFF_L * N * 3 * H);
     std::vector<real> stateS[2], stateV((size_t) (MLFF_L + 1) * N * 3 * H, -7);
     std::vector<real> updateOutput((size_t) MLFF_L * N * 2 * H, -7);
     for (std::vector<real>& s : stateS)
         s.assign((size_t) (MLFF_L + 1) * N * H, -7);
     launchMatmul(3 * H, 6, [&] {
-        mlffUpdateOutputForward(Last, params.data(), activation.data(), midS.data(), midV.data(), updateOutput.data(),
-                                stateS[0].data(), stateV.data());
+        mlffUpdateOutputForward(Last, params.data(), activation.data(), updateInput.data(), midV.data(),
+                                updateOutput.data(), stateS[0].data(), stateV.data());
     });
     launchMatmul(H, 4, [&] {
-        mlffUpdateOutputForwardLast(params.data(), activation.data(), midS.data(), stateS[1].data(), nullptr);
+        mlffUpdateOutputForwardLast(params.data(), activation.data(), updateInput.data(), stateS[1].data(), nullptr);
     });
     for (size_t k = (size_t) MLFF_L * N * H; k < stateS[1].size(); k++)
         ASSERT_NE(stateS[1][k], -7) << "s_out " << k << " not written";
@@ -103,13 +103,13 @@ TEST(LastBlockOnHost, AnEarlierBlocksOutputAppliesTheUpdateAndKeepsTheGates) {
     const std::vector<real> params = parametersWithPackedU2(rng, Layer);
     const real* block = params.data() + MLFF_P_BLOCKS + (size_t) Layer * MLFF_P_BLOCK_STRIDE;
     const std::vector<real> activation = randomReals(rng, (size_t) N * H);
-    const std::vector<real> midS = randomReals(rng, (size_t) MLFF_L * N * H);
+    const std::vector<real> updateInput = randomReals(rng, (size_t) N * 2 * H); // [s', |v'|]
     const std::vector<real> midV = randomReals(rng, (size_t) MLFF_L * N * 3 * H);
     std::vector<real> stateS((size_t) (MLFF_L + 1) * N * H, -7), stateV((size_t) (MLFF_L + 1) * N * 3 * H, -7);
     std::vector<real> updateOutput((size_t) (MLFF_L - 1) * N * 2 * H, -7);
     launchMatmul(3 * H, 6, [&] {
-        mlffUpdateOutputForward(Layer, params.data(), activation.data(), midS.data(), midV.data(), updateOutput.data(),
-                                stateS.data(), stateV.data());
+        mlffUpdateOutputForward(Layer, params.data(), activation.data(), updateInput.data(), midV.data(),
+                                updateOutput.data(), stateS.data(), stateV.data());
     });
     // (a, g1, g2) = activation U2^T + b2 in U2's own layout (output t H + c), summed here.
     const real* w2 = block + MLFF_B_UPDATE_W2;
@@ -127,7 +127,7 @@ TEST(LastBlockOnHost, AnEarlierBlocksOutputAppliesTheUpdateAndKeepsTheGates) {
             const MlffRealVector<2> gates = mlffUpdateGates(updateOutput.data(), Layer, i, c);
             ASSERT_TRUE(near(gates.v[0], y[1]) && near(gates.v[1], y[2])) << at << ": the gates kept";
             const size_t mid = (size_t) Layer * N + i, out = (size_t) (Layer + 1) * N + i;
-            ASSERT_TRUE(near(stateS[out * H + c], midS[mid * H + c] + y[0])) << at << ": s_out";
+            ASSERT_TRUE(near(stateS[out * H + c], updateInput[(size_t) i * 2 * H + c] + y[0])) << at << ": s_out";
             real vMid[3], vOut[3];
             for (int d = 0; d < 3; d++)
                 vMid[d] = midV[(mid * 3 + d) * H + c];

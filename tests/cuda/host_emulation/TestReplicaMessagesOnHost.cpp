@@ -105,7 +105,6 @@ ForceDifference compareForces(const std::vector<unsigned long long>& a, const st
 
 /** The messages' outputs, -7 where nothing is written. */
 struct MessagesOut {
-    std::vector<real> midS = std::vector<real>((size_t) MLFF_L * MLFF_NUM_ATOMS * MLFF_H, -7);
     std::vector<real> midV = std::vector<real>((size_t) MLFF_L * MLFF_NUM_ATOMS * 3 * MLFF_H, -7);
     std::vector<real> updateInput = std::vector<real>((size_t) MLFF_NUM_ATOMS * 2 * MLFF_H, -7);
 };
@@ -119,7 +118,6 @@ struct GradientsOut {
 
 /** Two paths' outputs, equal bit for bit. */
 void expectEqual(const MessagesOut& a, const MessagesOut& b) {
-    EXPECT_EQ(a.midS, b.midS);
     EXPECT_EQ(a.midV, b.midV);
     EXPECT_EQ(a.updateInput, b.updateInput);
 }
@@ -269,8 +267,8 @@ void tiledMessagesForward(const Replicas& s, const TabulatedInputs& in, int laye
     cudaOnHostLaunch(MLFF_NUM_ATOMS, MLFF_BLOCK, [&] {
         mlffMessagesForwardTiled(layer, nullptr, in.params.data(), in.table.data(), s.pos.data(), s.z.data(),
                                  s.replica.data(), s.start.data(), s.count.data(), s.list.data(), s.capacity, s.boxA,
-                                 s.boxB, s.boxC, s.invBoxSize, in.stateS.data(), in.stateV.data(), out.midS.data(),
-                                 out.midV.data(), out.updateInput.data());
+                                 s.boxB, s.boxC, s.invBoxSize, in.stateS.data(), in.stateV.data(), out.midV.data(),
+                                 out.updateInput.data());
     });
 }
 
@@ -313,7 +311,7 @@ TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
         cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_BLOCK, [&] {
             mlffMessagesForwardReplicas(layer, params.data(), table.data(), nullptr, pairCount.data(),
                                         pairAtoms.data(), pairGeometry.data(), s.z.data(), s.start.data(),
-                                        stateS.data(), stateV.data(), out[1].midS.data(), out[1].midV.data(),
+                                        stateS.data(), stateV.data(), out[1].midV.data(),
                                         out[1].updateInput.data());
         });
         expectEqual(out[0], out[1]);
@@ -374,10 +372,9 @@ TEST(ReplicaMessagesOnHost, TiledKernelsTakeTheListedAtomsAlone) {
             (k == 0 ? mlffMessagesForwardTiled : mlffMessagesForwardOverflowed)(
                     layer, list.data(), params.data(), table.data(), s.pos.data(), s.z.data(), s.replica.data(),
                     s.start.data(), s.count.data(), s.list.data(), s.capacity, s.boxA, s.boxB, s.boxC, s.invBoxSize,
-                    stateS.data(), stateV.data(), out[k].midS.data(), out[k].midV.data(), out[k].updateInput.data());
+                    stateS.data(), stateV.data(), out[k].midV.data(), out[k].updateInput.data());
         });
     const size_t layerRows = (size_t) layer * n;
-    expectListedRows(out[0].midS, out[1].midS, layerRows * h, h, "midS");
     expectListedRows(out[0].midV, out[1].midV, layerRows * 3 * h, 3 * h, "midV");
     expectListedRows(out[0].updateInput, out[1].updateInput, 0, 2 * h, "updateInput");
 
@@ -448,8 +445,8 @@ TEST(ReplicaMessagesOnHost, TabulatedRowsEqualTheTiledKernels) {
         cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
             mlffMessagesForwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
                                     list.edgeStart.data(), list.edgeDelta.data(), edgeFilterRow.data(),
-                                    filters[layer].data(), stateS.data(), stateV.data(), out[1].midS.data(),
-                                    out[1].midV.data(), out[1].updateInput.data());
+                                    filters[layer].data(), stateS.data(), stateV.data(), out[1].midV.data(),
+                                    out[1].updateInput.data());
         });
         expectEqual(out[0], out[1]);
     }
@@ -620,15 +617,14 @@ TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheListKernels) {
         cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
             mlffMessagesForwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
                                     list.edgeStart.data(), list.edgeDelta.data(), list.filterRow.data(),
-                                    filters.data(), stateS.data(), stateV.data(), out[0].midS.data(),
-                                    out[0].midV.data(), out[0].updateInput.data());
+                                    filters.data(), stateS.data(), stateV.data(), out[0].midV.data(),
+                                    out[0].updateInput.data());
         });
         cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_BLOCK, [&] {
             mlffMessagesForwardReplicas(layer, params.data(), filters.data(), replicas.rowStart.data(),
                                         replicas.pairCount.data(), replicas.pairAtoms.data(),
                                         replicas.pairGeometry.data(), s.z.data(), s.start.data(), stateS.data(),
-                                        stateV.data(), out[1].midS.data(), out[1].midV.data(),
-                                        out[1].updateInput.data());
+                                        stateV.data(), out[1].midV.data(), out[1].updateInput.data());
         });
         expectEqual(out[0], out[1]);
 

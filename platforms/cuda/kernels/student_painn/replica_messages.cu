@@ -301,15 +301,14 @@ DEVICE inline const real* mlffReplicaFilters(const real* RESTRICT filters, int l
 }
 
 /**
- * The messages of block `layer`, a thread block per replica: midS, midV and the update's input of
+ * The messages of block `layer`, a thread block per replica: midV and the update's input of
  * each of its atoms, as mlffMessagesForwardTiled. filters: the table (all blocks), or this block's
  * filter rows (pairRowStart: each replica's first; unused with a table).
  */
 KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, const real* RESTRICT filters,
         const int* RESTRICT pairRowStart, const int* RESTRICT replicaPairCount, const int2* RESTRICT replicaPairAtoms,
         const real4* RESTRICT replicaPairGeometry, const int* RESTRICT mlZ, const int* RESTRICT replicaStart,
-        const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midS, real* RESTRICT midV,
-        real* RESTRICT updateInput) {
+        const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midV, real* RESTRICT updateInput) {
     mlffStartAfterPreviousLaunch();
     __shared__ MlffReplicaPairs pairs;
     extern __shared__ real mlffReplicaMemory[];
@@ -365,7 +364,7 @@ KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, 
     mlffStoreRow(sum, runAtom, sumI);
     for (int a = 0; a < count; a++) {
         const real vMid[3] = {sum[a][1][c], sum[a][2][c], sum[a][3][c]};
-        mlffStoreMessages(first + a, layer, sum[a][0][c], vMid, midS, midV, updateInput, c);
+        mlffStoreMessages(first + a, layer, sum[a][0][c], vMid, midV, updateInput, c);
     }
 }
 

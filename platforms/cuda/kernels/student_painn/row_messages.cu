@@ -72,14 +72,14 @@ DEVICE inline MlffEdgeRecord mlffShuffleEdgeRecord(const MlffEdgeRecord& lanes, 
 
 /**
  * The messages of block `layer` into atom i (one thread block per atom, thread c = channel c),
- * then midS, midV and the update's input (an atom without rows has its messages from tiled.cu's
+ * then midV and the update's input (an atom without rows has its messages from tiled.cu's
  * kernel). No shared memory and no barrier; the edges' records pass between a warp's lanes.
  */
 KERNEL void mlffMessagesForwardRows(int layer, const real* RESTRICT params, const int* RESTRICT mlZ,
         const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
         const int* RESTRICT edgeStart, const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow,
         const real* RESTRICT edgeFilter, const real* RESTRICT stateS, const real* RESTRICT stateV,
-        real* RESTRICT midS, real* RESTRICT midV, real* RESTRICT updateInput) {
+        real* RESTRICT midV, real* RESTRICT updateInput) {
     mlffStartAfterPreviousLaunch();
     const int i = blockIdx.x, c = threadIdx.x, lane = threadIdx.x % 32;
     // Whole warps leave: the block's warps past H hold no channel (H is a multiple of 64 here).
@@ -114,7 +114,7 @@ KERNEL void mlffMessagesForwardRows(int layer, const real* RESTRICT params, cons
             }
         }
     }
-    mlffStoreMessages(i, layer, sMid, vMid, midS, midV, updateInput, c);
+    mlffStoreMessages(i, layer, sMid, vMid, midV, updateInput, c);
 }
 
 // The backward, a warp per atom.

@@ -5,11 +5,12 @@
  * atoms (64 in double) rather than once per atom; and the forward pass keeps the MLP's hidden layer and outputs
  * for the backward pass instead of recomputing them. Per step, block l = 0 .. L-1, then back:
  *
- *   mlffMessagesForwardTiled   atoms           midS, midV [l] = s', v'; updateInput = [s', |v'|]
+ *   mlffMessagesForwardTiled   atoms           midV [l] = v'; updateInput = [s', |v'|] (s' kept there alone)
  *   mlffUpdateHiddenForward    matmul          updateHidden[l] = updateInput U0^T + b0;
  *                                              updateActivation = SiLU(updateHidden[l])
  *   mlffUpdateOutputForward    matmul          (a, g1, g2) = updateActivation U2^T + b2; (g1, g2) into updateOutput[l],
- *                                              s_out = s' + a, v_out = v' g1 + (M v') g2 into stateS, stateV [l+1]
+ *                                              s_out = s' + a (s' from updateInput), v_out = v' g1 + (M v') g2 into
+ *                                              stateS, stateV [l+1]
  *                                              (block L-1: ...Last, a alone into stateS [L])
  *   mlffReadoutTiled           atoms / 32      energies; dE/ds' (partial) of block L-1, which is its dE/da
  *   mlffUpdateHiddenBackward   matmul          gradHidden = (updateGradOutput U2) SiLU'(updateHidden[l])
@@ -21,7 +22,8 @@
  * table_rows.cu) the message kernels here take only the atoms whose list overflowed (the
  * ...Overflowed kernels), and row_messages.cu's take the rest.
  *
- * Storage (global, `real`, as in forward.cu where shared): updateInput (N, 2H), updateHidden
+ * Storage (global, `real`, as in forward.cu where shared): updateInput (N, 2H) of the block being
+ * evaluated (its s' the one copy the tiled path keeps: the update's output reads it), updateHidden
  * (L, N, H), updateActivation (N, H; also gradHidden), updateOutput (L - 1, N, 2H) with the gates of
  * a channel adjacent: (g1, g2) of channel c at 2c, 2c + 1 (the backward needs no a: s_out = s' + a
  * passes dE/ds_out on unchanged); updateGradOutput (N, 3H), dE/d(a, g1, g2) in block order: a, then
@@ -39,10 +41,12 @@ DEVICE inline MlffRealVector<2> mlffUpdateGates(const real* RESTRICT updateOutpu
                                                        2 * c);
 }
 
-/** Channel c's post-message features of atom i in block `layer`: midS, midV and the update's input. */
-DEVICE inline void mlffStoreMessages(int i, int layer, real sMid, const real* vMid, real* RESTRICT midS,
-        real* RESTRICT midV, real* RESTRICT updateInput, int c) {
-    midS[((size_t) layer * MLFF_NUM_ATOMS + i) * MLFF_H + c] = sMid;
+/**
+ * Channel c's post-message features of atom i in block `layer`: v' into midV, and the update's
+ * input [s', |v'|], where the update's output reads s' too (the tiled path keeps no midS).
+ */
+DEVICE inline void mlffStoreMessages(int i, int layer, real sMid, const real* vMid, real* RESTRICT midV,
+        real* RESTRICT updateInput, int c) {
     for (int a = 0; a < 3; a++)
         midV[(((size_t) layer * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c] = vMid[a];
     updateInput[(size_t) i * 2 * MLFF_H + c] = sMid;
@@ -54,13 +58,13 @@ DEVICE inline void mlffMessagesForwardOfAtom(int i, int layer, const real* RESTR
         const real* RESTRICT filterTable, const real4* RESTRICT pos, const int* RESTRICT mlZ,
         const int* RESTRICT mlReplica, const int* RESTRICT replicaStart, const int* RESTRICT neighborCount,
         const int* RESTRICT neighborList, int neighborCapacity, real4 boxA, real4 boxB, real4 boxC,
-        real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midS,
-        real* RESTRICT midV, real* RESTRICT updateInput, MlffMessageScratch* scratch) {
+        real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midV,
+        real* RESTRICT updateInput, MlffMessageScratch* scratch) {
     real sMid, vMid[3];
     mlffMessagesInto(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount, neighborList,
                      neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, scratch, &sMid, vMid);
     if (threadIdx.x < MLFF_H)
-        mlffStoreMessages(i, layer, sMid, vMid, midS, midV, updateInput, threadIdx.x);
+        mlffStoreMessages(i, layer, sMid, vMid, midV, updateInput, threadIdx.x);
 }
 
 /*
@@ -92,13 +96,13 @@ KERNEL void mlffMessagesForwardTiled(int layer, const int* RESTRICT overflowedAt
         const real* RESTRICT filterTable, const real4* RESTRICT pos, const int* RESTRICT mlZ,
         const int* RESTRICT mlReplica, const int* RESTRICT replicaStart, const int* RESTRICT neighborCount,
         const int* RESTRICT neighborList, int neighborCapacity, real4 boxA, real4 boxB, real4 boxC,
-        real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midS,
-        real* RESTRICT midV, real* RESTRICT updateInput) {
+        real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midV,
+        real* RESTRICT updateInput) {
     (void) overflowedAtoms;
     mlffStartAfterPreviousLaunch();
     __shared__ MlffMessageScratch scratch;
     mlffMessagesForwardOfAtom(blockIdx.x, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount,
-                              neighborList, neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midS, midV,
+                              neighborList, neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midV,
                               updateInput, &scratch);
 }
 
@@ -108,13 +112,13 @@ KERNEL void mlffMessagesForwardOverflowed(int layer, const int* RESTRICT overflo
         const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
         const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity, real4 boxA,
         real4 boxB, real4 boxC, real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV,
-        real* RESTRICT midS, real* RESTRICT midV, real* RESTRICT updateInput) {
+        real* RESTRICT midV, real* RESTRICT updateInput) {
     mlffStartAfterPreviousLaunch();
     __shared__ MlffMessageScratch scratch;
     mlffForOverflowedAtoms(overflowedAtoms, [&](int i) {
         mlffMessagesForwardOfAtom(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount,
-                                  neighborList, neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midS,
-                                  midV, updateInput, &scratch);
+                                  neighborList, neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midV,
+                                  updateInput, &scratch);
     });
 }
 
@@ -181,7 +185,7 @@ KERNEL void MLFF_UPDATE_BOUNDS mlffUpdateHiddenForward(int layer, const real* RE
 struct MlffOutputForwardEpilogue {
     int layer;
     const real* block;
-    const real* midS;
+    const real* updateInput; // (N, 2H): s' in the first H
     const real* midV;
     real* gates; // (N, 2H) of this block: (g1, g2) of channel c at 2c
     real* stateS;
@@ -195,7 +199,7 @@ struct MlffOutputForwardEpilogue {
     DEVICE void load(int row, int column, Inputs& in) const {
         const size_t mid = (size_t) layer * MLFF_NUM_ATOMS + row;
         const int c = column / 3;
-        mlffLoadRow<2>(midS + mid * MLFF_H + c, in.s);
+        mlffLoadRow<2>(updateInput + (size_t) row * 2 * MLFF_H + c, in.s);
         if (layer + 1 < MLFF_L) // the last block's vector update is dead
 #pragma unroll
             for (int d = 0; d < 3; d++)
@@ -229,11 +233,11 @@ struct MlffOutputForwardEpilogue {
 };
 
 KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateOutputForward(int layer, const real* RESTRICT params, const real* RESTRICT updateActivation,
-        const real* RESTRICT midS, const real* RESTRICT midV, real* RESTRICT updateOutput, real* RESTRICT stateS,
+        const real* RESTRICT updateInput, const real* RESTRICT midV, real* RESTRICT updateOutput, real* RESTRICT stateS,
         real* RESTRICT stateV) {
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
-    const MlffOutputForwardEpilogue epilogue = {layer, block, midS, midV,
+    const MlffOutputForwardEpilogue epilogue = {layer, block, updateInput, midV,
                                                 updateOutput + (size_t) layer * MLFF_NUM_ATOMS * 2 * MLFF_H,
                                                 stateS, stateV};
     mlffMatmul<MLFF_H, 3 * MLFF_H, 6, 128>(updateActivation, block + MLFF_B_UPDATE_W2T_BY_CHANNEL, MLFF_NUM_ATOMS,
@@ -242,14 +246,14 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateOutputForward(int layer, const real* RE
 
 /** The last block's output: a alone, s_out = s' + a into stateS [L] (no v_out: it is dead). */
 struct MlffLastOutputForwardEpilogue {
-    const real* bias;   // b2's a part (H)
-    const real* midS;   // (N, H) of block L-1
-    real* stateS;       // (N, H) of block L
+    const real* bias;        // b2's a part (H)
+    const real* updateInput; // (N, 2H) of block L-1: s' in the first H
+    real* stateS;            // (N, H) of block L
     template <int TN>
     DEVICE void columns(int row, int column, const real* sums) const {
         real a[TN], s[TN];
         mlffLoadRow<TN>(bias + column, a);
-        mlffLoadRow<TN>(midS + (size_t) row * MLFF_H + column, s);
+        mlffLoadRow<TN>(updateInput + (size_t) row * 2 * MLFF_H + column, s);
 #pragma unroll
         for (int t = 0; t < TN; t++) {
             a[t] += sums[t];
@@ -263,11 +267,11 @@ struct MlffLastOutputForwardEpilogue {
 };
 
 KERNEL void MLFF_UPDATE_BOUNDS mlffUpdateOutputForwardLast(const real* RESTRICT params,
-        const real* RESTRICT updateActivation, const real* RESTRICT midS, real* RESTRICT stateS,
+        const real* RESTRICT updateActivation, const real* RESTRICT updateInput, real* RESTRICT stateS,
         const unsigned int* RESTRICT weightImages) {
     const real* block = params + MLFF_P_BLOCKS + (size_t) (MLFF_L - 1) * MLFF_P_BLOCK_STRIDE;
     const MlffLastOutputForwardEpilogue epilogue = {block + MLFF_B_UPDATE_B2,
-                                                    midS + (size_t) (MLFF_L - 1) * MLFF_NUM_ATOMS * MLFF_H,
+                                                    updateInput,
                                                     stateS + (size_t) MLFF_L * MLFF_NUM_ATOMS * MLFF_H};
     MLFF_UPDATE_PRODUCT(MLFF_H, MLFF_H, updateActivation, params, MLFF_L - 1, MLFF_B_UPDATE_W2T_SCALAR, weightImages,
                         epilogue);
