@@ -122,7 +122,8 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
         }
         {
             void* args[] = {&layer, &params.getDevicePointer(), &updateActivation.getDevicePointer(),
-                            &midV.getDevicePointer(), &gradS[in].getDevicePointer(), &gradV[in].getDevicePointer()};
+                            &midV.getDevicePointer(), &updateGradOutput.getDevicePointer(),
+                            &gradS[in].getDevicePointer(), &gradV[in].getDevicePointer()};
             launchMatmul(inputBackwardKernel, args, n, 2 * h, 64, 64, "the update's backward to its input");
         }
         if (useReplicaMessages)
@@ -134,7 +135,7 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
                             box[0], box[1], box[2], box[3], &stateS.getDevicePointer(), &stateV.getDevicePointer(),
                             &midV.getDevicePointer(), &updateOutput.getDevicePointer(), &gradS[in].getDevicePointer(),
                             &gradV[in].getDevicePointer(), &updateGradOutput.getDevicePointer(),
-                            &gradS[1 - in].getDevicePointer(), &gradV[1 - in].getDevicePointer(),
+                            &gradV[1 - in].getDevicePointer(),
                             &replicaScale.getDevicePointer(), &lambdaForceScale, &mlParticle.getDevicePointer(),
                             &sortedIndexOfParticle.getDevicePointer(), &force};
             launch(messagesBackwardKernel, args, messagesGrid, threadsPerAtom, "the messages' backward");
@@ -152,7 +153,7 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
                             &stateS.getDevicePointer(), &stateV.getDevicePointer(), &midV.getDevicePointer(),
                             &updateOutput.getDevicePointer(), &gradS[in].getDevicePointer(),
                             &gradV[in].getDevicePointer(), &updateGradOutput.getDevicePointer(),
-                            &gradS[1 - in].getDevicePointer(), &gradV[1 - in].getDevicePointer()};
+                            &gradV[1 - in].getDevicePointer()};
             launchWith(messagesBackwardRowsKernel, args, warpPerAtomGrid(EdgeThreads), EdgeThreads,
                        (unsigned int) rowStagesBytes(), 1, "the messages' backward from rows");
         }
@@ -182,7 +183,7 @@ void CudaCalcMLFFForceKernel::replicaMessagesBackward(int layer, int in, double 
                     &mlZ.getDevicePointer(), &replicaStart.getDevicePointer(), &stateS.getDevicePointer(),
                     &stateV.getDevicePointer(), &midV.getDevicePointer(), &updateOutput.getDevicePointer(),
                     &gradS[in].getDevicePointer(), &gradV[in].getDevicePointer(), &updateGradOutput.getDevicePointer(),
-                    &gradS[1 - in].getDevicePointer(), &gradV[1 - in].getDevicePointer(), &gradFilter, &gradN,
+                    &gradV[1 - in].getDevicePointer(), &gradFilter, &gradN,
                     &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(),
                     &replicaScale.getDevicePointer(), &lambdaForceScale, &force};
     launchWith(messagesBackwardKernel, args, numReplicas, replicaSplit * threadsPerAtom,

@@ -5,8 +5,10 @@
 // s_out and mlffUpdateHiddenBackwardLast's gradient must equal, bit for bit, the full products'
 // (3H columns, or 3H inputs with zeros for dE/d(g1, g2)), with U2 and b2 packed as
 // StudentPainnParameters.cpp packs them; and mlffUpdateInputBackward must write the last block's
-// dE/dv' (the readout leaves no partial one) and add to any other block's. Any other block's
-// output must apply the update and keep the gates where the backward reads them (mlffUpdateGates).
+// dE/dv' (the readout leaves no partial one) and add to any other block's, and add to the partial
+// dE/ds' where it is: the readout's for the last block, dE/da in updateGradOutput for the others.
+// Any other block's output must apply the update and keep the gates where the backward reads them
+// (mlffUpdateGates).
 #include <gtest/gtest.h>
 
 #include <random>
@@ -160,7 +162,7 @@ TEST(LastBlockOnHost, HiddenGradientEqualsTheFullProduct) {
     EXPECT_EQ(gradHidden[0], gradHidden[1]);
 }
 
-TEST(LastBlockOnHost, InputBackwardWritesTheLastBlocksVectorGradient) {
+TEST(LastBlockOnHost, InputBackwardAddsToThePartialGradientsWhereTheyAre) {
     std::mt19937 rng(7);
     const std::vector<real> params = randomReals(rng, MLFF_PARAMETERS_SIZE);
     const std::vector<real> gradHidden = randomReals(rng, (size_t) N * H);
@@ -168,20 +170,32 @@ TEST(LastBlockOnHost, InputBackwardWritesTheLastBlocksVectorGradient) {
     for (int layer = 0; layer < MLFF_L; layer++) // one channel with v' = 0, whose norm's gradient is taken as 0
         for (int d = 0; d < 3; d++)
             midV[(((size_t) layer * N + 5) * 3 + d) * H + 9] = 0;
+    // The partial dE/ds': the readout's in gradMidS for the last block; for the others dE/da, the first
+    // H of updateGradOutput's rows, while gradMidS holds values that must not be read.
     const std::vector<real> gradMidSIn = randomReals(rng, (size_t) N * H);
+    const std::vector<real> updateGradOutputIn = randomReals(rng, (size_t) N * 3 * H);
     for (int layer : {Last, Last - 1}) {
         SCOPED_TRACE("block " + std::to_string(layer));
+        // [0]: every partial gradient 0, so that the launch writes the product's sums alone; [1]: as given.
         const real before[2] = {0, -7}; // dE/dv' before the launch: [1] what the last block must overwrite
-        std::vector<real> gradMidS[2], gradMidV[2];
+        std::vector<real> gradMidS[2], gradMidV[2], updateGradOutput[2];
         for (int k = 0; k < 2; k++) {
-            gradMidS[k] = gradMidSIn;
+            gradMidS[k] = k == 0 ? std::vector<real>((size_t) N * H, 0) : gradMidSIn;
+            updateGradOutput[k] = k == 0 ? std::vector<real>((size_t) N * 3 * H, 0) : updateGradOutputIn;
             gradMidV[k].assign((size_t) N * 3 * H, before[k]);
             launchMatmul(2 * H, 4, [&] {
-                mlffUpdateInputBackward(layer, params.data(), gradHidden.data(), midV.data(), gradMidS[k].data(),
-                                        gradMidV[k].data());
+                mlffUpdateInputBackward(layer, params.data(), gradHidden.data(), midV.data(),
+                                        updateGradOutput[k].data(), gradMidS[k].data(), gradMidV[k].data());
             });
         }
-        EXPECT_EQ(gradMidS[0], gradMidS[1]);
+        EXPECT_EQ(updateGradOutput[1], updateGradOutputIn);
+        for (int i = 0; i < N; i++)
+            for (int c = 0; c < H; c++) {
+                const real partial = layer == Last ? gradMidSIn[(size_t) i * H + c]
+                                                   : updateGradOutputIn[(size_t) i * 3 * H + c];
+                ASSERT_EQ(gradMidS[1][(size_t) i * H + c], partial + gradMidS[0][(size_t) i * H + c])
+                        << "atom " << i << ", channel " << c;
+            }
         EXPECT_EQ(gradMidV[0][((size_t) 5 * 3 + 1) * H + 9], 0);
         for (size_t k = 0; k < gradMidV[0].size(); k++)
             ASSERT_EQ(gradMidV[1][k], layer == Last ? gradMidV[0][k] : before[1] + gradMidV[0][k]) << k;

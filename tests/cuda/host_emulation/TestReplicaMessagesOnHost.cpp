@@ -112,7 +112,6 @@ struct MessagesOut {
 /** The messages' backward's outputs (the gradients it passes on), -7 where nothing is written. */
 struct GradientsOut {
     std::vector<real> updateGradOutput = std::vector<real>((size_t) MLFF_NUM_ATOMS * 3 * MLFF_H, -7);
-    std::vector<real> gradOutS = std::vector<real>((size_t) MLFF_NUM_ATOMS * MLFF_H, -7);
     std::vector<real> gradOutV = std::vector<real>((size_t) MLFF_NUM_ATOMS * 3 * MLFF_H, -7);
 };
 
@@ -124,7 +123,6 @@ void expectEqual(const MessagesOut& a, const MessagesOut& b) {
 
 void expectEqual(const GradientsOut& a, const GradientsOut& b) {
     EXPECT_EQ(a.updateGradOutput, b.updateGradOutput);
-    EXPECT_EQ(a.gradOutS, b.gradOutS);
     EXPECT_EQ(a.gradOutV, b.gradOutV);
 }
 
@@ -142,7 +140,6 @@ double relativeDifference(const std::vector<real>& a, const std::vector<real>& b
 void expectGradientsToRounding(const GradientsOut& reference, const GradientsOut& other) {
     EXPECT_LE(relativeDifference(reference.updateGradOutput, other.updateGradOutput, reference.updateGradOutput.size()),
               1e-13);
-    EXPECT_LE(relativeDifference(reference.gradOutS, other.gradOutS, reference.gradOutS.size()), 1e-13);
     EXPECT_LE(relativeDifference(reference.gradOutV, other.gradOutV, reference.gradOutV.size()), 1e-13);
 }
 
@@ -280,7 +277,7 @@ void tiledMessagesBackward(const Replicas& s, const TabulatedInputs& in, const B
                                   s.replica.data(), s.start.data(), s.count.data(), s.list.data(), s.capacity, s.boxA,
                                   s.boxB, s.boxC, s.invBoxSize, in.stateS.data(), in.stateV.data(),
                                   b.midVKept.data(), b.updateOutput.data(), b.gradInS.data(), b.gradInV.data(),
-                                  out.updateGradOutput.data(), out.gradOutS.data(), out.gradOutV.data(),
+                                  out.updateGradOutput.data(), out.gradOutV.data(),
                                   b.replicaScale.data(), b.lambdaForceScale, s.particle.data(), s.sortedIndex.data(),
                                   forceBuffer);
     });
@@ -328,7 +325,7 @@ TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
                                          pairAtoms.data(), pairGeometry.data(), s.z.data(), s.start.data(),
                                          stateS.data(), stateV.data(), b.midVKept.data(), b.updateOutput.data(),
                                          b.gradInS.data(), b.gradInV.data(), grads[1].updateGradOutput.data(),
-                                         grads[1].gradOutS.data(), grads[1].gradOutV.data(), nullptr, nullptr,
+                                         grads[1].gradOutV.data(), nullptr, nullptr,
                                          s.particle.data(), s.sortedIndex.data(), b.replicaScale.data(),
                                          b.lambdaForceScale, forceBuffer[1].data());
         });
@@ -391,13 +388,11 @@ TEST(ReplicaMessagesOnHost, TiledKernelsTakeTheListedAtomsAlone) {
                     layer, list.data(), params.data(), table.data(), s.pos.data(), s.z.data(), s.replica.data(),
                     s.start.data(), s.count.data(), s.list.data(), s.capacity, s.boxA, s.boxB, s.boxC, s.invBoxSize,
                     stateS.data(), stateV.data(), midVKept.data(), updateOutput.data(), gradInS.data(),
-                    gradInV.data(), grads[k].updateGradOutput.data(), grads[k].gradOutS.data(),
-                    grads[k].gradOutV.data(), replicaScale.data(), 1.0, s.particle.data(), s.sortedIndex.data(),
-                    forceBuffer.data());
+                    gradInV.data(), grads[k].updateGradOutput.data(), grads[k].gradOutV.data(), replicaScale.data(),
+                    1.0, s.particle.data(), s.sortedIndex.data(), forceBuffer.data());
         });
     }
     expectListedRows(grads[0].updateGradOutput, grads[1].updateGradOutput, 0, 3 * h, "updateGradOutput");
-    expectListedRows(grads[0].gradOutS, grads[1].gradOutS, 0, h, "gradOutS");
     expectListedRows(grads[0].gradOutV, grads[1].gradOutV, 0, 3 * h, "gradOutV");
 }
 
@@ -468,8 +463,7 @@ TEST(ReplicaMessagesOnHost, TabulatedRowsEqualTheTiledKernels) {
                                      list.ownedRank.data(), list.partner.data(), list.walk.data(),
                                      filters[layer].data(), gradFilter.data(), gradN.data(), stateS.data(),
                                      stateV.data(), b.midVKept.data(), b.updateOutput.data(), b.gradInS.data(),
-                                     b.gradInV.data(), grads[1].updateGradOutput.data(), grads[1].gradOutS.data(),
-                                     grads[1].gradOutV.data());
+                                     b.gradInV.data(), grads[1].updateGradOutput.data(), grads[1].gradOutV.data());
         });
         cudaOnHostLaunch(tableGrid, 128, [&] {
             mlffTableFilterBackward(layer, table.data(), &rows, gradFilter.data(), filterEdges.data(),
@@ -640,16 +634,15 @@ TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheListKernels) {
                                      list.ownedRank.data(), list.partner.data(), list.walk.data(),
                                      filters.data(), gradFilter[0].data(), gradN[0].data(), stateS.data(),
                                      stateV.data(), midVKept.data(), updateOutput.data(), gradInS.data(),
-                                     gradInV.data(), grads[0].updateGradOutput.data(), grads[0].gradOutS.data(),
-                                     grads[0].gradOutV.data());
+                                     gradInV.data(), grads[0].updateGradOutput.data(), grads[0].gradOutV.data());
         });
         cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_REPLICA_SPLIT * MLFF_BLOCK, [&] {
             mlffMessagesBackwardReplicas(layer, params.data(), filters.data(), replicas.rowStart.data(),
                                          replicas.pairCount.data(), replicas.pairAtoms.data(),
                                          replicas.pairGeometry.data(), s.z.data(), s.start.data(), stateS.data(),
                                          stateV.data(), midVKept.data(), updateOutput.data(), gradInS.data(),
-                                         gradInV.data(), grads[1].updateGradOutput.data(), grads[1].gradOutS.data(),
-                                         grads[1].gradOutV.data(), gradFilter[1].data(), gradN[1].data(),
+                                         gradInV.data(), grads[1].updateGradOutput.data(), grads[1].gradOutV.data(),
+                                         gradFilter[1].data(), gradN[1].data(),
                                          s.particle.data(), s.sortedIndex.data(), replicaScale.data(),
                                          lambdaForceScale, nullptr);
         });

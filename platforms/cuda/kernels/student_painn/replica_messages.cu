@@ -429,7 +429,7 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
         const real4* RESTRICT replicaPairGeometry, const int* RESTRICT mlZ, const int* RESTRICT replicaStart,
         const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midV,
         const real* RESTRICT updateOutput, const real* RESTRICT gradInS, const real* RESTRICT gradInV,
-        real* RESTRICT updateGradOutput, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
+        real* RESTRICT updateGradOutput, real* RESTRICT gradOutV,
         real* RESTRICT edgeGradFilter, real4* RESTRICT edgeGradN, const int* RESTRICT mlParticle,
         const int* RESTRICT sortedIndexOfParticle, const double* RESTRICT replicaScale, double lambdaForceScale,
         unsigned long long* RESTRICT forceBuffer) {
@@ -581,7 +581,7 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
                     gradSum[q] += gradOuts[p * MLFF_REPLICA_ATOMS + a][q][c];
             const real gvOut[3] = {gradSum[1], gradSum[2], gradSum[3]};
             mlffUpdateBackwardDirectFrom(in[g], first + a, layer, params, gradSum[0], gvOut, updateGradOutput,
-                                         gradOutS, gradOutV, c);
+                                         gradOutV, c);
         }
     }
 }

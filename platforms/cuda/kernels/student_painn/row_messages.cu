@@ -376,7 +376,7 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params,
         const real* RESTRICT edgeFilter, real* RESTRICT edgeGradFilter, real4* RESTRICT edgeGradN,
         const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midV,
         const real* RESTRICT updateOutput, const real* RESTRICT gradInS, const real* RESTRICT gradInV,
-        real* RESTRICT updateGradOutput, real* RESTRICT gradOutS, real* RESTRICT gradOutV) {
+        real* RESTRICT updateGradOutput, real* RESTRICT gradOutV) {
     mlffStartAfterPreviousLaunch();
     const int i = mlffRowAtom(neighborCount, neighborCapacity), lane = threadIdx.x % 32;
     if (i < 0)
@@ -494,7 +494,7 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params,
 #pragma unroll
     for (int q = 0; q < MLFF_LANE_CHANNELS; q++) {
         const real gv[3] = {gvIn[0].v[q], gvIn[1].v[q], gvIn[2].v[q]};
-        mlffUpdateBackwardDirect(i, layer, params, midV, updateOutput, gsIn.v[q], gv, updateGradOutput, gradOutS,
-                                 gradOutV, lane * MLFF_LANE_CHANNELS + q);
+        mlffUpdateBackwardDirect(i, layer, params, midV, updateOutput, gsIn.v[q], gv, updateGradOutput, gradOutV,
+                                 lane * MLFF_LANE_CHANNELS + q);
     }
 }

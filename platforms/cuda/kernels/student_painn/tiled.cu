@@ -16,7 +16,8 @@
  *   mlffUpdateHiddenBackward   matmul          gradHidden = (updateGradOutput U2) SiLU'(updateHidden[l])
  *                                              (block L-1: ...Last, dE/da alone)
  *   mlffUpdateInputBackward    matmul          dE/d(s', v') of block l = partial + the MLP's part, gradHidden U0
- *   mlffMessagesBackwardTiled  atoms           forces; dE/d(a, g1, g2) and the partial dE/d(s', v') of block l-1
+ *                                              (the partial dE/ds' of block l < L-1 is its dE/da, read there)
+ *   mlffMessagesBackwardTiled  atoms           forces; dE/d(a, g1, g2) and the partial dE/dv' of block l-1
  *
  * With edge rows (edge_filters.cu: exact filters as products over pairs, or tabulated ones from
  * table_rows.cu) the message kernels here take only the atoms whose list overflowed (the
@@ -394,9 +395,12 @@ KERNEL void MLFF_UPDATE_BOUNDS mlffUpdateHiddenBackwardLast(const real* RESTRICT
 }
 
 struct MlffInputBackwardEpilogue {
-    const real* midV; // (N, 3, H) of this block
-    real* gradMidS;   // (N, H): the partial gradient in, the whole gradient out
-    real* gradMidV;   // (N, 3, H): likewise, except for the last block (no partial: written, not added to)
+    const real* midV;     // (N, 3, H) of this block
+    const real* partialS; // the partial dE/ds' in, a row of `partialStride`: for the last block the readout's,
+    int partialStride;    // (N, H) in gradMidS; for the others dE/da, the first H of updateGradOutput (N, 3H)
+    real* gradMidS;       // (N, H): the whole gradient out
+    real* gradMidV;       // (N, 3, H): the partial in, the whole out, except for the last block (no partial: written,
+                          // not added to)
     bool lastBlock;
     // The thread's 4 columns are (s, |v|) of channels c = column / 2 (even) and c + 1, whose
     // features and gradients it reads and writes as vectors of two.
@@ -406,7 +410,7 @@ struct MlffInputBackwardEpilogue {
     };
     DEVICE void load(int row, int column, Inputs& in) const {
         const int c = column / 2;
-        mlffLoadRow<2>(gradMidS + (size_t) row * MLFF_H + c, in.gs);
+        mlffLoadRow<2>(partialS + (size_t) row * partialStride + c, in.gs);
 #pragma unroll
         for (int a = 0; a < 3; a++) {
             mlffLoadRow<2>(midV + ((size_t) row * 3 + a) * MLFF_H + c, in.vMid[a]);
@@ -439,11 +443,14 @@ struct MlffInputBackwardEpilogue {
 };
 
 KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateInputBackward(int layer, const real* RESTRICT params, const real* RESTRICT gradHidden,
-        const real* RESTRICT midV, real* RESTRICT gradMidS, real* RESTRICT gradMidV) {
+        const real* RESTRICT midV, const real* RESTRICT updateGradOutput, real* RESTRICT gradMidS,
+        real* RESTRICT gradMidV) {
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
-    const MlffInputBackwardEpilogue epilogue = {midV + (size_t) layer * MLFF_NUM_ATOMS * 3 * MLFF_H, gradMidS, gradMidV,
-                                                layer == MLFF_L - 1};
+    const bool lastBlock = layer == MLFF_L - 1;
+    const MlffInputBackwardEpilogue epilogue = {midV + (size_t) layer * MLFF_NUM_ATOMS * 3 * MLFF_H,
+                                                lastBlock ? gradMidS : updateGradOutput,
+                                                lastBlock ? MLFF_H : 3 * MLFF_H, gradMidS, gradMidV, lastBlock};
     mlffMatmul<MLFF_H, 2 * MLFF_H, 4, 64>(gradHidden, block + MLFF_B_UPDATE_W0_BY_CHANNEL, MLFF_NUM_ATOMS, epilogue);
 }
 
@@ -466,12 +473,13 @@ DEVICE inline MlffUpdateDirectInputs mlffLoadUpdateDirectInputs(int i, int layer
 /**
  * The direct part of block layer-1's update backward for channel c of atom i (layer > 0),
  * from its inputs `in` (mlffLoadUpdateDirectInputs) and gsIn, gvIn = dE/d(s_out, v_out) of block
- * layer-1: its dE/d(a, g1, g2) into updateGradOutput and the partial dE/d(s', v') into gradOutS,
- * gradOutV.
+ * layer-1: its dE/d(a, g1, g2) into updateGradOutput and the partial dE/dv' into gradOutV. The
+ * partial dE/ds' is dE/da (s_out = s' + a), so the update's backward to its input reads it from
+ * updateGradOutput rather than from a copy.
  */
 DEVICE inline void mlffUpdateBackwardDirectFrom(const MlffUpdateDirectInputs& in, int i, int layer,
         const real* RESTRICT params, real gsIn, const real* gvIn, real* RESTRICT updateGradOutput,
-        real* RESTRICT gradOutS, real* RESTRICT gradOutV, int c) {
+        real* RESTRICT gradOutV, int c) {
     const real* previous = params + MLFF_P_BLOCKS + (size_t) (layer - 1) * MLFF_P_BLOCK_STRIDE;
     real gradG1, gradG2, gvMid[3];
     mlffUpdateVectorBackward(previous, in.vMid, in.g1, in.g2, gvIn, &gradG1, &gradG2, gvMid);
@@ -479,7 +487,6 @@ DEVICE inline void mlffUpdateBackwardDirectFrom(const MlffUpdateDirectInputs& in
     gradOutput[c] = gsIn;
     gradOutput[MLFF_H + c] = gradG1;
     gradOutput[2 * MLFF_H + c] = gradG2;
-    gradOutS[(size_t) i * MLFF_H + c] = gsIn;
     for (int a = 0; a < 3; a++)
         gradOutV[((size_t) i * 3 + a) * MLFF_H + c] = gvMid[a];
 }
@@ -487,9 +494,9 @@ DEVICE inline void mlffUpdateBackwardDirectFrom(const MlffUpdateDirectInputs& in
 /** mlffUpdateBackwardDirectFrom, its inputs loaded here. */
 DEVICE inline void mlffUpdateBackwardDirect(int i, int layer, const real* RESTRICT params, const real* RESTRICT midV,
         const real* RESTRICT updateOutput, real gsIn, const real* gvIn, real* RESTRICT updateGradOutput,
-        real* RESTRICT gradOutS, real* RESTRICT gradOutV, int c) {
+        real* RESTRICT gradOutV, int c) {
     mlffUpdateBackwardDirectFrom(mlffLoadUpdateDirectInputs(i, layer, midV, updateOutput, c), i, layer, params, gsIn,
-                                 gvIn, updateGradOutput, gradOutS, gradOutV, c);
+                                 gvIn, updateGradOutput, gradOutV, c);
 }
 
 /** The messages' backward of block `layer` into atom i (a thread block): the body of the kernels below. */
@@ -499,7 +506,7 @@ DEVICE inline void mlffMessagesBackwardOfAtom(int i, int layer, const real* REST
         const int* RESTRICT neighborList, int neighborCapacity, real4 boxA, real4 boxB, real4 boxC,
         real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midV,
         const real* RESTRICT updateOutput, const real* RESTRICT gradInS, const real* RESTRICT gradInV,
-        real* RESTRICT updateGradOutput, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
+        real* RESTRICT updateGradOutput, real* RESTRICT gradOutV,
         const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
         const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer,
         MlffMessageBackwardScratch* scratch) {
@@ -511,8 +518,8 @@ DEVICE inline void mlffMessagesBackwardOfAtom(int i, int layer, const real* REST
                          replicaScale, lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer, scratch,
                          &gsIn, gvIn);
     if (layer > 0 && threadIdx.x < MLFF_H) // the embedding and v = 0 have no gradient to pass on
-        mlffUpdateBackwardDirect(i, layer, params, midV, updateOutput, gsIn, gvIn, updateGradOutput, gradOutS,
-                                 gradOutV, threadIdx.x);
+        mlffUpdateBackwardDirect(i, layer, params, midV, updateOutput, gsIn, gvIn, updateGradOutput, gradOutV,
+                                 threadIdx.x);
 }
 
 /**
@@ -525,7 +532,7 @@ KERNEL void mlffMessagesBackwardTiled(int layer, const int* RESTRICT overflowedA
         const int* RESTRICT neighborList, int neighborCapacity, real4 boxA, real4 boxB, real4 boxC,
         real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midV,
         const real* RESTRICT updateOutput, const real* RESTRICT gradInS, const real* RESTRICT gradInV,
-        real* RESTRICT updateGradOutput, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
+        real* RESTRICT updateGradOutput, real* RESTRICT gradOutV,
         const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
         const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
     (void) overflowedAtoms;
@@ -533,7 +540,7 @@ KERNEL void mlffMessagesBackwardTiled(int layer, const int* RESTRICT overflowedA
     __shared__ MlffMessageBackwardScratch scratch;
     mlffMessagesBackwardOfAtom(blockIdx.x, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount,
                                neighborList, neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midV,
-                               updateOutput, gradInS, gradInV, updateGradOutput, gradOutS, gradOutV, replicaScale,
+                               updateOutput, gradInS, gradInV, updateGradOutput, gradOutV, replicaScale,
                                lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer, &scratch);
 }
 
@@ -544,8 +551,8 @@ KERNEL void mlffMessagesBackwardOverflowed(int layer, const int* RESTRICT overfl
         const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity, real4 boxA,
         real4 boxB, real4 boxC, real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV,
         const real* RESTRICT midV, const real* RESTRICT updateOutput, const real* RESTRICT gradInS,
-        const real* RESTRICT gradInV, real* RESTRICT updateGradOutput, real* RESTRICT gradOutS,
-        real* RESTRICT gradOutV, const double* RESTRICT replicaScale, double lambdaForceScale,
+        const real* RESTRICT gradInV, real* RESTRICT updateGradOutput, real* RESTRICT gradOutV,
+        const double* RESTRICT replicaScale, double lambdaForceScale,
         const int* RESTRICT mlParticle, const int* RESTRICT sortedIndexOfParticle,
         unsigned long long* RESTRICT forceBuffer) {
     mlffStartAfterPreviousLaunch();
@@ -553,7 +560,7 @@ KERNEL void mlffMessagesBackwardOverflowed(int layer, const int* RESTRICT overfl
     mlffForOverflowedAtoms(overflowedAtoms, [&](int i) {
         mlffMessagesBackwardOfAtom(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount,
                                    neighborList, neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midV,
-                                   updateOutput, gradInS, gradInV, updateGradOutput, gradOutS, gradOutV, replicaScale,
+                                   updateOutput, gradInS, gradInV, updateGradOutput, gradOutV, replicaScale,
                                    lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer, &scratch);
     });
 }
