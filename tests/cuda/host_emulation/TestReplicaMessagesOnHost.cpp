@@ -435,7 +435,7 @@ TEST(ReplicaMessagesOnHost, TabulatedRowsEqualTheTiledKernels) {
         tiledMessagesForward(s, in, layer, out[0]);
         cudaOnHostLaunch(tableGrid, 128, [&] {
             mlffTableFilterRows(layer, table.data(), &rows, filterEdges.data(), list.edgeDelta.data(),
-                                filters[layer].data());
+                                filters[layer].data(), 0);
         });
         cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
             mlffMessagesForwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
