@@ -205,7 +205,6 @@ void CudaCalcMLFFForceKernel::allocateAtomArrays(const AtomOrder& order) {
     neighborList.initialize<int>(cu, n * neighborCapacity, "mlffNeighborList");
     stateS.initialize(cu, (layers + 1) * n * h, real, "mlffStateS");
     stateV.initialize(cu, (layers + 1) * n * 3 * h, real, "mlffStateV");
-    midS.initialize(cu, layers * n * h, real, "mlffMidS");
     midV.initialize(cu, layers * n * 3 * h, real, "mlffMidV");
     atomEnergy.initialize(cu, n, real, "mlffAtomEnergy");
     for (int k = 0; k < 2; k++) {
@@ -289,6 +288,8 @@ void CudaCalcMLFFForceKernel::allocatePathArrays() {
         updateOutput.initialize(cu, std::max(layers - 1, (size_t) 1) * n * 2 * h, real, "mlffUpdateOutput");
         updateGradOutput.initialize(cu, n * 3 * h, real, "mlffUpdateGradOutput");
     }
+    else // the tiled path keeps each block's s' in updateInput alone (tiled.cu)
+        midS.initialize(cu, layers * n * h, real, "mlffMidS");
     if (useClusters) // each block's update hidden layer, g1 and g2, for its backward
         updateKept.initialize(cu, layers * n * 3 * h, real, "mlffUpdateKept");
 }

@@ -56,9 +56,12 @@ private:
     /** A double as a define's value that parses back to the same double (17 significant digits). */
     static std::string exactDouble(double value);
 
-    /** Every launch: on OpenMM's stream, in clusters if blocksPerCluster > 1, dependent where the GPU allows. */
+    /**
+     * Every launch: on OpenMM's stream, in clusters if blocksPerCluster > 1, dependent where the GPU
+     * allows; a grid of gridSize x gridRows blocks.
+     */
     void launchWith(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize,
-                    unsigned int sharedBytes, int blocksPerCluster, const char* what);
+                    unsigned int sharedBytes, int blocksPerCluster, const char* what, unsigned int gridRows = 1);
     void launch(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize, const char* what);
     /**
      * A kernel built on matmul.cu's mlffMatmul<I, O, TN, TensorCoreRows>, over `rows` rows and
@@ -71,10 +74,11 @@ private:
      * A kernel built on warpgroup_matmul.cu's mlffWarpgroupMatmul<I, O = outputs, Columns>, or on its
      * parts with a side product of J inputs (mlffWarpgroupLoadTiles<I, O, Columns, J>),
      * over at most `rows` rows: inputs = I, and J rounded up to 16 where it has a side product. A
-     * block an SM (B's column tile fills its shared memory), the grid a multiple of the tiles.
+     * block an SM (B's column tile fills its shared memory), the grid a multiple of the tiles; gridRows
+     * such grids (as many products, told apart by blockIdx.y).
      */
     void launchWarpgroupMatmul(CUfunction kernel, void** args, size_t rows, int inputs, int outputs, int columns,
-                               bool sideProduct, const char* what);
+                               bool sideProduct, const char* what, unsigned int gridRows = 1);
     /** The tiled path's update products that may run as warp-group products (tiled.cu's MLFF_UPDATE_PRODUCT). */
     struct UpdateProduct {
         CUfunction kernel;
@@ -184,7 +188,11 @@ private:
     /** The tiled path's messages and their backward, a block per replica (replica_messages.cu). */
     void replicaMessagesForward(int layer);
     void replicaMessagesBackward(int layer, int in, double lambdaForceScale, CUdeviceptr force);
-    /** Block `layer`'s filters as products over pairs (edge_filters.cu): hidden layer, then output. */
+    /**
+     * Block `layer`'s filters over pairs (edge_filters.cu, table_rows.cu): hidden layer, then output;
+     * where one kernel makes them (from the table, or from the basis in one product), every block's
+     * at block 0 in one launch.
+     */
     void edgeFiltersForward(int layer);
     /** Block `layer`'s filters' backward products over pairs, and the pairs' forces. */
     void edgeFiltersBackward(int layer, double lambdaForceScale, CUdeviceptr force);
@@ -256,7 +264,7 @@ private:
     OpenMM::CudaArray cellCount, cellStart, cellAtoms, cellOfAtom, neighborScratch; // int, cell list only
     OpenMM::CudaArray binnedPos, cellOrderParticle, cellOrderZ; // real4, int, int: the atoms numbered by cell
     OpenMM::CudaArray replicaOriginParticle; // int (R), cell list: each replica's first particle
-    OpenMM::CudaArray stateS, stateV, midS, midV, atomEnergy; // real
+    OpenMM::CudaArray stateS, stateV, midS, midV, atomEnergy; // real; midS the fused path's only
     OpenMM::CudaArray gradS[2], gradV[2]; // real, ping-pong between backward launches
     OpenMM::CudaArray updateInput, updateHidden, updateActivation, updateOutput, updateGradOutput; // real, tiled path
     OpenMM::CudaArray updateKept;         // real (L, N, 3, H), the fused path with clusters

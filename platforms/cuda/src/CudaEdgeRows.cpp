@@ -165,20 +165,29 @@ CUdeviceptr CudaCalcMLFFForceKernel::edgeFiltersOfBlock(int layer) {
 
 void CudaCalcMLFFForceKernel::edgeFiltersForward(int layer) {
     CUdeviceptr rowCount = filterRowCount();
-    if (tabulatedFilters) {
-        CUdeviceptr table = filterTable.getDevicePointer(), filters = edgeFiltersOfBlock(layer);
-        void* args[] = {&layer, &table, &rowCount, &filterEdges.getDevicePointer(), &edgeDelta.getDevicePointer(),
-                        &filters};
-        launch(edgeFilterKernel, args, tableRowsGrid(), TableRowThreads, "the filters from the table");
-        return;
-    }
     const size_t rows = edgeRowsBound();
-    if (filterHiddenInRegisters) { // one product, the hidden layer in registers
-        CUdeviceptr filters = edgeFiltersOfBlock(layer), images = warpgroupImagesOf(edgeFilterKernel);
-        void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeBasis.getDevicePointer(), &filters,
-                        &images};
-        launchWarpgroupMatmul(edgeFilterKernel, args, rows, filterFromBasisInputs(), 3 * hidden,
-                              warpgroupForwardColumns, true, "the filters from the basis");
+    // The filters depend on the distances alone: where one kernel makes them, every block's come from
+    // one launch at block 0, a row of its grid a block (no launch's start and tail between blocks).
+    if (tabulatedFilters || filterHiddenInRegisters) {
+        if (layer > 0)
+            return;
+        const unsigned int blocks = (unsigned int) numBlocks;
+        CUdeviceptr filters = edgeFiltersOfBlock(0);
+        size_t blockStride = rows * 3 * hidden;
+        if (tabulatedFilters) {
+            CUdeviceptr table = filterTable.getDevicePointer();
+            void* args[] = {&layer, &table, &rowCount, &filterEdges.getDevicePointer(), &edgeDelta.getDevicePointer(),
+                            &filters, &blockStride};
+            launchWith(edgeFilterKernel, args, tableRowsGrid(), TableRowThreads, 0, 1, "the filters from the table",
+                       blocks);
+        }
+        else { // one product, the hidden layer in registers
+            CUdeviceptr images = warpgroupImagesOf(edgeFilterKernel);
+            void* args[] = {&layer, &params.getDevicePointer(), &rowCount, &edgeBasis.getDevicePointer(), &filters,
+                            &blockStride, &images};
+            launchWarpgroupMatmul(edgeFilterKernel, args, rows, filterFromBasisInputs(), 3 * hidden,
+                                  warpgroupForwardColumns, true, "the filters from the basis", blocks);
+        }
         return;
     }
     {

@@ -28,9 +28,10 @@ CUlaunchAttribute canonical(const CUlaunchAttribute& attribute) {
 } // namespace
 
 bool CudaLaunchGraphs::Launch::operator==(const Launch& other) const {
-    if (kernel != other.kernel || grid != other.grid || block != other.block || sharedBytes != other.sharedBytes ||
-        argBytes != other.argBytes || memsetTarget != other.memsetTarget || memsetValue != other.memsetValue ||
-        memsetCount != other.memsetCount || attributes.size() != other.attributes.size())
+    if (kernel != other.kernel || grid != other.grid || gridRows != other.gridRows || block != other.block ||
+        sharedBytes != other.sharedBytes || argBytes != other.argBytes || memsetTarget != other.memsetTarget ||
+        memsetValue != other.memsetValue || memsetCount != other.memsetCount ||
+        attributes.size() != other.attributes.size())
         return false;
     return attributes.empty() ||
            std::memcmp(attributes.data(), other.attributes.data(), attributes.size() * sizeof(CUlaunchAttribute)) == 0;
@@ -86,6 +87,7 @@ void CudaLaunchGraphs::addKernel(const CUlaunchConfig& config, CUfunction kernel
     Launch launch;
     launch.kernel = kernel;
     launch.grid = config.gridDimX;
+    launch.gridRows = config.gridDimY;
     launch.block = config.blockDimX;
     launch.sharedBytes = config.sharedMemBytes;
     for (unsigned int k = 0; k < config.numAttrs; k++)
@@ -121,7 +123,8 @@ void CudaLaunchGraphs::issue(const std::vector<Launch>& launches, CUstream strea
             args.push_back((void*) (launch.argBytes.data() + parameter.first));
         CUlaunchConfig config = {};
         config.gridDimX = launch.grid;
-        config.gridDimY = config.gridDimZ = 1;
+        config.gridDimY = launch.gridRows;
+        config.gridDimZ = 1;
         config.blockDimX = launch.block;
         config.blockDimY = config.blockDimZ = 1;
         config.sharedMemBytes = launch.sharedBytes;

@@ -69,7 +69,7 @@ private:
     /** A recorded launch: a kernel, or a memset where kernel is null. */
     struct Launch {
         CUfunction kernel = nullptr;
-        unsigned int grid = 0, block = 0, sharedBytes = 0;
+        unsigned int grid = 0, gridRows = 1, block = 0, sharedBytes = 0; // grid x gridRows blocks
         std::vector<CUlaunchAttribute> attributes;
         std::vector<unsigned char> argBytes; // the arguments at the kernel's own offsets
         CUdeviceptr memsetTarget = 0;

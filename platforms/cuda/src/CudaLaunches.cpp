@@ -14,7 +14,8 @@ using namespace MLFFPlugin::ProductShapes;
 using namespace OpenMM;
 
 void CudaCalcMLFFForceKernel::launchWith(CUfunction kernel, void** args, unsigned int gridSize, unsigned int blockSize,
-                                         unsigned int sharedBytes, int blocksPerCluster, const char* what) {
+                                         unsigned int sharedBytes, int blocksPerCluster, const char* what,
+                                         unsigned int gridRows) {
     // Not cu.executeKernel: it caps the grid, and the network kernels need one block per atom.
     CUlaunchAttribute attributes[2] = {};
     unsigned int numAttributes = 0;
@@ -31,7 +32,8 @@ void CudaCalcMLFFForceKernel::launchWith(CUfunction kernel, void** args, unsigne
     }
     CUlaunchConfig config = {};
     config.gridDimX = gridSize;
-    config.gridDimY = config.gridDimZ = 1;
+    config.gridDimY = gridRows;
+    config.gridDimZ = 1;
     config.blockDimX = blockSize;
     config.blockDimY = config.blockDimZ = 1;
     config.sharedMemBytes = sharedBytes;
@@ -69,9 +71,10 @@ void CudaCalcMLFFForceKernel::launchMatmul(CUfunction kernel, void** args, size_
 }
 
 void CudaCalcMLFFForceKernel::launchWarpgroupMatmul(CUfunction kernel, void** args, size_t rows, int inputs,
-                                                    int outputs, int columns, bool sideProduct, const char* what) {
+                                                    int outputs, int columns, bool sideProduct, const char* what,
+                                                    unsigned int gridRows) {
     launchWith(kernel, args, warpgroupBlocks(rows, outputs, columns, multiprocessors), WarpgroupThreads * Warpgroups,
-               warpgroupSharedBytes(inputs, columns, sideProduct), 1, what);
+               warpgroupSharedBytes(inputs, columns, sideProduct), 1, what, gridRows);
 }
 
 std::array<CudaCalcMLFFForceKernel::UpdateProduct, 4> CudaCalcMLFFForceKernel::updateProducts() const {

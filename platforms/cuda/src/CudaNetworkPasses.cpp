@@ -67,7 +67,7 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
                             &mlZ.getDevicePointer(), &mlReplica.getDevicePointer(), &replicaStart.getDevicePointer(),
                             &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
                             box[0], box[1], box[2], box[3], &stateS.getDevicePointer(), &stateV.getDevicePointer(),
-                            &midS.getDevicePointer(), &midV.getDevicePointer(), &updateInput.getDevicePointer()};
+                            &midV.getDevicePointer(), &updateInput.getDevicePointer()};
             launch(messagesForwardKernel, args, messagesGrid, threadsPerAtom, "the messages");
         }
         if (useEdgeFilters && !useReplicaMessages) {
@@ -76,8 +76,7 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
                             &neighborCount.getDevicePointer(), &neighborList.getDevicePointer(), &neighborCapacity,
                             &edgeStart.getDevicePointer(), &edgeDelta.getDevicePointer(),
                             &edgeFilterRow.getDevicePointer(), &filters, &stateS.getDevicePointer(),
-                            &stateV.getDevicePointer(), &midS.getDevicePointer(),
-                            &midV.getDevicePointer(), &updateInput.getDevicePointer()};
+                            &stateV.getDevicePointer(), &midV.getDevicePointer(), &updateInput.getDevicePointer()};
             launch(messagesForwardRowsKernel, args, numAtoms, threadsPerAtom, "the messages from rows");
         }
         {
@@ -88,13 +87,13 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
         }
         if (layer == numBlocks - 1) { // its vector output is dead: a alone
             CUdeviceptr images = warpgroupImagesOf(lastOutputForwardKernel);
-            void* args[] = {&params.getDevicePointer(), &updateActivation.getDevicePointer(), &midS.getDevicePointer(),
-                            &stateS.getDevicePointer(), &images};
+            void* args[] = {&params.getDevicePointer(), &updateActivation.getDevicePointer(),
+                            &updateInput.getDevicePointer(), &stateS.getDevicePointer(), &images};
             launchUpdateProduct(lastOutputForwardKernel, args);
         }
         else {
             void* args[] = {&layer, &params.getDevicePointer(), &updateActivation.getDevicePointer(),
-                            &midS.getDevicePointer(), &midV.getDevicePointer(), &updateOutput.getDevicePointer(),
+                            &updateInput.getDevicePointer(), &midV.getDevicePointer(), &updateOutput.getDevicePointer(),
                             &stateS.getDevicePointer(), &stateV.getDevicePointer()};
             launchMatmul(outputForwardKernel, args, n, 3 * h, 96, 128, "the update's output");
         }
@@ -123,7 +122,8 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
         }
         {
             void* args[] = {&layer, &params.getDevicePointer(), &updateActivation.getDevicePointer(),
-                            &midV.getDevicePointer(), &gradS[in].getDevicePointer(), &gradV[in].getDevicePointer()};
+                            &midV.getDevicePointer(), &updateGradOutput.getDevicePointer(),
+                            &gradS[in].getDevicePointer(), &gradV[in].getDevicePointer()};
             launchMatmul(inputBackwardKernel, args, n, 2 * h, 64, 64, "the update's backward to its input");
         }
         if (useReplicaMessages)
@@ -135,7 +135,7 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
                             box[0], box[1], box[2], box[3], &stateS.getDevicePointer(), &stateV.getDevicePointer(),
                             &midV.getDevicePointer(), &updateOutput.getDevicePointer(), &gradS[in].getDevicePointer(),
                             &gradV[in].getDevicePointer(), &updateGradOutput.getDevicePointer(),
-                            &gradS[1 - in].getDevicePointer(), &gradV[1 - in].getDevicePointer(),
+                            &gradV[1 - in].getDevicePointer(),
                             &replicaScale.getDevicePointer(), &lambdaForceScale, &mlParticle.getDevicePointer(),
                             &sortedIndexOfParticle.getDevicePointer(), &force};
             launch(messagesBackwardKernel, args, messagesGrid, threadsPerAtom, "the messages' backward");
@@ -153,7 +153,7 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
                             &stateS.getDevicePointer(), &stateV.getDevicePointer(), &midV.getDevicePointer(),
                             &updateOutput.getDevicePointer(), &gradS[in].getDevicePointer(),
                             &gradV[in].getDevicePointer(), &updateGradOutput.getDevicePointer(),
-                            &gradS[1 - in].getDevicePointer(), &gradV[1 - in].getDevicePointer()};
+                            &gradV[1 - in].getDevicePointer()};
             launchWith(messagesBackwardRowsKernel, args, warpPerAtomGrid(EdgeThreads), EdgeThreads,
                        (unsigned int) rowStagesBytes(), 1, "the messages' backward from rows");
         }
@@ -168,8 +168,7 @@ void CudaCalcMLFFForceKernel::replicaMessagesForward(int layer) {
     void* args[] = {&layer, &params.getDevicePointer(), &filters, &rowStart, &replicaPairCount.getDevicePointer(),
                     &replicaPairAtoms.getDevicePointer(), &replicaPairGeometry.getDevicePointer(),
                     &mlZ.getDevicePointer(), &replicaStart.getDevicePointer(), &stateS.getDevicePointer(),
-                    &stateV.getDevicePointer(), &midS.getDevicePointer(), &midV.getDevicePointer(),
-                    &updateInput.getDevicePointer()};
+                    &stateV.getDevicePointer(), &midV.getDevicePointer(), &updateInput.getDevicePointer()};
     launchWith(messagesForwardKernel, args, numReplicas, threadsPerAtom, (unsigned int) (2 * replicaRowsBytes), 1,
                "the messages, a block per replica");
 }
@@ -184,7 +183,7 @@ void CudaCalcMLFFForceKernel::replicaMessagesBackward(int layer, int in, double 
                     &mlZ.getDevicePointer(), &replicaStart.getDevicePointer(), &stateS.getDevicePointer(),
                     &stateV.getDevicePointer(), &midV.getDevicePointer(), &updateOutput.getDevicePointer(),
                     &gradS[in].getDevicePointer(), &gradV[in].getDevicePointer(), &updateGradOutput.getDevicePointer(),
-                    &gradS[1 - in].getDevicePointer(), &gradV[1 - in].getDevicePointer(), &gradFilter, &gradN,
+                    &gradV[1 - in].getDevicePointer(), &gradFilter, &gradN,
                     &mlParticle.getDevicePointer(), &sortedIndexOfParticle.getDevicePointer(),
                     &replicaScale.getDevicePointer(), &lambdaForceScale, &force};
     launchWith(messagesBackwardKernel, args, numReplicas, replicaSplit * threadsPerAtom,

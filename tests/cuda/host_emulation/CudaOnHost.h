@@ -86,7 +86,7 @@ inline int max(int a, int b) {
 }
 
 struct CudaOnHostIndex {
-    int x = 0;
+    int x = 0, y = 0;
 };
 inline thread_local CudaOnHostIndex threadIdx, blockIdx;
 inline CudaOnHostIndex blockDim, gridDim;
@@ -257,12 +257,17 @@ inline void cudaOnHostWarpgroupTf32(float* d, const unsigned int* a, unsigned lo
     cudaOnHostBlock.warpgroups[group]->arrive_and_wait(); // the slots read before the next product's
 }
 
-/** Runs `kernel` (a callable, arguments bound) over `grid` blocks of `threads` (a multiple of 32). */
+/**
+ * Runs `kernel` (a callable, arguments bound) over `grid` x `gridY` blocks of `threads` (a multiple
+ * of 32), in the order of their linear index, as a GPU starts them.
+ */
 template <class Kernel>
-void cudaOnHostLaunch(int grid, int threads, Kernel kernel) {
+void cudaOnHostLaunch(int grid, int threads, Kernel kernel, int gridY = 1) {
     blockDim.x = threads;
     gridDim.x = grid;
-    for (int b = 0; b < grid; b++) {
+    gridDim.y = gridY;
+    for (int linear = 0; linear < grid * gridY; linear++) {
+        const int b = linear % grid, by = linear / grid;
         cudaOnHostBlock.block = std::make_unique<std::barrier<>>(threads);
         cudaOnHostBlock.warps.clear();
         for (int w = 0; w < threads / 32; w++)
@@ -274,9 +279,10 @@ void cudaOnHostLaunch(int grid, int threads, Kernel kernel) {
         cudaOnHostBlock.warpgroupSlots.assign(threads, CudaOnHostWarpgroupSlot{});
         std::vector<std::thread> group;
         for (int t = 0; t < threads; t++)
-            group.emplace_back([&kernel, t, b] {
+            group.emplace_back([&kernel, t, b, by] {
                 threadIdx.x = t;
                 blockIdx.x = b;
+                blockIdx.y = by;
                 kernel();
             });
         for (std::thread& thread : group)

@@ -5,8 +5,10 @@
 // s_out and mlffUpdateHiddenBackwardLast's gradient must equal, bit for bit, the full products'
 // (3H columns, or 3H inputs with zeros for dE/d(g1, g2)), with U2 and b2 packed as
 // StudentPainnParameters.cpp packs them; and mlffUpdateInputBackward must write the last block's
-// dE/dv' (the readout leaves no partial one) and add to any other block's. Any other block's
-// output must apply the update and keep the gates where the backward reads them (mlffUpdateGates).
+// dE/dv' (the readout leaves no partial one) and add to any other block's, and add to the partial
+// dE/ds' where it is: the readout's for the last block, dE/da in updateGradOutput for the others.
+// Any other block's output must apply the update and keep the gates where the backward reads them
+// (mlffUpdateGates).
 #include <gtest/gtest.h>
 
 #include <random>
@@ -78,18 +80,18 @@ TEST(LastBlockOnHost, OutputEqualsTheFullProducts) {
     std::mt19937 rng(5);
     const std::vector<real> params = parametersWithPackedU2(rng);
     const std::vector<real> activation = randomReals(rng, (size_t) N * H);
-    const std::vector<real> midS = randomReals(rng, (size_t) MLFF_L * N * H);
+    const std::vector<real> updateInput = randomReals(rng, (size_t) N * 2 * H); // [s', |v'|]
     const std::vector<real> midV = randomReals(rng, (size_t) MLFF_L * N * 3 * H);
     std::vector<real> stateS[2], stateV((size_t) (MLFF_L + 1) * N * 3 * H, -7);
     std::vector<real> updateOutput((size_t) MLFF_L * N * 2 * H, -7);
     for (std::vector<real>& s : stateS)
         s.assign((size_t) (MLFF_L + 1) * N * H, -7);
     launchMatmul(3 * H, 6, [&] {
-        mlffUpdateOutputForward(Last, params.data(), activation.data(), midS.data(), midV.data(), updateOutput.data(),
-                                stateS[0].data(), stateV.data());
+        mlffUpdateOutputForward(Last, params.data(), activation.data(), updateInput.data(), midV.data(),
+                                updateOutput.data(), stateS[0].data(), stateV.data());
     });
     launchMatmul(H, 4, [&] {
-        mlffUpdateOutputForwardLast(params.data(), activation.data(), midS.data(), stateS[1].data(), nullptr);
+        mlffUpdateOutputForwardLast(params.data(), activation.data(), updateInput.data(), stateS[1].data(), nullptr);
     });
     for (size_t k = (size_t) MLFF_L * N * H; k < stateS[1].size(); k++)
         ASSERT_NE(stateS[1][k], -7) << "s_out " << k << " not written";
@@ -103,13 +105,13 @@ TEST(LastBlockOnHost, AnEarlierBlocksOutputAppliesTheUpdateAndKeepsTheGates) {
     const std::vector<real> params = parametersWithPackedU2(rng, Layer);
     const real* block = params.data() + MLFF_P_BLOCKS + (size_t) Layer * MLFF_P_BLOCK_STRIDE;
     const std::vector<real> activation = randomReals(rng, (size_t) N * H);
-    const std::vector<real> midS = randomReals(rng, (size_t) MLFF_L * N * H);
+    const std::vector<real> updateInput = randomReals(rng, (size_t) N * 2 * H); // [s', |v'|]
     const std::vector<real> midV = randomReals(rng, (size_t) MLFF_L * N * 3 * H);
     std::vector<real> stateS((size_t) (MLFF_L + 1) * N * H, -7), stateV((size_t) (MLFF_L + 1) * N * 3 * H, -7);
     std::vector<real> updateOutput((size_t) (MLFF_L - 1) * N * 2 * H, -7);
     launchMatmul(3 * H, 6, [&] {
-        mlffUpdateOutputForward(Layer, params.data(), activation.data(), midS.data(), midV.data(), updateOutput.data(),
-                                stateS.data(), stateV.data());
+        mlffUpdateOutputForward(Layer, params.data(), activation.data(), updateInput.data(), midV.data(),
+                                updateOutput.data(), stateS.data(), stateV.data());
     });
     // (a, g1, g2) = activation U2^T + b2 in U2's own layout (output t H + c), summed here.
     const real* w2 = block + MLFF_B_UPDATE_W2;
@@ -127,7 +129,7 @@ TEST(LastBlockOnHost, AnEarlierBlocksOutputAppliesTheUpdateAndKeepsTheGates) {
             const MlffRealVector<2> gates = mlffUpdateGates(updateOutput.data(), Layer, i, c);
             ASSERT_TRUE(near(gates.v[0], y[1]) && near(gates.v[1], y[2])) << at << ": the gates kept";
             const size_t mid = (size_t) Layer * N + i, out = (size_t) (Layer + 1) * N + i;
-            ASSERT_TRUE(near(stateS[out * H + c], midS[mid * H + c] + y[0])) << at << ": s_out";
+            ASSERT_TRUE(near(stateS[out * H + c], updateInput[(size_t) i * 2 * H + c] + y[0])) << at << ": s_out";
             real vMid[3], vOut[3];
             for (int d = 0; d < 3; d++)
                 vMid[d] = midV[(mid * 3 + d) * H + c];
@@ -160,7 +162,7 @@ TEST(LastBlockOnHost, HiddenGradientEqualsTheFullProduct) {
     EXPECT_EQ(gradHidden[0], gradHidden[1]);
 }
 
-TEST(LastBlockOnHost, InputBackwardWritesTheLastBlocksVectorGradient) {
+TEST(LastBlockOnHost, InputBackwardAddsToThePartialGradientsWhereTheyAre) {
     std::mt19937 rng(7);
     const std::vector<real> params = randomReals(rng, MLFF_PARAMETERS_SIZE);
     const std::vector<real> gradHidden = randomReals(rng, (size_t) N * H);
@@ -168,20 +170,32 @@ TEST(LastBlockOnHost, InputBackwardWritesTheLastBlocksVectorGradient) {
     for (int layer = 0; layer < MLFF_L; layer++) // one channel with v' = 0, whose norm's gradient is taken as 0
         for (int d = 0; d < 3; d++)
             midV[(((size_t) layer * N + 5) * 3 + d) * H + 9] = 0;
+    // The partial dE/ds': the readout's in gradMidS for the last block; for the others dE/da, the first
+    // H of updateGradOutput's rows, while gradMidS holds values that must not be read.
     const std::vector<real> gradMidSIn = randomReals(rng, (size_t) N * H);
+    const std::vector<real> updateGradOutputIn = randomReals(rng, (size_t) N * 3 * H);
     for (int layer : {Last, Last - 1}) {
         SCOPED_TRACE("block " + std::to_string(layer));
+        // [0]: every partial gradient 0, so that the launch writes the product's sums alone; [1]: as given.
         const real before[2] = {0, -7}; // dE/dv' before the launch: [1] what the last block must overwrite
-        std::vector<real> gradMidS[2], gradMidV[2];
+        std::vector<real> gradMidS[2], gradMidV[2], updateGradOutput[2];
         for (int k = 0; k < 2; k++) {
-            gradMidS[k] = gradMidSIn;
+            gradMidS[k] = k == 0 ? std::vector<real>((size_t) N * H, 0) : gradMidSIn;
+            updateGradOutput[k] = k == 0 ? std::vector<real>((size_t) N * 3 * H, 0) : updateGradOutputIn;
             gradMidV[k].assign((size_t) N * 3 * H, before[k]);
             launchMatmul(2 * H, 4, [&] {
-                mlffUpdateInputBackward(layer, params.data(), gradHidden.data(), midV.data(), gradMidS[k].data(),
-                                        gradMidV[k].data());
+                mlffUpdateInputBackward(layer, params.data(), gradHidden.data(), midV.data(),
+                                        updateGradOutput[k].data(), gradMidS[k].data(), gradMidV[k].data());
             });
         }
-        EXPECT_EQ(gradMidS[0], gradMidS[1]);
+        EXPECT_EQ(updateGradOutput[1], updateGradOutputIn);
+        for (int i = 0; i < N; i++)
+            for (int c = 0; c < H; c++) {
+                const real partial = layer == Last ? gradMidSIn[(size_t) i * H + c]
+                                                   : updateGradOutputIn[(size_t) i * 3 * H + c];
+                ASSERT_EQ(gradMidS[1][(size_t) i * H + c], partial + gradMidS[0][(size_t) i * H + c])
+                        << "atom " << i << ", channel " << c;
+            }
         EXPECT_EQ(gradMidV[0][((size_t) 5 * 3 + 1) * H + 9], 0);
         for (size_t k = 0; k < gradMidV[0].size(); k++)
             ASSERT_EQ(gradMidV[1][k], layer == Last ? gradMidV[0][k] : before[1] + gradMidV[0][k]) << k;

@@ -105,7 +105,6 @@ ForceDifference compareForces(const std::vector<unsigned long long>& a, const st
 
 /** The messages' outputs, -7 where nothing is written. */
 struct MessagesOut {
-    std::vector<real> midS = std::vector<real>((size_t) MLFF_L * MLFF_NUM_ATOMS * MLFF_H, -7);
     std::vector<real> midV = std::vector<real>((size_t) MLFF_L * MLFF_NUM_ATOMS * 3 * MLFF_H, -7);
     std::vector<real> updateInput = std::vector<real>((size_t) MLFF_NUM_ATOMS * 2 * MLFF_H, -7);
 };
@@ -113,20 +112,17 @@ struct MessagesOut {
 /** The messages' backward's outputs (the gradients it passes on), -7 where nothing is written. */
 struct GradientsOut {
     std::vector<real> updateGradOutput = std::vector<real>((size_t) MLFF_NUM_ATOMS * 3 * MLFF_H, -7);
-    std::vector<real> gradOutS = std::vector<real>((size_t) MLFF_NUM_ATOMS * MLFF_H, -7);
     std::vector<real> gradOutV = std::vector<real>((size_t) MLFF_NUM_ATOMS * 3 * MLFF_H, -7);
 };
 
 /** Two paths' outputs, equal bit for bit. */
 void expectEqual(const MessagesOut& a, const MessagesOut& b) {
-    EXPECT_EQ(a.midS, b.midS);
     EXPECT_EQ(a.midV, b.midV);
     EXPECT_EQ(a.updateInput, b.updateInput);
 }
 
 void expectEqual(const GradientsOut& a, const GradientsOut& b) {
     EXPECT_EQ(a.updateGradOutput, b.updateGradOutput);
-    EXPECT_EQ(a.gradOutS, b.gradOutS);
     EXPECT_EQ(a.gradOutV, b.gradOutV);
 }
 
@@ -144,7 +140,6 @@ double relativeDifference(const std::vector<real>& a, const std::vector<real>& b
 void expectGradientsToRounding(const GradientsOut& reference, const GradientsOut& other) {
     EXPECT_LE(relativeDifference(reference.updateGradOutput, other.updateGradOutput, reference.updateGradOutput.size()),
               1e-13);
-    EXPECT_LE(relativeDifference(reference.gradOutS, other.gradOutS, reference.gradOutS.size()), 1e-13);
     EXPECT_LE(relativeDifference(reference.gradOutV, other.gradOutV, reference.gradOutV.size()), 1e-13);
 }
 
@@ -269,8 +264,8 @@ void tiledMessagesForward(const Replicas& s, const TabulatedInputs& in, int laye
     cudaOnHostLaunch(MLFF_NUM_ATOMS, MLFF_BLOCK, [&] {
         mlffMessagesForwardTiled(layer, nullptr, in.params.data(), in.table.data(), s.pos.data(), s.z.data(),
                                  s.replica.data(), s.start.data(), s.count.data(), s.list.data(), s.capacity, s.boxA,
-                                 s.boxB, s.boxC, s.invBoxSize, in.stateS.data(), in.stateV.data(), out.midS.data(),
-                                 out.midV.data(), out.updateInput.data());
+                                 s.boxB, s.boxC, s.invBoxSize, in.stateS.data(), in.stateV.data(), out.midV.data(),
+                                 out.updateInput.data());
     });
 }
 
@@ -282,7 +277,7 @@ void tiledMessagesBackward(const Replicas& s, const TabulatedInputs& in, const B
                                   s.replica.data(), s.start.data(), s.count.data(), s.list.data(), s.capacity, s.boxA,
                                   s.boxB, s.boxC, s.invBoxSize, in.stateS.data(), in.stateV.data(),
                                   b.midVKept.data(), b.updateOutput.data(), b.gradInS.data(), b.gradInV.data(),
-                                  out.updateGradOutput.data(), out.gradOutS.data(), out.gradOutV.data(),
+                                  out.updateGradOutput.data(), out.gradOutV.data(),
                                   b.replicaScale.data(), b.lambdaForceScale, s.particle.data(), s.sortedIndex.data(),
                                   forceBuffer);
     });
@@ -313,7 +308,7 @@ TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
         cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_BLOCK, [&] {
             mlffMessagesForwardReplicas(layer, params.data(), table.data(), nullptr, pairCount.data(),
                                         pairAtoms.data(), pairGeometry.data(), s.z.data(), s.start.data(),
-                                        stateS.data(), stateV.data(), out[1].midS.data(), out[1].midV.data(),
+                                        stateS.data(), stateV.data(), out[1].midV.data(),
                                         out[1].updateInput.data());
         });
         expectEqual(out[0], out[1]);
@@ -330,7 +325,7 @@ TEST(ReplicaMessagesOnHost, EqualTheBlockPerAtomKernels) {
                                          pairAtoms.data(), pairGeometry.data(), s.z.data(), s.start.data(),
                                          stateS.data(), stateV.data(), b.midVKept.data(), b.updateOutput.data(),
                                          b.gradInS.data(), b.gradInV.data(), grads[1].updateGradOutput.data(),
-                                         grads[1].gradOutS.data(), grads[1].gradOutV.data(), nullptr, nullptr,
+                                         grads[1].gradOutV.data(), nullptr, nullptr,
                                          s.particle.data(), s.sortedIndex.data(), b.replicaScale.data(),
                                          b.lambdaForceScale, forceBuffer[1].data());
         });
@@ -374,10 +369,9 @@ TEST(ReplicaMessagesOnHost, TiledKernelsTakeTheListedAtomsAlone) {
             (k == 0 ? mlffMessagesForwardTiled : mlffMessagesForwardOverflowed)(
                     layer, list.data(), params.data(), table.data(), s.pos.data(), s.z.data(), s.replica.data(),
                     s.start.data(), s.count.data(), s.list.data(), s.capacity, s.boxA, s.boxB, s.boxC, s.invBoxSize,
-                    stateS.data(), stateV.data(), out[k].midS.data(), out[k].midV.data(), out[k].updateInput.data());
+                    stateS.data(), stateV.data(), out[k].midV.data(), out[k].updateInput.data());
         });
     const size_t layerRows = (size_t) layer * n;
-    expectListedRows(out[0].midS, out[1].midS, layerRows * h, h, "midS");
     expectListedRows(out[0].midV, out[1].midV, layerRows * 3 * h, 3 * h, "midV");
     expectListedRows(out[0].updateInput, out[1].updateInput, 0, 2 * h, "updateInput");
 
@@ -394,13 +388,11 @@ TEST(ReplicaMessagesOnHost, TiledKernelsTakeTheListedAtomsAlone) {
                     layer, list.data(), params.data(), table.data(), s.pos.data(), s.z.data(), s.replica.data(),
                     s.start.data(), s.count.data(), s.list.data(), s.capacity, s.boxA, s.boxB, s.boxC, s.invBoxSize,
                     stateS.data(), stateV.data(), midVKept.data(), updateOutput.data(), gradInS.data(),
-                    gradInV.data(), grads[k].updateGradOutput.data(), grads[k].gradOutS.data(),
-                    grads[k].gradOutV.data(), replicaScale.data(), 1.0, s.particle.data(), s.sortedIndex.data(),
-                    forceBuffer.data());
+                    gradInV.data(), grads[k].updateGradOutput.data(), grads[k].gradOutV.data(), replicaScale.data(),
+                    1.0, s.particle.data(), s.sortedIndex.data(), forceBuffer.data());
         });
     }
     expectListedRows(grads[0].updateGradOutput, grads[1].updateGradOutput, 0, 3 * h, "updateGradOutput");
-    expectListedRows(grads[0].gradOutS, grads[1].gradOutS, 0, h, "gradOutS");
     expectListedRows(grads[0].gradOutV, grads[1].gradOutV, 0, 3 * h, "gradOutV");
 }
 
@@ -443,13 +435,13 @@ TEST(ReplicaMessagesOnHost, TabulatedRowsEqualTheTiledKernels) {
         tiledMessagesForward(s, in, layer, out[0]);
         cudaOnHostLaunch(tableGrid, 128, [&] {
             mlffTableFilterRows(layer, table.data(), &rows, filterEdges.data(), list.edgeDelta.data(),
-                                filters[layer].data());
+                                filters[layer].data(), 0);
         });
         cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
             mlffMessagesForwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
                                     list.edgeStart.data(), list.edgeDelta.data(), edgeFilterRow.data(),
-                                    filters[layer].data(), stateS.data(), stateV.data(), out[1].midS.data(),
-                                    out[1].midV.data(), out[1].updateInput.data());
+                                    filters[layer].data(), stateS.data(), stateV.data(), out[1].midV.data(),
+                                    out[1].updateInput.data());
         });
         expectEqual(out[0], out[1]);
     }
@@ -471,8 +463,7 @@ TEST(ReplicaMessagesOnHost, TabulatedRowsEqualTheTiledKernels) {
                                      list.ownedRank.data(), list.partner.data(), list.walk.data(),
                                      filters[layer].data(), gradFilter.data(), gradN.data(), stateS.data(),
                                      stateV.data(), b.midVKept.data(), b.updateOutput.data(), b.gradInS.data(),
-                                     b.gradInV.data(), grads[1].updateGradOutput.data(), grads[1].gradOutS.data(),
-                                     grads[1].gradOutV.data());
+                                     b.gradInV.data(), grads[1].updateGradOutput.data(), grads[1].gradOutV.data());
         });
         cudaOnHostLaunch(tableGrid, 128, [&] {
             mlffTableFilterBackward(layer, table.data(), &rows, gradFilter.data(), filterEdges.data(),
@@ -620,15 +611,14 @@ TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheListKernels) {
         cudaOnHostLaunch(n, MLFF_BLOCK, [&] {
             mlffMessagesForwardRows(layer, params.data(), s.z.data(), s.count.data(), s.list.data(), s.capacity,
                                     list.edgeStart.data(), list.edgeDelta.data(), list.filterRow.data(),
-                                    filters.data(), stateS.data(), stateV.data(), out[0].midS.data(),
-                                    out[0].midV.data(), out[0].updateInput.data());
+                                    filters.data(), stateS.data(), stateV.data(), out[0].midV.data(),
+                                    out[0].updateInput.data());
         });
         cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_BLOCK, [&] {
             mlffMessagesForwardReplicas(layer, params.data(), filters.data(), replicas.rowStart.data(),
                                         replicas.pairCount.data(), replicas.pairAtoms.data(),
                                         replicas.pairGeometry.data(), s.z.data(), s.start.data(), stateS.data(),
-                                        stateV.data(), out[1].midS.data(), out[1].midV.data(),
-                                        out[1].updateInput.data());
+                                        stateV.data(), out[1].midV.data(), out[1].updateInput.data());
         });
         expectEqual(out[0], out[1]);
 
@@ -644,16 +634,15 @@ TEST(ReplicaMessagesOnHost, FromFilterRowsEqualTheListKernels) {
                                      list.ownedRank.data(), list.partner.data(), list.walk.data(),
                                      filters.data(), gradFilter[0].data(), gradN[0].data(), stateS.data(),
                                      stateV.data(), midVKept.data(), updateOutput.data(), gradInS.data(),
-                                     gradInV.data(), grads[0].updateGradOutput.data(), grads[0].gradOutS.data(),
-                                     grads[0].gradOutV.data());
+                                     gradInV.data(), grads[0].updateGradOutput.data(), grads[0].gradOutV.data());
         });
         cudaOnHostLaunch(MLFF_NUM_REPLICAS, MLFF_REPLICA_SPLIT * MLFF_BLOCK, [&] {
             mlffMessagesBackwardReplicas(layer, params.data(), filters.data(), replicas.rowStart.data(),
                                          replicas.pairCount.data(), replicas.pairAtoms.data(),
                                          replicas.pairGeometry.data(), s.z.data(), s.start.data(), stateS.data(),
                                          stateV.data(), midVKept.data(), updateOutput.data(), gradInS.data(),
-                                         gradInV.data(), grads[1].updateGradOutput.data(), grads[1].gradOutS.data(),
-                                         grads[1].gradOutV.data(), gradFilter[1].data(), gradN[1].data(),
+                                         gradInV.data(), grads[1].updateGradOutput.data(), grads[1].gradOutV.data(),
+                                         gradFilter[1].data(), gradN[1].data(),
                                          s.particle.data(), s.sortedIndex.data(), replicaScale.data(),
                                          lambdaForceScale, nullptr);
         });

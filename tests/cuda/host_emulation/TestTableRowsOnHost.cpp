@@ -121,7 +121,7 @@ void checkFiltersAndDistanceGradients(std::mt19937& rng, const FilterRows& rows)
     std::vector<real> filters((size_t) Rows * 3 * H, -7);
     cudaOnHostLaunch(tableGrid, Threads, [&] {
         mlffTableFilterRows(layer, table.data(), &count, numbered.filterEdges.data(), rows.edgeDelta.data(),
-                            filters.data());
+                            filters.data(), 0);
     });
     // Block `layer` > 0 of the backward pass: each row's dE/dd added to its owner's edgeGradN.w.
     std::vector<real4> gradN(2 * Rows, make_real4(0, 0, 0, 0.25));
@@ -164,6 +164,37 @@ TEST(TableRowsOnHost, RowsCrowdedInAFewIntervalsToo) {
         intervals.insert(intervalOf(rows.edgeDelta[r].w));
     ASSERT_EQ(intervals.size(), 5u);
     checkFiltersAndDistanceGradients(rng, rows);
+}
+
+// Every block's filters from one launch, a row of its grid a block, each block's rows blockStride
+// apart: the same, bit for bit, as each block's own launch.
+TEST(TableRowsOnHost, EveryBlocksFiltersInOneLaunch) {
+    std::mt19937 rng(24);
+    const FilterRows rows(rng);
+    std::vector<int> intervalCount(MLFF_TABLE_INTERVALS, 0);
+    const NumberedRows numbered = numberRows(rows, intervalCount);
+    const std::vector<real> table = randomReals(rng, (size_t) MLFF_L * MLFF_TABLE_BLOCK_STRIDE);
+    const int count = Rows, tableGrid = 3;
+    const size_t blockStride = (size_t) (Rows + 7) * 3 * H; // a bound past the rows, as the plugin's
+    std::vector<real> everyBlock(MLFF_L * blockStride, -7), ownLaunches(MLFF_L * blockStride, -7);
+    cudaOnHostLaunch(
+            tableGrid, Threads,
+            [&] {
+                mlffTableFilterRows(0, table.data(), &count, numbered.filterEdges.data(), rows.edgeDelta.data(),
+                                    everyBlock.data(), blockStride);
+            },
+            MLFF_L);
+    for (int layer = 0; layer < MLFF_L; layer++)
+        cudaOnHostLaunch(tableGrid, Threads, [&] {
+            mlffTableFilterRows(layer, table.data(), &count, numbered.filterEdges.data(), rows.edgeDelta.data(),
+                                ownLaunches.data() + layer * blockStride, 0);
+        });
+    for (int layer = 0; layer < MLFF_L; layer++) {
+        const size_t first = layer * blockStride;
+        EXPECT_NE(ownLaunches[first + 3 * H], -7) << "block " << layer << ": its filters written"; // row 1's w_s
+        for (size_t k = first; k < first + blockStride; k++)
+            ASSERT_EQ(everyBlock[k], ownLaunches[k]) << "block " << layer << ", element " << k - first;
+    }
 }
 
 } // namespace

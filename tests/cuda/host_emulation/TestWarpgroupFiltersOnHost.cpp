@@ -40,8 +40,8 @@ std::vector<unsigned int> imagesOf(const real* b, int accumulatorOrder, const re
 }
 
 template <int O, class Kernel>
-void launchWarpgroups(int perColumn, Kernel kernel) {
-    launchWarpgroupsOnHost<O, Columns>(perColumn, kernel);
+void launchWarpgroups(int perColumn, Kernel kernel, int gridRows = 1) {
+    launchWarpgroupsOnHost<O, Columns>(perColumn, kernel, gridRows);
 }
 
 struct FilterNetwork {
@@ -160,13 +160,43 @@ TEST(WarpgroupFiltersOnHost, OneProductFromTheBasisGivesTheFilters) {
             std::vector<real> filters((size_t) network.rows * 3 * H, -7);
             launchWarpgroups<3 * H>(perColumn, [&] {
                 mlffEdgeFilterFromBasis(layer, network.params.data(), &network.rows, network.basis.data(),
-                                        filters.data(), images.data());
+                                        filters.data(), 0, images.data());
             });
             network.expectFilters(filters,
                                   "block " + std::to_string(layer) + ", one product, " + std::to_string(perColumn) +
                                           " blocks a column tile",
                                   layer == 0, -7);
         }
+    }
+}
+
+// Every block's filters from one launch, a row of its grid a block, each block's rows blockStride
+// apart, with every block's images side by side as the plugin lays them out: each block's own.
+TEST(WarpgroupFiltersOnHost, EveryBlocksFiltersFromOneLaunch) {
+    FilterNetwork network = randomFilterNetwork(150);
+    std::vector<unsigned int> images;
+    for (int layer = 0; layer < MLFF_L; layer++) {
+        network.layer = layer;
+        const real* block = network.block();
+        const std::vector<unsigned int> upToThis = imagesOf<H, 3 * H, K>(
+                block + MLFF_B_FILTER_W2T, 1, block + MLFF_B_FILTER_W0T, H, block + MLFF_B_FILTER_B0, layer);
+        const size_t perBlock = upToThis.size() / (layer + 1);
+        images.insert(images.end(), upToThis.begin() + layer * perBlock, upToThis.end());
+    }
+    const size_t blockStride = (size_t) (network.rows + 5) * 3 * H; // a bound past the rows, as the plugin's
+    std::vector<real> filters(MLFF_L * blockStride, -7);
+    launchWarpgroups<3 * H>(
+            2,
+            [&] {
+                mlffEdgeFilterFromBasis(0, network.params.data(), &network.rows, network.basis.data(), filters.data(),
+                                        blockStride, images.data());
+            },
+            MLFF_L);
+    for (int layer = 0; layer < MLFF_L; layer++) {
+        network.layer = layer;
+        const std::vector<real> ofBlock(filters.begin() + layer * blockStride,
+                                        filters.begin() + layer * blockStride + (size_t) network.rows * 3 * H);
+        network.expectFilters(ofBlock, "block " + std::to_string(layer) + " of one launch", layer == 0, -7);
     }
 }
 

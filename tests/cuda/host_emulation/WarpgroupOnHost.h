@@ -30,6 +30,6 @@ std::vector<unsigned int> warpgroupImagesOnHost(int layer, const real* b, int ac
 
 /** A warp-group product's launch: its O / Columns column tiles, `perColumn` blocks each. */
 template <int O, int Columns, class Kernel>
-void launchWarpgroupsOnHost(int perColumn, Kernel kernel) {
-    cudaOnHostLaunch(O / Columns * perColumn, 128 * MLFF_WARPGROUPS, kernel);
+void launchWarpgroupsOnHost(int perColumn, Kernel kernel, int gridY = 1) {
+    cudaOnHostLaunch(O / Columns * perColumn, 128 * MLFF_WARPGROUPS, kernel, gridY);
 }

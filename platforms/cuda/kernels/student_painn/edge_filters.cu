@@ -389,7 +389,7 @@ DEVICE inline void mlffHiddenChunkProduct(const real* RESTRICT e0, const real* R
 }
 
 /**
- * Each pair's filters of block `layer` in one launch, from its basis (where H is 64 or 128, unless
+ * Each pair's filters of a block in one launch, from its basis (where H is 64 or 128, unless
  * MLFF_CUDA_FILTER_HIDDEN=stored): the hidden layer SiLU(e W0^T + b0) made on the tensor cores and
  * kept in registers as the output product's A, where mlffEdgeFilterHidden writes it (H reals a pair) for
  * mlffEdgeFilterOutput to read back. A block holds a column tile of W2^T, and beside it the whole of
@@ -406,10 +406,16 @@ DEVICE inline void mlffHiddenChunkProduct(const real* RESTRICT e0, const real* R
  * w_v1 multiplies nothing, and the messages from rows leave it unread there (row_messages.cu,
  * replica_messages.cu): that tile is not computed, its rows' w_v1 not written, and its blocks take
  * the other two tiles' rows.
+ *
+ * The grid's row y takes block firstLayer + y, its filters into edgeFilter + y blockStride: the
+ * filters depend on the distances alone, so every block's come from one launch, with no launch's
+ * start and tail between blocks.
  */
-KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterFromBasis(int layer, const real* RESTRICT params,
+KERNEL void MLFF_WARPGROUP_BOUNDS mlffEdgeFilterFromBasis(int firstLayer, const real* RESTRICT params,
         const int* RESTRICT filterRowCount, const real* RESTRICT edgeBasis, real* RESTRICT edgeFilter,
-        const unsigned int* RESTRICT weightImages) {
+        size_t blockStride, const unsigned int* RESTRICT weightImages) {
+    const int layer = firstLayer + blockIdx.y;
+    edgeFilter += blockIdx.y * blockStride;
     constexpr int I = MLFF_H, O = 3 * MLFF_H, J = MLFF_K, Columns = MLFF_WARPGROUP_FORWARD_COLUMNS;
     constexpr int Chunk = MLFF_HIDDEN_CHUNK;
     static_assert(Columns == MLFF_H && MLFF_H % Chunk == 0, "the whole hidden layer beside each column tile");

@@ -301,15 +301,14 @@ DEVICE inline const real* mlffReplicaFilters(const real* RESTRICT filters, int l
 }
 
 /**
- * The messages of block `layer`, a thread block per replica: midS, midV and the update's input of
+ * The messages of block `layer`, a thread block per replica: midV and the update's input of
  * each of its atoms, as mlffMessagesForwardTiled. filters: the table (all blocks), or this block's
  * filter rows (pairRowStart: each replica's first; unused with a table).
  */
 KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, const real* RESTRICT filters,
         const int* RESTRICT pairRowStart, const int* RESTRICT replicaPairCount, const int2* RESTRICT replicaPairAtoms,
         const real4* RESTRICT replicaPairGeometry, const int* RESTRICT mlZ, const int* RESTRICT replicaStart,
-        const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midS, real* RESTRICT midV,
-        real* RESTRICT updateInput) {
+        const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midV, real* RESTRICT updateInput) {
     mlffStartAfterPreviousLaunch();
     __shared__ MlffReplicaPairs pairs;
     extern __shared__ real mlffReplicaMemory[];
@@ -365,7 +364,7 @@ KERNEL void mlffMessagesForwardReplicas(int layer, const real* RESTRICT params, 
     mlffStoreRow(sum, runAtom, sumI);
     for (int a = 0; a < count; a++) {
         const real vMid[3] = {sum[a][1][c], sum[a][2][c], sum[a][3][c]};
-        mlffStoreMessages(first + a, layer, sum[a][0][c], vMid, midS, midV, updateInput, c);
+        mlffStoreMessages(first + a, layer, sum[a][0][c], vMid, midV, updateInput, c);
     }
 }
 
@@ -430,7 +429,7 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
         const real4* RESTRICT replicaPairGeometry, const int* RESTRICT mlZ, const int* RESTRICT replicaStart,
         const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midV,
         const real* RESTRICT updateOutput, const real* RESTRICT gradInS, const real* RESTRICT gradInV,
-        real* RESTRICT updateGradOutput, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
+        real* RESTRICT updateGradOutput, real* RESTRICT gradOutV,
         real* RESTRICT edgeGradFilter, real4* RESTRICT edgeGradN, const int* RESTRICT mlParticle,
         const int* RESTRICT sortedIndexOfParticle, const double* RESTRICT replicaScale, double lambdaForceScale,
         unsigned long long* RESTRICT forceBuffer) {
@@ -582,7 +581,7 @@ KERNEL void mlffMessagesBackwardReplicas(int layer, const real* RESTRICT params,
                     gradSum[q] += gradOuts[p * MLFF_REPLICA_ATOMS + a][q][c];
             const real gvOut[3] = {gradSum[1], gradSum[2], gradSum[3]};
             mlffUpdateBackwardDirectFrom(in[g], first + a, layer, params, gradSum[0], gvOut, updateGradOutput,
-                                         gradOutS, gradOutV, c);
+                                         gradOutV, c);
         }
     }
 }

@@ -72,14 +72,14 @@ DEVICE inline MlffEdgeRecord mlffShuffleEdgeRecord(const MlffEdgeRecord& lanes, 
 
 /**
  * The messages of block `layer` into atom i (one thread block per atom, thread c = channel c),
- * then midS, midV and the update's input (an atom without rows has its messages from tiled.cu's
+ * then midV and the update's input (an atom without rows has its messages from tiled.cu's
  * kernel). No shared memory and no barrier; the edges' records pass between a warp's lanes.
  */
 KERNEL void mlffMessagesForwardRows(int layer, const real* RESTRICT params, const int* RESTRICT mlZ,
         const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity,
         const int* RESTRICT edgeStart, const real4* RESTRICT edgeDelta, const int* RESTRICT edgeFilterRow,
         const real* RESTRICT edgeFilter, const real* RESTRICT stateS, const real* RESTRICT stateV,
-        real* RESTRICT midS, real* RESTRICT midV, real* RESTRICT updateInput) {
+        real* RESTRICT midV, real* RESTRICT updateInput) {
     mlffStartAfterPreviousLaunch();
     const int i = blockIdx.x, c = threadIdx.x, lane = threadIdx.x % 32;
     // Whole warps leave: the block's warps past H hold no channel (H is a multiple of 64 here).
@@ -114,7 +114,7 @@ KERNEL void mlffMessagesForwardRows(int layer, const real* RESTRICT params, cons
             }
         }
     }
-    mlffStoreMessages(i, layer, sMid, vMid, midS, midV, updateInput, c);
+    mlffStoreMessages(i, layer, sMid, vMid, midV, updateInput, c);
 }
 
 // The backward, a warp per atom.
@@ -376,7 +376,7 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params,
         const real* RESTRICT edgeFilter, real* RESTRICT edgeGradFilter, real4* RESTRICT edgeGradN,
         const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midV,
         const real* RESTRICT updateOutput, const real* RESTRICT gradInS, const real* RESTRICT gradInV,
-        real* RESTRICT updateGradOutput, real* RESTRICT gradOutS, real* RESTRICT gradOutV) {
+        real* RESTRICT updateGradOutput, real* RESTRICT gradOutV) {
     mlffStartAfterPreviousLaunch();
     const int i = mlffRowAtom(neighborCount, neighborCapacity), lane = threadIdx.x % 32;
     if (i < 0)
@@ -494,7 +494,7 @@ KERNEL void mlffMessagesBackwardRows(int layer, const real* RESTRICT params,
 #pragma unroll
     for (int q = 0; q < MLFF_LANE_CHANNELS; q++) {
         const real gv[3] = {gvIn[0].v[q], gvIn[1].v[q], gvIn[2].v[q]};
-        mlffUpdateBackwardDirect(i, layer, params, midV, updateOutput, gsIn.v[q], gv, updateGradOutput, gradOutS,
-                                 gradOutV, lane * MLFF_LANE_CHANNELS + q);
+        mlffUpdateBackwardDirect(i, layer, params, midV, updateOutput, gsIn.v[q], gv, updateGradOutput, gradOutV,
+                                 lane * MLFF_LANE_CHANNELS + q);
     }
 }

@@ -171,12 +171,16 @@ DEVICE inline bool mlffTableOutputUsed(int layer, int q) {
 }
 
 /**
- * Block `layer`'s filters of each filter row from the table: edgeFilter (rows, 3H) of this block,
- * w_v1 left unwritten in the first block (mlffTableOutputUsed).
+ * Block firstLayer + blockIdx.y's filters of each filter row from the table: edgeFilter + blockIdx.y
+ * blockStride (rows, 3H), w_v1 left unwritten in the first block (mlffTableOutputUsed). The filters
+ * depend on the distances alone, so every block's may come from one launch, the grid's rows.
  */
-KERNEL void mlffTableFilterRows(int layer, const real* RESTRICT filterTable, const int* RESTRICT filterRowCount,
-        const int2* RESTRICT filterEdges, const real4* RESTRICT edgeDelta, real* RESTRICT edgeFilter) {
+KERNEL void mlffTableFilterRows(int firstLayer, const real* RESTRICT filterTable, const int* RESTRICT filterRowCount,
+        const int2* RESTRICT filterEdges, const real4* RESTRICT edgeDelta, real* RESTRICT edgeFilter,
+        size_t blockStride) {
     mlffStartAfterPreviousLaunch();
+    const int layer = firstLayer + blockIdx.y;
+    edgeFilter += blockIdx.y * blockStride;
     const real* blockTable = mlffBlockTable(filterTable, layer);
     const int lane = threadIdx.x % 32;
     MlffHeldTableEntries held;

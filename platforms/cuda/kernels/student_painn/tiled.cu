@@ -5,23 +5,26 @@
  * atoms (64 in double) rather than once per atom; and the forward pass keeps the MLP's hidden layer and outputs
  * for the backward pass instead of recomputing them. Per step, block l = 0 .. L-1, then back:
  *
- *   mlffMessagesForwardTiled   atoms           midS, midV [l] = s', v'; updateInput = [s', |v'|]
+ *   mlffMessagesForwardTiled   atoms           midV [l] = v'; updateInput = [s', |v'|] (s' kept there alone)
  *   mlffUpdateHiddenForward    matmul          updateHidden[l] = updateInput U0^T + b0;
  *                                              updateActivation = SiLU(updateHidden[l])
  *   mlffUpdateOutputForward    matmul          (a, g1, g2) = updateActivation U2^T + b2; (g1, g2) into updateOutput[l],
- *                                              s_out = s' + a, v_out = v' g1 + (M v') g2 into stateS, stateV [l+1]
+ *                                              s_out = s' + a (s' from updateInput), v_out = v' g1 + (M v') g2 into
+ *                                              stateS, stateV [l+1]
  *                                              (block L-1: ...Last, a alone into stateS [L])
  *   mlffReadoutTiled           atoms / 32      energies; dE/ds' (partial) of block L-1, which is its dE/da
  *   mlffUpdateHiddenBackward   matmul          gradHidden = (updateGradOutput U2) SiLU'(updateHidden[l])
  *                                              (block L-1: ...Last, dE/da alone)
  *   mlffUpdateInputBackward    matmul          dE/d(s', v') of block l = partial + the MLP's part, gradHidden U0
- *   mlffMessagesBackwardTiled  atoms           forces; dE/d(a, g1, g2) and the partial dE/d(s', v') of block l-1
+ *                                              (the partial dE/ds' of block l < L-1 is its dE/da, read there)
+ *   mlffMessagesBackwardTiled  atoms           forces; dE/d(a, g1, g2) and the partial dE/dv' of block l-1
  *
  * With edge rows (edge_filters.cu: exact filters as products over pairs, or tabulated ones from
  * table_rows.cu) the message kernels here take only the atoms whose list overflowed (the
  * ...Overflowed kernels), and row_messages.cu's take the rest.
  *
- * Storage (global, `real`, as in forward.cu where shared): updateInput (N, 2H), updateHidden
+ * Storage (global, `real`, as in forward.cu where shared): updateInput (N, 2H) of the block being
+ * evaluated (its s' the one copy the tiled path keeps: the update's output reads it), updateHidden
  * (L, N, H), updateActivation (N, H; also gradHidden), updateOutput (L - 1, N, 2H) with the gates of
  * a channel adjacent: (g1, g2) of channel c at 2c, 2c + 1 (the backward needs no a: s_out = s' + a
  * passes dE/ds_out on unchanged); updateGradOutput (N, 3H), dE/d(a, g1, g2) in block order: a, then
@@ -39,10 +42,12 @@ DEVICE inline MlffRealVector<2> mlffUpdateGates(const real* RESTRICT updateOutpu
                                                        2 * c);
 }
 
-/** Channel c's post-message features of atom i in block `layer`: midS, midV and the update's input. */
-DEVICE inline void mlffStoreMessages(int i, int layer, real sMid, const real* vMid, real* RESTRICT midS,
-        real* RESTRICT midV, real* RESTRICT updateInput, int c) {
-    midS[((size_t) layer * MLFF_NUM_ATOMS + i) * MLFF_H + c] = sMid;
+/**
+ * Channel c's post-message features of atom i in block `layer`: v' into midV, and the update's
+ * input [s', |v'|], where the update's output reads s' too (the tiled path keeps no midS).
+ */
+DEVICE inline void mlffStoreMessages(int i, int layer, real sMid, const real* vMid, real* RESTRICT midV,
+        real* RESTRICT updateInput, int c) {
     for (int a = 0; a < 3; a++)
         midV[(((size_t) layer * MLFF_NUM_ATOMS + i) * 3 + a) * MLFF_H + c] = vMid[a];
     updateInput[(size_t) i * 2 * MLFF_H + c] = sMid;
@@ -54,13 +59,13 @@ DEVICE inline void mlffMessagesForwardOfAtom(int i, int layer, const real* RESTR
         const real* RESTRICT filterTable, const real4* RESTRICT pos, const int* RESTRICT mlZ,
         const int* RESTRICT mlReplica, const int* RESTRICT replicaStart, const int* RESTRICT neighborCount,
         const int* RESTRICT neighborList, int neighborCapacity, real4 boxA, real4 boxB, real4 boxC,
-        real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midS,
-        real* RESTRICT midV, real* RESTRICT updateInput, MlffMessageScratch* scratch) {
+        real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midV,
+        real* RESTRICT updateInput, MlffMessageScratch* scratch) {
     real sMid, vMid[3];
     mlffMessagesInto(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount, neighborList,
                      neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, scratch, &sMid, vMid);
     if (threadIdx.x < MLFF_H)
-        mlffStoreMessages(i, layer, sMid, vMid, midS, midV, updateInput, threadIdx.x);
+        mlffStoreMessages(i, layer, sMid, vMid, midV, updateInput, threadIdx.x);
 }
 
 /*
@@ -92,13 +97,13 @@ KERNEL void mlffMessagesForwardTiled(int layer, const int* RESTRICT overflowedAt
         const real* RESTRICT filterTable, const real4* RESTRICT pos, const int* RESTRICT mlZ,
         const int* RESTRICT mlReplica, const int* RESTRICT replicaStart, const int* RESTRICT neighborCount,
         const int* RESTRICT neighborList, int neighborCapacity, real4 boxA, real4 boxB, real4 boxC,
-        real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midS,
-        real* RESTRICT midV, real* RESTRICT updateInput) {
+        real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, real* RESTRICT midV,
+        real* RESTRICT updateInput) {
     (void) overflowedAtoms;
     mlffStartAfterPreviousLaunch();
     __shared__ MlffMessageScratch scratch;
     mlffMessagesForwardOfAtom(blockIdx.x, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount,
-                              neighborList, neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midS, midV,
+                              neighborList, neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midV,
                               updateInput, &scratch);
 }
 
@@ -108,13 +113,13 @@ KERNEL void mlffMessagesForwardOverflowed(int layer, const int* RESTRICT overflo
         const int* RESTRICT mlZ, const int* RESTRICT mlReplica, const int* RESTRICT replicaStart,
         const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity, real4 boxA,
         real4 boxB, real4 boxC, real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV,
-        real* RESTRICT midS, real* RESTRICT midV, real* RESTRICT updateInput) {
+        real* RESTRICT midV, real* RESTRICT updateInput) {
     mlffStartAfterPreviousLaunch();
     __shared__ MlffMessageScratch scratch;
     mlffForOverflowedAtoms(overflowedAtoms, [&](int i) {
         mlffMessagesForwardOfAtom(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount,
-                                  neighborList, neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midS,
-                                  midV, updateInput, &scratch);
+                                  neighborList, neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midV,
+                                  updateInput, &scratch);
     });
 }
 
@@ -181,7 +186,7 @@ KERNEL void MLFF_UPDATE_BOUNDS mlffUpdateHiddenForward(int layer, const real* RE
 struct MlffOutputForwardEpilogue {
     int layer;
     const real* block;
-    const real* midS;
+    const real* updateInput; // (N, 2H): s' in the first H
     const real* midV;
     real* gates; // (N, 2H) of this block: (g1, g2) of channel c at 2c
     real* stateS;
@@ -195,7 +200,7 @@ struct MlffOutputForwardEpilogue {
     DEVICE void load(int row, int column, Inputs& in) const {
         const size_t mid = (size_t) layer * MLFF_NUM_ATOMS + row;
         const int c = column / 3;
-        mlffLoadRow<2>(midS + mid * MLFF_H + c, in.s);
+        mlffLoadRow<2>(updateInput + (size_t) row * 2 * MLFF_H + c, in.s);
         if (layer + 1 < MLFF_L) // the last block's vector update is dead
 #pragma unroll
             for (int d = 0; d < 3; d++)
@@ -229,11 +234,11 @@ struct MlffOutputForwardEpilogue {
 };
 
 KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateOutputForward(int layer, const real* RESTRICT params, const real* RESTRICT updateActivation,
-        const real* RESTRICT midS, const real* RESTRICT midV, real* RESTRICT updateOutput, real* RESTRICT stateS,
+        const real* RESTRICT updateInput, const real* RESTRICT midV, real* RESTRICT updateOutput, real* RESTRICT stateS,
         real* RESTRICT stateV) {
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
-    const MlffOutputForwardEpilogue epilogue = {layer, block, midS, midV,
+    const MlffOutputForwardEpilogue epilogue = {layer, block, updateInput, midV,
                                                 updateOutput + (size_t) layer * MLFF_NUM_ATOMS * 2 * MLFF_H,
                                                 stateS, stateV};
     mlffMatmul<MLFF_H, 3 * MLFF_H, 6, 128>(updateActivation, block + MLFF_B_UPDATE_W2T_BY_CHANNEL, MLFF_NUM_ATOMS,
@@ -242,14 +247,14 @@ KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateOutputForward(int layer, const real* RE
 
 /** The last block's output: a alone, s_out = s' + a into stateS [L] (no v_out: it is dead). */
 struct MlffLastOutputForwardEpilogue {
-    const real* bias;   // b2's a part (H)
-    const real* midS;   // (N, H) of block L-1
-    real* stateS;       // (N, H) of block L
+    const real* bias;        // b2's a part (H)
+    const real* updateInput; // (N, 2H) of block L-1: s' in the first H
+    real* stateS;            // (N, H) of block L
     template <int TN>
     DEVICE void columns(int row, int column, const real* sums) const {
         real a[TN], s[TN];
         mlffLoadRow<TN>(bias + column, a);
-        mlffLoadRow<TN>(midS + (size_t) row * MLFF_H + column, s);
+        mlffLoadRow<TN>(updateInput + (size_t) row * 2 * MLFF_H + column, s);
 #pragma unroll
         for (int t = 0; t < TN; t++) {
             a[t] += sums[t];
@@ -263,11 +268,11 @@ struct MlffLastOutputForwardEpilogue {
 };
 
 KERNEL void MLFF_UPDATE_BOUNDS mlffUpdateOutputForwardLast(const real* RESTRICT params,
-        const real* RESTRICT updateActivation, const real* RESTRICT midS, real* RESTRICT stateS,
+        const real* RESTRICT updateActivation, const real* RESTRICT updateInput, real* RESTRICT stateS,
         const unsigned int* RESTRICT weightImages) {
     const real* block = params + MLFF_P_BLOCKS + (size_t) (MLFF_L - 1) * MLFF_P_BLOCK_STRIDE;
     const MlffLastOutputForwardEpilogue epilogue = {block + MLFF_B_UPDATE_B2,
-                                                    midS + (size_t) (MLFF_L - 1) * MLFF_NUM_ATOMS * MLFF_H,
+                                                    updateInput,
                                                     stateS + (size_t) MLFF_L * MLFF_NUM_ATOMS * MLFF_H};
     MLFF_UPDATE_PRODUCT(MLFF_H, MLFF_H, updateActivation, params, MLFF_L - 1, MLFF_B_UPDATE_W2T_SCALAR, weightImages,
                         epilogue);
@@ -390,9 +395,12 @@ KERNEL void MLFF_UPDATE_BOUNDS mlffUpdateHiddenBackwardLast(const real* RESTRICT
 }
 
 struct MlffInputBackwardEpilogue {
-    const real* midV; // (N, 3, H) of this block
-    real* gradMidS;   // (N, H): the partial gradient in, the whole gradient out
-    real* gradMidV;   // (N, 3, H): likewise, except for the last block (no partial: written, not added to)
+    const real* midV;     // (N, 3, H) of this block
+    const real* partialS; // the partial dE/ds' in, a row of `partialStride`: for the last block the readout's,
+    int partialStride;    // (N, H) in gradMidS; for the others dE/da, the first H of updateGradOutput (N, 3H)
+    real* gradMidS;       // (N, H): the whole gradient out
+    real* gradMidV;       // (N, 3, H): the partial in, the whole out, except for the last block (no partial: written,
+                          // not added to)
     bool lastBlock;
     // The thread's 4 columns are (s, |v|) of channels c = column / 2 (even) and c + 1, whose
     // features and gradients it reads and writes as vectors of two.
@@ -402,7 +410,7 @@ struct MlffInputBackwardEpilogue {
     };
     DEVICE void load(int row, int column, Inputs& in) const {
         const int c = column / 2;
-        mlffLoadRow<2>(gradMidS + (size_t) row * MLFF_H + c, in.gs);
+        mlffLoadRow<2>(partialS + (size_t) row * partialStride + c, in.gs);
 #pragma unroll
         for (int a = 0; a < 3; a++) {
             mlffLoadRow<2>(midV + ((size_t) row * 3 + a) * MLFF_H + c, in.vMid[a]);
@@ -435,11 +443,14 @@ struct MlffInputBackwardEpilogue {
 };
 
 KERNEL void MLFF_MATMUL_BOUNDS mlffUpdateInputBackward(int layer, const real* RESTRICT params, const real* RESTRICT gradHidden,
-        const real* RESTRICT midV, real* RESTRICT gradMidS, real* RESTRICT gradMidV) {
+        const real* RESTRICT midV, const real* RESTRICT updateGradOutput, real* RESTRICT gradMidS,
+        real* RESTRICT gradMidV) {
     mlffStartAfterPreviousLaunch();
     const real* block = params + MLFF_P_BLOCKS + (size_t) layer * MLFF_P_BLOCK_STRIDE;
-    const MlffInputBackwardEpilogue epilogue = {midV + (size_t) layer * MLFF_NUM_ATOMS * 3 * MLFF_H, gradMidS, gradMidV,
-                                                layer == MLFF_L - 1};
+    const bool lastBlock = layer == MLFF_L - 1;
+    const MlffInputBackwardEpilogue epilogue = {midV + (size_t) layer * MLFF_NUM_ATOMS * 3 * MLFF_H,
+                                                lastBlock ? gradMidS : updateGradOutput,
+                                                lastBlock ? MLFF_H : 3 * MLFF_H, gradMidS, gradMidV, lastBlock};
     mlffMatmul<MLFF_H, 2 * MLFF_H, 4, 64>(gradHidden, block + MLFF_B_UPDATE_W0_BY_CHANNEL, MLFF_NUM_ATOMS, epilogue);
 }
 
@@ -462,12 +473,13 @@ DEVICE inline MlffUpdateDirectInputs mlffLoadUpdateDirectInputs(int i, int layer
 /**
  * The direct part of block layer-1's update backward for channel c of atom i (layer > 0),
  * from its inputs `in` (mlffLoadUpdateDirectInputs) and gsIn, gvIn = dE/d(s_out, v_out) of block
- * layer-1: its dE/d(a, g1, g2) into updateGradOutput and the partial dE/d(s', v') into gradOutS,
- * gradOutV.
+ * layer-1: its dE/d(a, g1, g2) into updateGradOutput and the partial dE/dv' into gradOutV. The
+ * partial dE/ds' is dE/da (s_out = s' + a), so the update's backward to its input reads it from
+ * updateGradOutput rather than from a copy.
  */
 DEVICE inline void mlffUpdateBackwardDirectFrom(const MlffUpdateDirectInputs& in, int i, int layer,
         const real* RESTRICT params, real gsIn, const real* gvIn, real* RESTRICT updateGradOutput,
-        real* RESTRICT gradOutS, real* RESTRICT gradOutV, int c) {
+        real* RESTRICT gradOutV, int c) {
     const real* previous = params + MLFF_P_BLOCKS + (size_t) (layer - 1) * MLFF_P_BLOCK_STRIDE;
     real gradG1, gradG2, gvMid[3];
     mlffUpdateVectorBackward(previous, in.vMid, in.g1, in.g2, gvIn, &gradG1, &gradG2, gvMid);
@@ -475,7 +487,6 @@ DEVICE inline void mlffUpdateBackwardDirectFrom(const MlffUpdateDirectInputs& in
     gradOutput[c] = gsIn;
     gradOutput[MLFF_H + c] = gradG1;
     gradOutput[2 * MLFF_H + c] = gradG2;
-    gradOutS[(size_t) i * MLFF_H + c] = gsIn;
     for (int a = 0; a < 3; a++)
         gradOutV[((size_t) i * 3 + a) * MLFF_H + c] = gvMid[a];
 }
@@ -483,9 +494,9 @@ DEVICE inline void mlffUpdateBackwardDirectFrom(const MlffUpdateDirectInputs& in
 /** mlffUpdateBackwardDirectFrom, its inputs loaded here. */
 DEVICE inline void mlffUpdateBackwardDirect(int i, int layer, const real* RESTRICT params, const real* RESTRICT midV,
         const real* RESTRICT updateOutput, real gsIn, const real* gvIn, real* RESTRICT updateGradOutput,
-        real* RESTRICT gradOutS, real* RESTRICT gradOutV, int c) {
+        real* RESTRICT gradOutV, int c) {
     mlffUpdateBackwardDirectFrom(mlffLoadUpdateDirectInputs(i, layer, midV, updateOutput, c), i, layer, params, gsIn,
-                                 gvIn, updateGradOutput, gradOutS, gradOutV, c);
+                                 gvIn, updateGradOutput, gradOutV, c);
 }
 
 /** The messages' backward of block `layer` into atom i (a thread block): the body of the kernels below. */
@@ -495,7 +506,7 @@ DEVICE inline void mlffMessagesBackwardOfAtom(int i, int layer, const real* REST
         const int* RESTRICT neighborList, int neighborCapacity, real4 boxA, real4 boxB, real4 boxC,
         real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midV,
         const real* RESTRICT updateOutput, const real* RESTRICT gradInS, const real* RESTRICT gradInV,
-        real* RESTRICT updateGradOutput, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
+        real* RESTRICT updateGradOutput, real* RESTRICT gradOutV,
         const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
         const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer,
         MlffMessageBackwardScratch* scratch) {
@@ -507,8 +518,8 @@ DEVICE inline void mlffMessagesBackwardOfAtom(int i, int layer, const real* REST
                          replicaScale, lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer, scratch,
                          &gsIn, gvIn);
     if (layer > 0 && threadIdx.x < MLFF_H) // the embedding and v = 0 have no gradient to pass on
-        mlffUpdateBackwardDirect(i, layer, params, midV, updateOutput, gsIn, gvIn, updateGradOutput, gradOutS,
-                                 gradOutV, threadIdx.x);
+        mlffUpdateBackwardDirect(i, layer, params, midV, updateOutput, gsIn, gvIn, updateGradOutput, gradOutV,
+                                 threadIdx.x);
 }
 
 /**
@@ -521,7 +532,7 @@ KERNEL void mlffMessagesBackwardTiled(int layer, const int* RESTRICT overflowedA
         const int* RESTRICT neighborList, int neighborCapacity, real4 boxA, real4 boxB, real4 boxC,
         real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV, const real* RESTRICT midV,
         const real* RESTRICT updateOutput, const real* RESTRICT gradInS, const real* RESTRICT gradInV,
-        real* RESTRICT updateGradOutput, real* RESTRICT gradOutS, real* RESTRICT gradOutV,
+        real* RESTRICT updateGradOutput, real* RESTRICT gradOutV,
         const double* RESTRICT replicaScale, double lambdaForceScale, const int* RESTRICT mlParticle,
         const int* RESTRICT sortedIndexOfParticle, unsigned long long* RESTRICT forceBuffer) {
     (void) overflowedAtoms;
@@ -529,7 +540,7 @@ KERNEL void mlffMessagesBackwardTiled(int layer, const int* RESTRICT overflowedA
     __shared__ MlffMessageBackwardScratch scratch;
     mlffMessagesBackwardOfAtom(blockIdx.x, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount,
                                neighborList, neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midV,
-                               updateOutput, gradInS, gradInV, updateGradOutput, gradOutS, gradOutV, replicaScale,
+                               updateOutput, gradInS, gradInV, updateGradOutput, gradOutV, replicaScale,
                                lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer, &scratch);
 }
 
@@ -540,8 +551,8 @@ KERNEL void mlffMessagesBackwardOverflowed(int layer, const int* RESTRICT overfl
         const int* RESTRICT neighborCount, const int* RESTRICT neighborList, int neighborCapacity, real4 boxA,
         real4 boxB, real4 boxC, real4 invBoxSize, const real* RESTRICT stateS, const real* RESTRICT stateV,
         const real* RESTRICT midV, const real* RESTRICT updateOutput, const real* RESTRICT gradInS,
-        const real* RESTRICT gradInV, real* RESTRICT updateGradOutput, real* RESTRICT gradOutS,
-        real* RESTRICT gradOutV, const double* RESTRICT replicaScale, double lambdaForceScale,
+        const real* RESTRICT gradInV, real* RESTRICT updateGradOutput, real* RESTRICT gradOutV,
+        const double* RESTRICT replicaScale, double lambdaForceScale,
         const int* RESTRICT mlParticle, const int* RESTRICT sortedIndexOfParticle,
         unsigned long long* RESTRICT forceBuffer) {
     mlffStartAfterPreviousLaunch();
@@ -549,7 +560,7 @@ KERNEL void mlffMessagesBackwardOverflowed(int layer, const int* RESTRICT overfl
     mlffForOverflowedAtoms(overflowedAtoms, [&](int i) {
         mlffMessagesBackwardOfAtom(i, layer, params, filterTable, pos, mlZ, mlReplica, replicaStart, neighborCount,
                                    neighborList, neighborCapacity, boxA, boxB, boxC, invBoxSize, stateS, stateV, midV,
-                                   updateOutput, gradInS, gradInV, updateGradOutput, gradOutS, gradOutV, replicaScale,
+                                   updateOutput, gradInS, gradInV, updateGradOutput, gradOutV, replicaScale,
                                    lambdaForceScale, mlParticle, sortedIndexOfParticle, forceBuffer, &scratch);
     });
 }
