@@ -596,27 +596,34 @@ KERNEL void mlffScanReplicaPairs(const int* RESTRICT replicaPairCount, int* REST
 }
 
 /**
- * A thread per pair slot: each pair's filter row, as edge_filters.cu's products and mlffAddPairGradient
- * read it, one edge row per filter row (filterEdges = (row, -1): a pair's dE/dn and forces count
- * once): the atoms (ML indices), u and d, and the radial basis.
+ * A thread per value of a pair slot's radial basis (thread K t + k: slot t's value k): each pair's
+ * filter row, as edge_filters.cu's products and mlffAddPairGradient read it, one edge row per
+ * filter row (filterEdges = (row, -1): a pair's dE/dn and forces count once): the atoms (ML
+ * indices), u and d (from the slot's thread of k = 0), and the radial basis. So a warp's stores of
+ * the basis are consecutive floats; with a thread a slot, each of its K stores had touched 32
+ * sectors (rows K floats apart).
  */
 KERNEL void mlffLinkReplicaPairRows(const real* RESTRICT params, const int* RESTRICT replicaStart,
         const int* RESTRICT pairRowStart, const int* RESTRICT replicaPairCount, const int2* RESTRICT replicaPairAtoms,
         const real4* RESTRICT replicaPairGeometry, int2* RESTRICT edgeAtoms, real4* RESTRICT edgeDelta,
         int2* RESTRICT filterEdges, real* RESTRICT edgeBasis) {
     mlffStartAfterPreviousLaunch();
-    const size_t slot = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
+    const size_t value = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
+    const size_t slot = value / MLFF_K;
+    const int k = (int) (value % MLFF_K);
     const int replica = (int) (slot / MLFF_REPLICA_PAIRS), p = (int) (slot % MLFF_REPLICA_PAIRS);
     if (replica >= MLFF_NUM_REPLICAS || p >= replicaPairCount[replica])
         return;
-    const int row = pairRowStart[replica] + p, first = replicaStart[replica];
-    const int2 ij = replicaPairAtoms[slot];
+    const int row = pairRowStart[replica] + p;
     const real4 g = replicaPairGeometry[slot];
-    edgeAtoms[row] = make_int2(first + ij.x, first + ij.y);
-    edgeDelta[row] = g;
-    filterEdges[row] = make_int2(row, -1);
-    for (int k = 0; k < MLFF_K; k++)
-        mlffRadialBasis(params, g.w, k, &edgeBasis[(size_t) row * MLFF_K + k], 0);
+    mlffRadialBasis(params, g.w, k, &edgeBasis[(size_t) row * MLFF_K + k], 0);
+    if (k == 0) {
+        const int first = replicaStart[replica];
+        const int2 ij = replicaPairAtoms[slot];
+        edgeAtoms[row] = make_int2(first + ij.x, first + ij.y);
+        edgeDelta[row] = g;
+        filterEdges[row] = make_int2(row, -1);
+    }
 }
 #endif
 
