@@ -154,9 +154,9 @@ void CudaCalcMLFFForceKernel::prepareReplicaPairs(void** box) {
                     &replicaPairCount.getDevicePointer(), &replicaPairAtoms.getDevicePointer(),
                     &replicaPairGeometry.getDevicePointer(), &edgeAtoms.getDevicePointer(),
                     &edgeDelta.getDevicePointer(), &filterEdges.getDevicePointer(), &edgeBasis.getDevicePointer()};
-    const size_t basisValues = (size_t) numReplicas * pairsPerReplica * numRbf; // a thread each
-    launch(linkReplicaPairRowsKernel, args, (unsigned int) ((basisValues + EdgeThreads - 1) / EdgeThreads),
-           EdgeThreads, "the pairs' basis");
+    const size_t slots = (size_t) numReplicas * pairsPerReplica;
+    launch(linkReplicaPairRowsKernel, args, (unsigned int) ((slots + EdgeThreads - 1) / EdgeThreads), EdgeThreads,
+           "the pairs' basis");
 }
 
 CUdeviceptr CudaCalcMLFFForceKernel::edgeFiltersOfBlock(int layer) {

@@ -504,7 +504,7 @@ FilterRows replicaRows(const Replicas& s, const std::vector<real>& params) {
                              s.boxC, s.invBoxSize, f.pairCount.data(), f.pairAtoms.data(), f.pairGeometry.data());
     });
     cudaOnHostLaunch(1, MLFF_SCAN_THREADS, [&] { mlffScanReplicaPairs(f.pairCount.data(), f.rowStart.data()); });
-    cudaOnHostLaunch((int) ((slots * MLFF_K + 127) / 128), 128, [&] { // a thread a basis value
+    cudaOnHostLaunch((int) ((slots + 127) / 128), 128, [&] {
         mlffLinkReplicaPairRows(params.data(), s.start.data(), f.rowStart.data(), f.pairCount.data(),
                                 f.pairAtoms.data(), f.pairGeometry.data(), f.edgeAtoms.data(), f.edgeDelta.data(),
                                 f.filterEdges.data(), f.basis.data());
