@@ -79,7 +79,7 @@ DEVICE inline unsigned long long mlffWarpgroupDescriptorAfter(unsigned long long
 }
 
 /**
- * d (+)= a b for one m64nNk8 TF32 product of the warp group (N = 32, 64 or 128 columns): a from
+ * d (+)= a b for one m64nNk8 TF32 product of the warp group (N = 16, 32, 64 or 128 columns): a from
  * registers (mma.sync's A fragment of each warp's 16 rows), b by descriptor; d as wgmma lays it
  * out, N / 2 a thread.
  */
@@ -91,6 +91,16 @@ DEVICE inline void mlffWarpgroupTf32(float* d, const unsigned int* a, unsigned l
 #else
 template <int N>
 DEVICE inline void mlffWarpgroupTf32(float* d, const unsigned int* a, unsigned long long b, bool accumulate);
+
+template <>
+DEVICE inline void mlffWarpgroupTf32<16>(float* d, const unsigned int* a, unsigned long long b, bool accumulate) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %12, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n16k8.f32.tf32.tf32 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7}, "
+                 "{%8, %9, %10, %11}, %13, p, 1, 1;\n}"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"((int) accumulate), "l"(b));
+}
 
 template <>
 DEVICE inline void mlffWarpgroupTf32<32>(float* d, const unsigned int* a, unsigned long long b, bool accumulate) {
@@ -246,7 +256,9 @@ KERNEL void mlffPrepareWarpgroupTiles(const real* RESTRICT b, int inputs, int ou
     unsigned int* bSmall = bBig + columns * padded;
     unsigned int* fBig = bSmall + columns * padded;
     unsigned int* fSmall = fBig + columns * sidePadded;
-    if (columns == 32) { // the readout's (tiled.cu's mlffReadoutWarpgroup), which has no side product
+    if (columns == 16) { // the readout's (tiled.cu's mlffReadoutWarpgroup), which has no side product
+        mlffWarpgroupSplitColumns<16>(b, inputs, outputs, firstColumn, accumulatorOrder, bBig, bSmall);
+    } else if (columns == 32) {
         mlffWarpgroupSplitColumns<32>(b, inputs, outputs, firstColumn, accumulatorOrder, bBig, bSmall);
     } else if (columns == 64) {
         mlffWarpgroupSplitColumns<64>(b, inputs, outputs, firstColumn, accumulatorOrder, bBig, bSmall);

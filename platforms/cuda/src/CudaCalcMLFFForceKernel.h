@@ -241,7 +241,7 @@ private:
     bool stagedFilterStores = false;      // their output's rows stored through shared memory (MLFF_CUDA_FILTER_STORES)
     bool warpgroupFilterBackward = false; // and their backward product, with W0^T's as its side product
     bool warpgroupUpdate = false;         // the update's products (updateProducts) likewise
-    bool warpgroupReadout = false;        // the tiled readout's four products likewise (H = 128)
+    bool warpgroupReadout = false;        // the tiled readout's four products likewise (H = 64 or 128)
     int multiprocessors = 0;              // the GPU's SMs (queried once): a warp-group product's block each
     bool dependentLaunches = false;       // programmatic dependent launch (sm_90 and later; dependent_launch.cu)
     int maxReplicaSize = 0;

@@ -235,8 +235,8 @@ void CudaCalcMLFFForceKernel::chooseWarpgroupProducts() {
     const bool manyAtoms = products == "warpgroup" || numAtoms >= WarpgroupUpdateMinAtoms;
     warpgroupUpdate = warpgroups && manyAtoms && fits(warpgroupSharedBytes(widestUpdate, WarpgroupUpdateColumns));
     // The readout's products (tiled.cu's mlffReadoutWarpgroup) at the H whose four products take
-    // wgmma's shapes (64, 32, 64 and 128 columns), where their images fit a block.
-    warpgroupReadout = warpgroups && hidden == 128 && fits((unsigned int) readoutImageBytes());
+    // wgmma's shapes (H/2, H/4, H/2 and H columns, each 16 to 128), where their images fit a block.
+    warpgroupReadout = warpgroups && (hidden == 64 || hidden == 128) && fits((unsigned int) readoutImageBytes());
     if (products == "warpgroup" && useTiled && !(warpgroupUpdate && (warpgroupFilterForward || !filterProducts)))
         throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_PRODUCTS is 'warpgroup', but warp-group products need "
                               "compute capability 9.0 exactly, float, and shared memory for " +

@@ -37,8 +37,8 @@ constexpr int DefaultNeighborCapacity = 64;
 // its static shared memory (A x 2.5H reals) allows. H200, H = 128, float, 1,024 benzenes, the
 // readout's us an evaluation: 8 atoms 71, 16 atoms 48, 32 atoms 35.
 constexpr int ReadoutMaxAtomsPerBlock = 32;
-// The warp-group readout (H = 128): warp groups a block, each 64 atoms a tile; its 160 KB of weights
-// allow one block an SM.
+// The warp-group readout (H = 64 or 128): warp groups a block, each 64 atoms a tile; its weights,
+// 160 KB at H = 128, allow one block an SM.
 constexpr int ReadoutWarpgroups = 2;
 constexpr size_t StaticSharedBytes = 48 * 1024;
 constexpr int CellListMinAtoms = 256;  // replicas this large use the cell list (cell_list.cu)

@@ -1,5 +1,5 @@
 // The tiled readout on warp-group products (tiled.cu's mlffReadoutWarpgroup, as an H100 runs it at
-// H = 128 in float), run on the CPU (CudaOnHost.h, wgmma emulated), against its definition in
+// H = 128 or 64 in float), run on the CPU (CudaOnHost.h, wgmma emulated), against its definition in
 // double: each atom's energy and dE/ds for the 54 atoms of KernelsOnHost.h, one 64-atom tile whose
 // last 10 rows are dropped. The weights' images are made by mlffPrepareWarpgroupTiles, as the plugin
 // makes them (CudaKernelChoices.cpp's prepareReadoutImages).
@@ -10,8 +10,10 @@
 #include <string>
 
 #define MLFF_HOST_FLOAT 1 // warp-group products are float alone
-#define MLFF_HOST_H 128   // the readout's products need it
-// As CudaCalcMLFFForceKernel::addKernelDefines gives them on an H100 for H = 128 in float.
+#ifndef MLFF_HOST_H
+#define MLFF_HOST_H 128 // the seed's; the H64/ variant, the trained defaults'
+#endif
+// As CudaCalcMLFFForceKernel::addKernelDefines gives them on an H100 for H = 64 or 128 in float.
 #define MLFF_WARPGROUPS 4
 #define MLFF_WARPGROUP_READOUT 1
 #define MLFF_READOUT_WARPGROUPS 2

@@ -417,7 +417,7 @@ DEVICE inline void mlffReadoutProductOfAccumulators(const float* x, MlffReadoutW
 }
 
 /**
- * The tiled readout on warp-group products (H = 128, float, sm_90a): mlffReadoutTiled's sums as four
+ * The tiled readout on warp-group products (H = 64 or 128, float, sm_90a): mlffReadoutTiled's sums as four
  * products over 64-atom tiles, each 3xTF32, a warp group a tile, the hidden layers' values kept in
  * the accumulators' registers from one product to the next (none in memory). Each block holds the
  * four matrices' images in its dynamic shared memory (MlffReadoutImageWords, 160 KB at H = 128),
@@ -431,7 +431,7 @@ KERNEL void __launch_bounds__(MLFF_WARPGROUP_THREADS * MLFF_READOUT_WARPGROUPS, 
         mlffReadoutWarpgroup(const real* RESTRICT params, const real* RESTRICT stateS, real* RESTRICT atomEnergy,
                              real* RESTRICT gradMidS, const unsigned int* RESTRICT images) {
     constexpr int H = MLFF_H, N = MLFF_NUM_ATOMS;
-    static_assert(H == 128, "the readout's products of 64, 32, 64 and 128 columns");
+    static_assert(H == 64 || H == 128, "the readout's products of H/2, H/4, H/2 and H columns, each 16 to 128");
     const unsigned int* image = mlffWarpgroupCopyImages<MlffReadoutImageWords>(images); // and waits
     const MlffReadoutWeights w0t = mlffReadoutWeights<H, H / 2>(image + MlffReadoutImage0);
     const MlffReadoutWeights w2t = mlffReadoutWeights<H / 2, H / 4>(image + MlffReadoutImage2);
