@@ -99,6 +99,10 @@ string CudaCalcMLFFForceKernel::requestedFilterHidden() {
     return requestedChoice("MLFF_CUDA_FILTER_HIDDEN", {"registers", "stored"});
 }
 
+string CudaCalcMLFFForceKernel::requestedReadout() {
+    return requestedChoice("MLFF_CUDA_READOUT", {"warpgroup", "fma"});
+}
+
 string CudaCalcMLFFForceKernel::requestedFilterStores() {
     return requestedChoice("MLFF_CUDA_FILTER_STORES", {"staged", "direct"});
 }
@@ -236,7 +240,14 @@ void CudaCalcMLFFForceKernel::chooseWarpgroupProducts() {
     warpgroupUpdate = warpgroups && manyAtoms && fits(warpgroupSharedBytes(widestUpdate, WarpgroupUpdateColumns));
     // The readout's products (tiled.cu's mlffReadoutWarpgroup) at the H whose four products take
     // wgmma's shapes (H/2, H/4, H/2 and H columns, each 16 to 128), where their images fit a block.
-    warpgroupReadout = warpgroups && (hidden == 64 || hidden == 128) && fits((unsigned int) readoutImageBytes());
+    // MLFF_CUDA_READOUT=fma keeps the readout on the FMA pipes (mlffReadoutTiled), to time one against the other.
+    const string readout = requestedReadout();
+    warpgroupReadout = readout != "fma" && warpgroups && (hidden == 64 || hidden == 128) &&
+                       fits((unsigned int) readoutImageBytes());
+    if (readout == "warpgroup" && useTiled && !warpgroupReadout)
+        throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_READOUT is 'warpgroup', but the readout's warp-group "
+                              "products need compute capability 9.0 exactly, float, and H = 64 or 128 (this GPU: " +
+                              std::to_string(cu.getComputeCapability()) + ", H = " + std::to_string(hidden) + ")");
     if (products == "warpgroup" && useTiled && !(warpgroupUpdate && (warpgroupFilterForward || !filterProducts)))
         throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_PRODUCTS is 'warpgroup', but warp-group products need "
                               "compute capability 9.0 exactly, float, and shared memory for " +
