@@ -68,7 +68,8 @@ double closestPairAngstrom(const std::vector<OpenMM::Vec3>& positions, size_t pe
  * pairs, tabulated ones read into the rows once a pair). Where the GPU has warp-group products (sm_90,
  * float), "edges" takes them for every product (MLFF_CUDA_PRODUCTS=warpgroup: the plugin would
  * leave the update's products of these small systems on mma.sync), "edges_mma" is "edges" with
- * every product on mma.sync (MLFF_CUDA_PRODUCTS=mma), so that both stay tested there, and
+ * every product on mma.sync (MLFF_CUDA_PRODUCTS=mma; the readout then on the FMA pipes, where
+ * "tiled" and "edges" take its warp-group products at H = 64 or 128), so that both stay tested there, and
  * "edges_two_products" is "edges" with the filters' forward as two products, the hidden layer stored
  * between them (MLFF_CUDA_FILTER_HIDDEN=stored), where "edges" makes it one product from the basis
  * for the models whose H is 64 or 128 (most of those here).

@@ -102,6 +102,10 @@ defines() { # H K L batch block periodic tabulated precision replicas warpgroup
         echo "#define MLFF_WARPGROUPS 4"
         echo "#define MLFF_WARPGROUP_UPDATE 1"
         echo "#define MLFF_WARPGROUP_UPDATE_COLUMNS 64"
+        # the readout's products too, at the H they take (CudaCalcMLFFForceKernel::chooseWarpgroupProducts)
+        if [ "$H" = 64 ] || [ "$H" = 128 ]; then
+            echo "#define MLFF_WARPGROUP_READOUT 1"; echo "#define MLFF_READOUT_WARPGROUPS 2"
+        fi
     fi
     if [ "${10}" = all ]; then
         echo "#define MLFF_WARPGROUP_FILTER_FORWARD 1"
@@ -144,6 +148,7 @@ waits_first() { # file.ptx [kernels that load weights first]
 weights_first() {
     local kernels=""
     [ "$1" != none ] && kernels="mlffUpdateHiddenForward mlffUpdateOutputForwardLast mlffUpdateHiddenBackward mlffUpdateHiddenBackwardLast"
+    [ "$1" != none ] && kernels="$kernels mlffReadoutWarpgroup"
     [ "$1" = all ] && kernels="$kernels mlffEdgeFilterHidden mlffEdgeFilterOutput mlffEdgeFilterFromBasis"
     [ "$1" = all ] && kernels="$kernels mlffEdgeFilterBackwardToDistance mlffEdgeFilterBackwardToDistanceFirstBlock"
     echo "$kernels"

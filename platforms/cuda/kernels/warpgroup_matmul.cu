@@ -79,7 +79,7 @@ DEVICE inline unsigned long long mlffWarpgroupDescriptorAfter(unsigned long long
 }
 
 /**
- * d (+)= a b for one m64nNk8 TF32 product of the warp group (N = 32, 64 or 128 columns): a from
+ * d (+)= a b for one m64nNk8 TF32 product of the warp group (N = 16, 32, 64 or 128 columns): a from
  * registers (mma.sync's A fragment of each warp's 16 rows), b by descriptor; d as wgmma lays it
  * out, N / 2 a thread.
  */
@@ -91,6 +91,16 @@ DEVICE inline void mlffWarpgroupTf32(float* d, const unsigned int* a, unsigned l
 #else
 template <int N>
 DEVICE inline void mlffWarpgroupTf32(float* d, const unsigned int* a, unsigned long long b, bool accumulate);
+
+template <>
+DEVICE inline void mlffWarpgroupTf32<16>(float* d, const unsigned int* a, unsigned long long b, bool accumulate) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %12, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n16k8.f32.tf32.tf32 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7}, "
+                 "{%8, %9, %10, %11}, %13, p, 1, 1;\n}"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"((int) accumulate), "l"(b));
+}
 
 template <>
 DEVICE inline void mlffWarpgroupTf32<32>(float* d, const unsigned int* a, unsigned long long b, bool accumulate) {
@@ -246,7 +256,11 @@ KERNEL void mlffPrepareWarpgroupTiles(const real* RESTRICT b, int inputs, int ou
     unsigned int* bSmall = bBig + columns * padded;
     unsigned int* fBig = bSmall + columns * padded;
     unsigned int* fSmall = fBig + columns * sidePadded;
-    if (columns == 64) {
+    if (columns == 16) { // the readout's (tiled.cu's mlffReadoutWarpgroup), which has no side product
+        mlffWarpgroupSplitColumns<16>(b, inputs, outputs, firstColumn, accumulatorOrder, bBig, bSmall);
+    } else if (columns == 32) {
+        mlffWarpgroupSplitColumns<32>(b, inputs, outputs, firstColumn, accumulatorOrder, bBig, bSmall);
+    } else if (columns == 64) {
         mlffWarpgroupSplitColumns<64>(b, inputs, outputs, firstColumn, accumulatorOrder, bBig, bSmall);
         mlffWarpgroupSplitColumns<64>(f, sideInputs, sideOutputs, firstSideColumn, false, fBig, fSmall);
     } else {
@@ -393,29 +407,21 @@ struct MlffWarpgroupTiles {
 };
 
 /**
- * Column tile `columnTile` of the weights, copied from its image (mlffPrepareWarpgroupTiles:
- * `images` holds every tile's) into dynamic shared memory by bulk copies that complete on an
- * mbarrier; then the wait for the launch before. The images depend on no launch of a step, so the
- * copies start while the launch before may still run (cp.async.bulk: the only global access
- * tests/cuda/compile_kernels.sh allows before the wait, in these kernels); everything else waits
- * for it. Called by all the block's threads.
+ * Copies `words` 4-byte words of weights' images from `source` into the block's dynamic shared
+ * memory, which it returns, by bulk copies that complete on an mbarrier; then the wait for the
+ * launch before. The images depend on no launch of a step, so the copies start while the launch
+ * before may still run (cp.async.bulk: the only global access tests/cuda/compile_kernels.sh allows
+ * before the wait, in these kernels); everything else waits for it. Called by all the block's
+ * threads.
  */
-template <int I, int O, int Columns, int J>
-DEVICE inline MlffWarpgroupTiles mlffWarpgroupLoadTiles(const unsigned int* RESTRICT images, int columnTile) {
-    static_assert((Columns == 64 || Columns == 128) && O % Columns == 0, "a product of 64 or 128 columns");
-    constexpr int inputs = (I + 15) / 16 * 16, sideInputs = (J + 15) / 16 * 16;
-    constexpr unsigned int words = MlffWarpgroupTileWords<I, Columns, J>::value, chunkBytes = 16384;
-    static_assert(4 * words % 16 == 0 && 4 * words < (1u << 20), "bulk copies of 16-byte units, one mbarrier's count");
+template <unsigned int Words>
+DEVICE inline unsigned int* mlffWarpgroupCopyImages(const unsigned int* RESTRICT source) {
+    constexpr unsigned int chunkBytes = 16384;
+    static_assert(4 * Words % 16 == 0 && 4 * Words < (1u << 20), "bulk copies of 16-byte units, one mbarrier's count");
     extern __shared__ __align__(128) unsigned int mlffWarpgroupMemory[];
-    unsigned int* bBig = mlffWarpgroupMemory;
-    unsigned int* bSmall = bBig + Columns * inputs;
-    unsigned int* fBig = bSmall + Columns * inputs;
-    unsigned int* fSmall = fBig + Columns * sideInputs;
-    float* cTile = reinterpret_cast<float*>(fSmall + Columns * sideInputs);
-    const unsigned int* source = images + (size_t) columnTile * words;
 #ifdef MLFF_WARPGROUP_ON_HOST
     if (threadIdx.x == 0)
-        memcpy(mlffWarpgroupMemory, source, 4 * words);
+        memcpy(mlffWarpgroupMemory, source, 4 * Words);
     mlffStartAfterPreviousLaunch();
     __syncthreads();
 #else
@@ -424,13 +430,13 @@ DEVICE inline MlffWarpgroupTiles mlffWarpgroupLoadTiles(const unsigned int* REST
     if (threadIdx.x == 0) {
         asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(barrier) : "memory");
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); // seen by the copies' completion
-        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(barrier), "r"(4 * words)
+        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(barrier), "r"(4 * Words)
                      : "memory");
         const unsigned int destination = (unsigned int) __cvta_generic_to_shared(mlffWarpgroupMemory);
-        for (unsigned int offset = 0; offset < 4 * words; offset += chunkBytes)
+        for (unsigned int offset = 0; offset < 4 * Words; offset += chunkBytes)
             asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
                                  destination + offset),
-                         "l"(source + offset / 4), "r"(min(chunkBytes, 4 * words - offset)), "r"(barrier)
+                         "l"(source + offset / 4), "r"(min(chunkBytes, 4 * Words - offset)), "r"(barrier)
                          : "memory");
     }
     mlffStartAfterPreviousLaunch();
@@ -442,6 +448,24 @@ DEVICE inline MlffWarpgroupTiles mlffWarpgroupLoadTiles(const unsigned int* REST
                      : "r"(barrier)
                      : "memory");
 #endif
+    return mlffWarpgroupMemory;
+}
+
+/**
+ * Column tile `columnTile` of the weights, copied from its image (mlffPrepareWarpgroupTiles:
+ * `images` holds every tile's) into dynamic shared memory (mlffWarpgroupCopyImages, which also waits
+ * for the launch before). Called by all the block's threads.
+ */
+template <int I, int O, int Columns, int J>
+DEVICE inline MlffWarpgroupTiles mlffWarpgroupLoadTiles(const unsigned int* RESTRICT images, int columnTile) {
+    static_assert((Columns == 64 || Columns == 128) && O % Columns == 0, "a product of 64 or 128 columns");
+    constexpr int inputs = (I + 15) / 16 * 16, sideInputs = (J + 15) / 16 * 16;
+    constexpr unsigned int words = MlffWarpgroupTileWords<I, Columns, J>::value;
+    unsigned int* bBig = mlffWarpgroupCopyImages<words>(images + (size_t) columnTile * words);
+    unsigned int* bSmall = bBig + Columns * inputs;
+    unsigned int* fBig = bSmall + Columns * inputs;
+    unsigned int* fSmall = fBig + Columns * sideInputs;
+    float* cTile = reinterpret_cast<float*>(fSmall + Columns * sideInputs);
     return {bBig, bSmall, fBig, fSmall, cTile, Columns * columnTile};
 }
 

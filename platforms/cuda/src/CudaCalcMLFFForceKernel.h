@@ -11,6 +11,7 @@
 #include <cuda.h>
 
 #include <array>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -120,7 +121,7 @@ private:
     void chooseWarpgroupProducts();
     /** Whether any product is a warp-group product (the module is then built for sm_90a). */
     bool warpgroupProducts() const {
-        return warpgroupFilterForward || warpgroupFilterBackward || warpgroupUpdate;
+        return warpgroupFilterForward || warpgroupFilterBackward || warpgroupUpdate || warpgroupReadout;
     }
     /** The filters' basis inputs as a warp-group product's: K rounded up to 16. */
     int basisInputs() const;
@@ -146,6 +147,9 @@ private:
     void prepareWarpgroupImages(const std::map<std::string, std::string>& layoutDefines);
     /** A product kernel's images (prepareWarpgroupImages), or 0 where it takes mma.sync's products. */
     CUdeviceptr warpgroupImagesOf(CUfunction kernel);
+    /** The warp-group readout's images in readoutImages (prepareWarpgroupImages calls it; offsetOf: params' layout). */
+    void prepareReadoutImages(const std::function<size_t(const char*)>& offsetOf);
+    size_t readoutImageBytes() const; // the warp-group readout's images, which its blocks hold in shared memory
     int realSize() const;     // bytes of `real`: 4 or 8
     size_t rowStagesBytes() const; // the messages' backward from rows: its block's staged rows (row_messages.cu)
     size_t replicaBackwardSharedBytes() const; // the replicas' messages' backward: input, gradIn, a gradOut a part
@@ -155,6 +159,7 @@ private:
     static bool clusterPathRequested();       // MLFF_CUDA_KERNELS=cluster
     static std::string requestedProducts(); // MLFF_CUDA_PRODUCTS: "mma", "warpgroup", or "" (the plugin chooses)
     static std::string requestedFilterHidden(); // MLFF_CUDA_FILTER_HIDDEN: "registers", "stored", or "" (registers)
+    static std::string requestedReadout(); // MLFF_CUDA_READOUT: "warpgroup", "fma", or "" (warpgroup where it can)
     static std::string requestedFilterStores(); // MLFF_CUDA_FILTER_STORES: "staged", "direct", or "" (staged with one)
     static size_t requestedEdgeRowsMaxBytes(); // MLFF_CUDA_EDGE_ROWS_MAX_BYTES, or no limit
     static std::string requestedGraphs(); // MLFF_CUDA_GRAPHS: "on", "off", "report", or "" (on)
@@ -237,6 +242,7 @@ private:
     bool stagedFilterStores = false;      // their output's rows stored through shared memory (MLFF_CUDA_FILTER_STORES)
     bool warpgroupFilterBackward = false; // and their backward product, with W0^T's as its side product
     bool warpgroupUpdate = false;         // the update's products (updateProducts) likewise
+    bool warpgroupReadout = false;        // the tiled readout's four products likewise (H = 64 or 128)
     int multiprocessors = 0;              // the GPU's SMs (queried once): a warp-group product's block each
     bool dependentLaunches = false;       // programmatic dependent launch (sm_90 and later; dependent_launch.cu)
     int maxReplicaSize = 0;
@@ -257,6 +263,7 @@ private:
     OpenMM::CudaArray params;             // real: the model (StudentPainnParameters)
     OpenMM::CudaArray warpgroupImages;    // uint: the warp-group products' weights, split (prepareWarpgroupImages)
     std::map<CUfunction, size_t> warpgroupImageOffset; // a product kernel's images in warpgroupImages, bytes
+    OpenMM::CudaArray readoutImages;      // uint: the warp-group readout's four matrices, split (tiled.cu)
     OpenMM::CudaArray filterTable;        // real: the tabulated filters (L, nodes, 3H, 2), if used
     OpenMM::CudaArray mlParticle, mlZ, mlReplica, replicaStart, sortedIndexOfParticle; // int
     OpenMM::CudaArray mlPos;              // real4, Å

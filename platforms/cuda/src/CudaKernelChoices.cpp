@@ -99,6 +99,10 @@ string CudaCalcMLFFForceKernel::requestedFilterHidden() {
     return requestedChoice("MLFF_CUDA_FILTER_HIDDEN", {"registers", "stored"});
 }
 
+string CudaCalcMLFFForceKernel::requestedReadout() {
+    return requestedChoice("MLFF_CUDA_READOUT", {"warpgroup", "fma"});
+}
+
 string CudaCalcMLFFForceKernel::requestedFilterStores() {
     return requestedChoice("MLFF_CUDA_FILTER_STORES", {"staged", "direct"});
 }
@@ -234,6 +238,16 @@ void CudaCalcMLFFForceKernel::chooseWarpgroupProducts() {
         widestUpdate = std::max(widestUpdate, product.inputs);
     const bool manyAtoms = products == "warpgroup" || numAtoms >= WarpgroupUpdateMinAtoms;
     warpgroupUpdate = warpgroups && manyAtoms && fits(warpgroupSharedBytes(widestUpdate, WarpgroupUpdateColumns));
+    // The readout's products (tiled.cu's mlffReadoutWarpgroup) at the H whose four products take
+    // wgmma's shapes (H/2, H/4, H/2 and H columns, each 16 to 128), where their images fit a block.
+    // MLFF_CUDA_READOUT=fma keeps the readout on the FMA pipes (mlffReadoutTiled), to time one against the other.
+    const string readout = requestedReadout();
+    warpgroupReadout = readout != "fma" && warpgroups && (hidden == 64 || hidden == 128) &&
+                       fits((unsigned int) readoutImageBytes());
+    if (readout == "warpgroup" && useTiled && !warpgroupReadout)
+        throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_READOUT is 'warpgroup', but the readout's warp-group "
+                              "products need compute capability 9.0 exactly, float, and H = 64 or 128 (this GPU: " +
+                              std::to_string(cu.getComputeCapability()) + ", H = " + std::to_string(hidden) + ")");
     if (products == "warpgroup" && useTiled && !(warpgroupUpdate && (warpgroupFilterForward || !filterProducts)))
         throw OpenMMException("MLFFForce (CUDA): MLFF_CUDA_PRODUCTS is 'warpgroup', but warp-group products need "
                               "compute capability 9.0 exactly, float, and shared memory for " +
@@ -287,6 +301,10 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
         defines["MLFF_WARPGROUP_FILTER_BACKWARD"] = "1";
         defines["MLFF_WARPGROUP_BACKWARD_COLUMNS"] = std::to_string(WarpgroupBackwardColumns);
     }
+    if (warpgroupReadout) {
+        defines["MLFF_WARPGROUP_READOUT"] = "1";
+        defines["MLFF_READOUT_WARPGROUPS"] = std::to_string(ReadoutWarpgroups);
+    }
     if (warpgroupUpdate) {
         defines["MLFF_WARPGROUP_UPDATE"] = "1";
         defines["MLFF_WARPGROUP_UPDATE_COLUMNS"] = std::to_string(WarpgroupUpdateColumns);
@@ -333,7 +351,7 @@ void CudaCalcMLFFForceKernel::loadKernels() {
         hiddenForwardKernel = cu.getKernel(module, "mlffUpdateHiddenForward");
         outputForwardKernel = cu.getKernel(module, "mlffUpdateOutputForward");
         lastOutputForwardKernel = cu.getKernel(module, "mlffUpdateOutputForwardLast");
-        readoutKernel = cu.getKernel(module, "mlffReadoutTiled");
+        readoutKernel = cu.getKernel(module, warpgroupReadout ? "mlffReadoutWarpgroup" : "mlffReadoutTiled");
         hiddenBackwardKernel = cu.getKernel(module, "mlffUpdateHiddenBackward");
         lastHiddenBackwardKernel = cu.getKernel(module, "mlffUpdateHiddenBackwardLast");
         inputBackwardKernel = cu.getKernel(module, "mlffUpdateInputBackward");
@@ -430,6 +448,10 @@ void CudaCalcMLFFForceKernel::allowSharedMemory() {
             check(cuFuncSetAttribute(product.kernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                      (int) warpgroupSharedBytes(product.inputs, WarpgroupUpdateColumns)),
                   "allowing the update's products their shared memory");
+    if (warpgroupReadout)
+        check(cuFuncSetAttribute(readoutKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                 (int) readoutImageBytes()),
+              "allowing the readout's products their shared memory");
     if (messagesBackwardRowsKernel != nullptr)
         check(cuFuncSetAttribute(messagesBackwardRowsKernel, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                                  (int) rowStagesBytes()),
@@ -487,7 +509,8 @@ void CudaCalcMLFFForceKernel::prepareWarpgroupImages(const std::map<string, stri
         warpgroupImageOffset[product.kernel] = bytes;
         bytes += numBlocks * imageBytes(product);
     }
-    warpgroupImages.initialize(cu, bytes / sizeof(unsigned int), sizeof(unsigned int), "mlffWarpgroupImages");
+    if (bytes > 0) // none where the readout's are the only ones
+        warpgroupImages.initialize(cu, bytes / sizeof(unsigned int), sizeof(unsigned int), "mlffWarpgroupImages");
     const size_t blocks = offsetOf("MLFF_P_BLOCKS"), blockStride = offsetOf("MLFF_P_BLOCK_STRIDE");
     for (Product& product : products)
         for (int layer = 0; layer < numBlocks; layer++) {
@@ -503,6 +526,38 @@ void CudaCalcMLFFForceKernel::prepareWarpgroupImages(const std::map<string, stri
             launch(prepareWarpgroupTilesKernel, args, (unsigned int) (product.outputs / product.columns), 256,
                    "splitting the warp-group products' weights (once)");
         }
+    if (warpgroupReadout)
+        prepareReadoutImages(offsetOf);
+}
+
+void CudaCalcMLFFForceKernel::prepareReadoutImages(const std::function<size_t(const char*)>& offsetOf) {
+    // tiled.cu's MlffReadoutImage order: head0's W0T (its A from memory), then head2's W2T, head2's
+    // backward's W2 and head0's backward's W0, each A the accumulators of the product before.
+    struct Matrix {
+        const char* weights;
+        int inputs, outputs, accumulatorOrder;
+    };
+    const int h = hidden;
+    const Matrix matrices[] = {{"MLFF_P_HEAD_W0T", h, h / 2, 0},
+                               {"MLFF_P_HEAD_W2T", h / 2, h / 4, 1},
+                               {"MLFF_P_HEAD_W2", h / 4, h / 2, 1},
+                               {"MLFF_P_HEAD_W0", h / 2, h, 1}};
+    readoutImages.initialize(cu, readoutImageBytes() / sizeof(unsigned int), sizeof(unsigned int), "mlffReadoutImages");
+    size_t offset = 0;
+    for (Matrix matrix : matrices) {
+        CUdeviceptr b = params.getDevicePointer() + offsetOf(matrix.weights) * realSize(), none = 0;
+        CUdeviceptr image = readoutImages.getDevicePointer() + offset;
+        int noSide = 0;
+        void* args[] = {&b, &matrix.inputs, &matrix.outputs, &matrix.outputs, &matrix.accumulatorOrder, &none,
+                        &noSide, &noSide, &none, &image};
+        launch(prepareWarpgroupTilesKernel, args, 1, 256, "splitting the readout's weights (once)");
+        offset += (size_t) 2 * matrix.outputs * matrix.inputs * sizeof(unsigned int); // inputs: multiples of 16
+    }
+}
+
+size_t CudaCalcMLFFForceKernel::readoutImageBytes() const {
+    const size_t h = (size_t) hidden; // two TF32 parts of W0T, W2T, W2 and W0
+    return 2 * (h * h / 2 + h / 2 * h / 4 + h / 4 * h / 2 + h / 2 * h) * sizeof(unsigned int);
 }
 
 CUdeviceptr CudaCalcMLFFForceKernel::warpgroupImagesOf(CUfunction kernel) {

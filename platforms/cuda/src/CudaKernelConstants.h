@@ -37,6 +37,9 @@ constexpr int DefaultNeighborCapacity = 64;
 // its static shared memory (A x 2.5H reals) allows. H200, H = 128, float, 1,024 benzenes, the
 // readout's us an evaluation: 8 atoms 71, 16 atoms 48, 32 atoms 35.
 constexpr int ReadoutMaxAtomsPerBlock = 32;
+// The warp-group readout (H = 64 or 128): warp groups a block, each 64 atoms a tile; its weights,
+// 160 KB at H = 128, allow one block an SM.
+constexpr int ReadoutWarpgroups = 2;
 constexpr size_t StaticSharedBytes = 48 * 1024;
 constexpr int CellListMinAtoms = 256;  // replicas this large use the cell list (cell_list.cu)
 // The cell list's cells along c (z) are a cutoff over this wide, so that the atoms numbered by cell

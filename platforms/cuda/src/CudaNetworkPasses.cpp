@@ -98,7 +98,15 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
             launchMatmul(outputForwardKernel, args, n, 3 * h, 96, 128, "the update's output");
         }
     }
-    {
+    if (warpgroupReadout) { // a block an SM at most, its warp groups taking the 64-atom tiles in turn
+        void* args[] = {&params.getDevicePointer(), &stateS.getDevicePointer(), &atomEnergy.getDevicePointer(),
+                        &gradS[0].getDevicePointer(), &readoutImages.getDevicePointer()};
+        const int tiles = (numAtoms + 63) / 64, blocks = std::min((tiles + ReadoutWarpgroups - 1) / ReadoutWarpgroups,
+                                                                   multiprocessors);
+        launchWith(readoutKernel, args, (unsigned int) blocks, 128 * ReadoutWarpgroups, (unsigned int) readoutImageBytes(),
+                   1, "the readout");
+    }
+    else {
         void* args[] = {&params.getDevicePointer(), &stateS.getDevicePointer(), &atomEnergy.getDevicePointer(),
                         &gradS[0].getDevicePointer()};
         launch(readoutKernel, args, (numAtoms + readoutAtomsPerBlock - 1) / readoutAtomsPerBlock, hidden, "the readout");

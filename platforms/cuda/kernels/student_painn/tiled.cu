@@ -363,6 +363,141 @@ KERNEL void mlffReadoutTiled(const real* RESTRICT params, const real* RESTRICT s
         gradMidS[(size_t) (first + a) * H + t] = gs[a];
 }
 
+#ifdef MLFF_WARPGROUP_READOUT
+/**
+ * The readout's four matrices as the images of warp-group products (mlffPrepareWarpgroupTiles, one
+ * column tile each), side by side in this order: head0's W0T (H, H/2), its k-steps' inputs in the
+ * order of A's loads (s, from memory); head2's W2T (H/2, H/4), head2's backward's W2 (H/4, H/2) and
+ * head0's backward's W0 (H/2, H), each in the order of the accumulators of the product before, which
+ * are its A.
+ */
+template <int I, int O>
+struct MlffReadoutImage {
+    static constexpr int words = MlffWarpgroupTileWords<I, O, 0>::value;
+};
+constexpr int MlffReadoutImage0 = 0;
+constexpr int MlffReadoutImage2 = MlffReadoutImage0 + MlffReadoutImage<MLFF_H, MLFF_H / 2>::words;
+constexpr int MlffReadoutImage2Back = MlffReadoutImage2 + MlffReadoutImage<MLFF_H / 2, MLFF_H / 4>::words;
+constexpr int MlffReadoutImage0Back = MlffReadoutImage2Back + MlffReadoutImage<MLFF_H / 4, MLFF_H / 2>::words;
+constexpr int MlffReadoutImageWords = MlffReadoutImage0Back + MlffReadoutImage<MLFF_H / 2, MLFF_H>::words;
+
+/** A product's B descriptors in its two parts, from its image at `image` (I inputs, O columns). */
+struct MlffReadoutWeights {
+    unsigned long long big, small;
+};
+
+template <int I, int O>
+DEVICE inline MlffReadoutWeights mlffReadoutWeights(const unsigned int* image) {
+    constexpr int inputs = (I + 15) / 16 * 16;
+    return {mlffWarpgroupDescriptor(image), mlffWarpgroupDescriptor(image + O * inputs)};
+}
+
+/**
+ * d = A B over a product's I / 8 k-steps, A the accumulators of the product before as they stand (x:
+ * a thread's sums of rows row0 and row0 + 8 at columns 8 j + 2 t and + 1, for j < I / 8, as
+ * mlffWarpgroupTileProduct leaves them), whose k-step j is inputs 8 j .. 8 j + 7 of B's image in
+ * accumulator order (mlffWarpgroupBIndexOfAccumulators). The products are waited for.
+ */
+template <int I, int O>
+DEVICE inline void mlffReadoutProductOfAccumulators(const float* x, MlffReadoutWeights b, float* d) {
+    unsigned int big[I / 8][4], small[I / 8][4];
+#pragma unroll
+    for (int j = 0; j < I / 8; j++) {
+        const float a[4] = {x[4 * j], x[4 * j + 2], x[4 * j + 1], x[4 * j + 3]};
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            mlffSplitTf32(a[i], &big[j][i], &small[j][i]);
+    }
+    mlffWarpgroupFence();
+#pragma unroll
+    for (int j = 0; j < I / 8; j++)
+        mlffWarpgroupKStep<O>(d, big[j], small[j], b.big, b.small, mlffWarpgroupBOffset<O>(j, 0, 0), j > 0);
+    mlffWarpgroupCommit();
+    mlffWarpgroupWait<0>(); // A's registers free, d's sums in
+}
+
+/**
+ * The tiled readout on warp-group products (H = 64 or 128, float, sm_90a): mlffReadoutTiled's sums as four
+ * products over 64-atom tiles, each 3xTF32, a warp group a tile, the hidden layers' values kept in
+ * the accumulators' registers from one product to the next (none in memory). Each block holds the
+ * four matrices' images in its dynamic shared memory (MlffReadoutImageWords, 160 KB at H = 128),
+ * copied in before the wait for the launch before. On the FMA pipes the readout was bound by its
+ * multiply-adds (docs/performance-log.md: 7.9 million warp instructions for 12,288 atoms).
+ * d[4 j + 2 r + c] of a product is row row0 + 8 r of the tile, column 8 j + 2 t + c. The energy of
+ * an atom sums its head4 terms within its thread, then across its quad, in another order than
+ * mlffReadout's; the sums agree to float's precision.
+ */
+KERNEL void __launch_bounds__(MLFF_WARPGROUP_THREADS * MLFF_READOUT_WARPGROUPS, 1)
+        mlffReadoutWarpgroup(const real* RESTRICT params, const real* RESTRICT stateS, real* RESTRICT atomEnergy,
+                             real* RESTRICT gradMidS, const unsigned int* RESTRICT images) {
+    constexpr int H = MLFF_H, N = MLFF_NUM_ATOMS;
+    static_assert(H == 64 || H == 128, "the readout's products of H/2, H/4, H/2 and H columns, each 16 to 128");
+    const unsigned int* image = mlffWarpgroupCopyImages<MlffReadoutImageWords>(images); // and waits
+    const MlffReadoutWeights w0t = mlffReadoutWeights<H, H / 2>(image + MlffReadoutImage0);
+    const MlffReadoutWeights w2t = mlffReadoutWeights<H / 2, H / 4>(image + MlffReadoutImage2);
+    const MlffReadoutWeights w2 = mlffReadoutWeights<H / 4, H / 2>(image + MlffReadoutImage2Back);
+    const MlffReadoutWeights w0 = mlffReadoutWeights<H / 2, H>(image + MlffReadoutImage0Back);
+    const unsigned int* w0tImage = image + MlffReadoutImage0;
+    const int t = threadIdx.x % 4;
+    const MlffWarpgroupRowTiles rowTiles = mlffWarpgroupRowTiles<MLFF_READOUT_WARPGROUPS>(N, 1);
+    for (int tile = rowTiles.first; tile < rowTiles.count; tile += rowTiles.stride) {
+        const MlffWarpgroupThreadRows mine = mlffWarpgroupThreadRows(tile, N);
+        const real* s = stateS + (size_t) MLFF_L * N * H;
+        // head0: hidden0 = s W0T + b0, kept for SiLU' in the backward.
+        float hidden0[H / 4];
+        MlffWarpgroupFragments fragments;
+        mlffWarpgroupTileProduct<H, H / 2, 0>(MlffWarpgroupMemoryRow{s + (size_t) mine.r0 * H},
+                                              MlffWarpgroupMemoryRow{s + (size_t) mine.r1 * H}, w0tImage,
+                                              w0tImage + (H / 2) * H, hidden0, fragments);
+        mlffWarpgroupWait<0>();
+        float act0[H / 4];
+#pragma unroll
+        for (int i = 0; i < H / 4; i++) {
+            hidden0[i] += params[MLFF_P_HEAD_B0 + 8 * (i / 4) + 2 * t + i % 2];
+            act0[i] = mlffSilu(hidden0[i]);
+        }
+        // head2, then head4's energy and dE/d(hidden1) = w4 SiLU'(hidden1).
+        float hidden1[H / 8];
+        mlffReadoutProductOfAccumulators<H / 2, H / 4>(act0, w2t, hidden1);
+        float energy[2] = {0, 0}, grad1[H / 8];
+#pragma unroll
+        for (int i = 0; i < H / 8; i++) {
+            const int q = 8 * (i / 4) + 2 * t + i % 2;
+            const float x = hidden1[i] + params[MLFF_P_HEAD_B2 + q], w4 = params[MLFF_P_HEAD_W4 + q];
+            energy[i / 2 % 2] += w4 * mlffSilu(x);
+            grad1[i] = w4 * mlffSiluGrad(x);
+        }
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            energy[r] += __shfl_xor_sync(0xffffffffu, energy[r], 1);
+            energy[r] += __shfl_xor_sync(0xffffffffu, energy[r], 2);
+        }
+        if (t == 0) {
+            if (mine.row0 < N)
+                atomEnergy[mine.row0] = params[MLFF_P_HEAD_B4] + energy[0];
+            if (mine.row1 < N)
+                atomEnergy[mine.row1] = params[MLFF_P_HEAD_B4] + energy[1];
+        }
+        // Back through head2 (dE/d(hidden0) = (grad1 W2) SiLU'(hidden0)), then head0: dE/ds = gs.
+        float grad0[H / 4];
+        mlffReadoutProductOfAccumulators<H / 4, H / 2>(grad1, w2, grad0);
+#pragma unroll
+        for (int i = 0; i < H / 4; i++)
+            grad0[i] *= mlffSiluGrad(hidden0[i]);
+        float gs[H / 2];
+        mlffReadoutProductOfAccumulators<H / 2, H>(grad0, w0, gs);
+#pragma unroll
+        for (int j = 0; j < H / 8; j++)
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                const int row = r == 0 ? mine.row0 : mine.row1;
+                if (row < N)
+                    mlffStoreRow<2>(gradMidS + (size_t) row * H + 8 * j + 2 * t, &gs[4 * j + 2 * r]);
+            }
+    }
+}
+#endif
+
 struct MlffHiddenBackwardEpilogue {
     const real* hidden; // (N, H) of this block
     real* gradHidden;   // (N, H)
