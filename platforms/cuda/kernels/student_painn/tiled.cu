@@ -433,7 +433,6 @@ KERNEL void __launch_bounds__(MLFF_WARPGROUP_THREADS * MLFF_READOUT_WARPGROUPS, 
     constexpr int H = MLFF_H, N = MLFF_NUM_ATOMS;
     static_assert(H == 64 || H == 128, "the readout's products of H/2, H/4, H/2 and H columns, each 16 to 128");
     const unsigned int* image = mlffWarpgroupCopyImages<MlffReadoutImageWords>(images); // and waits
-    const MlffReadoutWeights w0t = mlffReadoutWeights<H, H / 2>(image + MlffReadoutImage0);
     const MlffReadoutWeights w2t = mlffReadoutWeights<H / 2, H / 4>(image + MlffReadoutImage2);
     const MlffReadoutWeights w2 = mlffReadoutWeights<H / 4, H / 2>(image + MlffReadoutImage2Back);
     const MlffReadoutWeights w0 = mlffReadoutWeights<H / 2, H>(image + MlffReadoutImage0Back);
