@@ -147,6 +147,12 @@ private:
     void prepareWarpgroupImages(const std::map<std::string, std::string>& layoutDefines);
     /** A product kernel's images (prepareWarpgroupImages), or 0 where it takes mma.sync's products. */
     CUdeviceptr warpgroupImagesOf(CUfunction kernel);
+    /** One of the warp-group readout's four matrices, each an image of one column tile (mlffPrepareWarpgroupTiles). */
+    struct ReadoutMatrix {
+        const char* weights; // its offset in params, as a define (MLFF_P_HEAD_*)
+        int inputs, outputs, accumulatorOrder;
+    };
+    std::array<ReadoutMatrix, 4> readoutMatrices() const; // in the order of their images in readoutImages
     /** The warp-group readout's images in readoutImages (prepareWarpgroupImages calls it; offsetOf: params' layout). */
     void prepareReadoutImages(const std::function<size_t(const char*)>& offsetOf);
     size_t readoutImageBytes() const; // the warp-group readout's images, which its blocks hold in shared memory

@@ -530,34 +530,35 @@ void CudaCalcMLFFForceKernel::prepareWarpgroupImages(const std::map<string, stri
         prepareReadoutImages(offsetOf);
 }
 
-void CudaCalcMLFFForceKernel::prepareReadoutImages(const std::function<size_t(const char*)>& offsetOf) {
+std::array<CudaCalcMLFFForceKernel::ReadoutMatrix, 4> CudaCalcMLFFForceKernel::readoutMatrices() const {
     // tiled.cu's MlffReadoutImage order: head0's W0T (its A from memory), then head2's W2T, head2's
     // backward's W2 and head0's backward's W0, each A the accumulators of the product before.
-    struct Matrix {
-        const char* weights;
-        int inputs, outputs, accumulatorOrder;
-    };
     const int h = hidden;
-    const Matrix matrices[] = {{"MLFF_P_HEAD_W0T", h, h / 2, 0},
-                               {"MLFF_P_HEAD_W2T", h / 2, h / 4, 1},
-                               {"MLFF_P_HEAD_W2", h / 4, h / 2, 1},
-                               {"MLFF_P_HEAD_W0", h / 2, h, 1}};
+    return {{{"MLFF_P_HEAD_W0T", h, h / 2, 0},
+             {"MLFF_P_HEAD_W2T", h / 2, h / 4, 1},
+             {"MLFF_P_HEAD_W2", h / 4, h / 2, 1},
+             {"MLFF_P_HEAD_W0", h / 2, h, 1}}};
+}
+
+void CudaCalcMLFFForceKernel::prepareReadoutImages(const std::function<size_t(const char*)>& offsetOf) {
     readoutImages.initialize(cu, readoutImageBytes() / sizeof(unsigned int), sizeof(unsigned int), "mlffReadoutImages");
     size_t offset = 0;
-    for (Matrix matrix : matrices) {
+    for (ReadoutMatrix matrix : readoutMatrices()) {
         CUdeviceptr b = params.getDevicePointer() + offsetOf(matrix.weights) * realSize(), none = 0;
         CUdeviceptr image = readoutImages.getDevicePointer() + offset;
         int noSide = 0;
         void* args[] = {&b, &matrix.inputs, &matrix.outputs, &matrix.outputs, &matrix.accumulatorOrder, &none,
                         &noSide, &noSide, &none, &image};
         launch(prepareWarpgroupTilesKernel, args, 1, 256, "splitting the readout's weights (once)");
-        offset += (size_t) 2 * matrix.outputs * matrix.inputs * sizeof(unsigned int); // inputs: multiples of 16
+        offset += warpgroupSharedBytes(matrix.inputs, matrix.outputs); // one column tile; inputs: multiples of 16
     }
 }
 
 size_t CudaCalcMLFFForceKernel::readoutImageBytes() const {
-    const size_t h = (size_t) hidden; // two TF32 parts of W0T, W2T, W2 and W0
-    return 2 * (h * h / 2 + h / 2 * h / 4 + h / 4 * h / 2 + h / 2 * h) * sizeof(unsigned int);
+    size_t bytes = 0;
+    for (const ReadoutMatrix& matrix : readoutMatrices())
+        bytes += warpgroupSharedBytes(matrix.inputs, matrix.outputs);
+    return bytes;
 }
 
 CUdeviceptr CudaCalcMLFFForceKernel::warpgroupImagesOf(CUfunction kernel) {

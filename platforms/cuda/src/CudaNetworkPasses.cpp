@@ -4,12 +4,14 @@
 #include "CudaCalcMLFFForceKernel.h"
 
 #include "CudaKernelConstants.h"
+#include "ProductShapes.h"
 #include "internal/MLFFUnits.h"
 
 #include <algorithm>
 
 using namespace MLFFPlugin;
 using namespace MLFFPlugin::KernelConstants;
+using namespace MLFFPlugin::ProductShapes;
 
 void CudaCalcMLFFForceKernel::executeFused(void** box, bool includeForces, CUdeviceptr force) {
     CUdeviceptr table = filterTable.isInitialized() ? filterTable.getDevicePointer() : 0;
@@ -101,10 +103,10 @@ void CudaCalcMLFFForceKernel::executeTiled(void** box, bool includeForces, CUdev
     if (warpgroupReadout) { // a block an SM at most, its warp groups taking the 64-atom tiles in turn
         void* args[] = {&params.getDevicePointer(), &stateS.getDevicePointer(), &atomEnergy.getDevicePointer(),
                         &gradS[0].getDevicePointer(), &readoutImages.getDevicePointer()};
-        const int tiles = (numAtoms + 63) / 64, blocks = std::min((tiles + ReadoutWarpgroups - 1) / ReadoutWarpgroups,
-                                                                   multiprocessors);
-        launchWith(readoutKernel, args, (unsigned int) blocks, 128 * ReadoutWarpgroups, (unsigned int) readoutImageBytes(),
-                   1, "the readout");
+        const int tiles = (numAtoms + WarpgroupRows - 1) / WarpgroupRows;
+        const int blocks = std::min((tiles + ReadoutWarpgroups - 1) / ReadoutWarpgroups, multiprocessors);
+        launchWith(readoutKernel, args, (unsigned int) blocks, WarpgroupThreads * ReadoutWarpgroups,
+                   (unsigned int) readoutImageBytes(), 1, "the readout");
     }
     else {
         void* args[] = {&params.getDevicePointer(), &stateS.getDevicePointer(), &atomEnergy.getDevicePointer(),
