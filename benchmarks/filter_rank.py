@@ -7,7 +7,8 @@ replicas"). If instead w(d) = mean + sum_m f_m(d) V_m for M shared curves f_m an
 a pair would read 4 M reals and make its 3H outputs with M x 3H multiply-adds.
 
 The filters are sampled in float64 on [0, r_c] (the network of docs/student-painn.md, the cutoff
-inside the basis), and their best M-term fit in the least-squares sense (the M leading right
+inside the basis: tools/torch_painn's RadialBasis and rbf_to_scalar, again in numpy so that this
+runs without torch, with dw/dd by hand), and their best M-term fit in the least-squares sense (the M leading right
 singular vectors of the centred samples) is measured in the worst case over the samples, for w
 and for dw/dd, whose fit is the same projection of dw/dd. Needs numpy alone.
 
