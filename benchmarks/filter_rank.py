@@ -8,9 +8,9 @@ a pair would read 4 M reals and make its 3H outputs with M x 3H multiply-adds.
 
 The filters are sampled in float64 on [0, r_c] (the network of docs/student-painn.md, the cutoff
 inside the basis: tools/torch_painn's RadialBasis and rbf_to_scalar, again in numpy so that this
-runs without torch, with dw/dd by hand), and their best M-term fit in the least-squares sense (the M leading right
-singular vectors of the centred samples) is measured in the worst case over the samples, for w
-and for dw/dd, whose fit is the same projection of dw/dd. Needs numpy alone.
+runs without torch, with dw/dd by hand), and their best M-term fit in the least-squares sense
+(the M leading right singular vectors of the centred samples) is measured in the worst case over
+the samples, for w and for dw/dd, whose fit is the same projection of dw/dd. Needs numpy alone.
 
     python3 benchmarks/filter_rank.py MODEL.mlff.safetensors [--samples 20001] [--modes 16,32,48,64,80]
 
@@ -42,10 +42,9 @@ def silu_grad(x):
 
 def block_filters(tensors, block, distances, cutoff):
     """Block `block`'s filters w (n, 3H) and dw/dd (n, 3H) at the distances (n,), in float64."""
-    t = {name: np.asarray(value, dtype=np.float64) for name, value in tensors.items()}
-    centers, widths = t["rbf.centers"], t["rbf.widths"]
     prefix = f"interactions.{block}.message.rbf_to_scalar."
-    w0, b0, w2, b2 = t[prefix + "0.weight"], t[prefix + "0.bias"], t[prefix + "2.weight"], t[prefix + "2.bias"]
+    centers, widths, w0, b0, w2, b2 = (np.asarray(tensors[name], dtype=np.float64) for name in (
+        "rbf.centers", "rbf.widths", prefix + "0.weight", prefix + "0.bias", prefix + "2.weight", prefix + "2.bias"))
     d = distances[:, None]
     inside = d < cutoff
     cut = np.where(inside, 0.5 * (np.cos(np.pi * d / cutoff) + 1.0), 0.0)
