@@ -2,10 +2,13 @@
 // object. benchmarks/bench.py drives it, row by row, beside the PyTorch implementation.
 //
 //   mlff-bench MODEL STRUCTURE [--tabulated] [--precision mixed] [--md-steps 2000] [--repeats 20]
-//              [--without-force]
+//              [--without-force] [--check]
 //
 // --without-force times the same particles with no force at all: OpenMM's own step, the floor
-// under step_us.
+// under step_us. --check also evaluates the structure as written on the CPU platform (the C core
+// in double precision, its threads) and prints how far the CUDA platform's energy and forces are
+// from it: energy_rel_error, force_max_error_rel (the largest |F - F_cpu| over the largest |F_cpu|)
+// and force_rms_error_rel (RMS of |F - F_cpu| over RMS of |F_cpu|).
 //
 // STRUCTURE is a text file: a first line "N [ax ay az bx by bz cx cy cz]" (the box in Å, OpenMM's
 // reduced form; present means periodic), then N lines "Z x y z replica" (Å).
@@ -29,6 +32,7 @@
 
 #include "openmm/Context.h"
 #include "openmm/LangevinMiddleIntegrator.h"
+#include "openmm/VerletIntegrator.h"
 #include "openmm/OpenMMException.h"
 #include "openmm/Platform.h"
 #include "openmm/State.h"
@@ -41,6 +45,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -102,6 +107,29 @@ double massOf(int z) {
     case 8: return 15.999;
     default: return 2.0 * z;
     }
+}
+
+/** How far `forces` and `energy` are from the CPU platform's, as the "--check" keys of the JSON line. */
+struct Deviation {
+    double energyRelative = 0, forceMaxRelative = 0, forceRmsRelative = 0;
+};
+
+Deviation deviationFrom(const std::vector<Vec3>& forces, double energy, const std::vector<Vec3>& cpuForces,
+                        double cpuEnergy) {
+    double maxError = 0, maxForce = 0, sumError2 = 0, sumForce2 = 0;
+    for (size_t i = 0; i < forces.size(); i++) {
+        const Vec3 e = forces[i] - cpuForces[i];
+        const double error2 = e.dot(e), force2 = cpuForces[i].dot(cpuForces[i]);
+        maxError = std::max(maxError, std::sqrt(error2));
+        maxForce = std::max(maxForce, std::sqrt(force2));
+        sumError2 += error2;
+        sumForce2 += force2;
+    }
+    Deviation d;
+    d.energyRelative = std::abs(energy - cpuEnergy) / std::max(std::abs(cpuEnergy), 1e-300);
+    d.forceMaxRelative = maxError / std::max(maxForce, 1e-300);
+    d.forceRmsRelative = std::sqrt(sumError2 / std::max(sumForce2, 1e-300));
+    return d;
 }
 
 /** A Force never added to a System, for its protected access to a Context's implementation. */
@@ -173,11 +201,11 @@ double medianIssueMicroseconds(CudaContext& cu, int repeats, double divisor, Pre
 int run(int argc, char** argv) {
     if (argc < 3) {
         std::cerr << "usage: mlff-bench MODEL STRUCTURE [--tabulated] [--precision P] [--md-steps N] [--repeats R] "
-                     "[--without-force]\n";
+                     "[--without-force] [--check]\n";
         return 2;
     }
     const std::string modelPath = argv[1], structurePath = argv[2];
-    bool tabulated = false, withoutForce = false;
+    bool tabulated = false, withoutForce = false, checkAgainstCpu = false;
     std::string precision = "mixed";
     int mdSteps = 2000, repeats = 20;
     for (int a = 3; a < argc; a++) {
@@ -191,6 +219,8 @@ int run(int argc, char** argv) {
             tabulated = true;
         else if (arg == "--without-force")
             withoutForce = true;
+        else if (arg == "--check")
+            checkAgainstCpu = true;
         else if (arg == "--precision")
             precision = value();
         else if (arg == "--md-steps")
@@ -203,23 +233,31 @@ int run(int argc, char** argv) {
     if (repeats < 1 || mdSteps < repeats)
         throw std::runtime_error("--repeats must be >= 1 and --md-steps >= --repeats");
 
+    if (checkAgainstCpu && withoutForce)
+        throw std::runtime_error("--check needs the force (not --without-force)");
     Platform::loadPluginsFromDirectory(Platform::getDefaultPluginsDirectory());
     Platform::loadPluginLibrary(MLFF_CUDA_PLUGIN);
+    if (checkAgainstCpu)
+        Platform::loadPluginLibrary(MLFF_REFERENCE_PLUGIN);
     const Structure s = readStructure(structurePath);
 
+    int numReplicas = 0;
+    auto makeSystem = [&](System& system, bool withForce) {
+        auto force = std::make_unique<MLFFForce>(modelPath);
+        force->setUseTabulatedFilters(tabulated);
+        force->setForceGroup(MLGroup);
+        for (size_t i = 0; i < s.z.size(); i++)
+            force->addParticle(system.addParticle(massOf(s.z[i])), s.z[i], s.replica[i]);
+        if (!s.box.empty()) {
+            system.setDefaultPeriodicBoxVectors(s.box[0], s.box[1], s.box[2]);
+            force->setUsesPeriodicBoundaryConditions(true);
+        }
+        numReplicas = force->getNumReplicas();
+        if (withForce)
+            system.addForce(force.release());
+    };
     System system;
-    auto force = std::make_unique<MLFFForce>(modelPath);
-    force->setUseTabulatedFilters(tabulated);
-    force->setForceGroup(MLGroup);
-    for (size_t i = 0; i < s.z.size(); i++)
-        force->addParticle(system.addParticle(massOf(s.z[i])), s.z[i], s.replica[i]);
-    if (!s.box.empty()) {
-        system.setDefaultPeriodicBoxVectors(s.box[0], s.box[1], s.box[2]);
-        force->setUsesPeriodicBoundaryConditions(true);
-    }
-    const int numReplicas = force->getNumReplicas();
-    if (!withoutForce)
-        system.addForce(force.release());
+    makeSystem(system, !withoutForce);
     LangevinMiddleIntegrator integrator(300.0, 1.0, 0.0005);
     Context context(system, integrator, Platform::getPlatformByName("CUDA"), {{"Precision", precision}});
     context.setPositions(s.positions);
@@ -236,6 +274,19 @@ int run(int argc, char** argv) {
     cu.setAsCurrent(); // the events below belong to OpenMM's CUDA context
     ContextImpl& impl = probe.impl(context);
     const double energy = context.getState(State::Energy).getPotentialEnergy();
+    Deviation deviation;
+    if (checkAgainstCpu) {
+        const State mine = context.getState(State::Energy | State::Forces, false, 1 << MLGroup);
+        System cpuSystem;
+        makeSystem(cpuSystem, true);
+        VerletIntegrator cpuIntegrator(0.0005);
+        Context cpu(cpuSystem, cpuIntegrator, Platform::getPlatformByName("CPU"));
+        cpu.setPositions(s.positions);
+        const State theirs = cpu.getState(State::Energy | State::Forces, false, 1 << MLGroup);
+        deviation = deviationFrom(mine.getForces(), mine.getPotentialEnergy(), theirs.getForces(),
+                                  theirs.getPotentialEnergy());
+        cu.setAsCurrent();
+    }
 
     // Warm-up, then the force alone and the MD step.
     for (int k = 0; k < 10; k++)
@@ -252,14 +303,22 @@ int run(int argc, char** argv) {
         medianIssueMicroseconds(cu, std::max(repeats, 20), IssueBurst, restart, [&] { integrator.step(IssueBurst); });
     const double finalEnergy = context.getState(State::Energy).getPotentialEnergy();
 
+    std::string checked;
+    if (checkAgainstCpu) {
+        char keys[200];
+        std::snprintf(keys, sizeof keys,
+                      ", \"energy_rel_error\": %.3e, \"force_max_error_rel\": %.3e, \"force_rms_error_rel\": %.3e",
+                      deviation.energyRelative, deviation.forceMaxRelative, deviation.forceRmsRelative);
+        checked = keys;
+    }
     std::printf("{\"atoms\": %zu, \"replicas\": %d, \"periodic\": %s, \"tabulated\": %s, \"without_force\": %s, "
                 "\"precision\": \"%s\", "
                 "\"energy_kj_mol\": %.10g, \"energy_after_md_kj_mol\": %.10g, \"force_us\": %.3f, \"step_us\": %.3f, "
-                "\"issue_us\": %.3f, \"md_steps\": %d, \"repeats\": %d, \"device\": \"%s\"}\n",
+                "\"issue_us\": %.3f, \"md_steps\": %d, \"repeats\": %d, \"device\": \"%s\"%s}\n",
                 s.z.size(), numReplicas, s.box.empty() ? "false" : "true", tabulated ? "true" : "false",
                 withoutForce ? "true" : "false",
                 precision.c_str(), energy, finalEnergy, forceUs, stepUs, issueUs, stepsPerRepeat * stepRepeats, stepRepeats,
-                context.getPlatform().getPropertyValue(context, "DeviceName").c_str());
+                context.getPlatform().getPropertyValue(context, "DeviceName").c_str(), checked.c_str());
     return 0;
 }
 

@@ -157,9 +157,15 @@ DEVICE inline void mlffWarpgroupKStep(float* d, const unsigned int* aBig, const 
                                       unsigned long long bBig, unsigned long long bSmall, int offset, bool accumulate) {
     const unsigned long long big = mlffWarpgroupDescriptorAfter(bBig, offset),
                              small = mlffWarpgroupDescriptorAfter(bSmall, offset);
+#ifdef MLFF_TF32_ONE_PASS // the host's probe (CudaKernelChoices.cpp)
+    (void) aSmall;
+    (void) small;
+    mlffWarpgroupTf32<N>(d, aBig, big, accumulate);
+#else
     mlffWarpgroupTf32<N>(d, aSmall, big, accumulate);
     mlffWarpgroupTf32<N>(d, aBig, small, true);
     mlffWarpgroupTf32<N>(d, aBig, big, true);
+#endif
 }
 
 /** Orders the warp group's register writes before the products issued next read them (wgmma.fence). */
@@ -379,9 +385,14 @@ DEVICE inline void mlffWarpgroupTileProduct(const Row& a0, const Row& a1, const 
             const int step = mlffWarpgroupPairInput<Skipped, SkippedCount>(pair) / 8 + q;
             const unsigned long long big = mlffWarpgroupDescriptor(bBig + mlffWarpgroupBOffset<Columns>(step, 0, 0));
             const unsigned long long small = mlffWarpgroupDescriptor(bSmall + mlffWarpgroupBOffset<Columns>(step, 0, 0));
+#ifdef MLFF_TF32_ONE_PASS
+            (void) small;
+            mlffWarpgroupTf32<Columns>(d, f.big[set][q], big, step > 0);
+#else
             mlffWarpgroupTf32<Columns>(d, f.small[set][q], big, step > 0); // the small terms first
             mlffWarpgroupTf32<Columns>(d, f.big[set][q], small, true);
             mlffWarpgroupTf32<Columns>(d, f.big[set][q], big, true);
+#endif
         }
         mlffWarpgroupCommit();
         mlffWarpgroupWait<1>(); // the set refilled next is free
