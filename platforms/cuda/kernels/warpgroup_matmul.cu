@@ -150,22 +150,31 @@ DEVICE inline void mlffWarpgroupTf32<128>(float* d, const unsigned int* a, unsig
 
 /**
  * d (+)= one k-step of a 3xTF32 product, the small terms first: A's fragment in its two parts, times
- * the k-step of B `offset` words past the ones that the descriptors bBig and bSmall describe.
+ * B's k-step in its two parts, described by bBig and bSmall.
+ */
+template <int N>
+DEVICE inline void mlffWarpgroupTf32x3(float* d, const unsigned int* aBig, const unsigned int* aSmall,
+                                       unsigned long long bBig, unsigned long long bSmall, bool accumulate) {
+#ifdef MLFF_TF32_ONE_PASS // the host's probe (CudaKernelChoices.cpp)
+    (void) aSmall;
+    (void) bSmall;
+    mlffWarpgroupTf32<N>(d, aBig, bBig, accumulate);
+#else
+    mlffWarpgroupTf32<N>(d, aSmall, bBig, accumulate);
+    mlffWarpgroupTf32<N>(d, aBig, bSmall, true);
+    mlffWarpgroupTf32<N>(d, aBig, bBig, true);
+#endif
+}
+
+/**
+ * mlffWarpgroupTf32x3 on the k-step of B `offset` words past the ones that the descriptors bBig and
+ * bSmall describe, its descriptors formed by mlffWarpgroupDescriptorAfter's add.
  */
 template <int N>
 DEVICE inline void mlffWarpgroupKStep(float* d, const unsigned int* aBig, const unsigned int* aSmall,
                                       unsigned long long bBig, unsigned long long bSmall, int offset, bool accumulate) {
-    const unsigned long long big = mlffWarpgroupDescriptorAfter(bBig, offset),
-                             small = mlffWarpgroupDescriptorAfter(bSmall, offset);
-#ifdef MLFF_TF32_ONE_PASS // the host's probe (CudaKernelChoices.cpp)
-    (void) aSmall;
-    (void) small;
-    mlffWarpgroupTf32<N>(d, aBig, big, accumulate);
-#else
-    mlffWarpgroupTf32<N>(d, aSmall, big, accumulate);
-    mlffWarpgroupTf32<N>(d, aBig, small, true);
-    mlffWarpgroupTf32<N>(d, aBig, big, true);
-#endif
+    mlffWarpgroupTf32x3<N>(d, aBig, aSmall, mlffWarpgroupDescriptorAfter(bBig, offset),
+                           mlffWarpgroupDescriptorAfter(bSmall, offset), accumulate);
 }
 
 /** Orders the warp group's register writes before the products issued next read them (wgmma.fence). */
@@ -383,16 +392,11 @@ DEVICE inline void mlffWarpgroupTileProduct(const Row& a0, const Row& a1, const 
 #pragma unroll
         for (int q = 0; q < 2; q++) {
             const int step = mlffWarpgroupPairInput<Skipped, SkippedCount>(pair) / 8 + q;
-            const unsigned long long big = mlffWarpgroupDescriptor(bBig + mlffWarpgroupBOffset<Columns>(step, 0, 0));
-            const unsigned long long small = mlffWarpgroupDescriptor(bSmall + mlffWarpgroupBOffset<Columns>(step, 0, 0));
-#ifdef MLFF_TF32_ONE_PASS
-            (void) small;
-            mlffWarpgroupTf32<Columns>(d, f.big[set][q], big, step > 0);
-#else
-            mlffWarpgroupTf32<Columns>(d, f.small[set][q], big, step > 0); // the small terms first
-            mlffWarpgroupTf32<Columns>(d, f.big[set][q], small, true);
-            mlffWarpgroupTf32<Columns>(d, f.big[set][q], big, true);
-#endif
+            // Descriptors from the addresses here (not mlffWarpgroupKStep's add): with the add, the
+            // filters' backward to the distances spilled 12 bytes rather than 4 (ptxas, sm_90a).
+            const int offset = mlffWarpgroupBOffset<Columns>(step, 0, 0);
+            mlffWarpgroupTf32x3<Columns>(d, f.big[set][q], f.small[set][q], mlffWarpgroupDescriptor(bBig + offset),
+                                         mlffWarpgroupDescriptor(bSmall + offset), step > 0);
         }
         mlffWarpgroupCommit();
         mlffWarpgroupWait<1>(); // the set refilled next is free
