@@ -11,8 +11,9 @@
 # Usage: compile_kernels.sh KERNEL_DIR [NVCC [LIBNVRTC]]
 #   LIBNVRTC defaults to the libnvrtc.so beside NVCC; CMake passes the toolkit's own, since the nvcc
 #   on PATH may be a wrapper script outside the toolkit (as /usr/local/bin/nvcc is on CI).
-#   With MLFF_KEEP_MODULES=DIR set, each variant's PTX and cubin are kept there, so that a change
-#   meant to leave the kernels as they were can be shown to (cmp the files of two commits' runs).
+#   With MLFF_KEEP_MODULES=DIR set, each variant's modules are kept there (nvcc's PTX and cubin,
+#   NVRTC's PTX as .nvrtc.ptx), so that a change meant to leave the kernels as they were can be
+#   shown to (cmp the files of two commits' runs).
 set -euo pipefail
 kernels=${1:?kernel directory}
 nvcc=${2:-nvcc}
@@ -197,9 +198,11 @@ for precision in single mixed double; do
         if "$nvcc" -cubin -arch=$arch $flags -Werror=all-warnings --keep --keep-dir "$work" -o "${src%.cu}.cubin" "$src" \
                2> "$work/err" && ! grep -q "wgmma.* serialized" "$work/err" &&
                waits_first "${src%.cu}.ptx" "$(weights_first $warpgroup)" > "$work/err" &&
-               python3 "$(dirname "$0")/nvrtc_compile.py" "$nvrtc" "$src" $nvrtc_options > "$work/err" 2>&1; then
+               python3 "$(dirname "$0")/nvrtc_compile.py" "$nvrtc" "$src" --keep-ptx="${src%.cu}.nvrtc.ptx" \
+                   $nvrtc_options > "$work/err" 2>&1; then
             echo "ok: $label"
-            [ -z "${MLFF_KEEP_MODULES:-}" ] || cp "${src%.cu}.ptx" "${src%.cu}.cubin" "$MLFF_KEEP_MODULES"/
+            [ -z "${MLFF_KEEP_MODULES:-}" ] ||
+                cp "${src%.cu}.ptx" "${src%.cu}.cubin" "${src%.cu}.nvrtc.ptx" "$MLFF_KEEP_MODULES"/
         else
             echo "FAILED: $label"
             cat "$work/err"; status=1
