@@ -13,7 +13,8 @@
 #   on PATH may be a wrapper script outside the toolkit (as /usr/local/bin/nvcc is on CI).
 #   With MLFF_KEEP_MODULES=DIR set, each variant's modules are kept there (nvcc's PTX and cubin,
 #   NVRTC's PTX as .nvrtc.ptx), so that a change meant to leave the kernels as they were can be
-#   shown to (cmp the files of two commits' runs).
+#   shown to (cmp the files of two commits' runs). MLFF_KERNEL_DEFINES="NAME[=VALUE] ..." adds
+#   defines to every variant, as the host adds a probe's (MLFF_TF32_ONE_PASS).
 set -euo pipefail
 kernels=${1:?kernel directory}
 nvcc=${2:-nvcc}
@@ -49,7 +50,8 @@ COMMON
 }
 
 defines() { # H K L batch block periodic tabulated precision replicas warpgroup
-    local H=$1 K=$2 L=$3
+    local H=$1 K=$2 L=$3 define
+    for define in ${MLFF_KERNEL_DEFINES:-}; do echo "#define ${define/=/ }"; done
     echo "#define MLFF_H $H"
     echo "#define MLFF_K $K"
     echo "#define MLFF_K_PADDED $(( (K + 31) / 32 * 32 ))"
