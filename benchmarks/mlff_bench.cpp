@@ -28,6 +28,7 @@
 //   issue_us  the host's time to issue one such step (OpenMM's launches and the force's), on the
 //             host's clock over bursts of 10 steps started with the GPU idle: where it is close to
 //             step_us, the host, not the GPU, sets the pace of the step.
+#include "ForceDeviation.h"
 #include "MLFFForce.h"
 
 #include "openmm/Context.h"
@@ -107,29 +108,6 @@ double massOf(int z) {
     case 8: return 15.999;
     default: return 2.0 * z;
     }
-}
-
-/** How far `forces` and `energy` are from the CPU platform's, as the "--check" keys of the JSON line. */
-struct Deviation {
-    double energyRelative = 0, forceMaxRelative = 0, forceRmsRelative = 0;
-};
-
-Deviation deviationFrom(const std::vector<Vec3>& forces, double energy, const std::vector<Vec3>& cpuForces,
-                        double cpuEnergy) {
-    double maxError = 0, maxForce = 0, sumError2 = 0, sumForce2 = 0;
-    for (size_t i = 0; i < forces.size(); i++) {
-        const Vec3 e = forces[i] - cpuForces[i];
-        const double error2 = e.dot(e), force2 = cpuForces[i].dot(cpuForces[i]);
-        maxError = std::max(maxError, std::sqrt(error2));
-        maxForce = std::max(maxForce, std::sqrt(force2));
-        sumError2 += error2;
-        sumForce2 += force2;
-    }
-    Deviation d;
-    d.energyRelative = std::abs(energy - cpuEnergy) / std::max(std::abs(cpuEnergy), 1e-300);
-    d.forceMaxRelative = maxError / std::max(maxForce, 1e-300);
-    d.forceRmsRelative = std::sqrt(sumError2 / std::max(sumForce2, 1e-300));
-    return d;
 }
 
 /** A Force never added to a System, for its protected access to a Context's implementation. */
@@ -274,7 +252,7 @@ int run(int argc, char** argv) {
     cu.setAsCurrent(); // the events below belong to OpenMM's CUDA context
     ContextImpl& impl = probe.impl(context);
     const double energy = context.getState(State::Energy).getPotentialEnergy();
-    Deviation deviation;
+    mlff_cuda_test::ForceDeviation deviation{};
     if (checkAgainstCpu) {
         const State mine = context.getState(State::Energy | State::Forces, false, 1 << MLGroup);
         System cpuSystem;
@@ -283,8 +261,8 @@ int run(int argc, char** argv) {
         Context cpu(cpuSystem, cpuIntegrator, Platform::getPlatformByName("CPU"));
         cpu.setPositions(s.positions);
         const State theirs = cpu.getState(State::Energy | State::Forces, false, 1 << MLGroup);
-        deviation = deviationFrom(mine.getForces(), mine.getPotentialEnergy(), theirs.getForces(),
-                                  theirs.getPotentialEnergy());
+        deviation = mlff_cuda_test::forceDeviation(mine.getForces(), mine.getPotentialEnergy(), theirs.getForces(),
+                                                   theirs.getPotentialEnergy());
         cu.setAsCurrent();
     }
 
@@ -305,11 +283,13 @@ int run(int argc, char** argv) {
 
     std::string checked;
     if (checkAgainstCpu) {
-        char keys[200];
-        std::snprintf(keys, sizeof keys,
-                      ", \"energy_rel_error\": %.3e, \"force_max_error_rel\": %.3e, \"force_rms_error_rel\": %.3e",
-                      deviation.energyRelative, deviation.forceMaxRelative, deviation.forceRmsRelative);
-        checked = keys;
+        auto key = [](const char* name, double value) { // JSON has no inf or NaN: a zero CPU figure gives null
+            char text[80];
+            std::snprintf(text, sizeof text, std::isfinite(value) ? ", \"%s\": %.3e" : ", \"%s\": null", name, value);
+            return std::string(text);
+        };
+        checked = key("energy_rel_error", deviation.energyRelative) + key("force_max_error_rel", deviation.forceMaxRelative) +
+                  key("force_rms_error_rel", deviation.forceRmsRelative);
     }
     std::printf("{\"atoms\": %zu, \"replicas\": %d, \"periodic\": %s, \"tabulated\": %s, \"without_force\": %s, "
                 "\"precision\": \"%s\", "

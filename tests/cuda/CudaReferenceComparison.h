@@ -2,6 +2,7 @@
 // platform (the C core in double precision), and the error measures the CUDA tests bound.
 #pragma once
 
+#include "ForceDeviation.h"
 #include "MLFFForce.h"
 #include "MLFFTestHelpers.h"
 #include "internal/MLFFUnits.h"
@@ -78,21 +79,6 @@ inline Evaluation evaluateOn(MLSystem& s, const std::string& precision) {
     return evaluate(*context, *s.force);
 }
 
-inline double relativeEnergyError(double actual, double expected) {
-    return std::fabs(actual - expected) / std::fabs(expected);
-}
-
-/** |F - F_ref| / |F_ref| over all 3N components. */
-inline double relativeForceError(const std::vector<OpenMM::Vec3>& actual, const std::vector<OpenMM::Vec3>& expected) {
-    double difference = 0, norm = 0;
-    for (size_t i = 0; i < expected.size(); i++) {
-        OpenMM::Vec3 d = actual[i] - expected[i];
-        difference += d.dot(d);
-        norm += expected[i].dot(expected[i]);
-    }
-    return std::sqrt(difference / norm);
-}
-
 /** Where forces differ most, to tell a local error from a global one when a bound fails. */
 inline std::string largestForceDifference(const std::vector<OpenMM::Vec3>& actual, const std::vector<OpenMM::Vec3>& expected) {
     size_t worst = 0;
@@ -122,8 +108,8 @@ inline void expectMatchesReference(const Evaluation& cuda, const Evaluation& ref
     if (forceBound > 0) // a test's own figure, justified where it is given
         bounds.force = forceBound;
     ASSERT_GT(std::fabs(reference.energy), 1.0) << what << ": a relative error needs a nonzero energy";
-    const double energyError = relativeEnergyError(cuda.energy, reference.energy);
-    const double forceError = relativeForceError(cuda.forces, reference.forces);
+    const ForceDeviation deviation = forceDeviation(cuda.forces, cuda.energy, reference.forces, reference.energy);
+    const double energyError = deviation.energyRelative, forceError = deviation.forceRmsRelative;
     std::printf("[cuda-vs-reference] %-6s %-44s energy %.3e  forces %.3e\n", precision.c_str(), what.c_str(),
                 energyError, forceError);
     EXPECT_LE(energyError, bounds.energy) << what << ": energy " << cuda.energy << " vs " << reference.energy;

@@ -233,7 +233,7 @@ TEST_P(CudaVsReference, Replicas) {
         }
         expectMatchesReference(results[1], results[0], precision(), what + ", scales, lambda = 0.7");
         ASSERT_EQ(derivatives[1].count("lambda_ml"), 1u);
-        EXPECT_LE(relativeEnergyError(derivatives[1]["lambda_ml"], derivatives[0]["lambda_ml"]),
+        EXPECT_LE(relativeError(derivatives[1]["lambda_ml"], derivatives[0]["lambda_ml"]),
                   boundsFor(precision()).energy)
             << what << ": " << derivatives[1]["lambda_ml"] << " vs " << derivatives[0]["lambda_ml"];
         EXPECT_NEAR(results[0].energy, 0.7 * derivatives[0]["lambda_ml"], 1e-9 * std::fabs(results[0].energy));
@@ -355,8 +355,8 @@ TEST_P(CudaVsReference, TabulatedFilters) {
         const Evaluation cuda = evaluateOn(*s, precision());
         expectMatchesReference(cuda, reference, precision(), "tabulated, " + named.first);
         if (precision() == "double") {
-            const double energyError = relativeEnergyError(cuda.energy, exact.energy);
-            const double forceError = relativeForceError(cuda.forces, exact.forces);
+            const ForceDeviation deviation = forceDeviation(cuda.forces, cuda.energy, exact.forces, exact.energy);
+            const double energyError = deviation.energyRelative, forceError = deviation.forceRmsRelative;
             std::printf("[tabulated-vs-exact] double %-44s energy %.3e  forces %.3e\n", named.first.c_str(), energyError,
                         forceError);
             EXPECT_LE(energyError, 1e-6) << named.first;
