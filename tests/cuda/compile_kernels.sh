@@ -14,7 +14,8 @@
 #   With MLFF_KEEP_MODULES=DIR set, each variant's modules are kept there (nvcc's PTX and cubin,
 #   NVRTC's PTX as .nvrtc.ptx), so that a change meant to leave the kernels as they were can be
 #   shown to (cmp the files of two commits' runs). MLFF_KERNEL_DEFINES="NAME[=VALUE] ..." adds
-#   defines to every variant, as the host adds a probe's (MLFF_TF32_ONE_PASS).
+#   defines to every variant, as the host adds a probe's (an #ifdef in the kernels, timed before it
+#   is kept or taken out).
 set -euo pipefail
 kernels=${1:?kernel directory}
 nvcc=${2:-nvcc}
@@ -27,6 +28,7 @@ fi
 [ -f "$nvrtc" ] || { echo "compile_kernels: LIBNVRTC $nvrtc is not a file" >&2; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+[ -z "${MLFF_KEEP_MODULES:-}" ] || mkdir -p "$MLFF_KEEP_MODULES"
 
 preamble() { # precision
     case $1 in
