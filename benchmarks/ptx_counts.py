@@ -3,8 +3,10 @@
 or a probe does to the code of the kernels, counted without a GPU.
 
     MLFF_KEEP_MODULES=BEFORE bash tests/cuda/compile_kernels.sh platforms/cuda/kernels
-    MLFF_KERNEL_DEFINES="MLFF_TF32_ONE_PASS=1" MLFF_KEEP_MODULES=AFTER bash tests/cuda/compile_kernels.sh ...
+    MLFF_KERNEL_DEFINES="PROBE=1" MLFF_KEEP_MODULES=AFTER bash tests/cuda/compile_kernels.sh ...
     python3 benchmarks/ptx_counts.py BEFORE AFTER [--kernels REGEX] [--modules REGEX]
+
+(AFTER from a probe's define, as here, or from another commit's tree.)
 
 The counts are static: every instruction of a kernel's body once (its lines that end in ';', the
 directives that start with '.' left out), whatever its loops repeat at run time, and its

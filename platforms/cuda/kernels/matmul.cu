@@ -275,10 +275,8 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
                 mlffSplitTf32(tile.b[k + t + 4][n], &bBig[1], &bSmall[1]);
 #pragma unroll
                 for (int m = 0; m < M; m++) {
-#ifndef MLFF_TF32_ONE_PASS
                     mlffMmaTf32(acc[m][j], aSmall[m], bBig); // the small terms first: they are the finer ones
                     mlffMmaTf32(acc[m][j], aBig[m], bSmall);
-#endif
                     mlffMmaTf32(acc[m][j], aBig[m], bBig);
                 }
             }

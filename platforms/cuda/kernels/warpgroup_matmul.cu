@@ -155,15 +155,9 @@ DEVICE inline void mlffWarpgroupTf32<128>(float* d, const unsigned int* a, unsig
 template <int N>
 DEVICE inline void mlffWarpgroupTf32x3(float* d, const unsigned int* aBig, const unsigned int* aSmall,
                                        unsigned long long bBig, unsigned long long bSmall, bool accumulate) {
-#ifdef MLFF_TF32_ONE_PASS // the host's probe (CudaKernelChoices.cpp)
-    (void) aSmall;
-    (void) bSmall;
-    mlffWarpgroupTf32<N>(d, aBig, bBig, accumulate);
-#else
     mlffWarpgroupTf32<N>(d, aSmall, bBig, accumulate);
     mlffWarpgroupTf32<N>(d, aBig, bSmall, true);
     mlffWarpgroupTf32<N>(d, aBig, bBig, true);
-#endif
 }
 
 /**

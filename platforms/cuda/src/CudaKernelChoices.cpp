@@ -103,10 +103,6 @@ string CudaCalcMLFFForceKernel::requestedReadout() {
     return requestedChoice("MLFF_CUDA_READOUT", {"warpgroup", "fma"});
 }
 
-string CudaCalcMLFFForceKernel::requestedTf32Passes() {
-    return requestedChoice("MLFF_CUDA_TF32_PASSES", {"3", "1"});
-}
-
 string CudaCalcMLFFForceKernel::requestedFilterStores() {
     return requestedChoice("MLFF_CUDA_FILTER_STORES", {"staged", "direct"});
 }
@@ -291,10 +287,6 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
     defines["MLFF_READOUT_ATOMS"] = std::to_string(readoutAtomsPerBlock);
     if (matmulTensorCores)
         defines["MLFF_MATMUL_TENSOR_CORES"] = "1";
-    // A developer's probe, to time the tensor-core products at one TF32 product a term (big(a)
-    // big(b), about 11 significant bits an input) against the three that keep float's accuracy.
-    if (requestedTf32Passes() == "1")
-        defines["MLFF_TF32_ONE_PASS"] = "1";
     if (warpgroupProducts())
         defines["MLFF_WARPGROUPS"] = std::to_string(Warpgroups);
     if (warpgroupFilterForward) {
