@@ -231,8 +231,11 @@ inline void cudaOnHostWaitCopies(int pending) {
  * read as the descriptor's layout has it on the GPU: K-major core matrices of 8 columns by 4
  * inputs, the two of a k-step 128 bytes apart and the column groups of 8 256 bytes apart
  * (mlffWarpgroupBOffset). TF32 operands lose their 13 low bits, as on the tensor cores; the sum of
- * the k-step is taken in double and rounded once (the GPU's order within it is its own). All 128
- * threads of the warp group must call, with the same descriptor.
+ * the k-step is taken in double and rounded once (the GPU's order within it is its own): to nearest,
+ * or with MLFF_HOST_ROUND_TOWARD_ZERO toward zero, as the tensor cores round their sums (Fasi,
+ * Higham, Mikaitis and Pranesh, "Numerical behavior of NVIDIA tensor cores", 2021), so that a test
+ * can see the bias that rounding leaves in a long product. All 128 threads of the warp group must
+ * call, with the same descriptor.
  */
 template <int N>
 inline void cudaOnHostWarpgroupTf32(float* d, const unsigned int* a, unsigned long long b, bool accumulate) {
@@ -252,7 +255,13 @@ inline void cudaOnHostWarpgroupTf32(float* d, const unsigned int* a, unsigned lo
             std::memcpy(&bBits, shared + column / 8 * 256 + k / 4 * 128 + column % 8 * 16 + k % 4 * 4, 4);
             sum += tf32(owner.a[row / 8 + 2 * (k / 4)]) * tf32(bBits);
         }
-        d[i] = (float) ((accumulate ? (double) d[i] : 0.0) + sum);
+        const double exact = (accumulate ? (double) d[i] : 0.0) + sum;
+        float rounded = (float) exact;
+#ifdef MLFF_HOST_ROUND_TOWARD_ZERO
+        if (std::fabs((double) rounded) > std::fabs(exact))
+            rounded = std::nextafter(rounded, 0.0f);
+#endif
+        d[i] = rounded;
     }
     cudaOnHostBlock.warpgroups[group]->arrive_and_wait(); // the slots read before the next product's
 }

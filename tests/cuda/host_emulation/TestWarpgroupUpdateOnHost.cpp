@@ -3,10 +3,14 @@
 // against its definition in double: the hidden layer forward (input W0^T + b0, and its SiLU) and
 // its backward (dE/d(a, g1, g2) W2, times SiLU' of the hidden layer), for the 54 atoms of
 // KernelsOnHost.h, one row tile whose last 10 rows are dropped. The weights' images are made by
-// mlffPrepareWarpgroupTiles, as the plugin makes them.
+// mlffPrepareWarpgroupTiles, as the plugin makes them. Built twice: with the emulated products'
+// sums rounded to nearest, and toward zero as the tensor cores round them
+// (MLFF_HOST_ROUND_TOWARD_ZERO), where the hidden layer's outputs lean toward zero (the log's
+// section "The products at one TF32 product a term").
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <string>
 
@@ -44,6 +48,25 @@ void expectNear(double got, double expected, double scale, const std::string& wh
         ADD_FAILURE() << what << ": " << got << ", not " << expected << " (terms' magnitudes " << scale << ")";
 }
 
+/**
+ * How far the products' outputs lean toward zero: the mean of (got - expected) / expected over the
+ * outputs with |expected| > 0.5 (the smaller ones weigh their own rounding too much). Float's rounding
+ * to nearest leaves about 0; rounding toward zero a k-step's sum, some -1e-6 at 2H = 128 inputs.
+ */
+struct Lean {
+    double sum = 0;
+    int count = 0;
+    void add(double got, double expected) {
+        if (std::fabs(expected) > 0.5) {
+            sum += (got - expected) / expected;
+            count++;
+        }
+    }
+    double mean() const {
+        return sum / count;
+    }
+};
+
 TEST(WarpgroupUpdateOnHost, HiddenForwardIsInputByW0PlusBiasAndItsSilu) {
     std::mt19937 rng(41);
     const std::vector<real> params = randomReals(rng, MLFF_PARAMETERS_SIZE);
@@ -55,6 +78,7 @@ TEST(WarpgroupUpdateOnHost, HiddenForwardIsInputByW0PlusBiasAndItsSilu) {
         mlffUpdateHiddenForward(Layer, params.data(), input.data(), hidden.data(), activation.data(), images.data());
     });
     int failures = 0;
+    Lean lean;
     for (int i = 0; i < N; i++)
         for (int h = 0; h < H; h++) {
             double x = block[MLFF_B_UPDATE_B0 + h], scale = std::fabs(x);
@@ -66,8 +90,16 @@ TEST(WarpgroupUpdateOnHost, HiddenForwardIsInputByW0PlusBiasAndItsSilu) {
             const std::string where = "atom " + std::to_string(i) + ", channel " + std::to_string(h);
             expectNear(hidden[((size_t) Layer * N + i) * H + h], x, scale, "hidden layer, " + where, failures);
             expectNear(activation[(size_t) i * H + h], x / (1 + std::exp(-x)), scale, "its SiLU, " + where, failures);
+            lean.add(hidden[((size_t) Layer * N + i) * H + h], x);
         }
     EXPECT_EQ(failures, 0);
+    std::printf("[lean] hidden layer: %.3e over %d outputs\n", lean.mean(), lean.count);
+#ifdef MLFF_HOST_ROUND_TOWARD_ZERO
+    // The emulation's check: 48 roundings toward zero a sum (16 k-steps, three products each).
+    EXPECT_LT(lean.mean(), -3e-7) << "the sums rounded toward zero should lean toward zero";
+#else
+    EXPECT_LT(std::fabs(lean.mean()), 1e-7) << "the sums rounded to nearest should not lean";
+#endif
 }
 
 TEST(WarpgroupUpdateOnHost, HiddenBackwardIsGradientByW2TimesSiluGradient) {
