@@ -50,10 +50,12 @@ def main(argv=None):
     parser.add_argument("before")
     parser.add_argument("after")
     parser.add_argument("--kernels", default="", help="regular expression on the kernels' names")
-    parser.add_argument("--modules", default=r"\.nvrtc\.ptx$", help="regular expression on the modules' file names")
+    parser.add_argument("--modules", default=r"\.nvrtc\.ptx$",
+                        help="regular expression on the modules' file names (among the *.ptx; default: NVRTC's)")
     args = parser.parse_args(argv)
-    modules = sorted(f for f in os.listdir(args.before)
-                     if re.search(args.modules, f) and os.path.exists(os.path.join(args.after, f)))
+    # PTX alone: compile_kernels.sh keeps cubins beside it.
+    modules = sorted(f for f in os.listdir(args.before) if f.endswith(".ptx") and re.search(args.modules, f)
+                     and os.path.exists(os.path.join(args.after, f)))
     if not modules:
         sys.exit(f"ptx_counts: no module matching {args.modules!r} in both {args.before} and {args.after}")
     for module in modules:

@@ -57,3 +57,12 @@ def test_main_prints_a_line_a_kernel_with_the_change(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "m.nvrtc.ptx: instructions (tensor-core products)"
     assert len(out) == 2 and out[1].split()[0] == "first" and out[1].endswith("-25 %")
+
+
+def test_main_reads_only_ptx_whatever_the_modules_expression_matches(tmp_path, capsys):
+    for folder in ("before", "after"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "m.nvrtc.ptx").write_text(PTX)
+        (tmp_path / folder / "m.cubin").write_bytes(b"\x7fELF\xbe\xff")  # not text: read, it would raise
+    main([str(tmp_path / "before"), str(tmp_path / "after"), "--modules", "^m"])
+    assert capsys.readouterr().out.splitlines()[0] == "m.nvrtc.ptx: instructions (tensor-core products)"
