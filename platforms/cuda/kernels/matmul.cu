@@ -73,6 +73,29 @@ DEVICE inline void mlffMmaTf32(float* d, const unsigned int* a, const unsigned i
 }
 
 /**
+ * acc += a b for one k-step of a 3xTF32 product, A and B in their two parts, the small terms first:
+ * they are the finer ones. With MLFF_TF32_SUMS_OUTSIDE (a probe) the k-step's products are summed
+ * from zero and added to acc outside the tensor cores, rounded to nearest (warpgroup_matmul.cu's
+ * mlffWarpgroupTileProduct says why).
+ */
+DEVICE inline void mlffMmaTf32x3(float* acc, const unsigned int* aBig, const unsigned int* aSmall,
+                                 const unsigned int* bBig, const unsigned int* bSmall) {
+#ifdef MLFF_TF32_SUMS_OUTSIDE
+    float sum[4] = {0, 0, 0, 0};
+    mlffMmaTf32(sum, aSmall, bBig);
+    mlffMmaTf32(sum, aBig, bSmall);
+    mlffMmaTf32(sum, aBig, bBig);
+#pragma unroll
+    for (int e = 0; e < 4; e++)
+        acc[e] += sum[e];
+#else
+    mlffMmaTf32(acc, aSmall, bBig);
+    mlffMmaTf32(acc, aBig, bSmall);
+    mlffMmaTf32(acc, aBig, bBig);
+#endif
+}
+
+/**
  * Dynamic shared memory of one tile: the stages' A (row by row, each row padded by 4) and B
  * (input by input, padded by 8), so that a fragment's 32 reads fall in 32 banks; the output
  * staging reuses the same memory.
@@ -274,11 +297,8 @@ DEVICE inline void mlffMatmul(const real* RESTRICT a, const real* RESTRICT b, in
                 mlffSplitTf32(tile.b[k + t][n], &bBig[0], &bSmall[0]);
                 mlffSplitTf32(tile.b[k + t + 4][n], &bBig[1], &bSmall[1]);
 #pragma unroll
-                for (int m = 0; m < M; m++) {
-                    mlffMmaTf32(acc[m][j], aSmall[m], bBig); // the small terms first: they are the finer ones
-                    mlffMmaTf32(acc[m][j], aBig[m], bSmall);
-                    mlffMmaTf32(acc[m][j], aBig[m], bBig);
-                }
+                for (int m = 0; m < M; m++)
+                    mlffMmaTf32x3(acc[m][j], aBig[m], aSmall[m], bBig, bSmall);
             }
         }
     }

@@ -333,6 +333,14 @@ struct MlffWarpgroupFragments {
     unsigned int big[2][2][4], small[2][2][4]; // [set][k-step of the pair][mma.sync's A fragment]
 };
 
+// mlffWarpgroupTileProduct's and mlffWarpgroupMatmul's SumsOutside by default (a macro: NVRTC kept a
+// constexpr variable as a global of the module).
+#ifdef MLFF_TF32_SUMS_OUTSIDE
+#define MLFF_SUMS_OUTSIDE_BY_DEFAULT true
+#else
+#define MLFF_SUMS_OUTSIDE_BY_DEFAULT false
+#endif
+
 /**
  * The first input of the pair of k-steps `pair` (16 inputs) of a product that skips the inputs
  * Skipped .. Skipped + SkippedCount - 1 (mlffWarpgroupTileProduct).
@@ -352,9 +360,16 @@ DEVICE constexpr int mlffWarpgroupPairInput(int pair) {
  * is split (MLFF_WARPGROUP_PREFETCH_AHEAD says when). The inputs Skipped .. Skipped + SkippedCount
  * - 1, where A is known to be 0, are neither read nor multiplied (multiples of 32, past the first,
  * so that the pairs keep their cache lines and the first pair its overwrite of d).
+ *
+ * With SumsOutside (by default under MLFF_TF32_SUMS_OUTSIDE, a probe: CudaKernelChoices.cpp) each
+ * pair's products are summed from zero in the tensor cores and added to d outside them, in float,
+ * rounded to nearest: the tensor cores round their sums toward zero, which over a long product's
+ * running sum leaves its outputs some 1e-6 nearer zero than float would; a pair's sum is smaller,
+ * and so is its rounding (emulated on the host, 9 times smaller at 128 inputs). It costs Columns / 2
+ * registers and the overlap of a pair's split with the products before it.
  */
 template <int Inputs, int Columns, int FirstSet, int PrefetchAhead = 0, int Skipped = 0, int SkippedCount = 0,
-          class Row>
+          bool SumsOutside = MLFF_SUMS_OUTSIDE_BY_DEFAULT, class Row>
 DEVICE inline void mlffWarpgroupTileProduct(const Row& a0, const Row& a1, const unsigned int* bBig,
                                             const unsigned int* bSmall, float* d, MlffWarpgroupFragments& f) {
     static_assert(SkippedCount == 0 || (Skipped > 0 && Skipped % 32 == 0 && SkippedCount % 32 == 0 &&
@@ -363,6 +378,8 @@ DEVICE inline void mlffWarpgroupTileProduct(const Row& a0, const Row& a1, const 
     constexpr int pairs = (Inputs + 15) / 16 - SkippedCount / 16;
     const int k = 4 * (threadIdx.x % 4);
     float4 x0 = a0.template inputs<Inputs>(0, k), x1 = a1.template inputs<Inputs>(0, k);
+    float pairSum[Columns / 2]; // with SumsOutside
+    float* sum = SumsOutside ? pairSum : d;
 #pragma unroll
     for (int pair = 0; pair < pairs; pair++) {
         const int set = (FirstSet + pair) % 2;
@@ -389,11 +406,19 @@ DEVICE inline void mlffWarpgroupTileProduct(const Row& a0, const Row& a1, const 
             // Descriptors from the addresses here (not mlffWarpgroupKStep's add): with the add, the
             // filters' backward to the distances spilled 12 bytes rather than 4 (ptxas, sm_90a).
             const int offset = mlffWarpgroupBOffset<Columns>(step, 0, 0);
-            mlffWarpgroupTf32x3<Columns>(d, f.big[set][q], f.small[set][q], mlffWarpgroupDescriptor(bBig + offset),
-                                         mlffWarpgroupDescriptor(bSmall + offset), step > 0);
+            const bool accumulate = SumsOutside ? q > 0 : step > 0;
+            mlffWarpgroupTf32x3<Columns>(sum, f.big[set][q], f.small[set][q], mlffWarpgroupDescriptor(bBig + offset),
+                                         mlffWarpgroupDescriptor(bSmall + offset), accumulate);
         }
         mlffWarpgroupCommit();
-        mlffWarpgroupWait<1>(); // the set refilled next is free
+        if (SumsOutside) {
+            mlffWarpgroupWait<0>(); // the pair's sum in
+#pragma unroll
+            for (int i = 0; i < Columns / 2; i++)
+                d[i] = pair == 0 ? pairSum[i] : d[i] + pairSum[i];
+        } else {
+            mlffWarpgroupWait<1>(); // the set refilled next is free
+        }
     }
 }
 
@@ -588,8 +613,12 @@ DEVICE inline MlffWarpgroupThreadRows mlffWarpgroupThreadRows(int tile, int rows
     return {row0, row1, min(row0, rows - 1), min(row1, rows - 1)};
 }
 
-/** C = A B, the file's comment says how; A's inputs prefetched PrefetchAhead pairs of k-steps ahead (0: not). */
-template <int I, int O, int Columns, int WarpGroups, int PrefetchAhead, class Epilogue, class RowCount>
+/**
+ * C = A B, the file's comment says how; A's inputs prefetched PrefetchAhead pairs of k-steps ahead (0: not),
+ * the sums outside the tensor cores with SumsOutside (mlffWarpgroupTileProduct).
+ */
+template <int I, int O, int Columns, int WarpGroups, int PrefetchAhead, bool SumsOutside = MLFF_SUMS_OUTSIDE_BY_DEFAULT,
+          class Epilogue, class RowCount>
 DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const unsigned int* RESTRICT bImages,
                                        RowCount rowCount, Epilogue epilogue) {
     constexpr int columnTiles = O / Columns;
@@ -600,9 +629,9 @@ DEVICE inline void mlffWarpgroupMatmul(const real* RESTRICT a, const unsigned in
         const MlffWarpgroupThreadRows mine = mlffWarpgroupThreadRows(tile, rows);
         float d[Columns / 2];
         MlffWarpgroupFragments fragments;
-        mlffWarpgroupTileProduct<I, Columns, 0, PrefetchAhead>(MlffWarpgroupMemoryRow{a + (size_t) mine.r0 * I},
-                                                               MlffWarpgroupMemoryRow{a + (size_t) mine.r1 * I},
-                                                               tiles.bBig, tiles.bSmall, d, fragments);
+        mlffWarpgroupTileProduct<I, Columns, 0, PrefetchAhead, 0, 0, SumsOutside>(
+                MlffWarpgroupMemoryRow{a + (size_t) mine.r0 * I}, MlffWarpgroupMemoryRow{a + (size_t) mine.r1 * I},
+                tiles.bBig, tiles.bSmall, d, fragments);
         mlffWarpgroupWait<0>();
         mlffWarpgroupTileEpilogue<Columns>(epilogue, d, mine.row0, mine.row1, rows, tiles.firstColumn, t);
     }

@@ -103,6 +103,10 @@ string CudaCalcMLFFForceKernel::requestedReadout() {
     return requestedChoice("MLFF_CUDA_READOUT", {"warpgroup", "fma"});
 }
 
+string CudaCalcMLFFForceKernel::requestedTf32Sums() {
+    return requestedChoice("MLFF_CUDA_TF32_SUMS", {"tensor-cores", "outside"});
+}
+
 string CudaCalcMLFFForceKernel::requestedFilterStores() {
     return requestedChoice("MLFF_CUDA_FILTER_STORES", {"staged", "direct"});
 }
@@ -287,6 +291,10 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
     defines["MLFF_READOUT_ATOMS"] = std::to_string(readoutAtomsPerBlock);
     if (matmulTensorCores)
         defines["MLFF_MATMUL_TENSOR_CORES"] = "1";
+    // A probe: the products' running sums outside the tensor cores, which round toward zero (the
+    // performance log's section "The products at one TF32 product a term" says what that leaves).
+    if (requestedTf32Sums() == "outside")
+        defines["MLFF_TF32_SUMS_OUTSIDE"] = "1";
     if (warpgroupProducts())
         defines["MLFF_WARPGROUPS"] = std::to_string(Warpgroups);
     if (warpgroupFilterForward) {

@@ -298,7 +298,9 @@ KERNEL void MLFF_FILTER_FORWARD_BOUNDS mlffEdgeFilterHidden(int layer, const rea
     const MlffEdgeHiddenEpilogue epilogue = {block + MLFF_B_FILTER_B0, edgeHidden};
 #ifdef MLFF_WARPGROUP_FILTER_FORWARD
     constexpr int Columns = MLFF_WARPGROUP_FORWARD_COLUMNS;
-    mlffWarpgroupMatmul<MLFF_K, MLFF_H, Columns, MLFF_WARPGROUPS, MLFF_WARPGROUP_PREFETCH_AHEAD>(
+    // The sums in the tensor cores whatever MLFF_TF32_SUMS_OUTSIDE says (ptxas serialized the
+    // products with pairSum's registers too), here and below.
+    mlffWarpgroupMatmul<MLFF_K, MLFF_H, Columns, MLFF_WARPGROUPS, MLFF_WARPGROUP_PREFETCH_AHEAD, false>(
             edgeBasis, mlffWarpgroupImagesOf<MLFF_K, MLFF_H, Columns, 0>(weightImages, layer), filterRowCount,
             epilogue); // waits once its weights are in
 #else
@@ -337,7 +339,7 @@ KERNEL void MLFF_FILTER_FORWARD_BOUNDS mlffEdgeFilterOutput(int layer, const rea
 #ifdef MLFF_WARPGROUP_FILTER_FORWARD
     MlffFilterOutputEpilogue epilogue = mlffFilterOutputEpilogue(block + MLFF_B_FILTER_B2, edgeFilter);
     constexpr int Columns = MLFF_WARPGROUP_FORWARD_COLUMNS;
-    mlffWarpgroupMatmul<MLFF_H, 3 * MLFF_H, Columns, MLFF_WARPGROUPS, MLFF_WARPGROUP_PREFETCH_AHEAD>(
+    mlffWarpgroupMatmul<MLFF_H, 3 * MLFF_H, Columns, MLFF_WARPGROUPS, MLFF_WARPGROUP_PREFETCH_AHEAD, false>(
             edgeHidden, mlffWarpgroupImagesOf<MLFF_H, 3 * MLFF_H, Columns, 0>(weightImages, layer), filterRowCount,
             epilogue); // waits once its weights are in
 #else
@@ -639,12 +641,14 @@ DEVICE inline void mlffFilterBackwardToDistance(int layer, const real* RESTRICT 
         // grad[4 j + 2 r + c], side[...]: row row0 + 8 r, column 8 j + 2 t + c of the tile.
         float grad[Columns / 2], side[Columns / 2];
         MlffWarpgroupFragments fragments;
-        mlffWarpgroupTileProduct<J, Columns, 0>(MlffWarpgroupMemoryRow{edgeBasis + (size_t) r0 * J},
-                                                MlffWarpgroupMemoryRow{edgeBasis + (size_t) r1 * J}, tiles.fBig,
-                                                tiles.fSmall, side, fragments);
+        // The sums in the tensor cores whatever MLFF_TF32_SUMS_OUTSIDE says (as mlffEdgeFilterHidden's).
+        mlffWarpgroupTileProduct<J, Columns, 0, 0, 0, 0, false>(MlffWarpgroupMemoryRow{edgeBasis + (size_t) r0 * J},
+                                                                MlffWarpgroupMemoryRow{edgeBasis + (size_t) r1 * J},
+                                                                tiles.fBig, tiles.fSmall, side, fragments);
         // In the first block dE/dw_v1, inputs H .. 2H - 1, is 0 and unwritten (mlffFilterKindUsed).
         constexpr int skipped = FirstBlock ? MLFF_H : 0;
-        mlffWarpgroupTileProduct<I, Columns, sideInputs / 16 % 2, MLFF_WARPGROUP_PREFETCH_AHEAD, skipped, skipped>(
+        constexpr int firstSet = sideInputs / 16 % 2;
+        mlffWarpgroupTileProduct<I, Columns, firstSet, MLFF_WARPGROUP_PREFETCH_AHEAD, skipped, skipped, false>(
                 MlffWarpgroupMemoryRow{edgeGradFilter + (size_t) r0 * I},
                 MlffWarpgroupMemoryRow{edgeGradFilter + (size_t) r1 * I}, tiles.bBig, tiles.bSmall, grad, fragments);
         mlffWarpgroupWait<0>();
@@ -652,8 +656,9 @@ DEVICE inline void mlffFilterBackwardToDistance(int layer, const real* RESTRICT 
         for (int i = 0; i < Columns / 2; i++)
             grad[i] *= mlffSiluGrad(side[i] + tiles.c[8 * (i / 4) + 2 * t + i % 2]); // g
         // dx/dd into side (every product before has ended: either fragment set is free).
-        mlffWarpgroupTileProduct<J, Columns, 0>(MlffBasisDerivativeRow{params, d0}, MlffBasisDerivativeRow{params, d1},
-                                                tiles.fBig, tiles.fSmall, side, fragments);
+        mlffWarpgroupTileProduct<J, Columns, 0, 0, 0, 0, false>(MlffBasisDerivativeRow{params, d0},
+                                                                MlffBasisDerivativeRow{params, d1}, tiles.fBig,
+                                                                tiles.fSmall, side, fragments);
         mlffWarpgroupWait<0>();
         real sum0 = 0, sum1 = 0;
 #pragma unroll

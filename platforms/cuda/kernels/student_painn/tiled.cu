@@ -396,10 +396,13 @@ DEVICE inline MlffReadoutWeights mlffReadoutWeights(const unsigned int* image) {
  * d = A B over a product's I / 8 k-steps, A the accumulators of the product before as they stand (x:
  * a thread's sums of rows row0 and row0 + 8 at columns 8 j + 2 t and + 1, for j < I / 8, as
  * mlffWarpgroupTileProduct leaves them), whose k-step j is inputs 8 j .. 8 j + 7 of B's image in
- * accumulator order (mlffWarpgroupBIndexOfAccumulators). The products are waited for.
+ * accumulator order (mlffWarpgroupBIndexOfAccumulators). The products are waited for. With
+ * MLFF_TF32_SUMS_OUTSIDE (a probe) each pair of k-steps is summed from zero and added to d outside the
+ * tensor cores, as mlffWarpgroupTileProduct does.
  */
 template <int I, int O>
 DEVICE inline void mlffReadoutProductOfAccumulators(const float* x, MlffReadoutWeights b, float* d) {
+    static_assert(I % 16 == 0, "pairs of k-steps");
     unsigned int big[I / 8][4], small[I / 8][4];
 #pragma unroll
     for (int j = 0; j < I / 8; j++) {
@@ -408,12 +411,29 @@ DEVICE inline void mlffReadoutProductOfAccumulators(const float* x, MlffReadoutW
         for (int i = 0; i < 4; i++)
             mlffSplitTf32(a[i], &big[j][i], &small[j][i]);
     }
+#ifdef MLFF_TF32_SUMS_OUTSIDE
+    float pairSum[O / 2];
+#pragma unroll
+    for (int j = 0; j < I / 8; j += 2) {
+        mlffWarpgroupFence(); // before the first products, and after the adds that read pairSum
+#pragma unroll
+        for (int q = 0; q < 2; q++)
+            mlffWarpgroupKStep<O>(pairSum, big[j + q], small[j + q], b.big, b.small,
+                                  mlffWarpgroupBOffset<O>(j + q, 0, 0), q > 0);
+        mlffWarpgroupCommit();
+        mlffWarpgroupWait<0>();
+#pragma unroll
+        for (int i = 0; i < O / 2; i++)
+            d[i] = j == 0 ? pairSum[i] : d[i] + pairSum[i];
+    }
+#else
     mlffWarpgroupFence();
 #pragma unroll
     for (int j = 0; j < I / 8; j++)
         mlffWarpgroupKStep<O>(d, big[j], small[j], b.big, b.small, mlffWarpgroupBOffset<O>(j, 0, 0), j > 0);
     mlffWarpgroupCommit();
     mlffWarpgroupWait<0>(); // A's registers free, d's sums in
+#endif
 }
 
 /**
