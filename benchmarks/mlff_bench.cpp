@@ -288,7 +288,8 @@ int run(int argc, char** argv) {
             std::snprintf(text, sizeof text, std::isfinite(value) ? ", \"%s\": %.3e" : ", \"%s\": null", name, value);
             return std::string(text);
         };
-        checked = key("energy_rel_error", deviation.energyRelative) + key("force_max_error_rel", deviation.forceMaxRelative) +
+        checked = key("energy_rel_error", deviation.energyRelative) +
+                  key("force_max_error_rel", deviation.forceMaxRelative) +
                   key("force_rms_error_rel", deviation.forceRmsRelative);
     }
     std::printf("{\"atoms\": %zu, \"replicas\": %d, \"periodic\": %s, \"tabulated\": %s, \"without_force\": %s, "

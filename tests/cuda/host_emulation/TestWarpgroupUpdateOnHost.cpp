@@ -90,9 +90,10 @@ TEST(WarpgroupUpdateOnHost, HiddenForwardIsInputByW0PlusBiasAndItsSilu) {
                 scale += std::fabs(term);
             }
             const std::string where = "atom " + std::to_string(i) + ", channel " + std::to_string(h);
-            expectNear(hidden[((size_t) Layer * N + i) * H + h], x, scale, "hidden layer, " + where, failures);
+            const double got = hidden[((size_t) Layer * N + i) * H + h];
+            expectNear(got, x, scale, "hidden layer, " + where, failures);
             expectNear(activation[(size_t) i * H + h], x / (1 + std::exp(-x)), scale, "its SiLU, " + where, failures);
-            lean.add(hidden[((size_t) Layer * N + i) * H + h], x);
+            lean.add(got, x);
         }
     EXPECT_EQ(failures, 0);
     std::printf("[lean] hidden layer: %.3e over %d outputs\n", lean.mean(), lean.count);
