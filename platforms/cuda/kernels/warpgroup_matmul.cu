@@ -341,6 +341,14 @@ struct MlffWarpgroupFragments {
 #define MLFF_SUMS_OUTSIDE_BY_DEFAULT false
 #endif
 
+/** d (=) d + a pair of k-steps' sum, in float, rounded to nearest (SumsOutside below); d = sum for the first pair. */
+template <int N>
+DEVICE inline void mlffWarpgroupAddPairSum(float* d, const float* pairSum, bool first) {
+#pragma unroll
+    for (int i = 0; i < N; i++)
+        d[i] = first ? pairSum[i] : d[i] + pairSum[i];
+}
+
 /**
  * The first input of the pair of k-steps `pair` (16 inputs) of a product that skips the inputs
  * Skipped .. Skipped + SkippedCount - 1 (mlffWarpgroupTileProduct).
@@ -413,9 +421,7 @@ DEVICE inline void mlffWarpgroupTileProduct(const Row& a0, const Row& a1, const 
         mlffWarpgroupCommit();
         if (SumsOutside) {
             mlffWarpgroupWait<0>(); // the pair's sum in
-#pragma unroll
-            for (int i = 0; i < Columns / 2; i++)
-                d[i] = pair == 0 ? pairSum[i] : d[i] + pairSum[i];
+            mlffWarpgroupAddPairSum<Columns / 2>(d, pairSum, pair == 0);
         } else {
             mlffWarpgroupWait<1>(); // the set refilled next is free
         }

@@ -422,9 +422,7 @@ DEVICE inline void mlffReadoutProductOfAccumulators(const float* x, MlffReadoutW
                                   mlffWarpgroupBOffset<O>(j + q, 0, 0), q > 0);
         mlffWarpgroupCommit();
         mlffWarpgroupWait<0>();
-#pragma unroll
-        for (int i = 0; i < O / 2; i++)
-            d[i] = j == 0 ? pairSum[i] : d[i] + pairSum[i];
+        mlffWarpgroupAddPairSum<O / 2>(d, pairSum, j == 0);
     }
 #else
     mlffWarpgroupFence();
