@@ -340,6 +340,13 @@ struct MlffWarpgroupFragments {
 #else
 #define MLFF_SUMS_OUTSIDE_BY_DEFAULT false
 #endif
+// With the sums outside, whether the next pair is split while a pair's products run
+// (MLFF_TF32_SUMS_OVERLAPPED, the probe's second setting) rather than after its sum is added.
+#ifdef MLFF_TF32_SUMS_OVERLAPPED
+#define MLFF_SUMS_OVERLAPPED true
+#else
+#define MLFF_SUMS_OVERLAPPED false
+#endif
 
 /** d (=) d + a pair of k-steps' sum, in float, rounded to nearest (SumsOutside below); d = sum for the first pair. */
 template <int N>
@@ -374,7 +381,11 @@ DEVICE constexpr int mlffWarpgroupPairInput(int pair) {
  * rounded to nearest: the tensor cores round their sums toward zero, which over a long product's
  * running sum leaves its outputs some 1e-6 nearer zero than float would; a pair's sum is smaller,
  * and so is its rounding (emulated on the host, 9 times smaller at 128 inputs). It costs Columns / 2
- * registers and the overlap of a pair's split with the products before it.
+ * registers and the overlap of a pair's split with the products before it; with MLFF_SUMS_OVERLAPPED
+ * a pair's sum is waited for and added only once the next pair is split (into the other fragment
+ * set, which the pair before has left), so that the split runs beside the products. Two sets of
+ * pair sums, one added while the next pair's products run into the other, made ptxas serialize the
+ * products at H = 64 and 128.
  */
 template <int Inputs, int Columns, int FirstSet, int PrefetchAhead = 0, int Skipped = 0, int SkippedCount = 0,
           bool SumsOutside = MLFF_SUMS_OUTSIDE_BY_DEFAULT, class Row>
@@ -388,6 +399,7 @@ DEVICE inline void mlffWarpgroupTileProduct(const Row& a0, const Row& a1, const 
     float4 x0 = a0.template inputs<Inputs>(0, k), x1 = a1.template inputs<Inputs>(0, k);
     float pairSum[Columns / 2]; // with SumsOutside
     float* sum = SumsOutside ? pairSum : d;
+    constexpr bool overlapped = SumsOutside && MLFF_SUMS_OVERLAPPED;
 #pragma unroll
     for (int pair = 0; pair < pairs; pair++) {
         const int set = (FirstSet + pair) % 2;
@@ -407,6 +419,10 @@ DEVICE inline void mlffWarpgroupTileProduct(const Row& a0, const Row& a1, const 
             x0 = a0.template inputs<Inputs>(next, k);
             x1 = a1.template inputs<Inputs>(next, k);
         }
+        if (overlapped && pair > 0) {
+            mlffWarpgroupWait<0>(); // the pair before's sum in
+            mlffWarpgroupAddPairSum<Columns / 2>(d, pairSum, pair == 1);
+        }
         mlffWarpgroupFence();
 #pragma unroll
         for (int q = 0; q < 2; q++) {
@@ -419,12 +435,16 @@ DEVICE inline void mlffWarpgroupTileProduct(const Row& a0, const Row& a1, const 
                                          mlffWarpgroupDescriptor(bSmall + offset), accumulate);
         }
         mlffWarpgroupCommit();
-        if (SumsOutside) {
+        if (!SumsOutside) {
+            mlffWarpgroupWait<1>(); // the set refilled next is free
+        } else if (!overlapped) {
             mlffWarpgroupWait<0>(); // the pair's sum in
             mlffWarpgroupAddPairSum<Columns / 2>(d, pairSum, pair == 0);
-        } else {
-            mlffWarpgroupWait<1>(); // the set refilled next is free
-        }
+        } // overlapped: the sum is added once the next pair is split, above
+    }
+    if (overlapped) {
+        mlffWarpgroupWait<0>(); // the last pair's sum in
+        mlffWarpgroupAddPairSum<Columns / 2>(d, pairSum, pairs == 1);
     }
 }
 

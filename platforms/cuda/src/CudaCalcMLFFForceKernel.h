@@ -165,7 +165,8 @@ private:
     static bool clusterPathRequested();       // MLFF_CUDA_KERNELS=cluster
     static std::string requestedProducts(); // MLFF_CUDA_PRODUCTS: "mma", "warpgroup", or "" (the plugin chooses)
     static std::string requestedFilterHidden(); // MLFF_CUDA_FILTER_HIDDEN: "registers", "stored", or "" (registers)
-    static std::string requestedTf32Sums(); // MLFF_CUDA_TF32_SUMS: "tensor-cores", "outside" (a probe), or ""
+    // MLFF_CUDA_TF32_SUMS: "tensor-cores", "outside" or "outside-overlapped" (probes), or ""
+    static std::string requestedTf32Sums();
     static std::string requestedReadout(); // MLFF_CUDA_READOUT: "warpgroup", "fma", or "" (warpgroup where it can)
     static std::string requestedFilterStores(); // MLFF_CUDA_FILTER_STORES: "staged", "direct", or "" (staged with one)
     static size_t requestedEdgeRowsMaxBytes(); // MLFF_CUDA_EDGE_ROWS_MAX_BYTES, or no limit

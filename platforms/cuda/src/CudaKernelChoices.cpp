@@ -104,7 +104,7 @@ string CudaCalcMLFFForceKernel::requestedReadout() {
 }
 
 string CudaCalcMLFFForceKernel::requestedTf32Sums() {
-    return requestedChoice("MLFF_CUDA_TF32_SUMS", {"tensor-cores", "outside"});
+    return requestedChoice("MLFF_CUDA_TF32_SUMS", {"tensor-cores", "outside", "outside-overlapped"});
 }
 
 string CudaCalcMLFFForceKernel::requestedFilterStores() {
@@ -293,8 +293,11 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
         defines["MLFF_MATMUL_TENSOR_CORES"] = "1";
     // A probe: the products' running sums outside the tensor cores, which round toward zero (the
     // performance log's section "The products at one TF32 product a term" says what that leaves).
-    if (requestedTf32Sums() == "outside")
+    const string tf32Sums = requestedTf32Sums();
+    if (tf32Sums == "outside" || tf32Sums == "outside-overlapped")
         defines["MLFF_TF32_SUMS_OUTSIDE"] = "1";
+    if (tf32Sums == "outside-overlapped") // each pair's sum added while the next pair's products run
+        defines["MLFF_TF32_SUMS_OVERLAPPED"] = "1";
     if (warpgroupProducts())
         defines["MLFF_WARPGROUPS"] = std::to_string(Warpgroups);
     if (warpgroupFilterForward) {

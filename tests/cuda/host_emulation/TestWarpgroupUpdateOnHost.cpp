@@ -3,12 +3,13 @@
 // against its definition in double: the hidden layer forward (input W0^T + b0, and its SiLU) and
 // its backward (dE/d(a, g1, g2) W2, times SiLU' of the hidden layer), for the 54 atoms of
 // KernelsOnHost.h, one row tile whose last 10 rows are dropped. The weights' images are made by
-// mlffPrepareWarpgroupTiles, as the plugin makes them. Built three times: with the emulated
+// mlffPrepareWarpgroupTiles, as the plugin makes them. Built four times: with the emulated
 // products' sums rounded to nearest; toward zero as the tensor cores round them
 // (MLFF_HOST_ROUND_TOWARD_ZERO), where the hidden layer's outputs lean toward zero (the log's
 // section "The products at one TF32 product a term"); and so, with the probe that sums each pair
 // of k-steps from zero and adds it outside the tensor cores (MLFF_TF32_SUMS_OUTSIDE), which leans
-// much less.
+// much less, once as it waits for each pair's sum and once as it adds it while the next pair's
+// products run (MLFF_TF32_SUMS_OVERLAPPED; the same sums, so the same lean).
 #include <gtest/gtest.h>
 
 #include <cmath>
