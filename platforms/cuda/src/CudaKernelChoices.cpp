@@ -296,7 +296,7 @@ void CudaCalcMLFFForceKernel::addKernelDefines(std::map<string, string>& defines
     const string tf32Sums = requestedTf32Sums();
     if (tf32Sums == "outside" || tf32Sums == "outside-overlapped")
         defines["MLFF_TF32_SUMS_OUTSIDE"] = "1";
-    if (tf32Sums == "outside-overlapped") // each pair's sum added while the next pair's products run
+    if (tf32Sums == "outside-overlapped") // the next pair split while a pair's products run
         defines["MLFF_TF32_SUMS_OVERLAPPED"] = "1";
     if (warpgroupProducts())
         defines["MLFF_WARPGROUPS"] = std::to_string(Warpgroups);

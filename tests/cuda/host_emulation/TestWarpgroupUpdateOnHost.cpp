@@ -8,8 +8,8 @@
 // (MLFF_HOST_ROUND_TOWARD_ZERO), where the hidden layer's outputs lean toward zero (the log's
 // section "The products at one TF32 product a term"); and so, with the probe that sums each pair
 // of k-steps from zero and adds it outside the tensor cores (MLFF_TF32_SUMS_OUTSIDE), which leans
-// much less, once as it waits for each pair's sum and once as it adds it while the next pair's
-// products run (MLFF_TF32_SUMS_OVERLAPPED; the same sums, so the same lean).
+// much less, once splitting each pair after the pair before's sum is added and once while that
+// pair's products run (MLFF_TF32_SUMS_OVERLAPPED; the same sums, so the same lean).
 #include <gtest/gtest.h>
 
 #include <cmath>
